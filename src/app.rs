@@ -1,0 +1,92 @@
+//! Wiring: binds the listener, builds the shared context, runs until asked to stop, then
+//! drains in-flight commands within the grace period.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::proxy::{listener, upstream, ProxyContext};
+use crate::record::CommandSink;
+
+/// A running proxy.
+#[derive(Debug)]
+pub struct App {
+    /// Address the client listener is bound to (useful when configured with port 0).
+    pub local_addr: SocketAddr,
+    ctx: Arc<ProxyContext>,
+    tracker: TaskTracker,
+    drain: CancellationToken,
+    hard_stop: CancellationToken,
+    accept_task: tokio::task::JoinHandle<()>,
+}
+
+impl App {
+    /// Binds the listener and starts accepting clients.
+    pub async fn start(config: Config, sink: Arc<dyn CommandSink>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(config.proxy.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let ctx = Arc::new(ProxyContext::new(Arc::new(config), sink));
+        probe_upstream(&ctx).await;
+        let tracker = TaskTracker::new();
+        let drain = CancellationToken::new();
+        let hard_stop = CancellationToken::new();
+        let accept_task = tokio::spawn(listener::accept_loop(
+            listener,
+            Arc::clone(&ctx),
+            tracker.clone(),
+            drain.clone(),
+            hard_stop.clone(),
+        ));
+        tracing::info!(listen = %local_addr, upstream = %ctx.config.upstream.address, "proxy started");
+        Ok(Self { local_addr, ctx, tracker, drain, hard_stop, accept_task })
+    }
+
+    /// Stops accepting, lets in-flight commands finish within the grace period, then closes
+    /// what is left. Returns once every connection task has ended.
+    pub async fn shutdown(self) {
+        let grace = self.ctx.config.proxy.shutdown_grace;
+        self.drain.cancel();
+        let _ = self.accept_task.await;
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+            tracing::warn!(
+                connections = self.tracker.len(),
+                grace_ms = grace.as_millis() as u64,
+                "grace period over: closing connections with commands in flight"
+            );
+            self.hard_stop.cancel();
+            self.tracker.wait().await;
+        }
+        tracing::info!("proxy stopped");
+    }
+}
+
+/// Connects once at start-up to report whether Redis is reachable and whether it asks new
+/// connections to authenticate (which turns on Redis's unauthenticated request limits).
+async fn probe_upstream(ctx: &ProxyContext) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = match upstream::connect(&ctx.config.upstream).await {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::warn!(%error, "upstream not reachable at start-up; clients get errors until it is");
+            return;
+        }
+    };
+    let mut reply = [0u8; 64];
+    let probe = async {
+        stream.write_all(b"*1\r\n$4\r\nPING\r\n").await?;
+        stream.read(&mut reply).await
+    };
+    match tokio::time::timeout(ctx.config.upstream.connect_timeout, probe).await {
+        Ok(Ok(n)) => {
+            let required = reply[..n].starts_with(b"-NOAUTH");
+            ctx.set_auth_required(required);
+            tracing::info!(auth_required = required, "upstream reachable");
+        }
+        _ => tracing::warn!("upstream did not answer PING at start-up"),
+    }
+}

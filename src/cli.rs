@@ -1,0 +1,208 @@
+//! The command-line contract (see ARCHITECTURE.md): global flags that override the config
+//! file, and the subcommands.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{AclMode, Overrides};
+
+/// redis-audit-proxy: a transparent Redis proxy that audits every command.
+#[derive(Debug, Parser)]
+#[command(name = "redis-audit-proxy", version, about, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// Configuration file (TOML); built-in defaults without it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Client listener address (proxy.listen).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Redis address, HOST:PORT (upstream.address).
+    #[arg(long, value_name = "ADDR")]
+    pub upstream: Option<String>,
+    /// Admin HTTP address (admin.listen).
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
+    /// Audit directory (audit.dir).
+    #[arg(long, value_name = "DIR")]
+    pub audit_dir: Option<String>,
+    /// Users file in Redis ACL syntax (auth.users_file).
+    #[arg(long, value_name = "FILE")]
+    pub users: Option<String>,
+    /// ACL mode (acl.mode).
+    #[arg(long, value_enum)]
+    pub mode: Option<AclMode>,
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// What to do; without one, run the proxy.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+impl Cli {
+    /// The flags that override keys of the config file.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            listen: self.listen.clone(),
+            upstream: self.upstream.clone(),
+            admin: self.admin.clone(),
+            audit_dir: self.audit_dir.clone(),
+            users: self.users.clone(),
+            mode: self.mode,
+        }
+    }
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a configuration file and exit (0 when valid, 64 when not).
+    CheckConfig {
+        /// The file to check.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Show how a command is classified and whether a user may run it.
+    Explain {
+        /// Configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Redis address to read the command table from.
+        #[arg(long, value_name = "ADDR")]
+        upstream: Option<String>,
+        /// Users file.
+        #[arg(long, value_name = "FILE")]
+        users: Option<String>,
+        /// User to evaluate the command for.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Query or verify audit files.
+    Audit {
+        /// What to do with them.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Read a password on stdin and print its SHA-256 hex, for users files.
+    HashPassword,
+}
+
+/// `audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Filter and page through audit records.
+    Query {
+        /// Audit directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Start time (yyyy-MM-ddTHH:mm:ssZ).
+        #[arg(long, value_name = "T")]
+        start: Option<String>,
+        /// End time (yyyy-MM-ddTHH:mm:ssZ).
+        #[arg(long, value_name = "T")]
+        end: Option<String>,
+        /// User.
+        #[arg(long, value_name = "U")]
+        user: Option<String>,
+        /// Client IP.
+        #[arg(long, value_name = "IP")]
+        host: Option<String>,
+        /// Database.
+        #[arg(long, value_name = "N")]
+        db: Option<u32>,
+        /// Command keyword.
+        #[arg(long, value_name = "CMD")]
+        keyword: Option<String>,
+        /// read, write or non_read_write.
+        #[arg(long, value_name = "CLASS")]
+        class: Option<String>,
+        /// Records per page.
+        #[arg(long, value_name = "N")]
+        page_size: Option<u32>,
+        /// Page number, from 1.
+        #[arg(long, value_name = "N")]
+        page: Option<u32>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the audit files for gaps, torn lines and tampering.
+    Verify {
+        /// Audit directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+impl Command {
+    /// The subcommand's name as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::CheckConfig { .. } => "check-config",
+            Self::Explain { .. } => "explain",
+            Self::Audit { command: AuditCommand::Query { .. } } => "audit query",
+            Self::Audit { command: AuditCommand::Verify { .. } } => "audit verify",
+            Self::HashPassword => "hash-password",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_contract_parses() {
+        let cli = Cli::try_parse_from([
+            "redis-audit-proxy",
+            "--config",
+            "p.toml",
+            "--listen",
+            "127.0.0.1:1",
+            "--upstream",
+            "r:6379",
+            "--admin",
+            "127.0.0.1:2",
+            "--audit-dir",
+            "d",
+            "--users",
+            "u.acl",
+            "--mode",
+            "observe",
+            "--log-level",
+            "debug",
+        ])
+        .unwrap();
+        assert_eq!(cli.overrides().mode, Some(AclMode::Observe));
+        assert_eq!(cli.overrides().upstream.as_deref(), Some("r:6379"));
+        let cli = Cli::try_parse_from([
+            "redis-audit-proxy",
+            "explain",
+            "--json",
+            "--user",
+            "bob",
+            "--",
+            "SET",
+            "k",
+            "v",
+        ])
+        .unwrap();
+        assert_eq!(cli.command.as_ref().map(Command::name), Some("explain"));
+        for line in [
+            &["redis-audit-proxy", "check-config", "--config", "p.toml"][..],
+            &["redis-audit-proxy", "audit", "verify", "--dir", "d"],
+            &["redis-audit-proxy", "audit", "query", "--dir", "d", "--class", "read", "--json"],
+            &["redis-audit-proxy", "hash-password"],
+        ] {
+            Cli::try_parse_from(line).unwrap();
+        }
+        assert!(Cli::try_parse_from(["redis-audit-proxy", "--mode", "loud"]).is_err());
+    }
+}

@@ -1,0 +1,430 @@
+//! Configuration: load `proxy.toml`, apply command-line overrides, validate into typed values.
+//!
+//! Two stages, as ripgrep's low/high arguments: [`raw::RawConfig`] is the file as written, and
+//! [`Config`] is what the proxy runs on, with addresses parsed, limits checked and durations
+//! typed. Every error names where the value came from, the key and what is wrong, on one line.
+
+pub mod raw;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::resp::request::RequestLimits;
+use raw::RawConfig;
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[proxy]`
+    pub proxy: ProxyConfig,
+    /// `[upstream]`
+    pub upstream: UpstreamConfig,
+    /// `[admin]`
+    pub admin: AdminConfig,
+    /// `[audit]`
+    pub audit: AuditConfig,
+    /// `[auth]`
+    pub auth: AuthConfig,
+    /// `[acl]`
+    pub acl: AclConfig,
+}
+
+/// The client-facing side.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Address clients connect to.
+    pub listen: SocketAddr,
+    /// Most clients connected at once.
+    pub max_clients: usize,
+    /// Close clients idle this long (not blocked, subscribed or monitoring); `None` = never.
+    pub idle_timeout: Option<Duration>,
+    /// How long in-flight commands may take to finish on shutdown.
+    pub shutdown_grace: Duration,
+    /// Per-connection bounds.
+    pub limits: Limits,
+}
+
+/// Per-connection bounds, each a `[proxy.limits]` key.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Limits on one request, as Redis applies them.
+    pub request: RequestLimits,
+    /// Largest unparsed request buffer.
+    pub query_buffer_max_bytes: usize,
+    /// Most commands waiting for their reply.
+    pub pipeline_max_depth: usize,
+    /// Deepest reply nesting accepted from Redis.
+    pub reply_max_depth: usize,
+    /// Bytes queued towards one side before the other side stops being read.
+    pub output_buffer_bytes: usize,
+}
+
+/// The Redis behind the proxy.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// `host:port`, resolved at each connection.
+    pub address: String,
+    /// How long one connection attempt may take.
+    pub connect_timeout: Duration,
+    /// How often a client without an upstream retries.
+    pub reconnect_interval: Duration,
+}
+
+/// The admin plane.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Admin HTTP address.
+    pub listen: SocketAddr,
+}
+
+/// The audit trail.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// Directory of the audit files.
+    pub dir: PathBuf,
+}
+
+/// Identity.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Users file in Redis ACL syntax.
+    pub users_file: Option<PathBuf>,
+}
+
+/// Policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AclConfig {
+    /// Enforce or only observe.
+    pub mode: AclMode,
+}
+
+/// `acl.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AclMode {
+    /// Deny with `-NOPERM` as Redis would.
+    Enforce,
+    /// Forward, and record the would-be denial.
+    Observe,
+}
+
+/// Values given on the command line; each replaces its key from the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen` → `proxy.listen`
+    pub listen: Option<String>,
+    /// `--upstream` → `upstream.address`
+    pub upstream: Option<String>,
+    /// `--admin` → `admin.listen`
+    pub admin: Option<String>,
+    /// `--audit-dir` → `audit.dir`
+    pub audit_dir: Option<String>,
+    /// `--users` → `auth.users_file`
+    pub users: Option<String>,
+    /// `--mode` → `acl.mode`
+    pub mode: Option<AclMode>,
+}
+
+/// A configuration that cannot be used. Its `Display` is the one line shown to the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the schema.
+    #[error("{file}:{line}: {key}: {message}")]
+    Parse {
+        /// The file.
+        file: String,
+        /// 1-based line of the problem.
+        line: usize,
+        /// Dotted key at that line.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is out of range or malformed.
+    #[error("{source_name}: {key}: {message}")]
+    Invalid {
+        /// The file, or the command-line flag the value came from.
+        source_name: String,
+        /// Dotted key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Loads `path` (or the built-in defaults when `None`) and applies `overrides`.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let (raw, source_name) = match path {
+            Some(path) => {
+                let file = path.display().to_string();
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+                (Self::parse_raw(&text, &file)?, file)
+            }
+            None => (RawConfig::default(), "built-in defaults".to_owned()),
+        };
+        Self::validate(raw, &source_name, overrides)
+    }
+
+    /// Parses and validates TOML text; `file` names it in errors.
+    pub fn from_toml_str(text: &str, file: &str) -> Result<Self, ConfigError> {
+        Self::validate(Self::parse_raw(text, file)?, file, &Overrides::default())
+    }
+
+    fn parse_raw(text: &str, file: &str) -> Result<RawConfig, ConfigError> {
+        toml::from_str(text).map_err(|error| {
+            let offset = error.span().map_or(0, |span| span.start);
+            let (line, key) = locate_key(text, offset);
+            ConfigError::Parse {
+                file: file.to_owned(),
+                line,
+                key,
+                message: error.message().replace('\n', " "),
+            }
+        })
+    }
+
+    /// Turns the raw file plus overrides into a typed configuration.
+    pub fn validate(
+        mut raw: RawConfig,
+        source_name: &str,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut from_flag: Vec<(&'static str, &'static str)> = Vec::new();
+        if let Some(listen) = &overrides.listen {
+            raw.proxy.listen.clone_from(listen);
+            from_flag.push(("proxy.listen", "--listen"));
+        }
+        if let Some(upstream) = &overrides.upstream {
+            raw.upstream.address.clone_from(upstream);
+            from_flag.push(("upstream.address", "--upstream"));
+        }
+        if let Some(admin) = &overrides.admin {
+            raw.admin.listen.clone_from(admin);
+            from_flag.push(("admin.listen", "--admin"));
+        }
+        if let Some(dir) = &overrides.audit_dir {
+            raw.audit.dir.clone_from(dir);
+            from_flag.push(("audit.dir", "--audit-dir"));
+        }
+        if let Some(users) = &overrides.users {
+            raw.auth.users_file = Some(users.clone());
+            from_flag.push(("auth.users_file", "--users"));
+        }
+        let mode_from_flag = overrides.mode;
+        let invalid = |key: &'static str, message: String| {
+            let source_name = from_flag
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map_or_else(|| source_name.to_owned(), |(_, flag)| format!("command line {flag}"));
+            ConfigError::Invalid { source_name, key, message }
+        };
+
+        let listen =
+            parse_socket_addr(&raw.proxy.listen).map_err(|m| invalid("proxy.listen", m))?;
+        let limits = &raw.proxy.limits;
+        let positive = |key: &'static str, value: u64| -> Result<u64, ConfigError> {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+            Ok(value)
+        };
+        let max_clients = positive("proxy.max_clients", raw.proxy.max_clients)?;
+        let inline_max_bytes = positive("proxy.limits.inline_max_bytes", limits.inline_max_bytes)?;
+        let bulk_max_bytes = positive("proxy.limits.bulk_max_bytes", limits.bulk_max_bytes)?;
+        let multibulk_max_len =
+            positive("proxy.limits.multibulk_max_len", limits.multibulk_max_len)?;
+        if multibulk_max_len > i32::MAX as u64 {
+            return Err(invalid(
+                "proxy.limits.multibulk_max_len",
+                format!("{multibulk_max_len} is above Redis's own limit of {}", i32::MAX),
+            ));
+        }
+        let query_buffer_max_bytes =
+            positive("proxy.limits.query_buffer_max_bytes", limits.query_buffer_max_bytes)?;
+        if query_buffer_max_bytes < bulk_max_bytes.max(inline_max_bytes) {
+            return Err(invalid(
+                "proxy.limits.query_buffer_max_bytes",
+                format!(
+                    "{query_buffer_max_bytes} cannot hold one argument of bulk_max_bytes \
+                     ({bulk_max_bytes}) or one inline line of inline_max_bytes ({inline_max_bytes})"
+                ),
+            ));
+        }
+        let limits = Limits {
+            request: RequestLimits {
+                inline_max_bytes: inline_max_bytes as usize,
+                bulk_max_bytes,
+                multibulk_max_len,
+                unauthenticated_multibulk_max_len: limits.unauthenticated_multibulk_max_len,
+                unauthenticated_bulk_max_bytes: limits.unauthenticated_bulk_max_bytes,
+            },
+            query_buffer_max_bytes: query_buffer_max_bytes as usize,
+            pipeline_max_depth: positive(
+                "proxy.limits.pipeline_max_depth",
+                limits.pipeline_max_depth,
+            )? as usize,
+            reply_max_depth: positive("proxy.limits.reply_max_depth", limits.reply_max_depth)?
+                as usize,
+            output_buffer_bytes: positive(
+                "proxy.limits.output_buffer_bytes",
+                limits.output_buffer_bytes,
+            )? as usize,
+        };
+
+        let address = raw.upstream.address.trim().to_owned();
+        validate_host_port(&address).map_err(|m| invalid("upstream.address", m))?;
+        let connect_timeout_ms =
+            positive("upstream.connect_timeout_ms", raw.upstream.connect_timeout_ms)?;
+        let admin_listen =
+            parse_socket_addr(&raw.admin.listen).map_err(|m| invalid("admin.listen", m))?;
+        if raw.audit.dir.trim().is_empty() {
+            return Err(invalid("audit.dir", "must not be empty".into()));
+        }
+        let mode = match mode_from_flag {
+            Some(mode) => mode,
+            None => match raw.acl.mode.as_str() {
+                "enforce" => AclMode::Enforce,
+                "observe" => AclMode::Observe,
+                other => {
+                    return Err(invalid(
+                        "acl.mode",
+                        format!("\"{other}\" is not one of \"enforce\", \"observe\""),
+                    ))
+                }
+            },
+        };
+
+        Ok(Self {
+            proxy: ProxyConfig {
+                listen,
+                max_clients: max_clients as usize,
+                idle_timeout: (raw.proxy.timeout > 0)
+                    .then(|| Duration::from_secs(raw.proxy.timeout)),
+                shutdown_grace: Duration::from_millis(raw.proxy.shutdown_grace_ms),
+                limits,
+            },
+            upstream: UpstreamConfig {
+                address,
+                connect_timeout: Duration::from_millis(connect_timeout_ms),
+                reconnect_interval: Duration::from_millis(raw.upstream.reconnect_interval_ms),
+            },
+            admin: AdminConfig { listen: admin_listen },
+            audit: AuditConfig { dir: PathBuf::from(raw.audit.dir) },
+            auth: AuthConfig { users_file: raw.auth.users_file.map(PathBuf::from) },
+            acl: AclConfig { mode },
+        })
+    }
+}
+
+fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.trim().parse().map_err(|_| format!("\"{text}\" is not an address of the form IP:PORT"))
+}
+
+fn validate_host_port(text: &str) -> Result<(), String> {
+    let bad = || format!("\"{text}\" is not an address of the form HOST:PORT");
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains(char::is_whitespace) || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// The 1-based line of `offset` in `text` and the dotted key written there
+/// (`[section]` header plus the key before `=`).
+fn locate_key(text: &str, offset: usize) -> (usize, String) {
+    let offset = offset.min(text.len());
+    let line_number = text[..offset].matches('\n').count() + 1;
+    let mut section = String::new();
+    let mut key = String::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if index + 1 > line_number {
+            break;
+        }
+        if let Some(header) = line.strip_prefix('[') {
+            section = header.trim_end_matches(']').trim().to_owned();
+            key.clear();
+        } else if index + 1 == line_number {
+            key = line.split('=').next().unwrap_or("").trim().to_owned();
+        }
+    }
+    let dotted = match (section.is_empty(), key.is_empty()) {
+        (true, _) => key,
+        (false, true) => section,
+        (false, false) => format!("{section}.{key}"),
+    };
+    (line_number, if dotted.is_empty() { "(file)".to_owned() } else { dotted })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let config = Config::from_toml_str("", "proxy.toml").unwrap();
+        assert_eq!(config.proxy.listen.to_string(), "127.0.0.1:6380");
+        assert_eq!(config.upstream.address, "127.0.0.1:6379");
+        assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9379");
+        assert_eq!(config.audit.dir, PathBuf::from("./data/audit"));
+        assert_eq!(config.proxy.limits.request, RequestLimits::default());
+        assert_eq!(config.acl.mode, AclMode::Enforce);
+    }
+
+    #[test]
+    fn errors_name_file_line_key_and_problem() {
+        let error = Config::from_toml_str("[proxy]\nlisten = \"x\"\n", "p.toml").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "p.toml: proxy.listen: \"x\" is not an address of the form IP:PORT"
+        );
+        let error = Config::from_toml_str("[proxy]\nlisen = 1\n", "p.toml").unwrap_err();
+        let text = error.to_string();
+        assert!(text.starts_with("p.toml:2: proxy.lisen: unknown field `lisen`"), "{text}");
+        let error = Config::from_toml_str("[proxy.limits]\nbulk_max_bytes = \"big\"\n", "p.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("p.toml:2: proxy.limits.bulk_max_bytes: invalid type"),
+            "{error}"
+        );
+        assert!(!error.contains('\n'));
+        let error = Config::from_toml_str("[proxy]\nmax_clients = 0\n", "p.toml").unwrap_err();
+        assert_eq!(error.to_string(), "p.toml: proxy.max_clients: must be at least 1");
+    }
+
+    #[test]
+    fn flags_override_the_file_and_are_named_when_wrong() {
+        let overrides = Overrides { upstream: Some("redis:6390".into()), ..Overrides::default() };
+        let raw: RawConfig = toml::from_str("[upstream]\naddress = \"a:1\"\n").unwrap();
+        let config = Config::validate(raw.clone(), "p.toml", &overrides).unwrap();
+        assert_eq!(config.upstream.address, "redis:6390");
+        let overrides = Overrides { upstream: Some("nope".into()), ..Overrides::default() };
+        let error = Config::validate(raw, "p.toml", &overrides).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "command line --upstream: upstream.address: \"nope\" is not an address of the form HOST:PORT"
+        );
+    }
+
+    #[test]
+    fn the_example_file_is_valid_and_complete() {
+        let text = include_str!("../../proxy.toml.example");
+        Config::from_toml_str(text, "proxy.toml.example").unwrap();
+        // Every key of the schema appears, uncommented and with its default, in the example.
+        let example: toml::Table = toml::from_str(text).unwrap();
+        let defaults = toml::Table::try_from(RawConfig::default()).unwrap();
+        assert_eq!(example, defaults);
+    }
+}

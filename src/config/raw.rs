@@ -1,0 +1,164 @@
+//! `proxy.toml` as written: serde structs mirroring the file, with every default. Nothing else.
+//!
+//! Every key and its default is documented in `proxy.toml.example`; `Config::validate` turns
+//! this into the typed [`Config`](super::Config).
+
+use serde::{Deserialize, Serialize};
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// `[proxy]`
+    pub proxy: RawProxy,
+    /// `[upstream]`
+    pub upstream: RawUpstream,
+    /// `[admin]`
+    pub admin: RawAdmin,
+    /// `[audit]`
+    pub audit: RawAudit,
+    /// `[auth]`
+    pub auth: RawAuth,
+    /// `[acl]`
+    pub acl: RawAcl,
+}
+
+/// `[proxy]`: the client-facing side.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawProxy {
+    /// Address clients connect to.
+    pub listen: String,
+    /// Most clients connected at once (Redis `maxclients`).
+    pub max_clients: u64,
+    /// Close a client idle for this many seconds; 0 = never (Redis `timeout`).
+    pub timeout: u64,
+    /// On SIGTERM/SIGINT, how long in-flight commands may take to finish.
+    pub shutdown_grace_ms: u64,
+    /// `[proxy.limits]`
+    pub limits: RawLimits,
+}
+
+impl Default for RawProxy {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:6380".into(),
+            max_clients: 10_000,
+            timeout: 0,
+            shutdown_grace_ms: 10_000,
+            limits: RawLimits::default(),
+        }
+    }
+}
+
+/// `[proxy.limits]`: every bound on what one connection may make the proxy hold.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    /// Longest inline command line (Redis `PROTO_INLINE_MAX_SIZE`).
+    pub inline_max_bytes: u64,
+    /// Largest bulk argument (Redis `proto-max-bulk-len`).
+    pub bulk_max_bytes: u64,
+    /// Most arguments in one command.
+    pub multibulk_max_len: u64,
+    /// Most arguments before the client has authenticated.
+    pub unauthenticated_multibulk_max_len: u64,
+    /// Largest argument before the client has authenticated.
+    pub unauthenticated_bulk_max_bytes: u64,
+    /// Largest unparsed request buffer (Redis `client-query-buffer-limit`).
+    pub query_buffer_max_bytes: u64,
+    /// Most commands forwarded and still waiting for their reply, per connection.
+    pub pipeline_max_depth: u64,
+    /// Deepest nesting accepted in a reply from Redis.
+    pub reply_max_depth: u64,
+    /// Bytes queued towards one side before the proxy stops reading the other.
+    pub output_buffer_bytes: u64,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            inline_max_bytes: 64 * 1024,
+            bulk_max_bytes: 512 * 1024 * 1024,
+            multibulk_max_len: i32::MAX as u64,
+            unauthenticated_multibulk_max_len: 10,
+            unauthenticated_bulk_max_bytes: 16 * 1024,
+            query_buffer_max_bytes: 1024 * 1024 * 1024,
+            pipeline_max_depth: 100_000,
+            reply_max_depth: 512,
+            output_buffer_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// `[upstream]`: the Redis behind the proxy.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUpstream {
+    /// `host:port` of Redis.
+    pub address: String,
+    /// How long one connection attempt may take.
+    pub connect_timeout_ms: u64,
+    /// How often a client whose upstream is down retries it.
+    pub reconnect_interval_ms: u64,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1:6379".into(),
+            connect_timeout_ms: 2_000,
+            reconnect_interval_ms: 1_000,
+        }
+    }
+}
+
+/// `[admin]`: the admin plane (metrics, health, query API).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    /// Loopback address of the admin HTTP server.
+    pub listen: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:9379".into() }
+    }
+}
+
+/// `[audit]`: the audit trail.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAudit {
+    /// Directory of the audit files.
+    pub dir: String,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self { dir: "./data/audit".into() }
+    }
+}
+
+/// `[auth]`: who the client is.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuth {
+    /// Users file in Redis ACL file syntax.
+    pub users_file: Option<String>,
+}
+
+/// `[acl]`: what the client may do.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAcl {
+    /// `enforce` or `observe`.
+    pub mode: String,
+}
+
+impl Default for RawAcl {
+    fn default() -> Self {
+        Self { mode: "enforce".into() }
+    }
+}

@@ -1,0 +1,26 @@
+//! redis-audit-proxy: a transparent sidecar in front of an unmodified Redis that records
+//! every command, and (in later parts) checks Redis ACL rules and serves a durable ACL LOG.
+//!
+//! # Layout
+//!
+//! - [`app`]: wiring; binds the listener, runs, drains on shutdown.
+//! - [`cli`]: the command-line contract (clap).
+//! - [`config`]: `proxy.toml` → raw → validated [`config::Config`].
+//! - [`proxy`]: the data plane.
+//!   - [`proxy::listener`]: accept loop, `max_clients`.
+//!   - [`proxy::connection`]: one client: forward, frame, pair, record.
+//!   - [`proxy::pipeline`]: in-order pending slots, write queues.
+//!   - [`proxy::session`]: per-connection state (db, user, protocol, MULTI, pub/sub, ...).
+//!   - [`proxy::upstream`]: connecting to Redis.
+//! - [`resp`]: our request decoder, reply framer and proxy-written replies.
+//! - [`record`]: the per-command record and the sink interface.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod proxy;
+pub mod record;
+pub mod resp;
+
+/// Exit code for bad configuration or usage (`EX_USAGE`).
+pub const EXIT_USAGE: u8 = 64;

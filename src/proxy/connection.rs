@@ -1,0 +1,752 @@
+//! One client connection: reads requests, forwards their original bytes, frames Redis's
+//! replies, pairs each with its command in order, writes the reply bytes back, and hands one
+//! record per command to the sink.
+//!
+//! Both sockets are driven from one task by a poll loop (as `tokio::io::copy_bidirectional`
+//! does): no channel, no lock, no second task per client. Reply bytes are forwarded as soon as
+//! they are framed, even mid-reply, so a large reply never sits whole in the proxy.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::proxy::pipeline::{Expect, LocalReply, Slot, WriteQueue};
+use crate::proxy::session::{Effect, PubSubFamily, Session};
+use crate::proxy::{upstream, ProxyContext};
+use crate::record::{CommandRecord, ReplySource, ReplyStatus};
+use crate::resp::encode;
+use crate::resp::reply::{ReplyInfo, ReplyScanner};
+use crate::resp::request::{Request, RequestDecoder};
+
+/// Room kept free in a read buffer before each read.
+const READ_SIZE: usize = 16 * 1024;
+
+/// Why a connection's drive loop stopped.
+#[derive(Debug)]
+enum Exit {
+    /// Everything owed to the client was written; close.
+    Done,
+    /// The client closed its side.
+    ClientClosed,
+    /// Reading from or writing to the client failed.
+    ClientError(io::Error),
+    /// The client's unparsed input grew past `query_buffer_max_bytes`.
+    QueryBufferLimit,
+    /// No upstream, commands are waiting, and it is time to try connecting again.
+    Reconnect,
+}
+
+/// Serves one accepted client until it leaves, the proxy stops, or `hard_stop` fires.
+pub async fn serve(
+    ctx: Arc<ProxyContext>,
+    client: TcpStream,
+    peer: SocketAddr,
+    drain: CancellationToken,
+    hard_stop: CancellationToken,
+) {
+    let id = ctx.next_connection_id();
+    let span = tracing::debug_span!("conn", id, client = %peer);
+    async move {
+        let _ = client.set_nodelay(true);
+        let started = Instant::now();
+        let upstream = match upstream::connect(&ctx.config.upstream).await {
+            Ok(stream) => Ok(stream),
+            Err(error) => {
+                tracing::warn!(%error, "client connected while the upstream is unavailable");
+                Err(error.to_string())
+            }
+        };
+        let mut conn = Connection::new(ctx, id, peer, client, upstream, started);
+        let exit = conn.run(&drain, &hard_stop).await;
+        match &exit {
+            Exit::ClientError(error) => tracing::debug!(%error, "client connection failed"),
+            Exit::QueryBufferLimit => {
+                tracing::warn!("closing client that reached max query buffer length")
+            }
+            other => tracing::debug!(exit = ?other, "connection closed"),
+        }
+        conn.finish(matches!(exit, Exit::Done)).await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// State of one client connection and its upstream.
+struct Connection<C> {
+    ctx: Arc<ProxyContext>,
+    peer: SocketAddr,
+    client: C,
+    /// `None` while Redis is unreachable; commands then get a proxy-written error.
+    upstream: Option<TcpStream>,
+    /// Why the upstream is unavailable, for those errors.
+    upstream_error: String,
+    last_connect_attempt: Instant,
+    client_in: BytesMut,
+    upstream_in: BytesMut,
+    /// Bytes at the front of `upstream_in` already framed but not yet queued to the client.
+    upstream_scanned: usize,
+    to_upstream: WriteQueue,
+    to_client: WriteQueue,
+    client_needs_flush: bool,
+    upstream_needs_flush: bool,
+    decoder: RequestDecoder,
+    scanner: ReplyScanner,
+    pending: VecDeque<Slot>,
+    session: Session,
+    /// AUTH / HELLO AUTH commands in flight: the unauthenticated limits are relaxed meanwhile,
+    /// because Redis would apply them only after those commands ran.
+    auth_in_flight: usize,
+    /// Complete requests may wait in `client_in` (pipeline full, or a reconnect came first).
+    decode_stalled: bool,
+    /// False once nothing more will be read from the client (QUIT, protocol error, drain).
+    reading_client: bool,
+    /// Close once `to_client` is written.
+    close_when_flushed: bool,
+    /// Shutting down: finish what is in flight, then close.
+    draining: bool,
+    /// Redis's last error was a protocol error: it closes the connection itself next.
+    upstream_protocol_error: bool,
+    last_activity: Instant,
+}
+
+impl<C> Connection<C>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    fn new(
+        ctx: Arc<ProxyContext>,
+        id: u64,
+        peer: SocketAddr,
+        client: C,
+        upstream: Result<TcpStream, String>,
+        now: Instant,
+    ) -> Self {
+        let limits = ctx.config.proxy.limits;
+        let authenticated = !ctx.auth_required();
+        let (upstream, upstream_error) = match upstream {
+            Ok(stream) => (Some(stream), String::new()),
+            Err(error) => (None, error),
+        };
+        Self {
+            peer,
+            client,
+            upstream,
+            upstream_error,
+            last_connect_attempt: now,
+            client_in: BytesMut::new(),
+            upstream_in: BytesMut::new(),
+            upstream_scanned: 0,
+            to_upstream: WriteQueue::default(),
+            to_client: WriteQueue::default(),
+            client_needs_flush: false,
+            upstream_needs_flush: false,
+            decoder: RequestDecoder::new(limits.request),
+            scanner: ReplyScanner::new(limits.reply_max_depth),
+            pending: VecDeque::new(),
+            session: Session::new(id, authenticated),
+            auth_in_flight: 0,
+            decode_stalled: false,
+            reading_client: true,
+            close_when_flushed: false,
+            draining: false,
+            upstream_protocol_error: false,
+            last_activity: now,
+            ctx,
+        }
+    }
+
+    async fn run(&mut self, drain: &CancellationToken, hard_stop: &CancellationToken) -> Exit {
+        let idle_timeout = self.ctx.config.proxy.idle_timeout;
+        loop {
+            let idle_deadline = idle_timeout.map(|timeout| self.last_activity + timeout);
+            let exit = tokio::select! {
+                exit = poll_fn(|cx| self.poll_drive(cx)) => exit,
+                () = drain.cancelled(), if !self.draining => {
+                    self.begin_drain();
+                    continue;
+                }
+                () = hard_stop.cancelled() => return Exit::Done,
+                () = sleep_until_opt(idle_deadline) => {
+                    if self.is_idle() {
+                        return Exit::Done;
+                    }
+                    self.last_activity = Instant::now();
+                    continue;
+                }
+            };
+            match exit {
+                Exit::Reconnect => self.reconnect().await,
+                other => return other,
+            }
+        }
+    }
+
+    /// Redis's idle rule: not blocked (nothing in flight), not subscribed, not monitoring.
+    fn is_idle(&self) -> bool {
+        self.pending.is_empty()
+            && !self.session.subscriptions.any()
+            && !self.session.monitor
+            && self.to_client.is_empty()
+    }
+
+    fn begin_drain(&mut self) {
+        self.draining = true;
+        self.reading_client = false;
+    }
+
+    async fn reconnect(&mut self) {
+        self.last_connect_attempt = Instant::now();
+        match upstream::connect(&self.ctx.config.upstream).await {
+            Ok(stream) => {
+                tracing::info!("upstream reachable again");
+                self.upstream = Some(stream);
+                self.scanner = ReplyScanner::new(self.ctx.config.proxy.limits.reply_max_depth);
+                self.upstream_in.clear();
+                self.upstream_scanned = 0;
+                self.upstream_protocol_error = false;
+            }
+            Err(error) => self.upstream_error = error.to_string(),
+        }
+    }
+
+    /// Records what is still in flight as unanswered and closes both sides.
+    async fn finish(mut self, graceful: bool) {
+        let now = Instant::now();
+        while let Some(slot) = self.pending.pop_front() {
+            let status = if slot.expect == Expect::Nothing {
+                ReplyStatus::Skipped
+            } else {
+                ReplyStatus::Unanswered
+            };
+            self.emit(slot, status, None, ReplySource::Upstream, now);
+        }
+        if graceful {
+            let _ = self.client.shutdown().await;
+        }
+    }
+
+    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Exit> {
+        let limits = self.ctx.config.proxy.limits;
+        loop {
+            let mut progress = false;
+
+            if self.decode_stalled && self.reading_client && self.has_room_for_requests() {
+                if self.upstream.is_none() && self.reconnect_due() {
+                    return Poll::Ready(Exit::Reconnect);
+                }
+                self.decode_requests(Instant::now());
+            }
+
+            if self.reading_client && self.has_room_for_requests() {
+                if self.client_in.capacity() - self.client_in.len() < READ_SIZE / 4 {
+                    self.client_in.reserve(READ_SIZE);
+                }
+                match tokio_util::io::poll_read_buf(
+                    Pin::new(&mut self.client),
+                    cx,
+                    &mut self.client_in,
+                ) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Exit::ClientClosed),
+                    Poll::Ready(Ok(_)) => {
+                        progress = true;
+                        let now = Instant::now();
+                        self.last_activity = now;
+                        if self.upstream.is_none() && self.reconnect_due() {
+                            self.decode_stalled = true;
+                            return Poll::Ready(Exit::Reconnect);
+                        }
+                        self.decode_requests(now);
+                        if self.client_in.len() > limits.query_buffer_max_bytes {
+                            return Poll::Ready(Exit::QueryBufferLimit);
+                        }
+                    }
+                    Poll::Ready(Err(error)) => return Poll::Ready(Exit::ClientError(error)),
+                    Poll::Pending => {}
+                }
+            }
+
+            if let Some(stream) = self.upstream.as_mut() {
+                if !self.to_upstream.is_empty() {
+                    match self.to_upstream.poll_write_to(stream, cx) {
+                        Poll::Ready(Ok(_)) => {
+                            progress = true;
+                            self.upstream_needs_flush = true;
+                        }
+                        Poll::Ready(Err(error)) => {
+                            self.upstream_lost(&error.to_string());
+                            progress = true;
+                        }
+                        Poll::Pending => {}
+                    }
+                } else if self.upstream_needs_flush {
+                    match Pin::new(stream).poll_flush(cx) {
+                        Poll::Ready(Ok(())) => self.upstream_needs_flush = false,
+                        Poll::Ready(Err(error)) => {
+                            self.upstream_lost(&error.to_string());
+                            progress = true;
+                        }
+                        Poll::Pending => {}
+                    }
+                }
+            }
+
+            if self.to_client.len() < limits.output_buffer_bytes {
+                if let Some(stream) = self.upstream.as_mut() {
+                    if self.upstream_in.capacity() - self.upstream_in.len() < READ_SIZE / 4 {
+                        self.upstream_in.reserve(READ_SIZE);
+                    }
+                    match tokio_util::io::poll_read_buf(Pin::new(stream), cx, &mut self.upstream_in)
+                    {
+                        Poll::Ready(Ok(0)) => {
+                            self.upstream_lost("connection closed by the upstream");
+                            progress = true;
+                        }
+                        Poll::Ready(Ok(_)) => {
+                            progress = true;
+                            if let Err(error) = self.frame_replies(Instant::now()) {
+                                tracing::warn!(%error, "invalid reply from the upstream");
+                                self.upstream_lost(&format!("invalid reply: {error}"));
+                            }
+                        }
+                        Poll::Ready(Err(error)) => {
+                            self.upstream_lost(&error.to_string());
+                            progress = true;
+                        }
+                        Poll::Pending => {}
+                    }
+                }
+            }
+
+            if !self.to_client.is_empty() {
+                match self.to_client.poll_write_to(&mut self.client, cx) {
+                    Poll::Ready(Ok(_)) => {
+                        progress = true;
+                        self.client_needs_flush = true;
+                    }
+                    Poll::Ready(Err(error)) => return Poll::Ready(Exit::ClientError(error)),
+                    Poll::Pending => {}
+                }
+            } else if self.client_needs_flush {
+                match Pin::new(&mut self.client).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => self.client_needs_flush = false,
+                    Poll::Ready(Err(error)) => return Poll::Ready(Exit::ClientError(error)),
+                    Poll::Pending => {}
+                }
+            }
+
+            let flushed = self.to_client.is_empty() && !self.client_needs_flush;
+            if flushed && (self.close_when_flushed || (self.draining && self.pending.is_empty())) {
+                return Poll::Ready(Exit::Done);
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    fn has_room_for_requests(&self) -> bool {
+        let limits = &self.ctx.config.proxy.limits;
+        self.pending.len() < limits.pipeline_max_depth
+            && self.to_upstream.len() < limits.output_buffer_bytes
+    }
+
+    fn reconnect_due(&self) -> bool {
+        self.last_connect_attempt.elapsed() >= self.ctx.config.upstream.reconnect_interval
+    }
+
+    /// Decodes every complete request in `client_in` and forwards or answers each.
+    fn decode_requests(&mut self, now: Instant) {
+        self.decode_stalled = false;
+        while self.reading_client {
+            if !self.has_room_for_requests() {
+                self.decode_stalled = true;
+                return;
+            }
+            let authenticated = self.session.authenticated || self.auth_in_flight > 0;
+            match self.decoder.decode(&mut self.client_in, authenticated) {
+                Ok(Some(request)) => self.handle_request(request, now),
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::debug!(%error, "protocol error from client");
+                    self.reading_client = false;
+                    let reply = LocalReply {
+                        bytes: error.to_reply(),
+                        status: ReplyStatus::Error,
+                        close_after: true,
+                    };
+                    let args = vec![Bytes::from_static(b"(protocol-error)")];
+                    self.push_local(args, 0, reply, now);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn handle_request(&mut self, request: Request, now: Instant) {
+        let effect = Effect::of(&request.args);
+        let answered = self.session.expects_reply(&effect);
+        let request_bytes = request.raw.len() as u64;
+        if self.upstream.is_none() {
+            let reply = if effect == Effect::Quit {
+                self.reading_client = false;
+                LocalReply {
+                    bytes: Bytes::from_static(b"+OK\r\n"),
+                    status: ReplyStatus::Ok,
+                    close_after: true,
+                }
+            } else {
+                LocalReply {
+                    bytes: encode::error(&format!("ERR {}", self.upstream_error)),
+                    status: ReplyStatus::Error,
+                    close_after: false,
+                }
+            };
+            self.push_local(request.args, request_bytes, reply, now);
+            return;
+        }
+        let expect = match effect {
+            _ if !answered => Expect::Nothing,
+            Effect::Subscribe(family) | Effect::Unsubscribe(family) => Expect::Confirmations {
+                family,
+                subscribe: matches!(effect, Effect::Subscribe(_)),
+                named: request.args.len() as u64 - 1,
+                remaining: None,
+            },
+            _ => Expect::One,
+        };
+        match &effect {
+            Effect::Quit => self.reading_client = false,
+            Effect::Auth(_) | Effect::Hello { user: Some(_), .. } => self.auth_in_flight += 1,
+            _ => {}
+        }
+        self.to_upstream.push(request.raw);
+        self.pending.push_back(Slot {
+            args: request.args,
+            effect,
+            expect,
+            local: None,
+            request_bytes,
+            reply_bytes: 0,
+            started: now,
+        });
+        if !answered {
+            self.release_ready_slots(now);
+        }
+    }
+
+    fn push_local(
+        &mut self,
+        args: Vec<Bytes>,
+        request_bytes: u64,
+        reply: LocalReply,
+        now: Instant,
+    ) {
+        self.pending.push_back(Slot {
+            args,
+            effect: Effect::None,
+            expect: Expect::One,
+            local: Some(reply),
+            request_bytes,
+            reply_bytes: 0,
+            started: now,
+        });
+        self.release_ready_slots(now);
+    }
+
+    /// Frames the replies now in `upstream_in`, pairs them, and queues their bytes.
+    fn frame_replies(&mut self, now: Instant) -> Result<(), crate::resp::reply::ReplyError> {
+        loop {
+            self.scanner.capture_children =
+                matches!(self.pending.front(), Some(Slot { effect: Effect::Exec, .. }))
+                    && !self.session.queued.is_empty();
+            let (used, done) = self.scanner.scan(&self.upstream_in[self.upstream_scanned..])?;
+            self.upstream_scanned += used;
+            if !done {
+                break;
+            }
+            self.on_reply(now);
+        }
+        self.forward_scanned();
+        Ok(())
+    }
+
+    /// Queues the framed upstream bytes to the client (cut-through, no copy).
+    fn forward_scanned(&mut self) {
+        if self.upstream_scanned > 0 {
+            let bytes = self.upstream_in.split_to(self.upstream_scanned).freeze();
+            self.upstream_scanned = 0;
+            self.to_client.push(bytes);
+        }
+    }
+
+    /// One whole reply was framed: pair it with its command, or let it through unasked.
+    fn on_reply(&mut self, now: Instant) {
+        let info = self.scanner.reply();
+        let confirmation = if info.kind == b'>' || (info.kind == b'*' && self.in_pubsub_context()) {
+            confirmation_of(info)
+        } else {
+            None
+        };
+        if let Some((family, subscribe)) = confirmation {
+            if let Some(total) = info.children[2].head.integer() {
+                self.session.subscriptions.confirm(family, subscribe, total.max(0) as u64);
+            }
+        }
+        if self.is_unsolicited(info, confirmation) {
+            return;
+        }
+        let is_error = info.is_error();
+        let bytes = info.bytes;
+        let Some(slot) = self.pending.front_mut() else {
+            tracing::debug!("reply from the upstream with no command waiting for it");
+            return;
+        };
+        slot.reply_bytes += bytes;
+        if let Expect::Confirmations { family, subscribe, named, remaining } = &mut slot.expect {
+            if !is_error && confirmation == Some((*family, *subscribe)) {
+                let left = remaining.get_or_insert_with(|| {
+                    if *named > 0 || *subscribe {
+                        *named
+                    } else {
+                        self.session.subscriptions.confirmations_for_all(*family)
+                    }
+                });
+                *left = left.saturating_sub(1);
+                if *left > 0 {
+                    return;
+                }
+            }
+        }
+        let slot = self.pending.pop_front().expect("checked above");
+        self.complete(slot, now);
+        self.release_ready_slots(now);
+    }
+
+    /// Whether the reply just framed was sent unasked (pub/sub message, invalidation, MONITOR
+    /// line) rather than answering the command at the head of the queue.
+    fn is_unsolicited(&self, info: &ReplyInfo, confirmation: Option<(PubSubFamily, bool)>) -> bool {
+        let head_wants = |wanted: (PubSubFamily, bool)| {
+            matches!(
+                self.pending.front(),
+                Some(Slot { expect: Expect::Confirmations { family, subscribe, .. }, .. })
+                    if (*family, *subscribe) == wanted
+            )
+        };
+        match info.kind {
+            b'>' => confirmation.map_or(true, |wanted| !head_wants(wanted)),
+            b'*' if self.in_pubsub_context() => match confirmation {
+                Some(wanted) => !head_wants(wanted),
+                None => is_message(info),
+            },
+            b'+' => {
+                self.session.monitor && info.head.as_bytes().first().is_some_and(u8::is_ascii_digit)
+            }
+            _ => false,
+        }
+    }
+
+    /// RESP2 arrays may be pub/sub traffic: the client is subscribed or is subscribing.
+    fn in_pubsub_context(&self) -> bool {
+        self.session.in_resp2_pubsub()
+            || matches!(
+                self.pending.front(),
+                Some(Slot { expect: Expect::Confirmations { .. }, .. })
+            )
+    }
+
+    /// The head slot got its whole reply: update the session, emit the record.
+    fn complete(&mut self, slot: Slot, now: Instant) {
+        let info = self.scanner.reply();
+        let (kind, head, is_null) = (info.kind, info.head, info.is_null());
+        let authenticated_by_default = !self.ctx.auth_required();
+        let (status, error_code) = if info.is_error() {
+            (ReplyStatus::Error, Some(Bytes::copy_from_slice(head.error_code())))
+        } else if kind == b'+' && head.as_bytes() == b"QUEUED" {
+            (ReplyStatus::Queued, None)
+        } else {
+            (ReplyStatus::Ok, None)
+        };
+        if matches!(slot.effect, Effect::Auth(_) | Effect::Hello { user: Some(_), .. }) {
+            self.auth_in_flight = self.auth_in_flight.saturating_sub(1);
+        }
+        if let Some(code) = &error_code {
+            self.upstream_protocol_error = head.as_bytes().starts_with(b"ERR Protocol error");
+            if code.as_ref() == b"NOAUTH" {
+                self.session.authenticated = false;
+                self.ctx.set_auth_required(true);
+            }
+        } else if !self.session.authenticated && !slot.effect.is_no_auth() {
+            // Redis ran a command for a client that never authenticated: no AUTH is needed.
+            self.session.authenticated = true;
+            self.ctx.set_auth_required(false);
+        }
+        // The record carries the user and database the command ran with.
+        let record_user = self.session.user.clone();
+        let record_db = self.session.db;
+        match status {
+            ReplyStatus::Queued => self.session.queue(&slot.effect),
+            ReplyStatus::Ok if slot.effect == Effect::Exec => {
+                if kind == b'*' && !is_null {
+                    let elements: Vec<bool> = self
+                        .scanner
+                        .take_child_status()
+                        .iter()
+                        .map(|child| matches!(child.kind, b'-' | b'!'))
+                        .collect();
+                    self.session.apply_exec(&elements, authenticated_by_default);
+                } else {
+                    self.session.apply(&Effect::Exec, authenticated_by_default);
+                }
+            }
+            ReplyStatus::Ok => self.session.apply(&slot.effect, authenticated_by_default),
+            ReplyStatus::Error if matches!(slot.effect, Effect::Exec | Effect::Discard) => {
+                self.session.apply(&slot.effect, authenticated_by_default)
+            }
+            _ => {}
+        }
+        if slot.effect == Effect::Quit {
+            self.close_when_flushed = true;
+        }
+        self.emit_as(slot, status, error_code, ReplySource::Upstream, now, record_user, record_db);
+    }
+
+    /// Releases the head slots that need nothing from Redis: proxy-written replies (written
+    /// now, in their place) and commands Redis will not answer.
+    fn release_ready_slots(&mut self, now: Instant) {
+        while let Some(slot) = self.pending.front() {
+            if slot.local.is_none() && slot.expect != Expect::Nothing {
+                return;
+            }
+            let mut slot = self.pending.pop_front().expect("checked above");
+            match slot.local.take() {
+                Some(reply) => {
+                    self.forward_scanned();
+                    slot.reply_bytes = reply.bytes.len() as u64;
+                    self.to_client.push(reply.bytes.clone());
+                    if reply.close_after {
+                        self.close_when_flushed = true;
+                        self.reading_client = false;
+                    }
+                    let code =
+                        (reply.status == ReplyStatus::Error).then(|| error_code_of(&reply.bytes));
+                    self.emit(slot, reply.status, code, ReplySource::Proxy, now);
+                }
+                None => self.emit(slot, ReplyStatus::Skipped, None, ReplySource::Upstream, now),
+            }
+        }
+    }
+
+    /// The upstream connection ended or failed.
+    fn upstream_lost(&mut self, cause: &str) {
+        let now = Instant::now();
+        let address = self.ctx.config.upstream.address.clone();
+        tracing::debug!(cause, "upstream connection lost");
+        self.upstream = None;
+        self.to_upstream = WriteQueue::default();
+        self.forward_scanned();
+        self.reading_client = false;
+        self.close_when_flushed = true;
+        if self.scanner.is_mid_reply() || self.upstream_protocol_error {
+            // Part of a reply is already on its way, or Redis closed on purpose: a direct
+            // client would see the connection close here, and so does ours.
+            return;
+        }
+        // Each command still waiting gets an error naming the upstream, in order.
+        let message =
+            encode::error(&format!("ERR upstream {address} closed the connection: {cause}"));
+        for slot in &mut self.pending {
+            if slot.local.is_none() && slot.expect != Expect::Nothing {
+                slot.local = Some(LocalReply {
+                    bytes: message.clone(),
+                    status: ReplyStatus::Error,
+                    close_after: true,
+                });
+            }
+        }
+        self.release_ready_slots(now);
+    }
+
+    fn emit(
+        &self,
+        slot: Slot,
+        status: ReplyStatus,
+        error_code: Option<Bytes>,
+        source: ReplySource,
+        now: Instant,
+    ) {
+        let (user, db) = (self.session.user.clone(), self.session.db);
+        self.emit_as(slot, status, error_code, source, now, user, db);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn emit_as(
+        &self,
+        slot: Slot,
+        status: ReplyStatus,
+        error_code: Option<Bytes>,
+        source: ReplySource,
+        now: Instant,
+        user: Bytes,
+        db: u32,
+    ) {
+        self.ctx.sink.record(CommandRecord {
+            conn_id: self.session.id,
+            client_addr: self.peer,
+            user,
+            db,
+            args: slot.args,
+            status,
+            error_code,
+            source,
+            request_bytes: slot.request_bytes,
+            reply_bytes: slot.reply_bytes,
+            latency: now.saturating_duration_since(slot.started),
+        });
+    }
+}
+
+/// `Some((family, subscribe))` when the reply is a (un)subscribe confirmation.
+fn confirmation_of(info: &ReplyInfo) -> Option<(PubSubFamily, bool)> {
+    if info.child_count != 3 {
+        return None;
+    }
+    Some(match info.children[0].head.as_bytes() {
+        b"subscribe" => (PubSubFamily::Channel, true),
+        b"unsubscribe" => (PubSubFamily::Channel, false),
+        b"psubscribe" => (PubSubFamily::Pattern, true),
+        b"punsubscribe" => (PubSubFamily::Pattern, false),
+        b"ssubscribe" => (PubSubFamily::Shard, true),
+        b"sunsubscribe" => (PubSubFamily::Shard, false),
+        _ => return None,
+    })
+}
+
+/// A pub/sub message (`message`, `pmessage`, `smessage`) delivered as an array.
+fn is_message(info: &ReplyInfo) -> bool {
+    matches!(info.children[0].head.as_bytes(), b"message" | b"pmessage" | b"smessage")
+}
+
+/// The first word of a proxy-written `-ERR ...` reply.
+fn error_code_of(reply: &[u8]) -> Bytes {
+    let text = reply.strip_prefix(b"-").unwrap_or(reply);
+    let end = text.iter().position(|&b| b == b' ' || b == b'\r').unwrap_or(text.len());
+    Bytes::copy_from_slice(&text[..end])
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

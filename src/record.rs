@@ -1,0 +1,124 @@
+//! The per-command record a connection produces after each reply, and the sink it goes to.
+//!
+//! The audit trail, metrics and ACL LOG are sinks of their own (later issues); here the
+//! contract is only: every command yields exactly one record, in the order the client sent it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// What became of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyStatus {
+    /// A reply that is not an error.
+    Ok,
+    /// An error reply; see [`CommandRecord::error_code`].
+    Error,
+    /// `+QUEUED`: accepted into a MULTI transaction.
+    Queued,
+    /// No reply by the client's choice (`CLIENT REPLY OFF` / `SKIP`).
+    Skipped,
+    /// The connection ended before the reply came (client gone, upstream gone, shutdown).
+    Unanswered,
+}
+
+impl ReplyStatus {
+    /// Stable lower-case name for logs and labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+            Self::Queued => "queued",
+            Self::Skipped => "skipped",
+            Self::Unanswered => "unanswered",
+        }
+    }
+}
+
+/// Who wrote the reply the client got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplySource {
+    /// Redis.
+    Upstream,
+    /// The proxy itself (protocol error, upstream unavailable, ...).
+    Proxy,
+}
+
+/// One command, after its reply.
+#[derive(Clone)]
+pub struct CommandRecord {
+    /// Proxy-assigned connection id, unique within the process.
+    pub conn_id: u64,
+    /// The client's address as the proxy sees it.
+    pub client_addr: SocketAddr,
+    /// The user the connection was authenticated as when the command ran.
+    pub user: Bytes,
+    /// The selected database when the command was sent.
+    pub db: u32,
+    /// Name and arguments exactly as sent (may hold secrets: never log them raw).
+    pub args: Vec<Bytes>,
+    /// What became of it.
+    pub status: ReplyStatus,
+    /// First word of the error reply (`WRONGTYPE`, `NOAUTH`, ...), when `status` is `Error`.
+    pub error_code: Option<Bytes>,
+    /// Who answered.
+    pub source: ReplySource,
+    /// Bytes of the request on the wire.
+    pub request_bytes: u64,
+    /// Bytes of the reply (all replies, for SUBSCRIBE-like commands).
+    pub reply_bytes: u64,
+    /// From the request being read to its reply being read.
+    pub latency: Duration,
+}
+
+impl std::fmt::Debug for CommandRecord {
+    // Arguments may hold passwords: only the command name is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandRecord")
+            .field("conn_id", &self.conn_id)
+            .field("client_addr", &self.client_addr)
+            .field("user", &String::from_utf8_lossy(&self.user))
+            .field("db", &self.db)
+            .field("command", &self.command_name())
+            .field("argc", &self.args.len())
+            .field("status", &self.status)
+            .field("error_code", &self.error_code.as_ref().map(|c| String::from_utf8_lossy(c)))
+            .field("source", &self.source)
+            .field("request_bytes", &self.request_bytes)
+            .field("reply_bytes", &self.reply_bytes)
+            .field("latency", &self.latency)
+            .finish()
+    }
+}
+
+impl CommandRecord {
+    /// The command name as sent, lossily decoded (for logs).
+    pub fn command_name(&self) -> String {
+        self.args.first().map(|n| String::from_utf8_lossy(n).into_owned()).unwrap_or_default()
+    }
+}
+
+/// Where command records go. Called on the connection's task: it must not block.
+pub trait CommandSink: Send + Sync + std::fmt::Debug + 'static {
+    /// Takes one record.
+    fn record(&self, record: CommandRecord);
+}
+
+/// Logs each record at `debug` level, without arguments.
+#[derive(Debug, Default)]
+pub struct LogSink;
+
+impl CommandSink for LogSink {
+    fn record(&self, record: CommandRecord) {
+        tracing::debug!(
+            conn = record.conn_id,
+            command = %record.command_name(),
+            db = record.db,
+            status = record.status.as_str(),
+            error = ?record.error_code.as_ref().map(|c| String::from_utf8_lossy(c)),
+            latency_us = record.latency.as_micros() as u64,
+            "command"
+        );
+    }
+}

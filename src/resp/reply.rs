@@ -1,0 +1,541 @@
+//! Resumable framer for Redis replies: finds where each reply ends, for every RESP2 and RESP3
+//! type, and notes the little the proxy needs to pair replies with commands.
+//!
+//! It is a byte-level state machine: it never looks back, never holds bytes and never recurses,
+//! so every byte it has scanned can be forwarded at once (cut-through), a large reply costs one
+//! pass, and a deep reply costs 8 bytes per level up to `max_depth`. It accepts the union of
+//! RESP2 and RESP3, which are unambiguous by their first byte, so a protocol switch (`HELLO 3`,
+//! `RESET`) can never make it misread a reply.
+
+/// How much of a value's content is kept for classification.
+const HEAD_CAPACITY: usize = 32;
+/// How many direct children of a top-level aggregate are summarised.
+const CHILD_SUMMARIES: usize = 3;
+/// Longest length header (`$`, `*`, ...) accepted: an i64 and its sign fit in 20 bytes.
+const MAX_HEADER_BYTES: usize = 20;
+
+/// The first bytes of a value's content (line text or blob payload).
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct Head {
+    buf: [u8; HEAD_CAPACITY],
+    len: u8,
+}
+
+impl Head {
+    /// The captured bytes (at most 32).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+
+    /// The first word of an error (`WRONGTYPE`, `NOPERM`, ...), as Redis clients read it.
+    pub fn error_code(&self) -> &[u8] {
+        let bytes = self.as_bytes();
+        let end = memchr::memchr(b' ', bytes).unwrap_or(bytes.len());
+        &bytes[..end]
+    }
+
+    /// The content read as an integer (for `:` replies).
+    pub fn integer(&self) -> Option<i64> {
+        crate::resp::request::string2ll(self.as_bytes())
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        let at = usize::from(self.len);
+        let take = bytes.len().min(HEAD_CAPACITY - at);
+        self.buf[at..at + take].copy_from_slice(&bytes[..take]);
+        self.len += take as u8;
+    }
+}
+
+impl std::fmt::Debug for Head {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+/// A direct child of a top-level aggregate: its type byte and the start of its content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Child {
+    /// RESP type byte (`$`, `:`, `*`, ...).
+    pub kind: u8,
+    /// Start of its content when it is a scalar.
+    pub head: Head,
+}
+
+/// What the scanner learned about the reply it just finished.
+#[derive(Debug, Clone, Default)]
+pub struct ReplyInfo {
+    /// RESP type byte of the reply (`+ - : $ * _ , # ! = ( % ~ > |`).
+    pub kind: u8,
+    /// Start of its content when it is a scalar.
+    pub head: Head,
+    /// Number of direct children, when it is an aggregate.
+    pub child_count: u64,
+    /// The first three direct children.
+    pub children: [Child; CHILD_SUMMARIES],
+    /// Every direct child's type and error code, when asked for with `capture_children`.
+    pub child_status: Vec<Child>,
+    /// Size of the whole reply on the wire.
+    pub bytes: u64,
+}
+
+impl ReplyInfo {
+    /// True for `-` and `!` replies.
+    pub fn is_error(&self) -> bool {
+        matches!(self.kind, b'-' | b'!')
+    }
+
+    /// True for nulls: `$-1`, `*-1` (RESP2) and `_` (RESP3).
+    pub fn is_null(&self) -> bool {
+        self.kind == b'_' || (matches!(self.kind, b'$' | b'*') && self.child_count == u64::MAX)
+    }
+}
+
+/// Bytes from the upstream that are not a valid reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    /// A byte that starts no RESP type.
+    #[error("unexpected byte 0x{0:02x} where a reply type was expected")]
+    InvalidType(u8),
+    /// A length header that is not a valid length.
+    #[error("invalid length in a '{}' header", char::from(*.0))]
+    InvalidLength(u8),
+    /// A line or payload not followed by CRLF.
+    #[error("missing CRLF after a value")]
+    MissingCrlf,
+    /// Aggregates nested deeper than the configured limit.
+    #[error("reply nested deeper than {0} levels")]
+    TooDeep(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    /// An aggregate with this many elements still to come.
+    Counted(u64),
+    /// A streamed aggregate (`*?`), closed by `.`.
+    Streamed,
+    /// A streamed string (`$?`), made of `;len` chunks and closed by `;0`.
+    StreamedString,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Expecting a type byte.
+    Type,
+    /// Inside a one-line value (`+ - : , _ # ( .`); `cr` once its `\r` was seen.
+    Line { kind: u8, cr: bool },
+    /// Inside a length header (`$ ! = ; * % ~ > |`).
+    Header { kind: u8, cr: bool },
+    /// Skipping a blob payload; `chunk` for a streamed-string chunk.
+    Payload { remaining: u64, chunk: bool },
+    /// Expecting the CRLF after a payload: `left` bytes of it to go.
+    Trailer { left: u8, chunk: bool },
+}
+
+/// Incremental reply framer; one per upstream connection.
+#[derive(Debug)]
+pub struct ReplyScanner {
+    state: State,
+    stack: Vec<Open>,
+    max_depth: usize,
+    /// Collect `child_status` for the next reply (set by the caller, e.g. for `EXEC`).
+    pub capture_children: bool,
+    info: ReplyInfo,
+    /// Content of the scalar being read, when it is at depth 0 or 1.
+    head: Head,
+    capturing: bool,
+    header: [u8; MAX_HEADER_BYTES],
+    header_len: usize,
+    /// Bytes of the current reply seen in earlier calls.
+    partial_bytes: u64,
+}
+
+impl ReplyScanner {
+    /// A scanner refusing aggregates nested deeper than `max_depth`.
+    pub fn new(max_depth: usize) -> Self {
+        Self {
+            state: State::Type,
+            stack: Vec::new(),
+            max_depth,
+            capture_children: false,
+            info: ReplyInfo::default(),
+            head: Head::default(),
+            capturing: false,
+            header: [0; MAX_HEADER_BYTES],
+            header_len: 0,
+            partial_bytes: 0,
+        }
+    }
+
+    /// True when a reply has started but not ended.
+    pub fn is_mid_reply(&self) -> bool {
+        self.state != State::Type || !self.stack.is_empty()
+    }
+
+    /// The reply most recently completed by [`scan`](Self::scan).
+    pub fn reply(&self) -> &ReplyInfo {
+        &self.info
+    }
+
+    /// Takes the children captured for the last reply.
+    pub fn take_child_status(&mut self) -> Vec<Child> {
+        std::mem::take(&mut self.info.child_status)
+    }
+
+    /// Scans `buf` until one top-level reply ends or the bytes run out.
+    ///
+    /// Returns how many bytes were consumed and whether a reply ended there (then see
+    /// [`reply`](Self::reply)). Every byte is consumed unless a reply ended first, so the caller
+    /// never keeps unscanned bytes across reads.
+    pub fn scan(&mut self, buf: &[u8]) -> Result<(usize, bool), ReplyError> {
+        let mut pos = 0;
+        while pos < buf.len() {
+            let done = match self.state {
+                State::Type => {
+                    let kind = buf[pos];
+                    pos += 1;
+                    self.start_value(kind)?;
+                    false
+                }
+                State::Line { kind, cr } => {
+                    if cr {
+                        if buf[pos] != b'\n' {
+                            return Err(ReplyError::MissingCrlf);
+                        }
+                        pos += 1;
+                        self.end_line(kind)
+                    } else {
+                        let rest = &buf[pos..];
+                        let (content, consumed, found) = match memchr::memchr(b'\r', rest) {
+                            Some(at) => (&rest[..at], at + 1, true),
+                            None => (rest, rest.len(), false),
+                        };
+                        if self.capturing {
+                            self.head.push(content);
+                        }
+                        pos += consumed;
+                        if found {
+                            self.state = State::Line { kind, cr: true };
+                        }
+                        false
+                    }
+                }
+                State::Header { kind, cr } => {
+                    let byte = buf[pos];
+                    pos += 1;
+                    if cr {
+                        if byte != b'\n' {
+                            return Err(ReplyError::MissingCrlf);
+                        }
+                        self.end_header(kind)?
+                    } else if byte == b'\r' {
+                        self.state = State::Header { kind, cr: true };
+                        false
+                    } else if self.header_len == MAX_HEADER_BYTES {
+                        return Err(ReplyError::InvalidLength(kind));
+                    } else {
+                        self.header[self.header_len] = byte;
+                        self.header_len += 1;
+                        false
+                    }
+                }
+                State::Payload { remaining, chunk } => {
+                    let available = (buf.len() - pos) as u64;
+                    let take = remaining.min(available) as usize;
+                    if self.capturing {
+                        self.head.push(&buf[pos..pos + take]);
+                    }
+                    pos += take;
+                    let remaining = remaining - take as u64;
+                    self.state = if remaining == 0 {
+                        State::Trailer { left: 2, chunk }
+                    } else {
+                        State::Payload { remaining, chunk }
+                    };
+                    false
+                }
+                State::Trailer { left, chunk } => {
+                    let expected = if left == 2 { b'\r' } else { b'\n' };
+                    if buf[pos] != expected {
+                        return Err(ReplyError::MissingCrlf);
+                    }
+                    pos += 1;
+                    if left == 2 {
+                        self.state = State::Trailer { left: 1, chunk };
+                        false
+                    } else {
+                        self.state = State::Type;
+                        // A streamed-string chunk is not a value of its own.
+                        !chunk && self.end_scalar()
+                    }
+                }
+            };
+            if done {
+                self.info.bytes = self.partial_bytes + pos as u64;
+                self.partial_bytes = 0;
+                return Ok((pos, true));
+            }
+        }
+        self.partial_bytes += pos as u64;
+        Ok((pos, false))
+    }
+
+    fn start_value(&mut self, kind: u8) -> Result<(), ReplyError> {
+        let depth = self.stack.len();
+        if let Some(Open::StreamedString) = self.stack.last() {
+            if kind != b';' {
+                return Err(ReplyError::InvalidType(kind));
+            }
+        } else if depth == 0 {
+            let child_status = std::mem::take(&mut self.info.child_status);
+            self.info = ReplyInfo { kind, child_status, ..ReplyInfo::default() };
+            self.info.child_status.clear();
+        } else if depth == 1 && kind != b'.' {
+            let index = self.info.child_count as usize;
+            self.info.child_count += 1;
+            if index < CHILD_SUMMARIES {
+                self.info.children[index].kind = kind;
+            }
+            if self.capture_children {
+                self.info.child_status.push(Child { kind, head: Head::default() });
+            }
+        }
+        self.capturing = depth <= 1;
+        self.head.clear();
+        self.state = match kind {
+            b'+' | b'-' | b':' | b',' | b'_' | b'#' | b'(' | b'.' => {
+                State::Line { kind, cr: false }
+            }
+            b'$' | b'!' | b'=' | b';' | b'*' | b'%' | b'~' | b'>' | b'|' => {
+                self.header_len = 0;
+                State::Header { kind, cr: false }
+            }
+            other => return Err(ReplyError::InvalidType(other)),
+        };
+        Ok(())
+    }
+
+    fn end_header(&mut self, kind: u8) -> Result<bool, ReplyError> {
+        self.state = State::Type;
+        let text = &self.header[..self.header_len];
+        if text == b"?" {
+            return match kind {
+                b'$' => {
+                    self.open(Open::StreamedString)?;
+                    Ok(false)
+                }
+                b'*' | b'%' | b'~' | b'>' => {
+                    self.open(Open::Streamed)?;
+                    Ok(false)
+                }
+                _ => Err(ReplyError::InvalidLength(kind)),
+            };
+        }
+        let length = match crate::resp::request::string2ll(text) {
+            Some(-1) if matches!(kind, b'$' | b'*') => {
+                // RESP2 null bulk / null array.
+                if self.stack.is_empty() {
+                    self.info.child_count = u64::MAX;
+                }
+                return Ok(self.end_scalar());
+            }
+            Some(n) if n >= 0 => n as u64,
+            _ => return Err(ReplyError::InvalidLength(kind)),
+        };
+        match kind {
+            b'$' | b'!' | b'=' => {
+                self.state = State::Payload { remaining: length, chunk: false };
+                if length == 0 {
+                    self.state = State::Trailer { left: 2, chunk: false };
+                }
+                Ok(false)
+            }
+            b';' => {
+                if length == 0 {
+                    self.stack.pop();
+                    return Ok(self.value_done());
+                }
+                self.state = State::Payload { remaining: length, chunk: true };
+                Ok(false)
+            }
+            _ => {
+                let elements = match kind {
+                    b'%' => length.checked_mul(2),
+                    // An attribute map is followed by the value it describes.
+                    b'|' => length.checked_mul(2).and_then(|n| n.checked_add(1)),
+                    _ => Some(length),
+                }
+                .ok_or(ReplyError::InvalidLength(kind))?;
+                if self.stack.is_empty() {
+                    self.info.child_count = 0;
+                }
+                if elements == 0 {
+                    return Ok(self.value_done());
+                }
+                self.open(Open::Counted(elements))?;
+                Ok(false)
+            }
+        }
+    }
+
+    fn open(&mut self, open: Open) -> Result<(), ReplyError> {
+        if self.stack.len() >= self.max_depth {
+            return Err(ReplyError::TooDeep(self.max_depth));
+        }
+        self.stack.push(open);
+        Ok(())
+    }
+
+    fn end_line(&mut self, kind: u8) -> bool {
+        self.state = State::Type;
+        if kind == b'.' {
+            // End of a streamed aggregate.
+            if let Some(Open::Streamed) = self.stack.last() {
+                self.stack.pop();
+                return self.value_done();
+            }
+        }
+        self.end_scalar()
+    }
+
+    /// A scalar ended: file its captured content, then close the aggregates it completes.
+    fn end_scalar(&mut self) -> bool {
+        if self.capturing {
+            if self.stack.is_empty() {
+                self.info.head = self.head;
+            } else if self.stack.len() == 1 {
+                let index = (self.info.child_count - 1) as usize;
+                if index < CHILD_SUMMARIES {
+                    self.info.children[index].head = self.head;
+                }
+                if let Some(last) = self.info.child_status.last_mut() {
+                    last.head = self.head;
+                }
+            }
+        }
+        self.value_done()
+    }
+
+    /// One value ended; returns true when that completes the top-level reply.
+    fn value_done(&mut self) -> bool {
+        loop {
+            match self.stack.last_mut() {
+                None => return true,
+                Some(Open::Counted(left)) => {
+                    *left -= 1;
+                    if *left > 0 {
+                        return false;
+                    }
+                    self.stack.pop();
+                }
+                Some(Open::Streamed | Open::StreamedString) => return false,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Scans `input` fed in pieces of `step` bytes; returns each reply's (kind, bytes).
+    fn frames(input: &[u8], step: usize) -> Result<Vec<(u8, u64)>, ReplyError> {
+        let mut scanner = ReplyScanner::new(64);
+        let mut out = Vec::new();
+        for piece in input.chunks(step.max(1)) {
+            let mut at = 0;
+            while at < piece.len() {
+                let (used, done) = scanner.scan(&piece[at..])?;
+                at += used;
+                if done {
+                    out.push((scanner.reply().kind, scanner.reply().bytes));
+                }
+            }
+        }
+        assert!(!scanner.is_mid_reply(), "input ended inside a reply");
+        Ok(out)
+    }
+
+    const EVERY_TYPE: &[u8] = b"+OK\r\n-ERR bad\r\n:-12\r\n$3\r\nfoo\r\n$-1\r\n*-1\r\n$0\r\n\r\n\
+*2\r\n$1\r\na\r\n*1\r\n:1\r\n_\r\n,1.50\r\n#t\r\n!5\r\nERR x\r\n=7\r\ntxt:abc\r\n(123\r\n\
+%1\r\n+k\r\n:1\r\n~2\r\n+a\r\n+b\r\n>3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n|1\r\n+ttl\r\n:3\r\n$1\r\nv\r\n\
+$?\r\n;2\r\nab\r\n;0\r\n*?\r\n:1\r\n:2\r\n.\r\n*0\r\n%0\r\n";
+
+    #[test]
+    fn every_resp2_and_resp3_type_in_every_split() {
+        let whole = frames(EVERY_TYPE, EVERY_TYPE.len()).unwrap();
+        let kinds: Vec<u8> = whole.iter().map(|(k, _)| *k).collect();
+        assert_eq!(kinds, b"+-:$$*$*_,#!=(%~>|$**%".to_vec());
+        let total: u64 = whole.iter().map(|(_, n)| n).sum();
+        assert_eq!(total, EVERY_TYPE.len() as u64);
+        for step in 1..40 {
+            assert_eq!(frames(EVERY_TYPE, step).unwrap(), whole, "step {step}");
+        }
+    }
+
+    #[test]
+    fn heads_children_and_nulls_are_captured() {
+        let mut scanner = ReplyScanner::new(8);
+        let input = b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:2\r\n";
+        assert_eq!(scanner.scan(input).unwrap(), (input.len(), true));
+        let reply = scanner.reply();
+        assert_eq!(reply.child_count, 3);
+        assert_eq!(reply.children[0].head.as_bytes(), b"subscribe");
+        assert_eq!(reply.children[2].head.integer(), Some(2));
+        assert_eq!(scanner.scan(b"-WRONGTYPE Operation\r\n").unwrap(), (22, true));
+        assert_eq!(scanner.reply().head.error_code(), b"WRONGTYPE");
+        assert_eq!(scanner.scan(b"*-1\r\n").unwrap(), (5, true));
+        assert!(scanner.reply().is_null());
+        assert_eq!(scanner.scan(b"*0\r\n").unwrap(), (4, true));
+        assert!(!scanner.reply().is_null());
+    }
+
+    #[test]
+    fn child_status_is_captured_on_request() {
+        let mut scanner = ReplyScanner::new(8);
+        scanner.capture_children = true;
+        let input = b"*3\r\n+OK\r\n-ERR DB index is out of range\r\n*1\r\n-NOPE\r\n";
+        assert_eq!(scanner.scan(input).unwrap(), (input.len(), true));
+        let children = scanner.take_child_status();
+        let summary: Vec<(u8, &[u8])> =
+            children.iter().map(|c| (c.kind, c.head.error_code())).collect();
+        assert_eq!(summary, vec![(b'+', &b"OK"[..]), (b'-', b"ERR"), (b'*', b"")]);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_recursion() {
+        let input = b"*1\r\n".repeat(10_000);
+        let mut scanner = ReplyScanner::new(1024);
+        assert_eq!(scanner.scan(&input), Err(ReplyError::TooDeep(1024)));
+    }
+
+    #[test]
+    fn bad_bytes_are_errors_not_panics() {
+        for bad in [
+            &b"@\r\n"[..],
+            b"$x\r\n",
+            b"$3\r\nfooXY",
+            b"+OK\rX",
+            b"*-2\r\n",
+            b"$123456789012345678901\r\n",
+        ] {
+            let mut scanner = ReplyScanner::new(8);
+            assert!(scanner.scan(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_large_bulk_is_skipped_not_scanned() {
+        let mut scanner = ReplyScanner::new(8);
+        assert_eq!(scanner.scan(b"$1000000\r\n").unwrap(), (10, false));
+        let payload = vec![b'\r'; 1_000_000];
+        assert_eq!(scanner.scan(&payload).unwrap(), (1_000_000, false));
+        assert_eq!(scanner.scan(b"\r\n+OK\r\n").unwrap(), (2, true));
+        assert_eq!(scanner.reply().bytes, 1_000_012);
+        assert_eq!(scanner.reply().head.as_bytes(), &[b'\r'; 32][..]);
+    }
+}

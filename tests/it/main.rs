@@ -1,0 +1,9 @@
+//! The one integration-test binary (ripgrep style): every suite is a module here.
+//! Tests start a real `redis-server` on a free loopback port and the proxy in-process on
+//! port 0; they skip with a message when `redis-server` is not installed (`make test`
+//! installs it).
+#![allow(missing_docs, clippy::disallowed_types, unreachable_pub)]
+
+mod support;
+
+mod records;

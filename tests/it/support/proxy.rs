@@ -1,0 +1,76 @@
+//! The proxy started in-process on 127.0.0.1:0, with a sink that keeps every record.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis_audit_proxy::app::App;
+use redis_audit_proxy::config::{Config, Overrides};
+use redis_audit_proxy::record::{CommandRecord, CommandSink};
+
+/// Keeps every record, in arrival order.
+#[derive(Debug, Default)]
+pub struct CollectSink {
+    records: Mutex<Vec<CommandRecord>>,
+}
+
+impl CommandSink for CollectSink {
+    fn record(&self, record: CommandRecord) {
+        self.records.lock().unwrap().push(record);
+    }
+}
+
+impl CollectSink {
+    /// A copy of the records so far.
+    pub fn records(&self) -> Vec<CommandRecord> {
+        self.records.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `count` records arrived (panics after 10 s).
+    pub async fn wait_for(&self, count: usize) -> Vec<CommandRecord> {
+        for _ in 0..1000 {
+            let records = self.records();
+            if records.len() >= count {
+                return records;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("expected {count} records, got {}", self.records().len());
+    }
+}
+
+/// A proxy running inside the test's runtime.
+#[derive(Debug)]
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub sink: Arc<CollectSink>,
+    app: Option<App>,
+}
+
+impl TestProxy {
+    /// A proxy in front of `upstream` with the default configuration.
+    pub async fn start(upstream: SocketAddr) -> Self {
+        Self::start_with(upstream, "").await
+    }
+
+    /// A proxy in front of `upstream`; `toml` is extra configuration (e.g. `[proxy.limits]` keys).
+    pub async fn start_with(upstream: SocketAddr, toml: &str) -> Self {
+        let raw = toml::from_str(toml).expect("test config parses");
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            upstream: Some(upstream.to_string()),
+            ..Overrides::default()
+        };
+        let config = Config::validate(raw, "test", &overrides).expect("test config is valid");
+        let sink = Arc::new(CollectSink::default());
+        let app = App::start(config, sink.clone()).await.expect("proxy starts");
+        Self { addr: app.local_addr, sink, app: Some(app) }
+    }
+
+    /// Graceful shutdown (as on SIGTERM).
+    pub async fn shutdown(mut self) {
+        if let Some(app) = self.app.take() {
+            app.shutdown().await;
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! A real `redis-server` on a free loopback port, killed on drop.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// True when `redis-server` is on PATH.
+pub fn available() -> bool {
+    Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_ok()
+}
+
+/// A running redis-server.
+#[derive(Debug)]
+pub struct RedisServer {
+    pub addr: SocketAddr,
+    child: Child,
+    extra: Vec<String>,
+}
+
+impl RedisServer {
+    /// Starts a server with no persistence, plus `extra` config arguments (`["--requirepass", "pw"]`).
+    pub fn start(extra: &[&str]) -> Self {
+        let port = free_port();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let child = spawn(port, &extra);
+        let server = Self { addr: SocketAddr::from(([127, 0, 0, 1], port)), child, extra };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if TcpStream::connect(self.addr).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on {} did not start", self.addr);
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to exit.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port after [`kill`](Self::kill).
+    pub fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            self.child = spawn(self.addr.port(), &self.extra);
+            std::thread::sleep(Duration::from_millis(50));
+            if let Ok(None) = self.child.try_wait() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "redis-server did not restart");
+        }
+        self.wait_ready();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn(port: u16, extra: &[String]) -> Child {
+    Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(["--daemonize", "no", "--logfile", "", "--loglevel", "warning"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn redis-server")
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
