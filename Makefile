@@ -1,0 +1,49 @@
+# redis-audit-proxy — the two set-up commands are `make run` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+REDIS_PORT ?= 6379
+CONFIG ?= proxy.toml.example
+
+.PHONY: run test bench fmt lint doc deps redis clean
+
+## Start the proxy on 127.0.0.1:6380 in front of a redis-server on 127.0.0.1:$(REDIS_PORT),
+## installing and starting one if none answers there.
+run: deps redis
+	$(CARGO) run --release -- --config $(CONFIG)
+
+## Install what the tests need, then run formatting, lints, unit and integration tests.
+test: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) test --all-targets
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet
+
+## Throughput and latency against Redis directly and through the proxy (see docs/benchmarks.md).
+bench: deps
+	$(CARGO) bench --bench hot_path
+	bash scripts/bench.sh
+
+deps:
+	@bash scripts/ensure-redis.sh
+
+redis: deps
+	@if redis-cli -p $(REDIS_PORT) ping >/dev/null 2>&1; then \
+	  echo "redis-server already answers on 127.0.0.1:$(REDIS_PORT)"; \
+	else \
+	  mkdir -p data && redis-server --port $(REDIS_PORT) --bind 127.0.0.1 --daemonize yes \
+	    --dir "$(CURDIR)/data" --logfile "$(CURDIR)/data/redis.log" --save "" --appendonly no && \
+	  for i in $$(seq 50); do redis-cli -p $(REDIS_PORT) ping >/dev/null 2>&1 && break; sleep 0.1; done && \
+	  echo "started redis-server on 127.0.0.1:$(REDIS_PORT) (log: data/redis.log)"; \
+	fi
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) clippy --all-targets -- -D warnings
+
+doc:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
+
+clean:
+	$(CARGO) clean
