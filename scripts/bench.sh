@@ -1,0 +1,466 @@
+#!/usr/bin/env bash
+# End-to-end benchmark of the proxy against Redis directly (`make bench`).
+#
+#   1. redis-benchmark SET/GET, 50 clients, pipeline 1 and 16, against a dedicated redis-server
+#      and through the proxy in front of it, alternating direct/proxy for BENCH_ROUNDS rounds;
+#      medians per (pipeline, test).
+#   2. Proxy memory per idle connection (BENCH_IDLE_CONNS idle clients, VmRSS delta).
+#   3. Proxy peak memory for a 64 MiB value (SET then GET through the proxy, VmHWM delta).
+#
+# Prints a plain report, then the same results as a markdown block for docs/benchmarks.md
+# (also saved to target/bench/report.md, with the raw redis-benchmark CSV files beside it).
+#
+# Environment:
+#   BENCH_REQUESTS     requests per redis-benchmark test (default 200000)
+#   BENCH_ROUNDS       direct/proxy alternations per pipeline depth (default 3)
+#   BENCH_CLIENTS      redis-benchmark clients (default 50)
+#   BENCH_PIPELINES    pipeline depths, space separated (default "1 16")
+#   BENCH_IDLE_CONNS   idle connections for the memory test (default 2000)
+#   BENCH_BIG_MIB      size of the big value in MiB (default 64)
+#   BENCH_REDIS_PORT   port of the dedicated redis-server (default 16379, or any free port)
+#   BENCH_PROXY_PORT   port of the proxy (default 16380, or any free port)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+REQUESTS=${BENCH_REQUESTS:-200000}
+ROUNDS=${BENCH_ROUNDS:-3}
+CLIENTS=${BENCH_CLIENTS:-50}
+PIPELINES=${BENCH_PIPELINES:-"1 16"}
+IDLE_CONNS=${BENCH_IDLE_CONNS:-2000}
+BIG_MIB=${BENCH_BIG_MIB:-64}
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
+
+for value in "$REQUESTS" "$ROUNDS" "$CLIENTS" "$IDLE_CONNS" "$BIG_MIB"; do
+  [[ $value =~ ^[1-9][0-9]*$ ]] || die "expected a positive integer, got \"$value\""
+done
+command -v python3 >/dev/null || die "python3 is required"
+
+# ---- prerequisites -----------------------------------------------------------------------------
+bash scripts/ensure-redis.sh
+log "building the proxy (cargo build --release)"
+cargo build --release
+PROXY_BIN=target/release/redis-audit-proxy
+[[ -x $PROXY_BIN ]] || die "$PROXY_BIN was not built"
+
+# Each proxied client holds two sockets (client + upstream); the test client holds one more.
+want_fds=$((IDLE_CONNS * 2 + 256))
+if (($(ulimit -n) < want_fds)); then
+  ulimit -n "$want_fds" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+fi
+if (($(ulimit -n) < want_fds)); then
+  IDLE_CONNS=$((($(ulimit -n) - 256) / 2))
+  log "open-file limit is $(ulimit -n): measuring with $IDLE_CONNS idle connections"
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/redis-audit-proxy-bench.XXXXXX")
+OUT=$ROOT/target/bench
+mkdir -p "$OUT"
+rm -f "$OUT"/*.csv "$OUT"/*.json "$OUT"/report.md
+
+REDIS_PID=""
+PROXY_PID=""
+
+stop_pid() {
+  local pid=$1
+  [[ -n $pid ]] || return 0
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local status=$?
+  stop_pid "$PROXY_PID"
+  stop_pid "$REDIS_PID"
+  PROXY_PID=""
+  REDIS_PID=""
+  rm -rf "$WORK"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Prints $1 when nothing listens on it on loopback, else a port the kernel picks.
+pick_port() {
+  python3 - "$1" <<'PY'
+import socket, sys
+
+def bindable(port):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+preferred = int(sys.argv[1])
+if bindable(preferred):
+    print(preferred)
+else:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    print(s.getsockname()[1])
+    s.close()
+PY
+}
+
+# wait_for_pong PORT PID NAME LOGFILE
+wait_for_pong() {
+  local port=$1 pid=$2 name=$3 logfile=$4 i
+  for ((i = 0; i < 100; i++)); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      cat "$logfile" >&2 || true
+      die "$name exited during startup"
+    fi
+    if [[ $(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null || true) == PONG ]]; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  cat "$logfile" >&2 || true
+  die "$name did not answer PING on port $port within 10 s"
+}
+
+start_redis() {
+  REDIS_PORT=$(pick_port "${BENCH_REDIS_PORT:-16379}")
+  REDIS_CMD=(redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no)
+  "${REDIS_CMD[@]}" --dir "$WORK" --logfile "$WORK/redis.log" --daemonize no &
+  REDIS_PID=$!
+  wait_for_pong "$REDIS_PORT" "$REDIS_PID" redis-server "$WORK/redis.log"
+}
+
+start_proxy() {
+  PROXY_PORT=$(pick_port "${BENCH_PROXY_PORT:-16380}")
+  [[ $PROXY_PORT != "$REDIS_PORT" ]] || PROXY_PORT=$(pick_port 0)
+  PROXY_CMD=("$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" --upstream "127.0.0.1:$REDIS_PORT" --log-level warn)
+  "${PROXY_CMD[@]}" 2>>"$WORK/proxy.log" &
+  PROXY_PID=$!
+  wait_for_pong "$PROXY_PORT" "$PROXY_PID" redis-audit-proxy "$WORK/proxy.log"
+}
+
+restart_proxy() {
+  stop_pid "$PROXY_PID"
+  PROXY_PID=""
+  start_proxy
+}
+
+start_redis
+start_proxy
+log "redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') on 127.0.0.1:$REDIS_PORT (pid $REDIS_PID)," \
+  "proxy on 127.0.0.1:$PROXY_PORT (pid $PROXY_PID)"
+
+# ---- 1. throughput and latency -----------------------------------------------------------------
+# Prints its arguments as one shell command line, quoting only the words that need it.
+shell_line() {
+  local word line=""
+  for word in "$@"; do
+    if [[ ! $word =~ ^[A-Za-z0-9_./:,=+-]+$ ]]; then word=$(printf '%q' "$word"); fi
+    line+="${line:+ }$word"
+  done
+  printf '%s\n' "$line"
+}
+
+bench_cmd() { # bench_cmd PORT PIPELINE -> BENCH_CMD
+  BENCH_CMD=(redis-benchmark -h 127.0.0.1 -p "$1" -c "$CLIENTS" -n "$REQUESTS" -P "$2" -t set,get --csv)
+}
+
+{
+  shell_line "${REDIS_CMD[@]}"
+  shell_line "${PROXY_CMD[@]}"
+  for pipeline in $PIPELINES; do
+    for port in "$REDIS_PORT" "$PROXY_PORT"; do
+      bench_cmd "$port" "$pipeline"
+      shell_line "${BENCH_CMD[@]}"
+    done
+  done
+} >"$WORK/commands.txt"
+
+started=$SECONDS
+for ((round = 1; round <= ROUNDS; round++)); do
+  for pipeline in $PIPELINES; do
+    for target in direct proxy; do
+      if [[ $target == direct ]]; then port=$REDIS_PORT; else port=$PROXY_PORT; fi
+      bench_cmd "$port" "$pipeline"
+      log "round $round/$ROUNDS, pipeline $pipeline, $target"
+      "${BENCH_CMD[@]}" >"$OUT/$target-P$pipeline-r$round.csv"
+      kill -0 "$PROXY_PID" 2>/dev/null || { cat "$WORK/proxy.log" >&2; die "the proxy died"; }
+    done
+  done
+done
+log "redis-benchmark runs took $((SECONDS - started)) s"
+
+# ---- 2. memory per idle connection (fresh proxy) -----------------------------------------------
+restart_proxy
+log "opening $IDLE_CONNS idle connections to the proxy (pid $PROXY_PID)"
+python3 - "$PROXY_PID" "$PROXY_PORT" "$IDLE_CONNS" "$OUT/idle.json" <<'PY'
+import json, os, socket, sys, time
+
+pid, port, count, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+
+def status_kib(field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise SystemExit(f"{field} not in /proc/{pid}/status")
+
+def open_fds():
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+def settle():
+    time.sleep(1.0)
+
+settle()
+rss_before = status_kib("VmRSS")
+fds_before = open_fds()
+
+socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
+# Wait until the proxy has accepted every client and opened its upstream connection.
+deadline = time.time() + 60
+while open_fds() < fds_before + 2 * count:
+    if time.time() > deadline:
+        raise SystemExit(f"proxy holds {open_fds() - fds_before} new descriptors, expected {2 * count}")
+    time.sleep(0.05)
+settle()
+rss_connected = status_kib("VmRSS")
+
+# One command each, so every connection has been through a full request/reply.
+for s in socks:
+    s.sendall(b"*1\r\n$4\r\nPING\r\n")
+for s in socks:
+    got = b""
+    while not got.endswith(b"\r\n"):
+        chunk = s.recv(64)
+        if not chunk:
+            raise SystemExit("proxy closed an idle connection")
+        got += chunk
+    if got != b"+PONG\r\n":
+        raise SystemExit(f"unexpected reply {got!r}")
+settle()
+rss_after_ping = status_kib("VmRSS")
+
+for s in socks:
+    s.close()
+
+result = {
+    "connections": count,
+    "rss_before_kib": rss_before,
+    "rss_connected_kib": rss_connected,
+    "rss_after_ping_kib": rss_after_ping,
+    "kib_per_conn_connected": (rss_connected - rss_before) / count,
+    "kib_per_conn_after_ping": (rss_after_ping - rss_before) / count,
+}
+with open(out, "w") as f:
+    json.dump(result, f)
+PY
+
+# ---- 3. one big value (fresh proxy) ------------------------------------------------------------
+restart_proxy
+log "SET/GET of a $BIG_MIB MiB value through the proxy (pid $PROXY_PID)"
+python3 - "$PROXY_PID" "$PROXY_PORT" "$BIG_MIB" "$OUT/big.json" <<'PY'
+import json, socket, sys, time
+
+pid, port, mib, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+size = mib * 1024 * 1024
+
+def status_kib(field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise SystemExit(f"{field} not in /proc/{pid}/status")
+
+time.sleep(1.0)
+hwm_before = status_kib("VmHWM")
+rss_before = status_kib("VmRSS")
+
+payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+s = socket.create_connection(("127.0.0.1", port))
+reader = s.makefile("rb", buffering=1 << 20)
+
+started = time.monotonic()
+s.sendall(b"*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$%d\r\n" % size)
+s.sendall(payload)
+s.sendall(b"\r\n")
+reply = reader.readline()
+if reply != b"+OK\r\n":
+    raise SystemExit(f"SET big: unexpected reply {reply[:200]!r}")
+set_seconds = time.monotonic() - started
+hwm_after_set = status_kib("VmHWM")
+
+started = time.monotonic()
+s.sendall(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n")
+header = reader.readline()
+if header != b"$%d\r\n" % size:
+    raise SystemExit(f"GET big: unexpected reply {header[:200]!r}")
+body = reader.read(size + 2)
+get_seconds = time.monotonic() - started
+if body[:-2] != payload or body[-2:] != b"\r\n":
+    raise SystemExit("GET big: the value came back different")
+hwm_after_get = status_kib("VmHWM")
+time.sleep(1.0)
+rss_after = status_kib("VmRSS")
+s.close()
+
+result = {
+    "mib": mib,
+    "hwm_before_kib": hwm_before,
+    "rss_before_kib": rss_before,
+    "hwm_after_set_kib": hwm_after_set,
+    "hwm_after_get_kib": hwm_after_get,
+    "rss_after_kib": rss_after,
+    "set_seconds": set_seconds,
+    "get_seconds": get_seconds,
+}
+with open(out, "w") as f:
+    json.dump(result, f)
+PY
+kill -0 "$PROXY_PID" 2>/dev/null || { cat "$WORK/proxy.log" >&2; die "the proxy died"; }
+
+# ---- report ------------------------------------------------------------------------------------
+git_rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n $(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null) ]]; then git_rev="$git_rev (modified)"; fi
+BENCH_META_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+BENCH_META_REV=$git_rev
+BENCH_META_CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+BENCH_META_CORES=$(nproc)
+BENCH_META_KERNEL=$(uname -r)
+BENCH_META_REDIS=$(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')
+BENCH_META_RUSTC=$(rustc --version 2>/dev/null || echo unknown)
+export BENCH_META_DATE BENCH_META_REV BENCH_META_CPU BENCH_META_CORES BENCH_META_KERNEL \
+  BENCH_META_REDIS BENCH_META_RUSTC
+
+python3 - "$OUT" "$WORK/commands.txt" "$ROUNDS" "$PIPELINES" "$REQUESTS" "$CLIENTS" <<'PY'
+import csv, json, os, statistics, sys
+
+out, commands_file, rounds, pipelines, requests, clients = sys.argv[1:7]
+rounds = int(rounds)
+pipelines = [int(p) for p in pipelines.split()]
+commands = [line.rstrip() for line in open(commands_file) if line.strip()]
+
+def load(target, pipeline):
+    rows = {}
+    for r in range(1, rounds + 1):
+        with open(os.path.join(out, f"{target}-P{pipeline}-r{r}.csv")) as f:
+            for row in csv.DictReader(f):
+                rows.setdefault(row["test"], []).append(row)
+    return rows
+
+def med(rows, key):
+    return statistics.median(float(row[key]) for row in rows)
+
+table = []
+for pipeline in pipelines:
+    direct, proxy = load("direct", pipeline), load("proxy", pipeline)
+    for test in ("SET", "GET"):
+        d, p = direct[test], proxy[test]
+        table.append({
+            "pipeline": pipeline,
+            "test": test,
+            "rps_direct": med(d, "rps"),
+            "rps_proxy": med(p, "rps"),
+            "p50_direct": med(d, "p50_latency_ms"),
+            "p50_proxy": med(p, "p50_latency_ms"),
+            "p99_direct": med(d, "p99_latency_ms"),
+            "p99_proxy": med(p, "p99_latency_ms"),
+            "rps_all_direct": [float(x["rps"]) for x in d],
+            "rps_all_proxy": [float(x["rps"]) for x in p],
+        })
+for row in table:
+    row["ratio"] = row["rps_proxy"] / row["rps_direct"]
+    row["p50_added"] = row["p50_proxy"] - row["p50_direct"]
+
+idle = json.load(open(os.path.join(out, "idle.json")))
+big = json.load(open(os.path.join(out, "big.json")))
+mib = 1024.0
+big_peak_mib = (big["hwm_after_get_kib"] - big["hwm_before_kib"]) / mib
+big_set_mib = (big["hwm_after_set_kib"] - big["hwm_before_kib"]) / mib
+big_multiple = big_peak_mib / big["mib"]
+
+headers = ["pipeline", "test", "direct rps", "proxy rps", "proxy/direct",
+           "p50 direct", "p50 proxy", "p50 added", "p99 direct", "p99 proxy"]
+def cells(row):
+    return [f"-P {row['pipeline']}", row["test"],
+            f"{row['rps_direct']:,.0f}", f"{row['rps_proxy']:,.0f}", f"{row['ratio']:.2f}",
+            f"{row['p50_direct']:.3f}", f"{row['p50_proxy']:.3f}", f"{row['p50_added']:+.3f}",
+            f"{row['p99_direct']:.3f}", f"{row['p99_proxy']:.3f}"]
+
+meta = {k[len("BENCH_META_"):].lower(): v for k, v in os.environ.items() if k.startswith("BENCH_META_")}
+setup = (f"{clients} clients, {requests} requests per test, {rounds} rounds alternating "
+         f"direct/proxy; medians over the rounds; latencies in ms")
+
+# Plain report.
+print()
+print("=" * 100)
+print(f"redis-audit-proxy benchmark — {meta['date']}, commit {meta['rev']}")
+print(f"{meta['cpu']}, {meta['cores']} cores, Linux {meta['kernel']}, redis {meta['redis']}, {meta['rustc']}")
+print(setup)
+print()
+widths = [max(len(h), *(len(cells(r)[i]) for r in table)) for i, h in enumerate(headers)]
+print("  ".join(h.rjust(w) for h, w in zip(headers, widths)))
+for row in table:
+    print("  ".join(c.rjust(w) for c, w in zip(cells(row), widths)))
+print()
+print("rps per round (direct | proxy):")
+for row in table:
+    d = ", ".join(f"{x:,.0f}" for x in row["rps_all_direct"])
+    p = ", ".join(f"{x:,.0f}" for x in row["rps_all_proxy"])
+    print(f"  -P {row['pipeline']:<3} {row['test']}: {d} | {p}")
+print()
+print(f"idle connections: {idle['connections']} clients; proxy VmRSS "
+      f"{idle['rss_before_kib']} KiB -> {idle['rss_connected_kib']} KiB connected "
+      f"({idle['kib_per_conn_connected']:.1f} KiB/connection) -> {idle['rss_after_ping_kib']} KiB "
+      f"after one PING each ({idle['kib_per_conn_after_ping']:.1f} KiB/connection)")
+print(f"{big['mib']} MiB value: proxy VmHWM {big['hwm_before_kib']} KiB -> "
+      f"{big['hwm_after_set_kib']} KiB after SET (+{big_set_mib:.1f} MiB) -> "
+      f"{big['hwm_after_get_kib']} KiB after GET; peak increase {big_peak_mib:.1f} MiB = "
+      f"{big_multiple:.2f} x {big['mib']} MiB; VmRSS afterwards {big['rss_after_kib']} KiB; "
+      f"SET {big['set_seconds']:.2f} s, GET {big['get_seconds']:.2f} s")
+print()
+print("commands:")
+for line in commands:
+    print(f"  {line}")
+
+# Markdown.
+md = []
+md.append(f"### Run of {meta['date']} (commit {meta['rev']})")
+md.append("")
+md.append(f"{meta['cpu']}, {meta['cores']} cores, Linux {meta['kernel']}, Redis {meta['redis']}, "
+          f"{meta['rustc']}; redis-benchmark, redis-server and the proxy share the machine. "
+          f"{setup}.")
+md.append("")
+md.append("| " + " | ".join(headers) + " |")
+md.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(headers) - 2)) + "|")
+for row in table:
+    md.append("| " + " | ".join(cells(row)) + " |")
+md.append("")
+md.append(f"- Idle connections: {idle['connections']} clients cost the proxy "
+          f"{idle['kib_per_conn_connected']:.1f} KiB each once connected "
+          f"(VmRSS {idle['rss_before_kib']} → {idle['rss_connected_kib']} KiB) and "
+          f"{idle['kib_per_conn_after_ping']:.1f} KiB each after one PING "
+          f"(→ {idle['rss_after_ping_kib']} KiB); each includes its upstream connection.")
+md.append(f"- {big['mib']} MiB value (`SET big`, then `GET big`, through the proxy): peak RSS "
+          f"(VmHWM) rose by {big_set_mib:.1f} MiB during the SET and {big_peak_mib:.1f} MiB in all, "
+          f"{big_multiple:.2f} × the value size.")
+md.append("")
+md.append("Commands:")
+md.append("")
+md.append("```sh")
+md.extend(commands)
+md.append("```")
+markdown = "\n".join(md) + "\n"
+with open(os.path.join(out, "report.md"), "w") as f:
+    f.write(markdown)
+
+print()
+print("----- 8< ----- markdown for docs/benchmarks.md (also in target/bench/report.md) -----")
+print(markdown, end="")
+print("----- >8 -----------------------------------------------------------------------------")
+PY
