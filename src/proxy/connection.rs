@@ -104,8 +104,9 @@ struct Connection<C> {
     scanner: ReplyScanner,
     pending: VecDeque<Slot>,
     session: Session,
-    /// AUTH / HELLO AUTH commands in flight: the unauthenticated limits are relaxed meanwhile,
-    /// because Redis would apply them only after those commands ran.
+    /// AUTH / HELLO AUTH commands in flight. While one is in flight for a client that has not
+    /// authenticated, nothing behind it is decoded: Redis runs the AUTH before it reads the
+    /// next request, and which limits apply to that request depends on the AUTH's outcome.
     auth_in_flight: usize,
     /// Complete requests may wait in `client_in` (pipeline full, or a reconnect came first).
     decode_stalled: bool,
@@ -369,12 +370,12 @@ where
     fn decode_requests(&mut self, now: Instant) {
         self.decode_stalled = false;
         while self.reading_client {
-            if !self.has_room_for_requests() {
+            let awaiting_auth = self.auth_in_flight > 0 && !self.session.authenticated;
+            if awaiting_auth || !self.has_room_for_requests() {
                 self.decode_stalled = true;
                 return;
             }
-            let authenticated = self.session.authenticated || self.auth_in_flight > 0;
-            match self.decoder.decode(&mut self.client_in, authenticated) {
+            match self.decoder.decode(&mut self.client_in, self.session.authenticated) {
                 Ok(Some(request)) => self.handle_request(request, now),
                 Ok(None) => return,
                 Err(error) => {

@@ -6,4 +6,10 @@
 
 mod support;
 
+mod binary;
+mod clients;
+mod corpus;
+mod differential;
+mod faults;
+mod limits;
 mod records;

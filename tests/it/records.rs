@@ -60,7 +60,7 @@ async fn pubsub_messages_are_not_commands_and_confirmations_are_counted() {
     let message = subscriber.read_reply().await;
     assert!(message.starts_with(b"*3\r\n$7\r\nmessage\r\n"), "{message:?}");
     subscriber.read_reply().await; // pmessage
-    // A message arriving between a command and its reply must not be taken for the reply.
+                                   // A message arriving between a command and its reply must not be taken for the reply.
     subscriber.send(b"PING\r\n").await;
     publisher.call(&[b"PUBLISH", b"b", b"x"]).await;
     // Argument-less UNSUBSCRIBE confirms both channels; PUNSUBSCRIBE the pattern.
@@ -82,7 +82,10 @@ async fn pubsub_messages_are_not_commands_and_confirmations_are_counted() {
             ("ping", "ok")
         ])
     );
-    assert_eq!(records[0].reply_bytes, 2 * b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n".len() as u64);
+    assert_eq!(
+        records[0].reply_bytes,
+        2 * b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n".len() as u64
+    );
 }
 
 #[tokio::test]

@@ -69,25 +69,6 @@ impl RawClient {
         while self.fill().await.is_some() {}
         std::mem::take(&mut self.buffer)
     }
-
-    /// True when the peer closed the connection (reads return EOF within the timeout).
-    pub async fn is_closed(&mut self) -> bool {
-        let mut chunk = [0u8; 1024];
-        matches!(
-            tokio::time::timeout(READ_TIMEOUT, self.stream.read(&mut chunk)).await,
-            Ok(Ok(0)) | Ok(Err(_))
-        )
-    }
-}
-
-/// Encodes a command as a RESP multibulk array.
-pub fn encode_command(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
     out
 }
 

@@ -5,7 +5,7 @@ pub mod proxy;
 pub mod redis;
 
 pub use client::RawClient;
-pub use proxy::{CollectSink, TestProxy};
+pub use proxy::TestProxy;
 pub use redis::RedisServer;
 
 /// Skips the calling test (returns early) when redis-server is not installed.

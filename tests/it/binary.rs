@@ -1,0 +1,230 @@
+//! The built binary: `check-config` exit codes and one-line errors, a real run in front of
+//! Redis stopped by SIGTERM, usage errors, subcommands not yet available, `--version`.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::support::redis::free_port;
+use crate::support::RedisServer;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_redis-audit-proxy");
+
+/// Runs the binary to completion with `args` (stdin closed).
+fn run(args: &[&str]) -> Output {
+    Command::new(BINARY)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {BINARY}: {e}"))
+}
+
+/// Writes `text` to a fresh file under Cargo's test scratch directory and returns its path.
+fn config_file(text: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("binary-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = dir.join(format!("proxy-{}-{n}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Waits at most `limit` for `child` to exit.
+fn wait_with_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Kills `child` when dropped, so that a failing test leaves no process behind.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[test]
+fn check_config_accepts_a_valid_file() {
+    let example = config_file(include_str!("../../proxy.toml.example"));
+    let output = run(&["check-config", "--config", example.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+
+    let small = config_file(
+        "[proxy]\nlisten = \"127.0.0.1:7000\"\nmax_clients = 5\n\n\
+         [proxy.limits]\npipeline_max_depth = 4\n\n[upstream]\naddress = \"redis.internal:6379\"\n",
+    );
+    let output = run(&["check-config", "--config", small.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+}
+
+#[test]
+fn check_config_rejects_bad_files_with_one_line_naming_file_and_key() {
+    let cases = [
+        ("unknown key", "[proxy]\nlisten_address = \"127.0.0.1:1\"\n", "proxy.listen_address"),
+        (
+            "wrong type",
+            "[proxy.limits]\npipeline_max_depth = \"deep\"\n",
+            "proxy.limits.pipeline_max_depth",
+        ),
+        ("invalid listen address", "[proxy]\nlisten = \"localhost\"\n", "proxy.listen"),
+        (
+            "invalid upstream address",
+            "[upstream]\naddress = \"no port here\"\n",
+            "upstream.address",
+        ),
+        ("zero max_clients", "[proxy]\nmax_clients = 0\n", "proxy.max_clients"),
+        ("not TOML", "[proxy\nlisten = 1\n", "proxy"),
+    ];
+    for (what, text, key) in cases {
+        let path = config_file(text);
+        let path_text = path.to_str().unwrap();
+        let output = run(&["check-config", "--config", path_text]);
+        let stderr = stderr_of(&output);
+        assert_eq!(output.status.code(), Some(64), "{what}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{what}: one line expected, got {stderr:?}");
+        assert!(stderr.ends_with('\n'), "{what}: {stderr:?}");
+        assert!(stderr.contains(path_text), "{what}: the file is not named in {stderr:?}");
+        assert!(stderr.contains(key), "{what}: the key {key} is not named in {stderr:?}");
+        assert!(
+            output.stdout.is_empty(),
+            "{what}: stdout {:?}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+
+    // Running the proxy on a bad file fails the same way, before binding anything.
+    let path = config_file("[proxy]\nmax_clients = 0\n");
+    let output = run(&["--config", path.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(stderr.contains("proxy.max_clients"), "{stderr:?}");
+    // A bad flag value is named by its flag.
+    let output = run(&["--upstream", "nonsense", "--listen", "127.0.0.1:0"]);
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(stderr.contains("--upstream") && stderr.contains("upstream.address"), "{stderr:?}");
+
+    let missing = config_file("").with_extension("missing");
+    let output = run(&["check-config", "--config", missing.to_str().unwrap()]);
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(stderr.contains(missing.to_str().unwrap()), "{stderr:?}");
+}
+
+/// Sends PING on a new connection to `addr`; the reply bytes.
+fn ping(addr: SocketAddr) -> std::io::Result<Vec<u8>> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"*1\r\n$4\r\nPING\r\n")?;
+    let mut reply = [0u8; 64];
+    let n = stream.read(&mut reply)?;
+    Ok(reply[..n].to_vec())
+}
+
+#[test]
+fn runs_in_front_of_redis_and_exits_zero_on_sigterm() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let child = Command::new(BINARY)
+        .args(["--listen", &listen.to_string(), "--upstream", &redis.addr.to_string()])
+        .args(["--log-level", "warn"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the proxy");
+    let mut child = KillOnDrop(child);
+
+    // Bounded wait for the listener to come up.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let reply = loop {
+        match ping(listen) {
+            Ok(reply) => break reply,
+            Err(error) => {
+                assert!(Instant::now() < deadline, "proxy never answered on {listen}: {error}");
+                assert!(child.0.try_wait().unwrap().is_none(), "proxy exited early");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    assert_eq!(reply, b"+PONG\r\n");
+
+    // An idle client stays connected across the signal; the drain closes it.
+    let mut idle = TcpStream::connect(listen).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    idle.write_all(b"PING\r\n").unwrap();
+    let mut pong = [0u8; 7];
+    idle.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"+PONG\r\n");
+
+    let status =
+        Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().expect("run kill");
+    assert!(status.success());
+    let exit = wait_with_timeout(&mut child.0, Duration::from_secs(5))
+        .expect("the proxy exits within 5 s of SIGTERM");
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.0.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    assert_eq!(exit.code(), Some(0), "exit {exit}; stderr: {stderr}");
+    let mut rest = Vec::new();
+    let closed = idle.read_to_end(&mut rest);
+    assert!(matches!(closed, Ok(0)), "idle client: {closed:?} {rest:?}");
+    let _ = idle.shutdown(Shutdown::Both);
+    assert!(TcpStream::connect(listen).is_err(), "still listening after exit");
+}
+
+#[test]
+fn usage_errors_exit_64() {
+    for args in [
+        &["--no-such-flag"][..],
+        &["--listen"],
+        &["--mode", "loud"],
+        &["check-config"],
+        &["no-such-subcommand"],
+    ] {
+        let output = run(args);
+        assert_eq!(output.status.code(), Some(64), "{args:?}: {}", stderr_of(&output));
+        assert!(!output.stderr.is_empty(), "{args:?}: nothing said on stderr");
+    }
+}
+
+#[test]
+fn explain_is_not_yet_available() {
+    let output = run(&["explain", "--", "GET", "k"]);
+    let stderr = stderr_of(&output);
+    assert!(!output.status.success(), "explain exited 0: {stderr}");
+    assert_ne!(output.status.code(), Some(64), "explain is valid usage: {stderr}");
+    assert!(stderr.contains("not yet available"), "{stderr:?}");
+    assert!(stderr.contains("explain"), "{stderr:?}");
+}
+
+#[test]
+fn version_exits_zero() {
+    let output = run(&["--version"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(stdout.trim(), format!("redis-audit-proxy {}", env!("CARGO_PKG_VERSION")));
+}
