@@ -69,6 +69,16 @@ impl RawClient {
         while self.fill().await.is_some() {}
         std::mem::take(&mut self.buffer)
     }
+}
+
+/// Encodes a command as a RESP multibulk array.
+pub fn encode_command(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
     out
 }
 
