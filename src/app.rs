@@ -61,6 +61,7 @@ impl App {
             self.hard_stop.cancel();
             self.tracker.wait().await;
         }
+        self.ctx.sink.flush();
         tracing::info!("proxy stopped");
     }
 }

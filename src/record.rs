@@ -103,6 +103,10 @@ impl CommandRecord {
 pub trait CommandSink: Send + Sync + std::fmt::Debug + 'static {
     /// Takes one record.
     fn record(&self, record: CommandRecord);
+
+    /// Makes every record taken so far durable; called once on shutdown, after the last
+    /// connection ended.
+    fn flush(&self) {}
 }
 
 /// Logs each record at `debug` level, without arguments.

@@ -11,5 +11,6 @@ mod clients;
 mod corpus;
 mod differential;
 mod faults;
+mod framer_oracle;
 mod limits;
 mod records;
