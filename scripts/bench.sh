@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# End-to-end benchmark of the proxy against Redis directly (`make bench`).
+# End-to-end benchmark of the proxy against Redis directly and against twemproxy (`make bench`).
 #
-#   1. redis-benchmark SET/GET, 50 clients, pipeline 1 and 16, against a dedicated redis-server
-#      and through the proxy in front of it, alternating direct/proxy for BENCH_ROUNDS rounds;
-#      medians per (pipeline, test).
+#   1. redis-benchmark SET/GET, 50 clients, pipeline 1 and 16, against a dedicated redis-server,
+#      through the proxy in front of it, and through twemproxy (nutcracker, which audits nothing)
+#      in front of the same server, alternating direct/proxy/twemproxy for BENCH_ROUNDS rounds;
+#      medians per (pipeline, test). Around each redis-benchmark run the CPU time (utime+stime
+#      from /proc/<pid>/stat) of redis-server, of the proxy under test and of redis-benchmark is
+#      read, and reported as CPU microseconds per request (medians over the rounds).
 #   2. Proxy memory per idle connection (BENCH_IDLE_CONNS idle clients, VmRSS delta).
 #   3. Proxy peak memory for a 64 MiB value (SET then GET through the proxy, VmHWM delta).
 #
@@ -12,13 +15,17 @@
 #
 # Environment:
 #   BENCH_REQUESTS     requests per redis-benchmark test (default 200000)
-#   BENCH_ROUNDS       direct/proxy alternations per pipeline depth (default 3)
+#   BENCH_ROUNDS       direct/proxy/twemproxy alternations per pipeline depth (default 3)
 #   BENCH_CLIENTS      redis-benchmark clients (default 50)
 #   BENCH_PIPELINES    pipeline depths, space separated (default "1 16")
 #   BENCH_IDLE_CONNS   idle connections for the memory test (default 2000)
 #   BENCH_BIG_MIB      size of the big value in MiB (default 64)
 #   BENCH_REDIS_PORT   port of the dedicated redis-server (default 16379, or any free port)
 #   BENCH_PROXY_PORT   port of the proxy (default 16380, or any free port)
+#   BENCH_TWEMPROXY    1 (default) to bench twemproxy too, 0 to skip it; it is skipped anyway when
+#                      the nutcracker package cannot be installed or nutcracker does not start
+#   BENCH_TWEMPROXY_PORT  port of twemproxy (default 16381, or any free port); its stats port is
+#                      the next free one from 16382
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -38,6 +45,8 @@ for value in "$REQUESTS" "$ROUNDS" "$CLIENTS" "$IDLE_CONNS" "$BIG_MIB"; do
   [[ $value =~ ^[1-9][0-9]*$ ]] || die "expected a positive integer, got \"$value\""
 done
 command -v python3 >/dev/null || die "python3 is required"
+CLK_TCK=$(getconf CLK_TCK)
+[[ $CLK_TCK =~ ^[1-9][0-9]*$ ]] || die "getconf CLK_TCK gave \"$CLK_TCK\""
 
 # ---- prerequisites -----------------------------------------------------------------------------
 bash scripts/ensure-redis.sh
@@ -45,6 +54,21 @@ log "building the proxy (cargo build --release)"
 cargo build --release
 PROXY_BIN=target/release/redis-audit-proxy
 [[ -x $PROXY_BIN ]] || die "$PROXY_BIN was not built"
+
+# twemproxy is the reference arm: a proxy that audits nothing. Optional: without it the bench
+# still measures direct and proxy, and says twemproxy was skipped.
+TWEMPROXY=0
+TWEMPROXY_NOTE="skipped (BENCH_TWEMPROXY=0)"
+NUTCRACKER_BIN=""
+if [[ ${BENCH_TWEMPROXY:-1} != 0 ]]; then
+  if bash scripts/ensure-twemproxy.sh; then
+    NUTCRACKER_BIN=$(command -v nutcracker || echo /usr/sbin/nutcracker)
+    TWEMPROXY=1
+  else
+    TWEMPROXY_NOTE="skipped (the nutcracker package could not be installed)"
+    log "twemproxy: $TWEMPROXY_NOTE"
+  fi
+fi
 
 # Each proxied client holds two sockets (client + upstream); the test client holds one more.
 want_fds=$((IDLE_CONNS * 2 + 256))
@@ -59,10 +83,11 @@ fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/redis-audit-proxy-bench.XXXXXX")
 OUT=$ROOT/target/bench
 mkdir -p "$OUT"
-rm -f "$OUT"/*.csv "$OUT"/*.json "$OUT"/report.md
+rm -f "$OUT"/*.csv "$OUT"/*.json "$OUT"/*.stderr "$OUT"/report.md
 
 REDIS_PID=""
 PROXY_PID=""
+TWEMPROXY_PID=""
 
 stop_pid() {
   local pid=$1
@@ -73,8 +98,10 @@ stop_pid() {
 
 cleanup() {
   local status=$?
+  stop_pid "$TWEMPROXY_PID"
   stop_pid "$PROXY_PID"
   stop_pid "$REDIS_PID"
+  TWEMPROXY_PID=""
   PROXY_PID=""
   REDIS_PID=""
   rm -rf "$WORK"
@@ -111,20 +138,26 @@ else:
 PY
 }
 
-# wait_for_pong PORT PID NAME LOGFILE
-wait_for_pong() {
-  local port=$1 pid=$2 name=$3 logfile=$4 i
+# await_pong PORT PID: 0 once PORT answers PING, 1 if PID exited first, 2 after 10 s.
+await_pong() {
+  local port=$1 pid=$2 i
   for ((i = 0; i < 100; i++)); do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      cat "$logfile" >&2 || true
-      die "$name exited during startup"
-    fi
+    kill -0 "$pid" 2>/dev/null || return 1
     if [[ $(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null || true) == PONG ]]; then
       return 0
     fi
     sleep 0.1
   done
+  return 2
+}
+
+# wait_for_pong PORT PID NAME LOGFILE
+wait_for_pong() {
+  local port=$1 pid=$2 name=$3 logfile=$4 status=0
+  await_pong "$port" "$pid" || status=$?
+  ((status == 0)) && return 0
   cat "$logfile" >&2 || true
+  ((status == 1)) && die "$name exited during startup"
   die "$name did not answer PING on port $port within 10 s"
 }
 
@@ -151,10 +184,58 @@ restart_proxy() {
   start_proxy
 }
 
+# Runs nutcracker in the foreground of a background job (its pid is $!; without -d it writes no
+# pid file), from $WORK so that the command line and its config file name are the ones reported.
+# Sets TWEMPROXY=0 and TWEMPROXY_NOTE when it does not start.
+start_twemproxy() {
+  local status=0
+  TWEMPROXY_PORT=$(pick_port "${BENCH_TWEMPROXY_PORT:-16381}")
+  [[ $TWEMPROXY_PORT != "$REDIS_PORT" && $TWEMPROXY_PORT != "$PROXY_PORT" ]] || TWEMPROXY_PORT=$(pick_port 0)
+  TWEMPROXY_STATS_PORT=$(pick_port 16382)
+  while [[ $TWEMPROXY_STATS_PORT == "$TWEMPROXY_PORT" || $TWEMPROXY_STATS_PORT == "$REDIS_PORT" ||
+    $TWEMPROXY_STATS_PORT == "$PROXY_PORT" ]]; do
+    TWEMPROXY_STATS_PORT=$(pick_port 0)
+  done
+  TWEMPROXY_CONF="bench:
+  listen: 127.0.0.1:$TWEMPROXY_PORT
+  hash: fnv1a_64
+  distribution: ketama
+  redis: true
+  servers:
+    - 127.0.0.1:$REDIS_PORT:1"
+  printf '%s\n' "$TWEMPROXY_CONF" >"$WORK/nutcracker.yml"
+  TWEMPROXY_CMD=(nutcracker -c nutcracker.yml -o nutcracker.log -s "$TWEMPROXY_STATS_PORT" -a 127.0.0.1)
+  (cd "$WORK" && exec "$NUTCRACKER_BIN" "${TWEMPROXY_CMD[@]:1}") &
+  TWEMPROXY_PID=$!
+  await_pong "$TWEMPROXY_PORT" "$TWEMPROXY_PID" || status=$?
+  if ((status != 0)); then
+    cat "$WORK/nutcracker.log" >&2 || true
+    stop_pid "$TWEMPROXY_PID"
+    TWEMPROXY_PID=""
+    TWEMPROXY=0
+    if ((status == 1)); then
+      TWEMPROXY_NOTE="skipped (nutcracker exited during startup)"
+    else
+      TWEMPROXY_NOTE="skipped (nutcracker did not answer PING within 10 s)"
+    fi
+    log "twemproxy: $TWEMPROXY_NOTE"
+  fi
+}
+
 start_redis
 start_proxy
 log "redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') on 127.0.0.1:$REDIS_PORT (pid $REDIS_PID)," \
   "proxy on 127.0.0.1:$PROXY_PORT (pid $PROXY_PID)"
+if ((TWEMPROXY)); then
+  start_twemproxy
+fi
+if ((TWEMPROXY)); then
+  TWEMPROXY_NOTE=$("$NUTCRACKER_BIN" -V 2>&1 | sed -n 's/^This is nutcracker-//p' | head -n 1)
+  TWEMPROXY_NOTE="nutcracker ${TWEMPROXY_NOTE:-(unknown version)}"
+  log "twemproxy ($TWEMPROXY_NOTE) on 127.0.0.1:$TWEMPROXY_PORT (pid $TWEMPROXY_PID)"
+fi
+TARGETS="direct proxy"
+if ((TWEMPROXY)); then TARGETS="direct proxy twemproxy"; fi
 
 # ---- 1. throughput and latency -----------------------------------------------------------------
 # Prints its arguments as one shell command line, quoting only the words that need it.
@@ -171,30 +252,104 @@ bench_cmd() { # bench_cmd PORT PIPELINE -> BENCH_CMD
   BENCH_CMD=(redis-benchmark -h 127.0.0.1 -p "$1" -c "$CLIENTS" -n "$REQUESTS" -P "$2" -t set,get --csv)
 }
 
+target_port() { # target_port TARGET -> PORT
+  case $1 in
+    direct) PORT=$REDIS_PORT ;;
+    proxy) PORT=$PROXY_PORT ;;
+    twemproxy) PORT=$TWEMPROXY_PORT ;;
+  esac
+}
+
 {
   shell_line "${REDIS_CMD[@]}"
   shell_line "${PROXY_CMD[@]}"
+  if ((TWEMPROXY)); then
+    printf "cat >nutcracker.yml <<'EOF'\n%s\nEOF\n" "$TWEMPROXY_CONF"
+    shell_line "${TWEMPROXY_CMD[@]}"
+  fi
   for pipeline in $PIPELINES; do
-    for port in "$REDIS_PORT" "$PROXY_PORT"; do
-      bench_cmd "$port" "$pipeline"
+    for target in $TARGETS; do
+      target_port "$target"
+      bench_cmd "$PORT" "$pipeline"
       shell_line "${BENCH_CMD[@]}"
     done
   done
 } >"$WORK/commands.txt"
 
+# CPU time in clock ticks (utime + stime, fields 14 and 15 of /proc/PID/stat) -> TICKS. The
+# fields are counted after the ")" closing the command name, which may itself hold spaces.
+# No command substitution here: a forked subshell would add to this shell's children's time.
+proc_ticks() {
+  local stat fields
+  read -r stat <"/proc/$1/stat"
+  read -r -a fields <<<"${stat##*) }"
+  TICKS=$((fields[11] + fields[12]))
+}
+# CPU time of this shell's waited-for children (cutime + cstime, fields 16 and 17) -> TICKS:
+# its growth over a redis-benchmark run (run in the foreground) is that run's CPU time.
+children_ticks() {
+  local stat fields
+  read -r stat <"/proc/$$/stat"
+  read -r -a fields <<<"${stat##*) }"
+  TICKS=$((fields[13] + fields[14]))
+}
+
+check_alive() {
+  kill -0 "$PROXY_PID" 2>/dev/null || { cat "$WORK/proxy.log" >&2; die "the proxy died"; }
+  if ((TWEMPROXY)); then
+    kill -0 "$TWEMPROXY_PID" 2>/dev/null || { cat "$WORK/nutcracker.log" >&2; die "twemproxy died"; }
+  fi
+  kill -0 "$REDIS_PID" 2>/dev/null || { cat "$WORK/redis.log" >&2; die "redis-server died"; }
+}
+
 started=$SECONDS
 for ((round = 1; round <= ROUNDS; round++)); do
   for pipeline in $PIPELINES; do
-    for target in direct proxy; do
-      if [[ $target == direct ]]; then port=$REDIS_PORT; else port=$PROXY_PORT; fi
-      bench_cmd "$port" "$pipeline"
+    for target in $TARGETS; do
+      target_port "$target"
+      case $target in
+        proxy) middle_pid=$PROXY_PID ;;
+        twemproxy) middle_pid=$TWEMPROXY_PID ;;
+        *) middle_pid="" ;;
+      esac
+      bench_cmd "$PORT" "$pipeline"
+      run=$target-P$pipeline-r$round
       log "round $round/$ROUNDS, pipeline $pipeline, $target"
-      "${BENCH_CMD[@]}" >"$OUT/$target-P$pipeline-r$round.csv"
-      kill -0 "$PROXY_PID" 2>/dev/null || { cat "$WORK/proxy.log" >&2; die "the proxy died"; }
+      proc_ticks "$REDIS_PID"
+      redis_before=$TICKS
+      middle_before=0
+      if [[ -n $middle_pid ]]; then
+        proc_ticks "$middle_pid"
+        middle_before=$TICKS
+      fi
+      children_ticks
+      client_before=$TICKS
+      # stdout is the CSV; stderr (e.g. "WARNING: Could not fetch server CONFIG", which
+      # twemproxy provokes by refusing CONFIG) is kept apart.
+      "${BENCH_CMD[@]}" >"$OUT/$run.csv" 2>"$OUT/$run.stderr"
+      children_ticks
+      client_after=$TICKS
+      proc_ticks "$REDIS_PID"
+      redis_after=$TICKS
+      middle_after=0
+      if [[ -n $middle_pid ]]; then
+        proc_ticks "$middle_pid"
+        middle_after=$TICKS
+      fi
+      printf '{"requests": %d, "clk_tck": %d, "redis_ticks": %d, "middle_ticks": %s, "client_ticks": %d}\n' \
+        $((2 * REQUESTS)) "$CLK_TCK" $((redis_after - redis_before)) \
+        "$([[ -n $middle_pid ]] && echo $((middle_after - middle_before)) || echo null)" \
+        $((client_after - client_before)) >"$OUT/cpu-$run.json"
+      grep -v 'Could not fetch server CONFIG' "$OUT/$run.stderr" >&2 || true
+      check_alive
     done
   done
 done
 log "redis-benchmark runs took $((SECONDS - started)) s"
+if ((TWEMPROXY)); then
+  stop_pid "$TWEMPROXY_PID"
+  TWEMPROXY_PID=""
+fi
 
 # ---- 2. memory per idle connection (fresh proxy) -----------------------------------------------
 restart_proxy
@@ -334,19 +489,25 @@ BENCH_META_CORES=$(nproc)
 BENCH_META_KERNEL=$(uname -r)
 BENCH_META_REDIS=$(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')
 BENCH_META_RUSTC=$(rustc --version 2>/dev/null || echo unknown)
+BENCH_META_TWEMPROXY=$TWEMPROXY_NOTE
 export BENCH_META_DATE BENCH_META_REV BENCH_META_CPU BENCH_META_CORES BENCH_META_KERNEL \
-  BENCH_META_REDIS BENCH_META_RUSTC
+  BENCH_META_REDIS BENCH_META_RUSTC BENCH_META_TWEMPROXY
 
-python3 - "$OUT" "$WORK/commands.txt" "$ROUNDS" "$PIPELINES" "$REQUESTS" "$CLIENTS" <<'PY'
+python3 - "$OUT" "$WORK/commands.txt" "$ROUNDS" "$PIPELINES" "$REQUESTS" "$CLIENTS" "$TARGETS" <<'PY'
 import csv, json, os, statistics, sys
 
-out, commands_file, rounds, pipelines, requests, clients = sys.argv[1:7]
+out, commands_file, rounds, pipelines, requests, clients, targets = sys.argv[1:8]
 rounds = int(rounds)
 pipelines = [int(p) for p in pipelines.split()]
+targets = targets.split()
+twem = "twemproxy" in targets
 commands = [line.rstrip() for line in open(commands_file) if line.strip()]
+DASH = "—"
 
 def load(target, pipeline):
     rows = {}
+    if target not in targets:
+        return rows
     for r in range(1, rounds + 1):
         with open(os.path.join(out, f"{target}-P{pipeline}-r{r}.csv")) as f:
             for row in csv.DictReader(f):
@@ -354,28 +515,56 @@ def load(target, pipeline):
     return rows
 
 def med(rows, key):
+    if not rows:
+        return None
     return statistics.median(float(row[key]) for row in rows)
+
+def cpu_runs(target, pipeline):
+    if target not in targets:
+        return []
+    return [json.load(open(os.path.join(out, f"cpu-{target}-P{pipeline}-r{r}.json")))
+            for r in range(1, rounds + 1)]
+
+def us_per_request(runs, key):
+    """Median over the rounds of CPU microseconds per request for one process."""
+    if not runs or runs[0][key] is None:
+        return None
+    return statistics.median(run[key] * 1e6 / run["clk_tck"] / run["requests"] for run in runs)
+
+def fmt(value, spec):
+    return DASH if value is None else format(value, spec)
 
 table = []
 for pipeline in pipelines:
-    direct, proxy = load("direct", pipeline), load("proxy", pipeline)
+    direct, proxy, twemproxy = (load(t, pipeline) for t in ("direct", "proxy", "twemproxy"))
     for test in ("SET", "GET"):
-        d, p = direct[test], proxy[test]
-        table.append({
-            "pipeline": pipeline,
-            "test": test,
-            "rps_direct": med(d, "rps"),
-            "rps_proxy": med(p, "rps"),
-            "p50_direct": med(d, "p50_latency_ms"),
-            "p50_proxy": med(p, "p50_latency_ms"),
-            "p99_direct": med(d, "p99_latency_ms"),
-            "p99_proxy": med(p, "p99_latency_ms"),
-            "rps_all_direct": [float(x["rps"]) for x in d],
-            "rps_all_proxy": [float(x["rps"]) for x in p],
-        })
-for row in table:
-    row["ratio"] = row["rps_proxy"] / row["rps_direct"]
-    row["p50_added"] = row["p50_proxy"] - row["p50_direct"]
+        d, p, t = direct[test], proxy[test], twemproxy.get(test, [])
+        row = {"pipeline": pipeline, "test": test}
+        for name, rows in (("direct", d), ("proxy", p), ("twemproxy", t)):
+            row[f"rps_{name}"] = med(rows, "rps")
+            row[f"p50_{name}"] = med(rows, "p50_latency_ms")
+            row[f"p99_{name}"] = med(rows, "p99_latency_ms")
+            row[f"rps_all_{name}"] = [float(x["rps"]) for x in rows]
+        row["ratio_proxy"] = row["rps_proxy"] / row["rps_direct"]
+        row["ratio_twemproxy"] = (row["rps_twemproxy"] / row["rps_direct"]
+                                  if row["rps_twemproxy"] is not None else None)
+        table.append(row)
+
+cpu_table = []
+for pipeline in pipelines:
+    runs = {t: cpu_runs(t, pipeline) for t in ("direct", "proxy", "twemproxy")}
+    cpu_table.append({
+        "pipeline": pipeline,
+        "redis_direct": us_per_request(runs["direct"], "redis_ticks"),
+        "redis_proxy": us_per_request(runs["proxy"], "redis_ticks"),
+        "proxy": us_per_request(runs["proxy"], "middle_ticks"),
+        "redis_twemproxy": us_per_request(runs["twemproxy"], "redis_ticks"),
+        "twemproxy": us_per_request(runs["twemproxy"], "middle_ticks"),
+        "client": [us_per_request(runs[t], "client_ticks") for t in ("direct", "proxy", "twemproxy")],
+        "requests": runs["direct"][0]["requests"],
+        "clk_tck": runs["direct"][0]["clk_tck"],
+    })
+cpu_resolution = 1e6 / cpu_table[0]["clk_tck"] / cpu_table[0]["requests"]
 
 idle = json.load(open(os.path.join(out, "idle.json")))
 big = json.load(open(os.path.join(out, "big.json")))
@@ -384,17 +573,44 @@ big_peak_mib = (big["hwm_after_get_kib"] - big["hwm_before_kib"]) / mib
 big_set_mib = (big["hwm_after_set_kib"] - big["hwm_before_kib"]) / mib
 big_multiple = big_peak_mib / big["mib"]
 
-headers = ["pipeline", "test", "direct rps", "proxy rps", "proxy/direct",
-           "p50 direct", "p50 proxy", "p50 added", "p99 direct", "p99 proxy"]
+headers = ["pipeline", "test", "direct rps", "proxy rps", "twemproxy rps", "proxy/direct",
+           "twemproxy/direct", "p50 direct", "p50 proxy", "p50 twemproxy",
+           "p99 direct", "p99 proxy", "p99 twemproxy"]
 def cells(row):
     return [f"-P {row['pipeline']}", row["test"],
-            f"{row['rps_direct']:,.0f}", f"{row['rps_proxy']:,.0f}", f"{row['ratio']:.2f}",
-            f"{row['p50_direct']:.3f}", f"{row['p50_proxy']:.3f}", f"{row['p50_added']:+.3f}",
-            f"{row['p99_direct']:.3f}", f"{row['p99_proxy']:.3f}"]
+            fmt(row["rps_direct"], ",.0f"), fmt(row["rps_proxy"], ",.0f"),
+            fmt(row["rps_twemproxy"], ",.0f"),
+            fmt(row["ratio_proxy"], ".2f"), fmt(row["ratio_twemproxy"], ".2f"),
+            fmt(row["p50_direct"], ".3f"), fmt(row["p50_proxy"], ".3f"), fmt(row["p50_twemproxy"], ".3f"),
+            fmt(row["p99_direct"], ".3f"), fmt(row["p99_proxy"], ".3f"), fmt(row["p99_twemproxy"], ".3f")]
+
+cpu_headers = ["pipeline", "redis direct", "redis behind proxy", "proxy",
+               "redis behind twemproxy", "twemproxy", "redis-benchmark (direct / proxy / twemproxy)"]
+def cpu_cells(row):
+    return [f"-P {row['pipeline']}",
+            fmt(row["redis_direct"], ".2f"), fmt(row["redis_proxy"], ".2f"), fmt(row["proxy"], ".2f"),
+            fmt(row["redis_twemproxy"], ".2f"), fmt(row["twemproxy"], ".2f"),
+            " / ".join(fmt(x, ".2f") for x in row["client"])]
 
 meta = {k[len("BENCH_META_"):].lower(): v for k, v in os.environ.items() if k.startswith("BENCH_META_")}
 setup = (f"{clients} clients, {requests} requests per test, {rounds} rounds alternating "
-         f"direct/proxy; medians over the rounds; latencies in ms")
+         f"{'/'.join(targets)}; medians over the rounds; latencies in ms")
+cpu_setup = ("CPU time (utime + stime from /proc/<pid>/stat) of each process over one redis-benchmark "
+             "run (SET then GET), divided by the requests of that run; median over the rounds; "
+             f"resolution {cpu_resolution:.3f} µs (1/{cpu_table[0]['clk_tck']} s per "
+             f"{cpu_table[0]['requests']} requests)")
+if twem:
+    twem_note = (f"twemproxy: {meta['twemproxy']}, configured as in the commands below; it multiplexes "
+                 f"all {clients} clients over one connection to Redis (server_connections defaults "
+                 f"to 1), where the proxy opens one upstream connection per client.")
+else:
+    twem_note = f"twemproxy: {meta['twemproxy']}."
+
+def render(headers, rows):
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+    return lines
 
 # Plain report.
 print()
@@ -402,17 +618,19 @@ print("=" * 100)
 print(f"redis-audit-proxy benchmark — {meta['date']}, commit {meta['rev']}")
 print(f"{meta['cpu']}, {meta['cores']} cores, Linux {meta['kernel']}, redis {meta['redis']}, {meta['rustc']}")
 print(setup)
+print(twem_note)
 print()
-widths = [max(len(h), *(len(cells(r)[i]) for r in table)) for i, h in enumerate(headers)]
-print("  ".join(h.rjust(w) for h, w in zip(headers, widths)))
-for row in table:
-    print("  ".join(c.rjust(w) for c, w in zip(cells(row), widths)))
+print("\n".join(render(headers, [cells(r) for r in table])))
 print()
-print("rps per round (direct | proxy):")
+print("rps per round (direct | proxy | twemproxy):")
 for row in table:
-    d = ", ".join(f"{x:,.0f}" for x in row["rps_all_direct"])
-    p = ", ".join(f"{x:,.0f}" for x in row["rps_all_proxy"])
-    print(f"  -P {row['pipeline']:<3} {row['test']}: {d} | {p}")
+    per_target = [", ".join(f"{x:,.0f}" for x in row[f"rps_all_{t}"]) or DASH
+                  for t in ("direct", "proxy", "twemproxy")]
+    print(f"  -P {row['pipeline']:<3} {row['test']}: " + " | ".join(per_target))
+print()
+print("CPU µs per request:")
+print("\n".join(render(cpu_headers, [cpu_cells(r) for r in cpu_table])))
+print(f"({cpu_setup})")
 print()
 print(f"idle connections: {idle['connections']} clients; proxy VmRSS "
       f"{idle['rss_before_kib']} KiB -> {idle['rss_connected_kib']} KiB connected "
@@ -429,17 +647,26 @@ for line in commands:
     print(f"  {line}")
 
 # Markdown.
+def md_table(headers, rows):
+    lines = ["| " + " | ".join(headers) + " |",
+             "|" + "|".join(["---"] * 1 + ["---:"] * (len(headers) - 1)) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
 md = []
 md.append(f"### Run of {meta['date']} (commit {meta['rev']})")
 md.append("")
 md.append(f"{meta['cpu']}, {meta['cores']} cores, Linux {meta['kernel']}, Redis {meta['redis']}, "
-          f"{meta['rustc']}; redis-benchmark, redis-server and the proxy share the machine. "
-          f"{setup}.")
+          f"{meta['rustc']}; redis-benchmark, redis-server and the proxies share the machine. "
+          f"{setup}. {twem_note}")
 md.append("")
-md.append("| " + " | ".join(headers) + " |")
-md.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(headers) - 2)) + "|")
-for row in table:
-    md.append("| " + " | ".join(cells(row)) + " |")
+main_md = md_table(headers, [cells(r) for r in table])
+main_md[1] = "|" + "|".join(["---"] * 2 + ["---:"] * (len(headers) - 2)) + "|"
+md.extend(main_md)
+md.append("")
+md.append(f"CPU µs per request ({cpu_setup}):")
+md.append("")
+md.extend(md_table(cpu_headers, [cpu_cells(r) for r in cpu_table]))
 md.append("")
 md.append(f"- Idle connections: {idle['connections']} clients cost the proxy "
           f"{idle['kib_per_conn_connected']:.1f} KiB each once connected "

@@ -108,6 +108,9 @@ struct Connection<C> {
     /// authenticated, nothing behind it is decoded: Redis runs the AUTH before it reads the
     /// next request, and which limits apply to that request depends on the AUTH's outcome.
     auth_in_flight: usize,
+    /// After a protocol error whose reply `CLIENT REPLY OFF` swallowed: input is read (to see
+    /// the client leave) and ignored, as Redis does.
+    discarding_input: bool,
     /// Complete requests may wait in `client_in` (pipeline full, or a reconnect came first).
     decode_stalled: bool,
     /// False once nothing more will be read from the client (QUIT, protocol error, drain).
@@ -157,6 +160,7 @@ where
             pending: VecDeque::new(),
             session: Session::new(id, authenticated),
             auth_in_flight: 0,
+            discarding_input: false,
             decode_stalled: false,
             reading_client: true,
             close_when_flushed: false,
@@ -310,7 +314,7 @@ where
                     match tokio_util::io::poll_read_buf(Pin::new(stream), cx, &mut self.upstream_in)
                     {
                         Poll::Ready(Ok(0)) => {
-                            self.upstream_lost("connection closed by the upstream");
+                            self.upstream_closed();
                             progress = true;
                         }
                         Poll::Ready(Ok(_)) => {
@@ -369,6 +373,10 @@ where
     /// Decodes every complete request in `client_in` and forwards or answers each.
     fn decode_requests(&mut self, now: Instant) {
         self.decode_stalled = false;
+        if self.discarding_input {
+            self.client_in.clear();
+            return;
+        }
         while self.reading_client {
             let awaiting_auth = self.auth_in_flight > 0 && !self.session.authenticated;
             if awaiting_auth || !self.has_room_for_requests() {
@@ -380,14 +388,32 @@ where
                 Ok(None) => return,
                 Err(error) => {
                     tracing::debug!(%error, "protocol error from client");
-                    self.reading_client = false;
-                    let reply = LocalReply {
-                        bytes: error.to_reply(),
-                        status: ReplyStatus::Error,
-                        close_after: true,
-                    };
                     let args = vec![Bytes::from_static(b"(protocol-error)")];
-                    self.push_local(args, 0, reply, now);
+                    if self.session.expects_reply(&Effect::None) {
+                        self.reading_client = false;
+                        let reply = LocalReply {
+                            bytes: error.to_reply(),
+                            status: ReplyStatus::Error,
+                            close_after: true,
+                        };
+                        self.push_local(args, 0, reply, now);
+                    } else {
+                        // With replies off, Redis swallows the error, and with nothing left to
+                        // write it never reaches its close-after-reply: the connection stays
+                        // open and whatever follows is ignored. So here too.
+                        self.discarding_input = true;
+                        self.client_in.clear();
+                        self.pending.push_back(Slot {
+                            args,
+                            effect: Effect::None,
+                            expect: Expect::Nothing,
+                            local: None,
+                            request_bytes: 0,
+                            reply_bytes: 0,
+                            started: now,
+                        });
+                        self.release_ready_slots(now);
+                    }
                     return;
                 }
             }
@@ -648,24 +674,26 @@ where
         }
     }
 
-    /// The upstream connection ended or failed.
+    /// Redis closed the connection (CLIENT KILL, its `timeout`, QUIT, a crash): a direct client
+    /// would see its connection close right here, with no reply to what was still waiting, and
+    /// so does ours. What was framed is forwarded first; the rest is recorded as unanswered.
+    fn upstream_closed(&mut self) {
+        tracing::debug!("upstream closed the connection");
+        self.drop_upstream();
+    }
+
+    /// The upstream connection failed (reset, I/O error, bytes that are not RESP): each command
+    /// still waiting gets an error naming the upstream and the cause, in order, then the client
+    /// is closed. A reply already partly forwarded cannot be completed: then the client is
+    /// closed at once.
     fn upstream_lost(&mut self, cause: &str) {
-        let now = Instant::now();
-        let address = self.ctx.config.upstream.address.clone();
-        tracing::debug!(cause, "upstream connection lost");
-        self.upstream = None;
-        self.to_upstream = WriteQueue::default();
-        self.forward_scanned();
-        self.reading_client = false;
-        self.close_when_flushed = true;
+        tracing::debug!(cause, "upstream connection failed");
+        self.drop_upstream();
         if self.scanner.is_mid_reply() || self.upstream_protocol_error {
-            // Part of a reply is already on its way, or Redis closed on purpose: a direct
-            // client would see the connection close here, and so does ours.
             return;
         }
-        // Each command still waiting gets an error naming the upstream, in order.
-        let message =
-            encode::error(&format!("ERR upstream {address} closed the connection: {cause}"));
+        let address = &self.ctx.config.upstream.address;
+        let message = encode::error(&format!("ERR upstream {address} connection lost: {cause}"));
         for slot in &mut self.pending {
             if slot.local.is_none() && slot.expect != Expect::Nothing {
                 slot.local = Some(LocalReply {
@@ -675,7 +703,15 @@ where
                 });
             }
         }
-        self.release_ready_slots(now);
+        self.release_ready_slots(Instant::now());
+    }
+
+    fn drop_upstream(&mut self) {
+        self.upstream = None;
+        self.to_upstream = WriteQueue::default();
+        self.forward_scanned();
+        self.reading_client = false;
+        self.close_when_flushed = true;
     }
 
     fn emit(

@@ -59,7 +59,10 @@ fn random_frame(rng: &mut Lcg, depth: u32) -> OwnedFrame {
             5 => OwnedFrame::Boolean { data: rng.below(2) == 0, attributes },
             6 => OwnedFrame::Null,
             7 => OwnedFrame::BlobError { data: rng.bytes(50), attributes },
-            8 => OwnedFrame::BigNumber { data: b"123456789012345678901234567890".to_vec(), attributes },
+            8 => OwnedFrame::BigNumber {
+                data: b"123456789012345678901234567890".to_vec(),
+                attributes,
+            },
             _ => OwnedFrame::VerbatimString {
                 data: rng.bytes(60),
                 format: VerbatimStringFormat::Text,
