@@ -5,6 +5,7 @@
 //!
 //! - [`app`]: wiring; binds the listener, runs, drains on shutdown.
 //! - [`cli`]: the command-line contract (clap).
+//! - [`command`]: the command table, keys and channels, read/write classification.
 //! - [`config`]: `proxy.toml` → raw → validated [`config::Config`].
 //! - [`proxy`]: the data plane.
 //!   - [`proxy::listener`]: accept loop, `max_clients`.
@@ -17,6 +18,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod command;
 pub mod config;
 pub mod proxy;
 pub mod record;
