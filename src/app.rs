@@ -8,6 +8,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::command::table::EMBEDDED_VERSION;
+use crate::command::CommandTable;
 use crate::config::Config;
 use crate::proxy::{listener, upstream, ProxyContext};
 use crate::record::CommandSink;
@@ -34,6 +36,9 @@ impl App {
         let tracker = TaskTracker::new();
         let drain = CancellationToken::new();
         let hard_stop = CancellationToken::new();
+        if !load_command_table(&ctx).await {
+            tracker.spawn(retry_command_table(Arc::clone(&ctx), drain.clone()));
+        }
         let accept_task = tokio::spawn(listener::accept_loop(
             listener,
             Arc::clone(&ctx),
@@ -63,6 +68,56 @@ impl App {
         }
         self.ctx.sink.flush();
         tracing::info!("proxy stopped");
+    }
+}
+
+/// How often the live command table is retried while the embedded one serves.
+const TABLE_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads the live command table; keeps the embedded one when it cannot. Returns false when a
+/// later try may succeed (the upstream was unreachable).
+async fn load_command_table(ctx: &ProxyContext) -> bool {
+    match upstream::fetch_command_table(&ctx.config.upstream).await {
+        Ok(live) => {
+            let differences = live.differences(&CommandTable::embedded());
+            if !differences.is_empty() {
+                let shown: Vec<&str> = differences.iter().take(10).map(String::as_str).collect();
+                tracing::warn!(
+                    count = differences.len(),
+                    commands = %shown.join(" "),
+                    "the upstream's command table differs from the embedded one (Redis {}); \
+                     using the upstream's",
+                    EMBEDDED_VERSION.trim()
+                );
+            }
+            tracing::info!(commands = live.len(), "command table read from the upstream");
+            ctx.set_commands(live);
+            true
+        }
+        Err(error) => {
+            tracing::warn!(
+                %error,
+                "using the command table embedded in the binary (Redis {})",
+                EMBEDDED_VERSION.trim()
+            );
+            // A refused COMMAND (renamed, denied) will not change by asking again.
+            !matches!(
+                error,
+                upstream::FetchTableError::Unavailable(_) | upstream::FetchTableError::Io(_)
+            )
+        }
+    }
+}
+
+async fn retry_command_table(ctx: Arc<ProxyContext>, drain: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(TABLE_RETRY) => {}
+            () = drain.cancelled() => return,
+        }
+        if load_command_table(&ctx).await {
+            return;
+        }
     }
 }
 

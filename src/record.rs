@@ -4,9 +4,12 @@
 //! contract is only: every command yields exactly one record, in the order the client sent it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+
+use crate::command::{Class, CommandInfo, KeyRef};
 
 /// What became of a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +61,13 @@ pub struct CommandRecord {
     pub db: u32,
     /// Name and arguments exactly as sent (may hold secrets: never log them raw).
     pub args: Vec<Bytes>,
+    /// The command as the table knows it (full name, flags, categories); `None` when unknown.
+    pub command: Option<Arc<CommandInfo>>,
+    /// Read, write or non_read_write; `None` for an unknown command. Dynamic for EXEC (what it
+    /// ran) and for scripts that declare their flags.
+    pub class: Option<Class>,
+    /// The keys, as indexes into `args` with their flags.
+    pub keys: Vec<KeyRef>,
     /// What became of it.
     pub status: ReplyStatus,
     /// First word of the error reply (`WRONGTYPE`, `NOAUTH`, ...), when `status` is `Error`.
@@ -81,7 +91,10 @@ impl std::fmt::Debug for CommandRecord {
             .field("user", &String::from_utf8_lossy(&self.user))
             .field("db", &self.db)
             .field("command", &self.command_name())
+            .field("full_name", &self.command.as_ref().map(|c| c.name.as_str()))
+            .field("class", &self.class)
             .field("argc", &self.args.len())
+            .field("keys", &self.keys.len())
             .field("status", &self.status)
             .field("error_code", &self.error_code.as_ref().map(|c| String::from_utf8_lossy(c)))
             .field("source", &self.source)
@@ -96,6 +109,11 @@ impl CommandRecord {
     /// The command name as sent, lossily decoded (for logs).
     pub fn command_name(&self) -> String {
         self.args.first().map(|n| String::from_utf8_lossy(n).into_owned()).unwrap_or_default()
+    }
+
+    /// The key names, in order.
+    pub fn key_names(&self) -> impl Iterator<Item = &Bytes> {
+        self.keys.iter().filter_map(|key| self.args.get(key.index))
     }
 }
 
@@ -118,6 +136,8 @@ impl CommandSink for LogSink {
         tracing::debug!(
             conn = record.conn_id,
             command = %record.command_name(),
+            class = record.class.map_or("unknown", Class::as_str),
+            keys = record.keys.len(),
             db = record.db,
             status = record.status.as_str(),
             error = ?record.error_code.as_ref().map(|c| String::from_utf8_lossy(c)),

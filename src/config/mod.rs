@@ -58,6 +58,8 @@ pub struct Limits {
     pub reply_max_depth: usize,
     /// Bytes queued towards one side before the other side stops being read.
     pub output_buffer_bytes: usize,
+    /// Script SHA1s whose declared class is remembered.
+    pub script_cache_entries: usize,
 }
 
 /// The Redis behind the proxy.
@@ -278,6 +280,10 @@ impl Config {
             output_buffer_bytes: positive(
                 "proxy.limits.output_buffer_bytes",
                 limits.output_buffer_bytes,
+            )? as usize,
+            script_cache_entries: positive(
+                "proxy.limits.script_cache_entries",
+                limits.script_cache_entries,
             )? as usize,
         };
 

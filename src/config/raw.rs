@@ -73,6 +73,8 @@ pub struct RawLimits {
     pub reply_max_depth: u64,
     /// Bytes queued towards one side before the proxy stops reading the other.
     pub output_buffer_bytes: u64,
+    /// Script SHA1s whose declared class (shebang flags) is remembered for EVALSHA.
+    pub script_cache_entries: u64,
 }
 
 impl Default for RawLimits {
@@ -87,6 +89,7 @@ impl Default for RawLimits {
             pipeline_max_depth: 100_000,
             reply_max_depth: 512,
             output_buffer_bytes: 1024 * 1024,
+            script_cache_entries: 10_000,
         }
     }
 }

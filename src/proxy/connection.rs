@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::command::{extract_keys, Class, CommandInfo, CommandTable};
 use crate::proxy::pipeline::{Expect, LocalReply, Slot, WriteQueue};
 use crate::proxy::session::{Effect, PubSubFamily, Session};
 use crate::proxy::{upstream, ProxyContext};
@@ -104,6 +105,8 @@ struct Connection<C> {
     scanner: ReplyScanner,
     pending: VecDeque<Slot>,
     session: Session,
+    /// The command table as of this connection's start.
+    commands: Arc<CommandTable>,
     /// AUTH / HELLO AUTH commands in flight. While one is in flight for a client that has not
     /// authenticated, nothing behind it is decoded: Redis runs the AUTH before it reads the
     /// next request, and which limits apply to that request depends on the AUTH's outcome.
@@ -159,6 +162,7 @@ where
             scanner: ReplyScanner::new(limits.reply_max_depth),
             pending: VecDeque::new(),
             session: Session::new(id, authenticated),
+            commands: ctx.commands(),
             auth_in_flight: 0,
             discarding_input: false,
             decode_stalled: false,
@@ -405,6 +409,9 @@ where
                         self.client_in.clear();
                         self.pending.push_back(Slot {
                             args,
+                            command: None,
+                            class: None,
+                            keys: Vec::new(),
                             effect: Effect::None,
                             expect: Expect::Nothing,
                             local: None,
@@ -421,6 +428,12 @@ where
     }
 
     fn handle_request(&mut self, request: Request, now: Instant) {
+        let command = self.commands.resolve(&request.args).cloned();
+        let mut keys = Vec::new();
+        let class = command.as_ref().map(|info| {
+            extract_keys(info, &request.args, &mut keys);
+            self.class_of(info, &request.args)
+        });
         let effect = Effect::of(&request.args);
         let answered = self.session.expects_reply(&effect);
         let request_bytes = request.raw.len() as u64;
@@ -460,6 +473,9 @@ where
         self.to_upstream.push(request.raw);
         self.pending.push_back(Slot {
             args: request.args,
+            command,
+            class,
+            keys,
             effect,
             expect,
             local: None,
@@ -472,6 +488,23 @@ where
         }
     }
 
+    /// The command's class: static from its flags, except for scripts that declare theirs
+    /// (EVAL's shebang, remembered by SHA1 for EVALSHA; SCRIPT LOAD teaches it too).
+    fn class_of(&self, command: &CommandInfo, args: &[Bytes]) -> Class {
+        let declared = match command.name.as_str() {
+            "eval" => args.get(1).and_then(|body| self.ctx.learn_script(body)),
+            "evalsha" => args.get(1).and_then(|sha| self.ctx.script_class(sha)),
+            "script|load" => {
+                if let Some(body) = args.get(2) {
+                    self.ctx.learn_script(body);
+                }
+                None
+            }
+            _ => None,
+        };
+        declared.unwrap_or_else(|| Class::of(command))
+    }
+
     fn push_local(
         &mut self,
         args: Vec<Bytes>,
@@ -481,6 +514,9 @@ where
     ) {
         self.pending.push_back(Slot {
             args,
+            command: None,
+            class: None,
+            keys: Vec::new(),
             effect: Effect::None,
             expect: Expect::One,
             local: Some(reply),
@@ -621,10 +657,20 @@ where
         // The record carries the user and database the command ran with.
         let record_user = self.session.user.clone();
         let record_db = self.session.db;
+        let mut slot = slot;
         match status {
-            ReplyStatus::Queued => self.session.queue(&slot.effect),
+            ReplyStatus::Queued => {
+                self.session.queue(&slot.effect);
+                if let Some(class) = slot.class {
+                    let union =
+                        self.session.queued_class.map_or(class, |so_far| so_far.union(class));
+                    self.session.queued_class = Some(union);
+                }
+            }
             ReplyStatus::Ok if slot.effect == Effect::Exec => {
                 if kind == b'*' && !is_null {
+                    // EXEC is what it ran: write if any queued command writes.
+                    slot.class = Some(self.session.queued_class.unwrap_or(Class::NonReadWrite));
                     let elements: Vec<bool> = self
                         .scanner
                         .take_child_status()
@@ -743,6 +789,9 @@ where
             user,
             db,
             args: slot.args,
+            command: slot.command,
+            class: slot.class,
+            keys: slot.keys,
             status,
             error_code,
             source,

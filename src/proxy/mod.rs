@@ -6,9 +6,11 @@ pub mod pipeline;
 pub mod session;
 pub mod upstream;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+use crate::command::{Class, CommandTable};
 use crate::config::Config;
 use crate::record::CommandSink;
 
@@ -24,6 +26,11 @@ pub struct ProxyContext {
     /// (so Redis's tighter unauthenticated request limits apply to it).
     pub auth_required: AtomicBool,
     next_connection_id: AtomicU64,
+    /// The command table in use: live from the upstream, or the embedded copy until then.
+    commands: RwLock<Arc<CommandTable>>,
+    /// Classes declared by scripts' shebangs, by SHA1, learned from EVAL and SCRIPT LOAD so
+    /// that EVALSHA is classed too. Bounded by `proxy.limits.script_cache_entries`.
+    scripts: Mutex<HashMap<[u8; 20], Option<Class>>>,
 }
 
 impl ProxyContext {
@@ -34,7 +41,40 @@ impl ProxyContext {
             sink,
             auth_required: AtomicBool::new(false),
             next_connection_id: AtomicU64::new(1),
+            commands: RwLock::new(Arc::new(CommandTable::embedded())),
+            scripts: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The command table in use.
+    pub fn commands(&self) -> Arc<CommandTable> {
+        Arc::clone(&self.commands.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Replaces the command table (new connections use it).
+    pub fn set_commands(&self, table: CommandTable) {
+        *self.commands.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
+    }
+
+    /// Remembers the class a script body declares, under its SHA1.
+    pub fn learn_script(&self, body: &[u8]) -> Option<Class> {
+        let class = Class::of_script(body);
+        let sha = sha1_smol::Sha1::from(body).digest().bytes();
+        let limit = self.config.proxy.limits.script_cache_entries;
+        let mut scripts = self.scripts.lock().unwrap_or_else(PoisonError::into_inner);
+        if scripts.len() >= limit && !scripts.contains_key(&sha) {
+            // Bounded, not clever: start over rather than grow.
+            scripts.clear();
+        }
+        scripts.insert(sha, class);
+        class
+    }
+
+    /// The class declared by the script with this SHA1 (40 hex digits, any case), if known.
+    pub fn script_class(&self, sha_hex: &[u8]) -> Option<Class> {
+        let sha = parse_sha1_hex(sha_hex)?;
+        let scripts = self.scripts.lock().unwrap_or_else(PoisonError::into_inner);
+        scripts.get(&sha).copied().flatten()
     }
 
     /// A new connection id, unique within the process.
@@ -53,4 +93,16 @@ impl ProxyContext {
             self.auth_required.store(required, Ordering::Relaxed);
         }
     }
+}
+
+fn parse_sha1_hex(hex: &[u8]) -> Option<[u8; 20]> {
+    if hex.len() != 40 {
+        return None;
+    }
+    let mut out = [0u8; 20];
+    for (byte, pair) in out.iter_mut().zip(hex.chunks(2)) {
+        let text = std::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(out)
 }

@@ -14,6 +14,9 @@ use bytes::Bytes;
 use tokio::io::AsyncWrite;
 use tokio::time::Instant;
 
+use std::sync::Arc;
+
+use crate::command::{Class, CommandInfo, KeyRef};
 use crate::proxy::session::{Effect, PubSubFamily};
 use crate::record::ReplyStatus;
 
@@ -54,6 +57,12 @@ pub struct LocalReply {
 pub struct Slot {
     /// Name and arguments as sent.
     pub args: Vec<Bytes>,
+    /// The command as the table knows it.
+    pub command: Option<Arc<CommandInfo>>,
+    /// Its class (`None` when unknown).
+    pub class: Option<Class>,
+    /// Its keys.
+    pub keys: Vec<KeyRef>,
     /// What it does to the connection.
     pub effect: Effect,
     /// What Redis will send back.

@@ -244,6 +244,8 @@ pub struct Session {
     pub queued: Vec<(usize, Effect)>,
     /// Commands queued so far in the current MULTI.
     pub queued_count: usize,
+    /// Union of the classes of the commands queued in the current MULTI.
+    pub queued_class: Option<crate::command::Class>,
     /// MONITOR is on: `+<timestamp> ...` lines arrive unasked.
     pub monitor: bool,
     /// Active subscriptions.
@@ -271,6 +273,7 @@ impl Session {
             in_multi: false,
             queued: Vec::new(),
             queued_count: 0,
+            queued_class: None,
             monitor: false,
             subscriptions: Subscriptions::default(),
             maybe_subscribed: false,
@@ -337,8 +340,8 @@ impl Session {
             }
             Effect::Multi => {
                 self.in_multi = true;
-                self.queued.clear();
-                self.queued_count = 0;
+                self.end_multi();
+                self.in_multi = true;
             }
             Effect::Exec | Effect::Discard => self.end_multi(),
             Effect::Monitor => self.monitor = true,
@@ -373,6 +376,7 @@ impl Session {
         self.in_multi = false;
         self.queued.clear();
         self.queued_count = 0;
+        self.queued_class = None;
     }
 
     /// True when unasked replies may arrive as RESP2 arrays (pub/sub messages).

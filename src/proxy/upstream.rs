@@ -42,3 +42,57 @@ pub async fn connect(config: &UpstreamConfig) -> Result<TcpStream, UpstreamError
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }
+
+/// Why the live command table could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchTableError {
+    /// No connection.
+    #[error(transparent)]
+    Unavailable(#[from] UpstreamError),
+    /// The connection failed or the reply was too large.
+    #[error("reading the COMMAND reply failed: {0}")]
+    Io(String),
+    /// Redis answered, but not with a usable table.
+    #[error(transparent)]
+    Table(#[from] crate::command::TableError),
+}
+
+/// Largest `COMMAND` reply accepted (Redis 7 sends about 90 KiB; modules add some).
+const MAX_COMMAND_REPLY: usize = 16 * 1024 * 1024;
+
+/// Reads the live command table with `COMMAND` on a connection of its own.
+pub async fn fetch_command_table(
+    config: &UpstreamConfig,
+) -> Result<crate::command::CommandTable, FetchTableError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = connect(config).await?;
+    let io = |error: std::io::Error| FetchTableError::Io(error.to_string());
+    let read = async {
+        stream.write_all(b"*1\r\n$7\r\nCOMMAND\r\n").await.map_err(io)?;
+        let mut scanner = crate::resp::reply::ReplyScanner::new(16);
+        let mut reply = Vec::with_capacity(128 * 1024);
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let n = stream.read(&mut chunk).await.map_err(io)?;
+            if n == 0 {
+                return Err(FetchTableError::Io("connection closed mid-reply".into()));
+            }
+            reply.extend_from_slice(&chunk[..n]);
+            if reply.len() > MAX_COMMAND_REPLY {
+                return Err(FetchTableError::Io("reply larger than 16 MiB".into()));
+            }
+            let (_, done) = scanner
+                .scan(&chunk[..n])
+                .map_err(|error| FetchTableError::Io(error.to_string()))?;
+            if done {
+                break;
+            }
+        }
+        let mut table = crate::command::CommandTable::from_command_reply(&reply)?;
+        table.source = crate::command::TableSource::Live(config.address.clone());
+        Ok(table)
+    };
+    tokio::time::timeout(config.connect_timeout * 5, read)
+        .await
+        .map_err(|_| FetchTableError::Io("timed out".into()))?
+}

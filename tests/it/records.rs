@@ -240,3 +240,71 @@ async fn auth_and_hello_set_the_user_and_protocol_errors_are_recorded() {
     let debug = format!("{records:?}");
     assert!(!debug.contains("secret") && !debug.contains("pw\""), "{debug}");
 }
+
+#[tokio::test]
+async fn records_carry_class_keys_and_categories() {
+    use redis_audit_proxy::command::Class;
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let proxy = TestProxy::start(redis.addr).await;
+    let mut client = RawClient::connect(proxy.addr).await;
+    let read_only = "#!lua flags=no-writes\nreturn redis.call('GET', KEYS[1])";
+    let sha = {
+        let reply = client.call(&[b"SCRIPT", b"LOAD", read_only.as_bytes()]).await;
+        String::from_utf8(reply[5..45].to_vec()).unwrap()
+    };
+    let upper_sha = sha.to_uppercase();
+    let lines: Vec<Vec<&[u8]>> = vec![
+        vec![b"SET", b"k", b"v", b"GET"],
+        vec![b"MGET", b"a", b"b"],
+        vec![b"CONFIG", b"GET", b"maxmemory"],
+        vec![b"NOSUCHCOMMAND", b"x"],
+        vec![b"MULTI"],
+        vec![b"GET", b"a"],
+        vec![b"EXEC"],
+        vec![b"MULTI"],
+        vec![b"GET", b"a"],
+        vec![b"DEL", b"a"],
+        vec![b"EXEC"],
+        vec![b"EVAL", b"return 1", b"0"],
+        vec![b"EVAL", b"#!lua\nreturn 1", b"0"],
+        vec![b"EVALSHA", sha.as_bytes(), b"1", b"k"],
+        vec![b"EVALSHA", upper_sha.as_bytes(), b"1", b"k"],
+    ];
+    for line in &lines {
+        client.call(line).await;
+    }
+    let records = proxy.sink.wait_for(lines.len() + 1).await;
+    let classes: Vec<Option<Class>> = records.iter().map(|r| r.class).collect();
+    use Class::{NonReadWrite as N, Read as R, Write as W};
+    assert_eq!(
+        classes,
+        [
+            Some(N), // SCRIPT LOAD
+            Some(W),
+            Some(R),
+            Some(N),
+            None,
+            Some(N),
+            Some(R),
+            Some(R), // EXEC of a read
+            Some(N),
+            Some(R),
+            Some(W),
+            Some(W), // EXEC of a read and a write
+            Some(N), // EVAL without shebang: static flags
+            Some(W), // shebang without no-writes
+            Some(R), // EVALSHA of a no-writes script, learned from SCRIPT LOAD
+            Some(R),
+        ]
+    );
+    let set = &records[1];
+    assert_eq!(set.key_names().collect::<Vec<_>>(), [&bytes::Bytes::from_static(b"k")]);
+    assert_eq!(set.keys[0].flags.names(), ["RW", "access", "update"]);
+    assert_eq!(records[2].key_names().count(), 2);
+    let config_get = records[3].command.as_ref().unwrap();
+    assert_eq!(config_get.name, "config|get");
+    assert!(config_get.categories.iter().any(|c| c == "@admin"));
+    assert!(records[4].command.is_none() && records[4].keys.is_empty());
+    assert_eq!(records[14].key_names().count(), 1);
+}
