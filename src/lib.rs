@@ -7,6 +7,7 @@
 //! - [`cli`]: the command-line contract (clap).
 //! - [`command`]: the command table, keys and channels, read/write classification.
 //! - [`config`]: `proxy.toml` → raw → validated [`config::Config`].
+//! - [`explain`]: the `explain` subcommand (class, categories, keys, channels of a command line).
 //! - [`proxy`]: the data plane.
 //!   - [`proxy::listener`]: accept loop, `max_clients`.
 //!   - [`proxy::connection`]: one client: forward, frame, pair, record.
@@ -20,6 +21,7 @@ pub mod app;
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod explain;
 pub mod proxy;
 pub mod record;
 pub mod resp;

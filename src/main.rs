@@ -8,7 +8,10 @@ use anyhow::Context as _;
 use clap::Parser;
 use redis_audit_proxy::app::App;
 use redis_audit_proxy::cli::{Cli, Command};
+use redis_audit_proxy::command::table::EMBEDDED_VERSION;
+use redis_audit_proxy::command::CommandTable;
 use redis_audit_proxy::config::{Config, Overrides};
+use redis_audit_proxy::proxy::upstream::fetch_command_table;
 use redis_audit_proxy::record::LogSink;
 use redis_audit_proxy::EXIT_USAGE;
 
@@ -34,11 +37,61 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Explain { config, upstream, users, user, json, command }) => {
+            let overrides = Overrides {
+                upstream: upstream.clone(),
+                users: users.clone(),
+                ..Overrides::default()
+            };
+            match Config::load(config.as_deref(), &overrides) {
+                Ok(config) => explain(&config, user.is_some() || users.is_some(), *json, command),
+                Err(error) => {
+                    eprintln!("redis-audit-proxy: {error}");
+                    ExitCode::from(EXIT_USAGE)
+                }
+            }
+        }
         Some(other) => {
             eprintln!("redis-audit-proxy: `{}` is not yet available in this build", other.name());
             ExitCode::from(2)
         }
     }
+}
+
+/// `explain`: the live command table when the upstream answers, else the embedded one.
+#[allow(clippy::print_stdout)]
+fn explain(config: &Config, wants_decision: bool, json: bool, words: &[String]) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("redis-audit-proxy: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let table = match runtime.block_on(fetch_command_table(&config.upstream)) {
+        Ok(table) => table,
+        Err(error) => {
+            eprintln!(
+                "redis-audit-proxy: {error}; using the command table embedded in the binary \
+                 (Redis {})",
+                EMBEDDED_VERSION.trim()
+            );
+            CommandTable::embedded()
+        }
+    };
+    if wants_decision {
+        eprintln!(
+            "redis-audit-proxy: ACL decisions are not in this build yet: \"decision\" is null"
+        );
+    }
+    let args: Vec<bytes::Bytes> = words.iter().map(|w| bytes::Bytes::from(w.clone())).collect();
+    let found = redis_audit_proxy::explain::explain(&table, &args);
+    if json {
+        println!("{}", found.to_json(&table));
+    } else {
+        print!("{}", found.to_text(&table));
+    }
+    ExitCode::SUCCESS
 }
 
 fn run(cli: &Cli) -> ExitCode {

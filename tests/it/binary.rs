@@ -212,13 +212,45 @@ fn usage_errors_exit_64() {
 }
 
 #[test]
-fn explain_is_not_yet_available() {
-    let output = run(&["explain", "--", "GET", "k"]);
+fn explain_works_offline_with_the_embedded_table() {
+    let unreachable = format!("127.0.0.1:{}", free_port());
+    let output = run(&["explain", "--upstream", &unreachable, "--", "SET", "k", "v", "GET"]);
     let stderr = stderr_of(&output);
-    assert!(!output.status.success(), "explain exited 0: {stderr}");
-    assert_ne!(output.status.code(), Some(64), "explain is valid usage: {stderr}");
-    assert!(stderr.contains("not yet available"), "{stderr:?}");
-    assert!(stderr.contains("explain"), "{stderr:?}");
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("using the command table embedded in the binary"), "{stderr:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("command:    set\n"), "{stdout}");
+    assert!(stdout.contains("class:      write\n"), "{stdout}");
+    assert!(stdout.contains("keys:       k (RW access update)\n"), "{stdout}");
+    assert!(stdout.contains("table:      embedded (Redis "), "{stdout}");
+}
+
+#[test]
+fn explain_json_against_a_live_redis() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let upstream = redis.addr.to_string();
+    let output = run(&["explain", "--upstream", &upstream, "--json", "--", "SET", "k", "v", "GET"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "one object on one line: {stdout}");
+    let value: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(value["command"], "set");
+    assert_eq!(value["class"], "write");
+    assert_eq!(value["categories"], serde_json::json!(["@write", "@string", "@slow"]));
+    assert_eq!(
+        value["keys"],
+        serde_json::json!([{"key": "k", "flags": ["RW", "access", "update"]}])
+    );
+    assert_eq!(value["channels"], serde_json::json!([]));
+    assert_eq!(value["table"], format!("live from {upstream}"));
+    assert!(stdout.starts_with("{\"command\":\"set\",\"known\""), "contract field order: {stdout}");
+    let output = run(&["explain", "--upstream", &upstream, "--json", "--", "NOSUCH", "x"]);
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        (value["known"].clone(), value["class"].clone()),
+        (false.into(), serde_json::Value::Null)
+    );
 }
 
 #[test]
