@@ -50,6 +50,11 @@ impl App {
         Ok(Self { local_addr, ctx, tracker, drain, hard_stop, accept_task })
     }
 
+    /// The command table new connections use.
+    pub fn commands(&self) -> Arc<CommandTable> {
+        self.ctx.commands()
+    }
+
     /// Stops accepting, lets in-flight commands finish within the grace period, then closes
     /// what is left. Returns once every connection task has ended.
     pub async fn shutdown(self) {

@@ -5,7 +5,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::command::{extract_channels, extract_keys, Class, CommandTable, TableSource};
+use crate::command::{extract_channels, extract_keys, Class, CommandTable, Keys, TableSource};
 
 /// What `explain` found for one command line.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,7 +40,7 @@ pub fn explain(table: &CommandTable, args: &[Bytes]) -> Explanation {
             channels: Vec::new(),
         };
     };
-    let mut keys = Vec::new();
+    let mut keys = Keys::new();
     extract_keys(command, args, &mut keys);
     let declared = match command.name.as_str() {
         "eval" => args.get(1).and_then(|body| Class::of_script(body)),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::command::{Class, CommandInfo, KeyRef};
+use crate::command::{Class, CommandInfo, Keys};
 
 /// What became of a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +67,7 @@ pub struct CommandRecord {
     /// ran) and for scripts that declare their flags.
     pub class: Option<Class>,
     /// The keys, as indexes into `args` with their flags.
-    pub keys: Vec<KeyRef>,
+    pub keys: Keys,
     /// What became of it.
     pub status: ReplyStatus,
     /// First word of the error reply (`WRONGTYPE`, `NOAUTH`, ...), when `status` is `Error`.

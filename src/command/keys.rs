@@ -80,6 +80,9 @@ impl std::ops::BitOr for KeyFlags {
     }
 }
 
+/// The keys of one command; most have one or two, kept inline without allocating.
+pub type Keys = smallvec::SmallVec<[KeyRef; 3]>;
+
 /// One key of a command: its argument index and flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyRef {
@@ -178,8 +181,8 @@ impl GetKeys {
         }
     }
 
-    fn keys(self, args: &[Bytes], out: &mut Vec<KeyRef>) {
-        let is = |index: usize, word: &str| args[index].eq_ignore_ascii_case(word.as_bytes());
+    fn keys(self, args: &[Bytes], out: &mut Keys) {
+        let is = |index: usize, word: &str| c_str_eq(&args[index], word.as_bytes());
         let key = |index, flags| KeyRef { index, flags };
         let none = KeyFlags::default();
         match self {
@@ -314,8 +317,20 @@ impl GetKeys {
     }
 }
 
-/// C's `atoi`: leading spaces, a sign, digits up to the first non-digit; 0 when none.
+/// Redis compares option names with `strcasecmp`, which stops at a NUL byte: `GET\0x` reads
+/// as `GET`.
+fn c_str_eq(arg: &[u8], word: &[u8]) -> bool {
+    let end = memchr::memchr(0, arg).unwrap_or(arg.len());
+    arg[..end].eq_ignore_ascii_case(word)
+}
+
+/// C's `atoi` as Redis uses it: `strtol` (leading spaces, a sign, digits up to the first
+/// non-digit, clamped to the 64-bit range), then cast to a 32-bit `int`.
 fn atoi(text: &[u8]) -> i64 {
+    i64::from(strtol(text) as i32)
+}
+
+fn strtol(text: &[u8]) -> i64 {
     let text = match text.iter().position(|b| !b.is_ascii_whitespace()) {
         Some(start) => &text[start..],
         None => return 0,
@@ -325,15 +340,12 @@ fn atoi(text: &[u8]) -> i64 {
         Some(b'+') => (false, &text[1..]),
         _ => (false, text),
     };
-    let mut value: i64 = 0;
+    let mut value: i128 = 0;
     for &digit in digits.iter().take_while(|b| b.is_ascii_digit()) {
-        value = value.saturating_mul(10).saturating_add(i64::from(digit - b'0'));
+        value = (value * 10 + i128::from(digit - b'0')).min(i128::from(i64::MAX) + 1);
     }
-    if negative {
-        -value
-    } else {
-        value
-    }
+    let value = if negative { -value } else { value };
+    value.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
 }
 
 /// True when Redis considers the command to have keys (`doesCommandHaveKeys`).
@@ -344,7 +356,7 @@ pub fn has_keys(command: &CommandInfo) -> bool {
 
 /// The keys of `args` for `command`, as Redis's ACL check finds them; none when the arity is
 /// wrong (Redis refuses the command before any ACL check).
-pub fn extract_keys(command: &CommandInfo, args: &[Bytes], out: &mut Vec<KeyRef>) {
+pub fn extract_keys(command: &CommandInfo, args: &[Bytes], out: &mut Keys) {
     out.clear();
     if !command.arity_ok(args.len()) {
         return;
@@ -361,7 +373,7 @@ pub fn extract_keys(command: &CommandInfo, args: &[Bytes], out: &mut Vec<KeyRef>
 }
 
 /// `getKeysUsingKeySpecs`: false when a spec is invalid for these arguments.
-fn keys_from_specs(command: &CommandInfo, args: &[Bytes], out: &mut Vec<KeyRef>) -> bool {
+fn keys_from_specs(command: &CommandInfo, args: &[Bytes], out: &mut Keys) -> bool {
     let argc = args.len() as i64;
     for spec in &command.key_specs {
         if spec.flags.contains(KeyFlags::NOT_KEY) {
@@ -371,11 +383,11 @@ fn keys_from_specs(command: &CommandInfo, args: &[Bytes], out: &mut Vec<KeyRef>)
             BeginSearch::Index(index) => *index,
             BeginSearch::Keyword { keyword, startfrom } => {
                 let found = if *startfrom > 0 {
-                    (*startfrom..argc - 1).find(|&i| args[i as usize].eq_ignore_ascii_case(keyword))
+                    (*startfrom..argc - 1).find(|&i| c_str_eq(&args[i as usize], keyword))
                 } else {
                     (1..=argc + startfrom)
                         .rev()
-                        .find(|&i| i < argc && args[i as usize].eq_ignore_ascii_case(keyword))
+                        .find(|&i| i < argc && c_str_eq(&args[i as usize], keyword))
                 };
                 match found {
                     Some(at) => at + 1,
@@ -400,8 +412,9 @@ fn keys_from_specs(command: &CommandInfo, args: &[Bytes], out: &mut Vec<KeyRef>)
                     return false;
                 }
                 let Some(count_arg) = args.get((first + keynumidx) as usize) else { return false };
+                // Redis parses a 64-bit count, then uses it as a 32-bit `int`.
                 let numkeys = match string2ll(count_arg) {
-                    Some(n) if n >= 0 => n,
+                    Some(n) if n >= 0 => i64::from(n as i32),
                     _ => return false,
                 };
                 let first = first + firstkey;
@@ -480,6 +493,9 @@ mod tests {
         assert_eq!(atoi(b"  2abc"), 2);
         assert_eq!(atoi(b"-3"), -3);
         assert_eq!(atoi(b"x"), 0);
+        assert_eq!(atoi(b"-4294967295"), 1, "32-bit int cast");
+        assert_eq!(atoi(b"9223372036854775807"), -1);
+        assert_eq!(atoi(b"99999999999999999999999"), -1, "strtol clamps");
     }
 
     #[test]

@@ -8,7 +8,7 @@ pub mod table;
 use bytes::Bytes;
 
 pub use class::Class;
-pub use keys::{extract_channels, extract_keys, ChannelRef, ChannelUse, KeyFlags, KeyRef};
+pub use keys::{extract_channels, extract_keys, ChannelRef, ChannelUse, KeyFlags, KeyRef, Keys};
 pub use table::{CommandInfo, CommandTable, TableError, TableSource};
 
 impl CommandTable {
@@ -19,7 +19,7 @@ impl CommandTable {
         if !keys::has_keys(command) {
             return Vec::new();
         }
-        let mut found = Vec::new();
+        let mut found = Keys::new();
         extract_keys(command, args, &mut found);
         found.into_iter().map(|key| (args[key.index].clone(), key.flags.names())).collect()
     }

@@ -2,11 +2,11 @@
 //! key specs, read from Redis's own `COMMAND` reply (live from the upstream, or the copy
 //! embedded in the binary).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use redis_protocol::resp2::types::OwnedFrame;
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::command::keys::{GetKeys, KeyFlags};
 use crate::resp::reply::ReplyScanner;
@@ -84,7 +84,8 @@ pub struct CommandInfo {
     pub categories: Vec<String>,
     /// Key specs, in Redis's order.
     pub key_specs: Vec<KeySpec>,
-    /// Subcommands by lower-case name (for containers such as CONFIG).
+    /// Subcommands by lower-case name (for containers such as CONFIG). Fx hashing: the names
+    /// come from Redis, not from clients, and lookups are on the per-command path.
     pub subcommands: HashMap<Box<[u8]>, Arc<Self>>,
     /// Redis's hand-written key function for this command, if it has one.
     pub getkeys: Option<GetKeys>,
@@ -164,7 +165,8 @@ impl CommandTable {
             },
         };
         let OwnedFrame::Array(entries) = frame else { return Err(TableError::Malformed) };
-        let mut commands = HashMap::with_capacity(entries.len());
+        let mut commands = HashMap::default();
+        commands.reserve(entries.len());
         for entry in &entries {
             let info = parse_entry(entry, None)?;
             commands.insert(
@@ -311,7 +313,7 @@ fn parse_entry(entry: &OwnedFrame, parent: Option<&str>) -> Result<CommandInfo, 
         }
         None => Vec::new(),
     };
-    let mut subcommands = HashMap::new();
+    let mut subcommands = HashMap::default();
     if let Some(subs) = fields.get(9) {
         for sub in array(subs) {
             let info = parse_entry(sub, Some(&name))?;

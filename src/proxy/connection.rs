@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::command::{extract_keys, Class, CommandInfo, CommandTable};
+use crate::command::{extract_keys, Class, CommandInfo, CommandTable, Keys};
 use crate::proxy::pipeline::{Expect, LocalReply, Slot, WriteQueue};
 use crate::proxy::session::{Effect, PubSubFamily, Session};
 use crate::proxy::{upstream, ProxyContext};
@@ -411,7 +411,7 @@ where
                             args,
                             command: None,
                             class: None,
-                            keys: Vec::new(),
+                            keys: Keys::new(),
                             effect: Effect::None,
                             expect: Expect::Nothing,
                             local: None,
@@ -429,7 +429,7 @@ where
 
     fn handle_request(&mut self, request: Request, now: Instant) {
         let command = self.commands.resolve(&request.args).cloned();
-        let mut keys = Vec::new();
+        let mut keys = Keys::new();
         let class = command.as_ref().map(|info| {
             extract_keys(info, &request.args, &mut keys);
             self.class_of(info, &request.args)
@@ -516,7 +516,7 @@ where
             args,
             command: None,
             class: None,
-            keys: Vec::new(),
+            keys: Keys::new(),
             effect: Effect::None,
             expect: Expect::One,
             local: Some(reply),

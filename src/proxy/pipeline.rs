@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use std::sync::Arc;
 
-use crate::command::{Class, CommandInfo, KeyRef};
+use crate::command::{Class, CommandInfo, Keys};
 use crate::proxy::session::{Effect, PubSubFamily};
 use crate::record::ReplyStatus;
 
@@ -62,7 +62,7 @@ pub struct Slot {
     /// Its class (`None` when unknown).
     pub class: Option<Class>,
     /// Its keys.
-    pub keys: Vec<KeyRef>,
+    pub keys: Keys,
     /// What it does to the connection.
     pub effect: Effect,
     /// What Redis will send back.

@@ -12,5 +12,8 @@ mod corpus;
 mod differential;
 mod faults;
 mod framer_oracle;
+mod keys;
+mod keys_corpus;
 mod limits;
 mod records;
+mod table_load;

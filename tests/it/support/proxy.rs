@@ -67,6 +67,11 @@ impl TestProxy {
         Self { addr: app.local_addr, sink, app: Some(app) }
     }
 
+    /// The command table the proxy uses.
+    pub fn commands(&self) -> std::sync::Arc<redis_audit_proxy::command::CommandTable> {
+        self.app.as_ref().expect("running").commands()
+    }
+
     /// Graceful shutdown (as on SIGTERM).
     pub async fn shutdown(mut self) {
         if let Some(app) = self.app.take() {

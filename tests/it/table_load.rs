@@ -1,0 +1,119 @@
+//! Where the command table comes from: the upstream's `COMMAND` when it answers, the embedded
+//! copy when `COMMAND` is renamed away, refused or unreachable, and a warning when the two
+//! disagree.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use redis_audit_proxy::command::TableSource;
+
+use crate::support::{RedisServer, TestProxy};
+
+/// Captures the log lines emitted on this thread while the guard lives.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn start(&self) -> tracing::subscriber::DefaultGuard {
+        let writer = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn live_table_when_the_upstream_answers_command() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let log = Captured::default();
+    let guard = log.start();
+    let proxy = TestProxy::start(redis.addr).await;
+    drop(guard);
+    let table = proxy.commands();
+    assert_eq!(table.source, TableSource::Live(redis.addr.to_string()));
+    assert!(table.get(b"getdel").is_some());
+    assert!(log.text().contains("command table read from the upstream"), "{}", log.text());
+    assert!(!log.text().contains("differs"), "same version as embedded: {}", log.text());
+}
+
+#[tokio::test]
+async fn embedded_table_when_command_is_renamed_away_or_refused() {
+    crate::require_redis!();
+    for extra in [&["--rename-command", "COMMAND", ""][..], &["--requirepass", "pw"]] {
+        let redis = RedisServer::start(extra);
+        let log = Captured::default();
+        let guard = log.start();
+        let proxy = TestProxy::start(redis.addr).await;
+        drop(guard);
+        assert_eq!(proxy.commands().source, TableSource::Embedded, "{extra:?}");
+        let text = log.text();
+        assert!(text.contains("using the command table embedded in the binary"), "{text}");
+        assert!(text.contains("COMMAND was refused"), "{text}");
+    }
+}
+
+/// A fake upstream of another "version": the embedded COMMAND reply with DECR's arity
+/// changed. It answers PING and COMMAND, nothing else.
+async fn other_version_upstream() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let embedded = include_bytes!("../../src/command/embedded.resp");
+    let original = b"$4\r\ndecr\r\n:2\r\n";
+    let at = embedded.windows(original.len()).position(|w| w == original).expect("decr entry");
+    let mut reply = embedded.to_vec();
+    reply[at + original.len() - 3] = b'3';
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 256];
+                while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                    let request = &buf[..n];
+                    let answer: &[u8] = if request.windows(7).any(|w| w == b"COMMAND") {
+                        &reply
+                    } else {
+                        b"+PONG\r\n"
+                    };
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_warning_names_the_commands_that_differ() {
+    let upstream = other_version_upstream().await;
+    let log = Captured::default();
+    let guard = log.start();
+    let proxy = TestProxy::start(upstream).await;
+    drop(guard);
+    let table = proxy.commands();
+    assert_eq!(table.source, TableSource::Live(upstream.to_string()));
+    assert_eq!(table.get(b"decr").unwrap().arity, 3, "the upstream's table is used");
+    let text = log.text();
+    assert!(text.contains("differs from the embedded one"), "{text}");
+    assert!(text.contains("count=1") && text.contains("commands=decr"), "{text}");
+}
