@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the command table embedded in the binary: the raw RESP2 reply of `COMMAND` from a
-# real redis-server, saved as src/command/embedded.resp (with the server version beside it).
+# real redis-server, saved as src/command/embedded.resp, with the server version
+# (embedded.version) and its `ACL CAT` list (embedded.categories) beside it.
 # Usage: scripts/gen-command-table.sh [path/to/redis-server]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,9 +32,13 @@ def call(cmd):
     return data[:-5]
 reply = call(b"*1\r\n$7\r\nCOMMAND\r\n")
 s = socket.create_connection(("127.0.0.1", port))
+categories = call(b"*2\r\n$3\r\nACL\r\n$3\r\nCAT\r\n")
+s = socket.create_connection(("127.0.0.1", port))
 info = call(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
 version = [l for l in info.split(b"\r\n") if l.startswith(b"redis_version:")][0].split(b":")[1].decode()
 open("src/command/embedded.resp", "wb").write(reply)
 open("src/command/embedded.version", "w").write(version + "\n")
+names = [l.decode() for l in categories.split(b"\r\n")[1:] if l and not l.startswith((b"$", b"*"))]
+open("src/command/embedded.categories", "w").write("\n".join(names) + "\n")
 print(f"src/command/embedded.resp: COMMAND reply of redis {version}, {len(reply)} bytes")
 PY

@@ -60,6 +60,60 @@ impl Class {
     }
 }
 
+/// The functions a `FUNCTION LOAD` library registers, each with the class Redis gives an
+/// FCALL of it: `Read` when registered with the `no-writes` flag, else `Write`.
+///
+/// Reads both forms Redis accepts: `redis.register_function('name', callback)` and
+/// `redis.register_function{function_name='name', callback=..., flags={'no-writes'}}`. The
+/// library is Lua, not parsed in full: each call's arguments are looked for up to the next
+/// `register_function`.
+pub fn functions_of_library(code: &[u8]) -> Vec<(Vec<u8>, Class)> {
+    const CALL: &[u8] = b"register_function";
+    let starts: Vec<usize> =
+        memchr::memmem::find_iter(code, CALL).map(|at| at + CALL.len()).collect();
+    let mut functions = Vec::new();
+    for (i, &start) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).map_or(code.len(), |next| next - CALL.len());
+        let call = &code[start..end];
+        let call = &call[call.iter().take_while(|b| b.is_ascii_whitespace()).count()..];
+        let (name, no_writes) = match call.first() {
+            Some(b'(') => (first_string(&call[1..]), false),
+            Some(b'{') => {
+                let name = memchr::memmem::find(call, b"function_name")
+                    .and_then(|at| first_string(after_equals(&call[at + 13..])?));
+                let no_writes = memchr::memmem::find(call, b"flags").is_some_and(|at| {
+                    let rest = &call[at + 5..];
+                    let rest = after_equals(rest).unwrap_or(b"");
+                    let table = rest.strip_prefix(b"{").unwrap_or(b"");
+                    let close = memchr::memchr(b'}', table).unwrap_or(0);
+                    memchr::memmem::find(&table[..close], b"no-writes").is_some()
+                });
+                (name, no_writes)
+            }
+            _ => (None, false),
+        };
+        if let Some(name) = name {
+            functions.push((name.to_vec(), if no_writes { Class::Read } else { Class::Write }));
+        }
+    }
+    functions
+}
+
+/// What follows `=` (spaces skipped), if the next thing is `=`.
+fn after_equals(text: &[u8]) -> Option<&[u8]> {
+    let text = &text[text.iter().take_while(|b| b.is_ascii_whitespace()).count()..];
+    let text = text.strip_prefix(b"=")?;
+    Some(&text[text.iter().take_while(|b| b.is_ascii_whitespace()).count()..])
+}
+
+/// The contents of a Lua string literal at the start of `text` (spaces skipped).
+fn first_string(text: &[u8]) -> Option<&[u8]> {
+    let text = &text[text.iter().take_while(|b| b.is_ascii_whitespace()).count()..];
+    let quote = *text.first().filter(|q| matches!(q, b'\'' | b'"'))?;
+    let body = &text[1..];
+    Some(&body[..memchr::memchr(quote, body)?])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +127,23 @@ mod tests {
             Some(Class::Read)
         );
         assert_eq!(Class::of_script(b"#!lua flags=allow-oom"), Some(Class::Write));
+    }
+
+    #[test]
+    fn function_libraries() {
+        let code = b"#!lua name=lib\n\
+            redis.register_function('plain', function(keys, args) return 1 end)\n\
+            redis.register_function{function_name='reader', callback=function(k, a) return 1 end, flags={ 'no-writes', 'allow-stale' }}\n\
+            redis.register_function{ function_name = \"writer\", callback = function(k, a) return {} end }\n";
+        assert_eq!(
+            functions_of_library(code),
+            [
+                (b"plain".to_vec(), Class::Write),
+                (b"reader".to_vec(), Class::Read),
+                (b"writer".to_vec(), Class::Write)
+            ]
+        );
+        assert!(functions_of_library(b"return 1").is_empty());
     }
 
     #[test]

@@ -16,6 +16,8 @@ use crate::resp::reply::ReplyScanner;
 const EMBEDDED_REPLY: &[u8] = include_bytes!("embedded.resp");
 /// The Redis version the embedded table was read from.
 pub const EMBEDDED_VERSION: &str = include_str!("embedded.version");
+/// That version's `ACL CAT`, one category per line.
+const EMBEDDED_CATEGORIES: &str = include_str!("embedded.categories");
 
 /// Where a key search starts (Redis `begin_search`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +138,8 @@ pub enum TableSource {
 #[derive(Debug, Clone)]
 pub struct CommandTable {
     commands: HashMap<Box<[u8]>, Arc<CommandInfo>>,
+    /// The ACL categories Redis knows (`ACL CAT`), in its order, without `@`.
+    pub categories: Vec<String>,
     /// Where it came from.
     pub source: TableSource,
 }
@@ -174,12 +178,35 @@ impl CommandTable {
                 Arc::new(info),
             );
         }
-        Ok(Self { commands, source: TableSource::Embedded })
+        let categories = EMBEDDED_CATEGORIES.lines().map(str::to_owned).collect();
+        Ok(Self { commands, categories, source: TableSource::Embedded })
     }
 
     /// The table embedded in the binary.
     pub fn embedded() -> Self {
         Self::from_command_reply(EMBEDDED_REPLY).expect("the embedded COMMAND reply is valid")
+    }
+
+    /// Replaces the category list with the raw reply of `ACL CAT`; keeps the current list when
+    /// the reply is an error or not a list of names.
+    pub fn set_categories_from_reply(&mut self, reply: &[u8]) -> Result<(), TableError> {
+        let mut scanner = ReplyScanner::new(4);
+        match scanner.scan(reply) {
+            Ok((used, true)) if used == reply.len() => {}
+            _ => return Err(TableError::Malformed),
+        }
+        match redis_protocol::resp2::decode::decode(reply) {
+            Ok(Some((OwnedFrame::Array(items), _))) => {
+                let names: Option<Vec<String>> = items
+                    .iter()
+                    .map(|item| text(item).map(|t| String::from_utf8_lossy(t).into_owned()))
+                    .collect();
+                self.categories = names.ok_or(TableError::Malformed)?;
+                Ok(())
+            }
+            Ok(Some((OwnedFrame::Error(error), _))) => Err(TableError::Refused(error)),
+            _ => Err(TableError::Malformed),
+        }
     }
 
     /// Number of top-level commands.
@@ -422,10 +449,25 @@ mod tests {
         assert!(table.resolve(&args("config nosuch")).is_none());
         assert_eq!(table.resolve(&args("CONFIG")).unwrap().name, "config");
         assert!(table.resolve(&args("nosuchcommand")).is_none());
+        assert_eq!(table.categories.len(), 21);
+        assert_eq!(
+            (table.categories[0].as_str(), table.categories[20].as_str()),
+            ("keyspace", "scripting")
+        );
         let xread = table.resolve(&args("xread")).unwrap();
         assert!(
             matches!(&xread.key_specs[0].begin_search, BeginSearch::Keyword { keyword, .. } if keyword.as_ref() == b"STREAMS")
         );
+    }
+
+    #[test]
+    fn categories_come_from_acl_cat() {
+        let mut table = CommandTable::embedded();
+        table.set_categories_from_reply(b"*2\r\n$4\r\nread\r\n$6\r\nsearch\r\n").unwrap();
+        assert_eq!(table.categories, ["read", "search"]);
+        let refused = table.set_categories_from_reply(b"-NOPERM no\r\n");
+        assert_eq!(refused, Err(TableError::Refused("NOPERM no".into())));
+        assert_eq!(table.categories, ["read", "search"], "kept on refusal");
     }
 
     #[test]

@@ -489,7 +489,8 @@ where
     }
 
     /// The command's class: static from its flags, except for scripts that declare theirs
-    /// (EVAL's shebang, remembered by SHA1 for EVALSHA; SCRIPT LOAD teaches it too).
+    /// (EVAL's shebang, remembered by SHA1 for EVALSHA; SCRIPT LOAD teaches it too) and for
+    /// FCALL of a function whose library was loaded through the proxy.
     fn class_of(&self, command: &CommandInfo, args: &[Bytes]) -> Class {
         let declared = match command.name.as_str() {
             "eval" => args.get(1).and_then(|body| self.ctx.learn_script(body)),
@@ -497,6 +498,13 @@ where
             "script|load" => {
                 if let Some(body) = args.get(2) {
                     self.ctx.learn_script(body);
+                }
+                None
+            }
+            "fcall" => args.get(1).and_then(|name| self.ctx.function_class(name)),
+            "function|load" => {
+                if let Some(code) = args.last().filter(|_| args.len() >= 3) {
+                    self.ctx.learn_library(code);
                 }
                 None
             }

@@ -31,6 +31,8 @@ pub struct ProxyContext {
     /// Classes declared by scripts' shebangs, by SHA1, learned from EVAL and SCRIPT LOAD so
     /// that EVALSHA is classed too. Bounded by `proxy.limits.script_cache_entries`.
     scripts: Mutex<HashMap<[u8; 20], Option<Class>>>,
+    /// Classes of functions (by name) learned from `FUNCTION LOAD`, for FCALL. Same bound.
+    functions: Mutex<HashMap<Vec<u8>, Class>>,
 }
 
 impl ProxyContext {
@@ -43,6 +45,7 @@ impl ProxyContext {
             next_connection_id: AtomicU64::new(1),
             commands: RwLock::new(Arc::new(CommandTable::embedded())),
             scripts: Mutex::new(HashMap::new()),
+            functions: Mutex::new(HashMap::new()),
         }
     }
 
@@ -68,6 +71,23 @@ impl ProxyContext {
         }
         scripts.insert(sha, class);
         class
+    }
+
+    /// Remembers the functions a `FUNCTION LOAD` library registers.
+    pub fn learn_library(&self, code: &[u8]) {
+        let limit = self.config.proxy.limits.script_cache_entries;
+        let mut functions = self.functions.lock().unwrap_or_else(PoisonError::into_inner);
+        for (name, class) in crate::command::class::functions_of_library(code) {
+            if functions.len() >= limit && !functions.contains_key(&name) {
+                functions.clear();
+            }
+            functions.insert(name, class);
+        }
+    }
+
+    /// The class of an FCALL of `name`, if its library was loaded through the proxy.
+    pub fn function_class(&self, name: &[u8]) -> Option<Class> {
+        self.functions.lock().unwrap_or_else(PoisonError::into_inner).get(name).copied()
     }
 
     /// The class declared by the script with this SHA1 (40 hex digits, any case), if known.

@@ -60,36 +60,45 @@ pub enum FetchTableError {
 /// Largest `COMMAND` reply accepted (Redis 7 sends about 90 KiB; modules add some).
 const MAX_COMMAND_REPLY: usize = 16 * 1024 * 1024;
 
-/// Reads the live command table with `COMMAND` on a connection of its own.
+/// Sends `request` and reads one whole reply, at most [`MAX_COMMAND_REPLY`] bytes.
+async fn read_reply(stream: &mut TcpStream, request: &[u8]) -> Result<Vec<u8>, FetchTableError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let io = |error: std::io::Error| FetchTableError::Io(error.to_string());
+    stream.write_all(request).await.map_err(io)?;
+    let mut scanner = crate::resp::reply::ReplyScanner::new(16);
+    let mut reply = Vec::with_capacity(128 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = stream.read(&mut chunk).await.map_err(io)?;
+        if n == 0 {
+            return Err(FetchTableError::Io("connection closed mid-reply".into()));
+        }
+        reply.extend_from_slice(&chunk[..n]);
+        if reply.len() > MAX_COMMAND_REPLY {
+            return Err(FetchTableError::Io("reply larger than 16 MiB".into()));
+        }
+        let (_, done) =
+            scanner.scan(&chunk[..n]).map_err(|error| FetchTableError::Io(error.to_string()))?;
+        if done {
+            return Ok(reply);
+        }
+    }
+}
+
+/// Reads the live command table with `COMMAND` (and its categories with `ACL CAT`) on a
+/// connection of its own.
 pub async fn fetch_command_table(
     config: &UpstreamConfig,
 ) -> Result<crate::command::CommandTable, FetchTableError> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = connect(config).await?;
-    let io = |error: std::io::Error| FetchTableError::Io(error.to_string());
     let read = async {
-        stream.write_all(b"*1\r\n$7\r\nCOMMAND\r\n").await.map_err(io)?;
-        let mut scanner = crate::resp::reply::ReplyScanner::new(16);
-        let mut reply = Vec::with_capacity(128 * 1024);
-        let mut chunk = vec![0u8; 64 * 1024];
-        loop {
-            let n = stream.read(&mut chunk).await.map_err(io)?;
-            if n == 0 {
-                return Err(FetchTableError::Io("connection closed mid-reply".into()));
-            }
-            reply.extend_from_slice(&chunk[..n]);
-            if reply.len() > MAX_COMMAND_REPLY {
-                return Err(FetchTableError::Io("reply larger than 16 MiB".into()));
-            }
-            let (_, done) = scanner
-                .scan(&chunk[..n])
-                .map_err(|error| FetchTableError::Io(error.to_string()))?;
-            if done {
-                break;
-            }
-        }
+        let reply = read_reply(&mut stream, b"*1\r\n$7\r\nCOMMAND\r\n").await?;
         let mut table = crate::command::CommandTable::from_command_reply(&reply)?;
         table.source = crate::command::TableSource::Live(config.address.clone());
+        let categories = read_reply(&mut stream, b"*2\r\n$3\r\nACL\r\n$3\r\nCAT\r\n").await?;
+        if let Err(error) = table.set_categories_from_reply(&categories) {
+            tracing::warn!(%error, "ACL CAT unavailable: using the embedded category list");
+        }
         Ok(table)
     };
     tokio::time::timeout(config.connect_timeout * 5, read)

@@ -308,3 +308,42 @@ async fn records_carry_class_keys_and_categories() {
     assert!(records[4].command.is_none() && records[4].keys.is_empty());
     assert_eq!(records[14].key_names().count(), 1);
 }
+
+#[tokio::test]
+async fn fcall_follows_the_flags_its_function_was_registered_with() {
+    use redis_audit_proxy::command::Class;
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let proxy = TestProxy::start(redis.addr).await;
+    let mut client = RawClient::connect(proxy.addr).await;
+    let library = "#!lua name=lib\n\
+        redis.register_function{function_name='reader', callback=function(keys, args) return redis.call('GET', keys[1]) end, flags={'no-writes'}}\n\
+        redis.register_function('writer', function(keys, args) return redis.call('SET', keys[1], 'x') end)\n";
+    assert_eq!(client.call(&[b"FUNCTION", b"LOAD", library.as_bytes()]).await, b"$3\r\nlib\r\n");
+    let mut direct = RawClient::connect(redis.addr).await;
+    let other = "#!lua name=other\nredis.register_function('elsewhere', function() return 1 end)";
+    direct.call(&[b"FUNCTION", b"LOAD", other.as_bytes()]).await;
+    for line in [
+        &[&b"FCALL"[..], b"reader", b"1", b"k"][..],
+        &[b"FCALL", b"writer", b"1", b"k"],
+        &[b"FCALL_RO", b"reader", b"1", b"k"],
+        &[b"FCALL", b"elsewhere", b"0"],
+    ] {
+        let reply = client.call(line).await;
+        assert!(!reply.starts_with(b"-"), "{:?}", String::from_utf8_lossy(&reply));
+    }
+    let records = proxy.sink.wait_for(5).await;
+    let classes: Vec<Option<Class>> = records.iter().map(|r| r.class).collect();
+    assert_eq!(
+        classes,
+        [
+            Some(Class::Write), // FUNCTION LOAD
+            Some(Class::Read),
+            Some(Class::Write),
+            Some(Class::Read),
+            // Loaded behind the proxy's back: the static flags.
+            Some(Class::NonReadWrite),
+        ]
+    );
+    assert_eq!(records[1].key_names().next().map(|k| k.as_ref()), Some(&b"k"[..]));
+}

@@ -50,6 +50,8 @@ async fn live_table_when_the_upstream_answers_command() {
     let table = proxy.commands();
     assert_eq!(table.source, TableSource::Live(redis.addr.to_string()));
     assert!(table.get(b"getdel").is_some());
+    assert_eq!(table.categories.first().map(String::as_str), Some("keyspace"), "from ACL CAT");
+    assert!(table.categories.iter().any(|c| c == "scripting"));
     assert!(log.text().contains("command table read from the upstream"), "{}", log.text());
     assert!(!log.text().contains("differs"), "same version as embedded: {}", log.text());
 }
