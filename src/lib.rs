@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - [`app`]: wiring; binds the listener, runs, drains on shutdown.
+//! - [`audit`]: the audit trail: events, writer thread, files, verify.
 //! - [`cli`]: the command-line contract (clap).
 //! - [`command`]: the command table, keys and channels, read/write classification.
 //! - [`config`]: `proxy.toml` → raw → validated [`config::Config`].
@@ -18,6 +19,7 @@
 //! - [`record`]: the per-command record and the sink interface.
 
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod command;
 pub mod config;

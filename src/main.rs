@@ -7,12 +7,13 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use redis_audit_proxy::app::App;
+use redis_audit_proxy::audit::AuditSink;
 use redis_audit_proxy::cli::{Cli, Command};
 use redis_audit_proxy::command::table::EMBEDDED_VERSION;
 use redis_audit_proxy::command::CommandTable;
 use redis_audit_proxy::config::{Config, Overrides};
 use redis_audit_proxy::proxy::upstream::fetch_command_table;
-use redis_audit_proxy::record::LogSink;
+use redis_audit_proxy::record::{CommandSink, LogSink};
 use redis_audit_proxy::EXIT_USAGE;
 
 fn main() -> ExitCode {
@@ -130,12 +131,21 @@ fn serve(config: Config) -> anyhow::Result<()> {
     runtime.block_on(async {
         let listen = config.proxy.listen;
         tracing::info!(
-            "admin plane, audit files and ACL checks are not in this build yet: \
-             admin.listen, audit.dir, auth.users_file and acl.mode are validated but unused"
+            "admin plane and ACL checks are not in this build yet: \
+             admin.listen, auth.users_file and acl.mode are validated but unused"
         );
-        let app = App::start(config, Arc::new(LogSink))
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
+        let sink: Arc<dyn CommandSink> = if config.audit.enabled {
+            let dir = config.audit.dir.display().to_string();
+            let sink = AuditSink::open(&config)
+                .with_context(|| format!("cannot open the audit directory {dir}"))?;
+            tracing::info!(dir, instance_id = %sink.envelope.instance_id, "audit trail open");
+            sink
+        } else {
+            tracing::warn!("audit.enabled = false: commands are not recorded");
+            Arc::new(LogSink)
+        };
+        let app =
+            App::start(config, sink).await.with_context(|| format!("cannot listen on {listen}"))?;
         wait_for_stop_signal().await?;
         tracing::info!("stop requested: draining connections");
         app.shutdown().await;

@@ -80,6 +80,16 @@ pub struct CommandRecord {
     pub reply_bytes: u64,
     /// From the request being read to its reply being read.
     pub latency: Duration,
+    /// Wall-clock time the record was made (its reply was read).
+    pub time: std::time::SystemTime,
+    /// `CLIENT SETNAME` / `HELLO SETNAME` at that time.
+    pub client_name: Option<Bytes>,
+    /// `CLIENT SETINFO LIB-NAME` at that time.
+    pub client_lib: Option<Bytes>,
+    /// `CLIENT SETINFO LIB-VER` at that time.
+    pub client_lib_ver: Option<Bytes>,
+    /// RESP version of the connection at that time.
+    pub resp: u8,
 }
 
 impl std::fmt::Debug for CommandRecord {
@@ -121,6 +131,9 @@ impl CommandRecord {
 pub trait CommandSink: Send + Sync + std::fmt::Debug + 'static {
     /// Takes one record.
     fn record(&self, record: CommandRecord);
+
+    /// Takes one session event (connection opened or closed).
+    fn session(&self, _event: crate::audit::event::SessionEvent) {}
 
     /// Makes every record taken so far durable; called once on shutdown, after the last
     /// connection ended.

@@ -83,8 +83,14 @@ pub struct AdminConfig {
 /// The audit trail.
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
+    /// Write it at all.
+    pub enabled: bool,
     /// Directory of the audit files.
     pub dir: PathBuf,
+    /// Rotate the active file before it passes this size.
+    pub rotate_bytes: u64,
+    /// Bytes of events queued before command events are dropped.
+    pub queue_max_bytes: usize,
 }
 
 /// Identity.
@@ -296,6 +302,30 @@ impl Config {
         if raw.audit.dir.trim().is_empty() {
             return Err(invalid("audit.dir", "must not be empty".into()));
         }
+        let not_yet = |key: &'static str, value: &str, available: &str, coming: &[&str]| {
+            if value == available {
+                Ok(())
+            } else if coming.contains(&value) {
+                Err(invalid(
+                    key,
+                    format!(
+                        "\"{value}\" is not available in this build yet (only \"{available}\")"
+                    ),
+                ))
+            } else {
+                Err(invalid(
+                    key,
+                    format!(
+                        "\"{value}\" is not one of \"{available}\", {}",
+                        coming.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ")
+                    ),
+                ))
+            }
+        };
+        not_yet("audit.durability", &raw.audit.durability, "async", &["write", "fsync"])?;
+        not_yet("audit.on_full", &raw.audit.on_full, "drop", &["block", "reject"])?;
+        let rotate_bytes = positive("audit.rotate_bytes", raw.audit.rotate_bytes)?;
+        let queue_max_bytes = positive("audit.queue_max_bytes", raw.audit.queue_max_bytes)?;
         let mode = match mode_from_flag {
             Some(mode) => mode,
             None => match raw.acl.mode.as_str() {
@@ -325,7 +355,12 @@ impl Config {
                 reconnect_interval: Duration::from_millis(raw.upstream.reconnect_interval_ms),
             },
             admin: AdminConfig { listen: admin_listen },
-            audit: AuditConfig { dir: PathBuf::from(raw.audit.dir) },
+            audit: AuditConfig {
+                enabled: raw.audit.enabled,
+                dir: PathBuf::from(raw.audit.dir),
+                rotate_bytes,
+                queue_max_bytes: queue_max_bytes as usize,
+            },
             auth: AuthConfig { users_file: raw.auth.users_file.map(PathBuf::from) },
             acl: AclConfig { mode },
         })
@@ -408,6 +443,12 @@ mod tests {
         assert!(!error.contains('\n'));
         let error = Config::from_toml_str("[proxy]\nmax_clients = 0\n", "p.toml").unwrap_err();
         assert_eq!(error.to_string(), "p.toml: proxy.max_clients: must be at least 1");
+        let error =
+            Config::from_toml_str("[audit]\ndurability = \"fsync\"\n", "p.toml").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "p.toml: audit.durability: \"fsync\" is not available in this build yet (only \"async\")"
+        );
     }
 
     #[test]

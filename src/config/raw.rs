@@ -134,13 +134,30 @@ impl Default for RawAdmin {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAudit {
+    /// Write the audit trail at all.
+    pub enabled: bool,
     /// Directory of the audit files.
     pub dir: String,
+    /// `async` (the only mode in this build; `write` and `fsync` are coming).
+    pub durability: String,
+    /// `drop` (the only policy in this build; `block` and `reject` are coming).
+    pub on_full: String,
+    /// Rotate `audit.log` before it passes this size.
+    pub rotate_bytes: u64,
+    /// Bytes of events queued for the writer before command events are dropped.
+    pub queue_max_bytes: u64,
 }
 
 impl Default for RawAudit {
     fn default() -> Self {
-        Self { dir: "./data/audit".into() }
+        Self {
+            enabled: true,
+            dir: "./data/audit".into(),
+            durability: "async".into(),
+            on_full: "drop".into(),
+            rotate_bytes: 100 * 1024 * 1024,
+            queue_max_bytes: 64 * 1024 * 1024,
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::audit::event::{CloseStats, SessionAction, SessionEvent};
 use crate::command::{extract_keys, Class, CommandInfo, CommandTable, Keys};
 use crate::proxy::pipeline::{Expect, LocalReply, Slot, WriteQueue};
 use crate::proxy::session::{Effect, PubSubFamily, Session};
@@ -69,7 +70,15 @@ pub async fn serve(
             }
         };
         let mut conn = Connection::new(ctx, id, peer, client, upstream, started);
+        let open = conn.session_event(SessionAction::Open, None);
+        conn.ctx.sink.session(open);
         let exit = conn.run(&drain, &hard_stop).await;
+        let reason = match &exit {
+            Exit::ClientError(_) => "client_error",
+            Exit::QueryBufferLimit => "query_buffer_limit",
+            _ => "client_closed",
+        };
+        conn.close_reason.get_or_insert(reason);
         match &exit {
             Exit::ClientError(error) => tracing::debug!(%error, "client connection failed"),
             Exit::QueryBufferLimit => {
@@ -107,6 +116,12 @@ struct Connection<C> {
     session: Session,
     /// The command table as of this connection's start.
     commands: Arc<CommandTable>,
+    /// What the session did, for its close event.
+    totals: CloseStats,
+    /// Why the connection is closing, once known.
+    close_reason: Option<&'static str>,
+    /// When it was accepted.
+    opened: Instant,
     /// AUTH / HELLO AUTH commands in flight. While one is in flight for a client that has not
     /// authenticated, nothing behind it is decoded: Redis runs the AUTH before it reads the
     /// next request, and which limits apply to that request depends on the AUTH's outcome.
@@ -163,6 +178,9 @@ where
             pending: VecDeque::new(),
             session: Session::new(id, authenticated),
             commands: ctx.commands(),
+            totals: CloseStats::default(),
+            close_reason: None,
+            opened: now,
             auth_in_flight: 0,
             discarding_input: false,
             decode_stalled: false,
@@ -185,9 +203,13 @@ where
                     self.begin_drain();
                     continue;
                 }
-                () = hard_stop.cancelled() => return Exit::Done,
+                () = hard_stop.cancelled() => {
+                    self.close_reason.get_or_insert("shutdown");
+                    return Exit::Done;
+                }
                 () = sleep_until_opt(idle_deadline) => {
                     if self.is_idle() {
+                        self.close_reason.get_or_insert("idle_timeout");
                         return Exit::Done;
                     }
                     self.last_activity = Instant::now();
@@ -210,6 +232,7 @@ where
     }
 
     fn begin_drain(&mut self) {
+        self.close_reason.get_or_insert("shutdown");
         self.draining = true;
         self.reading_client = false;
     }
@@ -242,6 +265,24 @@ where
         }
         if graceful {
             let _ = self.client.shutdown().await;
+        }
+        let mut totals = std::mem::take(&mut self.totals);
+        totals.reason = self.close_reason.unwrap_or("client_closed");
+        totals.duration = now.saturating_duration_since(self.opened);
+        self.ctx.sink.session(self.session_event(SessionAction::Close, Some(totals)));
+    }
+
+    fn session_event(&self, action: SessionAction, close: Option<CloseStats>) -> SessionEvent {
+        SessionEvent {
+            action,
+            time: std::time::SystemTime::now(),
+            conn_id: self.session.id,
+            client_addr: self.peer,
+            user: self.session.user.clone(),
+            client_name: self.session.name.clone(),
+            client_lib: self.session.lib_name.clone(),
+            client_lib_ver: self.session.lib_ver.clone(),
+            close,
         }
     }
 
@@ -392,6 +433,7 @@ where
                 Ok(None) => return,
                 Err(error) => {
                     tracing::debug!(%error, "protocol error from client");
+                    self.close_reason.get_or_insert("protocol_error");
                     let args = vec![Bytes::from_static(b"(protocol-error)")];
                     if self.session.expects_reply(&Effect::None) {
                         self.reading_client = false;
@@ -698,6 +740,7 @@ where
         }
         if slot.effect == Effect::Quit {
             self.close_when_flushed = true;
+            self.close_reason.get_or_insert("quit");
         }
         self.emit_as(slot, status, error_code, ReplySource::Upstream, now, record_user, record_db);
     }
@@ -733,6 +776,7 @@ where
     /// so does ours. What was framed is forwarded first; the rest is recorded as unanswered.
     fn upstream_closed(&mut self) {
         tracing::debug!("upstream closed the connection");
+        self.close_reason.get_or_insert("upstream_closed");
         self.drop_upstream();
     }
 
@@ -742,6 +786,7 @@ where
     /// closed at once.
     fn upstream_lost(&mut self, cause: &str) {
         tracing::debug!(cause, "upstream connection failed");
+        self.close_reason.get_or_insert("upstream_error");
         self.drop_upstream();
         if self.scanner.is_mid_reply() || self.upstream_protocol_error {
             return;
@@ -769,7 +814,7 @@ where
     }
 
     fn emit(
-        &self,
+        &mut self,
         slot: Slot,
         status: ReplyStatus,
         error_code: Option<Bytes>,
@@ -782,7 +827,7 @@ where
 
     #[allow(clippy::too_many_arguments)]
     fn emit_as(
-        &self,
+        &mut self,
         slot: Slot,
         status: ReplyStatus,
         error_code: Option<Bytes>,
@@ -791,6 +836,10 @@ where
         user: Bytes,
         db: u32,
     ) {
+        self.totals.commands += 1;
+        self.totals.errors += u64::from(status == ReplyStatus::Error);
+        self.totals.bytes_in += slot.request_bytes;
+        self.totals.bytes_out += slot.reply_bytes;
         self.ctx.sink.record(CommandRecord {
             conn_id: self.session.id,
             client_addr: self.peer,
@@ -806,6 +855,11 @@ where
             request_bytes: slot.request_bytes,
             reply_bytes: slot.reply_bytes,
             latency: now.saturating_duration_since(slot.started),
+            time: std::time::SystemTime::now(),
+            client_name: self.session.name.clone(),
+            client_lib: self.session.lib_name.clone(),
+            client_lib_ver: self.session.lib_ver.clone(),
+            resp: self.session.protocol,
         });
     }
 }

@@ -1,0 +1,433 @@
+//! Audit events and how each becomes one JSON line (schema `redis-audit/1`, documented in
+//! `docs/audit-schema.md`). Rendering happens on the writer thread, never on the proxy's.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::ser::{SerializeMap, Serializer as _};
+use serde::Serialize;
+
+use crate::command::Class;
+use crate::record::{CommandRecord, ReplySource, ReplyStatus};
+
+/// The schema every line declares.
+pub const SCHEMA: &str = "redis-audit/1";
+
+/// Total bytes of key names written in one command record before the rest are left out (and
+/// `keys_truncated` is set).
+pub const MAX_KEY_BYTES: usize = 16 * 1024;
+
+/// One thing to record.
+#[derive(Debug)]
+pub enum AuditEvent {
+    /// A command, after its reply.
+    Command(Box<CommandRecord>),
+    /// A client session opened or closed.
+    Session(Box<SessionEvent>),
+    /// The proxy itself: start, stop, loss.
+    System(SystemEvent),
+}
+
+impl AuditEvent {
+    /// Rough size in memory and on disk, for the queue's byte budget.
+    pub fn estimated_bytes(&self) -> usize {
+        match self {
+            Self::Command(record) => {
+                let keys: usize = record.key_names().map(Bytes::len).sum();
+                512 + keys.min(MAX_KEY_BYTES)
+            }
+            Self::Session(_) => 512,
+            Self::System(_) => 512,
+        }
+    }
+
+    /// Events that are never dropped when the queue is full.
+    pub fn is_droppable(&self) -> bool {
+        matches!(self, Self::Command(_))
+    }
+}
+
+/// Session lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionAction {
+    /// Connection accepted.
+    Open,
+    /// Connection closed.
+    Close,
+}
+
+/// A session event.
+#[derive(Debug, Clone)]
+pub struct SessionEvent {
+    /// Open or close.
+    pub action: SessionAction,
+    /// When it happened.
+    pub time: SystemTime,
+    /// Proxy connection id.
+    pub conn_id: u64,
+    /// The client's address.
+    pub client_addr: SocketAddr,
+    /// The user at that moment.
+    pub user: Bytes,
+    /// CLIENT SETNAME / CLIENT SETINFO facts at that moment.
+    pub client_name: Option<Bytes>,
+    /// Library name.
+    pub client_lib: Option<Bytes>,
+    /// Library version.
+    pub client_lib_ver: Option<Bytes>,
+    /// For `Close`: why, how long, and what happened.
+    pub close: Option<CloseStats>,
+}
+
+/// What a closing session did.
+#[derive(Debug, Clone, Default)]
+pub struct CloseStats {
+    /// Why it closed (`client_closed`, `upstream_closed`, `quit`, `protocol_error`, ...).
+    pub reason: &'static str,
+    /// How long it lasted.
+    pub duration: Duration,
+    /// Commands recorded.
+    pub commands: u64,
+    /// Of which answered with an error.
+    pub errors: u64,
+    /// Request bytes.
+    pub bytes_in: u64,
+    /// Reply bytes.
+    pub bytes_out: u64,
+}
+
+/// A system event.
+#[derive(Debug, Clone)]
+pub struct SystemEvent {
+    /// `start`, `stop`, `loss`, ...
+    pub action: &'static str,
+    /// When it happened.
+    pub time: SystemTime,
+    /// Action-specific fields.
+    pub detail: serde_json::Value,
+}
+
+/// What every line of one process shares.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// New at each start (UUID v4 form).
+    pub instance_id: String,
+    /// Host name.
+    pub node: String,
+    /// The upstream address.
+    pub upstream: String,
+}
+
+impl Envelope {
+    /// The session id of a connection: unique across restarts.
+    pub fn session_id(&self, conn_id: u64) -> String {
+        format!("{}-{conn_id}", &self.instance_id[..8])
+    }
+}
+
+/// Appends one line (without the chain field's closing and newline handled by the caller):
+/// the event as a JSON object whose last field is `chain.prev`.
+pub fn render(
+    event: &AuditEvent,
+    seq: Option<u64>,
+    envelope: &Envelope,
+    prev_hash: &str,
+    out: &mut Vec<u8>,
+) {
+    let mut serializer = serde_json::Serializer::new(&mut *out);
+    let Ok(mut map) = serializer.serialize_map(None) else { return };
+    // Writing into a Vec cannot fail; a value that cannot serialize is a bug caught by tests.
+    let _ = write_fields(&mut map, event, seq, envelope, prev_hash);
+    let _ = map.end();
+}
+
+type Map<'a> = serde_json::ser::Compound<'a, &'a mut Vec<u8>, serde_json::ser::CompactFormatter>;
+
+fn write_fields(
+    map: &mut Map<'_>,
+    event: &AuditEvent,
+    seq: Option<u64>,
+    envelope: &Envelope,
+    prev_hash: &str,
+) -> Result<(), serde_json::Error> {
+    let (time, kind, action, outcome) = match event {
+        AuditEvent::Command(record) => {
+            let outcome = match record.status {
+                ReplyStatus::Ok | ReplyStatus::Queued | ReplyStatus::Skipped => "success",
+                ReplyStatus::Error => "failure",
+                ReplyStatus::Unanswered => "unknown",
+            };
+            let received = record.time.checked_sub(record.latency).unwrap_or(record.time);
+            (received, "command", "command", outcome)
+        }
+        AuditEvent::Session(session) => {
+            let action = match session.action {
+                SessionAction::Open => "session_open",
+                SessionAction::Close => "session_close",
+            };
+            (session.time, "session", action, "success")
+        }
+        AuditEvent::System(system) => (system.time, "system", system.action, "success"),
+    };
+    map.serialize_entry("schema", SCHEMA)?;
+    map.serialize_entry("time", &rfc3339_micros(time))?;
+    if let Some(seq) = seq {
+        map.serialize_entry("seq", &seq)?;
+    }
+    map.serialize_entry("instance_id", &envelope.instance_id)?;
+    map.serialize_entry("node", &envelope.node)?;
+    map.serialize_entry("kind", kind)?;
+    map.serialize_entry("action", action)?;
+    map.serialize_entry("outcome", outcome)?;
+    match event {
+        AuditEvent::Command(record) => write_command(map, record, envelope)?,
+        AuditEvent::Session(session) => write_session(map, session, envelope)?,
+        AuditEvent::System(system) => {
+            if let serde_json::Value::Object(fields) = &system.detail {
+                for (name, value) in fields {
+                    map.serialize_entry(name, value)?;
+                }
+            }
+        }
+    }
+    map.serialize_entry("chain", &Chain { alg: "sha256", prev: prev_hash })
+}
+
+#[derive(Serialize)]
+struct Chain<'a> {
+    alg: &'static str,
+    prev: &'a str,
+}
+
+/// A Redis string: a JSON string when valid UTF-8, else `{"b64": "..."}`.
+#[derive(Debug)]
+pub struct Binary<'a>(pub &'a [u8]);
+
+impl Serialize for Binary<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(self.0) {
+            Ok(text) => serializer.serialize_str(text),
+            Err(_) => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry(
+                    "b64",
+                    &base64::engine::general_purpose::STANDARD.encode(self.0),
+                )?;
+                map.end()
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Client<'a> {
+    ip: String,
+    port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<Binary<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lib: Option<Binary<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lib_ver: Option<Binary<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resp: Option<u8>,
+}
+
+fn client<'a>(
+    addr: &SocketAddr,
+    name: &'a Option<Bytes>,
+    lib: &'a Option<Bytes>,
+    lib_ver: &'a Option<Bytes>,
+    resp: Option<u8>,
+) -> Client<'a> {
+    Client {
+        ip: addr.ip().to_string(),
+        port: addr.port(),
+        name: name.as_deref().map(Binary),
+        lib: lib.as_deref().map(Binary),
+        lib_ver: lib_ver.as_deref().map(Binary),
+        resp,
+    }
+}
+
+#[derive(Serialize)]
+struct CommandInfoOut<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub: Option<&'a str>,
+    known: bool,
+    class: Option<&'static str>,
+    categories: &'a [String],
+}
+
+#[derive(Serialize)]
+struct ResultOut<'a> {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<Binary<'a>>,
+    source: &'static str,
+}
+
+fn write_command(
+    map: &mut Map<'_>,
+    record: &CommandRecord,
+    envelope: &Envelope,
+) -> Result<(), serde_json::Error> {
+    map.serialize_entry("session_id", &envelope.session_id(record.conn_id))?;
+    let client = client(
+        &record.client_addr,
+        &record.client_name,
+        &record.client_lib,
+        &record.client_lib_ver,
+        Some(record.resp),
+    );
+    map.serialize_entry("client", &client)?;
+    map.serialize_entry("user", &Binary(&record.user))?;
+    map.serialize_entry("db", &record.db)?;
+    map.serialize_entry("upstream", &envelope.upstream)?;
+    let typed = record.command_name().to_lowercase();
+    let (name, sub) = match &record.command {
+        Some(info) => match info.name.split_once('|') {
+            Some((name, sub)) => (name, Some(sub)),
+            None => (info.name.as_str(), None),
+        },
+        None => (typed.as_str(), None),
+    };
+    let categories: &[String] = record.command.as_ref().map_or(&[], |info| &info.categories);
+    map.serialize_entry(
+        "command",
+        &CommandInfoOut {
+            name,
+            sub,
+            known: record.command.is_some(),
+            class: record.class.map(Class::as_str),
+            categories,
+        },
+    )?;
+    let mut key_bytes = 0usize;
+    let mut shown = Vec::new();
+    let mut truncated = false;
+    for key in record.key_names() {
+        key_bytes += key.len();
+        if key_bytes <= MAX_KEY_BYTES {
+            shown.push(Binary(key));
+        } else {
+            truncated = true;
+        }
+    }
+    map.serialize_entry("keys", &shown)?;
+    map.serialize_entry("key_count", &record.keys.len())?;
+    map.serialize_entry("key_bytes", &key_bytes)?;
+    map.serialize_entry("keys_truncated", &truncated)?;
+    let status = match record.status {
+        ReplyStatus::Ok => "ok",
+        ReplyStatus::Error => "error",
+        ReplyStatus::Queued => "queued",
+        ReplyStatus::Skipped => "skipped",
+        ReplyStatus::Unanswered => "unanswered",
+    };
+    let source = match record.source {
+        ReplySource::Upstream => "upstream",
+        ReplySource::Proxy => "proxy",
+    };
+    map.serialize_entry(
+        "result",
+        &ResultOut { status, error_code: record.error_code.as_deref().map(Binary), source },
+    )?;
+    map.serialize_entry("duration_us", &(record.latency.as_micros() as u64))?;
+    map.serialize_entry("request_bytes", &record.request_bytes)?;
+    map.serialize_entry("response_bytes", &record.reply_bytes)
+}
+
+#[derive(Serialize)]
+struct CloseOut {
+    reason: &'static str,
+    duration_ms: u64,
+    commands: u64,
+    errors: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+fn write_session(
+    map: &mut Map<'_>,
+    session: &SessionEvent,
+    envelope: &Envelope,
+) -> Result<(), serde_json::Error> {
+    map.serialize_entry("session_id", &envelope.session_id(session.conn_id))?;
+    let client = client(
+        &session.client_addr,
+        &session.client_name,
+        &session.client_lib,
+        &session.client_lib_ver,
+        None,
+    );
+    map.serialize_entry("client", &client)?;
+    map.serialize_entry("user", &Binary(&session.user))?;
+    map.serialize_entry("upstream", &envelope.upstream)?;
+    if let Some(close) = &session.close {
+        map.serialize_entry(
+            "close",
+            &CloseOut {
+                reason: close.reason,
+                duration_ms: close.duration.as_millis() as u64,
+                commands: close.commands,
+                errors: close.errors,
+                bytes_in: close.bytes_in,
+                bytes_out: close.bytes_out,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// `2026-11-22T04:40:00.123456Z`
+pub fn rfc3339_micros(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = since.as_secs() as i64;
+    let (days, rest) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        since.subsec_micros()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_utc_with_micros() {
+        let time = UNIX_EPOCH + Duration::new(1_795_319_593, 871_344_123);
+        assert_eq!(rfc3339_micros(time), "2026-11-22T03:53:13.871344Z");
+        assert_eq!(rfc3339_micros(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339_micros(leap), "2000-02-29T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn binary_strings_are_base64_objects() {
+        assert_eq!(serde_json::to_string(&Binary(b"k")).unwrap(), "\"k\"");
+        assert_eq!(serde_json::to_string(&Binary(b"\xff")).unwrap(), "{\"b64\":\"/w==\"}");
+    }
+}

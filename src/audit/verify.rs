@@ -1,0 +1,1 @@
+//! `redis-audit-proxy audit verify`: placeholder replaced below.

@@ -1,0 +1,410 @@
+//! The audit writer: a bounded queue (bounded in bytes) feeding a dedicated thread that
+//! renders, hash-chains, batches and appends lines to `audit.log`, rotates it by rename, and
+//! recovers after a crash. The proxy's threads only enqueue.
+//!
+//! Sequence numbers are taken under the same lock as the enqueue, so the file's order is the
+//! `seq` order. A command event that does not fit the queue is dropped but keeps its number;
+//! the next event enqueued is preceded by a `loss` record naming the missing range, so every
+//! number is accounted for. Session and system events are never dropped.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::SystemTime;
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::audit::event::{render, AuditEvent, Envelope, SystemEvent};
+
+/// The active file's name in the audit directory.
+pub const ACTIVE_FILE: &str = "audit.log";
+/// The `prev` hash of the very first line of a directory.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Most events written per batch (one `write` per batch).
+const BATCH_EVENTS: usize = 4096;
+/// How far back from the end of a file the last line is looked for at start-up.
+const TAIL_SCAN_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Settings of the writer.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// The audit directory.
+    pub dir: PathBuf,
+    /// Rotate the active file before it passes this size.
+    pub rotate_bytes: u64,
+    /// Bytes of events queued before command events are dropped.
+    pub queue_max_bytes: usize,
+}
+
+/// Counters of the audit log.
+#[derive(Debug, Default)]
+pub struct AuditStats {
+    /// Events written.
+    pub written: AtomicU64,
+    /// Command events dropped because the queue was full.
+    pub dropped_queue_full: AtomicU64,
+    /// Bytes written to files.
+    pub bytes_written: AtomicU64,
+    /// Files rotated.
+    pub rotations: AtomicU64,
+    /// Write errors.
+    pub write_errors: AtomicU64,
+}
+
+enum Job {
+    Event { seq: Option<u64>, event: AuditEvent, bytes: usize },
+    Flush(mpsc::SyncSender<()>),
+}
+
+struct Producer {
+    next_seq: u64,
+    /// Dropped sequence numbers not yet reported: always one contiguous range, because any
+    /// successful enqueue reports it first.
+    lost: Option<(u64, u64)>,
+    sender: Option<Sender<Job>>,
+}
+
+/// The handle the proxy enqueues events on.
+#[derive(Debug)]
+pub struct AuditLog {
+    producer: Mutex<Producer>,
+    queued_bytes: Arc<AtomicUsize>,
+    queue_max_bytes: usize,
+    /// Counters.
+    pub stats: Arc<AuditStats>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("next_seq", &self.next_seq)
+            .field("lost", &self.lost)
+            .finish()
+    }
+}
+
+impl AuditLog {
+    /// Opens the audit directory (creating it), recovers from an earlier run, starts the
+    /// writer thread.
+    pub fn open(config: WriterConfig, envelope: Envelope) -> io::Result<Self> {
+        fs::create_dir_all(&config.dir)?;
+        let files = ActiveFile::open(&config, &envelope)?;
+        let (sender, receiver) = mpsc::channel();
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let stats = Arc::new(AuditStats::default());
+        let thread = {
+            let queued_bytes = Arc::clone(&queued_bytes);
+            let stats = Arc::clone(&stats);
+            std::thread::Builder::new()
+                .name("audit-writer".into())
+                .spawn(move || run_writer(receiver, files, envelope, queued_bytes, stats))?
+        };
+        Ok(Self {
+            producer: Mutex::new(Producer { next_seq: 1, lost: None, sender: Some(sender) }),
+            queued_bytes,
+            queue_max_bytes: config.queue_max_bytes,
+            stats,
+            writer: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Enqueues an event; never blocks on the disk.
+    pub fn submit(&self, event: AuditEvent) {
+        let bytes = event.estimated_bytes();
+        let mut producer = self.producer.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(sender) = producer.sender.clone() else { return };
+        let full = self.queued_bytes.load(Ordering::Relaxed) + bytes > self.queue_max_bytes;
+        if full && event.is_droppable() {
+            let seq = producer.next_seq;
+            producer.next_seq += 1;
+            producer.lost = Some(producer.lost.map_or((seq, seq), |(first, _)| (first, seq)));
+            self.stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Some((first, last)) = producer.lost.take() {
+            let loss = AuditEvent::System(SystemEvent {
+                action: "loss",
+                time: SystemTime::now(),
+                detail: json!({
+                    "lost": {"reason": "queue_full", "first_seq": first, "last_seq": last,
+                             "count": last - first + 1}
+                }),
+            });
+            let seq = producer.next_seq;
+            producer.next_seq += 1;
+            self.queued_bytes.fetch_add(512, Ordering::Relaxed);
+            let _ = sender.send(Job::Event { seq: Some(seq), event: loss, bytes: 512 });
+        }
+        let seq = producer.next_seq;
+        producer.next_seq += 1;
+        self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let _ = sender.send(Job::Event { seq: Some(seq), event, bytes });
+    }
+
+    /// Waits until everything enqueued so far is written.
+    pub fn flush(&self) {
+        let sender = {
+            let producer = self.producer.lock().unwrap_or_else(PoisonError::into_inner);
+            producer.sender.clone()
+        };
+        let Some(sender) = sender else { return };
+        let (ack, done) = mpsc::sync_channel(1);
+        if sender.send(Job::Flush(ack)).is_ok() {
+            let _ = done.recv();
+        }
+    }
+
+    /// Writes what is queued and stops the writer thread.
+    pub fn close(&self) {
+        self.producer.lock().unwrap_or_else(PoisonError::into_inner).sender = None;
+        if let Some(thread) = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Bytes of events waiting to be written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn run_writer(
+    receiver: Receiver<Job>,
+    mut files: ActiveFile,
+    envelope: Envelope,
+    queued_bytes: Arc<AtomicUsize>,
+    stats: Arc<AuditStats>,
+) {
+    let mut batch = Vec::with_capacity(1 << 20);
+    let mut line = Vec::with_capacity(1024);
+    let mut acks = Vec::new();
+    while let Ok(first) = receiver.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < BATCH_EVENTS {
+            match receiver.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut released = 0;
+        let mut events = 0;
+        for job in jobs {
+            match job {
+                Job::Flush(ack) => acks.push(ack),
+                Job::Event { seq, event, bytes } => {
+                    released += bytes;
+                    events += 1;
+                    line.clear();
+                    render(&event, seq, &envelope, &files.last_hash, &mut line);
+                    if files.size + (batch.len() + line.len() + 1) as u64 > files.rotate_bytes {
+                        files.write(&mut batch, &stats);
+                        files.rotate(&envelope, &stats);
+                        // Chain to the new file's first line instead.
+                        line.clear();
+                        render(&event, seq, &envelope, &files.last_hash, &mut line);
+                    }
+                    files.last_hash = hex_sha256(&line);
+                    batch.extend_from_slice(&line);
+                    batch.push(b'\n');
+                }
+            }
+        }
+        files.write(&mut batch, &stats);
+        stats.written.fetch_add(events, Ordering::Relaxed);
+        queued_bytes.fetch_sub(released, Ordering::Relaxed);
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
+    }
+    files.write(&mut batch, &stats);
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn hex_sha256(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(64);
+    for byte in digest {
+        out.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
+        out.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
+    }
+    out
+}
+
+/// The active file and the chain state.
+struct ActiveFile {
+    dir: PathBuf,
+    file: File,
+    size: u64,
+    rotate_bytes: u64,
+    /// Hash of the last line written (the next line's `chain.prev`).
+    last_hash: String,
+    /// Counter that keeps rotated names unique within one second.
+    rotation_counter: u32,
+}
+
+impl ActiveFile {
+    /// Opens a fresh active file: an `audit.log` left by an earlier run is first rotated away
+    /// (noting a torn last line, the trace of a crash mid-write), and the new file's first line
+    /// links to the last complete line before it.
+    fn open(config: &WriterConfig, envelope: &Envelope) -> io::Result<Self> {
+        let active = config.dir.join(ACTIVE_FILE);
+        let mut counter = 0;
+        let (prev_file, last_hash, torn) = if active.exists() {
+            let (hash, torn) = last_line_hash(&active)?;
+            let rotated = rotated_name(&config.dir, &mut counter);
+            fs::rename(&active, config.dir.join(&rotated))?;
+            (Some(rotated), hash, torn)
+        } else {
+            match newest_rotated(&config.dir)? {
+                Some(name) => {
+                    let (hash, torn) = last_line_hash(&config.dir.join(&name))?;
+                    (Some(name), hash, torn)
+                }
+                None => (None, GENESIS_HASH.to_owned(), false),
+            }
+        };
+        let file = create_active(&active)?;
+        let mut this = Self {
+            dir: config.dir.clone(),
+            file,
+            size: 0,
+            rotate_bytes: config.rotate_bytes.max(1),
+            last_hash,
+            rotation_counter: counter,
+        };
+        this.write_file_open(envelope, prev_file.as_deref(), torn)?;
+        Ok(this)
+    }
+
+    fn write_file_open(
+        &mut self,
+        envelope: &Envelope,
+        prev_file: Option<&str>,
+        torn: bool,
+    ) -> io::Result<()> {
+        let event = AuditEvent::System(SystemEvent {
+            action: "file_open",
+            time: SystemTime::now(),
+            detail: json!({
+                "file": ACTIVE_FILE,
+                "prev_file": prev_file,
+                "recovered_torn_line": torn,
+            }),
+        });
+        let mut line = Vec::with_capacity(512);
+        render(&event, None, envelope, &self.last_hash, &mut line);
+        self.last_hash = hex_sha256(&line);
+        line.push(b'\n');
+        self.file.write_all(&line)?;
+        self.size += line.len() as u64;
+        Ok(())
+    }
+
+    fn write(&mut self, batch: &mut Vec<u8>, stats: &AuditStats) {
+        if batch.is_empty() {
+            return;
+        }
+        match self.file.write_all(batch) {
+            Ok(()) => {
+                self.size += batch.len() as u64;
+                stats.bytes_written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            }
+            Err(error) => {
+                stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%error, "writing the audit file failed; records lost");
+            }
+        }
+        batch.clear();
+    }
+
+    /// Renames `audit.log` to a unique rotated name and starts a new one, whose first line
+    /// names the previous file and chains to its last line.
+    fn rotate(&mut self, envelope: &Envelope, stats: &AuditStats) {
+        let rotated = rotated_name(&self.dir, &mut self.rotation_counter);
+        let active = self.dir.join(ACTIVE_FILE);
+        let result = fs::rename(&active, self.dir.join(&rotated))
+            .and_then(|()| create_active(&active))
+            .and_then(|file| {
+                self.file = file;
+                self.size = 0;
+                self.write_file_open(envelope, Some(&rotated), false)
+            });
+        match result {
+            Ok(()) => {
+                stats.rotations.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => {
+                stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%error, "rotating the audit file failed");
+            }
+        }
+    }
+}
+
+fn create_active(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create_new(true).append(true).mode(0o600).open(path)
+}
+
+/// `audit-<UTC yyyymmddThhmmss.mmm>Z-<nnnn>.log`, never an existing name; names sort in
+/// rotation order.
+fn rotated_name(dir: &Path, counter: &mut u32) -> String {
+    loop {
+        *counter += 1;
+        let stamp = crate::audit::event::rfc3339_micros(SystemTime::now());
+        // 2026-11-22T04:40:00.123456Z -> 20261122T044000.123Z
+        let compact: String = stamp[..23].chars().filter(|c| *c != '-' && *c != ':').collect();
+        let name = format!("audit-{compact}Z-{:04}.log", *counter % 10_000);
+        if !dir.join(&name).exists() {
+            return name;
+        }
+    }
+}
+
+/// The rotated files of `dir`, oldest first.
+pub fn rotated_files(dir: &Path) -> io::Result<Vec<String>> {
+    let mut names: Vec<String> = fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with("audit-") && name.ends_with(".log"))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+fn newest_rotated(dir: &Path) -> io::Result<Option<String>> {
+    Ok(rotated_files(dir)?.pop())
+}
+
+/// The hash of the last complete line of `path`, and whether a torn (unterminated) line
+/// follows it.
+fn last_line_hash(path: &Path) -> io::Result<(String, bool)> {
+    let mut file = File::open(path)?;
+    let length = file.metadata()?.len();
+    let start = length.saturating_sub(TAIL_SCAN_BYTES);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::with_capacity((length - start) as usize);
+    file.read_to_end(&mut tail)?;
+    let torn = !tail.is_empty() && tail.last() != Some(&b'\n');
+    let complete = match memchr::memrchr(b'\n', &tail) {
+        Some(end) => &tail[..end],
+        None => return Ok((GENESIS_HASH.to_owned(), torn)),
+    };
+    let line_start = memchr::memrchr(b'\n', complete).map_or(0, |at| at + 1);
+    if line_start == 0 && start > 0 {
+        // The last line is longer than the scan: the chain cannot be linked.
+        return Ok(("unknown".to_owned(), torn));
+    }
+    Ok((hex_sha256(&complete[line_start..]), torn))
+}
