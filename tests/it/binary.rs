@@ -147,9 +147,11 @@ fn runs_in_front_of_redis_and_exits_zero_on_sigterm() {
     crate::require_redis!();
     let redis = RedisServer::start(&[]);
     let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let audit_dir = std::env::temp_dir().join(format!("rap-binary-{}", free_port()));
+    let _ = std::fs::remove_dir_all(&audit_dir);
     let child = Command::new(BINARY)
         .args(["--listen", &listen.to_string(), "--upstream", &redis.addr.to_string()])
-        .args(["--log-level", "warn"])
+        .args(["--audit-dir", &audit_dir.display().to_string(), "--log-level", "warn"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -194,6 +196,23 @@ fn runs_in_front_of_redis_and_exits_zero_on_sigterm() {
     assert!(matches!(closed, Ok(0)), "idle client: {closed:?} {rest:?}");
     let _ = idle.shutdown(Shutdown::Both);
     assert!(TcpStream::connect(listen).is_err(), "still listening after exit");
+
+    // The audit trail saw it all, from start to stop.
+    let trail = std::fs::read_to_string(audit_dir.join("audit.log")).expect("audit.log written");
+    let actions: Vec<&str> = trail
+        .lines()
+        .map(|line| {
+            line.split("\"action\":\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or("?")
+        })
+        .collect();
+    assert_eq!(actions.first(), Some(&"file_open"), "{trail}");
+    assert_eq!(actions.get(1), Some(&"start"), "{trail}");
+    assert_eq!(actions.last(), Some(&"stop"), "{trail}");
+    assert_eq!(actions.iter().filter(|a| **a == "command").count(), 2, "two PINGs: {trail}");
+    let _ = std::fs::remove_dir_all(&audit_dir);
 }
 
 #[test]

@@ -53,15 +53,35 @@ impl TestProxy {
         Self::start_with(upstream, "").await
     }
 
-    /// A proxy in front of `upstream`; `toml` is extra configuration (e.g. `[proxy.limits]` keys).
-    pub async fn start_with(upstream: SocketAddr, toml: &str) -> Self {
+    /// A proxy in front of `upstream` writing the real audit trail into `dir`; `toml` is extra
+    /// configuration (e.g. `[audit]` keys). The returned sink can `sync()` to wait for the files.
+    pub async fn start_audited(
+        upstream: SocketAddr,
+        dir: &std::path::Path,
+        toml: &str,
+    ) -> (Self, Arc<redis_audit_proxy::audit::AuditSink>) {
+        let config = Self::config(upstream, toml, Some(dir));
+        let audit = redis_audit_proxy::audit::AuditSink::open(&config).expect("audit dir opens");
+        let app = App::start(config, audit.clone()).await.expect("proxy starts");
+        let proxy =
+            Self { addr: app.local_addr, sink: Arc::new(CollectSink::default()), app: Some(app) };
+        (proxy, audit)
+    }
+
+    fn config(upstream: SocketAddr, toml: &str, audit_dir: Option<&std::path::Path>) -> Config {
         let raw = toml::from_str(toml).expect("test config parses");
         let overrides = Overrides {
             listen: Some("127.0.0.1:0".into()),
             upstream: Some(upstream.to_string()),
+            audit_dir: audit_dir.map(|d| d.display().to_string()),
             ..Overrides::default()
         };
-        let config = Config::validate(raw, "test", &overrides).expect("test config is valid");
+        Config::validate(raw, "test", &overrides).expect("test config is valid")
+    }
+
+    /// A proxy in front of `upstream`; `toml` is extra configuration (e.g. `[proxy.limits]` keys).
+    pub async fn start_with(upstream: SocketAddr, toml: &str) -> Self {
+        let config = Self::config(upstream, toml, None);
         let sink = Arc::new(CollectSink::default());
         let app = App::start(config, sink.clone()).await.expect("proxy starts");
         Self { addr: app.local_addr, sink, app: Some(app) }
