@@ -172,7 +172,7 @@ start_redis() {
 start_proxy() {
   PROXY_PORT=$(pick_port "${BENCH_PROXY_PORT:-16380}")
   [[ $PROXY_PORT != "$REDIS_PORT" ]] || PROXY_PORT=$(pick_port 0)
-  PROXY_CMD=("$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" --upstream "127.0.0.1:$REDIS_PORT" --log-level warn)
+  PROXY_CMD=("$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" --upstream "127.0.0.1:$REDIS_PORT" --audit-dir "$WORK/audit" --log-level warn)
   "${PROXY_CMD[@]}" 2>>"$WORK/proxy.log" &
   PROXY_PID=$!
   wait_for_pong "$PROXY_PORT" "$PROXY_PID" redis-audit-proxy "$WORK/proxy.log"
