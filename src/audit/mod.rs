@@ -40,6 +40,8 @@ impl AuditSink {
             WriterConfig {
                 dir: config.audit.dir.clone(),
                 rotate_bytes: config.audit.rotate_bytes,
+                rotate_interval: config.audit.rotate_interval,
+                retention: config.audit.retention,
                 queue_max_bytes: config.audit.queue_max_bytes,
             },
             envelope.clone(),

@@ -15,12 +15,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::audit::event::{render, AuditEvent, Envelope, SystemEvent};
+use crate::config::Retention;
 
 /// The active file's name in the audit directory.
 pub const ACTIVE_FILE: &str = "audit.log";
@@ -38,9 +39,16 @@ pub struct WriterConfig {
     pub dir: PathBuf,
     /// Rotate the active file before it passes this size.
     pub rotate_bytes: u64,
+    /// Rotate the active file when it is this old.
+    pub rotate_interval: Option<Duration>,
+    /// What to keep of the rotated files.
+    pub retention: Retention,
     /// Bytes of events queued before command events are dropped.
     pub queue_max_bytes: usize,
 }
+
+/// How often the writer wakes up without events, to rotate by time.
+const TICK: Duration = Duration::from_secs(1);
 
 /// Counters of the audit log.
 #[derive(Debug, Default)]
@@ -55,6 +63,8 @@ pub struct AuditStats {
     pub rotations: AtomicU64,
     /// Write errors.
     pub write_errors: AtomicU64,
+    /// Rotated files deleted by retention.
+    pub deletions: AtomicU64,
 }
 
 enum Job {
@@ -191,7 +201,16 @@ fn run_writer(
     let mut batch = Vec::with_capacity(1 << 20);
     let mut line = Vec::with_capacity(1024);
     let mut acks = Vec::new();
-    while let Ok(first) = receiver.recv() {
+    files.enforce_retention(&envelope, &stats);
+    loop {
+        let first = match receiver.recv_timeout(TICK) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                files.rotate_if_old(&envelope, &stats);
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         let mut jobs = vec![first];
         while jobs.len() < BATCH_EVENTS {
             match receiver.try_recv() {
@@ -223,6 +242,7 @@ fn run_writer(
             }
         }
         files.write(&mut batch, &stats);
+        files.rotate_if_old(&envelope, &stats);
         stats.written.fetch_add(events, Ordering::Relaxed);
         queued_bytes.fetch_sub(released, Ordering::Relaxed);
         for ack in acks.drain(..) {
@@ -253,6 +273,11 @@ struct ActiveFile {
     last_hash: String,
     /// Counter that keeps rotated names unique within one second.
     rotation_counter: u32,
+    /// When the active file was opened, and how big its header is (not worth rotating alone).
+    opened_at: SystemTime,
+    header_bytes: u64,
+    rotate_interval: Option<Duration>,
+    retention: Retention,
 }
 
 impl ActiveFile {
@@ -284,9 +309,82 @@ impl ActiveFile {
             rotate_bytes: config.rotate_bytes.max(1),
             last_hash,
             rotation_counter: counter,
+            opened_at: SystemTime::now(),
+            header_bytes: 0,
+            rotate_interval: config.rotate_interval,
+            retention: config.retention,
         };
         this.write_file_open(envelope, prev_file.as_deref(), torn)?;
         Ok(this)
+    }
+
+    /// Writes one unsequenced line of the writer's own (`file_open`, `file_delete`), chained.
+    fn write_marker(
+        &mut self,
+        envelope: &Envelope,
+        action: &'static str,
+        detail: serde_json::Value,
+    ) -> io::Result<()> {
+        let event = AuditEvent::System(SystemEvent { action, time: SystemTime::now(), detail });
+        let mut line = Vec::with_capacity(512);
+        render(&event, None, envelope, &self.last_hash, &mut line);
+        self.last_hash = hex_sha256(&line);
+        line.push(b'\n');
+        self.file.write_all(&line)?;
+        self.size += line.len() as u64;
+        Ok(())
+    }
+
+    /// Rotates when the active file is older than `rotate_interval` and holds more than its
+    /// header.
+    fn rotate_if_old(&mut self, envelope: &Envelope, stats: &AuditStats) {
+        let Some(interval) = self.rotate_interval else { return };
+        let age = SystemTime::now().duration_since(self.opened_at).unwrap_or_default();
+        if age >= interval && self.size > self.header_bytes {
+            self.rotate(envelope, stats);
+        }
+    }
+
+    /// Deletes the oldest rotated files past the retention limits, recording each deletion.
+    fn enforce_retention(&mut self, envelope: &Envelope, stats: &AuditStats) {
+        let Retention { files, bytes, age } = self.retention;
+        if files.is_none() && bytes.is_none() && age.is_none() {
+            return;
+        }
+        let Ok(names) = rotated_files(&self.dir) else { return };
+        let entries: Vec<(String, u64, SystemTime)> = names
+            .into_iter()
+            .filter_map(|name| {
+                let metadata = fs::metadata(self.dir.join(&name)).ok()?;
+                Some((name, metadata.len(), metadata.modified().ok()?))
+            })
+            .collect();
+        let mut total: u64 = self.size + entries.iter().map(|(_, size, _)| size).sum::<u64>();
+        let now = SystemTime::now();
+        for (index, (name, size, modified)) in entries.iter().enumerate() {
+            let remaining = (entries.len() - index) as u64;
+            let reason = if files.is_some_and(|max| remaining > max) {
+                "retain_files"
+            } else if bytes.is_some_and(|max| total > max) {
+                "retain_bytes"
+            } else if age.is_some_and(|max| now.duration_since(*modified).unwrap_or_default() > max)
+            {
+                "retain_age"
+            } else {
+                break;
+            };
+            if let Err(error) = fs::remove_file(self.dir.join(name)) {
+                tracing::error!(%error, file = %name, "deleting an old audit file failed");
+                stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            total -= size;
+            stats.deletions.fetch_add(1, Ordering::Relaxed);
+            let detail = json!({"file": name, "bytes": size, "reason": reason});
+            if let Err(error) = self.write_marker(envelope, "file_delete", detail) {
+                tracing::error!(%error, "recording an audit file deletion failed");
+            }
+        }
     }
 
     fn write_file_open(
@@ -295,21 +393,13 @@ impl ActiveFile {
         prev_file: Option<&str>,
         torn: bool,
     ) -> io::Result<()> {
-        let event = AuditEvent::System(SystemEvent {
-            action: "file_open",
-            time: SystemTime::now(),
-            detail: json!({
-                "file": ACTIVE_FILE,
-                "prev_file": prev_file,
-                "recovered_torn_line": torn,
-            }),
+        let detail = json!({
+            "file": ACTIVE_FILE,
+            "prev_file": prev_file,
+            "recovered_torn_line": torn,
         });
-        let mut line = Vec::with_capacity(512);
-        render(&event, None, envelope, &self.last_hash, &mut line);
-        self.last_hash = hex_sha256(&line);
-        line.push(b'\n');
-        self.file.write_all(&line)?;
-        self.size += line.len() as u64;
+        self.write_marker(envelope, "file_open", detail)?;
+        self.header_bytes = self.size;
         Ok(())
     }
 
@@ -340,11 +430,13 @@ impl ActiveFile {
             .and_then(|file| {
                 self.file = file;
                 self.size = 0;
+                self.opened_at = SystemTime::now();
                 self.write_file_open(envelope, Some(&rotated), false)
             });
         match result {
             Ok(()) => {
                 stats.rotations.fetch_add(1, Ordering::Relaxed);
+                self.enforce_retention(envelope, stats);
             }
             Err(error) => {
                 stats.write_errors.fetch_add(1, Ordering::Relaxed);

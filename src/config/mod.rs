@@ -89,8 +89,23 @@ pub struct AuditConfig {
     pub dir: PathBuf,
     /// Rotate the active file before it passes this size.
     pub rotate_bytes: u64,
+    /// Rotate the active file when it is this old.
+    pub rotate_interval: Option<Duration>,
+    /// What to keep of the rotated files.
+    pub retention: Retention,
     /// Bytes of events queued before command events are dropped.
     pub queue_max_bytes: usize,
+}
+
+/// Which rotated audit files are kept; each limit is off when `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Most rotated files.
+    pub files: Option<u64>,
+    /// Most bytes of audit files, the active one included.
+    pub bytes: Option<u64>,
+    /// Oldest rotated file.
+    pub age: Option<Duration>,
 }
 
 /// Identity.
@@ -359,6 +374,14 @@ impl Config {
                 enabled: raw.audit.enabled,
                 dir: PathBuf::from(raw.audit.dir),
                 rotate_bytes,
+                rotate_interval: (raw.audit.rotate_interval > 0)
+                    .then(|| Duration::from_secs(raw.audit.rotate_interval)),
+                retention: Retention {
+                    files: (raw.audit.retain_files > 0).then_some(raw.audit.retain_files),
+                    bytes: (raw.audit.retain_bytes > 0).then_some(raw.audit.retain_bytes),
+                    age: (raw.audit.retain_age > 0)
+                        .then(|| Duration::from_secs(raw.audit.retain_age)),
+                },
                 queue_max_bytes: queue_max_bytes as usize,
             },
             auth: AuthConfig { users_file: raw.auth.users_file.map(PathBuf::from) },

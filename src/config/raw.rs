@@ -144,6 +144,14 @@ pub struct RawAudit {
     pub on_full: String,
     /// Rotate `audit.log` before it passes this size.
     pub rotate_bytes: u64,
+    /// Rotate `audit.log` when it is this many seconds old (0 = only by size).
+    pub rotate_interval: u64,
+    /// Keep at most this many rotated files (0 = no limit).
+    pub retain_files: u64,
+    /// Keep at most this many bytes of audit files, the active one included (0 = no limit).
+    pub retain_bytes: u64,
+    /// Delete rotated files older than this many seconds (0 = no limit).
+    pub retain_age: u64,
     /// Bytes of events queued for the writer before command events are dropped.
     pub queue_max_bytes: u64,
 }
@@ -156,6 +164,10 @@ impl Default for RawAudit {
             durability: "async".into(),
             on_full: "drop".into(),
             rotate_bytes: 100 * 1024 * 1024,
+            rotate_interval: 86_400,
+            retain_files: 100,
+            retain_bytes: 0,
+            retain_age: 0,
             queue_max_bytes: 64 * 1024 * 1024,
         }
     }

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod audit_retention;
 mod binary;
 mod clients;
 mod corpus;
