@@ -135,6 +135,12 @@ pub trait CommandSink: Send + Sync + std::fmt::Debug + 'static {
     /// Takes one session event (connection opened or closed).
     fn session(&self, _event: crate::audit::event::SessionEvent) {}
 
+    /// True while the sink cannot take more records without dropping them (`audit.on_full`
+    /// decides what the proxy does then).
+    fn is_full(&self) -> bool {
+        false
+    }
+
     /// Makes every record taken so far durable; called once on shutdown, after the last
     /// connection ended.
     fn flush(&self) {}

@@ -43,8 +43,9 @@ impl AuditEvent {
         }
     }
 
-    /// Events that are never dropped when the queue is full.
-    pub fn is_droppable(&self) -> bool {
+    /// Command records may be dropped when the queue is full (as `on_full` says); session
+    /// and system events never are.
+    pub fn is_command(&self) -> bool {
         matches!(self, Self::Command(_))
     }
 }

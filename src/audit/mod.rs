@@ -15,8 +15,8 @@ use std::time::SystemTime;
 
 use serde_json::json;
 
-use crate::config::Config;
-use crate::record::{CommandRecord, CommandSink};
+use crate::config::{Config, OnFull};
+use crate::record::{CommandRecord, CommandSink, ReplySource};
 use event::{AuditEvent, Envelope, SessionEvent, SystemEvent};
 use writer::{AuditLog, WriterConfig};
 
@@ -24,6 +24,7 @@ use writer::{AuditLog, WriterConfig};
 #[derive(Debug)]
 pub struct AuditSink {
     log: AuditLog,
+    on_full: OnFull,
     /// This process's envelope (instance id, node, upstream).
     pub envelope: Envelope,
 }
@@ -46,22 +47,30 @@ impl AuditSink {
             },
             envelope.clone(),
         )?;
-        log.submit(AuditEvent::System(SystemEvent {
-            action: "start",
-            time: SystemTime::now(),
-            detail: json!({
-                "version": env!("CARGO_PKG_VERSION"),
-                "pid": std::process::id(),
-                "listen": config.proxy.listen.to_string(),
-                "durability": "async",
+        log.submit(
+            AuditEvent::System(SystemEvent {
+                action: "start",
+                time: SystemTime::now(),
+                detail: json!({
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "pid": std::process::id(),
+                    "listen": config.proxy.listen.to_string(),
+                    "durability": "async",
+                }),
             }),
-        }));
-        Ok(Arc::new(Self { log, envelope }))
+            false,
+        );
+        Ok(Arc::new(Self { log, on_full: config.audit.on_full, envelope }))
     }
 
     /// The writer's counters.
     pub fn stats(&self) -> &writer::AuditStats {
         &self.log.stats
+    }
+
+    /// Holds the writer (as a slow disk would) until the guard drops.
+    pub fn stall(&self) -> writer::Stall {
+        self.log.stall()
     }
 
     /// Waits until every event enqueued so far is in the file.
@@ -72,19 +81,23 @@ impl AuditSink {
 
 impl CommandSink for AuditSink {
     fn record(&self, record: CommandRecord) {
-        self.log.submit(AuditEvent::Command(Box::new(record)));
+        // With block and reject, a command that ran is always recorded (the clients wait or are
+        // refused, so this stays bounded); what the proxy answered itself may be dropped.
+        let droppable = self.on_full == OnFull::Drop || record.source == ReplySource::Proxy;
+        self.log.submit(AuditEvent::Command(Box::new(record)), droppable);
     }
 
     fn session(&self, event: SessionEvent) {
-        self.log.submit(AuditEvent::Session(Box::new(event)));
+        self.log.submit(AuditEvent::Session(Box::new(event)), false);
+    }
+
+    fn is_full(&self) -> bool {
+        self.log.is_full()
     }
 
     fn flush(&self) {
-        self.log.submit(AuditEvent::System(SystemEvent {
-            action: "stop",
-            time: SystemTime::now(),
-            detail: json!({}),
-        }));
+        let stop = SystemEvent { action: "stop", time: SystemTime::now(), detail: json!({}) };
+        self.log.submit(AuditEvent::System(stop), false);
         self.log.close();
     }
 }

@@ -11,7 +11,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -84,6 +84,8 @@ struct Producer {
 #[derive(Debug)]
 pub struct AuditLog {
     producer: Mutex<Producer>,
+    /// Set by [`AuditLog::stall`]: the writer waits before its next batch while it is.
+    stalled: Arc<AtomicBool>,
     queued_bytes: Arc<AtomicUsize>,
     queue_max_bytes: usize,
     /// Counters.
@@ -109,15 +111,18 @@ impl AuditLog {
         let (sender, receiver) = mpsc::channel();
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(AuditStats::default());
+        let stalled = Arc::new(AtomicBool::new(false));
         let thread = {
             let queued_bytes = Arc::clone(&queued_bytes);
             let stats = Arc::clone(&stats);
-            std::thread::Builder::new()
-                .name("audit-writer".into())
-                .spawn(move || run_writer(receiver, files, envelope, queued_bytes, stats))?
+            let stalled = Arc::clone(&stalled);
+            std::thread::Builder::new().name("audit-writer".into()).spawn(move || {
+                run_writer(receiver, files, envelope, queued_bytes, stats, &stalled)
+            })?
         };
         Ok(Self {
             producer: Mutex::new(Producer { next_seq: 1, lost: None, sender: Some(sender) }),
+            stalled,
             queued_bytes,
             queue_max_bytes: config.queue_max_bytes,
             stats,
@@ -125,13 +130,27 @@ impl AuditLog {
         })
     }
 
-    /// Enqueues an event; never blocks on the disk.
-    pub fn submit(&self, event: AuditEvent) {
+    /// Holds the writer before its next batch until the guard drops, as a disk slower than
+    /// the traffic would: for drills and tests of `on_full`.
+    pub fn stall(&self) -> Stall {
+        self.stalled.store(true, Ordering::SeqCst);
+        Stall(Arc::clone(&self.stalled))
+    }
+
+    /// True while the queue holds more than its byte budget.
+    pub fn is_full(&self) -> bool {
+        self.queued_bytes.load(Ordering::Relaxed) >= self.queue_max_bytes
+    }
+
+    /// Enqueues an event; never blocks on the disk. When the queue is full, a `droppable`
+    /// event is dropped (counted; its seq is declared by the next `loss` record), any other is
+    /// queued beyond the budget.
+    pub fn submit(&self, event: AuditEvent, droppable: bool) {
         let bytes = event.estimated_bytes();
         let mut producer = self.producer.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(sender) = producer.sender.clone() else { return };
         let full = self.queued_bytes.load(Ordering::Relaxed) + bytes > self.queue_max_bytes;
-        if full && event.is_droppable() {
+        if full && droppable {
             let seq = producer.next_seq;
             producer.next_seq += 1;
             producer.lost = Some(producer.lost.map_or((seq, seq), |(first, _)| (first, seq)));
@@ -185,6 +204,16 @@ impl AuditLog {
     }
 }
 
+/// Keeps the writer stalled until dropped.
+#[derive(Debug)]
+pub struct Stall(Arc<AtomicBool>);
+
+impl Drop for Stall {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
 impl Drop for AuditLog {
     fn drop(&mut self) {
         self.close();
@@ -197,6 +226,7 @@ fn run_writer(
     envelope: Envelope,
     queued_bytes: Arc<AtomicUsize>,
     stats: Arc<AuditStats>,
+    stalled: &AtomicBool,
 ) {
     let mut batch = Vec::with_capacity(1 << 20);
     let mut line = Vec::with_capacity(1024);
@@ -211,6 +241,9 @@ fn run_writer(
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
+        while stalled.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let mut jobs = vec![first];
         while jobs.len() < BATCH_EVENTS {
             match receiver.try_recv() {

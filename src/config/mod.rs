@@ -93,8 +93,21 @@ pub struct AuditConfig {
     pub rotate_interval: Option<Duration>,
     /// What to keep of the rotated files.
     pub retention: Retention,
-    /// Bytes of events queued before command events are dropped.
+    /// Bytes of events queued before `on_full` applies.
     pub queue_max_bytes: usize,
+    /// What happens to commands while the queue is full.
+    pub on_full: OnFull,
+}
+
+/// `audit.on_full`: what happens while the audit queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFull {
+    /// Commands go on; their records are dropped, counted, and declared by a `loss` record.
+    Drop,
+    /// The proxy stops reading clients until the writer catches up.
+    Block,
+    /// New commands are refused with `-ERR` and not run (fail-closed).
+    Reject,
 }
 
 /// Which rotated audit files are kept; each limit is off when `None`.
@@ -338,7 +351,17 @@ impl Config {
             }
         };
         not_yet("audit.durability", &raw.audit.durability, "async", &["write", "fsync"])?;
-        not_yet("audit.on_full", &raw.audit.on_full, "drop", &["block", "reject"])?;
+        let on_full = match raw.audit.on_full.as_str() {
+            "drop" => OnFull::Drop,
+            "block" => OnFull::Block,
+            "reject" => OnFull::Reject,
+            other => {
+                return Err(invalid(
+                    "audit.on_full",
+                    format!("\"{other}\" is not one of \"drop\", \"block\", \"reject\""),
+                ))
+            }
+        };
         let rotate_bytes = positive("audit.rotate_bytes", raw.audit.rotate_bytes)?;
         let queue_max_bytes = positive("audit.queue_max_bytes", raw.audit.queue_max_bytes)?;
         let mode = match mode_from_flag {
@@ -383,6 +406,7 @@ impl Config {
                         .then(|| Duration::from_secs(raw.audit.retain_age)),
                 },
                 queue_max_bytes: queue_max_bytes as usize,
+                on_full,
             },
             auth: AuthConfig { users_file: raw.auth.users_file.map(PathBuf::from) },
             acl: AclConfig { mode },

@@ -140,7 +140,7 @@ pub struct RawAudit {
     pub dir: String,
     /// `async` (the only mode in this build; `write` and `fsync` are coming).
     pub durability: String,
-    /// `drop` (the only policy in this build; `block` and `reject` are coming).
+    /// `drop`, `block` or `reject`.
     pub on_full: String,
     /// Rotate `audit.log` before it passes this size.
     pub rotate_bytes: u64,

@@ -7,7 +7,7 @@
 //! they are framed, even mid-reply, so a large reply never sits whole in the proxy.
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use crate::audit::event::{CloseStats, SessionAction, SessionEvent};
 use crate::command::{extract_keys, Class, CommandInfo, CommandTable, Keys};
+use crate::config::OnFull;
 use crate::proxy::pipeline::{Expect, LocalReply, Slot, WriteQueue};
 use crate::proxy::session::{Effect, PubSubFamily, Session};
 use crate::proxy::{upstream, ProxyContext};
@@ -33,6 +34,8 @@ use crate::resp::request::{Request, RequestDecoder};
 
 /// Room kept free in a read buffer before each read.
 const READ_SIZE: usize = 16 * 1024;
+/// With `audit.on_full = "block"`, how often a stalled client re-checks the audit queue.
+const AUDIT_RECHECK: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Why a connection's drive loop stopped.
 #[derive(Debug)]
@@ -122,6 +125,8 @@ struct Connection<C> {
     close_reason: Option<&'static str>,
     /// When it was accepted.
     opened: Instant,
+    /// Wakes a client stalled by a full audit queue (`on_full = "block"`) to look again.
+    audit_recheck: Option<Pin<Box<tokio::time::Sleep>>>,
     /// AUTH / HELLO AUTH commands in flight. While one is in flight for a client that has not
     /// authenticated, nothing behind it is decoded: Redis runs the AUTH before it reads the
     /// next request, and which limits apply to that request depends on the AUTH's outcome.
@@ -181,6 +186,7 @@ where
             totals: CloseStats::default(),
             close_reason: None,
             opened: now,
+            audit_recheck: None,
             auth_in_flight: 0,
             discarding_input: false,
             decode_stalled: false,
@@ -298,7 +304,16 @@ where
                 self.decode_requests(Instant::now());
             }
 
-            if self.reading_client && self.has_room_for_requests() {
+            if self.reading_client && self.audit_blocks() {
+                // Back-pressure from the audit writer: read nothing until it catches up.
+                let timer = self
+                    .audit_recheck
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(AUDIT_RECHECK)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    timer.as_mut().reset(Instant::now() + AUDIT_RECHECK);
+                    progress = true;
+                }
+            } else if self.reading_client && self.has_room_for_requests() {
                 if self.client_in.capacity() - self.client_in.len() < READ_SIZE / 4 {
                     self.client_in.reserve(READ_SIZE);
                 }
@@ -409,6 +424,12 @@ where
         let limits = &self.ctx.config.proxy.limits;
         self.pending.len() < limits.pipeline_max_depth
             && self.to_upstream.len() < limits.output_buffer_bytes
+            && !self.audit_blocks()
+    }
+
+    /// `on_full = "block"` and the audit queue is full.
+    fn audit_blocks(&self) -> bool {
+        self.ctx.config.audit.on_full == OnFull::Block && self.ctx.sink.is_full()
     }
 
     fn reconnect_due(&self) -> bool {
@@ -479,6 +500,18 @@ where
         let effect = Effect::of(&request.args);
         let answered = self.session.expects_reply(&effect);
         let request_bytes = request.raw.len() as u64;
+        if self.ctx.config.audit.on_full == OnFull::Reject && self.ctx.sink.is_full() {
+            // Fail-closed: what cannot be recorded is not run.
+            let reply = LocalReply {
+                bytes: Bytes::from_static(
+                    b"-ERR audit trail unavailable: the audit queue is full, command not executed\r\n",
+                ),
+                status: ReplyStatus::Error,
+                close_after: false,
+            };
+            self.push_local(request.args, request_bytes, reply, now);
+            return;
+        }
         if self.upstream.is_none() {
             let reply = if effect == Effect::Quit {
                 self.reading_client = false;

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod audit_backpressure;
 mod audit_retention;
 mod binary;
 mod clients;

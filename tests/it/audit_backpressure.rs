@@ -1,0 +1,143 @@
+//! `audit.on_full`: what the proxy does while the audit writer is behind (a stalled writer
+//! stands for a disk slower than the traffic).
+
+use std::time::Duration;
+
+use crate::support::{RawClient, RedisServer, TestProxy};
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "rap-{tag}-{}-{}",
+        std::process::id(),
+        crate::support::redis::free_port()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn lines(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("audit.log"))
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn reject_refuses_commands_it_cannot_record_and_runs_none_of_them() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let dir = temp_dir("reject");
+    let (proxy, audit) = TestProxy::start_audited(
+        redis.addr,
+        &dir,
+        "[audit]\non_full = \"reject\"\nqueue_max_bytes = 4096\n",
+    )
+    .await;
+    let mut client = RawClient::connect(proxy.addr).await;
+    let stall = audit.stall();
+    let (mut accepted, mut refused) = (0, 0);
+    for _ in 0..40 {
+        let reply = client.call(&[b"INCR", b"counter"]).await;
+        if reply.starts_with(b"-ERR audit trail unavailable") {
+            refused += 1;
+        } else {
+            assert!(reply.starts_with(b":"), "{:?}", String::from_utf8_lossy(&reply));
+            accepted += 1;
+        }
+    }
+    assert!(refused > 0 && accepted > 0, "accepted {accepted}, refused {refused}");
+    drop(stall);
+    audit.sync();
+    // Once the writer caught up, commands run again.
+    assert_eq!(
+        client.call(&[b"INCR", b"counter"]).await,
+        format!(":{}\r\n", accepted + 1).into_bytes()
+    );
+    let mut direct = RawClient::connect(redis.addr).await;
+    assert_eq!(
+        direct.call(&[b"GET", b"counter"]).await,
+        format!("${}\r\n{}\r\n", (accepted + 1).to_string().len(), accepted + 1).into_bytes()
+    );
+    proxy.shutdown().await;
+    // Every command that ran is recorded; refusals are recorded or declared lost.
+    let lines = lines(&dir);
+    let ran = lines
+        .iter()
+        .filter(|l| l["kind"] == "command" && l["result"]["source"] == "upstream")
+        .count();
+    assert_eq!(ran, accepted + 1);
+    let refused_recorded =
+        lines.iter().filter(|l| l["kind"] == "command" && l["result"]["source"] == "proxy").count();
+    let lost: u64 = lines
+        .iter()
+        .filter(|l| l["action"] == "loss")
+        .map(|l| l["lost"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(refused_recorded as u64 + lost, refused as u64);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn block_stalls_clients_until_the_writer_catches_up_and_loses_nothing() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let dir = temp_dir("block");
+    let (proxy, audit) = TestProxy::start_audited(
+        redis.addr,
+        &dir,
+        "[audit]\non_full = \"block\"\nqueue_max_bytes = 4096\n",
+    )
+    .await;
+    let mut client = RawClient::connect(proxy.addr).await;
+    let stall = audit.stall();
+    // The proxy reads no more from a client while the queue is full: one command at a time,
+    // the client gets stuck once the records of the first few fill the queue.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&done);
+    let task = tokio::spawn(async move {
+        for i in 1..=200 {
+            assert_eq!(client.call(&[b"INCR", b"counter"]).await, format!(":{i}\r\n").into_bytes());
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let while_stalled = done.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(while_stalled > 0 && while_stalled < 200, "{while_stalled} commands ran while stalled");
+    drop(stall);
+    tokio::time::timeout(Duration::from_secs(10), task).await.expect("unblocked").unwrap();
+    proxy.shutdown().await;
+    let lines = lines(&dir);
+    assert_eq!(lines.iter().filter(|l| l["kind"] == "command").count(), 200);
+    assert!(lines.iter().all(|l| l["action"] != "loss"), "block never drops");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn drop_keeps_serving_and_declares_what_it_dropped() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let dir = temp_dir("drop");
+    let (proxy, audit) =
+        TestProxy::start_audited(redis.addr, &dir, "[audit]\nqueue_max_bytes = 4096\n").await;
+    let mut client = RawClient::connect(proxy.addr).await;
+    let stall = audit.stall();
+    for i in 1..=100 {
+        assert_eq!(client.call(&[b"INCR", b"counter"]).await, format!(":{i}\r\n").into_bytes());
+    }
+    drop(stall);
+    client.call(&[b"PING"]).await;
+    proxy.shutdown().await;
+    let lines = lines(&dir);
+    let recorded = lines.iter().filter(|l| l["kind"] == "command").count() as u64;
+    let lost: u64 = lines
+        .iter()
+        .filter(|l| l["action"] == "loss")
+        .map(|l| l["lost"]["count"].as_u64().unwrap())
+        .sum();
+    assert!(lost > 0);
+    assert_eq!(recorded + lost, 101, "every command recorded or declared lost");
+    let dropped = audit.stats().dropped_queue_full.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(dropped, lost);
+    let _ = std::fs::remove_dir_all(&dir);
+}
