@@ -470,19 +470,7 @@ where
                         // open and whatever follows is ignored. So here too.
                         self.discarding_input = true;
                         self.client_in.clear();
-                        self.pending.push_back(Slot {
-                            args,
-                            command: None,
-                            class: None,
-                            keys: Keys::new(),
-                            effect: Effect::None,
-                            expect: Expect::Nothing,
-                            local: None,
-                            request_bytes: 0,
-                            reply_bytes: 0,
-                            started: now,
-                        });
-                        self.release_ready_slots(now);
+                        self.push_answered_by_proxy(args, 0, None, now);
                     }
                     return;
                 }
@@ -595,14 +583,26 @@ where
         reply: LocalReply,
         now: Instant,
     ) {
+        self.push_answered_by_proxy(args, request_bytes, Some(reply), now);
+    }
+
+    /// Queues a command Redis will not see: answered with `reply`, or (`None`) not at all.
+    fn push_answered_by_proxy(
+        &mut self,
+        args: Vec<Bytes>,
+        request_bytes: u64,
+        reply: Option<LocalReply>,
+        now: Instant,
+    ) {
+        let expect = if reply.is_some() { Expect::One } else { Expect::Nothing };
         self.pending.push_back(Slot {
             args,
             command: None,
             class: None,
             keys: Keys::new(),
             effect: Effect::None,
-            expect: Expect::One,
-            local: Some(reply),
+            expect,
+            local: reply,
             request_bytes,
             reply_bytes: 0,
             started: now,
