@@ -2,11 +2,17 @@
 # End-to-end benchmark of the proxy against Redis directly and against twemproxy (`make bench`).
 #
 #   1. redis-benchmark SET/GET, 50 clients, pipeline 1 and 16, against a dedicated redis-server,
-#      through the proxy in front of it, and through twemproxy (nutcracker, which audits nothing)
-#      in front of the same server, alternating direct/proxy/twemproxy for BENCH_ROUNDS rounds;
-#      medians per (pipeline, test). Around each redis-benchmark run the CPU time (utime+stime
-#      from /proc/<pid>/stat) of redis-server, of the proxy under test and of redis-benchmark is
-#      read, and reported as CPU microseconds per request (medians over the rounds).
+#      through the proxy in front of it (auditing every command to $WORK/audit), through a second
+#      instance of the proxy with the audit trail disabled (`[audit] enabled = false`), and through
+#      twemproxy (nutcracker, which audits nothing) in front of the same server, alternating
+#      direct/proxy/proxy-noaudit/twemproxy for BENCH_ROUNDS rounds; medians per (pipeline, test).
+#      The audit overhead is proxy rps / proxy-noaudit rps (target: >= 0.90 at pipeline 1 and 16).
+#      Around each redis-benchmark run the CPU time (utime+stime from /proc/<pid>/stat) of
+#      redis-server, of the proxy under test and of redis-benchmark is read, and reported as CPU
+#      microseconds per request (medians over the rounds); for the auditing proxy the reading
+#      after the run waits until its audit writer has caught up (audit files stop growing), so
+#      that the writer thread's CPU is counted. After the rounds, the size and line count of the
+#      audit trail the `proxy` arm wrote are reported.
 #   2. Proxy memory per idle connection (BENCH_IDLE_CONNS idle clients, VmRSS delta).
 #   3. Proxy peak memory for a 64 MiB value (SET then GET through the proxy, VmHWM delta).
 #
@@ -15,13 +21,15 @@
 #
 # Environment:
 #   BENCH_REQUESTS     requests per redis-benchmark test (default 200000)
-#   BENCH_ROUNDS       direct/proxy/twemproxy alternations per pipeline depth (default 3)
+#   BENCH_ROUNDS       direct/proxy/proxy-noaudit/twemproxy alternations per pipeline depth
+#                      (default 3)
 #   BENCH_CLIENTS      redis-benchmark clients (default 50)
 #   BENCH_PIPELINES    pipeline depths, space separated (default "1 16")
 #   BENCH_IDLE_CONNS   idle connections for the memory test (default 2000)
 #   BENCH_BIG_MIB      size of the big value in MiB (default 64)
 #   BENCH_REDIS_PORT   port of the dedicated redis-server (default 16379, or any free port)
 #   BENCH_PROXY_PORT   port of the proxy (default 16380, or any free port)
+#   BENCH_PROXY_NOAUDIT_PORT  port of the proxy without audit (default 16383, or any free port)
 #   BENCH_TWEMPROXY    1 (default) to bench twemproxy too, 0 to skip it; it is skipped anyway when
 #                      the nutcracker package cannot be installed or nutcracker does not start
 #   BENCH_TWEMPROXY_PORT  port of twemproxy (default 16381, or any free port); its stats port is
@@ -87,6 +95,7 @@ rm -f "$OUT"/*.csv "$OUT"/*.json "$OUT"/*.stderr "$OUT"/report.md
 
 REDIS_PID=""
 PROXY_PID=""
+NOAUDIT_PID=""
 TWEMPROXY_PID=""
 
 stop_pid() {
@@ -99,9 +108,11 @@ stop_pid() {
 cleanup() {
   local status=$?
   stop_pid "$TWEMPROXY_PID"
+  stop_pid "$NOAUDIT_PID"
   stop_pid "$PROXY_PID"
   stop_pid "$REDIS_PID"
   TWEMPROXY_PID=""
+  NOAUDIT_PID=""
   PROXY_PID=""
   REDIS_PID=""
   rm -rf "$WORK"
@@ -184,16 +195,38 @@ restart_proxy() {
   start_proxy
 }
 
+# The same proxy with the audit trail disabled by a config file (only `[audit] enabled = false`;
+# every other key is the built-in default, as for the `proxy` arm), run from $WORK so that the
+# command line and its config file name are the ones reported.
+start_proxy_noaudit() {
+  NOAUDIT_PORT=$(pick_port "${BENCH_PROXY_NOAUDIT_PORT:-16383}")
+  while [[ $NOAUDIT_PORT == "$REDIS_PORT" || $NOAUDIT_PORT == "$PROXY_PORT" ]]; do
+    NOAUDIT_PORT=$(pick_port 0)
+  done
+  NOAUDIT_CONF=$'[audit]\nenabled = false'
+  printf '%s\n' "$NOAUDIT_CONF" >"$WORK/proxy-noaudit.toml"
+  NOAUDIT_CMD=("$PROXY_BIN" --config proxy-noaudit.toml --listen "127.0.0.1:$NOAUDIT_PORT" --upstream "127.0.0.1:$REDIS_PORT" --log-level warn)
+  (cd "$WORK" && exec "$ROOT/$PROXY_BIN" "${NOAUDIT_CMD[@]:1}") 2>>"$WORK/proxy-noaudit.log" &
+  NOAUDIT_PID=$!
+  wait_for_pong "$NOAUDIT_PORT" "$NOAUDIT_PID" "redis-audit-proxy (audit off)" "$WORK/proxy-noaudit.log"
+  # It must say it is not auditing, and must not have opened an audit directory.
+  grep -q 'audit.enabled = false' "$WORK/proxy-noaudit.log" ||
+    { cat "$WORK/proxy-noaudit.log" >&2; die "the no-audit proxy did not report audit.enabled = false"; }
+}
+
 # Runs nutcracker in the foreground of a background job (its pid is $!; without -d it writes no
 # pid file), from $WORK so that the command line and its config file name are the ones reported.
 # Sets TWEMPROXY=0 and TWEMPROXY_NOTE when it does not start.
 start_twemproxy() {
   local status=0
   TWEMPROXY_PORT=$(pick_port "${BENCH_TWEMPROXY_PORT:-16381}")
-  [[ $TWEMPROXY_PORT != "$REDIS_PORT" && $TWEMPROXY_PORT != "$PROXY_PORT" ]] || TWEMPROXY_PORT=$(pick_port 0)
+  while [[ $TWEMPROXY_PORT == "$REDIS_PORT" || $TWEMPROXY_PORT == "$PROXY_PORT" ||
+    $TWEMPROXY_PORT == "$NOAUDIT_PORT" ]]; do
+    TWEMPROXY_PORT=$(pick_port 0)
+  done
   TWEMPROXY_STATS_PORT=$(pick_port 16382)
   while [[ $TWEMPROXY_STATS_PORT == "$TWEMPROXY_PORT" || $TWEMPROXY_STATS_PORT == "$REDIS_PORT" ||
-    $TWEMPROXY_STATS_PORT == "$PROXY_PORT" ]]; do
+    $TWEMPROXY_STATS_PORT == "$PROXY_PORT" || $TWEMPROXY_STATS_PORT == "$NOAUDIT_PORT" ]]; do
     TWEMPROXY_STATS_PORT=$(pick_port 0)
   done
   TWEMPROXY_CONF="bench:
@@ -224,8 +257,10 @@ start_twemproxy() {
 
 start_redis
 start_proxy
+start_proxy_noaudit
 log "redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') on 127.0.0.1:$REDIS_PORT (pid $REDIS_PID)," \
-  "proxy on 127.0.0.1:$PROXY_PORT (pid $PROXY_PID)"
+  "proxy on 127.0.0.1:$PROXY_PORT (pid $PROXY_PID, audit to $WORK/audit)," \
+  "proxy-noaudit on 127.0.0.1:$NOAUDIT_PORT (pid $NOAUDIT_PID)"
 if ((TWEMPROXY)); then
   start_twemproxy
 fi
@@ -234,8 +269,8 @@ if ((TWEMPROXY)); then
   TWEMPROXY_NOTE="nutcracker ${TWEMPROXY_NOTE:-(unknown version)}"
   log "twemproxy ($TWEMPROXY_NOTE) on 127.0.0.1:$TWEMPROXY_PORT (pid $TWEMPROXY_PID)"
 fi
-TARGETS="direct proxy"
-if ((TWEMPROXY)); then TARGETS="direct proxy twemproxy"; fi
+TARGETS="direct proxy proxy-noaudit"
+if ((TWEMPROXY)); then TARGETS="direct proxy proxy-noaudit twemproxy"; fi
 
 # ---- 1. throughput and latency -----------------------------------------------------------------
 # Prints its arguments as one shell command line, quoting only the words that need it.
@@ -256,6 +291,7 @@ target_port() { # target_port TARGET -> PORT
   case $1 in
     direct) PORT=$REDIS_PORT ;;
     proxy) PORT=$PROXY_PORT ;;
+    proxy-noaudit) PORT=$NOAUDIT_PORT ;;
     twemproxy) PORT=$TWEMPROXY_PORT ;;
   esac
 }
@@ -263,6 +299,8 @@ target_port() { # target_port TARGET -> PORT
 {
   shell_line "${REDIS_CMD[@]}"
   shell_line "${PROXY_CMD[@]}"
+  printf "cat >proxy-noaudit.toml <<'EOF'\n%s\nEOF\n" "$NOAUDIT_CONF"
+  shell_line "${NOAUDIT_CMD[@]}"
   if ((TWEMPROXY)); then
     printf "cat >nutcracker.yml <<'EOF'\n%s\nEOF\n" "$TWEMPROXY_CONF"
     shell_line "${TWEMPROXY_CMD[@]}"
@@ -294,8 +332,42 @@ children_ticks() {
   TICKS=$((fields[13] + fields[14]))
 }
 
+# Total size of the audit files the `proxy` arm writes -> AUDIT_BYTES.
+audit_bytes() {
+  local files=("$WORK"/audit/*.log)
+  AUDIT_BYTES=0
+  [[ -e ${files[0]} ]] || return 0
+  AUDIT_BYTES=$(stat -c %s "${files[@]}" | awk '{ total += $1 } END { print total + 0 }')
+}
+
+# Waits until the auditing proxy's writer thread has caught up: the audit files have not grown
+# for 0.3 s (three readings 0.1 s apart). -> AUDIT_LAG_MS, the time from the call to the last
+# growth seen (0.1 s resolution). Gives up after 60 s.
+await_audit_settled() {
+  local start=${EPOCHREALTIME/./} now last_change previous=-1 stable=0
+  last_change=$start
+  while ((stable < 3)); do
+    audit_bytes
+    now=${EPOCHREALTIME/./}
+    if ((AUDIT_BYTES == previous)); then
+      stable=$((stable + 1))
+    else
+      stable=0
+      previous=$AUDIT_BYTES
+      last_change=$now
+    fi
+    if ((now - start > 60000000)); then
+      log "warning: the audit trail was still growing 60 s after the run"
+      break
+    fi
+    ((stable >= 3)) || sleep 0.1
+  done
+  AUDIT_LAG_MS=$(((last_change - start) / 1000))
+}
+
 check_alive() {
   kill -0 "$PROXY_PID" 2>/dev/null || { cat "$WORK/proxy.log" >&2; die "the proxy died"; }
+  kill -0 "$NOAUDIT_PID" 2>/dev/null || { cat "$WORK/proxy-noaudit.log" >&2; die "the no-audit proxy died"; }
   if ((TWEMPROXY)); then
     kill -0 "$TWEMPROXY_PID" 2>/dev/null || { cat "$WORK/nutcracker.log" >&2; die "twemproxy died"; }
   fi
@@ -309,6 +381,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
       target_port "$target"
       case $target in
         proxy) middle_pid=$PROXY_PID ;;
+        proxy-noaudit) middle_pid=$NOAUDIT_PID ;;
         twemproxy) middle_pid=$TWEMPROXY_PID ;;
         *) middle_pid="" ;;
       esac
@@ -332,14 +405,19 @@ for ((round = 1; round <= ROUNDS; round++)); do
       proc_ticks "$REDIS_PID"
       redis_after=$TICKS
       middle_after=0
+      audit_lag=null
+      if [[ $target == proxy ]]; then
+        await_audit_settled
+        audit_lag=$AUDIT_LAG_MS
+      fi
       if [[ -n $middle_pid ]]; then
         proc_ticks "$middle_pid"
         middle_after=$TICKS
       fi
-      printf '{"requests": %d, "clk_tck": %d, "redis_ticks": %d, "middle_ticks": %s, "client_ticks": %d}\n' \
+      printf '{"requests": %d, "clk_tck": %d, "redis_ticks": %d, "middle_ticks": %s, "client_ticks": %d, "audit_lag_ms": %s}\n' \
         $((2 * REQUESTS)) "$CLK_TCK" $((redis_after - redis_before)) \
         "$([[ -n $middle_pid ]] && echo $((middle_after - middle_before)) || echo null)" \
-        $((client_after - client_before)) >"$OUT/cpu-$run.json"
+        $((client_after - client_before)) "$audit_lag" >"$OUT/cpu-$run.json"
       grep -v 'Could not fetch server CONFIG' "$OUT/$run.stderr" >&2 || true
       check_alive
     done
@@ -350,6 +428,22 @@ if ((TWEMPROXY)); then
   stop_pid "$TWEMPROXY_PID"
   TWEMPROXY_PID=""
 fi
+stop_pid "$NOAUDIT_PID"
+NOAUDIT_PID=""
+
+# The audit trail the `proxy` arm wrote over the throughput rounds (the proxy is still running
+# and its writer has caught up; the fresh proxies below add to the same directory).
+await_audit_settled
+read -r audit_lines audit_bytes < <(cat "$WORK"/audit/*.log | wc -l -c)
+audit_files=$(find "$WORK/audit" -maxdepth 1 -name '*.log' | wc -l)
+audit_commands=$({ grep -c '"kind":"command"' "$WORK"/audit/*.log /dev/null || true; } |
+  awk -F: '{ n += $NF } END { print n + 0 }')
+# Command records dropped because the writer's queue was full (`loss` records).
+audit_lost=$({ grep -h '"action":"loss"' "$WORK"/audit/*.log /dev/null || true; } |
+  python3 -c 'import json, sys; print(sum(json.loads(l)["lost"]["count"] for l in sys.stdin))')
+printf '{"lines": %d, "bytes": %d, "files": %d, "command_records": %d, "lost_records": %d}\n' \
+  "$audit_lines" "$audit_bytes" "$audit_files" "$audit_commands" "$audit_lost" >"$OUT/audit.json"
+log "audit trail: $audit_lines lines, $audit_bytes bytes in $audit_files file(s)"
 
 # ---- 2. memory per idle connection (fresh proxy) -----------------------------------------------
 restart_proxy
@@ -498,11 +592,14 @@ import csv, json, os, statistics, sys
 
 out, commands_file, rounds, pipelines, requests, clients, targets = sys.argv[1:8]
 rounds = int(rounds)
+requests = int(requests)
 pipelines = [int(p) for p in pipelines.split()]
 targets = targets.split()
 twem = "twemproxy" in targets
 commands = [line.rstrip() for line in open(commands_file) if line.strip()]
 DASH = "—"
+ARMS = ("direct", "proxy", "proxy-noaudit", "twemproxy")
+AUDIT_TARGET = 0.90  # proxy rps / proxy-noaudit rps, at pipeline 1 and 16
 
 def load(target, pipeline):
     rows = {}
@@ -534,69 +631,102 @@ def us_per_request(runs, key):
 def fmt(value, spec):
     return DASH if value is None else format(value, spec)
 
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
 table = []
 for pipeline in pipelines:
-    direct, proxy, twemproxy = (load(t, pipeline) for t in ("direct", "proxy", "twemproxy"))
+    loaded = {arm: load(arm, pipeline) for arm in ARMS}
     for test in ("SET", "GET"):
-        d, p, t = direct[test], proxy[test], twemproxy.get(test, [])
         row = {"pipeline": pipeline, "test": test}
-        for name, rows in (("direct", d), ("proxy", p), ("twemproxy", t)):
-            row[f"rps_{name}"] = med(rows, "rps")
-            row[f"p50_{name}"] = med(rows, "p50_latency_ms")
-            row[f"p99_{name}"] = med(rows, "p99_latency_ms")
-            row[f"rps_all_{name}"] = [float(x["rps"]) for x in rows]
-        row["ratio_proxy"] = row["rps_proxy"] / row["rps_direct"]
-        row["ratio_twemproxy"] = (row["rps_twemproxy"] / row["rps_direct"]
-                                  if row["rps_twemproxy"] is not None else None)
+        for arm in ARMS:
+            rows = loaded[arm].get(test, [])
+            row[f"rps_{arm}"] = med(rows, "rps")
+            row[f"p50_{arm}"] = med(rows, "p50_latency_ms")
+            row[f"p99_{arm}"] = med(rows, "p99_latency_ms")
+            row[f"rps_all_{arm}"] = [float(x["rps"]) for x in rows]
+        for arm in ("proxy", "proxy-noaudit", "twemproxy"):
+            row[f"ratio_{arm}"] = ratio(row[f"rps_{arm}"], row["rps_direct"])
+        row["audit_overhead"] = ratio(row["rps_proxy"], row["rps_proxy-noaudit"])
+        # Per round: the two proxy arms run back to back, so each round gives a paired ratio.
+        row["audit_overhead_all"] = [p / n for p, n in zip(row["rps_all_proxy"],
+                                                           row["rps_all_proxy-noaudit"])]
         table.append(row)
 
 cpu_table = []
 for pipeline in pipelines:
-    runs = {t: cpu_runs(t, pipeline) for t in ("direct", "proxy", "twemproxy")}
-    cpu_table.append({
-        "pipeline": pipeline,
-        "redis_direct": us_per_request(runs["direct"], "redis_ticks"),
-        "redis_proxy": us_per_request(runs["proxy"], "redis_ticks"),
-        "proxy": us_per_request(runs["proxy"], "middle_ticks"),
-        "redis_twemproxy": us_per_request(runs["twemproxy"], "redis_ticks"),
-        "twemproxy": us_per_request(runs["twemproxy"], "middle_ticks"),
-        "client": [us_per_request(runs[t], "client_ticks") for t in ("direct", "proxy", "twemproxy")],
-        "requests": runs["direct"][0]["requests"],
-        "clk_tck": runs["direct"][0]["clk_tck"],
-    })
+    runs = {arm: cpu_runs(arm, pipeline) for arm in ARMS}
+    row = {"pipeline": pipeline,
+           "client": [us_per_request(runs[arm], "client_ticks") for arm in ARMS if arm in targets],
+           "requests": runs["direct"][0]["requests"],
+           "clk_tck": runs["direct"][0]["clk_tck"]}
+    for arm in ARMS:
+        row[f"redis_{arm}"] = us_per_request(runs[arm], "redis_ticks")
+        if arm != "direct":
+            row[arm] = us_per_request(runs[arm], "middle_ticks")
+    cpu_table.append(row)
 cpu_resolution = 1e6 / cpu_table[0]["clk_tck"] / cpu_table[0]["requests"]
+audit_lags = [run["audit_lag_ms"] for p in pipelines for run in cpu_runs("proxy", p)]
 
 idle = json.load(open(os.path.join(out, "idle.json")))
 big = json.load(open(os.path.join(out, "big.json")))
+audit = json.load(open(os.path.join(out, "audit.json")))
 mib = 1024.0
 big_peak_mib = (big["hwm_after_get_kib"] - big["hwm_before_kib"]) / mib
 big_set_mib = (big["hwm_after_set_kib"] - big["hwm_before_kib"]) / mib
 big_multiple = big_peak_mib / big["mib"]
+audit_sent = 2 * requests * rounds * len(pipelines)  # SET + GET through the `proxy` arm
+audit_per_line = audit["bytes"] / audit["lines"] if audit["lines"] else None
+audit_per_command = audit["bytes"] / audit["command_records"] if audit["command_records"] else None
 
-headers = ["pipeline", "test", "direct rps", "proxy rps", "twemproxy rps", "proxy/direct",
-           "twemproxy/direct", "p50 direct", "p50 proxy", "p50 twemproxy",
-           "p99 direct", "p99 proxy", "p99 twemproxy"]
-def cells(row):
+rps_headers = ["pipeline", "test", "direct rps", "proxy rps (audit on)", "proxy rps (audit off)",
+               "twemproxy rps", "proxy/direct", "proxy-noaudit/direct", "twemproxy/direct",
+               "audit overhead (proxy/proxy-noaudit)"]
+def rps_cells(row):
     return [f"-P {row['pipeline']}", row["test"],
             fmt(row["rps_direct"], ",.0f"), fmt(row["rps_proxy"], ",.0f"),
-            fmt(row["rps_twemproxy"], ",.0f"),
-            fmt(row["ratio_proxy"], ".2f"), fmt(row["ratio_twemproxy"], ".2f"),
-            fmt(row["p50_direct"], ".3f"), fmt(row["p50_proxy"], ".3f"), fmt(row["p50_twemproxy"], ".3f"),
-            fmt(row["p99_direct"], ".3f"), fmt(row["p99_proxy"], ".3f"), fmt(row["p99_twemproxy"], ".3f")]
+            fmt(row["rps_proxy-noaudit"], ",.0f"), fmt(row["rps_twemproxy"], ",.0f"),
+            fmt(row["ratio_proxy"], ".2f"), fmt(row["ratio_proxy-noaudit"], ".2f"),
+            fmt(row["ratio_twemproxy"], ".2f"), fmt(row["audit_overhead"], ".2f")]
 
-cpu_headers = ["pipeline", "redis direct", "redis behind proxy", "proxy",
-               "redis behind twemproxy", "twemproxy", "redis-benchmark (direct / proxy / twemproxy)"]
+lat_headers = ["pipeline", "test", "p50 direct", "p50 proxy", "p50 proxy-noaudit", "p50 twemproxy",
+               "p99 direct", "p99 proxy", "p99 proxy-noaudit", "p99 twemproxy"]
+def lat_cells(row):
+    return ([f"-P {row['pipeline']}", row["test"]]
+            + [fmt(row[f"p50_{arm}"], ".3f") for arm in ARMS]
+            + [fmt(row[f"p99_{arm}"], ".3f") for arm in ARMS])
+
+client_arms = " / ".join(arm for arm in ARMS if arm in targets)
+cpu_headers = ["pipeline", "redis direct", "redis behind proxy", "proxy (audit on)",
+               "redis behind proxy-noaudit", "proxy (audit off)", "redis behind twemproxy",
+               "twemproxy", f"redis-benchmark ({client_arms})"]
 def cpu_cells(row):
     return [f"-P {row['pipeline']}",
             fmt(row["redis_direct"], ".2f"), fmt(row["redis_proxy"], ".2f"), fmt(row["proxy"], ".2f"),
+            fmt(row["redis_proxy-noaudit"], ".2f"), fmt(row["proxy-noaudit"], ".2f"),
             fmt(row["redis_twemproxy"], ".2f"), fmt(row["twemproxy"], ".2f"),
             " / ".join(fmt(x, ".2f") for x in row["client"])]
+
+def verdict(row):
+    value = row["audit_overhead"]
+    if value is None:
+        return f"-P {row['pipeline']} {row['test']} {DASH}"
+    return f"-P {row['pipeline']} {row['test']} {value:.2f} ({'met' if value >= AUDIT_TARGET else 'not met'})"
+audit_verdicts = [verdict(row) for row in table if row["pipeline"] in (1, 16)]
 
 meta = {k[len("BENCH_META_"):].lower(): v for k, v in os.environ.items() if k.startswith("BENCH_META_")}
 setup = (f"{clients} clients, {requests} requests per test, {rounds} rounds alternating "
          f"{'/'.join(targets)}; medians over the rounds; latencies in ms")
-cpu_setup = ("CPU time (utime + stime from /proc/<pid>/stat) of each process over one redis-benchmark "
-             "run (SET then GET), divided by the requests of that run; median over the rounds; "
+arms_note = ("proxy: this proxy with its audit trail on (every command recorded to the run's "
+             "temporary directory, default settings: async writer, drop on a full queue); "
+             "proxy-noaudit: a second instance, same binary and defaults, started with a config "
+             "file holding only `[audit] enabled = false`; both in front of the same redis-server. "
+             "Audit overhead = proxy rps / proxy-noaudit rps "
+             f"(target ≥ {AUDIT_TARGET:.2f} at pipeline 1 and 16).")
+cpu_setup = ("CPU time (utime + stime from /proc/<pid>/stat, all threads) of each process over one "
+             "redis-benchmark run (SET then GET), divided by the requests of that run; for the "
+             "auditing proxy the reading after the run waits until its audit writer has caught up; "
+             "median over the rounds; "
              f"resolution {cpu_resolution:.3f} µs (1/{cpu_table[0]['clk_tck']} s per "
              f"{cpu_table[0]['requests']} requests)")
 if twem:
@@ -605,6 +735,12 @@ if twem:
                  f"to 1), where the proxy opens one upstream connection per client.")
 else:
     twem_note = f"twemproxy: {meta['twemproxy']}."
+audit_line = (f"{audit['lines']:,} lines, {audit['bytes']:,} bytes in {audit['files']} file(s), "
+              f"{fmt(audit_per_line, ',.1f')} bytes per record; {audit['command_records']:,} command "
+              f"records ({fmt(audit_per_command, ',.1f')} bytes of trail per command record) for "
+              f"{audit_sent:,} SET/GET sent through the proxy (plus redis-benchmark's own CONFIG "
+              f"GETs); {audit['lost_records']:,} command records dropped (queue full); writer caught "
+              f"up within {max(audit_lags) / 1000:.1f} s of each run's end (at most)")
 
 def render(headers, rows):
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
@@ -618,20 +754,28 @@ print("=" * 100)
 print(f"redis-audit-proxy benchmark — {meta['date']}, commit {meta['rev']}")
 print(f"{meta['cpu']}, {meta['cores']} cores, Linux {meta['kernel']}, redis {meta['redis']}, {meta['rustc']}")
 print(setup)
+print(arms_note)
 print(twem_note)
 print()
-print("\n".join(render(headers, [cells(r) for r in table])))
+print("throughput:")
+print("\n".join(render(rps_headers, [rps_cells(r) for r in table])))
 print()
-print("rps per round (direct | proxy | twemproxy):")
+print(f"audit overhead target (proxy ≥ {AUDIT_TARGET:.2f} × proxy-noaudit): " + "; ".join(audit_verdicts))
+print()
+print("latency (ms):")
+print("\n".join(render(lat_headers, [lat_cells(r) for r in table])))
+print()
+print("rps per round (" + " | ".join(ARMS) + " | audit overhead):")
 for row in table:
-    per_target = [", ".join(f"{x:,.0f}" for x in row[f"rps_all_{t}"]) or DASH
-                  for t in ("direct", "proxy", "twemproxy")]
+    per_target = [", ".join(f"{x:,.0f}" for x in row[f"rps_all_{arm}"]) or DASH for arm in ARMS]
+    per_target.append(", ".join(f"{x:.2f}" for x in row["audit_overhead_all"]) or DASH)
     print(f"  -P {row['pipeline']:<3} {row['test']}: " + " | ".join(per_target))
 print()
 print("CPU µs per request:")
 print("\n".join(render(cpu_headers, [cpu_cells(r) for r in cpu_table])))
 print(f"({cpu_setup})")
 print()
+print(f"audit trail written by the proxy arm over the throughput rounds: {audit_line}")
 print(f"idle connections: {idle['connections']} clients; proxy VmRSS "
       f"{idle['rss_before_kib']} KiB -> {idle['rss_connected_kib']} KiB connected "
       f"({idle['kib_per_conn_connected']:.1f} KiB/connection) -> {idle['rss_after_ping_kib']} KiB "
@@ -647,9 +791,9 @@ for line in commands:
     print(f"  {line}")
 
 # Markdown.
-def md_table(headers, rows):
+def md_table(headers, rows, text_columns=1):
     lines = ["| " + " | ".join(headers) + " |",
-             "|" + "|".join(["---"] * 1 + ["---:"] * (len(headers) - 1)) + "|"]
+             "|" + "|".join(["---"] * text_columns + ["---:"] * (len(headers) - text_columns)) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return lines
 
@@ -658,16 +802,22 @@ md.append(f"### Run of {meta['date']} (commit {meta['rev']})")
 md.append("")
 md.append(f"{meta['cpu']}, {meta['cores']} cores, Linux {meta['kernel']}, Redis {meta['redis']}, "
           f"{meta['rustc']}; redis-benchmark, redis-server and the proxies share the machine. "
-          f"{setup}. {twem_note}")
+          f"{setup}. {arms_note} {twem_note}")
 md.append("")
-main_md = md_table(headers, [cells(r) for r in table])
-main_md[1] = "|" + "|".join(["---"] * 2 + ["---:"] * (len(headers) - 2)) + "|"
-md.extend(main_md)
+md.extend(md_table(rps_headers, [rps_cells(r) for r in table], text_columns=2))
+md.append("")
+md.append(f"Audit overhead target (proxy ≥ {AUDIT_TARGET:.2f} × proxy-noaudit): "
+          + "; ".join(audit_verdicts) + ".")
+md.append("")
+md.append("Latency (ms):")
+md.append("")
+md.extend(md_table(lat_headers, [lat_cells(r) for r in table], text_columns=2))
 md.append("")
 md.append(f"CPU µs per request ({cpu_setup}):")
 md.append("")
 md.extend(md_table(cpu_headers, [cpu_cells(r) for r in cpu_table]))
 md.append("")
+md.append(f"- Audit trail written by the `proxy` arm over the throughput rounds: {audit_line}.")
 md.append(f"- Idle connections: {idle['connections']} clients cost the proxy "
           f"{idle['kib_per_conn_connected']:.1f} KiB each once connected "
           f"(VmRSS {idle['rss_before_kib']} → {idle['rss_connected_kib']} KiB) and "
