@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use redis_audit_proxy::audit::event::{render, AuditEvent, Envelope};
+use redis_audit_proxy::audit::event::{render, AuditEvent, CommandEvent, Envelope};
 use redis_audit_proxy::audit::writer;
 use redis_audit_proxy::command::{extract_keys, Class, CommandTable, Keys};
 use redis_audit_proxy::resp::reply::ReplyScanner;
@@ -102,7 +102,7 @@ fn main() {
         client_lib_ver: None,
         resp: 2,
     };
-    let event = AuditEvent::Command(Box::new(record));
+    let event = AuditEvent::Command(Box::new(CommandEvent::from_record(&record)));
     let envelope = Envelope {
         instance_id: "406b1755-e9d8-4622-8038-cfaa54796898".into(),
         node: "bench".into(),

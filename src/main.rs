@@ -1,14 +1,17 @@
 //! The `redis-audit-proxy` binary: parse the command line, load the configuration (exit 64 on
-//! a bad one), set up logging, run the proxy until SIGTERM/SIGINT, drain, exit 0.
+//! a bad one), set up logging, run the proxy until SIGTERM/SIGINT, drain, exit 0; or run a
+//! subcommand (`check-config`, `explain`, `audit verify`).
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
 use redis_audit_proxy::app::App;
+use redis_audit_proxy::audit::verify::verify_dir;
 use redis_audit_proxy::audit::AuditSink;
-use redis_audit_proxy::cli::{Cli, Command};
+use redis_audit_proxy::cli::{AuditCommand, Cli, Command};
 use redis_audit_proxy::command::table::EMBEDDED_VERSION;
 use redis_audit_proxy::command::CommandTable;
 use redis_audit_proxy::config::{Config, Overrides};
@@ -52,9 +55,26 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Audit { command: AuditCommand::Verify { dir } }) => audit_verify(dir),
         Some(other) => {
             eprintln!("redis-audit-proxy: `{}` is not yet available in this build", other.name());
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `audit verify`: a one-line summary on stdout and exit 0 when the directory is intact, else
+/// one line naming the first broken place on stderr and exit 1.
+#[allow(clippy::print_stdout)]
+fn audit_verify(dir: &Path) -> ExitCode {
+    match verify_dir(dir) {
+        Ok(report) => {
+            println!("{}: {report}", dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("redis-audit-proxy: {}", error.display_in(dir));
+            ExitCode::FAILURE
         }
     }
 }

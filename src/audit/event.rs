@@ -9,7 +9,9 @@ use bytes::Bytes;
 use serde::ser::{SerializeMap, Serializer as _};
 use serde::Serialize;
 
-use crate::command::Class;
+use std::sync::Arc;
+
+use crate::command::{Class, CommandInfo};
 use crate::record::{CommandRecord, ReplySource, ReplyStatus};
 
 /// The schema every line declares.
@@ -23,7 +25,7 @@ pub const MAX_KEY_BYTES: usize = 16 * 1024;
 #[derive(Debug)]
 pub enum AuditEvent {
     /// A command, after its reply.
-    Command(Box<CommandRecord>),
+    Command(Box<CommandEvent>),
     /// A client session opened or closed.
     Session(Box<SessionEvent>),
     /// The proxy itself: start, stop, loss.
@@ -34,9 +36,14 @@ impl AuditEvent {
     /// Rough size in memory and on disk, for the queue's byte budget.
     pub fn estimated_bytes(&self) -> usize {
         match self {
-            Self::Command(record) => {
-                let keys: usize = record.key_names().map(Bytes::len).sum();
-                512 + keys.min(MAX_KEY_BYTES)
+            Self::Command(command) => {
+                let strings: usize = command.keys.iter().map(Bytes::len).sum::<usize>()
+                    + command.user.len()
+                    + [&command.client_name, &command.client_lib, &command.client_lib_ver]
+                        .iter()
+                        .map(|s| s.as_ref().map_or(0, Bytes::len))
+                        .sum::<usize>();
+                512 + strings
             }
             Self::Session(_) => 512,
             Self::System(_) => 512,
@@ -47,6 +54,128 @@ impl AuditEvent {
     /// and system events never are.
     pub fn is_command(&self) -> bool {
         matches!(self, Self::Command(_))
+    }
+}
+
+/// Longest client name, library name or version, or user name written; longer ones are cut
+/// (and `client.truncated` / `user_truncated` say so).
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// What the trail keeps of a command: bounded copies of what it writes, and nothing else — not
+/// the arguments, which hold values and may hold secrets, and would pin the request's buffer.
+#[derive(Debug, Clone)]
+pub struct CommandEvent {
+    /// Proxy connection id.
+    pub conn_id: u64,
+    /// The client's address.
+    pub client_addr: SocketAddr,
+    /// The user (cut at [`MAX_NAME_BYTES`]).
+    pub user: Bytes,
+    /// Whether `user` was cut.
+    pub user_truncated: bool,
+    /// The selected database.
+    pub db: u32,
+    /// The command as the table knows it; `None` when unknown.
+    pub command: Option<Arc<CommandInfo>>,
+    /// Length of the name of an unknown command (the name itself is not written: a client
+    /// that sends a password on a line of its own sends it as a command name).
+    pub unknown_name_bytes: usize,
+    /// Read / write / non_read_write.
+    pub class: Option<Class>,
+    /// Key names, copied, up to [`MAX_KEY_BYTES`] in all.
+    pub keys: Vec<Bytes>,
+    /// Number of keys.
+    pub key_count: usize,
+    /// Total bytes of the key names.
+    pub key_bytes: usize,
+    /// Some keys were left out.
+    pub keys_truncated: bool,
+    /// What became of it.
+    pub status: ReplyStatus,
+    /// A Redis error code, when it is one.
+    pub error_code: Option<Bytes>,
+    /// Who answered.
+    pub source: ReplySource,
+    /// Request size.
+    pub request_bytes: u64,
+    /// Reply size.
+    pub reply_bytes: u64,
+    /// Request read to reply read.
+    pub latency: Duration,
+    /// When the record was made.
+    pub time: SystemTime,
+    /// Client name (cut).
+    pub client_name: Option<Bytes>,
+    /// Client library (cut).
+    pub client_lib: Option<Bytes>,
+    /// Client library version (cut).
+    pub client_lib_ver: Option<Bytes>,
+    /// Whether any client string was cut.
+    pub client_truncated: bool,
+    /// RESP version.
+    pub resp: u8,
+}
+
+/// A bounded copy: at most `max` bytes, and whether it was cut.
+fn bounded(bytes: &[u8], max: usize) -> (Bytes, bool) {
+    (Bytes::copy_from_slice(&bytes[..bytes.len().min(max)]), bytes.len() > max)
+}
+
+impl CommandEvent {
+    /// Takes from `record` what the trail writes; the rest (arguments, values) is dropped here.
+    pub fn from_record(record: &CommandRecord) -> Self {
+        let mut keys = Vec::new();
+        let (mut key_bytes, mut truncated) = (0, false);
+        for key in record.key_names() {
+            key_bytes += key.len();
+            if key_bytes <= MAX_KEY_BYTES {
+                keys.push(Bytes::copy_from_slice(key));
+            } else {
+                truncated = true;
+            }
+        }
+        let (user, user_truncated) = bounded(&record.user, MAX_NAME_BYTES);
+        let mut client_truncated = false;
+        let mut client_string = |value: &Option<Bytes>| {
+            value.as_ref().map(|v| {
+                let (copy, cut) = bounded(v, MAX_NAME_BYTES);
+                client_truncated |= cut;
+                copy
+            })
+        };
+        let client_name = client_string(&record.client_name);
+        let client_lib = client_string(&record.client_lib);
+        let client_lib_ver = client_string(&record.client_lib_ver);
+        Self {
+            conn_id: record.conn_id,
+            client_addr: record.client_addr,
+            user,
+            user_truncated,
+            db: record.db,
+            command: record.command.clone(),
+            unknown_name_bytes: if record.command.is_none() {
+                record.args.first().map_or(0, Bytes::len)
+            } else {
+                0
+            },
+            class: record.class,
+            keys,
+            key_count: record.keys.len(),
+            key_bytes,
+            keys_truncated: truncated,
+            status: record.status,
+            error_code: record.error_code.clone(),
+            source: record.source,
+            request_bytes: record.request_bytes,
+            reply_bytes: record.reply_bytes,
+            latency: record.latency,
+            time: record.time,
+            client_name,
+            client_lib,
+            client_lib_ver,
+            client_truncated,
+            resp: record.resp,
+        }
     }
 }
 
@@ -154,13 +283,13 @@ fn write_fields(
     prev_hash: &str,
 ) -> Result<(), serde_json::Error> {
     let (time, kind, action, outcome) = match event {
-        AuditEvent::Command(record) => {
-            let outcome = match record.status {
+        AuditEvent::Command(command) => {
+            let outcome = match command.status {
                 ReplyStatus::Ok | ReplyStatus::Queued | ReplyStatus::Skipped => "success",
                 ReplyStatus::Error => "failure",
                 ReplyStatus::Unanswered => "unknown",
             };
-            let received = record.time.checked_sub(record.latency).unwrap_or(record.time);
+            let received = command.time.checked_sub(command.latency).unwrap_or(command.time);
             (received, "command", "command", outcome)
         }
         AuditEvent::Session(session) => {
@@ -170,7 +299,10 @@ fn write_fields(
             };
             (session.time, "session", action, "success")
         }
-        AuditEvent::System(system) => (system.time, "system", system.action, "success"),
+        AuditEvent::System(system) => {
+            let outcome = if system.action == "loss" { "failure" } else { "success" };
+            (system.time, "system", system.action, outcome)
+        }
     };
     map.serialize_entry("schema", SCHEMA)?;
     map.serialize_entry("time", &rfc3339_micros(time))?;
@@ -183,7 +315,7 @@ fn write_fields(
     map.serialize_entry("action", action)?;
     map.serialize_entry("outcome", outcome)?;
     match event {
-        AuditEvent::Command(record) => write_command(map, record, envelope)?,
+        AuditEvent::Command(command) => write_command(map, command, envelope)?,
         AuditEvent::Session(session) => write_session(map, session, envelope)?,
         AuditEvent::System(system) => {
             if let serde_json::Value::Object(fields) = &system.detail {
@@ -234,6 +366,8 @@ struct Client<'a> {
     lib_ver: Option<Binary<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     resp: Option<u8>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
 }
 
 fn client<'a>(
@@ -250,6 +384,7 @@ fn client<'a>(
         lib: lib.as_deref().map(Binary),
         lib_ver: lib_ver.as_deref().map(Binary),
         resp,
+        truncated: false,
     }
 }
 
@@ -259,6 +394,8 @@ struct CommandInfoOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     sub: Option<&'a str>,
     known: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name_bytes: Option<usize>,
     class: Option<&'static str>,
     categories: &'a [String],
 }
@@ -273,73 +410,67 @@ struct ResultOut<'a> {
 
 fn write_command(
     map: &mut Map<'_>,
-    record: &CommandRecord,
+    command: &CommandEvent,
     envelope: &Envelope,
 ) -> Result<(), serde_json::Error> {
-    map.serialize_entry("session_id", &envelope.session_id(record.conn_id))?;
-    let client = client(
-        &record.client_addr,
-        &record.client_name,
-        &record.client_lib,
-        &record.client_lib_ver,
-        Some(record.resp),
+    map.serialize_entry("session_id", &envelope.session_id(command.conn_id))?;
+    let mut client = client(
+        &command.client_addr,
+        &command.client_name,
+        &command.client_lib,
+        &command.client_lib_ver,
+        Some(command.resp),
     );
+    client.truncated = command.client_truncated;
     map.serialize_entry("client", &client)?;
-    map.serialize_entry("user", &Binary(&record.user))?;
-    map.serialize_entry("db", &record.db)?;
+    map.serialize_entry("user", &Binary(&command.user))?;
+    if command.user_truncated {
+        map.serialize_entry("user_truncated", &true)?;
+    }
+    map.serialize_entry("db", &command.db)?;
     map.serialize_entry("upstream", &envelope.upstream)?;
-    let typed = record.command_name().to_lowercase();
-    let (name, sub) = match &record.command {
+    let (name, sub) = match &command.command {
         Some(info) => match info.name.split_once('|') {
             Some((name, sub)) => (name, Some(sub)),
             None => (info.name.as_str(), None),
         },
-        None => (typed.as_str(), None),
+        None => ("(unknown)", None),
     };
-    let categories: &[String] = record.command.as_ref().map_or(&[], |info| &info.categories);
+    let categories: &[String] = command.command.as_ref().map_or(&[], |info| &info.categories);
     map.serialize_entry(
         "command",
         &CommandInfoOut {
             name,
             sub,
-            known: record.command.is_some(),
-            class: record.class.map(Class::as_str),
+            known: command.command.is_some(),
+            name_bytes: (command.command.is_none()).then_some(command.unknown_name_bytes),
+            class: command.class.map(Class::as_str),
             categories,
         },
     )?;
-    let mut key_bytes = 0usize;
-    let mut shown = Vec::new();
-    let mut truncated = false;
-    for key in record.key_names() {
-        key_bytes += key.len();
-        if key_bytes <= MAX_KEY_BYTES {
-            shown.push(Binary(key));
-        } else {
-            truncated = true;
-        }
-    }
-    map.serialize_entry("keys", &shown)?;
-    map.serialize_entry("key_count", &record.keys.len())?;
-    map.serialize_entry("key_bytes", &key_bytes)?;
-    map.serialize_entry("keys_truncated", &truncated)?;
-    let status = match record.status {
+    let keys: Vec<Binary<'_>> = command.keys.iter().map(|k| Binary(k)).collect();
+    map.serialize_entry("keys", &keys)?;
+    map.serialize_entry("key_count", &command.key_count)?;
+    map.serialize_entry("key_bytes", &command.key_bytes)?;
+    map.serialize_entry("keys_truncated", &command.keys_truncated)?;
+    let status = match command.status {
         ReplyStatus::Ok => "ok",
         ReplyStatus::Error => "error",
         ReplyStatus::Queued => "queued",
         ReplyStatus::Skipped => "skipped",
         ReplyStatus::Unanswered => "unanswered",
     };
-    let source = match record.source {
+    let source = match command.source {
         ReplySource::Upstream => "upstream",
         ReplySource::Proxy => "proxy",
     };
     map.serialize_entry(
         "result",
-        &ResultOut { status, error_code: record.error_code.as_deref().map(Binary), source },
+        &ResultOut { status, error_code: command.error_code.as_deref().map(Binary), source },
     )?;
-    map.serialize_entry("duration_us", &(record.latency.as_micros() as u64))?;
-    map.serialize_entry("request_bytes", &record.request_bytes)?;
-    map.serialize_entry("response_bytes", &record.reply_bytes)
+    map.serialize_entry("duration_us", &(command.latency.as_micros() as u64))?;
+    map.serialize_entry("request_bytes", &command.request_bytes)?;
+    map.serialize_entry("response_bytes", &command.reply_bytes)
 }
 
 #[derive(Serialize)]

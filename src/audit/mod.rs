@@ -84,7 +84,8 @@ impl CommandSink for AuditSink {
         // With block and reject, a command that ran is always recorded (the clients wait or are
         // refused, so this stays bounded); what the proxy answered itself may be dropped.
         let droppable = self.on_full == OnFull::Drop || record.source == ReplySource::Proxy;
-        self.log.submit(AuditEvent::Command(Box::new(record)), droppable);
+        let event = event::CommandEvent::from_record(&record);
+        self.log.submit(AuditEvent::Command(Box::new(event)), droppable);
     }
 
     fn session(&self, event: SessionEvent) {

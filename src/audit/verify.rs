@@ -1,1 +1,959 @@
-//! `redis-audit-proxy audit verify`: placeholder replaced below.
+//! `audit verify`: owns checking a whole audit directory — the SHA-256 chain across all its
+//! files, each file's `file_open` header, every instance's `seq` with its declared losses, torn
+//! lines and their recovery, retention deletions — and naming the first place where it breaks.
+//!
+//! The files are read once, in rotation order (rotated `audit-*.log` by name, then
+//! `audit.log`), streaming line by line. Every check is made in file order, so the error names
+//! the first line at which the directory stops being what the writer produces:
+//!
+//! - a line whose `chain.prev` is not the SHA-256 of the line before it (the line before was
+//!   altered, or lines were removed or reordered; across files, the previous file's last line);
+//! - a `file_open` header whose `prev_file` is not the file before it (a file is missing);
+//! - within one `instance_id`, a `seq` that skips numbers no `loss` record declares, or that
+//!   repeats or goes back; a new instance that does not start at `seq` 1 with `start`;
+//! - a torn line (no `\n` at the end of a file) that the next file's `file_open` does not
+//!   record as `recovered_torn_line`, or that is not at the end of a file;
+//! - a line that is not one JSON object, an empty directory, no `audit.log`.
+//!
+//! The oldest files may be gone by retention: the first file's `prev_file` then names a file
+//! that is not there, which is accepted only when a `file_delete` line records its deletion.
+//!
+//! What a hash chain cannot show: whole lines removed from the end of the newest file, or a
+//! suffix rewritten with recomputed hashes. [`VerifyReport::last_hash`] is the value to keep
+//! elsewhere (an anchor) to detect those.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader};
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use crate::audit::event::SCHEMA;
+use crate::audit::writer::{hex_sha256, ACTIVE_FILE, GENESIS_HASH};
+
+/// Longest line accepted (the writer's lines are far shorter: keys are capped at 16 KiB).
+pub const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
+
+/// What an intact directory holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Audit files read (rotated ones and `audit.log`).
+    pub files: usize,
+    /// Complete (newline-terminated) lines.
+    pub lines: u64,
+    /// Sequenced records (every line but the `file_open` / `file_delete` markers).
+    pub records: u64,
+    /// Sequenced records per `kind` (`command`, `session`, `system`).
+    pub kinds: BTreeMap<String, u64>,
+    /// Unsequenced marker lines (`file_open`, `file_delete`).
+    pub markers: u64,
+    /// Distinct `instance_id`s (proxy runs).
+    pub instances: u64,
+    /// Runs that ended without a `stop` record before the next run began (crashes).
+    pub unclean_instances: u64,
+    /// Whether the newest run ended with `stop` (false: still running, or crashed).
+    pub last_instance_stopped: bool,
+    /// `loss` records.
+    pub loss_records: u64,
+    /// Events those `loss` records declare dropped.
+    pub lost_events: u64,
+    /// Torn lines left by a crash and recorded as recovered by the next `file_open`.
+    pub torn_lines_recovered: u64,
+    /// Empty files before the last one (a crash right after a file was created); the chain
+    /// passes over them.
+    pub empty_files: u64,
+    /// `file_delete` records (files removed by retention).
+    pub files_deleted: u64,
+    /// The file before the oldest one present, deleted by retention (recorded by a
+    /// `file_delete` line); the chain starts from that file's last line, not from genesis.
+    pub pruned_before: Option<String>,
+    /// SHA-256 of the last complete line: keep it elsewhere to detect later truncation.
+    pub last_hash: String,
+}
+
+impl fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kinds: Vec<String> =
+            self.kinds.iter().map(|(kind, count)| format!("{count} {kind}")).collect();
+        write!(
+            f,
+            "intact: {} files, {} lines, {} records ({}), instances: {}, declared losses: {} \
+             ({} events)",
+            self.files,
+            self.lines,
+            self.records,
+            kinds.join(", "),
+            self.instances,
+            self.loss_records,
+            self.lost_events,
+        )?;
+        if self.torn_lines_recovered > 0 {
+            write!(f, ", torn lines recovered: {}", self.torn_lines_recovered)?;
+        }
+        if self.empty_files > 0 {
+            write!(f, ", empty files: {}", self.empty_files)?;
+        }
+        if self.unclean_instances > 0 {
+            write!(f, ", runs ended without stop: {}", self.unclean_instances)?;
+        }
+        if let Some(pruned) = &self.pruned_before {
+            write!(f, ", starts after {pruned} (deleted by retention)")?;
+        }
+        if !self.last_instance_stopped {
+            write!(f, ", last run not stopped (running or crashed)")?;
+        }
+        write!(f, ", last hash {}", self.last_hash)
+    }
+}
+
+/// The first place where a directory breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyError {
+    /// File name inside the directory, when the problem is in one file.
+    pub file: Option<String>,
+    /// 1-based line number in `file`, when the problem is at one line.
+    pub line: Option<u64>,
+    /// What is wrong.
+    pub problem: Problem,
+}
+
+impl VerifyError {
+    /// `<dir>/<file>:<line>: <problem>` (the parts that apply), on one line.
+    pub fn display_in(&self, dir: &Path) -> String {
+        let mut out = match &self.file {
+            Some(file) => dir.join(file).display().to_string(),
+            None => dir.display().to_string(),
+        };
+        if let Some(line) = self.line {
+            out.push_str(&format!(":{line}"));
+        }
+        out.push_str(&format!(": {}", self.problem));
+        out
+    }
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => write!(f, "{file}:{line}: {}", self.problem),
+            (Some(file), None) => write!(f, "{file}: {}", self.problem),
+            _ => write!(f, "{}", self.problem),
+        }
+    }
+}
+
+impl std::error::Error for VerifyError {}
+
+/// What the chain of a line was compared with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Previous {
+    /// The very first line of the directory: the genesis hash.
+    Genesis,
+    /// The line before, in the same file.
+    Line(u64),
+    /// The last complete line of the file before.
+    FileEnd {
+        /// That file.
+        file: String,
+        /// Its last complete line.
+        line: u64,
+    },
+}
+
+/// What is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// The directory or a file cannot be read.
+    #[error("{0}")]
+    Io(String),
+    /// No audit files at all.
+    #[error("no audit files here (no audit.log, no rotated audit-*.log)")]
+    EmptyDirectory,
+    /// Rotated files but no `audit.log`.
+    #[error(
+        "the active file audit.log is missing (the trail ends at {last}): deleted, or the \
+         proxy stopped while rotating"
+    )]
+    NoActiveFile {
+        /// The newest rotated file.
+        last: String,
+    },
+    /// An `audit-*.log` whose name is not a rotated file's.
+    #[error("not an audit file name (rotated files are audit-yyyymmddThhmmss.mmmZ-nnnn.log)")]
+    BadFileName,
+    /// The last file is empty: no `file_open` line.
+    #[error(
+        "empty file (no file_open line): a crash right after it was created, not yet \
+         recovered by a restart"
+    )]
+    EmptyFile,
+    /// A line longer than [`MAX_LINE_BYTES`].
+    #[error("line longer than {max} bytes")]
+    LineTooLong {
+        /// The limit.
+        max: usize,
+    },
+    /// Not parseable as JSON, or not an object.
+    #[error("not a JSON object: {error}")]
+    NotJson {
+        /// The parser's message.
+        error: String,
+    },
+    /// A partial line glued to the next record: a torn write in the middle of a file.
+    #[error("torn line in the middle of the file (a partial record followed by another record)")]
+    TornInMiddle,
+    /// A required field is absent or has the wrong type.
+    #[error("field \"{field}\" is missing or not {expected}")]
+    BadField {
+        /// The field (dotted path).
+        field: &'static str,
+        /// What it should be.
+        expected: &'static str,
+    },
+    /// `schema` is not ours.
+    #[error("schema is {found:?}, expected \"{SCHEMA}\"")]
+    Schema {
+        /// The value found.
+        found: String,
+    },
+    /// `chain` is not the line's last field.
+    #[error("\"chain\" is not the last field of the line")]
+    ChainNotLast,
+    /// `chain.alg` is not `sha256`.
+    #[error("chain.alg is {found:?}, expected \"sha256\"")]
+    ChainAlg {
+        /// The value found.
+        found: String,
+    },
+    /// `chain.prev` does not match the hash of what precedes the line.
+    #[error("{}", chain_message(expected, found, previous))]
+    ChainMismatch {
+        /// The hash of the previous line (or genesis).
+        expected: String,
+        /// The line's `chain.prev`.
+        found: String,
+        /// What the line should chain to.
+        previous: Previous,
+    },
+    /// The first line of a file is not a `file_open` header.
+    #[error("first line is {found}, not a system file_open header")]
+    NoFileOpen {
+        /// `kind/action` of the line.
+        found: String,
+    },
+    /// A `file_open` header that is not the first line of its file.
+    #[error("file_open header in the middle of a file")]
+    FileOpenNotFirst,
+    /// A line without `seq` that is not a file marker.
+    #[error("{found} record without \"seq\" (only file_open and file_delete lines have none)")]
+    Unsequenced {
+        /// `kind/action` of the line.
+        found: String,
+    },
+    /// A `file_open` / `file_delete` marker with a `seq`.
+    #[error("{action} line carries a \"seq\" (markers have none)")]
+    SequencedMarker {
+        /// The marker.
+        action: String,
+    },
+    /// `prev_file` names a file present, but not the one before this file.
+    #[error(
+        "file_open names prev_file {}, but the file before it is {}",
+        or_null(found),
+        or_null(expected)
+    )]
+    PrevFileMismatch {
+        /// The file before this one in rotation order (none for the first file).
+        expected: Option<String>,
+        /// The header's `prev_file`.
+        found: Option<String>,
+    },
+    /// `prev_file` names a file that is not in the directory.
+    #[error("missing file: file_open names prev_file {name}, which is not in the directory")]
+    MissingFile {
+        /// The missing file.
+        name: String,
+    },
+    /// The first file's `prev_file` is gone and no `file_delete` line records its deletion.
+    #[error(
+        "missing file: file_open names prev_file {name}, which is not in the directory, and \
+         no file_delete line records its deletion"
+    )]
+    UnrecordedDeletion {
+        /// The missing file.
+        name: String,
+    },
+    /// A torn last line nothing accounts for.
+    #[error("{}", torn_message(next))]
+    TornNotRecovered {
+        /// The next file, whose `file_open` says `recovered_torn_line: false`; none when this
+        /// is the last file.
+        next: Option<String>,
+    },
+    /// `recovered_torn_line: true` after a file that ends with a complete line.
+    #[error("file_open says recovered_torn_line, but {prev_file} ends with a complete line")]
+    SpuriousRecovery {
+        /// The previous file.
+        prev_file: String,
+    },
+    /// A `seq` larger than the next expected, with no `loss` record.
+    #[error(
+        "seq gap: expected {expected}, found {found}: seq {expected}..={} missing without a \
+         loss record",
+        found - 1
+    )]
+    SeqGap {
+        /// The next expected seq.
+        expected: u64,
+        /// The seq found.
+        found: u64,
+    },
+    /// A `seq` smaller than the next expected.
+    #[error("seq goes backwards: expected {expected}, found {found} (duplicated or reordered)")]
+    SeqBackwards {
+        /// The next expected seq.
+        expected: u64,
+        /// The seq found.
+        found: u64,
+    },
+    /// A `loss` record that does not describe the gap before it.
+    #[error("loss record does not match the gap: {why}")]
+    BadLoss {
+        /// What does not match.
+        why: String,
+    },
+    /// A run whose first record is not `seq` 1, `system` `start`.
+    #[error("instance {instance} begins with seq {seq} ({found}), expected seq 1, system start")]
+    InstanceStart {
+        /// The instance.
+        instance: String,
+        /// The seq found.
+        seq: u64,
+        /// `kind/action` found.
+        found: String,
+    },
+    /// A line of another instance without a `file_open` starting it.
+    #[error(
+        "instance_id changes from {expected} to {found} without a file_open (lines of another \
+         run spliced in?)"
+    )]
+    InstanceSwitch {
+        /// The current instance.
+        expected: String,
+        /// The line's instance.
+        found: String,
+    },
+    /// An instance that reappears after another one.
+    #[error("instance_id {instance} reappears after another run")]
+    InstanceReused {
+        /// The instance.
+        instance: String,
+    },
+}
+
+fn or_null(name: &Option<String>) -> &str {
+    name.as_deref().unwrap_or("null")
+}
+
+fn chain_message(expected: &str, found: &str, previous: &Previous) -> String {
+    match previous {
+        Previous::Genesis => format!(
+            "chain broken: the first line of the directory has prev {found}, expected the \
+             genesis hash {expected}"
+        ),
+        Previous::Line(line) => format!(
+            "chain broken: prev is {found}, but line {line} hashes to {expected} (line {line} \
+             was altered, or lines were removed or reordered here)"
+        ),
+        Previous::FileEnd { file, line } => format!(
+            "chain broken between files: prev is {found}, but the last complete line of {file} \
+             (line {line}) hashes to {expected} (it was altered, or lines were removed)"
+        ),
+    }
+}
+
+fn torn_message(next: &Option<String>) -> String {
+    match next {
+        Some(next) => format!(
+            "torn line (no newline at the end of the file), but the next file {next} does not \
+             record recovering it (recovered_torn_line is false)"
+        ),
+        None => "torn line (no newline at the end of the last file): a write in progress, a \
+                 crash not yet recovered by a restart, or a truncated file"
+            .to_owned(),
+    }
+}
+
+/// Verifies the audit directory `dir`; see the module documentation.
+pub fn verify_dir(dir: &Path) -> Result<VerifyReport, VerifyError> {
+    let (files, has_active) = list_files(dir)?;
+    let mut verifier = Verifier::new(&files);
+    match verifier.run(dir) {
+        Ok(()) => verifier.finish(has_active),
+        Err(error) => Err(verifier.first_error(dir, error)),
+    }
+}
+
+/// The audit files of `dir` in rotation order, and whether `audit.log` is among them.
+fn list_files(dir: &Path) -> Result<(Vec<String>, bool), VerifyError> {
+    let at_dir = |error: io::Error| VerifyError {
+        file: None,
+        line: None,
+        problem: Problem::Io(format!("cannot read the directory: {error}")),
+    };
+    let mut rotated = Vec::new();
+    let mut has_active = false;
+    for entry in fs::read_dir(dir).map_err(at_dir)? {
+        let entry = entry.map_err(at_dir)?;
+        let Ok(name) = entry.file_name().into_string() else { continue };
+        if name == ACTIVE_FILE {
+            has_active = true;
+        } else if name.starts_with("audit-") && name.ends_with(".log") {
+            if !is_rotated_name(&name) {
+                return Err(VerifyError {
+                    file: Some(name),
+                    line: None,
+                    problem: Problem::BadFileName,
+                });
+            }
+            rotated.push(name);
+        }
+    }
+    rotated.sort();
+    if rotated.is_empty() && !has_active {
+        return Err(VerifyError { file: None, line: None, problem: Problem::EmptyDirectory });
+    }
+    if has_active {
+        rotated.push(ACTIVE_FILE.to_owned());
+    }
+    Ok((rotated, has_active))
+}
+
+/// `audit-yyyymmddThhmmss.mmmZ-nnnn.log`
+fn is_rotated_name(name: &str) -> bool {
+    const PATTERN: &[u8] = b"audit-########T######.###Z-####.log";
+    name.len() == PATTERN.len()
+        && name.bytes().zip(PATTERN).all(|(byte, &want)| match want {
+            b'#' => byte.is_ascii_digit(),
+            _ => byte == want,
+        })
+}
+
+/// One run (instance) being followed.
+struct Run {
+    instance: String,
+    /// The next expected seq (1 before the first record); unknown when the trail starts in
+    /// the middle of this run (its beginning deleted by retention).
+    next_seq: Option<u64>,
+    stopped: bool,
+}
+
+struct Verifier<'a> {
+    files: &'a [String],
+    report: VerifyReport,
+    /// The hash the next line must carry as `chain.prev`.
+    last_hash: String,
+    /// Where the last complete line is, for messages.
+    last_line: Option<(usize, u64)>,
+    /// A torn line at the end of the previous file, waiting for the next `file_open`.
+    torn: Option<(usize, u64)>,
+    run: Option<Run>,
+    instances: HashSet<String>,
+    /// Files recorded as deleted by `file_delete` lines.
+    deleted: HashSet<String>,
+    /// The first file's `prev_file`, gone: must be recorded by a `file_delete` line.
+    pruned_head: Option<String>,
+}
+
+fn locate(files: &[String], index: usize, line: Option<u64>, problem: Problem) -> VerifyError {
+    VerifyError { file: Some(files[index].clone()), line, problem }
+}
+
+/// A JSON line's fields.
+type Fields = Map<String, Value>;
+
+impl<'a> Verifier<'a> {
+    fn new(files: &'a [String]) -> Self {
+        Self {
+            files,
+            report: VerifyReport { files: files.len(), ..VerifyReport::default() },
+            last_hash: GENESIS_HASH.to_owned(),
+            last_line: None,
+            torn: None,
+            run: None,
+            instances: HashSet::new(),
+            deleted: HashSet::new(),
+            pruned_head: None,
+        }
+    }
+
+    fn at(&self, index: usize, line: Option<u64>, problem: Problem) -> VerifyError {
+        locate(self.files, index, line, problem)
+    }
+
+    fn run(&mut self, dir: &Path) -> Result<(), VerifyError> {
+        let mut buffer = Vec::new();
+        for index in 0..self.files.len() {
+            let io_error = |error: io::Error| Problem::Io(format!("cannot read: {error}"));
+            let file = File::open(dir.join(&self.files[index]))
+                .map_err(|error| self.at(index, None, io_error(error)))?;
+            let mut reader = BufReader::with_capacity(1 << 16, file);
+            let mut number = 0;
+            loop {
+                let read = read_line(&mut reader, &mut buffer);
+                let read = read.map_err(|error| {
+                    let problem = match error {
+                        ReadError::Io(error) => io_error(error),
+                        ReadError::TooLong => Problem::LineTooLong { max: MAX_LINE_BYTES },
+                    };
+                    self.at(index, Some(number + 1), problem)
+                })?;
+                let Some(terminated) = read else { break };
+                number += 1;
+                if !terminated {
+                    // A torn line: acceptable only if the next file's header recovers it.
+                    if index + 1 == self.files.len() {
+                        return Err(self.at(
+                            index,
+                            Some(number),
+                            Problem::TornNotRecovered { next: None },
+                        ));
+                    }
+                    self.torn = Some((index, number));
+                    break;
+                }
+                self.line(index, number, &buffer)?;
+            }
+            if number == 0 {
+                // The trace of a crash between creating a file and writing its header; the
+                // next file's header names it and chains over it. Not so for the last file.
+                if index + 1 == self.files.len() {
+                    return Err(self.at(index, None, Problem::EmptyFile));
+                }
+                self.report.empty_files += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn line(&mut self, index: usize, number: u64, bytes: &[u8]) -> Result<(), VerifyError> {
+        let files = self.files;
+        let at = |problem| locate(files, index, Some(number), problem);
+        let fields: Fields = match serde_json::from_slice(bytes) {
+            Ok(Value::Object(fields)) => fields,
+            Ok(_) => return Err(at(Problem::NotJson { error: "not an object".to_owned() })),
+            Err(error) => {
+                let rest = bytes.get(1..).unwrap_or_default();
+                let glued = memchr::memmem::find(rest, b"{\"schema\":").is_some();
+                let problem = if glued {
+                    Problem::TornInMiddle
+                } else {
+                    Problem::NotJson { error: error.to_string() }
+                };
+                return Err(at(problem));
+            }
+        };
+        let schema = text(&fields, "schema").ok_or_else(|| at(bad("schema", "a string")))?;
+        if schema != SCHEMA {
+            return Err(at(Problem::Schema { found: clip(schema) }));
+        }
+        let chain = fields.get("chain").and_then(Value::as_object);
+        let chain = chain.ok_or_else(|| at(bad("chain", "an object")))?;
+        if fields.keys().next_back().map(String::as_str) != Some("chain") {
+            return Err(at(Problem::ChainNotLast));
+        }
+        let alg = text(chain, "alg").ok_or_else(|| at(bad("chain.alg", "a string")))?;
+        if alg != "sha256" {
+            return Err(at(Problem::ChainAlg { found: clip(alg) }));
+        }
+        let prev = text(chain, "prev").ok_or_else(|| at(bad("chain.prev", "a string")))?;
+        let kind = text(&fields, "kind").ok_or_else(|| at(bad("kind", "a string")))?;
+        let action = text(&fields, "action").ok_or_else(|| at(bad("action", "a string")))?;
+        let instance =
+            text(&fields, "instance_id").ok_or_else(|| at(bad("instance_id", "a string")))?;
+        let marker = kind == "system" && matches!(action, "file_open" | "file_delete");
+
+        if number == 1 {
+            if !(kind == "system" && action == "file_open") {
+                return Err(at(Problem::NoFileOpen { found: format!("{kind}/{action}") }));
+            }
+            self.file_open(index, &fields, prev)?;
+        } else {
+            if kind == "system" && action == "file_open" {
+                return Err(at(Problem::FileOpenNotFirst));
+            }
+            if prev != self.last_hash {
+                return Err(at(Problem::ChainMismatch {
+                    expected: self.last_hash.clone(),
+                    found: clip(prev),
+                    previous: Previous::Line(number - 1),
+                }));
+            }
+        }
+
+        match fields.get("seq") {
+            None if marker => {
+                self.marker(index, number, &fields, action, instance)?;
+                self.report.markers += 1;
+            }
+            None => return Err(at(Problem::Unsequenced { found: format!("{kind}/{action}") })),
+            Some(_) if marker => {
+                return Err(at(Problem::SequencedMarker { action: action.to_owned() }))
+            }
+            Some(seq) => {
+                let seq = seq.as_u64().ok_or_else(|| at(bad("seq", "a positive integer")))?;
+                self.sequenced(&fields, seq, kind, action, instance).map_err(at)?;
+                self.report.records += 1;
+                *self.report.kinds.entry(kind.to_owned()).or_default() += 1;
+            }
+        }
+        self.last_hash = hex_sha256(bytes);
+        self.last_line = Some((index, number));
+        self.report.lines += 1;
+        Ok(())
+    }
+
+    /// The header of file `index`: torn-line recovery, `prev_file`, and the chain across files.
+    fn file_open(&mut self, index: usize, fields: &Fields, prev: &str) -> Result<(), VerifyError> {
+        let files = self.files;
+        let at = |problem| locate(files, index, Some(1), problem);
+        if text(fields, "file") != Some(ACTIVE_FILE) {
+            return Err(at(bad("file", "\"audit.log\"")));
+        }
+        let recovered = fields.get("recovered_torn_line").and_then(Value::as_bool);
+        let recovered = recovered.ok_or_else(|| at(bad("recovered_torn_line", "a boolean")))?;
+        let prev_file = match fields.get("prev_file") {
+            Some(Value::Null) => None,
+            Some(Value::String(name)) => Some(name.clone()),
+            _ => return Err(at(bad("prev_file", "a string or null"))),
+        };
+        match (self.torn.take(), recovered) {
+            (Some((torn_index, torn_line)), false) => {
+                let next = Some(self.files[index].clone());
+                return Err(self.at(
+                    torn_index,
+                    Some(torn_line),
+                    Problem::TornNotRecovered { next },
+                ));
+            }
+            (Some(_), true) => self.report.torn_lines_recovered += 1,
+            (None, true) if index > 0 => {
+                let prev_file = self.files[index - 1].clone();
+                return Err(at(Problem::SpuriousRecovery { prev_file }));
+            }
+            (None, _) => {}
+        }
+        let expected_file = index.checked_sub(1).map(|before| self.files[before].clone());
+        if prev_file != expected_file {
+            return Err(match prev_file {
+                Some(name) if !self.files.contains(&name) => {
+                    if index == 0 {
+                        // The oldest files were deleted by retention (to be confirmed by a
+                        // file_delete line): the chain starts from their last line.
+                        if !is_hex_hash(prev) {
+                            return Err(at(bad("chain.prev", "64 lowercase hex digits")));
+                        }
+                        self.last_hash = prev.to_owned();
+                        self.pruned_head = Some(name);
+                        return Ok(());
+                    }
+                    at(Problem::MissingFile { name })
+                }
+                found => at(Problem::PrevFileMismatch { expected: expected_file, found }),
+            });
+        }
+        if prev != self.last_hash {
+            let previous = match self.last_line {
+                Some((file, line)) if index > 0 => {
+                    Previous::FileEnd { file: self.files[file].clone(), line }
+                }
+                _ => Previous::Genesis,
+            };
+            return Err(at(Problem::ChainMismatch {
+                expected: self.last_hash.clone(),
+                found: clip(prev),
+                previous,
+            }));
+        }
+        Ok(())
+    }
+
+    /// A `file_open` or `file_delete` line: the run it belongs to, the deletion it records.
+    fn marker(
+        &mut self,
+        index: usize,
+        number: u64,
+        fields: &Fields,
+        action: &str,
+        instance: &str,
+    ) -> Result<(), VerifyError> {
+        let files = self.files;
+        let at = |problem| locate(files, index, Some(number), problem);
+        if action == "file_open" {
+            let same = self.run.as_ref().is_some_and(|run| run.instance == instance);
+            if !same {
+                // A new run begins with a new file.
+                if !self.instances.insert(instance.to_owned()) {
+                    return Err(at(Problem::InstanceReused { instance: clip(instance) }));
+                }
+                if let Some(run) = &self.run {
+                    if !run.stopped {
+                        self.report.unclean_instances += 1;
+                    }
+                }
+                // A trail whose beginning was deleted may start in the middle of a run.
+                let next_seq =
+                    if index == 0 && self.pruned_head.is_some() { None } else { Some(1) };
+                self.run = Some(Run { instance: instance.to_owned(), next_seq, stopped: false });
+                self.report.instances += 1;
+            }
+            return Ok(());
+        }
+        self.same_run(instance).map_err(at)?;
+        let file = text(fields, "file").ok_or_else(|| at(bad("file", "a string")))?;
+        self.deleted.insert(file.to_owned());
+        self.report.files_deleted += 1;
+        Ok(())
+    }
+
+    fn same_run(&self, instance: &str) -> Result<&Run, Problem> {
+        match &self.run {
+            Some(run) if run.instance == instance => Ok(run),
+            Some(run) => Err(Problem::InstanceSwitch {
+                expected: run.instance.clone(),
+                found: clip(instance),
+            }),
+            // Unreachable: line 1 of every file is a file_open, which starts a run.
+            None => Err(bad("instance_id", "that of a file_open before it")),
+        }
+    }
+
+    /// A sequenced record: its place in its run's sequence.
+    fn sequenced(
+        &mut self,
+        fields: &Fields,
+        seq: u64,
+        kind: &str,
+        action: &str,
+        instance: &str,
+    ) -> Result<(), Problem> {
+        let expected = self.same_run(instance)?.next_seq;
+        if expected == Some(1) && (seq != 1 || kind != "system" || action != "start") {
+            return Err(Problem::InstanceStart {
+                instance: clip(instance),
+                seq,
+                found: format!("{kind}/{action}"),
+            });
+        }
+        if let Some(expected) = expected.filter(|expected| seq < *expected) {
+            return Err(Problem::SeqBackwards { expected, found: seq });
+        }
+        if kind == "system" && action == "loss" {
+            let count = check_loss(fields, expected, seq)?;
+            self.report.loss_records += 1;
+            self.report.lost_events = self.report.lost_events.saturating_add(count);
+        } else if let Some(expected) = expected.filter(|expected| seq != *expected) {
+            return Err(Problem::SeqGap { expected, found: seq });
+        }
+        if let Some(run) = &mut self.run {
+            run.next_seq = Some(seq.saturating_add(1));
+            if kind == "system" && action == "stop" {
+                run.stopped = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, has_active: bool) -> Result<VerifyReport, VerifyError> {
+        if let Some(name) = self.pruned_head.take() {
+            if !self.deleted.contains(&name) {
+                return Err(self.at(0, Some(1), Problem::UnrecordedDeletion { name }));
+            }
+            self.report.pruned_before = Some(name);
+        }
+        if !has_active {
+            let last = self.files.last().cloned().unwrap_or_default();
+            return Err(VerifyError {
+                file: Some(ACTIVE_FILE.to_owned()),
+                line: None,
+                problem: Problem::NoActiveFile { last },
+            });
+        }
+        self.report.last_instance_stopped = self.run.as_ref().is_some_and(|run| run.stopped);
+        self.report.last_hash = self.last_hash;
+        Ok(self.report)
+    }
+
+    /// `error` was found; but when the first file chains to a deleted file that no
+    /// `file_delete` line seen so far records, that comes first unless a later line does.
+    fn first_error(&self, dir: &Path, error: VerifyError) -> VerifyError {
+        match &self.pruned_head {
+            Some(name)
+                if !self.deleted.contains(name) && !deletion_recorded(dir, self.files, name) =>
+            {
+                self.at(0, Some(1), Problem::UnrecordedDeletion { name: name.clone() })
+            }
+            _ => error,
+        }
+    }
+}
+
+/// Checks a `loss` record with `seq` found where `expected` was due (unknown at the start of a
+/// trail whose beginning was deleted); returns its count.
+fn check_loss(fields: &Fields, expected: Option<u64>, seq: u64) -> Result<u64, Problem> {
+    let lost = fields.get("lost").and_then(Value::as_object);
+    let lost = lost.ok_or_else(|| bad("lost", "an object"))?;
+    let number = |field: &'static str, name| {
+        lost.get(field).and_then(Value::as_u64).ok_or_else(|| bad(name, "a non-negative integer"))
+    };
+    let first = number("first_seq", "lost.first_seq")?;
+    let last = number("last_seq", "lost.last_seq")?;
+    let count = number("count", "lost.count")?;
+    let why = if expected.is_some_and(|expected| first != expected) {
+        let before = expected.unwrap_or_default().saturating_sub(1);
+        format!("first_seq is {first}, but the last seq before it was {before}")
+    } else if last < first {
+        format!("last_seq {last} is before first_seq {first}")
+    } else if Some(seq) != last.checked_add(1) {
+        format!("the loss record has seq {seq}, expected last_seq + 1")
+    } else if Some(count) != (last - first).checked_add(1) {
+        format!(
+            "count is {count}, but {first}..={last} is {} events",
+            (last - first).saturating_add(1)
+        )
+    } else {
+        return Ok(count);
+    };
+    Err(Problem::BadLoss { why })
+}
+
+/// Whether any line of `files` is a `file_delete` record of `name`.
+fn deletion_recorded(dir: &Path, files: &[String], name: &str) -> bool {
+    let mut buffer = Vec::new();
+    for file in files {
+        let Ok(file) = File::open(dir.join(file)) else { continue };
+        let mut reader = BufReader::with_capacity(1 << 16, file);
+        while let Ok(Some(_)) = read_line(&mut reader, &mut buffer) {
+            if memchr::memmem::find(&buffer, b"\"file_delete\"").is_none() {
+                continue;
+            }
+            let Ok(fields) = serde_json::from_slice::<Fields>(&buffer) else { continue };
+            if text(&fields, "action") == Some("file_delete") && text(&fields, "file") == Some(name)
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+fn text<'f>(fields: &'f Fields, name: &str) -> Option<&'f str> {
+    fields.get(name).and_then(Value::as_str)
+}
+
+fn bad(field: &'static str, expected: &'static str) -> Problem {
+    Problem::BadField { field, expected }
+}
+
+fn is_hex_hash(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A value from the file, for a one-line message: escaped and at most 100 characters.
+fn clip(value: &str) -> String {
+    let escaped: String = value.escape_debug().collect();
+    match escaped.char_indices().nth(100) {
+        Some((at, _)) => format!("{}...", &escaped[..at]),
+        None => escaped,
+    }
+}
+
+enum ReadError {
+    Io(io::Error),
+    TooLong,
+}
+
+/// Reads the next line into `buffer` (without its `\n`): `None` at the end of the file,
+/// `Some(false)` for a last line without `\n` (torn).
+fn read_line(reader: &mut impl BufRead, buffer: &mut Vec<u8>) -> Result<Option<bool>, ReadError> {
+    buffer.clear();
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(available) => available,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(ReadError::Io(error)),
+        };
+        if available.is_empty() {
+            return Ok((!buffer.is_empty()).then_some(false));
+        }
+        let (take, done) = match memchr::memchr(b'\n', available) {
+            Some(at) => (at, true),
+            None => (available.len(), false),
+        };
+        if buffer.len() + take > MAX_LINE_BYTES {
+            return Err(ReadError::TooLong);
+        }
+        buffer.extend_from_slice(&available[..take]);
+        reader.consume(if done { take + 1 } else { take });
+        if done {
+            return Ok(Some(true));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotated_names_are_recognised() {
+        assert!(is_rotated_name("audit-20261122T044934.315Z-0001.log"));
+        assert!(!is_rotated_name("audit-20261122T044934.315Z-001.log"));
+        assert!(!is_rotated_name("audit-2026112T044934.315Z-0001.log"));
+        assert!(!is_rotated_name("audit-backup.log"));
+    }
+
+    #[test]
+    fn lines_are_read_whole_and_torn_ones_flagged() {
+        let data = b"one\n\ntwo\nthree";
+        let mut reader = BufReader::with_capacity(2, &data[..]);
+        let mut buffer = Vec::new();
+        let mut lines = Vec::new();
+        while let Ok(Some(terminated)) = read_line(&mut reader, &mut buffer) {
+            lines.push((String::from_utf8(buffer.clone()).unwrap(), terminated));
+        }
+        let expected = [("one", true), ("", true), ("two", true), ("three", false)];
+        let expected: Vec<(String, bool)> =
+            expected.iter().map(|(text, terminated)| ((*text).to_owned(), *terminated)).collect();
+        assert_eq!(lines, expected);
+    }
+
+    #[test]
+    fn loss_records_must_describe_the_gap() {
+        let loss = |first: u64, last: u64, count: u64| -> Fields {
+            let value = serde_json::json!({
+                "lost": {"reason": "queue_full", "first_seq": first, "last_seq": last,
+                         "count": count}
+            });
+            value.as_object().unwrap().clone()
+        };
+        assert_eq!(check_loss(&loss(5, 7, 3), Some(5), 8), Ok(3));
+        assert_eq!(check_loss(&loss(5, 7, 3), None, 8), Ok(3));
+        let bad = |fields, expected| {
+            matches!(check_loss(&fields, expected, 8), Err(Problem::BadLoss { .. }))
+        };
+        assert!(bad(loss(4, 7, 4), Some(5)));
+        assert!(bad(loss(5, 7, 2), Some(5)));
+        assert!(bad(loss(5, 6, 2), Some(5)));
+        assert!(bad(loss(5, 6, 2), None));
+        assert!(bad(loss(7, 5, 0), None));
+    }
+
+    #[test]
+    fn clip_keeps_messages_on_one_line() {
+        assert_eq!(clip("a\nb"), "a\\nb");
+        assert_eq!(clip(&"x".repeat(150)).len(), 103);
+    }
+}

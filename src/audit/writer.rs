@@ -106,7 +106,8 @@ impl AuditLog {
     /// Opens the audit directory (creating it), recovers from an earlier run, starts the
     /// writer thread.
     pub fn open(config: WriterConfig, envelope: Envelope) -> io::Result<Self> {
-        fs::create_dir_all(&config.dir)?;
+        std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&config.dir)?;
         let files = ActiveFile::open(&config, &envelope)?;
         let (sender, receiver) = mpsc::channel();
         let queued_bytes = Arc::new(AtomicUsize::new(0));
@@ -269,6 +270,7 @@ fn run_writer(
                         render(&event, seq, &envelope, &files.last_hash, &mut line);
                     }
                     files.last_hash = hex_sha256(&line);
+                    files.records_in_file += 1;
                     batch.extend_from_slice(&line);
                     batch.push(b'\n');
                 }
@@ -306,11 +308,16 @@ struct ActiveFile {
     last_hash: String,
     /// Counter that keeps rotated names unique within one second.
     rotation_counter: u32,
-    /// When the active file was opened, and how big its header is (not worth rotating alone).
+    /// When the active file was opened.
     opened_at: SystemTime,
-    header_bytes: u64,
+    /// Records (not the writer's own lines) in the active file: an idle file is not rotated.
+    records_in_file: u64,
     rotate_interval: Option<Duration>,
     retention: Retention,
+    /// The newest rotated file: new names must sort after it, whatever the clock does.
+    newest_rotated_name: Option<String>,
+    /// Held for the writer's life: one proxy per audit directory.
+    _lock: File,
 }
 
 impl ActiveFile {
@@ -318,22 +325,24 @@ impl ActiveFile {
     /// (noting a torn last line, the trace of a crash mid-write), and the new file's first line
     /// links to the last complete line before it.
     fn open(config: &WriterConfig, envelope: &Envelope) -> io::Result<Self> {
+        let lock = lock_dir(&config.dir)?;
         let active = config.dir.join(ACTIVE_FILE);
+        // A rotation interrupted before its rename leaves at most a header here, never a record.
+        let _ = fs::remove_file(config.dir.join(NEXT_FILE));
         let mut counter = 0;
-        let (prev_file, last_hash, torn) = if active.exists() {
-            let (hash, torn) = last_line_hash(&active)?;
-            let rotated = rotated_name(&config.dir, &mut counter);
+        let newest = newest_rotated(&config.dir)?;
+        let (prev_file, torn) = if active.exists() {
+            let (_, torn) = last_line_hash(&active)?;
+            let rotated = rotated_name(&config.dir, &mut counter, newest.as_deref());
             fs::rename(&active, config.dir.join(&rotated))?;
-            (Some(rotated), hash, torn)
+            (Some(rotated), torn)
         } else {
-            match newest_rotated(&config.dir)? {
-                Some(name) => {
-                    let (hash, torn) = last_line_hash(&config.dir.join(&name))?;
-                    (Some(name), hash, torn)
-                }
-                None => (None, GENESIS_HASH.to_owned(), false),
-            }
+            (newest, false)
         };
+        // The chain goes on from the last complete line of the newest file that has one (an
+        // empty or header-less file, left by a crash, is skipped).
+        let last_hash = chain_anchor(&config.dir)?;
+        let newest_rotated_name = prev_file.clone();
         let file = create_active(&active)?;
         let mut this = Self {
             dir: config.dir.clone(),
@@ -343,9 +352,11 @@ impl ActiveFile {
             last_hash,
             rotation_counter: counter,
             opened_at: SystemTime::now(),
-            header_bytes: 0,
+            records_in_file: 0,
             rotate_interval: config.rotate_interval,
             retention: config.retention,
+            newest_rotated_name,
+            _lock: lock,
         };
         this.write_file_open(envelope, prev_file.as_deref(), torn)?;
         Ok(this)
@@ -368,12 +379,12 @@ impl ActiveFile {
         Ok(())
     }
 
-    /// Rotates when the active file is older than `rotate_interval` and holds more than its
-    /// header.
+    /// Rotates when the active file is older than `rotate_interval` and holds records (the
+    /// writer's own lines do not count, or an idle proxy would rotate history away).
     fn rotate_if_old(&mut self, envelope: &Envelope, stats: &AuditStats) {
         let Some(interval) = self.rotate_interval else { return };
         let age = SystemTime::now().duration_since(self.opened_at).unwrap_or_default();
-        if age >= interval && self.size > self.header_bytes {
+        if age >= interval && self.records_in_file > 0 {
             self.rotate(envelope, stats);
         }
     }
@@ -431,9 +442,7 @@ impl ActiveFile {
             "prev_file": prev_file,
             "recovered_torn_line": torn,
         });
-        self.write_marker(envelope, "file_open", detail)?;
-        self.header_bytes = self.size;
-        Ok(())
+        self.write_marker(envelope, "file_open", detail)
     }
 
     fn write(&mut self, batch: &mut Vec<u8>, stats: &AuditStats) {
@@ -454,44 +463,96 @@ impl ActiveFile {
     }
 
     /// Renames `audit.log` to a unique rotated name and starts a new one, whose first line
-    /// names the previous file and chains to its last line.
+    /// names the previous file and chains to its last line. The new file is created first, so
+    /// a failure leaves the writer on the current file.
     fn rotate(&mut self, envelope: &Envelope, stats: &AuditStats) {
-        let rotated = rotated_name(&self.dir, &mut self.rotation_counter);
         let active = self.dir.join(ACTIVE_FILE);
-        let result = fs::rename(&active, self.dir.join(&rotated))
-            .and_then(|()| create_active(&active))
-            .and_then(|file| {
-                self.file = file;
-                self.size = 0;
-                self.opened_at = SystemTime::now();
-                self.write_file_open(envelope, Some(&rotated), false)
-            });
-        match result {
-            Ok(()) => {
-                stats.rotations.fetch_add(1, Ordering::Relaxed);
-                self.enforce_retention(envelope, stats);
-            }
+        let next = self.dir.join(NEXT_FILE);
+        let rotated = rotated_name(
+            &self.dir,
+            &mut self.rotation_counter,
+            self.newest_rotated_name.as_deref(),
+        );
+        let result = create_active(&next).and_then(|file| {
+            fs::rename(&active, self.dir.join(&rotated)).inspect_err(|_| {
+                let _ = fs::remove_file(&next);
+            })?;
+            fs::rename(&next, &active)?;
+            Ok(file)
+        });
+        let file = match result {
+            Ok(file) => file,
             Err(error) => {
                 stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(%error, "rotating the audit file failed");
+                tracing::error!(%error, "rotating the audit file failed; writing on in the current one");
+                return;
             }
+        };
+        self.file = file;
+        self.size = 0;
+        self.opened_at = SystemTime::now();
+        self.records_in_file = 0;
+        self.newest_rotated_name = Some(rotated.clone());
+        stats.rotations.fetch_add(1, Ordering::Relaxed);
+        if let Err(error) = self.write_file_open(envelope, Some(&rotated), false) {
+            stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(%error, "writing the new audit file's header failed");
+        }
+        self.enforce_retention(envelope, stats);
+    }
+}
+
+/// Where a rotation creates the next active file before renaming it into place.
+const NEXT_FILE: &str = "audit.log.new";
+
+/// Takes the directory's lock file: two proxies writing one directory would interleave lines.
+fn lock_dir(dir: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(dir.join(".lock"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!("audit directory {} is in use by another process", dir.display()),
+        )),
+    }
+}
+
+/// The hash of the last complete line in the directory's rotated files, newest first.
+fn chain_anchor(dir: &Path) -> io::Result<String> {
+    for name in rotated_files(dir)?.iter().rev() {
+        if let (Some(hash), _) = last_line_hash(&dir.join(name))? {
+            return Ok(hash);
         }
     }
+    Ok(GENESIS_HASH.to_owned())
 }
 
 fn create_active(path: &Path) -> io::Result<File> {
     OpenOptions::new().create_new(true).append(true).mode(0o600).open(path)
 }
 
-/// `audit-<UTC yyyymmddThhmmss.mmm>Z-<nnnn>.log`, never an existing name; names sort in
-/// rotation order.
-fn rotated_name(dir: &Path, counter: &mut u32) -> String {
+/// `audit-<UTC yyyymmddThhmmss.mmm>Z-<nnnn>.log`, never an existing name, and always sorting
+/// after `after` (the newest rotated file) even when the clock stepped back: rotation order is
+/// name order.
+fn rotated_name(dir: &Path, counter: &mut u32, after: Option<&str>) -> String {
     loop {
         *counter += 1;
         let stamp = crate::audit::event::rfc3339_micros(SystemTime::now());
         // 2026-11-22T04:40:00.123456Z -> 20261122T044000.123Z
         let compact: String = stamp[..23].chars().filter(|c| *c != '-' && *c != ':').collect();
-        let name = format!("audit-{compact}Z-{:04}.log", *counter % 10_000);
+        let mut name = format!("audit-{compact}Z-{:04}.log", *counter % 10_000);
+        if let Some(after) = after.filter(|after| name.as_str() <= *after) {
+            // Keep the newest name's time and count on from its number.
+            let stem = after.len().saturating_sub("-0000.log".len());
+            let number: u32 =
+                after.get(stem + 1..after.len() - 4).and_then(|n| n.parse().ok()).unwrap_or(0);
+            name = format!("{}-{:04}.log", &after[..stem], (number + *counter) % 10_000);
+        }
         if !dir.join(&name).exists() {
             return name;
         }
@@ -512,9 +573,9 @@ fn newest_rotated(dir: &Path) -> io::Result<Option<String>> {
     Ok(rotated_files(dir)?.pop())
 }
 
-/// The hash of the last complete line of `path`, and whether a torn (unterminated) line
-/// follows it.
-fn last_line_hash(path: &Path) -> io::Result<(String, bool)> {
+/// The hash of the last complete line of `path` (`None` when it has none), and whether a torn
+/// (unterminated) line follows it.
+fn last_line_hash(path: &Path) -> io::Result<(Option<String>, bool)> {
     let mut file = File::open(path)?;
     let length = file.metadata()?.len();
     let start = length.saturating_sub(TAIL_SCAN_BYTES);
@@ -522,14 +583,12 @@ fn last_line_hash(path: &Path) -> io::Result<(String, bool)> {
     let mut tail = Vec::with_capacity((length - start) as usize);
     file.read_to_end(&mut tail)?;
     let torn = !tail.is_empty() && tail.last() != Some(&b'\n');
-    let complete = match memchr::memrchr(b'\n', &tail) {
-        Some(end) => &tail[..end],
-        None => return Ok((GENESIS_HASH.to_owned(), torn)),
-    };
+    let Some(end) = memchr::memrchr(b'\n', &tail) else { return Ok((None, torn)) };
+    let complete = &tail[..end];
     let line_start = memchr::memrchr(b'\n', complete).map_or(0, |at| at + 1);
     if line_start == 0 && start > 0 {
         // The last line is longer than the scan: the chain cannot be linked.
-        return Ok(("unknown".to_owned(), torn));
+        return Ok((Some("unknown".to_owned()), torn));
     }
-    Ok((hex_sha256(&complete[line_start..]), torn))
+    Ok((Some(hex_sha256(&complete[line_start..])), torn))
 }

@@ -308,7 +308,7 @@ impl GetKeys {
                 }
                 let Some(streams) = streams else { return };
                 let num = args.len() - streams - 1;
-                if num == 0 || num % 2 != 0 {
+                if num == 0 || !num.is_multiple_of(2) {
                     return;
                 }
                 out.extend((streams + 1..streams + 1 + num / 2).map(|i| key(i, none)));

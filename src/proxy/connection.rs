@@ -690,7 +690,7 @@ where
             )
         };
         match info.kind {
-            b'>' => confirmation.map_or(true, |wanted| !head_wants(wanted)),
+            b'>' => confirmation.is_none_or(|wanted| !head_wants(wanted)),
             b'*' if self.in_pubsub_context() => match confirmation {
                 Some(wanted) => !head_wants(wanted),
                 None => is_message(info),
@@ -717,7 +717,7 @@ where
         let (kind, head, is_null) = (info.kind, info.head, info.is_null());
         let authenticated_by_default = !self.ctx.auth_required();
         let (status, error_code) = if info.is_error() {
-            (ReplyStatus::Error, Some(Bytes::copy_from_slice(head.error_code())))
+            (ReplyStatus::Error, head.known_error_code().map(Bytes::copy_from_slice))
         } else if kind == b'+' && head.as_bytes() == b"QUEUED" {
             (ReplyStatus::Queued, None)
         } else {

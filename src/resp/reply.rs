@@ -34,6 +34,13 @@ impl Head {
         &bytes[..end]
     }
 
+    /// The error code when the first word is one Redis uses. A script can make an error start
+    /// with anything (`redis.error_reply(ARGV[1])`), and such text must not reach a record.
+    pub fn known_error_code(&self) -> Option<&[u8]> {
+        let code = self.error_code();
+        KNOWN_ERROR_CODES.contains(&code).then_some(code)
+    }
+
     /// The content read as an integer (for `:` replies).
     pub fn integer(&self) -> Option<i64> {
         crate::resp::request::string2ll(self.as_bytes())
@@ -56,6 +63,40 @@ impl std::fmt::Debug for Head {
         write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
     }
 }
+
+/// The error codes Redis and Valkey send (first word of an error reply).
+const KNOWN_ERROR_CODES: &[&[u8]] = &[
+    b"ERR",
+    b"WRONGTYPE",
+    b"NOAUTH",
+    b"NOPERM",
+    b"WRONGPASS",
+    b"EXECABORT",
+    b"BUSY",
+    b"BUSYKEY",
+    b"BUSYGROUP",
+    b"NOGROUP",
+    b"NOSCRIPT",
+    b"LOADING",
+    b"READONLY",
+    b"MASTERDOWN",
+    b"MISCONF",
+    b"NOREPLICAS",
+    b"OOM",
+    b"NOPROTO",
+    b"MOVED",
+    b"ASK",
+    b"TRYAGAIN",
+    b"CROSSSLOT",
+    b"CLUSTERDOWN",
+    b"UNKILLABLE",
+    b"NOTBUSY",
+    b"UNBLOCKED",
+    b"NOGOODSLAVE",
+    b"IOERR",
+    b"INVALIDOBJ",
+    b"DENIED",
+];
 
 /// A direct child of a top-level aggregate: its type byte and the start of its content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -488,6 +529,9 @@ $?\r\n;2\r\nab\r\n;0\r\n*?\r\n:1\r\n:2\r\n.\r\n*0\r\n%0\r\n";
         assert_eq!(reply.children[2].head.integer(), Some(2));
         assert_eq!(scanner.scan(b"-WRONGTYPE Operation\r\n").unwrap(), (22, true));
         assert_eq!(scanner.reply().head.error_code(), b"WRONGTYPE");
+        assert_eq!(scanner.reply().head.known_error_code(), Some(&b"WRONGTYPE"[..]));
+        assert_eq!(scanner.scan(b"-AKIASECRET value\r\n").unwrap(), (19, true));
+        assert_eq!(scanner.reply().head.known_error_code(), None);
         assert_eq!(scanner.scan(b"*-1\r\n").unwrap(), (5, true));
         assert!(scanner.reply().is_null());
         assert_eq!(scanner.scan(b"*0\r\n").unwrap(), (4, true));

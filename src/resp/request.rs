@@ -550,10 +550,10 @@ mod tests {
         long.push(b'a');
         assert_eq!(decode_all(&long, true).1, Some(ProtocolError::TooBigInline));
         let mut header = b"*".to_vec();
-        header.extend(std::iter::repeat(b'1').take(64 * 1024 + 1));
+        header.extend(std::iter::repeat_n(b'1', 64 * 1024 + 1));
         assert_eq!(decode_all(&header, true).1, Some(ProtocolError::TooBigMultibulkCount));
         let mut bulk = b"*1\r\n$".to_vec();
-        bulk.extend(std::iter::repeat(b'1').take(64 * 1024 + 1));
+        bulk.extend(std::iter::repeat_n(b'1', 64 * 1024 + 1));
         assert_eq!(decode_all(&bulk, true).1, Some(ProtocolError::TooBigBulkCount));
     }
 

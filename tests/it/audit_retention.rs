@@ -97,3 +97,29 @@ async fn the_active_file_rotates_by_age() {
     assert_eq!(pings, 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn one_proxy_per_audit_directory() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let dir = temp_dir("lock");
+    let (proxy, _audit) = TestProxy::start_audited(redis.addr, &dir, "").await;
+    let config = redis_audit_proxy::config::Config::validate(
+        Default::default(),
+        "test",
+        &redis_audit_proxy::config::Overrides {
+            audit_dir: Some(dir.display().to_string()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let error = redis_audit_proxy::audit::AuditSink::open(&config).unwrap_err();
+    assert!(error.to_string().contains("in use by another process"), "{error}");
+    proxy.shutdown().await;
+    // Released with the first proxy; a leftover of an interrupted rotation is cleaned up.
+    std::fs::write(dir.join("audit.log.new"), b"").unwrap();
+    let second = redis_audit_proxy::audit::AuditSink::open(&config).expect("lock released");
+    assert!(!dir.join("audit.log.new").exists());
+    drop(second);
+    let _ = std::fs::remove_dir_all(&dir);
+}

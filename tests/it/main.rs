@@ -6,8 +6,10 @@
 
 mod support;
 
+mod audit;
 mod audit_backpressure;
 mod audit_retention;
+mod audit_verify;
 mod binary;
 mod clients;
 mod corpus;

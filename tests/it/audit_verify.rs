@@ -1,0 +1,585 @@
+//! `audit verify` on directories the real proxy wrote: intact ones pass with the right counts
+//! (rotation, restarts, crash recovery, declared losses, retention); each kind of tampering on
+//! a copy is named at its file and line, by `verify_dir` and by the binary (exit 1, one line).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use redis_audit_proxy::audit::verify::{verify_dir, Previous, Problem, VerifyError};
+use redis_audit_proxy::audit::writer::{hex_sha256, GENESIS_HASH};
+use serde_json::Value;
+
+use crate::support::{RawClient, RedisServer, TestProxy};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_redis-audit-proxy");
+
+/// Small files, so that a few dozen commands span several of them.
+const ROTATE: &str = "[audit]\nrotate_bytes = 4096\n";
+
+/// A fresh directory under the system temp dir, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("rap-verify-{}-{tag}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        Self(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// A copy of this directory's files in a new scratch directory.
+    fn copy(&self, tag: &str) -> Self {
+        let copy = Self::new(tag);
+        std::fs::create_dir_all(copy.path()).unwrap();
+        for entry in std::fs::read_dir(self.path()).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+        }
+        copy
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One proxy run on `dir`: start, `commands` SETs on one connection, graceful shutdown
+/// (`stop` written, writer closed). Returns the run's instance id.
+async fn record_run(redis: &RedisServer, dir: &Path, toml: &str, commands: usize) -> String {
+    let (proxy, sink) = TestProxy::start_audited(redis.addr, dir, toml).await;
+    let mut client = RawClient::connect(proxy.addr).await;
+    for i in 0..commands {
+        let key = format!("key-{i:03}");
+        assert_eq!(client.call(&[b"SET", key.as_bytes(), b"value"]).await, b"+OK\r\n");
+    }
+    drop(client);
+    proxy.shutdown().await;
+    sink.envelope.instance_id.clone()
+}
+
+/// The audit files in rotation order, independently of the verifier.
+fn audit_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with("audit-") && name.ends_with(".log"))
+        .collect();
+    names.sort();
+    if dir.join("audit.log").exists() {
+        names.push("audit.log".to_owned());
+    }
+    names
+}
+
+/// The complete lines of a file (without their `\n`).
+fn lines(path: &Path) -> Vec<Vec<u8>> {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(bytes.last(), Some(&b'\n'), "{} ends with a whole line", path.display());
+    bytes[..bytes.len() - 1].split(|b| *b == b'\n').map(<[u8]>::to_vec).collect()
+}
+
+fn write_lines(path: &Path, lines: &[Vec<u8>]) {
+    let mut bytes = Vec::new();
+    for line in lines {
+        bytes.extend_from_slice(line);
+        bytes.push(b'\n');
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn json(line: &[u8]) -> Value {
+    serde_json::from_slice(line).unwrap()
+}
+
+/// Recomputes every `chain.prev` in order, as a forger who rewrites the whole trail would:
+/// only the sequence checks can then catch what was changed.
+fn reseal(dir: &Path) {
+    let mut prev = GENESIS_HASH.to_owned();
+    for name in audit_files(dir) {
+        let path = dir.join(&name);
+        let mut all = lines(&path);
+        for line in &mut all {
+            let at = line.len() - 67;
+            assert_eq!(&line[at - 8..at], b"\"prev\":\"", "chain.prev ends the line");
+            line[at..at + 64].copy_from_slice(prev.as_bytes());
+            prev = hex_sha256(line);
+        }
+        write_lines(&path, &all);
+    }
+}
+
+fn verify_binary(dir: &Path) -> Output {
+    Command::new(BINARY)
+        .args(["audit", "verify", "--dir"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {BINARY}: {e}"))
+}
+
+/// `verify_dir` fails at `file`:`line` with a problem `expected` accepts, and the binary
+/// prints that place on one stderr line and exits 1.
+fn assert_broken(
+    dir: &Path,
+    file: &str,
+    line: Option<u64>,
+    expected: impl Fn(&Problem) -> bool,
+) -> VerifyError {
+    let error = verify_dir(dir).expect_err("the damage must be detected");
+    assert_eq!((error.file.as_deref(), error.line), (Some(file), line), "{error}");
+    assert!(expected(&error.problem), "unexpected problem: {error}");
+
+    let output = verify_binary(dir);
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(output.stdout.is_empty());
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    let place = match line {
+        Some(line) => format!("{}:{line}: ", dir.join(file).display()),
+        None => format!("{}: ", dir.join(file).display()),
+    };
+    assert!(stderr.starts_with(&format!("redis-audit-proxy: {place}")), "{stderr}");
+    assert!(stderr.contains(&error.problem.to_string()), "{stderr}");
+    error
+}
+
+/// A directory of one proxy run with `commands` SETs over several files.
+async fn rotated_trail(tag: &str, commands: usize) -> (RedisServer, Scratch) {
+    let redis = RedisServer::start(&[]);
+    let dir = Scratch::new(tag);
+    record_run(&redis, dir.path(), ROTATE, commands).await;
+    let files = audit_files(dir.path());
+    assert!(files.len() >= 4, "several files: {files:?}");
+    (redis, dir)
+}
+
+/// A rotated file in the middle of the trail, with enough lines to tamper inside it.
+fn middle_file(dir: &Path) -> (usize, String) {
+    let files = audit_files(dir);
+    let index = files.len() / 2;
+    assert!(index > 0 && index + 1 < files.len());
+    assert!(lines(&dir.join(&files[index])).len() >= 5, "{} has a few lines", files[index]);
+    (index, files[index].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intact_trail_verifies_with_its_counts() {
+    crate::require_redis!();
+    let (_redis, dir) = rotated_trail("intact", 40).await;
+    let files = audit_files(dir.path());
+    let report = verify_dir(dir.path()).expect("intact");
+    assert_eq!(report.files, files.len());
+    assert_eq!(report.kinds.get("command"), Some(&40));
+    assert_eq!(report.kinds.get("session"), Some(&2), "one session open and close");
+    assert_eq!(report.kinds.get("system"), Some(&2), "start and stop");
+    assert_eq!(report.records, 44);
+    assert_eq!(report.markers, files.len() as u64, "one file_open per file");
+    assert_eq!(report.lines, report.records + report.markers);
+    assert_eq!((report.instances, report.unclean_instances), (1, 0));
+    assert!(report.last_instance_stopped);
+    assert_eq!((report.loss_records, report.lost_events, report.torn_lines_recovered), (0, 0, 0));
+    assert_eq!(report.pruned_before, None);
+    let last = lines(&dir.path().join("audit.log")).pop().unwrap();
+    assert_eq!(report.last_hash, hex_sha256(&last));
+
+    let output = verify_binary(dir.path());
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.stderr.is_empty());
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let intact = format!("{}: intact: {} files, ", dir.path().display(), files.len());
+    assert!(stdout.starts_with(&intact), "{stdout}");
+    assert!(stdout.contains("44 records (40 command, 2 session, 2 system)"), "{stdout}");
+    assert!(stdout.contains("instances: 1, declared losses: 0"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_edited_byte_breaks_the_chain_at_the_next_line() {
+    crate::require_redis!();
+    let (_redis, dir) = rotated_trail("edit", 40).await;
+    let (_, file) = middle_file(dir.path());
+    let path = dir.path().join(&file);
+    let mut all = lines(&path);
+    // A command line that is not the file's last: change one byte of its key name.
+    let index = (1..all.len() - 1)
+        .find(|&i| memchr::memmem::find(&all[i], b"\"keys\":[\"key-").is_some())
+        .expect("a command line in the middle");
+    let original = all[index].clone();
+    let at = memchr::memmem::find(&all[index], b"\"key-").unwrap() + 3;
+    all[index][at] = b'z';
+    write_lines(&path, &all);
+    let edited = index as u64 + 1;
+    let error = assert_broken(dir.path(), &file, Some(edited + 1), |problem| {
+        matches!(problem, Problem::ChainMismatch { previous: Previous::Line(line), .. }
+            if *line == edited)
+    });
+    let Problem::ChainMismatch { expected, found, .. } = error.problem else { unreachable!() };
+    assert_eq!(expected, hex_sha256(&all[index]), "the edited line's hash");
+    assert_eq!(found, hex_sha256(&original), "what the next line recorded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_and_reordered_lines_are_named() {
+    crate::require_redis!();
+    let (_redis, dir) = rotated_trail("lines", 40).await;
+    let (_, file) = middle_file(dir.path());
+
+    let deleted = dir.copy("deleted-line");
+    let path = deleted.path().join(&file);
+    let mut all = lines(&path);
+    all.remove(2); // line 3
+    write_lines(&path, &all);
+    assert_broken(deleted.path(), &file, Some(3), |problem| {
+        matches!(problem, Problem::ChainMismatch { previous: Previous::Line(2), .. })
+    });
+
+    let swapped = dir.copy("swapped-lines");
+    let path = swapped.path().join(&file);
+    let mut all = lines(&path);
+    all.swap(2, 3); // lines 3 and 4
+    write_lines(&path, &all);
+    assert_broken(swapped.path(), &file, Some(3), |problem| {
+        matches!(problem, Problem::ChainMismatch { previous: Previous::Line(2), .. })
+    });
+
+    // The original is untouched and still intact.
+    verify_dir(dir.path()).expect("intact");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_middle_file_is_named_by_the_next_header() {
+    crate::require_redis!();
+    let (_redis, dir) = rotated_trail("missing-file", 40).await;
+    let (index, file) = middle_file(dir.path());
+    let next = audit_files(dir.path())[index + 1].clone();
+    std::fs::remove_file(dir.path().join(&file)).unwrap();
+    assert_broken(
+        dir.path(),
+        &next,
+        Some(1),
+        |problem| matches!(problem, Problem::MissingFile { name } if *name == file),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_last_line_is_a_torn_line_nothing_recovered() {
+    crate::require_redis!();
+    let (_redis, dir) = rotated_trail("truncated", 40).await;
+    let files = audit_files(dir.path());
+    let truncate = |dir: &Path, file: &str| -> u64 {
+        let path = dir.join(file);
+        let all = lines(&path);
+        let bytes = std::fs::read(&path).unwrap();
+        let cut = bytes.len() - 1 - all.last().unwrap().len() / 2;
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        all.len() as u64
+    };
+
+    // A rotated file: the next file's header does not say it recovered a torn line.
+    let (index, file) = middle_file(dir.path());
+    let rotated = dir.copy("torn-rotated");
+    let line = truncate(rotated.path(), &file);
+    let next = files[index + 1].clone();
+    assert_broken(rotated.path(), &file, Some(line), |problem| {
+        *problem == Problem::TornNotRecovered { next: Some(next.clone()) }
+    });
+
+    // The active file: nothing after it.
+    let active = dir.copy("torn-active");
+    let line = truncate(active.path(), "audit.log");
+    assert_broken(active.path(), "audit.log", Some(line), |problem| {
+        *problem == Problem::TornNotRecovered { next: None }
+    });
+
+    // A torn line glued to the next record, in the middle of a file.
+    let glued = dir.copy("torn-middle");
+    let path = glued.path().join(&file);
+    let mut all = lines(&path);
+    let half = all[2].len() / 2;
+    let tail = all.remove(3);
+    all[2].truncate(half);
+    all[2].extend_from_slice(&tail);
+    write_lines(&path, &all);
+    assert_broken(glued.path(), &file, Some(3), |problem| *problem == Problem::TornInMiddle);
+
+    // Lines that are not JSON at all.
+    for (tag, garbage) in [("garbage", &b"hello"[..]), ("blank", b"")] {
+        let copy = dir.copy(tag);
+        let path = copy.path().join(&file);
+        let mut all = lines(&path);
+        all[2] = garbage.to_vec();
+        write_lines(&path, &all);
+        assert_broken(copy.path(), &file, Some(3), |problem| {
+            matches!(problem, Problem::NotJson { .. })
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_active_file_is_reported() {
+    crate::require_redis!();
+    let (_redis, dir) = rotated_trail("no-active", 40).await;
+    let files = audit_files(dir.path());
+    std::fs::remove_file(dir.path().join("audit.log")).unwrap();
+    let last = files[files.len() - 2].clone();
+    assert_broken(dir.path(), "audit.log", None, |problem| {
+        *problem == Problem::NoActiveFile { last: last.clone() }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_appended_forged_line_is_caught_unless_its_chain_is_recomputed() {
+    crate::require_redis!();
+    let (_redis, dir) = rotated_trail("forged", 40).await;
+    let honest = verify_dir(dir.path()).expect("intact");
+    let path = dir.path().join("audit.log");
+    let all = lines(&path);
+    let n = all.len();
+    // A command record made from a real one: next seq, another key, and as prev a real hash
+    // of the trail (the line before the last), which looks right but is not the last line's.
+    let files = audit_files(dir.path());
+    let template = files
+        .iter()
+        .rev()
+        .flat_map(|file| lines(&dir.path().join(file)).into_iter().rev())
+        .find(|line| json(line)["kind"] == "command")
+        .expect("a command line to imitate");
+    let mut forged = json(&template);
+    let last_seq = json(&all[n - 1])["seq"].as_u64().unwrap();
+    forged["seq"] = (last_seq + 1).into();
+    forged["keys"] = serde_json::json!(["forged"]);
+    forged["chain"]["prev"] = hex_sha256(&all[n - 2]).into();
+    let mut appended = all.clone();
+    appended.push(serde_json::to_vec(&forged).unwrap());
+    write_lines(&path, &appended);
+    assert_broken(dir.path(), "audit.log", Some(n as u64 + 1), |problem| {
+        matches!(problem, Problem::ChainMismatch { previous: Previous::Line(line), found, .. }
+            if *line == n as u64 && *found == hex_sha256(&all[n - 2]))
+    });
+
+    // With the right prev, a chain alone cannot tell: the last hash kept elsewhere can.
+    forged["chain"]["prev"] = hex_sha256(&all[n - 1]).into();
+    appended[n] = serde_json::to_vec(&forged).unwrap();
+    write_lines(&path, &appended);
+    let report = verify_dir(dir.path()).expect("a well-chained forgery passes");
+    assert_ne!(report.last_hash, honest.last_hash, "but the anchor moved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_torn_line_is_recovered_by_the_next_run() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let dir = Scratch::new("crash");
+    record_run(&redis, dir.path(), ROTATE, 10).await;
+    // Make it look like a crash mid-write: no `stop`, and half a line at the end.
+    let active = dir.path().join("audit.log");
+    let mut all = lines(&active);
+    let stop = all.pop().unwrap();
+    assert_eq!(json(&stop)["action"], "stop");
+    let last_complete = all.last().unwrap().clone();
+    write_lines(&active, &all);
+    let mut bytes = std::fs::read(&active).unwrap();
+    bytes.extend_from_slice(&stop[..stop.len() / 2]);
+    std::fs::write(&active, &bytes).unwrap();
+    let torn_line = all.len() as u64 + 1;
+    assert_broken(dir.path(), "audit.log", Some(torn_line), |problem| {
+        *problem == Problem::TornNotRecovered { next: None }
+    });
+    let before = audit_files(dir.path());
+
+    let second = record_run(&redis, dir.path(), ROTATE, 1).await;
+    let report = verify_dir(dir.path()).expect("recovered");
+    assert_eq!(report.torn_lines_recovered, 1);
+    assert_eq!((report.instances, report.unclean_instances), (2, 1), "the first run crashed");
+    assert!(report.last_instance_stopped);
+    assert_eq!(report.kinds.get("command"), Some(&11));
+
+    // The crashed file was rotated away; the next file's header records the recovery and
+    // chains to the last complete line before the torn one.
+    let after = audit_files(dir.path());
+    let rotated: Vec<&String> = after.iter().filter(|name| !before.contains(name)).collect();
+    let old_active = rotated.iter().find(|name| {
+        std::fs::read(dir.path().join(name)).unwrap().ends_with(&stop[..stop.len() / 2])
+    });
+    let old_active = old_active.expect("the crashed audit.log, rotated").to_string();
+    let position = after.iter().position(|name| *name == old_active).unwrap();
+    let header = json(&lines(&dir.path().join(&after[position + 1]))[0]);
+    assert_eq!(header["action"], "file_open");
+    assert_eq!(header["instance_id"], second.as_str());
+    assert_eq!(header["recovered_torn_line"], true);
+    assert_eq!(header["prev_file"], old_active.as_str());
+    assert_eq!(header["chain"]["prev"], hex_sha256(&last_complete).as_str());
+
+    let output = verify_binary(dir.path());
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("torn lines recovered: 1"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_starts_a_new_instance_that_chains_on() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let dir = Scratch::new("restart");
+    let first = record_run(&redis, dir.path(), ROTATE, 12).await;
+    let files = audit_files(dir.path());
+    let second = record_run(&redis, dir.path(), ROTATE, 7).await;
+    assert_ne!(first, second);
+    let report = verify_dir(dir.path()).expect("intact");
+    assert_eq!((report.instances, report.unclean_instances), (2, 0));
+    assert_eq!(report.kinds.get("command"), Some(&19));
+    assert_eq!(report.kinds.get("system"), Some(&4), "two starts, two stops");
+    assert_eq!(report.torn_lines_recovered, 0);
+    assert!(report.last_instance_stopped);
+
+    // The first run's audit.log was rotated at the second start; the next file begins the
+    // second run and names it.
+    let after = audit_files(dir.path());
+    let old_active = after[files.len() - 1].clone();
+    let header = json(&lines(&dir.path().join(&after[files.len()]))[0]);
+    assert_eq!(header["instance_id"], second.as_str());
+    assert_eq!(header["prev_file"], old_active.as_str());
+    assert_eq!(header["recovered_torn_line"], false);
+
+    let output = verify_binary(dir.path());
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8(output.stdout).unwrap().contains("instances: 2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_losses_verify_and_resealed_sequence_damage_is_named() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let dir = Scratch::new("losses");
+    // A queue too small for any command record: every command is dropped and declared.
+    record_run(&redis, dir.path(), "[audit]\nqueue_max_bytes = 1\n", 5).await;
+    let report = verify_dir(dir.path()).expect("declared losses are no break");
+    assert_eq!((report.loss_records, report.lost_events), (1, 5));
+    assert_eq!(report.kinds.get("command"), None);
+    assert_eq!(report.records, 5, "start, session open, loss, session close, stop");
+
+    let active = lines(&dir.path().join("audit.log"));
+    let actions: Vec<String> =
+        active.iter().map(|line| json(line)["action"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(actions, ["file_open", "start", "session_open", "loss", "session_close", "stop"]);
+    let loss = json(&active[3]);
+    assert_eq!(loss["seq"], 8);
+    assert_eq!(
+        loss["lost"],
+        serde_json::json!({"reason": "queue_full", "first_seq": 3, "last_seq": 7, "count": 5})
+    );
+
+    // Each change below is resealed (every prev recomputed), so only the sequence shows it.
+    let tamper = |tag: &str, change: &dyn Fn(&mut Vec<Vec<u8>>)| {
+        let copy = dir.copy(tag);
+        let path = copy.path().join("audit.log");
+        let mut all = lines(&path);
+        change(&mut all);
+        write_lines(&path, &all);
+        reseal(copy.path());
+        copy
+    };
+    let no_loss = tamper("no-loss", &|all| {
+        all.remove(3);
+    });
+    assert_broken(no_loss.path(), "audit.log", Some(4), |problem| {
+        *problem == Problem::SeqGap { expected: 3, found: 9 }
+    });
+    let wrong_count = tamper("loss-count", &|all| {
+        let mut loss = json(&all[3]);
+        loss["lost"]["count"] = 4.into();
+        all[3] = serde_json::to_vec(&loss).unwrap();
+    });
+    assert_broken(
+        wrong_count.path(),
+        "audit.log",
+        Some(4),
+        |problem| matches!(problem, Problem::BadLoss { why } if why.contains("count is 4")),
+    );
+    let duplicated = tamper("duplicate", &|all| {
+        let line = all[2].clone();
+        all.insert(3, line);
+    });
+    assert_broken(duplicated.path(), "audit.log", Some(4), |problem| {
+        *problem == Problem::SeqBackwards { expected: 3, found: 2 }
+    });
+    let headless = tamper("no-start", &|all| {
+        all.remove(1);
+    });
+    assert_broken(headless.path(), "audit.log", Some(2), |problem| {
+        matches!(problem, Problem::InstanceStart { seq: 2, .. })
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletions_are_accepted_only_when_recorded() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let dir = Scratch::new("retention");
+    record_run(&redis, dir.path(), "[audit]\nrotate_bytes = 4096\nretain_files = 2\n", 40).await;
+    let files = audit_files(dir.path());
+    assert_eq!(files.len(), 3, "two rotated files and audit.log: {files:?}");
+    let report = verify_dir(dir.path()).expect("retention is no break");
+    let first = json(&lines(&dir.path().join(&files[0]))[0]);
+    let pruned = first["prev_file"].as_str().expect("the first file follows a deleted one");
+    assert_eq!(report.pruned_before.as_deref(), Some(pruned));
+    assert!(report.files_deleted >= 1);
+
+    // The oldest remaining file removed by hand: no file_delete line records it.
+    std::fs::remove_file(dir.path().join(&files[0])).unwrap();
+    assert_broken(dir.path(), &files[1], Some(1), |problem| {
+        *problem == Problem::UnrecordedDeletion { name: files[0].clone() }
+    });
+}
+
+#[test]
+fn an_empty_or_missing_directory_fails_with_one_line() {
+    let dir = Scratch::new("empty");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let error = verify_dir(dir.path()).unwrap_err();
+    assert_eq!((error.file, error.line, error.problem), (None, None, Problem::EmptyDirectory));
+    let output = verify_binary(dir.path());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(stderr.lines().count(), 1);
+    assert!(
+        stderr.starts_with(&format!("redis-audit-proxy: {}: no audit files", dir.path().display()))
+    );
+
+    let missing = dir.path().join("nope");
+    let output = verify_binary(&missing);
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cannot read the directory"), "{stderr}");
+}
+
+/// A crash between creating `audit.log` (by a rotation) and writing its header leaves an empty
+/// file; the next start should chain its header to the last line before that empty file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_right_after_a_rotation_created_audit_log_is_chained_over() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let dir = Scratch::new("empty-active");
+    record_run(&redis, dir.path(), "", 3).await;
+    // What the rotation leaves when the process dies between the rename and the header.
+    let stamp = redis_audit_proxy::audit::event::rfc3339_micros(std::time::SystemTime::now());
+    let compact: String = stamp[..23].chars().filter(|c| *c != '-' && *c != ':').collect();
+    let rotated = format!("audit-{compact}Z-0000.log");
+    std::fs::rename(dir.path().join("audit.log"), dir.path().join(rotated)).unwrap();
+    std::fs::write(dir.path().join("audit.log"), b"").unwrap();
+    assert_broken(dir.path(), "audit.log", None, |problem| *problem == Problem::EmptyFile);
+
+    record_run(&redis, dir.path(), "", 1).await;
+    let report = verify_dir(dir.path()).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!((report.empty_files, report.instances), (1, 2));
+}
