@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,67 +17,13 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::support::client::encode_command;
-use crate::support::{RawClient, RedisServer, TestProxy};
+use crate::support::scratch::{audit_files, file_lines, parse, trail, trail_lines};
+use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir()
-            .join(format!("rap-audit-{tag}-{}-{nanos}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The audit files of `dir` in rotation order: rotated files by name, then `audit.log`.
-fn audit_files(dir: &Path) -> Vec<PathBuf> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-        .filter(|name| name.starts_with("audit-") && name.ends_with(".log"))
-        .collect();
-    names.sort();
-    let mut files: Vec<PathBuf> = names.iter().map(|name| dir.join(name)).collect();
-    if dir.join("audit.log").exists() {
-        files.push(dir.join("audit.log"));
-    }
-    files
-}
-
-/// The lines of one file (without their `\n`); the file must end with a whole line.
-fn file_lines(path: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(path).unwrap();
-    assert!(text.is_empty() || text.ends_with('\n'), "{} ends mid-line", path.display());
-    text.lines().map(str::to_owned).collect()
-}
-
-/// Every line of every file, in rotation order.
-fn raw_lines(dir: &Path) -> Vec<String> {
-    audit_files(dir).iter().flat_map(|path| file_lines(path)).collect()
-}
-
-fn parse(lines: &[String]) -> Vec<Value> {
-    lines
-        .iter()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-        .collect()
-}
-
 fn lines(dir: &Path) -> Vec<Value> {
-    parse(&raw_lines(dir))
+    trail(dir)
 }
 
 /// Syncs and rereads the files until `done` holds (fails after 5 s).
@@ -244,8 +190,8 @@ async fn accounting_client(
 async fn every_command_of_concurrent_clients_is_recorded_once_in_session_order() {
     crate::require_redis!();
     let redis = RedisServer::start(&[]);
-    let dir = TempDir::new("accounting");
-    let (proxy, sink) = TestProxy::start_audited(redis.addr, &dir.0, "").await;
+    let dir = Scratch::new("accounting");
+    let (proxy, sink) = TestProxy::start_audited(redis.addr, dir.path(), "").await;
     let tasks: Vec<_> =
         (0..4).map(|c| tokio::spawn(accounting_client(proxy.addr, redis.addr, c))).collect();
     let mut clients = Vec::new();
@@ -262,9 +208,9 @@ async fn every_command_of_concurrent_clients_is_recorded_once_in_session_order()
             .count()
             == 4
     };
-    let lines = wait_for(&dir.0, &sink, closed).await;
+    let lines = wait_for(dir.path(), &sink, closed).await;
     proxy.shutdown().await;
-    let lines_after = lines_with_stop(&dir.0, &lines);
+    let lines_after = lines_with_stop(dir.path(), &lines);
 
     // seq: gapless from 1 over every line, file order = seq order; nothing lost.
     let seq = seqs(&lines_after);
@@ -280,7 +226,7 @@ async fn every_command_of_concurrent_clients_is_recorded_once_in_session_order()
         assert_eq!(line["instance_id"], instance);
         assert!(is_rfc3339_micros_utc(line["time"].as_str().unwrap()), "{line}");
     }
-    assert_chain(&raw_lines(&dir.0), GENESIS);
+    assert_chain(&trail_lines(dir.path()), GENESIS);
 
     let commands: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "command").collect();
     assert_eq!(commands.len(), 4 * PER_CLIENT, "one record per command sent");
@@ -347,9 +293,9 @@ fn lines_with_stop(dir: &Path, before: &[Value]) -> Vec<Value> {
 async fn records_dropped_by_a_full_queue_are_declared_by_loss_records() {
     crate::require_redis!();
     let redis = RedisServer::start(&[]);
-    let dir = TempDir::new("loss");
+    let dir = Scratch::new("loss");
     let (proxy, sink) =
-        TestProxy::start_audited(redis.addr, &dir.0, "[audit]\nqueue_max_bytes = 2048\n").await;
+        TestProxy::start_audited(redis.addr, dir.path(), "[audit]\nqueue_max_bytes = 2048\n").await;
     const CLIENTS: usize = 4;
     const COMMANDS: usize = 300;
     let tasks: Vec<_> = (0..CLIENTS)
@@ -389,10 +335,10 @@ async fn records_dropped_by_a_full_queue_are_declared_by_loss_records() {
             .count()
             == CLIENTS
     };
-    wait_for(&dir.0, &sink, closed).await;
+    wait_for(dir.path(), &sink, closed).await;
     // The last range is declared by the next event that gets in: the stop line at the latest.
     proxy.shutdown().await;
-    let lines = lines(&dir.0);
+    let lines = lines(dir.path());
     assert_eq!(lines.last().unwrap()["action"], "stop");
 
     let commands: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "command").collect();
@@ -548,12 +494,12 @@ fn follow(dir: &Path, stop: &AtomicBool) -> Followed {
 async fn a_tail_follower_sees_every_line_once_across_rotations() {
     crate::require_redis!();
     let redis = RedisServer::start(&[]);
-    let dir = TempDir::new("rotation");
+    let dir = Scratch::new("rotation");
     let config = "[audit]\nrotate_bytes = 8192\nretain_files = 0\n";
-    let (proxy, sink) = TestProxy::start_audited(redis.addr, &dir.0, config).await;
+    let (proxy, sink) = TestProxy::start_audited(redis.addr, dir.path(), config).await;
     let stop = Arc::new(AtomicBool::new(false));
     let follower = {
-        let (dir, stop) = (dir.0.clone(), Arc::clone(&stop));
+        let (dir, stop) = (dir.path().to_path_buf(), Arc::clone(&stop));
         std::thread::spawn(move || follow(&dir, &stop))
     };
     let tasks: Vec<_> = (0..2)
@@ -581,7 +527,7 @@ async fn a_tail_follower_sees_every_line_once_across_rotations() {
     stop.store(true, Ordering::SeqCst);
     let followed = follower.join().unwrap();
 
-    let files = audit_files(&dir.0);
+    let files = audit_files(dir.path());
     assert!(files.len() >= 3, "{files:?}");
     let mut all = Vec::new();
     let mut previous: Option<String> = None;
@@ -630,8 +576,8 @@ async fn call(client: &mut RawClient, args: &[&str]) -> Vec<u8> {
 async fn passwords_and_values_never_reach_the_trail() {
     crate::require_redis!();
     let redis = RedisServer::start(&[]);
-    let dir = TempDir::new("secrets");
-    let (proxy, sink) = TestProxy::start_audited(redis.addr, &dir.0, "").await;
+    let dir = Scratch::new("secrets");
+    let (proxy, sink) = TestProxy::start_audited(redis.addr, dir.path(), "").await;
     let secret = "canary-secret-7f3a";
     let value = "canary-value-9b2c";
     let mut client = RawClient::connect(proxy.addr).await;
@@ -661,9 +607,10 @@ async fn passwords_and_values_never_reach_the_trail() {
     drop(client);
 
     let lines =
-        wait_for(&dir.0, &sink, |lines| lines.iter().any(|l| l["action"] == "session_close")).await;
+        wait_for(dir.path(), &sink, |lines| lines.iter().any(|l| l["action"] == "session_close"))
+            .await;
     proxy.shutdown().await;
-    for path in audit_files(&dir.0) {
+    for path in audit_files(dir.path()) {
         let bytes = std::fs::read(&path).unwrap();
         let text = String::from_utf8_lossy(&bytes);
         assert!(!text.contains(secret), "{} holds the password", path.display());
@@ -716,14 +663,14 @@ fn parse_time(time: &str) -> SystemTime {
 async fn command_time_is_when_the_request_arrived() {
     crate::require_redis!();
     let redis = RedisServer::start(&[]);
-    let dir = TempDir::new("time");
-    let (proxy, sink) = TestProxy::start_audited(redis.addr, &dir.0, "").await;
+    let dir = Scratch::new("time");
+    let (proxy, sink) = TestProxy::start_audited(redis.addr, dir.path(), "").await;
     let mut client = RawClient::connect(proxy.addr).await;
     let sent_at = SystemTime::now();
     assert_eq!(call(&mut client, &["BLPOP", "nothing", "0.3"]).await, b"*-1\r\n");
     let replied_at = SystemTime::now();
     sink.sync();
-    let lines = lines(&dir.0);
+    let lines = lines(dir.path());
     let blpop = lines.iter().find(|l| l["kind"] == "command").unwrap();
     assert_eq!(command_name(blpop), "blpop");
     assert_eq!(blpop["result"]["status"], "ok");
@@ -744,8 +691,8 @@ async fn command_time_is_when_the_request_arrived() {
 async fn script_error_text_never_reaches_the_trail() {
     crate::require_redis!();
     let redis = RedisServer::start(&[]);
-    let dir = TempDir::new("script-error");
-    let (proxy, sink) = TestProxy::start_audited(redis.addr, &dir.0, "").await;
+    let dir = Scratch::new("script-error");
+    let (proxy, sink) = TestProxy::start_audited(redis.addr, dir.path(), "").await;
     let values = ["canary-value-5e1d", "AKIACANARY5E1D7F3A"];
     let mut client = RawClient::connect(proxy.addr).await;
     for value in values {
@@ -753,14 +700,14 @@ async fn script_error_text_never_reaches_the_trail() {
         assert_eq!(reply, format!("-{value}\r\n").into_bytes(), "Redis sends the text as is");
     }
     sink.sync();
-    let lines = lines(&dir.0);
+    let lines = lines(dir.path());
     let evals: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "command").collect();
     assert_eq!(evals.len(), values.len());
     for eval in &evals {
         assert_eq!(command_name(eval), "eval");
         assert_eq!(eval["result"]["status"], "error");
     }
-    for path in audit_files(&dir.0) {
+    for path in audit_files(dir.path()) {
         let text = std::fs::read_to_string(&path).unwrap();
         for (value, eval) in values.iter().zip(&evals) {
             assert!(
@@ -778,8 +725,8 @@ async fn script_error_text_never_reaches_the_trail() {
 async fn binary_keys_are_base64_and_long_key_lists_are_truncated() {
     crate::require_redis!();
     let redis = RedisServer::start(&[]);
-    let dir = TempDir::new("keys");
-    let (proxy, sink) = TestProxy::start_audited(redis.addr, &dir.0, "").await;
+    let dir = Scratch::new("keys");
+    let (proxy, sink) = TestProxy::start_audited(redis.addr, dir.path(), "").await;
     let mut client = RawClient::connect(proxy.addr).await;
     assert_eq!(client.call(&[b"SET", b"\xff\x00", b"v"]).await, b"+OK\r\n");
     let long: Vec<Vec<u8>> =
@@ -790,7 +737,7 @@ async fn binary_keys_are_base64_and_long_key_lists_are_truncated() {
     // Exactly the cap (16 keys of 1 KiB) is not truncated.
     client.call(&mget[..17]).await;
     sink.sync();
-    let raw = raw_lines(&dir.0);
+    let raw = trail_lines(dir.path());
     let lines = parse(&raw);
     let commands: Vec<(&Value, &String)> =
         lines.iter().zip(&raw).filter(|(l, _)| l["kind"] == "command").collect();
@@ -822,29 +769,29 @@ async fn binary_keys_are_base64_and_long_key_lists_are_truncated() {
 async fn a_restart_continues_the_chain_with_a_new_instance() {
     crate::require_redis!();
     let redis = RedisServer::start(&[]);
-    let dir = TempDir::new("restart");
-    let (first, sink) = TestProxy::start_audited(redis.addr, &dir.0, "").await;
+    let dir = Scratch::new("restart");
+    let (first, sink) = TestProxy::start_audited(redis.addr, dir.path(), "").await;
     RawClient::connect(first.addr).await.call(&[b"PING"]).await;
     first.shutdown().await;
     drop(sink);
-    let before = file_lines(&dir.0.join("audit.log"));
+    let before = file_lines(dir.path().join("audit.log"));
     let old: Value = serde_json::from_str(before.last().unwrap()).unwrap();
     assert_eq!(old["action"], "stop");
 
-    let (second, sink) = TestProxy::start_audited(redis.addr, &dir.0, "").await;
+    let (second, sink) = TestProxy::start_audited(redis.addr, dir.path(), "").await;
     RawClient::connect(second.addr).await.call(&[b"PING"]).await;
     sink.sync();
-    let files = audit_files(&dir.0);
+    let files = audit_files(dir.path());
     assert_eq!(files.len(), 2, "the old audit.log was rotated away: {files:?}");
     assert_eq!(file_lines(&files[0]), before, "and kept as it was");
-    let after = file_lines(&dir.0.join("audit.log"));
+    let after = file_lines(dir.path().join("audit.log"));
     let open: Value = serde_json::from_str(&after[0]).unwrap();
     assert_eq!(open["action"], "file_open");
     assert_eq!(open["prev_file"], files[0].file_name().unwrap().to_str().unwrap());
     assert_eq!(open["recovered_torn_line"], false);
     assert_eq!(open["chain"]["prev"], sha256_hex(before.last().unwrap()));
     assert_ne!(open["instance_id"], old["instance_id"], "a new instance");
-    assert_chain(&raw_lines(&dir.0), GENESIS);
+    assert_chain(&trail_lines(dir.path()), GENESIS);
     let values = parse(&after);
     assert_eq!(values[1]["action"], "start");
     let seq = seqs(&values);
@@ -857,18 +804,19 @@ async fn a_restart_continues_the_chain_with_a_new_instance() {
 async fn a_restart_after_a_torn_line_links_to_the_last_whole_line() {
     crate::require_redis!();
     let redis = RedisServer::start(&[]);
-    let dir = TempDir::new("torn");
-    let (first, _sink) = TestProxy::start_audited(redis.addr, &dir.0, "").await;
+    let dir = Scratch::new("torn");
+    let (first, _sink) = TestProxy::start_audited(redis.addr, dir.path(), "").await;
     first.shutdown().await;
-    let before = file_lines(&dir.0.join("audit.log"));
+    let before = file_lines(dir.path().join("audit.log"));
     // A crash in the middle of a write leaves an unterminated line.
-    let mut file = std::fs::OpenOptions::new().append(true).open(dir.0.join("audit.log")).unwrap();
+    let mut file =
+        std::fs::OpenOptions::new().append(true).open(dir.path().join("audit.log")).unwrap();
     std::io::Write::write_all(&mut file, b"{\"schema\":\"redis-audit/1\",\"ti").unwrap();
     drop(file);
 
-    let (second, sink) = TestProxy::start_audited(redis.addr, &dir.0, "").await;
+    let (second, sink) = TestProxy::start_audited(redis.addr, dir.path(), "").await;
     sink.sync();
-    let open: Value = serde_json::from_str(&file_lines(&dir.0.join("audit.log"))[0]).unwrap();
+    let open: Value = serde_json::from_str(&file_lines(dir.path().join("audit.log"))[0]).unwrap();
     assert_eq!(open["action"], "file_open");
     assert_eq!(open["recovered_torn_line"], true);
     assert_eq!(open["chain"]["prev"], sha256_hex(before.last().unwrap()));

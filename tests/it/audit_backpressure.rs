@@ -3,34 +3,17 @@
 
 use std::time::Duration;
 
-use crate::support::{RawClient, RedisServer, TestProxy};
-
-fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "rap-{tag}-{}-{}",
-        std::process::id(),
-        crate::support::redis::free_port()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-fn lines(dir: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("audit.log"))
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
-}
+use crate::support::scratch::trail;
+use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
 
 #[tokio::test]
 async fn reject_refuses_commands_it_cannot_record_and_runs_none_of_them() {
     crate::require_redis!();
     let redis = RedisServer::start(&[]);
-    let dir = temp_dir("reject");
+    let dir = Scratch::new("reject");
     let (proxy, audit) = TestProxy::start_audited(
         redis.addr,
-        &dir,
+        dir.path(),
         "[audit]\non_full = \"reject\"\nqueue_max_bytes = 4096\n",
     )
     .await;
@@ -61,7 +44,7 @@ async fn reject_refuses_commands_it_cannot_record_and_runs_none_of_them() {
     );
     proxy.shutdown().await;
     // Every command that ran is recorded; refusals are recorded or declared lost.
-    let lines = lines(&dir);
+    let lines = trail(dir.path());
     let ran = lines
         .iter()
         .filter(|l| l["kind"] == "command" && l["result"]["source"] == "upstream")
@@ -75,17 +58,16 @@ async fn reject_refuses_commands_it_cannot_record_and_runs_none_of_them() {
         .map(|l| l["lost"]["count"].as_u64().unwrap())
         .sum();
     assert_eq!(refused_recorded as u64 + lost, refused as u64);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn block_stalls_clients_until_the_writer_catches_up_and_loses_nothing() {
     crate::require_redis!();
     let redis = RedisServer::start(&[]);
-    let dir = temp_dir("block");
+    let dir = Scratch::new("block");
     let (proxy, audit) = TestProxy::start_audited(
         redis.addr,
-        &dir,
+        dir.path(),
         "[audit]\non_full = \"block\"\nqueue_max_bytes = 4096\n",
     )
     .await;
@@ -107,19 +89,18 @@ async fn block_stalls_clients_until_the_writer_catches_up_and_loses_nothing() {
     drop(stall);
     tokio::time::timeout(Duration::from_secs(10), task).await.expect("unblocked").unwrap();
     proxy.shutdown().await;
-    let lines = lines(&dir);
+    let lines = trail(dir.path());
     assert_eq!(lines.iter().filter(|l| l["kind"] == "command").count(), 200);
     assert!(lines.iter().all(|l| l["action"] != "loss"), "block never drops");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn drop_keeps_serving_and_declares_what_it_dropped() {
     crate::require_redis!();
     let redis = RedisServer::start(&[]);
-    let dir = temp_dir("drop");
+    let dir = Scratch::new("drop");
     let (proxy, audit) =
-        TestProxy::start_audited(redis.addr, &dir, "[audit]\nqueue_max_bytes = 4096\n").await;
+        TestProxy::start_audited(redis.addr, dir.path(), "[audit]\nqueue_max_bytes = 4096\n").await;
     let mut client = RawClient::connect(proxy.addr).await;
     let stall = audit.stall();
     for i in 1..=100 {
@@ -128,7 +109,7 @@ async fn drop_keeps_serving_and_declares_what_it_dropped() {
     drop(stall);
     client.call(&[b"PING"]).await;
     proxy.shutdown().await;
-    let lines = lines(&dir);
+    let lines = trail(dir.path());
     let recorded = lines.iter().filter(|l| l["kind"] == "command").count() as u64;
     let lost: u64 = lines
         .iter()
@@ -139,5 +120,4 @@ async fn drop_keeps_serving_and_declares_what_it_dropped() {
     assert_eq!(recorded + lost, 101, "every command recorded or declared lost");
     let dropped = audit.stats().dropped_queue_full.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(dropped, lost);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,55 +2,19 @@
 //! (rotation, restarts, crash recovery, declared losses, retention); each kind of tampering on
 //! a copy is named at its file and line, by `verify_dir` and by the binary (exit 1, one line).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use redis_audit_proxy::audit::verify::{verify_dir, Previous, Problem, VerifyError};
 use redis_audit_proxy::audit::writer::{hex_sha256, GENESIS_HASH};
 use serde_json::Value;
 
-use crate::support::{RawClient, RedisServer, TestProxy};
+use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_redis-audit-proxy");
 
 /// Small files, so that a few dozen commands span several of them.
 const ROTATE: &str = "[audit]\nrotate_bytes = 4096\n";
-
-/// A fresh directory under the system temp dir, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("rap-verify-{}-{tag}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        Self(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    /// A copy of this directory's files in a new scratch directory.
-    fn copy(&self, tag: &str) -> Self {
-        let copy = Self::new(tag);
-        std::fs::create_dir_all(copy.path()).unwrap();
-        for entry in std::fs::read_dir(self.path()).unwrap() {
-            let entry = entry.unwrap();
-            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
-        }
-        copy
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// One proxy run on `dir`: start, `commands` SETs on one connection, graceful shutdown
 /// (`stop` written, writer closed). Returns the run's instance id.

@@ -3,10 +3,12 @@
 pub mod client;
 pub mod proxy;
 pub mod redis;
+pub mod scratch;
 
 pub use client::RawClient;
 pub use proxy::TestProxy;
 pub use redis::RedisServer;
+pub use scratch::Scratch;
 
 /// Skips the calling test (returns early) when redis-server is not installed.
 #[macro_export]
