@@ -154,31 +154,44 @@ fn serve(config: Config) -> anyhow::Result<()> {
             "admin plane and ACL checks are not in this build yet: \
              admin.listen, auth.users_file and acl.mode are validated but unused"
         );
-        let sink: Arc<dyn CommandSink> = if config.audit.enabled {
+        let audit = if config.audit.enabled {
             let dir = config.audit.dir.display().to_string();
             let sink = AuditSink::open(&config)
                 .with_context(|| format!("cannot open the audit directory {dir}"))?;
             tracing::info!(dir, instance_id = %sink.envelope.instance_id, "audit trail open");
-            sink
+            Some(sink)
         } else {
             tracing::warn!("audit.enabled = false: commands are not recorded");
-            Arc::new(LogSink)
+            None
+        };
+        let sink: Arc<dyn CommandSink> = match &audit {
+            Some(audit) => audit.clone(),
+            None => Arc::new(LogSink),
         };
         let app =
             App::start(config, sink).await.with_context(|| format!("cannot listen on {listen}"))?;
-        wait_for_stop_signal().await?;
+        wait_for_stop_signal(audit.as_deref()).await?;
         tracing::info!("stop requested: draining connections");
         app.shutdown().await;
         Ok(())
     })
 }
 
-async fn wait_for_stop_signal() -> anyhow::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot watch SIGTERM")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("cannot watch SIGINT")?,
-        _ = terminate.recv() => {}
+/// Waits for SIGTERM or SIGINT; on SIGHUP, rotates the audit trail and goes on waiting.
+async fn wait_for_stop_signal(audit: Option<&AuditSink>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    loop {
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => return result.context("cannot watch SIGINT"),
+            _ = terminate.recv() => return Ok(()),
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: rotating the audit trail");
+                if let Some(audit) = audit {
+                    audit.reopen();
+                }
+            }
+        }
     }
-    Ok(())
 }

@@ -73,6 +73,11 @@ impl AuditSink {
         self.log.stall()
     }
 
+    /// Rotates the trail now (SIGHUP).
+    pub fn reopen(&self) {
+        self.log.rotate();
+    }
+
     /// Waits until every event enqueued so far is in the file.
     pub fn sync(&self) {
         self.log.flush();

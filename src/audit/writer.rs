@@ -68,8 +68,14 @@ pub struct AuditStats {
 }
 
 enum Job {
-    Event { seq: Option<u64>, event: AuditEvent, bytes: usize },
+    Event {
+        seq: Option<u64>,
+        event: AuditEvent,
+        bytes: usize,
+    },
     Flush(mpsc::SyncSender<()>),
+    /// Rotate now (SIGHUP): close the active file under its rotated name, start a new one.
+    Rotate,
 }
 
 struct Producer {
@@ -191,6 +197,15 @@ impl AuditLog {
         }
     }
 
+    /// Asks the writer to rotate now, after what is already queued (for SIGHUP and external
+    /// rotation tools: the file they move away is complete, and `audit.log` is new).
+    pub fn rotate(&self) {
+        let producer = self.producer.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(sender) = &producer.sender {
+            let _ = sender.send(Job::Rotate);
+        }
+    }
+
     /// Writes what is queued and stops the writer thread.
     pub fn close(&self) {
         self.producer.lock().unwrap_or_else(PoisonError::into_inner).sender = None;
@@ -257,6 +272,10 @@ fn run_writer(
         for job in jobs {
             match job {
                 Job::Flush(ack) => acks.push(ack),
+                Job::Rotate => {
+                    files.write(&mut batch, &stats);
+                    files.rotate(&envelope, &stats);
+                }
                 Job::Event { seq, event, bytes } => {
                     released += bytes;
                     events += 1;

@@ -85,3 +85,19 @@ async fn one_proxy_per_audit_directory() {
     assert!(!dir.path().join("audit.log.new").exists());
     drop(second);
 }
+
+#[tokio::test]
+async fn the_trail_rotates_on_request_and_stays_verifiable() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let dir = Scratch::new("reopen");
+    let (proxy, audit) = TestProxy::start_audited(redis.addr, dir.path(), "").await;
+    let mut client = RawClient::connect(proxy.addr).await;
+    client.call(&[b"PING"]).await;
+    audit.reopen();
+    client.call(&[b"PING"]).await;
+    proxy.shutdown().await;
+    assert_eq!(rotated_files(dir.path()).len(), 1);
+    let report = redis_audit_proxy::audit::verify::verify_dir(dir.path()).expect("intact");
+    assert_eq!(report.files, 2);
+}

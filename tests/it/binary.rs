@@ -216,6 +216,44 @@ fn runs_in_front_of_redis_and_exits_zero_on_sigterm() {
 }
 
 #[test]
+fn sighup_rotates_the_audit_trail() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let audit = crate::support::Scratch::new("sighup");
+    let child = Command::new(BINARY)
+        .args(["--listen", &listen.to_string(), "--upstream", &redis.addr.to_string()])
+        .args(["--audit-dir", &audit.path().display().to_string(), "--log-level", "warn"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the proxy");
+    let mut child = KillOnDrop(child);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ping(listen).is_err() {
+        assert!(Instant::now() < deadline, "proxy never answered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let signal = |name: &str| {
+        let status = Command::new("kill").args([name, &child.0.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    };
+    signal("-HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while crate::support::scratch::rotated_files(audit.path()).is_empty() {
+        assert!(Instant::now() < deadline, "no rotation after SIGHUP");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(ping(listen).unwrap(), b"+PONG\r\n", "still serving");
+    signal("-TERM");
+    let exit = wait_with_timeout(&mut child.0, Duration::from_secs(5)).expect("exits");
+    assert_eq!(exit.code(), Some(0));
+    let output = run(&["audit", "verify", "--dir", &audit.path().display().to_string()]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+}
+
+#[test]
 fn usage_errors_exit_64() {
     for args in [
         &["--no-such-flag"][..],
