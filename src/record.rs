@@ -129,8 +129,15 @@ impl CommandRecord {
 
 /// Where command records go. Called on the connection's task: it must not block.
 pub trait CommandSink: Send + Sync + std::fmt::Debug + 'static {
-    /// Takes one record.
-    fn record(&self, record: CommandRecord);
+    /// Takes one record. Returns a ticket when the client must not get the command's reply
+    /// before the record is durable (`audit.durability = "write"` or `"fsync"`): see
+    /// [`poll_durable`](Self::poll_durable).
+    fn record(&self, record: CommandRecord) -> Option<u64>;
+
+    /// Ready once the record with this ticket is durable; otherwise arranges a wake-up.
+    fn poll_durable(&self, _ticket: u64, _cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        std::task::Poll::Ready(())
+    }
 
     /// Takes one session event (connection opened or closed).
     fn session(&self, _event: crate::audit::event::SessionEvent) {}
@@ -151,7 +158,7 @@ pub trait CommandSink: Send + Sync + std::fmt::Debug + 'static {
 pub struct LogSink;
 
 impl CommandSink for LogSink {
-    fn record(&self, record: CommandRecord) {
+    fn record(&self, record: CommandRecord) -> Option<u64> {
         tracing::debug!(
             conn = record.conn_id,
             command = %record.command_name(),
@@ -163,5 +170,6 @@ impl CommandSink for LogSink {
             latency_us = record.latency.as_micros() as u64,
             "command"
         );
+        None
     }
 }

@@ -15,7 +15,7 @@ use std::time::SystemTime;
 
 use serde_json::json;
 
-use crate::config::{Config, OnFull};
+use crate::config::{Config, Durability, OnFull};
 use crate::record::{CommandRecord, CommandSink, ReplySource};
 use event::{AuditEvent, Envelope, SessionEvent, SystemEvent};
 use writer::{AuditLog, WriterConfig};
@@ -25,6 +25,7 @@ use writer::{AuditLog, WriterConfig};
 pub struct AuditSink {
     log: AuditLog,
     on_full: OnFull,
+    durability: Durability,
     /// This process's envelope (instance id, node, upstream).
     pub envelope: Envelope,
 }
@@ -44,6 +45,7 @@ impl AuditSink {
                 rotate_interval: config.audit.rotate_interval,
                 retention: config.audit.retention,
                 queue_max_bytes: config.audit.queue_max_bytes,
+                fsync: config.audit.durability == Durability::Fsync,
             },
             envelope.clone(),
         )?;
@@ -55,12 +57,21 @@ impl AuditSink {
                     "version": env!("CARGO_PKG_VERSION"),
                     "pid": std::process::id(),
                     "listen": config.proxy.listen.to_string(),
-                    "durability": "async",
+                    "durability": match config.audit.durability {
+                    Durability::Async => "async",
+                    Durability::Write => "write",
+                    Durability::Fsync => "fsync",
+                },
                 }),
             }),
             false,
         );
-        Ok(Arc::new(Self { log, on_full: config.audit.on_full, envelope }))
+        Ok(Arc::new(Self {
+            log,
+            on_full: config.audit.on_full,
+            durability: config.audit.durability,
+            envelope,
+        }))
     }
 
     /// The writer's counters.
@@ -85,12 +96,17 @@ impl AuditSink {
 }
 
 impl CommandSink for AuditSink {
-    fn record(&self, record: CommandRecord) {
+    fn record(&self, record: CommandRecord) -> Option<u64> {
         // With block and reject, a command that ran is always recorded (the clients wait or are
         // refused, so this stays bounded); what the proxy answered itself may be dropped.
         let droppable = self.on_full == OnFull::Drop || record.source == ReplySource::Proxy;
         let event = event::CommandEvent::from_record(&record);
-        self.log.submit(AuditEvent::Command(Box::new(event)), droppable);
+        let seq = self.log.submit(AuditEvent::Command(Box::new(event)), droppable);
+        seq.filter(|_| self.durability != Durability::Async)
+    }
+
+    fn poll_durable(&self, ticket: u64, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.log.poll_durable(ticket, cx)
     }
 
     fn session(&self, event: SessionEvent) {

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
@@ -45,6 +46,8 @@ pub struct WriterConfig {
     pub retention: Retention,
     /// Bytes of events queued before command events are dropped.
     pub queue_max_bytes: usize,
+    /// Fsync after each batch.
+    pub fsync: bool,
 }
 
 /// How often the writer wakes up without events, to rotate by time.
@@ -92,6 +95,8 @@ pub struct AuditLog {
     producer: Mutex<Producer>,
     /// Set by [`AuditLog::stall`]: the writer waits before its next batch while it is.
     stalled: Arc<AtomicBool>,
+    /// Every record with a seq up to this is written (and fsynced, with `fsync`).
+    durable: Arc<Durable>,
     queued_bytes: Arc<AtomicUsize>,
     queue_max_bytes: usize,
     /// Counters.
@@ -119,17 +124,21 @@ impl AuditLog {
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(AuditStats::default());
         let stalled = Arc::new(AtomicBool::new(false));
+        let durable = Arc::new(Durable::default());
         let thread = {
             let queued_bytes = Arc::clone(&queued_bytes);
             let stats = Arc::clone(&stats);
             let stalled = Arc::clone(&stalled);
+            let durable = Arc::clone(&durable);
             std::thread::Builder::new().name("audit-writer".into()).spawn(move || {
-                run_writer(receiver, files, envelope, queued_bytes, stats, &stalled)
+                let shared = WriterShared { queued_bytes, stats, stalled, durable };
+                run_writer(receiver, files, envelope, &shared)
             })?
         };
         Ok(Self {
             producer: Mutex::new(Producer { next_seq: 1, lost: None, sender: Some(sender) }),
             stalled,
+            durable,
             queued_bytes,
             queue_max_bytes: config.queue_max_bytes,
             stats,
@@ -149,20 +158,25 @@ impl AuditLog {
         self.queued_bytes.load(Ordering::Relaxed) >= self.queue_max_bytes
     }
 
+    /// Ready once every record up to `seq` is durable.
+    pub fn poll_durable(&self, seq: u64, cx: &mut Context<'_>) -> Poll<()> {
+        self.durable.poll(seq, cx)
+    }
+
     /// Enqueues an event; never blocks on the disk. When the queue is full, a `droppable`
     /// event is dropped (counted; its seq is declared by the next `loss` record), any other is
-    /// queued beyond the budget.
-    pub fn submit(&self, event: AuditEvent, droppable: bool) {
+    /// queued beyond the budget. Returns the event's seq, `None` when dropped.
+    pub fn submit(&self, event: AuditEvent, droppable: bool) -> Option<u64> {
         let bytes = event.estimated_bytes();
         let mut producer = self.producer.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(sender) = producer.sender.clone() else { return };
+        let sender = producer.sender.clone()?;
         let full = self.queued_bytes.load(Ordering::Relaxed) + bytes > self.queue_max_bytes;
         if full && droppable {
             let seq = producer.next_seq;
             producer.next_seq += 1;
             producer.lost = Some(producer.lost.map_or((seq, seq), |(first, _)| (first, seq)));
             self.stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
-            return;
+            return None;
         }
         if let Some((first, last)) = producer.lost.take() {
             let loss = AuditEvent::System(SystemEvent {
@@ -182,6 +196,7 @@ impl AuditLog {
         producer.next_seq += 1;
         self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
         let _ = sender.send(Job::Event { seq: Some(seq), event, bytes });
+        Some(seq)
     }
 
     /// Waits until everything enqueued so far is written.
@@ -220,6 +235,42 @@ impl AuditLog {
     }
 }
 
+/// The durable watermark and who waits on it.
+#[derive(Debug, Default)]
+struct Durable {
+    seq: AtomicU64,
+    waiters: Mutex<Vec<Waker>>,
+}
+
+impl Durable {
+    fn advance(&self, seq: u64) {
+        self.seq.fetch_max(seq, Ordering::SeqCst);
+        let waiters =
+            std::mem::take(&mut *self.waiters.lock().unwrap_or_else(PoisonError::into_inner));
+        for waker in waiters {
+            waker.wake();
+        }
+    }
+
+    fn poll(&self, seq: u64, cx: &mut Context<'_>) -> Poll<()> {
+        if self.seq.load(Ordering::SeqCst) >= seq {
+            return Poll::Ready(());
+        }
+        {
+            let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+        }
+        // Checked again: the writer may have advanced between the first look and the push.
+        if self.seq.load(Ordering::SeqCst) >= seq {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
 /// Keeps the writer stalled until dropped.
 #[derive(Debug)]
 pub struct Stall(Arc<AtomicBool>);
@@ -236,23 +287,30 @@ impl Drop for AuditLog {
     }
 }
 
+/// What the writer thread shares with the producers.
+struct WriterShared {
+    queued_bytes: Arc<AtomicUsize>,
+    stats: Arc<AuditStats>,
+    stalled: Arc<AtomicBool>,
+    durable: Arc<Durable>,
+}
+
 fn run_writer(
     receiver: Receiver<Job>,
     mut files: ActiveFile,
     envelope: Envelope,
-    queued_bytes: Arc<AtomicUsize>,
-    stats: Arc<AuditStats>,
-    stalled: &AtomicBool,
+    shared: &WriterShared,
 ) {
+    let WriterShared { queued_bytes, stats, stalled, durable } = shared;
     let mut batch = Vec::with_capacity(1 << 20);
     let mut line = Vec::with_capacity(1024);
     let mut acks = Vec::new();
-    files.enforce_retention(&envelope, &stats);
+    files.enforce_retention(&envelope, stats);
     loop {
         let first = match receiver.recv_timeout(TICK) {
             Ok(job) => job,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                files.rotate_if_old(&envelope, &stats);
+                files.rotate_if_old(&envelope, stats);
                 continue;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -269,21 +327,23 @@ fn run_writer(
         }
         let mut released = 0;
         let mut events = 0;
+        let mut last_seq = None;
         for job in jobs {
             match job {
                 Job::Flush(ack) => acks.push(ack),
                 Job::Rotate => {
-                    files.write(&mut batch, &stats);
-                    files.rotate(&envelope, &stats);
+                    files.write(&mut batch, stats);
+                    files.rotate(&envelope, stats);
                 }
                 Job::Event { seq, event, bytes } => {
                     released += bytes;
+                    last_seq = seq.or(last_seq);
                     events += 1;
                     line.clear();
                     render(&event, seq, &envelope, &files.last_hash, &mut line);
                     if files.size + (batch.len() + line.len() + 1) as u64 > files.rotate_bytes {
-                        files.write(&mut batch, &stats);
-                        files.rotate(&envelope, &stats);
+                        files.write(&mut batch, stats);
+                        files.rotate(&envelope, stats);
                         // Chain to the new file's first line instead.
                         line.clear();
                         render(&event, seq, &envelope, &files.last_hash, &mut line);
@@ -295,15 +355,18 @@ fn run_writer(
                 }
             }
         }
-        files.write(&mut batch, &stats);
-        files.rotate_if_old(&envelope, &stats);
+        files.write(&mut batch, stats);
+        files.rotate_if_old(&envelope, stats);
         stats.written.fetch_add(events, Ordering::Relaxed);
         queued_bytes.fetch_sub(released, Ordering::Relaxed);
+        if let Some(seq) = last_seq {
+            durable.advance(seq);
+        }
         for ack in acks.drain(..) {
             let _ = ack.send(());
         }
     }
-    files.write(&mut batch, &stats);
+    files.write(&mut batch, stats);
 }
 
 /// Lower-case hex SHA-256 of `bytes`.
@@ -337,6 +400,8 @@ struct ActiveFile {
     newest_rotated_name: Option<String>,
     /// Held for the writer's life: one proxy per audit directory.
     _lock: File,
+    /// Fsync after each batch.
+    fsync: bool,
 }
 
 impl ActiveFile {
@@ -376,6 +441,7 @@ impl ActiveFile {
             retention: config.retention,
             newest_rotated_name,
             _lock: lock,
+            fsync: config.fsync,
         };
         this.write_file_open(envelope, prev_file.as_deref(), torn)?;
         Ok(this)
@@ -468,7 +534,14 @@ impl ActiveFile {
         if batch.is_empty() {
             return;
         }
-        match self.file.write_all(batch) {
+        let result = self.file.write_all(batch).and_then(|()| {
+            if self.fsync {
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        match result {
             Ok(()) => {
                 self.size += batch.len() as u64;
                 stats.bytes_written.fetch_add(batch.len() as u64, Ordering::Relaxed);

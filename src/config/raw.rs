@@ -138,7 +138,7 @@ pub struct RawAudit {
     pub enabled: bool,
     /// Directory of the audit files.
     pub dir: String,
-    /// `async` (the only mode in this build; `write` and `fsync` are coming).
+    /// `async`, `write` or `fsync`.
     pub durability: String,
     /// `drop`, `block` or `reject`.
     pub on_full: String,

@@ -127,6 +127,9 @@ struct Connection<C> {
     opened: Instant,
     /// Wakes a client stalled by a full audit queue (`on_full = "block"`) to look again.
     audit_recheck: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// `(end of a reply in the client stream, its record's ticket)`: with durable audit modes,
+    /// the reply's last byte waits for the ticket.
+    durability_gates: VecDeque<(u64, u64)>,
     /// AUTH / HELLO AUTH commands in flight. While one is in flight for a client that has not
     /// authenticated, nothing behind it is decoded: Redis runs the AUTH before it reads the
     /// next request, and which limits apply to that request depends on the AUTH's outcome.
@@ -187,6 +190,7 @@ where
             close_reason: None,
             opened: now,
             audit_recheck: None,
+            durability_gates: VecDeque::new(),
             auth_in_flight: 0,
             discarding_input: false,
             decode_stalled: false,
@@ -343,7 +347,7 @@ where
 
             if let Some(stream) = self.upstream.as_mut() {
                 if !self.to_upstream.is_empty() {
-                    match self.to_upstream.poll_write_to(stream, cx) {
+                    match self.to_upstream.poll_write_to(stream, cx, usize::MAX) {
                         Poll::Ready(Ok(_)) => {
                             progress = true;
                             self.upstream_needs_flush = true;
@@ -393,8 +397,9 @@ where
                 }
             }
 
-            if !self.to_client.is_empty() {
-                match self.to_client.poll_write_to(&mut self.client, cx) {
+            let allowed = self.writable_to_client(cx);
+            if !self.to_client.is_empty() && allowed > 0 {
+                match self.to_client.poll_write_to(&mut self.client, cx, allowed) {
                     Poll::Ready(Ok(_)) => {
                         progress = true;
                         self.client_needs_flush = true;
@@ -418,6 +423,22 @@ where
                 return Poll::Pending;
             }
         }
+    }
+
+    /// How many queued bytes may go to the client now: all of them, except that with
+    /// `audit.durability = "write" | "fsync"` the last byte of a reply waits until its record is
+    /// durable (registering a wake-up for then).
+    fn writable_to_client(&mut self, cx: &mut Context<'_>) -> usize {
+        let written = self.to_client.written();
+        while let Some(&(end, ticket)) = self.durability_gates.front() {
+            if end <= written || self.ctx.sink.poll_durable(ticket, cx).is_ready() {
+                // Nothing of it left to hold, or durable: later bytes have gates of their own.
+                self.durability_gates.pop_front();
+                continue;
+            }
+            return (end - 1 - written) as usize;
+        }
+        usize::MAX
     }
 
     fn has_room_for_requests(&self) -> bool {
@@ -873,7 +894,7 @@ where
         self.totals.errors += u64::from(status == ReplyStatus::Error);
         self.totals.bytes_in += slot.request_bytes;
         self.totals.bytes_out += slot.reply_bytes;
-        self.ctx.sink.record(CommandRecord {
+        let ticket = self.ctx.sink.record(CommandRecord {
             conn_id: self.session.id,
             client_addr: self.peer,
             user,
@@ -894,6 +915,12 @@ where
             client_lib_ver: self.session.lib_ver.clone(),
             resp: self.session.protocol,
         });
+        if let Some(ticket) = ticket {
+            // The reply's bytes are queued by now (a local one was pushed, an upstream one is
+            // framed up to here): its last byte waits for the record.
+            self.forward_scanned();
+            self.durability_gates.push_back((self.to_client.pushed(), ticket));
+        }
     }
 }
 

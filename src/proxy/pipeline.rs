@@ -82,6 +82,8 @@ pub struct Slot {
 pub struct WriteQueue {
     chunks: VecDeque<Bytes>,
     len: usize,
+    /// Bytes ever pushed; offsets into the stream are counted in these.
+    pushed: u64,
 }
 
 /// Most slices handed to one vectored write.
@@ -92,8 +94,19 @@ impl WriteQueue {
     pub fn push(&mut self, bytes: Bytes) {
         if !bytes.is_empty() {
             self.len += bytes.len();
+            self.pushed += bytes.len() as u64;
             self.chunks.push_back(bytes);
         }
+    }
+
+    /// Stream offset just past the last byte pushed.
+    pub fn pushed(&self) -> u64 {
+        self.pushed
+    }
+
+    /// Stream offset of the first byte not yet written.
+    pub fn written(&self) -> u64 {
+        self.pushed - self.len as u64
     }
 
     /// Bytes queued.
@@ -106,19 +119,28 @@ impl WriteQueue {
         self.len == 0
     }
 
-    /// Writes as much as the writer takes in one call.
+    /// Writes as much as the writer takes in one call, but not more than `limit` bytes.
     pub fn poll_write_to<W: AsyncWrite + Unpin>(
         &mut self,
         writer: &mut W,
         cx: &mut Context<'_>,
+        limit: usize,
     ) -> Poll<io::Result<usize>> {
-        let written = if self.chunks.len() == 1 {
-            ready!(Pin::new(&mut *writer).poll_write(cx, &self.chunks[0]))?
+        let written = if self.chunks.len() == 1 || limit < self.chunks[0].len() {
+            let chunk = &self.chunks[0];
+            ready!(Pin::new(&mut *writer).poll_write(cx, &chunk[..chunk.len().min(limit)]))?
         } else {
             let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
-            let count = self.chunks.len().min(MAX_IO_SLICES);
+            let mut count = 0;
+            let mut left = limit;
             for (slice, chunk) in slices.iter_mut().zip(&self.chunks) {
-                *slice = IoSlice::new(chunk);
+                if left == 0 {
+                    break;
+                }
+                let take = chunk.len().min(left);
+                *slice = IoSlice::new(&chunk[..take]);
+                left -= take;
+                count += 1;
             }
             ready!(Pin::new(&mut *writer).poll_write_vectored(cx, &slices[..count]))?
         };
@@ -159,11 +181,27 @@ mod tests {
         let (mut writer, mut reader) = tokio::io::duplex(4);
         let mut out = Vec::new();
         while !queue.is_empty() {
-            std::future::poll_fn(|cx| queue.poll_write_to(&mut writer, cx)).await.unwrap();
+            std::future::poll_fn(|cx| queue.poll_write_to(&mut writer, cx, usize::MAX))
+                .await
+                .unwrap();
             let mut buf = [0u8; 4];
             let n = tokio::io::AsyncReadExt::read(&mut reader, &mut buf).await.unwrap();
             out.extend_from_slice(&buf[..n]);
         }
         assert_eq!(out, b"hello big world");
+        assert_eq!((queue.pushed(), queue.written()), (15, 15));
+    }
+
+    #[tokio::test]
+    async fn a_limit_holds_the_rest_back() {
+        let mut queue = WriteQueue::default();
+        queue.push(Bytes::from_static(b"abc"));
+        queue.push(Bytes::from_static(b"defg"));
+        let (mut writer, mut reader) = tokio::io::duplex(64);
+        std::future::poll_fn(|cx| queue.poll_write_to(&mut writer, cx, 5)).await.unwrap();
+        let mut buf = [0u8; 16];
+        let n = tokio::io::AsyncReadExt::read(&mut reader, &mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"abcde");
+        assert_eq!((queue.len(), queue.written()), (2, 5));
     }
 }

@@ -15,8 +15,9 @@ pub struct CollectSink {
 }
 
 impl CommandSink for CollectSink {
-    fn record(&self, record: CommandRecord) {
+    fn record(&self, record: CommandRecord) -> Option<u64> {
         self.records.lock().unwrap().push(record);
+        None
     }
 }
 

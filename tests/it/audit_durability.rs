@@ -1,0 +1,95 @@
+//! `audit.durability = "write" | "fsync"`: a client gets a reply only after its record is in
+//! the file, so a crash of the proxy never loses the record of an answered command.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::scratch::trail;
+use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
+
+#[tokio::test]
+async fn a_reply_waits_for_its_record_in_write_mode() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    for mode in ["write", "fsync"] {
+        let dir = Scratch::new(mode);
+        let config = format!("[audit]\ndurability = \"{mode}\"\n");
+        let (proxy, audit) = TestProxy::start_audited(redis.addr, dir.path(), &config).await;
+        let mut client = RawClient::connect(proxy.addr).await;
+        assert_eq!(client.call(&[b"SET", b"k", b"before"]).await, b"+OK\r\n");
+        let stall = audit.stall();
+        client.send_command(&[b"SET", b"k", b"during"]).await;
+        let early = tokio::time::timeout(Duration::from_millis(300), client.read_reply()).await;
+        assert!(early.is_err(), "{mode}: the reply came before its record was written");
+        drop(stall);
+        assert_eq!(client.read_reply().await, b"+OK\r\n");
+        // No sync: the record is in the file because the reply arrived.
+        let sets = trail(dir.path())
+            .iter()
+            .filter(|l| l["kind"] == "command" && l["command"]["name"] == "set")
+            .count();
+        assert_eq!(sets, 2, "{mode}");
+        proxy.shutdown().await;
+    }
+}
+
+fn call(stream: &mut TcpStream, request: &[u8]) -> Vec<u8> {
+    stream.write_all(request).unwrap();
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while !reply.ends_with(b"\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        reply.push(byte[0]);
+    }
+    reply
+}
+
+#[test]
+fn after_kill_9_every_answered_command_is_in_the_trail() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    for mode in ["write", "fsync"] {
+        let dir = Scratch::new(&format!("kill-{mode}"));
+        std::fs::create_dir_all(dir.path()).unwrap();
+        let config = dir.path().join("proxy.toml");
+        std::fs::write(&config, format!("[audit]\ndurability = \"{mode}\"\n")).unwrap();
+        let listen = SocketAddr::from(([127, 0, 0, 1], crate::support::redis::free_port()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_redis-audit-proxy"))
+            .args(["--config", &config.display().to_string()])
+            .args(["--listen", &listen.to_string(), "--upstream", &redis.addr.to_string()])
+            .args(["--audit-dir", &dir.path().join("trail").display().to_string()])
+            .args(["--log-level", "error"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stream = loop {
+            if let Ok(stream) = TcpStream::connect(listen) {
+                break stream;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut answered = 0;
+        for _ in 0..300 {
+            let reply = call(&mut stream, b"*2\r\n$4\r\nINCR\r\n$1\r\nn\r\n");
+            assert!(reply.starts_with(b":"));
+            answered += 1;
+        }
+        // Crash right after the last reply: nothing drains, nothing flushes.
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let lines = trail(&dir.path().join("trail"));
+        let incrs = lines
+            .iter()
+            .filter(|l| l["kind"] == "command" && l["command"]["name"] == "incr")
+            .count();
+        assert_eq!(incrs, answered, "{mode}: answered commands missing from the trail");
+        assert!(lines.iter().all(|l| l["action"] != "stop"), "it was a crash");
+        let report = redis_audit_proxy::audit::verify::verify_dir(&dir.path().join("trail"))
+            .expect("a crashed trail still verifies");
+        assert_eq!(report.files, 1);
+    }
+}
