@@ -104,6 +104,7 @@ fn main() {
     };
     let event = AuditEvent::Command(Box::new(CommandEvent::from_record(&record)));
     let envelope = Envelope {
+        keys: redis_audit_proxy::config::KeyNames::Clear,
         instance_id: "406b1755-e9d8-4622-8038-cfaa54796898".into(),
         node: "bench".into(),
         upstream: "127.0.0.1:6379".into(),

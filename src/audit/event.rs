@@ -242,6 +242,8 @@ pub struct SystemEvent {
 /// What every line of one process shares.
 #[derive(Debug, Clone)]
 pub struct Envelope {
+    /// How key names are written.
+    pub keys: crate::config::KeyNames,
     /// New at each start (UUID v4 form).
     pub instance_id: String,
     /// Host name.
@@ -354,6 +356,23 @@ impl Serialize for Binary<'_> {
     }
 }
 
+/// A key name as `{"hmac": "<first 128 bits of HMAC-SHA256, hex>"}`.
+#[derive(Serialize)]
+struct HmacKey {
+    hmac: String,
+}
+
+impl HmacKey {
+    fn of(secret: &[u8], key: &[u8]) -> Self {
+        use hmac::Mac as _;
+        let mut mac = <hmac::Hmac<sha2::Sha256>>::new_from_slice(secret)
+            .expect("HMAC takes keys of any length");
+        mac.update(key);
+        let digest = mac.finalize().into_bytes();
+        Self { hmac: digest[..16].iter().map(|b| format!("{b:02x}")).collect() }
+    }
+}
+
 #[derive(Serialize)]
 struct Client<'a> {
     ip: String,
@@ -448,8 +467,17 @@ fn write_command(
             categories,
         },
     )?;
-    let keys: Vec<Binary<'_>> = command.keys.iter().map(|k| Binary(k)).collect();
-    map.serialize_entry("keys", &keys)?;
+    match &envelope.keys {
+        crate::config::KeyNames::Clear => {
+            let keys: Vec<Binary<'_>> = command.keys.iter().map(|k| Binary(k)).collect();
+            map.serialize_entry("keys", &keys)?;
+        }
+        crate::config::KeyNames::Hmac(secret) => {
+            let keys: Vec<HmacKey> = command.keys.iter().map(|k| HmacKey::of(secret, k)).collect();
+            map.serialize_entry("keys", &keys)?;
+        }
+        crate::config::KeyNames::Off => {}
+    }
     map.serialize_entry("key_count", &command.key_count)?;
     map.serialize_entry("key_bytes", &command.key_bytes)?;
     map.serialize_entry("keys_truncated", &command.keys_truncated)?;

@@ -34,6 +34,7 @@ impl AuditSink {
     /// Opens the audit directory of `config` and writes the `start` event.
     pub fn open(config: &Config) -> std::io::Result<Arc<Self>> {
         let envelope = Envelope {
+            keys: config.audit.keys.clone(),
             instance_id: new_instance_id(),
             node: node_name(),
             upstream: config.upstream.address.clone(),

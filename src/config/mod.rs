@@ -99,6 +99,30 @@ pub struct AuditConfig {
     pub on_full: OnFull,
     /// When a command's reply may go to the client, relative to its record.
     pub durability: Durability,
+    /// How key names are written.
+    pub keys: KeyNames,
+}
+
+/// `audit.keys`: how key names appear in records (they may be personal data).
+#[derive(Clone, PartialEq, Eq)]
+pub enum KeyNames {
+    /// As they are.
+    Clear,
+    /// As HMAC-SHA256 with this key (equal keys give equal values; the key never leaves).
+    Hmac(Vec<u8>),
+    /// Not at all (counts and sizes only).
+    Off,
+}
+
+impl std::fmt::Debug for KeyNames {
+    // The HMAC key is a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Clear => "Clear",
+            Self::Hmac(_) => "Hmac(<redacted>)",
+            Self::Off => "Off",
+        })
+    }
 }
 
 /// `audit.durability`: what a crash can lose.
@@ -367,6 +391,38 @@ impl Config {
                 ))
             }
         };
+        let keys = match (raw.audit.keys.as_str(), &raw.audit.hmac_key_file) {
+            ("clear", _) => KeyNames::Clear,
+            ("off", _) => KeyNames::Off,
+            ("hmac", Some(path)) => {
+                let key = std::fs::read(path).map_err(|error| {
+                    invalid("audit.hmac_key_file", format!("cannot read \"{path}\": {error}"))
+                })?;
+                let key = key.strip_suffix(b"\n").unwrap_or(&key).to_vec();
+                if key.len() < 16 {
+                    return Err(invalid(
+                        "audit.hmac_key_file",
+                        format!(
+                            "\"{path}\" holds {} bytes; an HMAC key needs at least 16",
+                            key.len()
+                        ),
+                    ));
+                }
+                KeyNames::Hmac(key)
+            }
+            ("hmac", None) => {
+                return Err(invalid(
+                    "audit.hmac_key_file",
+                    "is required with keys = \"hmac\"".into(),
+                ))
+            }
+            (other, _) => {
+                return Err(invalid(
+                    "audit.keys",
+                    format!("\"{other}\" is not one of \"clear\", \"hmac\", \"off\""),
+                ))
+            }
+        };
         let rotate_bytes = positive("audit.rotate_bytes", raw.audit.rotate_bytes)?;
         let queue_max_bytes = positive("audit.queue_max_bytes", raw.audit.queue_max_bytes)?;
         let mode = match mode_from_flag {
@@ -413,6 +469,7 @@ impl Config {
                 queue_max_bytes: queue_max_bytes as usize,
                 on_full,
                 durability,
+                keys,
             },
             auth: AuthConfig { users_file: raw.auth.users_file.map(PathBuf::from) },
             acl: AclConfig { mode },
@@ -502,6 +559,29 @@ mod tests {
             error.to_string(),
             "p.toml: audit.durability: \"sync\" is not one of \"async\", \"write\", \"fsync\""
         );
+    }
+
+    #[test]
+    fn hmac_keys_need_a_key_file() {
+        let error = Config::from_toml_str("[audit]\nkeys = \"hmac\"\n", "p.toml").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "p.toml: audit.hmac_key_file: is required with keys = \"hmac\""
+        );
+        let dir = std::env::temp_dir().join(format!("rap-hmac-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let short = dir.join("short");
+        std::fs::write(&short, "tiny\n").unwrap();
+        let text = format!("[audit]\nkeys = \"hmac\"\nhmac_key_file = \"{}\"\n", short.display());
+        let error = Config::from_toml_str(&text, "p.toml").unwrap_err().to_string();
+        assert!(error.contains("holds 4 bytes"), "{error}");
+        let good = dir.join("good");
+        std::fs::write(&good, "0123456789abcdef0123\n").unwrap();
+        let text = format!("[audit]\nkeys = \"hmac\"\nhmac_key_file = \"{}\"\n", good.display());
+        let config = Config::from_toml_str(&text, "p.toml").unwrap();
+        assert_eq!(config.audit.keys, KeyNames::Hmac(b"0123456789abcdef0123".to_vec()));
+        assert!(!format!("{config:?}").contains("0123456789abcdef"), "the key is never shown");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -154,6 +154,11 @@ pub struct RawAudit {
     pub retain_age: u64,
     /// Bytes of events queued for the writer before command events are dropped.
     pub queue_max_bytes: u64,
+    /// Key names in records: `clear`, `hmac` (HMAC-SHA256 with the key in `hmac_key_file`) or
+    /// `off`.
+    pub keys: String,
+    /// File holding the HMAC key (its bytes, trailing newline ignored) for `keys = "hmac"`.
+    pub hmac_key_file: Option<String>,
 }
 
 impl Default for RawAudit {
@@ -169,6 +174,8 @@ impl Default for RawAudit {
             retain_bytes: 0,
             retain_age: 0,
             queue_max_bytes: 64 * 1024 * 1024,
+            keys: "clear".into(),
+            hmac_key_file: None,
         }
     }
 }

@@ -9,6 +9,7 @@ mod support;
 mod audit;
 mod audit_backpressure;
 mod audit_durability;
+mod audit_keys;
 mod audit_retention;
 mod audit_verify;
 mod binary;
