@@ -14,7 +14,7 @@ use redis_audit_proxy::audit::AuditSink;
 use redis_audit_proxy::cli::{AuditCommand, Cli, Command};
 use redis_audit_proxy::command::table::EMBEDDED_VERSION;
 use redis_audit_proxy::command::CommandTable;
-use redis_audit_proxy::config::{Config, Overrides};
+use redis_audit_proxy::config::{Config, OnError, Overrides};
 use redis_audit_proxy::proxy::upstream::fetch_command_table;
 use redis_audit_proxy::record::{CommandSink, LogSink};
 use redis_audit_proxy::EXIT_USAGE;
@@ -150,6 +150,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let listen = config.proxy.listen;
+        let on_error = config.audit.on_error;
         tracing::info!(
             "admin plane and ACL checks are not in this build yet: \
              admin.listen, auth.users_file and acl.mode are validated but unused"
@@ -170,22 +171,46 @@ fn serve(config: Config) -> anyhow::Result<()> {
         };
         let app =
             App::start(config, sink).await.with_context(|| format!("cannot listen on {listen}"))?;
-        wait_for_stop_signal(audit.as_deref()).await?;
+        let audit_failed = wait_for_stop_signal(audit.as_deref(), on_error).await?;
         tracing::info!("stop requested: draining connections");
         app.shutdown().await;
+        if audit_failed {
+            anyhow::bail!(
+                "stopped because writing the audit trail failed (audit.on_error = \"shutdown\")"
+            );
+        }
         Ok(())
     })
 }
 
-/// Waits for SIGTERM or SIGINT; on SIGHUP, rotates the audit trail and goes on waiting.
-async fn wait_for_stop_signal(audit: Option<&AuditSink>) -> anyhow::Result<()> {
+/// Waits for SIGTERM or SIGINT; on SIGHUP, rotates the audit trail and goes on waiting. With
+/// `audit.on_error = "shutdown"`, a failure to write the trail also stops the proxy (returns
+/// true then).
+async fn wait_for_stop_signal(
+    audit: Option<&AuditSink>,
+    on_error: OnError,
+) -> anyhow::Result<bool> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let audit_failed = async {
+        match audit {
+            Some(audit) if on_error == OnError::Shutdown => audit.failed().await,
+            _ => std::future::pending().await,
+        }
+    };
+    tokio::pin!(audit_failed);
     loop {
         tokio::select! {
-            result = tokio::signal::ctrl_c() => return result.context("cannot watch SIGINT"),
-            _ = terminate.recv() => return Ok(()),
+            result = tokio::signal::ctrl_c() => {
+                result.context("cannot watch SIGINT")?;
+                return Ok(false);
+            }
+            _ = terminate.recv() => return Ok(false),
+            () = &mut audit_failed => {
+                tracing::error!("writing the audit trail failed and audit.on_error = \"shutdown\": stopping");
+                return Ok(true);
+            }
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: rotating the audit trail");
                 if let Some(audit) = audit {

@@ -148,6 +148,11 @@ pub trait CommandSink: Send + Sync + std::fmt::Debug + 'static {
         false
     }
 
+    /// True while the sink fails to write (`audit.on_error` decides what the proxy does then).
+    fn is_failing(&self) -> bool {
+        false
+    }
+
     /// Makes every record taken so far durable; called once on shutdown, after the last
     /// connection ended.
     fn flush(&self) {}

@@ -77,12 +77,17 @@ impl AuditSink {
 
     /// The writer's counters.
     pub fn stats(&self) -> &writer::AuditStats {
-        &self.log.stats
+        self.log.stats()
     }
 
     /// Holds the writer (as a slow disk would) until the guard drops.
     pub fn stall(&self) -> writer::Stall {
         self.log.stall()
+    }
+
+    /// Completes at the first failure to write the trail.
+    pub async fn failed(&self) {
+        self.log.failed().await;
     }
 
     /// Rotates the trail now (SIGHUP).
@@ -116,6 +121,10 @@ impl CommandSink for AuditSink {
 
     fn is_full(&self) -> bool {
         self.log.is_full()
+    }
+
+    fn is_failing(&self) -> bool {
+        self.log.is_failing()
     }
 
     fn flush(&self) {

@@ -89,21 +89,6 @@ struct Producer {
     sender: Option<Sender<Job>>,
 }
 
-/// The handle the proxy enqueues events on.
-#[derive(Debug)]
-pub struct AuditLog {
-    producer: Mutex<Producer>,
-    /// Set by [`AuditLog::stall`]: the writer waits before its next batch while it is.
-    stalled: Arc<AtomicBool>,
-    /// Every record with a seq up to this is written (and fsynced, with `fsync`).
-    durable: Arc<Durable>,
-    queued_bytes: Arc<AtomicUsize>,
-    queue_max_bytes: usize,
-    /// Counters.
-    pub stats: Arc<AuditStats>,
-    writer: Mutex<Option<JoinHandle<()>>>,
-}
-
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Producer")
@@ -113,60 +98,26 @@ impl std::fmt::Debug for Producer {
     }
 }
 
-impl AuditLog {
-    /// Opens the audit directory (creating it), recovers from an earlier run, starts the
-    /// writer thread.
-    pub fn open(config: WriterConfig, envelope: Envelope) -> io::Result<Self> {
-        std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
-            .create(&config.dir)?;
-        let files = ActiveFile::open(&config, &envelope)?;
-        let (sender, receiver) = mpsc::channel();
-        let queued_bytes = Arc::new(AtomicUsize::new(0));
-        let stats = Arc::new(AuditStats::default());
-        let stalled = Arc::new(AtomicBool::new(false));
-        let durable = Arc::new(Durable::default());
-        let thread = {
-            let queued_bytes = Arc::clone(&queued_bytes);
-            let stats = Arc::clone(&stats);
-            let stalled = Arc::clone(&stalled);
-            let durable = Arc::clone(&durable);
-            std::thread::Builder::new().name("audit-writer".into()).spawn(move || {
-                let shared = WriterShared { queued_bytes, stats, stalled, durable };
-                run_writer(receiver, files, envelope, &shared)
-            })?
-        };
-        Ok(Self {
-            producer: Mutex::new(Producer { next_seq: 1, lost: None, sender: Some(sender) }),
-            stalled,
-            durable,
-            queued_bytes,
-            queue_max_bytes: config.queue_max_bytes,
-            stats,
-            writer: Mutex::new(Some(thread)),
-        })
-    }
+/// What the proxy's threads and the writer thread share.
+#[derive(Debug)]
+struct Shared {
+    producer: Mutex<Producer>,
+    /// Estimated bytes of events enqueued and not yet written (a failed batch stays counted).
+    queued_bytes: AtomicUsize,
+    queue_max_bytes: usize,
+    stats: AuditStats,
+    /// Set by [`AuditLog::stall`]: the writer waits before its next batch while it is.
+    stalled: AtomicBool,
+    /// Every record with a seq up to this is written (and fsynced, with `fsync`).
+    durable: Durable,
+    /// Set while writes fail (disk full, I/O error); cleared by the first that succeeds.
+    failing: AtomicBool,
+    /// Signalled at the first failure of a run of them (`on_error = "shutdown"` waits on it).
+    failed: tokio::sync::Notify,
+}
 
-    /// Holds the writer before its next batch until the guard drops, as a disk slower than
-    /// the traffic would: for drills and tests of `on_full`.
-    pub fn stall(&self) -> Stall {
-        self.stalled.store(true, Ordering::SeqCst);
-        Stall(Arc::clone(&self.stalled))
-    }
-
-    /// True while the queue holds more than its byte budget.
-    pub fn is_full(&self) -> bool {
-        self.queued_bytes.load(Ordering::Relaxed) >= self.queue_max_bytes
-    }
-
-    /// Ready once every record up to `seq` is durable.
-    pub fn poll_durable(&self, seq: u64, cx: &mut Context<'_>) -> Poll<()> {
-        self.durable.poll(seq, cx)
-    }
-
-    /// Enqueues an event; never blocks on the disk. When the queue is full, a `droppable`
-    /// event is dropped (counted; its seq is declared by the next `loss` record), any other is
-    /// queued beyond the budget. Returns the event's seq, `None` when dropped.
-    pub fn submit(&self, event: AuditEvent, droppable: bool) -> Option<u64> {
+impl Shared {
+    fn submit(&self, event: AuditEvent, droppable: bool) -> Option<u64> {
         let bytes = event.estimated_bytes();
         let mut producer = self.producer.lock().unwrap_or_else(PoisonError::into_inner);
         let sender = producer.sender.clone()?;
@@ -199,10 +150,91 @@ impl AuditLog {
         Some(seq)
     }
 
-    /// Waits until everything enqueued so far is written.
+    fn system(&self, action: &'static str, detail: serde_json::Value) {
+        self.submit(
+            AuditEvent::System(SystemEvent { action, time: SystemTime::now(), detail }),
+            false,
+        );
+    }
+}
+
+/// The handle the proxy enqueues events on.
+#[derive(Debug)]
+pub struct AuditLog {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl AuditLog {
+    /// Opens the audit directory (creating it), recovers from an earlier run, starts the
+    /// writer thread.
+    pub fn open(config: WriterConfig, envelope: Envelope) -> io::Result<Self> {
+        std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&config.dir)?;
+        let files = ActiveFile::open(&config, &envelope)?;
+        let (sender, receiver) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            producer: Mutex::new(Producer { next_seq: 1, lost: None, sender: Some(sender) }),
+            queued_bytes: AtomicUsize::new(0),
+            queue_max_bytes: config.queue_max_bytes,
+            stats: AuditStats::default(),
+            stalled: AtomicBool::new(false),
+            durable: Durable::default(),
+            failing: AtomicBool::new(false),
+            failed: tokio::sync::Notify::new(),
+        });
+        let thread = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("audit-writer".into())
+                .spawn(move || run_writer(receiver, files, envelope, &shared))?
+        };
+        Ok(Self { shared, writer: Mutex::new(Some(thread)) })
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &AuditStats {
+        &self.shared.stats
+    }
+
+    /// Holds the writer before its next batch until the guard drops, as a disk slower than
+    /// the traffic would: for drills and tests of `on_full`.
+    pub fn stall(&self) -> Stall {
+        self.shared.stalled.store(true, Ordering::SeqCst);
+        Stall(Arc::clone(&self.shared))
+    }
+
+    /// True while the queue holds more than its byte budget.
+    pub fn is_full(&self) -> bool {
+        self.shared.queued_bytes.load(Ordering::Relaxed) >= self.shared.queue_max_bytes
+    }
+
+    /// True while writing the trail fails.
+    pub fn is_failing(&self) -> bool {
+        self.shared.failing.load(Ordering::Relaxed)
+    }
+
+    /// Completes at the first write failure (for `on_error = "shutdown"`).
+    pub async fn failed(&self) {
+        self.shared.failed.notified().await;
+    }
+
+    /// Ready once every record up to `seq` is durable.
+    pub fn poll_durable(&self, seq: u64, cx: &mut Context<'_>) -> Poll<()> {
+        self.shared.durable.poll(seq, cx)
+    }
+
+    /// Enqueues an event; never blocks on the disk. When the queue is full, a `droppable`
+    /// event is dropped (counted; its seq is declared by the next `loss` record), any other is
+    /// queued beyond the budget. Returns the event's seq, `None` when dropped.
+    pub fn submit(&self, event: AuditEvent, droppable: bool) -> Option<u64> {
+        self.shared.submit(event, droppable)
+    }
+
+    /// Waits until everything enqueued so far was tried (written, or kept for a retry).
     pub fn flush(&self) {
         let sender = {
-            let producer = self.producer.lock().unwrap_or_else(PoisonError::into_inner);
+            let producer = self.shared.producer.lock().unwrap_or_else(PoisonError::into_inner);
             producer.sender.clone()
         };
         let Some(sender) = sender else { return };
@@ -215,7 +247,7 @@ impl AuditLog {
     /// Asks the writer to rotate now, after what is already queued (for SIGHUP and external
     /// rotation tools: the file they move away is complete, and `audit.log` is new).
     pub fn rotate(&self) {
-        let producer = self.producer.lock().unwrap_or_else(PoisonError::into_inner);
+        let producer = self.shared.producer.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(sender) = &producer.sender {
             let _ = sender.send(Job::Rotate);
         }
@@ -223,7 +255,7 @@ impl AuditLog {
 
     /// Writes what is queued and stops the writer thread.
     pub fn close(&self) {
-        self.producer.lock().unwrap_or_else(PoisonError::into_inner).sender = None;
+        self.shared.producer.lock().unwrap_or_else(PoisonError::into_inner).sender = None;
         if let Some(thread) = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take() {
             let _ = thread.join();
         }
@@ -231,7 +263,7 @@ impl AuditLog {
 
     /// Bytes of events waiting to be written.
     pub fn queued_bytes(&self) -> usize {
-        self.queued_bytes.load(Ordering::Relaxed)
+        self.shared.queued_bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -273,11 +305,11 @@ impl Durable {
 
 /// Keeps the writer stalled until dropped.
 #[derive(Debug)]
-pub struct Stall(Arc<AtomicBool>);
+pub struct Stall(Arc<Shared>);
 
 impl Drop for Stall {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::SeqCst);
+        self.0.stalled.store(false, Ordering::SeqCst);
     }
 }
 
@@ -287,62 +319,56 @@ impl Drop for AuditLog {
     }
 }
 
-/// What the writer thread shares with the producers.
-struct WriterShared {
-    queued_bytes: Arc<AtomicUsize>,
-    stats: Arc<AuditStats>,
-    stalled: Arc<AtomicBool>,
-    durable: Arc<Durable>,
+/// The lines rendered and not yet in the file: written together, or kept together for a retry
+/// (same bytes, same chain) when the disk fails.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    /// Their queue budget, released once written.
+    queued: usize,
+    events: u64,
+    /// Highest seq among them.
+    last_seq: Option<u64>,
 }
 
-fn run_writer(
-    receiver: Receiver<Job>,
-    mut files: ActiveFile,
-    envelope: Envelope,
-    shared: &WriterShared,
-) {
-    let WriterShared { queued_bytes, stats, stalled, durable } = shared;
-    let mut batch = Vec::with_capacity(1 << 20);
+fn run_writer(receiver: Receiver<Job>, mut files: ActiveFile, envelope: Envelope, shared: &Shared) {
+    let stats = &shared.stats;
+    let mut batch = Batch { bytes: Vec::with_capacity(1 << 20), ..Batch::default() };
     let mut line = Vec::with_capacity(1024);
     let mut acks = Vec::new();
     files.enforce_retention(&envelope, stats);
     loop {
-        let first = match receiver.recv_timeout(TICK) {
-            Ok(job) => job,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                files.rotate_if_old(&envelope, stats);
-                continue;
-            }
+        let mut jobs = Vec::new();
+        match receiver.recv_timeout(TICK) {
+            Ok(job) => jobs.push(job),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        };
-        while stalled.load(Ordering::SeqCst) {
+        }
+        while shared.stalled.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(1));
         }
-        let mut jobs = vec![first];
         while jobs.len() < BATCH_EVENTS {
             match receiver.try_recv() {
                 Ok(job) => jobs.push(job),
                 Err(_) => break,
             }
         }
-        let mut released = 0;
-        let mut events = 0;
-        let mut last_seq = None;
         for job in jobs {
             match job {
                 Job::Flush(ack) => acks.push(ack),
                 Job::Rotate => {
-                    files.write(&mut batch, stats);
-                    files.rotate(&envelope, stats);
+                    if write_batch(&mut files, &mut batch, shared) {
+                        files.rotate(&envelope, stats);
+                    }
                 }
                 Job::Event { seq, event, bytes } => {
-                    released += bytes;
-                    last_seq = seq.or(last_seq);
-                    events += 1;
+                    batch.queued += bytes;
+                    batch.events += 1;
+                    batch.last_seq = seq.or(batch.last_seq);
                     line.clear();
                     render(&event, seq, &envelope, &files.last_hash, &mut line);
-                    if files.size + (batch.len() + line.len() + 1) as u64 > files.rotate_bytes {
-                        files.write(&mut batch, stats);
+                    let size = files.size + (batch.bytes.len() + line.len() + 1) as u64;
+                    if size > files.rotate_bytes && write_batch(&mut files, &mut batch, shared) {
                         files.rotate(&envelope, stats);
                         // Chain to the new file's first line instead.
                         line.clear();
@@ -350,23 +376,55 @@ fn run_writer(
                     }
                     files.last_hash = hex_sha256(&line);
                     files.records_in_file += 1;
-                    batch.extend_from_slice(&line);
-                    batch.push(b'\n');
+                    batch.bytes.extend_from_slice(&line);
+                    batch.bytes.push(b'\n');
                 }
             }
         }
-        files.write(&mut batch, stats);
-        files.rotate_if_old(&envelope, stats);
-        stats.written.fetch_add(events, Ordering::Relaxed);
-        queued_bytes.fetch_sub(released, Ordering::Relaxed);
-        if let Some(seq) = last_seq {
-            durable.advance(seq);
+        if write_batch(&mut files, &mut batch, shared) {
+            files.rotate_if_old(&envelope, stats);
         }
         for ack in acks.drain(..) {
             let _ = ack.send(());
         }
     }
-    files.write(&mut batch, stats);
+    write_batch(&mut files, &mut batch, shared);
+}
+
+/// Writes the batch; on failure keeps it for the next try (its queue budget stays taken, so a
+/// failing disk fills the queue and `on_full` applies). Notes failure and recovery as system
+/// events, sequenced like the rest, and written once the disk works again.
+fn write_batch(files: &mut ActiveFile, batch: &mut Batch, shared: &Shared) -> bool {
+    if batch.bytes.is_empty() {
+        return true;
+    }
+    match files.write(&batch.bytes) {
+        Ok(()) => {
+            shared.stats.bytes_written.fetch_add(batch.bytes.len() as u64, Ordering::Relaxed);
+            shared.stats.written.fetch_add(batch.events, Ordering::Relaxed);
+            shared.queued_bytes.fetch_sub(batch.queued, Ordering::Relaxed);
+            if let Some(seq) = batch.last_seq.take() {
+                shared.durable.advance(seq);
+            }
+            batch.bytes.clear();
+            (batch.queued, batch.events) = (0, 0);
+            if shared.failing.swap(false, Ordering::SeqCst) {
+                tracing::warn!("writing the audit trail works again");
+                let errors = shared.stats.write_errors.load(Ordering::Relaxed);
+                shared.system("sink_recovered", json!({"write_errors": errors}));
+            }
+            true
+        }
+        Err(error) => {
+            shared.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            if !shared.failing.swap(true, Ordering::SeqCst) {
+                tracing::error!(%error, "writing the audit trail failed; retrying every second");
+                shared.system("sink_failed", json!({"error": error.to_string()}));
+                shared.failed.notify_one();
+            }
+            false
+        }
+    }
 }
 
 /// Lower-case hex SHA-256 of `bytes`.
@@ -530,11 +588,10 @@ impl ActiveFile {
         self.write_marker(envelope, "file_open", detail)
     }
 
-    fn write(&mut self, batch: &mut Vec<u8>, stats: &AuditStats) {
-        if batch.is_empty() {
-            return;
-        }
-        let result = self.file.write_all(batch).and_then(|()| {
+    /// Appends `bytes` (and fsyncs with `fsync`). On failure the file is cut back to what it
+    /// held before, so no partial line stays in it.
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let result = self.file.write_all(bytes).and_then(|()| {
             if self.fsync {
                 self.file.sync_data()
             } else {
@@ -543,15 +600,14 @@ impl ActiveFile {
         });
         match result {
             Ok(()) => {
-                self.size += batch.len() as u64;
-                stats.bytes_written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                self.size += bytes.len() as u64;
+                Ok(())
             }
             Err(error) => {
-                stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(%error, "writing the audit file failed; records lost");
+                let _ = self.file.set_len(self.size);
+                Err(error)
             }
         }
-        batch.clear();
     }
 
     /// Renames `audit.log` to a unique rotated name and starts a new one, whose first line

@@ -97,6 +97,8 @@ pub struct AuditConfig {
     pub queue_max_bytes: usize,
     /// What happens to commands while the queue is full.
     pub on_full: OnFull,
+    /// What happens while writing the trail fails.
+    pub on_error: OnError,
     /// When a command's reply may go to the client, relative to its record.
     pub durability: Durability,
     /// How key names are written.
@@ -123,6 +125,19 @@ impl std::fmt::Debug for KeyNames {
             Self::Off => "Off",
         })
     }
+}
+
+/// `audit.on_error`: what happens while writing the trail fails (disk full, I/O error). In
+/// every case the lines that could not be written are kept and retried every second; they
+/// fill the queue, so `on_full` applies too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// Keep serving.
+    Continue,
+    /// Refuse new commands with `-ERR` until a write succeeds again.
+    Reject,
+    /// Stop the proxy (drain, then exit with status 1).
+    Shutdown,
 }
 
 /// `audit.durability`: what a crash can lose.
@@ -369,6 +384,17 @@ impl Config {
         if raw.audit.dir.trim().is_empty() {
             return Err(invalid("audit.dir", "must not be empty".into()));
         }
+        let on_error = match raw.audit.on_error.as_str() {
+            "continue" => OnError::Continue,
+            "reject" => OnError::Reject,
+            "shutdown" => OnError::Shutdown,
+            other => {
+                return Err(invalid(
+                    "audit.on_error",
+                    format!("\"{other}\" is not one of \"continue\", \"reject\", \"shutdown\""),
+                ))
+            }
+        };
         let durability = match raw.audit.durability.as_str() {
             "async" => Durability::Async,
             "write" => Durability::Write,
@@ -468,6 +494,7 @@ impl Config {
                 },
                 queue_max_bytes: queue_max_bytes as usize,
                 on_full,
+                on_error,
                 durability,
                 keys,
             },

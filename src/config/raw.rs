@@ -142,6 +142,8 @@ pub struct RawAudit {
     pub durability: String,
     /// `drop`, `block` or `reject`.
     pub on_full: String,
+    /// `continue`, `reject` or `shutdown`: what happens while writing the trail fails.
+    pub on_error: String,
     /// Rotate `audit.log` before it passes this size.
     pub rotate_bytes: u64,
     /// Rotate `audit.log` when it is this many seconds old (0 = only by size).
@@ -168,6 +170,7 @@ impl Default for RawAudit {
             dir: "./data/audit".into(),
             durability: "async".into(),
             on_full: "drop".into(),
+            on_error: "continue".into(),
             rotate_bytes: 100 * 1024 * 1024,
             rotate_interval: 86_400,
             retain_files: 100,

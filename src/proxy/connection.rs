@@ -23,7 +23,7 @@ use tracing::Instrument;
 
 use crate::audit::event::{CloseStats, SessionAction, SessionEvent};
 use crate::command::{extract_keys, Class, CommandInfo, CommandTable, Keys};
-use crate::config::OnFull;
+use crate::config::{OnError, OnFull};
 use crate::proxy::pipeline::{Expect, LocalReply, Slot, WriteQueue};
 use crate::proxy::session::{Effect, PubSubFamily, Session};
 use crate::proxy::{upstream, ProxyContext};
@@ -509,11 +509,14 @@ where
         let effect = Effect::of(&request.args);
         let answered = self.session.expects_reply(&effect);
         let request_bytes = request.raw.len() as u64;
-        if self.ctx.config.audit.on_full == OnFull::Reject && self.ctx.sink.is_full() {
+        let audit = &self.ctx.config.audit;
+        if (audit.on_full == OnFull::Reject && self.ctx.sink.is_full())
+            || (audit.on_error == OnError::Reject && self.ctx.sink.is_failing())
+        {
             // Fail-closed: what cannot be recorded is not run.
             let reply = LocalReply {
                 bytes: Bytes::from_static(
-                    b"-ERR audit trail unavailable: the audit queue is full, command not executed\r\n",
+                    b"-ERR audit trail unavailable: the audit queue is full or the disk is failing, command not executed\r\n",
                 ),
                 status: ReplyStatus::Error,
                 close_after: false,

@@ -8,6 +8,7 @@ mod support;
 
 mod audit;
 mod audit_backpressure;
+mod audit_disk;
 mod audit_durability;
 mod audit_keys;
 mod audit_retention;
