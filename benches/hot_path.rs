@@ -102,7 +102,7 @@ fn main() {
         client_lib_ver: None,
         resp: 2,
     };
-    let event = AuditEvent::Command(Box::new(CommandEvent::from_record(&record)));
+    let event = AuditEvent::Command(Box::new(CommandEvent::from_record(&record, None)));
     let envelope = Envelope {
         keys: redis_audit_proxy::config::KeyNames::Clear,
         instance_id: "406b1755-e9d8-4622-8038-cfaa54796898".into(),

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use std::sync::Arc;
 
+use crate::audit::redact::ShownArg;
 use crate::command::{Class, CommandInfo};
 use crate::record::{CommandRecord, ReplySource, ReplyStatus};
 
@@ -37,7 +38,17 @@ impl AuditEvent {
     pub fn estimated_bytes(&self) -> usize {
         match self {
             Self::Command(command) => {
-                let strings: usize = command.keys.iter().map(Bytes::len).sum::<usize>()
+                let args: usize = command
+                    .args
+                    .iter()
+                    .flatten()
+                    .map(|arg| match arg {
+                        ShownArg::Clear(bytes) => bytes.len(),
+                        ShownArg::Redacted => 16,
+                    })
+                    .sum();
+                let strings: usize = args
+                    + command.keys.iter().map(Bytes::len).sum::<usize>()
                     + command.user.len()
                     + [&command.client_name, &command.client_lib, &command.client_lib_ver]
                         .iter()
@@ -114,6 +125,10 @@ pub struct CommandEvent {
     pub client_truncated: bool,
     /// RESP version.
     pub resp: u8,
+    /// With argument capture: the arguments after the name, secrets redacted, cut to the budget.
+    pub args: Option<Vec<ShownArg>>,
+    /// Whether `args` was cut.
+    pub args_truncated: bool,
 }
 
 /// A bounded copy: at most `max` bytes, and whether it was cut.
@@ -122,8 +137,16 @@ fn bounded(bytes: &[u8], max: usize) -> (Bytes, bool) {
 }
 
 impl CommandEvent {
-    /// Takes from `record` what the trail writes; the rest (arguments, values) is dropped here.
-    pub fn from_record(record: &CommandRecord) -> Self {
+    /// Takes from `record` what the trail writes; the rest (arguments, values) is dropped here,
+    /// unless `capture_args` gives a budget for them (secrets are redacted even then).
+    pub fn from_record(record: &CommandRecord, capture_args: Option<usize>) -> Self {
+        let (args, args_truncated) = match capture_args {
+            Some(budget) if record.command.is_some() => {
+                let (shown, truncated) = crate::audit::redact::shown_args(&record.args, budget);
+                (Some(shown), truncated)
+            }
+            _ => (None, false),
+        };
         let mut keys = Vec::new();
         let (mut key_bytes, mut truncated) = (0, false);
         for key in record.key_names() {
@@ -175,6 +198,8 @@ impl CommandEvent {
             client_lib_ver,
             client_truncated,
             resp: record.resp,
+            args,
+            args_truncated,
         }
     }
 }
@@ -356,6 +381,22 @@ impl Serialize for Binary<'_> {
     }
 }
 
+/// An argument: a Redis string, or `{"redacted": true}` for a secret.
+struct ArgOut<'a>(&'a ShownArg);
+
+impl Serialize for ArgOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            ShownArg::Clear(bytes) => Binary(bytes).serialize(serializer),
+            ShownArg::Redacted => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("redacted", &true)?;
+                map.end()
+            }
+        }
+    }
+}
+
 /// A key name as `{"hmac": "<first 128 bits of HMAC-SHA256, hex>"}`.
 #[derive(Serialize)]
 struct HmacKey {
@@ -479,6 +520,11 @@ fn write_command(
         crate::config::KeyNames::Off => {}
     }
     map.serialize_entry("key_count", &command.key_count)?;
+    if let Some(args) = &command.args {
+        let shown: Vec<ArgOut<'_>> = args.iter().map(ArgOut).collect();
+        map.serialize_entry("args", &shown)?;
+        map.serialize_entry("args_truncated", &command.args_truncated)?;
+    }
     map.serialize_entry("key_bytes", &command.key_bytes)?;
     map.serialize_entry("keys_truncated", &command.keys_truncated)?;
     let status = match command.status {

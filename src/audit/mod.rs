@@ -2,10 +2,12 @@
 //! hash-chained files (schema in `docs/audit-schema.md`).
 //!
 //! - [`event`]: the events and their JSON rendering.
+//! - [`redact`]: which arguments may be shown when argument capture is on.
 //! - [`writer`]: the bounded queue, the writer thread, files, rotation, crash recovery.
 //! - [`verify`]: `audit verify`, which checks a directory's chain and sequence.
 
 pub mod event;
+pub mod redact;
 pub mod verify;
 pub mod writer;
 
@@ -24,6 +26,8 @@ use writer::{AuditLog, WriterConfig};
 #[derive(Debug)]
 pub struct AuditSink {
     log: AuditLog,
+    /// `Some(args_max_bytes)` when arguments are captured.
+    capture_args: Option<usize>,
     on_full: OnFull,
     durability: Durability,
     /// This process's envelope (instance id, node, upstream).
@@ -69,6 +73,7 @@ impl AuditSink {
         );
         Ok(Arc::new(Self {
             log,
+            capture_args: config.audit.capture_args.then_some(config.audit.args_max_bytes),
             on_full: config.audit.on_full,
             durability: config.audit.durability,
             envelope,
@@ -106,7 +111,7 @@ impl CommandSink for AuditSink {
         // With block and reject, a command that ran is always recorded (the clients wait or are
         // refused, so this stays bounded); what the proxy answered itself may be dropped.
         let droppable = self.on_full == OnFull::Drop || record.source == ReplySource::Proxy;
-        let event = event::CommandEvent::from_record(&record);
+        let event = event::CommandEvent::from_record(&record, self.capture_args);
         let seq = self.log.submit(AuditEvent::Command(Box::new(event)), droppable);
         seq.filter(|_| self.durability != Durability::Async)
     }

@@ -103,6 +103,10 @@ pub struct AuditConfig {
     pub durability: Durability,
     /// How key names are written.
     pub keys: KeyNames,
+    /// Record command arguments (secrets redacted).
+    pub capture_args: bool,
+    /// Most bytes of arguments recorded per command.
+    pub args_max_bytes: usize,
 }
 
 /// `audit.keys`: how key names appear in records (they may be personal data).
@@ -497,6 +501,8 @@ impl Config {
                 on_error,
                 durability,
                 keys,
+                capture_args: raw.audit.capture_args,
+                args_max_bytes: raw.audit.args_max_bytes as usize,
             },
             auth: AuthConfig { users_file: raw.auth.users_file.map(PathBuf::from) },
             acl: AclConfig { mode },

@@ -161,6 +161,10 @@ pub struct RawAudit {
     pub keys: String,
     /// File holding the HMAC key (its bytes, trailing newline ignored) for `keys = "hmac"`.
     pub hmac_key_file: Option<String>,
+    /// Record command arguments (secrets redacted); off by default.
+    pub capture_args: bool,
+    /// Most bytes of arguments recorded per command.
+    pub args_max_bytes: u64,
 }
 
 impl Default for RawAudit {
@@ -179,6 +183,8 @@ impl Default for RawAudit {
             queue_max_bytes: 64 * 1024 * 1024,
             keys: "clear".into(),
             hmac_key_file: None,
+            capture_args: false,
+            args_max_bytes: 1024,
         }
     }
 }

@@ -43,3 +43,65 @@ async fn keys_in_clear_as_hmac_or_off() {
     assert_eq!(off[2]["key_count"], 2);
     assert_eq!(off[0]["key_bytes"], 22);
 }
+
+#[tokio::test]
+async fn captured_arguments_never_show_secrets() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let dir = Scratch::new("capture");
+    let (proxy, _audit) = TestProxy::start_audited(
+        redis.addr,
+        dir.path(),
+        "[audit]\ncapture_args = true\nargs_max_bytes = 64\n",
+    )
+    .await;
+    let mut client = RawClient::connect(proxy.addr).await;
+    let secret = "canary-secret-31c7";
+    let lines: Vec<Vec<&[u8]>> = vec![
+        vec![b"AUTH", secret.as_bytes()],
+        vec![b"AUTH", b"alice", secret.as_bytes()],
+        vec![b"HELLO", b"3", b"AUTH", b"default", secret.as_bytes()],
+        vec![b"HELLO", b"2"],
+        vec![
+            b"ACL",
+            b"SETUSER",
+            b"carol",
+            b"on",
+            format!(">{secret}").leak().as_bytes(),
+            b"~*",
+            b"+@all",
+        ],
+        vec![b"CONFIG", b"SET", b"masterauth", secret.as_bytes()],
+        vec![
+            b"MIGRATE",
+            b"127.0.0.1",
+            b"1",
+            b"",
+            b"0",
+            b"10",
+            b"AUTH",
+            secret.as_bytes(),
+            b"KEYS",
+            b"k",
+        ],
+        vec![b"SET", b"k", b"visible-value"],
+        vec![b"SET", b"long", &[b'x'; 100]],
+    ];
+    for line in &lines {
+        client.call(line).await;
+    }
+    proxy.shutdown().await;
+    let text = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    assert!(!text.contains(secret), "a secret reached the trail");
+    let commands: Vec<serde_json::Value> =
+        trail(dir.path()).into_iter().filter(|l| l["kind"] == "command").collect();
+    assert_eq!(commands.len(), lines.len());
+    let redacted = serde_json::json!({"redacted": true});
+    assert_eq!(commands[0]["args"], serde_json::json!([redacted]));
+    assert_eq!(commands[1]["args"], serde_json::json!(["alice", redacted]));
+    assert_eq!(commands[4]["args"][3], redacted);
+    assert_eq!(commands[5]["args"], serde_json::json!(["SET", "masterauth", redacted]));
+    assert_eq!(commands[7]["args"], serde_json::json!(["k", "visible-value"]));
+    assert_eq!(commands[8]["args_truncated"], true);
+    assert_eq!(commands[8]["args"][1].as_str().unwrap().len(), 64 - 4);
+}

@@ -1,0 +1,169 @@
+//! Which arguments of a command may be written to the trail when argument capture is on:
+//! every argument that carries a secret (passwords in AUTH, HELLO, MIGRATE, ACL SETUSER, the
+//! sensitive CONFIG SET and SENTINEL parameters) is replaced, whatever its case or position.
+
+use bytes::Bytes;
+
+/// One argument as the trail may show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShownArg {
+    /// The argument (possibly cut to fit the record's argument budget).
+    Clear(Bytes),
+    /// A secret, never written.
+    Redacted,
+}
+
+/// CONFIG parameters whose values are secrets.
+fn is_secret_parameter(name: &[u8]) -> bool {
+    let name = name.to_ascii_lowercase();
+    matches!(
+        name.as_slice(),
+        b"requirepass" | b"masterauth" | b"masteruser" | b"primaryauth" | b"primaryuser"
+    ) || (name.starts_with(b"tls-") && name.ends_with(b"-pass"))
+        || name.ends_with(b"-password")
+}
+
+/// SENTINEL SET options whose values are secrets.
+fn is_secret_sentinel_option(name: &[u8]) -> bool {
+    let name = name.to_ascii_lowercase();
+    matches!(name.as_slice(), b"auth-pass" | b"auth-user")
+}
+
+/// Positions (in `args`, the name at 0) that hold secrets.
+pub fn secret_positions(args: &[Bytes]) -> Vec<usize> {
+    let is = |index: usize, word: &str| {
+        args.get(index).is_some_and(|a| a.eq_ignore_ascii_case(word.as_bytes()))
+    };
+    let mut secret = Vec::new();
+    let Some(name) = args.first() else { return secret };
+    let name = name.to_ascii_lowercase();
+    match name.as_slice() {
+        // AUTH pass | AUTH user pass: the user is not secret, but AUTH with one argument has
+        // only the password.
+        b"auth" => secret.extend(if args.len() >= 3 { 2..args.len() } else { 1..args.len() }),
+        b"hello" => {
+            let mut i = 2;
+            while i < args.len() {
+                if is(i, "auth") {
+                    secret.push(i + 2);
+                    i += 3;
+                } else if is(i, "setname") {
+                    i += 2;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        b"migrate" => {
+            let mut i = 6;
+            while i < args.len() {
+                if is(i, "auth") {
+                    secret.push(i + 1);
+                    i += 2;
+                } else if is(i, "auth2") {
+                    secret.push(i + 2);
+                    i += 3;
+                } else if is(i, "keys") {
+                    break;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        b"acl" if is(1, "setuser") => {
+            // Password tokens: >pass, <pass, #hash, !hash (selectors in parentheses too).
+            for (i, arg) in args.iter().enumerate().skip(3) {
+                if arg.iter().any(|b| matches!(b, b'>' | b'<' | b'#' | b'!')) {
+                    secret.push(i);
+                }
+            }
+        }
+        b"config" if is(1, "set") => {
+            let mut i = 2;
+            while i + 1 < args.len() {
+                if is_secret_parameter(&args[i]) {
+                    secret.push(i + 1);
+                }
+                i += 2;
+            }
+        }
+        b"sentinel" if is(1, "set") => {
+            let mut i = 3;
+            while i + 1 < args.len() {
+                if is_secret_sentinel_option(&args[i]) {
+                    secret.push(i + 1);
+                }
+                i += 2;
+            }
+        }
+        _ => {}
+    }
+    secret.retain(|&i| i < args.len());
+    secret
+}
+
+/// The arguments after the name as the trail may show them: secrets redacted, the rest cut to
+/// `max_bytes` in all. Returns them and whether anything was cut.
+pub fn shown_args(args: &[Bytes], max_bytes: usize) -> (Vec<ShownArg>, bool) {
+    let secrets = secret_positions(args);
+    let mut left = max_bytes;
+    let mut truncated = false;
+    let mut shown = Vec::with_capacity(args.len().saturating_sub(1));
+    for (index, arg) in args.iter().enumerate().skip(1) {
+        if secrets.contains(&index) {
+            shown.push(ShownArg::Redacted);
+            continue;
+        }
+        let take = arg.len().min(left);
+        truncated |= take < arg.len();
+        left -= take;
+        shown.push(ShownArg::Clear(Bytes::copy_from_slice(&arg[..take])));
+    }
+    (shown, truncated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<Bytes> {
+        line.split(' ').map(|w| Bytes::copy_from_slice(w.as_bytes())).collect()
+    }
+
+    #[test]
+    fn every_secret_position_is_found() {
+        let cases: &[(&str, &[usize])] = &[
+            ("AUTH pw", &[1]),
+            ("auth alice pw", &[2]),
+            ("HELLO 3 AUTH alice pw SETNAME app", &[4]),
+            ("hello 3 setname app auth bob pw", &[6]),
+            ("MIGRATE h 6379 k 0 100 COPY AUTH pw", &[8]),
+            ("MIGRATE h 6379  0 100 AUTH2 u pw KEYS a b", &[8]),
+            ("ACL SETUSER alice on >pw1 ~* #abcd (~x >pw2) nopass", &[4, 6, 8]),
+            ("CONFIG SET requirepass pw maxmemory 10", &[3]),
+            ("config set MASTERAUTH pw tls-key-file-pass kp", &[3, 5]),
+            ("SENTINEL SET mymaster auth-pass pw quorum 2", &[4]),
+            ("SET k v", &[]),
+            ("CONFIG GET requirepass", &[]),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(secret_positions(&args(line)), *expected, "{line}");
+        }
+    }
+
+    #[test]
+    fn shown_args_redact_and_cut() {
+        let (shown, truncated) = shown_args(&args("AUTH alice secret"), 100);
+        assert_eq!(shown, [ShownArg::Clear(Bytes::from_static(b"alice")), ShownArg::Redacted]);
+        assert!(!truncated);
+        let (shown, truncated) = shown_args(&args("SET key value"), 5);
+        assert_eq!(
+            shown,
+            [
+                ShownArg::Clear(Bytes::from_static(b"key")),
+                ShownArg::Clear(Bytes::from_static(b"va"))
+            ]
+        );
+        assert!(truncated);
+    }
+}
