@@ -2,11 +2,13 @@
 //! hash-chained files (schema in `docs/audit-schema.md`).
 //!
 //! - [`event`]: the events and their JSON rendering.
+//! - [`filter`]: which events are kept (`[audit.filters]`), and counts of the rest.
 //! - [`redact`]: which arguments may be shown when argument capture is on.
 //! - [`writer`]: the bounded queue, the writer thread, files, rotation, crash recovery.
 //! - [`verify`]: `audit verify`, which checks a directory's chain and sequence.
 
 pub mod event;
+pub mod filter;
 pub mod redact;
 pub mod verify;
 pub mod writer;
@@ -26,6 +28,9 @@ use writer::{AuditLog, WriterConfig};
 #[derive(Debug)]
 pub struct AuditSink {
     log: AuditLog,
+    filters: filter::Filters,
+    /// Events the filters left out, by reason.
+    pub filtered: filter::FilterCounts,
     /// `Some(args_max_bytes)` when arguments are captured.
     capture_args: Option<usize>,
     on_full: OnFull,
@@ -73,6 +78,8 @@ impl AuditSink {
         );
         Ok(Arc::new(Self {
             log,
+            filters: config.audit.filters.clone(),
+            filtered: filter::FilterCounts::default(),
             capture_args: config.audit.capture_args.then_some(config.audit.args_max_bytes),
             on_full: config.audit.on_full,
             durability: config.audit.durability,
@@ -110,6 +117,12 @@ impl CommandSink for AuditSink {
     fn record(&self, record: CommandRecord) -> Option<u64> {
         // With block and reject, a command that ran is always recorded (the clients wait or are
         // refused, so this stays bounded); what the proxy answered itself may be dropped.
+        if !self.filters.keeps_everything() {
+            if let Some(reason) = self.filters.command(&record) {
+                self.filtered.count(reason);
+                return None;
+            }
+        }
         let droppable = self.on_full == OnFull::Drop || record.source == ReplySource::Proxy;
         let event = event::CommandEvent::from_record(&record, self.capture_args);
         let seq = self.log.submit(AuditEvent::Command(Box::new(event)), droppable);
@@ -121,6 +134,10 @@ impl CommandSink for AuditSink {
     }
 
     fn session(&self, event: SessionEvent) {
+        if let Some(reason) = self.filters.session(&event) {
+            self.filtered.count(reason);
+            return;
+        }
         self.log.submit(AuditEvent::Session(Box::new(event)), false);
     }
 
@@ -133,7 +150,8 @@ impl CommandSink for AuditSink {
     }
 
     fn flush(&self) {
-        let stop = SystemEvent { action: "stop", time: SystemTime::now(), detail: json!({}) };
+        let detail = json!({"filtered": self.filtered.to_json()});
+        let stop = SystemEvent { action: "stop", time: SystemTime::now(), detail };
         self.log.submit(AuditEvent::System(stop), false);
         self.log.close();
     }

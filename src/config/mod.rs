@@ -107,6 +107,8 @@ pub struct AuditConfig {
     pub capture_args: bool,
     /// Most bytes of arguments recorded per command.
     pub args_max_bytes: usize,
+    /// What the trail leaves out.
+    pub filters: crate::audit::filter::Filters,
 }
 
 /// `audit.keys`: how key names appear in records (they may be personal data).
@@ -453,6 +455,7 @@ impl Config {
                 ))
             }
         };
+        let filters = validate_filters(&raw.audit.filters).map_err(|(key, m)| invalid(key, m))?;
         let rotate_bytes = positive("audit.rotate_bytes", raw.audit.rotate_bytes)?;
         let queue_max_bytes = positive("audit.queue_max_bytes", raw.audit.queue_max_bytes)?;
         let mode = match mode_from_flag {
@@ -503,11 +506,58 @@ impl Config {
                 keys,
                 capture_args: raw.audit.capture_args,
                 args_max_bytes: raw.audit.args_max_bytes as usize,
+                filters,
             },
             auth: AuthConfig { users_file: raw.auth.users_file.map(PathBuf::from) },
             acl: AclConfig { mode },
         })
     }
+}
+
+fn validate_filters(
+    raw: &raw::RawFilters,
+) -> Result<crate::audit::filter::Filters, (&'static str, String)> {
+    use crate::audit::filter::{Filters, Network};
+    for kind in &raw.kinds {
+        match kind.as_str() {
+            "command" | "session" => {}
+            "system" => {
+                return Err(("audit.filters.kinds", "system events are always kept".into()))
+            }
+            other => {
+                return Err((
+                    "audit.filters.kinds",
+                    format!("\"{other}\" is not one of \"command\", \"session\""),
+                ))
+            }
+        }
+    }
+    for class in &raw.classes {
+        if !["read", "write", "non_read_write", "unknown"].contains(&class.as_str()) {
+            return Err((
+                "audit.filters.classes",
+                format!(
+                    "\"{class}\" is not one of \"read\", \"write\", \"non_read_write\", \"unknown\""
+                ),
+            ));
+        }
+    }
+    let networks = |key: &'static str, list: &[String]| {
+        list.iter().map(|n| Network::parse(n).map_err(|m| (key, m))).collect::<Result<Vec<_>, _>>()
+    };
+    let lower = |list: &[String]| list.iter().map(|c| c.to_lowercase()).collect::<Vec<_>>();
+    Ok(Filters {
+        commands: raw.kinds.iter().any(|k| k == "command"),
+        sessions: raw.kinds.iter().any(|k| k == "session"),
+        classes: raw.classes.clone(),
+        include_users: raw.include_users.clone(),
+        exclude_users: raw.exclude_users.clone(),
+        include_commands: lower(&raw.include_commands),
+        exclude_commands: lower(&raw.exclude_commands),
+        include_networks: networks("audit.filters.include_networks", &raw.include_networks)?,
+        exclude_networks: networks("audit.filters.exclude_networks", &raw.exclude_networks)?,
+        ignore_high_frequency: lower(&raw.ignore_high_frequency),
+    })
 }
 
 fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
@@ -592,6 +642,29 @@ mod tests {
             error.to_string(),
             "p.toml: audit.durability: \"sync\" is not one of \"async\", \"write\", \"fsync\""
         );
+    }
+
+    #[test]
+    fn filters_are_checked() {
+        let error =
+            Config::from_toml_str("[audit.filters]\nkinds = [\"system\"]\n", "p.toml").unwrap_err();
+        assert_eq!(error.to_string(), "p.toml: audit.filters.kinds: system events are always kept");
+        let error = Config::from_toml_str(
+            "[audit.filters]\nexclude_networks = [\"10.0.0.0/99\"]\n",
+            "p.toml",
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().starts_with("p.toml: audit.filters.exclude_networks:"),
+            "{error}"
+        );
+        let config = Config::from_toml_str(
+            "[audit.filters]\nkinds = [\"command\"]\nexclude_commands = [\"CONFIG\"]\n",
+            "p.toml",
+        )
+        .unwrap();
+        assert!(!config.audit.filters.sessions && config.audit.filters.commands);
+        assert_eq!(config.audit.filters.exclude_commands, ["config"]);
     }
 
     #[test]

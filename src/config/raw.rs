@@ -165,6 +165,48 @@ pub struct RawAudit {
     pub capture_args: bool,
     /// Most bytes of arguments recorded per command.
     pub args_max_bytes: u64,
+    /// `[audit.filters]`
+    pub filters: RawFilters,
+}
+
+/// `[audit.filters]`: what the trail leaves out (always counted; system events always kept).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawFilters {
+    /// Kinds kept: `command`, `session`.
+    pub kinds: Vec<String>,
+    /// Classes kept: `read`, `write`, `non_read_write`, `unknown`.
+    pub classes: Vec<String>,
+    /// When not empty, only these users.
+    pub include_users: Vec<String>,
+    /// Never these users.
+    pub exclude_users: Vec<String>,
+    /// When not empty, only these commands.
+    pub include_commands: Vec<String>,
+    /// Never these commands.
+    pub exclude_commands: Vec<String>,
+    /// When not empty, only clients in these networks.
+    pub include_networks: Vec<String>,
+    /// Never clients in these networks.
+    pub exclude_networks: Vec<String>,
+    /// Commands left out as high-frequency traffic.
+    pub ignore_high_frequency: Vec<String>,
+}
+
+impl Default for RawFilters {
+    fn default() -> Self {
+        Self {
+            kinds: vec!["command".into(), "session".into()],
+            classes: ["read", "write", "non_read_write", "unknown"].map(String::from).to_vec(),
+            include_users: Vec::new(),
+            exclude_users: Vec::new(),
+            include_commands: Vec::new(),
+            exclude_commands: Vec::new(),
+            include_networks: Vec::new(),
+            exclude_networks: Vec::new(),
+            ignore_high_frequency: Vec::new(),
+        }
+    }
 }
 
 impl Default for RawAudit {
@@ -185,6 +227,7 @@ impl Default for RawAudit {
             hmac_key_file: None,
             capture_args: false,
             args_max_bytes: 1024,
+            filters: RawFilters::default(),
         }
     }
 }

@@ -105,3 +105,58 @@ async fn captured_arguments_never_show_secrets() {
     assert_eq!(commands[8]["args_truncated"], true);
     assert_eq!(commands[8]["args"][1].as_str().unwrap().len(), 64 - 4);
 }
+
+#[tokio::test]
+async fn filters_leave_out_and_count() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let run = |toml: &'static str| {
+        let redis_addr = redis.addr;
+        async move {
+            let dir = Scratch::new("filters");
+            let (proxy, _audit) = TestProxy::start_audited(redis_addr, dir.path(), toml).await;
+            let mut client = RawClient::connect(proxy.addr).await;
+            for line in [
+                &[&b"PING"[..]][..],
+                &[b"SET", b"k", b"v"],
+                &[b"GET", b"k"],
+                &[b"CONFIG", b"GET", b"maxmemory"],
+                &[b"NOSUCH"],
+            ] {
+                client.call(line).await;
+            }
+            drop(client);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            proxy.shutdown().await;
+            trail(dir.path())
+        }
+    };
+    // Tair's "writes only", no high-frequency PING, no sessions.
+    let lines = run(
+        "[audit.filters]\nkinds = [\"command\"]\nclasses = [\"write\", \"unknown\"]\nignore_high_frequency = [\"ping\"]\n",
+    )
+    .await;
+    let commands: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["kind"] == "command")
+        .map(|l| l["command"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(commands, ["set", "(unknown)"]);
+    assert!(lines.iter().all(|l| l["kind"] != "session"));
+    let stop = lines.iter().find(|l| l["action"] == "stop").unwrap();
+    assert_eq!(stop["filtered"]["class"], 2, "GET and CONFIG GET");
+    assert_eq!(stop["filtered"]["high_frequency"], 1);
+    assert_eq!(stop["filtered"]["kind"], 2, "session open and close");
+    // Commands by name (a container covers its subcommands) and client networks.
+    let lines = run("[audit.filters]\nexclude_commands = [\"config\", \"get\"]\n").await;
+    let names: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["kind"] == "command")
+        .map(|l| l["command"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ping", "set", "(unknown)"]);
+    let lines = run("[audit.filters]\nexclude_networks = [\"127.0.0.0/8\"]\n").await;
+    assert!(lines.iter().all(|l| l["kind"] == "system"), "everything from loopback left out");
+    let stop = lines.iter().find(|l| l["action"] == "stop").unwrap();
+    assert_eq!(stop["filtered"]["network"], 7, "5 commands and 2 session events");
+}

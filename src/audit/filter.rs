@@ -1,0 +1,232 @@
+//! Which events the trail keeps (`[audit.filters]`): by kind, class, user, command and client
+//! network, plus EMQX-style "high-frequency" commands left out. What a filter leaves out is
+//! counted by reason and reported in the `stop` event; system events are always kept.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::json;
+
+use crate::audit::event::SessionEvent;
+use crate::command::Class;
+use crate::record::CommandRecord;
+
+/// A client network, `a.b.c.d/n` or `x::/n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    base: u128,
+    prefix: u8,
+    v4: bool,
+}
+
+impl Network {
+    /// Parses `addr/prefix` (a bare address is a /32 or /128).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("\"{text}\" is not a network of the form ADDRESS/PREFIX");
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text, None),
+        };
+        let address: IpAddr = address.trim().parse().map_err(|_| bad())?;
+        let (bits, v4) = match address {
+            IpAddr::V4(v4) => (u128::from(u32::from(v4)), true),
+            IpAddr::V6(v6) => (u128::from(v6), false),
+        };
+        let width = if v4 { 32 } else { 128 };
+        let prefix: u8 = match prefix {
+            Some(p) => p.trim().parse().ok().filter(|p| *p <= width).ok_or_else(bad)?,
+            None => width,
+        };
+        Ok(Self { base: bits & mask(prefix, width), prefix, v4 })
+    }
+
+    /// True when `address` is in the network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, address: IpAddr) -> bool {
+        let (bits, v4) = match address {
+            IpAddr::V4(v4) => (u128::from(u32::from(v4)), true),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => (u128::from(u32::from(v4)), true),
+                None => (u128::from(v6), false),
+            },
+        };
+        let width = if self.v4 { 32 } else { 128 };
+        v4 == self.v4 && bits & mask(self.prefix, width) == self.base
+    }
+}
+
+fn mask(prefix: u8, width: u8) -> u128 {
+    if prefix == 0 {
+        0
+    } else {
+        (u128::MAX << (128 - u32::from(prefix))) >> (128 - u32::from(width))
+    }
+}
+
+/// The validated `[audit.filters]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filters {
+    /// Keep command events.
+    pub commands: bool,
+    /// Keep session events.
+    pub sessions: bool,
+    /// Classes kept (`read`, `write`, `non_read_write`, `unknown`).
+    pub classes: Vec<String>,
+    /// When not empty, only these users.
+    pub include_users: Vec<String>,
+    /// Never these users.
+    pub exclude_users: Vec<String>,
+    /// When not empty, only these commands (a name such as `config` covers its subcommands;
+    /// `config|set` only that one).
+    pub include_commands: Vec<String>,
+    /// Never these commands.
+    pub exclude_commands: Vec<String>,
+    /// When not empty, only clients in these networks.
+    pub include_networks: Vec<Network>,
+    /// Never clients in these networks.
+    pub exclude_networks: Vec<Network>,
+    /// Commands left out as high-frequency traffic (e.g. `ping`).
+    pub ignore_high_frequency: Vec<String>,
+}
+
+impl Default for Filters {
+    fn default() -> Self {
+        Self {
+            commands: true,
+            sessions: true,
+            classes: ["read", "write", "non_read_write", "unknown"].map(String::from).to_vec(),
+            include_users: Vec::new(),
+            exclude_users: Vec::new(),
+            include_commands: Vec::new(),
+            exclude_commands: Vec::new(),
+            include_networks: Vec::new(),
+            exclude_networks: Vec::new(),
+            ignore_high_frequency: Vec::new(),
+        }
+    }
+}
+
+/// Why an event was left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Reason {
+    /// Its kind is not kept.
+    Kind,
+    /// Its class is not kept.
+    Class,
+    /// Its user is not kept.
+    User,
+    /// Its command is not kept.
+    Command,
+    /// Its client's network is not kept.
+    Network,
+    /// A high-frequency command.
+    HighFrequency,
+}
+
+const REASONS: [&str; 6] = ["kind", "class", "user", "command", "network", "high_frequency"];
+
+/// Events left out, by reason.
+#[derive(Debug, Default)]
+pub struct FilterCounts([AtomicU64; 6]);
+
+impl FilterCounts {
+    /// Counts one event left out.
+    pub fn count(&self, reason: Reason) {
+        self.0[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts as a JSON object (for the `stop` event).
+    pub fn to_json(&self) -> serde_json::Value {
+        let counts: serde_json::Map<String, serde_json::Value> = REASONS
+            .iter()
+            .zip(&self.0)
+            .map(|(name, count)| ((*name).to_owned(), json!(count.load(Ordering::Relaxed))))
+            .collect();
+        serde_json::Value::Object(counts)
+    }
+
+    /// Total left out.
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
+impl Filters {
+    /// True when nothing is left out (the common case: no work per event).
+    pub fn keeps_everything(&self) -> bool {
+        *self == Self::default()
+    }
+
+    fn user_reason(&self, user: &[u8]) -> Option<Reason> {
+        let listed = |list: &[String]| list.iter().any(|u| u.as_bytes() == user);
+        if (!self.include_users.is_empty() && !listed(&self.include_users))
+            || listed(&self.exclude_users)
+        {
+            return Some(Reason::User);
+        }
+        None
+    }
+
+    fn network_reason(&self, address: IpAddr) -> Option<Reason> {
+        let within = |list: &[Network]| list.iter().any(|n| n.contains(address));
+        if (!self.include_networks.is_empty() && !within(&self.include_networks))
+            || within(&self.exclude_networks)
+        {
+            return Some(Reason::Network);
+        }
+        None
+    }
+
+    /// Why this command's record is left out, if it is.
+    pub fn command(&self, record: &CommandRecord) -> Option<Reason> {
+        if !self.commands {
+            return Some(Reason::Kind);
+        }
+        let full = record.command.as_ref().map_or("(unknown)", |c| c.name.as_str());
+        let container = full.split('|').next().unwrap_or(full);
+        let listed = |list: &[String]| list.iter().any(|c| c == full || c == container);
+        if listed(&self.ignore_high_frequency) {
+            return Some(Reason::HighFrequency);
+        }
+        let class = record.class.map_or("unknown", Class::as_str);
+        if !self.classes.iter().any(|c| c == class) {
+            return Some(Reason::Class);
+        }
+        if (!self.include_commands.is_empty() && !listed(&self.include_commands))
+            || listed(&self.exclude_commands)
+        {
+            return Some(Reason::Command);
+        }
+        self.user_reason(&record.user).or_else(|| self.network_reason(record.client_addr.ip()))
+    }
+
+    /// Why this session event is left out, if it is.
+    pub fn session(&self, event: &SessionEvent) -> Option<Reason> {
+        if !self.sessions {
+            return Some(Reason::Kind);
+        }
+        self.network_reason(event.client_addr.ip())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks() {
+        let net = Network::parse("10.1.0.0/16").unwrap();
+        assert!(net.contains("10.1.200.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        assert!(net.contains("::ffff:10.1.0.9".parse().unwrap()), "v4-mapped");
+        let v6 = Network::parse("fd00::/8").unwrap();
+        assert!(
+            v6.contains("fd12::1".parse().unwrap()) && !v6.contains("fe80::1".parse().unwrap())
+        );
+        assert!(Network::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(Network::parse("127.0.0.1").unwrap().contains("127.0.0.1".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "nope/8", "10.0.0.0/x"] {
+            assert!(Network::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
