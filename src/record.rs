@@ -139,8 +139,11 @@ pub trait CommandSink: Send + Sync + std::fmt::Debug + 'static {
         std::task::Poll::Ready(())
     }
 
-    /// Takes one session event (connection opened or closed).
+    /// Takes one session event (connection opened, authenticated or closed).
     fn session(&self, _event: crate::audit::event::SessionEvent) {}
+
+    /// Takes one security event (authentication, denial).
+    fn security(&self, _event: crate::audit::event::SecurityEvent) {}
 
     /// True while the sink cannot take more records without dropping them (`audit.on_full`
     /// decides what the proxy does then).

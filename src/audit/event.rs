@@ -27,8 +27,10 @@ pub const MAX_KEY_BYTES: usize = 16 * 1024;
 pub enum AuditEvent {
     /// A command, after its reply.
     Command(Box<CommandEvent>),
-    /// A client session opened or closed.
+    /// A client session opened, authenticated or closed.
     Session(Box<SessionEvent>),
+    /// An authentication or an access denial.
+    Security(Box<SecurityEvent>),
     /// The proxy itself: start, stop, loss.
     System(SystemEvent),
 }
@@ -56,7 +58,7 @@ impl AuditEvent {
                         .sum::<usize>();
                 512 + strings
             }
-            Self::Session(_) => 512,
+            Self::Session(_) | Self::Security(_) => 512,
             Self::System(_) => 512,
         }
     }
@@ -204,11 +206,49 @@ impl CommandEvent {
     }
 }
 
+/// What a security event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityAction {
+    /// AUTH or HELLO AUTH succeeded.
+    AuthSuccess,
+    /// AUTH or HELLO AUTH was refused (`-WRONGPASS`).
+    AuthFailure,
+    /// A command was refused for lack of permission.
+    AclDenied,
+}
+
+/// An authentication or an access denial, with the real client's address.
+#[derive(Debug, Clone)]
+pub struct SecurityEvent {
+    /// What happened.
+    pub action: SecurityAction,
+    /// When.
+    pub time: SystemTime,
+    /// Proxy connection id.
+    pub conn_id: u64,
+    /// The client.
+    pub client_addr: SocketAddr,
+    /// The user the connection had (for auth: before the attempt).
+    pub user: Bytes,
+    /// For auth: the user the client tried to become.
+    pub username: Option<Bytes>,
+    /// `auth`, `command`, `key` or `channel` (as ACL LOG says).
+    pub reason: &'static str,
+    /// `toplevel` or `multi` (queued inside MULTI).
+    pub context: &'static str,
+    /// What was refused: the command's full name, or the auth command as sent.
+    pub object: Option<Bytes>,
+    /// Who decided: `redis` (the upstream answered it) or `proxy`.
+    pub source: &'static str,
+}
+
 /// Session lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionAction {
     /// Connection accepted.
     Open,
+    /// The connection's user changed (AUTH, HELLO AUTH, RESET).
+    Auth,
     /// Connection closed.
     Close,
 }
@@ -322,9 +362,18 @@ fn write_fields(
         AuditEvent::Session(session) => {
             let action = match session.action {
                 SessionAction::Open => "session_open",
+                SessionAction::Auth => "session_auth",
                 SessionAction::Close => "session_close",
             };
             (session.time, "session", action, "success")
+        }
+        AuditEvent::Security(security) => {
+            let (action, outcome) = match security.action {
+                SecurityAction::AuthSuccess => ("auth_success", "success"),
+                SecurityAction::AuthFailure => ("auth_failure", "failure"),
+                SecurityAction::AclDenied => ("acl_denied", "failure"),
+            };
+            (security.time, "security", action, outcome)
         }
         AuditEvent::System(system) => {
             let outcome = if system.action == "loss" { "failure" } else { "success" };
@@ -344,6 +393,7 @@ fn write_fields(
     match event {
         AuditEvent::Command(command) => write_command(map, command, envelope)?,
         AuditEvent::Session(session) => write_session(map, session, envelope)?,
+        AuditEvent::Security(security) => write_security(map, security, envelope)?,
         AuditEvent::System(system) => {
             if let serde_json::Value::Object(fields) = &system.detail {
                 for (name, value) in fields {
@@ -587,6 +637,26 @@ fn write_session(
         )?;
     }
     Ok(())
+}
+
+fn write_security(
+    map: &mut Map<'_>,
+    security: &SecurityEvent,
+    envelope: &Envelope,
+) -> Result<(), serde_json::Error> {
+    map.serialize_entry("session_id", &envelope.session_id(security.conn_id))?;
+    map.serialize_entry("client", &client(&security.client_addr, &None, &None, &None, None))?;
+    map.serialize_entry("user", &Binary(&security.user))?;
+    if let Some(username) = &security.username {
+        map.serialize_entry("username", &Binary(&username[..username.len().min(MAX_NAME_BYTES)]))?;
+    }
+    map.serialize_entry("reason", security.reason)?;
+    map.serialize_entry("context", security.context)?;
+    if let Some(object) = &security.object {
+        map.serialize_entry("object", &Binary(&object[..object.len().min(MAX_NAME_BYTES)]))?;
+    }
+    map.serialize_entry("source", security.source)?;
+    map.serialize_entry("upstream", &envelope.upstream)
 }
 
 /// `2026-11-22T04:40:00.123456Z`

@@ -141,6 +141,11 @@ impl CommandSink for AuditSink {
         self.log.submit(AuditEvent::Session(Box::new(event)), false);
     }
 
+    fn security(&self, event: event::SecurityEvent) {
+        // Never filtered, never dropped: this is the durable ACL LOG.
+        self.log.submit(AuditEvent::Security(Box::new(event)), false);
+    }
+
     fn is_full(&self) -> bool {
         self.log.is_full()
     }

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::audit::event::{CloseStats, SessionAction, SessionEvent};
+use crate::audit::event::{CloseStats, SecurityAction, SecurityEvent, SessionAction, SessionEvent};
 use crate::command::{extract_keys, Class, CommandInfo, CommandTable, Keys};
 use crate::config::{OnError, OnFull};
 use crate::proxy::pipeline::{Expect, LocalReply, Slot, WriteQueue};
@@ -726,6 +726,56 @@ where
         }
     }
 
+    /// Security events Redis's reply shows: an AUTH / HELLO AUTH accepted or refused, or a
+    /// command refused for lack of permission (`-NOPERM`, Redis 7.0 and 7.2+ wordings).
+    fn note_security(&self, slot: &Slot, status: ReplyStatus, code: Option<&[u8]>, text: &[u8]) {
+        let attempted = match &slot.effect {
+            Effect::Auth(user) | Effect::Hello { user: Some(user), .. } => Some(user.clone()),
+            _ => None,
+        };
+        let contains = |needle: &[u8]| memchr::memmem::find(text, needle).is_some();
+        let (action, reason, object) = match (&attempted, status, code) {
+            (Some(_), ReplyStatus::Ok, _) => {
+                (SecurityAction::AuthSuccess, "auth", slot.args.first())
+            }
+            (Some(_), ReplyStatus::Error, Some(b"WRONGPASS")) => {
+                (SecurityAction::AuthFailure, "auth", slot.args.first())
+            }
+            (_, ReplyStatus::Error, Some(b"NOPERM")) => {
+                let reason = if contains(b"to run the") {
+                    "command"
+                } else if contains(b"channel") {
+                    "channel"
+                } else if contains(b"key") {
+                    "key"
+                } else {
+                    "command"
+                };
+                (SecurityAction::AclDenied, reason, None)
+            }
+            _ => return,
+        };
+        let object = match object {
+            Some(name) => Some(name.clone()),
+            None if reason == "command" => {
+                slot.command.as_ref().map(|c| Bytes::copy_from_slice(c.name.as_bytes()))
+            }
+            None => None,
+        };
+        self.ctx.sink.security(SecurityEvent {
+            action,
+            time: std::time::SystemTime::now(),
+            conn_id: self.session.id,
+            client_addr: self.peer,
+            user: self.session.user.clone(),
+            username: attempted,
+            reason,
+            context: if self.session.in_multi { "multi" } else { "toplevel" },
+            object,
+            source: "redis",
+        });
+    }
+
     /// RESP2 arrays may be pub/sub traffic: the client is subscribed or is subscribing.
     fn in_pubsub_context(&self) -> bool {
         self.session.in_resp2_pubsub()
@@ -761,6 +811,7 @@ where
             self.session.authenticated = true;
             self.ctx.set_auth_required(false);
         }
+        self.note_security(&slot, status, error_code.as_deref(), head.as_bytes());
         // The record carries the user and database the command ran with.
         let record_user = self.session.user.clone();
         let record_db = self.session.db;
@@ -794,6 +845,10 @@ where
                 self.session.apply(&slot.effect, authenticated_by_default)
             }
             _ => {}
+        }
+        if self.session.user != record_user {
+            let event = self.session_event(SessionAction::Auth, None);
+            self.ctx.sink.session(event);
         }
         if slot.effect == Effect::Quit {
             self.close_when_flushed = true;

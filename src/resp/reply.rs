@@ -8,21 +8,27 @@
 //! `RESET`) can never make it misread a reply.
 
 /// How much of a value's content is kept for classification.
-const HEAD_CAPACITY: usize = 32;
+const HEAD_CAPACITY: usize = 96;
 /// How many direct children of a top-level aggregate are summarised.
 const CHILD_SUMMARIES: usize = 3;
 /// Longest length header (`$`, `*`, ...) accepted: an i64 and its sign fit in 20 bytes.
 const MAX_HEADER_BYTES: usize = 20;
 
 /// The first bytes of a value's content (line text or blob payload).
-#[derive(Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Head {
     buf: [u8; HEAD_CAPACITY],
     len: u8,
 }
 
+impl Default for Head {
+    fn default() -> Self {
+        Self { buf: [0; HEAD_CAPACITY], len: 0 }
+    }
+}
+
 impl Head {
-    /// The captured bytes (at most 32).
+    /// The captured bytes (at most 96).
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..usize::from(self.len)]
     }
@@ -332,9 +338,16 @@ impl ReplyScanner {
                 return Err(ReplyError::InvalidType(kind));
             }
         } else if depth == 0 {
-            let child_status = std::mem::take(&mut self.info.child_status);
-            self.info = ReplyInfo { kind, child_status, ..ReplyInfo::default() };
+            // Reset lengths, not buffers: a reply is framed per call, and the heads are big.
+            self.info.kind = kind;
+            self.info.head.clear();
+            self.info.child_count = 0;
+            for child in &mut self.info.children {
+                child.kind = 0;
+                child.head.clear();
+            }
             self.info.child_status.clear();
+            self.info.bytes = 0;
         } else if depth == 1 && kind != b'.' {
             let index = self.info.child_count as usize;
             self.info.child_count += 1;
@@ -580,6 +593,6 @@ $?\r\n;2\r\nab\r\n;0\r\n*?\r\n:1\r\n:2\r\n.\r\n*0\r\n%0\r\n";
         assert_eq!(scanner.scan(&payload).unwrap(), (1_000_000, false));
         assert_eq!(scanner.scan(b"\r\n+OK\r\n").unwrap(), (2, true));
         assert_eq!(scanner.reply().bytes, 1_000_012);
-        assert_eq!(scanner.reply().head.as_bytes(), &[b'\r'; 32][..]);
+        assert_eq!(scanner.reply().head.as_bytes(), &[b'\r'; HEAD_CAPACITY][..]);
     }
 }

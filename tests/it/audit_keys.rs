@@ -160,3 +160,73 @@ async fn filters_leave_out_and_count() {
     let stop = lines.iter().find(|l| l["action"] == "stop").unwrap();
     assert_eq!(stop["filtered"]["network"], 7, "5 commands and 2 session events");
 }
+
+#[tokio::test]
+async fn auth_outcomes_and_redis_denials_are_security_events() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let mut admin = RawClient::connect(redis.addr).await;
+    let user = [
+        &b"ACL"[..],
+        b"SETUSER",
+        b"alice",
+        b"on",
+        b">alice-pw-7d2e",
+        b"~app:*",
+        b"+get",
+        b"+multi",
+        b"+exec",
+    ];
+    assert_eq!(admin.call(&user).await, b"+OK\r\n");
+    let dir = Scratch::new("security");
+    let (proxy, _audit) = TestProxy::start_audited(redis.addr, dir.path(), "").await;
+    let mut client = RawClient::connect(proxy.addr).await;
+    for line in [
+        &[&b"AUTH"[..], b"alice", b"wrong-pw-91aa"][..],
+        &[b"AUTH", b"alice", b"alice-pw-7d2e"],
+        &[b"GET", b"app:1"],
+        &[b"GET", b"other"],
+        &[b"SET", b"app:1", b"v"],
+        &[b"MULTI"],
+        &[b"GET", b"other"],
+        &[b"EXEC"],
+    ] {
+        client.call(line).await;
+    }
+    proxy.shutdown().await;
+    let text = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    assert!(
+        !text.contains("alice-pw-7d2e") && !text.contains("wrong-pw-91aa"),
+        "a password leaked"
+    );
+    let lines = trail(dir.path());
+    let security: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["kind"] == "security").collect();
+    let summary: Vec<(&str, &str, &str, &str)> = security
+        .iter()
+        .map(|l| {
+            (
+                l["action"].as_str().unwrap(),
+                l["reason"].as_str().unwrap(),
+                l["context"].as_str().unwrap(),
+                l["object"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("auth_failure", "auth", "toplevel", "AUTH"),
+            ("auth_success", "auth", "toplevel", "AUTH"),
+            ("acl_denied", "key", "toplevel", "-"),
+            ("acl_denied", "command", "toplevel", "set"),
+            ("acl_denied", "key", "multi", "-"),
+        ]
+    );
+    assert_eq!(security[0]["username"], "alice");
+    assert_eq!(security[0]["user"], "default");
+    assert_eq!(security[2]["user"], "alice");
+    assert!(security.iter().all(|l| l["source"] == "redis" && l["seq"].is_u64()));
+    let auth = lines.iter().find(|l| l["action"] == "session_auth").expect("a session_auth line");
+    assert_eq!(auth["user"], "alice");
+}
