@@ -12,20 +12,11 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::support::client::reply_len;
+use crate::support::client::show;
 use crate::support::{RawClient, RedisServer, TestProxy};
 
 /// Longest a test waits for the proxy to close a connection.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
-
-/// Bytes for assertion messages: escaped, and cut short when long.
-fn show(bytes: &[u8]) -> String {
-    let text = bytes.escape_ascii().to_string();
-    if text.len() > 300 {
-        format!("{}... ({} bytes)", &text[..300], bytes.len())
-    } else {
-        text
-    }
-}
 
 /// Reads until the peer closes (EOF or reset) and returns everything read, buffered bytes
 /// first; fails the test when the connection is still open after [`CLOSE_WAIT`].

@@ -12,17 +12,8 @@ use tokio::time::Instant;
 use redis_audit_proxy::record::{ReplySource, ReplyStatus};
 
 use crate::support::client::encode_command;
+use crate::support::client::show;
 use crate::support::{RawClient, RedisServer, TestProxy};
-
-/// Bytes for assertion messages: escaped, and cut short when long.
-fn show(bytes: &[u8]) -> String {
-    let text = bytes.escape_ascii().to_string();
-    if text.len() > 300 {
-        format!("{}... ({} bytes)", &text[..300], bytes.len())
-    } else {
-        text
-    }
-}
 
 /// A raw connection that tolerates the peer closing on it: writes report failure instead of
 /// panicking, reads stop at EOF, at a reset or after a bounded wait.

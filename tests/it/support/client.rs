@@ -97,3 +97,13 @@ pub fn reply_len(buf: &[u8]) -> Option<usize> {
         _ => None,
     }
 }
+
+/// Bytes for assertion messages: escaped, and cut short when long.
+pub fn show(bytes: &[u8]) -> String {
+    let text = bytes.escape_ascii().to_string();
+    if text.len() > 300 {
+        format!("{}... ({} bytes)", &text[..300], bytes.len())
+    } else {
+        text
+    }
+}
