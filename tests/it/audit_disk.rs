@@ -148,3 +148,32 @@ fn on_error_shutdown_stops_the_proxy_with_status_1() {
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("audit trail failed"), "{stderr}");
 }
+
+#[tokio::test]
+async fn on_error_continue_keeps_serving_and_declares_what_did_not_fit() {
+    crate::require_redis!();
+    let Some(disk) = SmallDisk::mount("256k") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let redis = RedisServer::start(&[]);
+    let filler = disk.0.path().join("filler");
+    std::fs::write(&filler, vec![0u8; 200 * 1024]).unwrap();
+    let dir = disk.0.path().join("trail");
+    let (proxy, audit) =
+        TestProxy::start_audited(redis.addr, &dir, "[audit]\nqueue_max_bytes = 65536\n").await;
+    let mut client = RawClient::connect(proxy.addr).await;
+    // Far more than fits on the disk: every command is served all the same.
+    for i in 0..1500 {
+        assert_eq!(client.call(&[b"SET", format!("key:{i}").as_bytes(), b"v"]).await, b"+OK\r\n");
+    }
+    assert!(audit.stats().write_errors.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    std::fs::remove_file(&filler).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.shutdown().await;
+    let report = redis_audit_proxy::audit::verify::verify_dir(&dir).expect("the trail is intact");
+    let lines = trail(&dir);
+    let recorded = lines.iter().filter(|l| l["kind"] == "command").count() as u64;
+    assert!(report.lost_events > 0, "the queue filled while the disk was full");
+    assert_eq!(recorded + report.lost_events, 1500, "every command recorded or declared lost");
+}
