@@ -138,6 +138,9 @@ pub enum AuditCommand {
         /// Audit directory.
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
+        /// Also check the HMAC checkpoints with this key file.
+        #[arg(long, value_name = "FILE")]
+        checkpoint_key_file: Option<String>,
     },
 }
 

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use redis_audit_proxy::app::App;
-use redis_audit_proxy::audit::verify::verify_dir;
+use redis_audit_proxy::audit::verify::verify_dir_with_key;
 use redis_audit_proxy::audit::AuditSink;
 use redis_audit_proxy::cli::{AuditCommand, Cli, Command};
 use redis_audit_proxy::command::table::EMBEDDED_VERSION;
 use redis_audit_proxy::command::CommandTable;
-use redis_audit_proxy::config::{Config, OnError, Overrides};
+use redis_audit_proxy::config::{read_key_file, Config, OnError, Overrides};
 use redis_audit_proxy::proxy::upstream::fetch_command_table;
 use redis_audit_proxy::record::{CommandSink, LogSink};
 use redis_audit_proxy::EXIT_USAGE;
@@ -55,7 +55,9 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Some(Command::Audit { command: AuditCommand::Verify { dir } }) => audit_verify(dir),
+        Some(Command::Audit { command: AuditCommand::Verify { dir, checkpoint_key_file } }) => {
+            audit_verify(dir, checkpoint_key_file.as_deref())
+        }
         Some(other) => {
             eprintln!("redis-audit-proxy: `{}` is not yet available in this build", other.name());
             ExitCode::from(2)
@@ -66,8 +68,16 @@ fn main() -> ExitCode {
 /// `audit verify`: a one-line summary on stdout and exit 0 when the directory is intact, else
 /// one line naming the first broken place on stderr and exit 1.
 #[allow(clippy::print_stdout)]
-fn audit_verify(dir: &Path) -> ExitCode {
-    match verify_dir(dir) {
+fn audit_verify(dir: &Path, checkpoint_key_file: Option<&str>) -> ExitCode {
+    let key = match checkpoint_key_file.map(|path| read_key_file("--checkpoint-key-file", path)) {
+        Some(Ok(key)) => Some(key),
+        Some(Err((flag, message))) => {
+            eprintln!("redis-audit-proxy: {flag}: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        None => None,
+    };
+    match verify_dir_with_key(dir, key.as_deref()) {
         Ok(report) => {
             println!("{}: {report}", dir.display());
             ExitCode::SUCCESS

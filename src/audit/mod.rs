@@ -56,6 +56,7 @@ impl AuditSink {
                 retention: config.audit.retention,
                 queue_max_bytes: config.audit.queue_max_bytes,
                 fsync: config.audit.durability == Durability::Fsync,
+                checkpoint: config.audit.checkpoint.as_ref().map(|c| (c.key.clone(), c.every)),
             },
             envelope.clone(),
         )?;

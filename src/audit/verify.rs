@@ -71,6 +71,10 @@ pub struct VerifyReport {
     pub pruned_before: Option<String>,
     /// SHA-256 of the last complete line: keep it elsewhere to detect later truncation.
     pub last_hash: String,
+    /// `checkpoint` lines seen.
+    pub checkpoints: u64,
+    /// Of which checked against the key given (`--checkpoint-key-file`).
+    pub checkpoints_verified: u64,
 }
 
 impl fmt::Display for VerifyReport {
@@ -89,6 +93,13 @@ impl fmt::Display for VerifyReport {
             self.loss_records,
             self.lost_events,
         )?;
+        if self.checkpoints > 0 {
+            write!(
+                f,
+                ", checkpoints: {} ({} verified with the key)",
+                self.checkpoints, self.checkpoints_verified
+            )?;
+        }
         if self.torn_lines_recovered > 0 {
             write!(f, ", torn lines recovered: {}", self.torn_lines_recovered)?;
         }
@@ -252,6 +263,13 @@ pub enum Problem {
         /// `kind/action` of the line.
         found: String,
     },
+    /// A checkpoint whose HMAC does not match the chain head (the trail was rewritten) or that
+    /// was made with another key.
+    #[error("checkpoint does not verify: {why}")]
+    BadCheckpoint {
+        /// What does not match.
+        why: String,
+    },
     /// A `file_open` / `file_delete` marker with a `seq`.
     #[error("{action} line carries a \"seq\" (markers have none)")]
     SequencedMarker {
@@ -388,8 +406,17 @@ fn torn_message(next: &Option<String>) -> String {
 
 /// Verifies the audit directory `dir`; see the module documentation.
 pub fn verify_dir(dir: &Path) -> Result<VerifyReport, VerifyError> {
+    verify_dir_with_key(dir, None)
+}
+
+/// [`verify_dir`], also checking every `checkpoint` line's HMAC against `checkpoint_key`.
+pub fn verify_dir_with_key(
+    dir: &Path,
+    checkpoint_key: Option<&[u8]>,
+) -> Result<VerifyReport, VerifyError> {
     let (files, has_active) = list_files(dir)?;
     let mut verifier = Verifier::new(&files);
+    verifier.checkpoint_key = checkpoint_key.map(<[u8]>::to_vec);
     match verifier.run(dir) {
         Ok(()) => verifier.finish(has_active),
         Err(error) => Err(verifier.first_error(dir, error)),
@@ -452,6 +479,8 @@ struct Run {
 
 struct Verifier<'a> {
     files: &'a [String],
+    /// The key checkpoints are checked against, when given.
+    checkpoint_key: Option<Vec<u8>>,
     report: VerifyReport,
     /// The hash the next line must carry as `chain.prev`.
     last_hash: String,
@@ -478,6 +507,7 @@ impl<'a> Verifier<'a> {
     fn new(files: &'a [String]) -> Self {
         Self {
             files,
+            checkpoint_key: None,
             report: VerifyReport { files: files.len(), ..VerifyReport::default() },
             last_hash: GENESIS_HASH.to_owned(),
             last_line: None,
@@ -573,7 +603,8 @@ impl<'a> Verifier<'a> {
         let action = text(&fields, "action").ok_or_else(|| at(bad("action", "a string")))?;
         let instance =
             text(&fields, "instance_id").ok_or_else(|| at(bad("instance_id", "a string")))?;
-        let marker = kind == "system" && matches!(action, "file_open" | "file_delete");
+        let marker =
+            kind == "system" && matches!(action, "file_open" | "file_delete" | "checkpoint");
 
         if number == 1 {
             if !(kind == "system" && action == "file_open") {
@@ -594,6 +625,10 @@ impl<'a> Verifier<'a> {
         }
 
         match fields.get("seq") {
+            None if marker && action == "checkpoint" => {
+                self.checkpoint(&fields, prev).map_err(at)?;
+                self.report.markers += 1;
+            }
             None if marker => {
                 self.marker(index, number, &fields, action, instance)?;
                 self.report.markers += 1;
@@ -681,6 +716,28 @@ impl<'a> Verifier<'a> {
     }
 
     /// A `file_open` or `file_delete` line: the run it belongs to, the deletion it records.
+    /// A `checkpoint` line: `hmac` = HMAC-SHA256(key, chain head), the head being its `prev`.
+    fn checkpoint(&mut self, fields: &Fields, prev: &str) -> Result<(), Problem> {
+        self.report.checkpoints += 1;
+        let Some(key) = &self.checkpoint_key else { return Ok(()) };
+        let bad = |why: String| Problem::BadCheckpoint { why };
+        let key_id = crate::audit::writer::checkpoint_key_id(key);
+        match text(fields, "key_id") {
+            Some(found) if found == key_id => {}
+            found => {
+                return Err(bad(format!("made with key {found:?}, not with this one ({key_id})")))
+            }
+        }
+        let expected = crate::audit::writer::checkpoint_hmac(key, prev);
+        if text(fields, "hmac") != Some(expected.as_str()) {
+            return Err(bad(
+                "its hmac does not match the chain head: the lines before it were rewritten".into(),
+            ));
+        }
+        self.report.checkpoints_verified += 1;
+        Ok(())
+    }
+
     fn marker(
         &mut self,
         index: usize,

@@ -109,6 +109,23 @@ pub struct AuditConfig {
     pub args_max_bytes: usize,
     /// What the trail leaves out.
     pub filters: crate::audit::filter::Filters,
+    /// HMAC checkpoints: the key (a secret: never shown) and every how many records.
+    pub checkpoint: Option<Checkpoints>,
+}
+
+/// `audit.checkpoint_key_file` / `audit.checkpoint_records`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Checkpoints {
+    /// The HMAC key.
+    pub key: Vec<u8>,
+    /// A checkpoint every this many records (0: only at shutdown).
+    pub every: u64,
+}
+
+impl std::fmt::Debug for Checkpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Checkpoints {{ key: <redacted>, every: {} }}", self.every)
+    }
 }
 
 /// `audit.keys`: how key names appear in records (they may be personal data).
@@ -426,22 +443,9 @@ impl Config {
         let keys = match (raw.audit.keys.as_str(), &raw.audit.hmac_key_file) {
             ("clear", _) => KeyNames::Clear,
             ("off", _) => KeyNames::Off,
-            ("hmac", Some(path)) => {
-                let key = std::fs::read(path).map_err(|error| {
-                    invalid("audit.hmac_key_file", format!("cannot read \"{path}\": {error}"))
-                })?;
-                let key = key.strip_suffix(b"\n").unwrap_or(&key).to_vec();
-                if key.len() < 16 {
-                    return Err(invalid(
-                        "audit.hmac_key_file",
-                        format!(
-                            "\"{path}\" holds {} bytes; an HMAC key needs at least 16",
-                            key.len()
-                        ),
-                    ));
-                }
-                KeyNames::Hmac(key)
-            }
+            ("hmac", Some(path)) => KeyNames::Hmac(
+                read_key_file("audit.hmac_key_file", path).map_err(|(k, m)| invalid(k, m))?,
+            ),
             ("hmac", None) => {
                 return Err(invalid(
                     "audit.hmac_key_file",
@@ -456,6 +460,13 @@ impl Config {
             }
         };
         let filters = validate_filters(&raw.audit.filters).map_err(|(key, m)| invalid(key, m))?;
+        let checkpoint = match &raw.audit.checkpoint_key_file {
+            Some(path) => Some((
+                read_key_file("audit.checkpoint_key_file", path).map_err(|(k, m)| invalid(k, m))?,
+                raw.audit.checkpoint_records,
+            )),
+            None => None,
+        };
         let rotate_bytes = positive("audit.rotate_bytes", raw.audit.rotate_bytes)?;
         let queue_max_bytes = positive("audit.queue_max_bytes", raw.audit.queue_max_bytes)?;
         let mode = match mode_from_flag {
@@ -507,11 +518,26 @@ impl Config {
                 capture_args: raw.audit.capture_args,
                 args_max_bytes: raw.audit.args_max_bytes as usize,
                 filters,
+                checkpoint: checkpoint.map(|(key, every)| Checkpoints { key, every }),
             },
             auth: AuthConfig { users_file: raw.auth.users_file.map(PathBuf::from) },
             acl: AclConfig { mode },
         })
     }
+}
+
+/// Reads an HMAC key from `path` (a trailing newline is not part of it; at least 16 bytes).
+pub fn read_key_file(key: &'static str, path: &str) -> Result<Vec<u8>, (&'static str, String)> {
+    let bytes =
+        std::fs::read(path).map_err(|error| (key, format!("cannot read \"{path}\": {error}")))?;
+    let secret = bytes.strip_suffix(b"\n").unwrap_or(&bytes).to_vec();
+    if secret.len() < 16 {
+        return Err((
+            key,
+            format!("\"{path}\" holds {} bytes; an HMAC key needs at least 16", secret.len()),
+        ));
+    }
+    Ok(secret)
 }
 
 fn validate_filters(

@@ -165,6 +165,10 @@ pub struct RawAudit {
     pub capture_args: bool,
     /// Most bytes of arguments recorded per command.
     pub args_max_bytes: u64,
+    /// File holding the key of HMAC checkpoints (none: no checkpoints).
+    pub checkpoint_key_file: Option<String>,
+    /// A checkpoint every this many records (0: only when the writer stops).
+    pub checkpoint_records: u64,
     /// `[audit.filters]`
     pub filters: RawFilters,
 }
@@ -227,6 +231,8 @@ impl Default for RawAudit {
             hmac_key_file: None,
             capture_args: false,
             args_max_bytes: 1024,
+            checkpoint_key_file: None,
+            checkpoint_records: 10_000,
             filters: RawFilters::default(),
         }
     }

@@ -547,3 +547,49 @@ async fn a_crash_right_after_a_rotation_created_audit_log_is_chained_over() {
     let report = verify_dir(dir.path()).unwrap_or_else(|error| panic!("{error}"));
     assert_eq!((report.empty_files, report.instances), (1, 2));
 }
+
+/// HMAC checkpoints: verified with the key; a trail rewritten with recomputed hashes passes the
+/// chain but not the checkpoints.
+#[tokio::test]
+async fn checkpoints_catch_a_rewritten_trail() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let keys = Scratch::new("checkpoint-key");
+    std::fs::create_dir_all(keys.path()).unwrap();
+    let key_file = keys.path().join("key");
+    std::fs::write(&key_file, "checkpoint-key-0123456789\n").unwrap();
+    let dir = Scratch::new("checkpoints");
+    let toml = format!(
+        "[audit]\ncheckpoint_key_file = \"{}\"\ncheckpoint_records = 5\n",
+        key_file.display()
+    );
+    record_run(&redis, dir.path(), &toml, 12).await;
+    let key = b"checkpoint-key-0123456789";
+    let report = redis_audit_proxy::audit::verify::verify_dir_with_key(dir.path(), Some(key))
+        .expect("intact");
+    assert!(report.checkpoints >= 3, "{report:?}");
+    assert_eq!(report.checkpoints, report.checkpoints_verified);
+    // Rewrite a command's key and recompute every chain hash after it: the chain verifies...
+    let path = dir.path().join("audit.log");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let target = lines.iter().position(|l| l.contains("\"kind\":\"command\"")).unwrap();
+    lines[target] = lines[target].replacen("\"keys\":[\"", "\"keys\":[\"forged-", 1);
+    for i in target + 1..lines.len() {
+        let prev = redis_audit_proxy::audit::writer::hex_sha256(lines[i - 1].as_bytes());
+        let at = lines[i].rfind("\"prev\":\"").unwrap() + 8;
+        lines[i].replace_range(at..at + 64, &prev);
+    }
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    redis_audit_proxy::audit::verify::verify_dir(dir.path()).expect("without the key it passes");
+    // ...but not the checkpoints.
+    let error = redis_audit_proxy::audit::verify::verify_dir_with_key(dir.path(), Some(key))
+        .expect_err("the checkpoint catches it");
+    assert!(error.to_string().contains("checkpoint does not verify"), "{error}");
+    let wrong = redis_audit_proxy::audit::verify::verify_dir_with_key(
+        dir.path(),
+        Some(b"another-key-of-16+bytes"),
+    )
+    .expect_err("another key");
+    assert!(wrong.to_string().contains("made with key"), "{wrong}");
+}
