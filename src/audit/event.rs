@@ -62,12 +62,6 @@ impl AuditEvent {
             Self::System(_) => 512,
         }
     }
-
-    /// Command records may be dropped when the queue is full (as `on_full` says); session
-    /// and system events never are.
-    pub fn is_command(&self) -> bool {
-        matches!(self, Self::Command(_))
-    }
 }
 
 /// Longest client name, library name or version, or user name written; longer ones are cut

@@ -262,11 +262,6 @@ impl AuditLog {
             let _ = thread.join();
         }
     }
-
-    /// Bytes of events waiting to be written.
-    pub fn queued_bytes(&self) -> usize {
-        self.shared.queued_bytes.load(Ordering::Relaxed)
-    }
 }
 
 /// The durable watermark and who waits on it.

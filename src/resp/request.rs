@@ -145,11 +145,6 @@ impl RequestDecoder {
         Self { limits, state: State::Start, pos: 0, arg_spans: Vec::new() }
     }
 
-    /// True when the decoder holds part of a request (used to report a truncated request).
-    pub fn is_mid_request(&self) -> bool {
-        self.state != State::Start
-    }
-
     /// Decodes the next complete request from the front of `buf`, splitting its bytes off.
     ///
     /// `Ok(None)` means more bytes are needed; nothing is lost, the state is kept.

@@ -31,19 +31,34 @@ impl Drop for SmallDisk {
     }
 }
 
+/// A proxy whose audit directory is on a 256 KiB tmpfs already 200 KiB full, with `toml`;
+/// `None` where no tmpfs can be mounted.
+async fn proxy_on_a_nearly_full_disk(
+    redis: &RedisServer,
+    toml: &str,
+) -> Option<(
+    SmallDisk,
+    std::path::PathBuf,
+    TestProxy,
+    std::sync::Arc<redis_audit_proxy::audit::AuditSink>,
+)> {
+    let disk = SmallDisk::mount("256k")?;
+    std::fs::write(disk.0.path().join("filler"), vec![0u8; 200 * 1024]).unwrap();
+    let dir = disk.0.path().join("trail");
+    let (proxy, audit) = TestProxy::start_audited(redis.addr, &dir, toml).await;
+    Some((disk, dir, proxy, audit))
+}
+
 #[tokio::test]
 async fn a_full_disk_keeps_the_lines_and_writes_them_when_space_returns() {
     crate::require_redis!();
-    let Some(disk) = SmallDisk::mount("256k") else {
+    let redis = RedisServer::start(&[]);
+    let toml = "[audit]\non_error = \"reject\"\n";
+    let Some((disk, dir, proxy, audit)) = proxy_on_a_nearly_full_disk(&redis, toml).await else {
         eprintln!("skipped: cannot mount a tmpfs here (needs root)");
         return;
     };
-    let redis = RedisServer::start(&[]);
     let filler = disk.0.path().join("filler");
-    std::fs::write(&filler, vec![0u8; 200 * 1024]).unwrap();
-    let dir = disk.0.path().join("trail");
-    let (proxy, audit) =
-        TestProxy::start_audited(redis.addr, &dir, "[audit]\non_error = \"reject\"\n").await;
     let mut client = RawClient::connect(proxy.addr).await;
     let (mut accepted, mut refused) = (0, 0);
     for i in 0..3000 {
@@ -152,16 +167,13 @@ fn on_error_shutdown_stops_the_proxy_with_status_1() {
 #[tokio::test]
 async fn on_error_continue_keeps_serving_and_declares_what_did_not_fit() {
     crate::require_redis!();
-    let Some(disk) = SmallDisk::mount("256k") else {
+    let redis = RedisServer::start(&[]);
+    let toml = "[audit]\nqueue_max_bytes = 65536\n";
+    let Some((disk, dir, proxy, audit)) = proxy_on_a_nearly_full_disk(&redis, toml).await else {
         eprintln!("skipped: cannot mount a tmpfs here (needs root)");
         return;
     };
-    let redis = RedisServer::start(&[]);
     let filler = disk.0.path().join("filler");
-    std::fs::write(&filler, vec![0u8; 200 * 1024]).unwrap();
-    let dir = disk.0.path().join("trail");
-    let (proxy, audit) =
-        TestProxy::start_audited(redis.addr, &dir, "[audit]\nqueue_max_bytes = 65536\n").await;
     let mut client = RawClient::connect(proxy.addr).await;
     // Far more than fits on the disk: every command is served all the same.
     for i in 0..1500 {
