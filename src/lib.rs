@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //!
+//! - [`acl`]: ACL users and selectors, the permission check, the policy, ACL LOG.
 //! - [`app`]: wiring; binds the listener, runs, drains on shutdown.
 //! - [`audit`]: the audit trail: events, writer thread, files, verify.
 //! - [`cli`]: the command-line contract (clap).
@@ -18,6 +19,7 @@
 //! - [`resp`]: our request decoder, reply framer and proxy-written replies.
 //! - [`record`]: the per-command record and the sink interface.
 
+pub mod acl;
 pub mod app;
 pub mod audit;
 pub mod cli;

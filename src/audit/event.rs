@@ -230,10 +230,15 @@ pub struct SecurityEvent {
     pub reason: &'static str,
     /// `toplevel` or `multi` (queued inside MULTI).
     pub context: &'static str,
-    /// What was refused: the command's full name, or the auth command as sent.
+    /// What was refused: the command's full name, the key or channel, or the auth command
+    /// as sent.
     pub object: Option<Bytes>,
     /// Who decided: `redis` (the upstream answered it) or `proxy`.
     pub source: &'static str,
+    /// For the proxy's own denials: `enforce` (refused) or `observe` (forwarded anyway).
+    pub mode: Option<&'static str>,
+    /// The users file version (`policy_version`) in force, when there is one.
+    pub policy_version: Option<Arc<str>>,
 }
 
 /// Session lifecycle.
@@ -650,6 +655,12 @@ fn write_security(
         map.serialize_entry("object", &Binary(&object[..object.len().min(MAX_NAME_BYTES)]))?;
     }
     map.serialize_entry("source", security.source)?;
+    if let Some(mode) = security.mode {
+        map.serialize_entry("mode", mode)?;
+    }
+    if let Some(version) = &security.policy_version {
+        map.serialize_entry("policy_version", &**version)?;
+    }
     map.serialize_entry("upstream", &envelope.upstream)
 }
 

@@ -142,6 +142,8 @@ pub struct CommandTable {
     pub categories: Vec<String>,
     /// Where it came from.
     pub source: TableSource,
+    /// The Redis version the table describes (`redis_version` of `INFO server`).
+    pub version: String,
 }
 
 /// Longest command name looked up without allocating.
@@ -179,7 +181,8 @@ impl CommandTable {
             );
         }
         let categories = EMBEDDED_CATEGORIES.lines().map(str::to_owned).collect();
-        Ok(Self { commands, categories, source: TableSource::Embedded })
+        let version = EMBEDDED_VERSION.trim().to_owned();
+        Ok(Self { commands, categories, source: TableSource::Embedded, version })
     }
 
     /// The table embedded in the binary.

@@ -201,15 +201,29 @@ pub struct Retention {
 /// Identity.
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
-    /// Users file in Redis ACL syntax.
-    pub users_file: Option<PathBuf>,
+    /// Users file in Redis ACL syntax, and its contents as read at start-up (checked to
+    /// compile against the embedded command table).
+    pub users_file: Option<UsersFile>,
+}
+
+/// The users file.
+#[derive(Debug, Clone)]
+pub struct UsersFile {
+    /// Where it is (read again on reload).
+    pub path: PathBuf,
+    /// What it held when the configuration was loaded.
+    pub text: Vec<u8>,
 }
 
 /// Policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AclConfig {
     /// Enforce or only observe.
     pub mode: AclMode,
+    /// Users kept in observe mode whatever `mode` says.
+    pub observe_users: Vec<String>,
+    /// Most entries of the proxy's `ACL LOG`.
+    pub log_max_len: usize,
 }
 
 /// `acl.mode`.
@@ -483,6 +497,11 @@ impl Config {
             },
         };
 
+        let users_file = match &raw.auth.users_file {
+            Some(path) => Some(read_users_file(path).map_err(|m| invalid("auth.users_file", m))?),
+            None => None,
+        };
+
         Ok(Self {
             proxy: ProxyConfig {
                 listen,
@@ -520,10 +539,24 @@ impl Config {
                 filters,
                 checkpoint: checkpoint.map(|(key, every)| Checkpoints { key, every }),
             },
-            auth: AuthConfig { users_file: raw.auth.users_file.map(PathBuf::from) },
-            acl: AclConfig { mode },
+            auth: AuthConfig { users_file },
+            acl: AclConfig {
+                mode,
+                observe_users: raw.acl.observe_users.clone(),
+                log_max_len: usize::try_from(raw.acl.log_max_len).unwrap_or(usize::MAX),
+            },
         })
     }
+}
+
+/// Reads the users file and checks that it compiles (against the embedded command table;
+/// the live one is applied once read from the upstream).
+fn read_users_file(path: &str) -> Result<UsersFile, String> {
+    let text = std::fs::read(path).map_err(|error| format!("{path}: {error}"))?;
+    let table = crate::command::CommandTable::embedded();
+    crate::acl::Policy::compile(&text, &table, AclMode::Enforce, &[])
+        .map_err(|error| format!("{path}: {error}"))?;
+    Ok(UsersFile { path: PathBuf::from(path), text })
 }
 
 /// Reads an HMAC key from `path` (a trailing newline is not part of it; at least 16 bytes).

@@ -252,10 +252,14 @@ pub struct RawAuth {
 pub struct RawAcl {
     /// `enforce` or `observe`.
     pub mode: String,
+    /// Users kept in observe mode while the rest is enforced.
+    pub observe_users: Vec<String>,
+    /// Most entries the proxy's `ACL LOG` keeps (Redis's `acllog-max-len`).
+    pub log_max_len: u64,
 }
 
 impl Default for RawAcl {
     fn default() -> Self {
-        Self { mode: "enforce".into() }
+        Self { mode: "enforce".into(), observe_users: Vec::new(), log_max_len: 128 }
     }
 }

@@ -11,7 +11,7 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -21,9 +21,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::acl::log::LogEvent;
+use crate::acl::{Denial, Policy, Verdict};
 use crate::audit::event::{CloseStats, SecurityAction, SecurityEvent, SessionAction, SessionEvent};
 use crate::command::{extract_keys, Class, CommandInfo, CommandTable, Keys};
-use crate::config::{OnError, OnFull};
+use crate::config::{AclMode, OnError, OnFull};
 use crate::proxy::pipeline::{Expect, LocalReply, Slot, WriteQueue};
 use crate::proxy::session::{Effect, PubSubFamily, Session};
 use crate::proxy::{upstream, ProxyContext};
@@ -36,6 +38,25 @@ use crate::resp::request::{Request, RequestDecoder};
 const READ_SIZE: usize = 16 * 1024;
 /// With `audit.on_full = "block"`, how often a stalled client re-checks the audit queue.
 const AUDIT_RECHECK: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// An unknown command Redis refuses at queue time whatever the user's permissions, which
+/// makes it discard the transaction at EXEC: sent in place of a command the proxy refused
+/// inside MULTI, so that the upstream transaction fails as Redis's own would.
+const ABORT_TRANSACTION: &[u8] = b"*1\r\n$28\r\nredis-audit-proxy|abort-multi\r\n";
+
+/// What the ACL gate decided for one command.
+#[derive(Debug)]
+enum Gate {
+    /// Forward it.
+    Forward,
+    /// Answer it here; Redis does not see it.
+    Answer(LocalReply),
+    /// Refused inside MULTI: send [`ABORT_TRANSACTION`] instead and answer with this.
+    AbortQueued(LocalReply),
+    /// EXEC refused inside MULTI: abort the upstream transaction, send EXEC, answer with
+    /// this.
+    AbortExec(LocalReply),
+}
 
 /// Why a connection's drive loop stopped.
 #[derive(Debug)]
@@ -72,7 +93,9 @@ pub async fn serve(
                 Err(error.to_string())
             }
         };
+        let local_addr = client.local_addr().ok();
         let mut conn = Connection::new(ctx, id, peer, client, upstream, started);
+        conn.local_addr = local_addr;
         let open = conn.session_event(SessionAction::Open, None);
         conn.ctx.sink.session(open);
         let exit = conn.run(&drain, &hard_stop).await;
@@ -148,6 +171,11 @@ struct Connection<C> {
     /// Redis's last error was a protocol error: it closes the connection itself next.
     upstream_protocol_error: bool,
     last_activity: Instant,
+    /// The ACL policy as of the last command, and the generation it was taken at.
+    policy: Option<Arc<Policy>>,
+    policy_generation: u64,
+    /// The proxy's own address for this client (`laddr=` of its client info).
+    local_addr: Option<SocketAddr>,
 }
 
 impl<C> Connection<C>
@@ -199,6 +227,9 @@ where
             draining: false,
             upstream_protocol_error: false,
             last_activity: now,
+            policy: ctx.policy(),
+            policy_generation: ctx.policy_generation(),
+            local_addr: None,
             ctx,
         }
     }
@@ -506,7 +537,8 @@ where
             extract_keys(info, &request.args, &mut keys);
             self.class_of(info, &request.args)
         });
-        let effect = Effect::of(&request.args);
+        let mut effect = Effect::of(&request.args);
+        let in_multi = self.session.multi_requested;
         let answered = self.session.expects_reply(&effect);
         let request_bytes = request.raw.len() as u64;
         let audit = &self.ctx.config.audit;
@@ -542,6 +574,34 @@ where
             self.push_local(request.args, request_bytes, reply, now);
             return;
         }
+        let gate = match &command {
+            Some(command) => self.acl_gate(command, &request.args, &keys, &effect, in_multi),
+            None => Gate::Forward,
+        };
+        let (forwarded, substitute) = match gate {
+            Gate::Forward => (request.raw, None),
+            Gate::Answer(reply) => {
+                if matches!(effect, Effect::Multi | Effect::Exec | Effect::Discard) {
+                    // Refused: it changes nothing.
+                    self.session.multi_requested = in_multi;
+                }
+                if answered {
+                    self.push_local(request.args, request_bytes, reply, now);
+                } else {
+                    self.push_answered_by_proxy(request.args, request_bytes, None, now);
+                }
+                return;
+            }
+            Gate::AbortQueued(reply) => {
+                // Not queued: whatever it would have done does not happen.
+                effect = Effect::None;
+                (Bytes::from_static(ABORT_TRANSACTION), Some(reply))
+            }
+            Gate::AbortExec(reply) => {
+                self.push_internal(Bytes::from_static(ABORT_TRANSACTION), answered, now);
+                (request.raw, Some(reply))
+            }
+        };
         let expect = match effect {
             _ if !answered => Expect::Nothing,
             Effect::Subscribe(family) | Effect::Unsubscribe(family) => Expect::Confirmations {
@@ -557,7 +617,7 @@ where
             Effect::Auth(_) | Effect::Hello { user: Some(_), .. } => self.auth_in_flight += 1,
             _ => {}
         }
-        self.to_upstream.push(request.raw);
+        self.to_upstream.push(forwarded);
         self.pending.push_back(Slot {
             args: request.args,
             command,
@@ -566,6 +626,7 @@ where
             effect,
             expect,
             local: None,
+            substitute,
             request_bytes,
             reply_bytes: 0,
             started: now,
@@ -573,6 +634,200 @@ where
         if !answered {
             self.release_ready_slots(now);
         }
+    }
+
+    /// The ACL policy for this command, re-read when a reload swapped it.
+    fn current_policy(&mut self) -> Option<Arc<Policy>> {
+        let generation = self.ctx.policy_generation();
+        if generation != self.policy_generation {
+            self.policy = self.ctx.policy();
+            self.policy_generation = generation;
+        }
+        self.policy.clone()
+    }
+
+    /// Checks a command against the policy in Redis's order: an unknown command, a wrong
+    /// arity and NO_MULTI inside MULTI are Redis's to answer; then NOAUTH; then the ACL.
+    /// Returns the reply the proxy gives instead of forwarding: a `-NOAUTH` or `-NOPERM` in
+    /// enforce mode, or `ACL LOG`, which the proxy serves. Denials are recorded in both
+    /// modes.
+    fn acl_gate(
+        &mut self,
+        command: &Arc<CommandInfo>,
+        args: &[Bytes],
+        keys: &Keys,
+        effect: &Effect,
+        in_multi: bool,
+    ) -> Gate {
+        let Some(policy) = self.current_policy() else { return Gate::Forward };
+        if !command.arity_ok(args.len())
+            || (in_multi && command.flags.iter().any(|f| f == "no_multi"))
+        {
+            return Gate::Forward;
+        }
+        let user = self.session.user.clone();
+        let error =
+            |bytes: Bytes| LocalReply { bytes, status: ReplyStatus::Error, close_after: false };
+        if !self.session.logged_in && !policy.default_is_open() && !effect.is_no_auth() {
+            if policy.mode_for(&user) == AclMode::Observe {
+                return Gate::Forward;
+            }
+            return Gate::Answer(error(Bytes::from_static(
+                b"-NOAUTH Authentication required.\r\n",
+            )));
+        }
+        if let Verdict::Deny { denial, enforced } = policy.decide(&user, command, args, keys) {
+            let context = if in_multi { "multi" } else { "toplevel" };
+            self.record_denial(&policy, &denial, command, args, enforced, context);
+            if !enforced {
+                return Gate::Forward;
+            }
+            let reply = policy.noperm_reply(&denial, &user, &command.name);
+            if !in_multi {
+                return Gate::Answer(error(reply));
+            }
+            if *effect == Effect::Exec {
+                let text = String::from_utf8_lossy(&reply[1..reply.len() - 2]).into_owned();
+                let abort = format!("EXECABORT Transaction discarded because of: {text}");
+                return Gate::AbortExec(error(encode::error(&abort)));
+            }
+            return Gate::AbortQueued(error(reply));
+        }
+        if command.name == "acl|log" && !in_multi {
+            let now_ms = unix_millis();
+            let resp3 = self.session.protocol == 3;
+            let reply = self
+                .ctx
+                .acl_log
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .command(args, resp3, now_ms);
+            let status =
+                if reply.first() == Some(&b'-') { ReplyStatus::Error } else { ReplyStatus::Ok };
+            return Gate::Answer(LocalReply { bytes: reply, status, close_after: false });
+        }
+        Gate::Forward
+    }
+
+    /// Sends `bytes` to Redis on the proxy's own behalf: the reply is dropped and no record
+    /// is written.
+    fn push_internal(&mut self, bytes: Bytes, answered: bool, now: Instant) {
+        self.to_upstream.push(bytes);
+        let dropped =
+            LocalReply { bytes: Bytes::new(), status: ReplyStatus::Ok, close_after: false };
+        self.pending.push_back(Slot {
+            args: Vec::new(),
+            command: None,
+            class: None,
+            keys: Keys::new(),
+            effect: Effect::None,
+            expect: if answered { Expect::One } else { Expect::Nothing },
+            local: None,
+            substitute: Some(dropped),
+            request_bytes: 0,
+            reply_bytes: 0,
+            started: now,
+        });
+    }
+
+    /// A denial the proxy decided: a security event and an `ACL LOG` entry.
+    fn record_denial(
+        &self,
+        policy: &Policy,
+        denial: &Denial,
+        command: &CommandInfo,
+        args: &[Bytes],
+        enforced: bool,
+        context: &'static str,
+    ) {
+        let object = Bytes::copy_from_slice(denial.object(&command.name, args));
+        self.ctx.sink.security(SecurityEvent {
+            action: SecurityAction::AclDenied,
+            time: std::time::SystemTime::now(),
+            conn_id: self.session.id,
+            client_addr: self.peer,
+            user: self.session.user.clone(),
+            username: None,
+            reason: denial.reason.as_str(),
+            context,
+            object: Some(object.clone()),
+            source: "proxy",
+            mode: Some(if enforced { "enforce" } else { "observe" }),
+            policy_version: Some(Arc::clone(&policy.version)),
+        });
+        self.log_acl_event(
+            denial.reason.as_str(),
+            context,
+            object,
+            self.session.user.clone(),
+            &command.name,
+        );
+    }
+
+    /// Adds an entry to the proxy's `ACL LOG`, with this client's info.
+    fn log_acl_event(
+        &self,
+        reason: &'static str,
+        context: &'static str,
+        object: Bytes,
+        username: Bytes,
+        command_name: &str,
+    ) {
+        let event = LogEvent {
+            reason,
+            context,
+            object,
+            username,
+            client_info: self.client_info(command_name),
+            time_ms: unix_millis(),
+        };
+        self.ctx.acl_log.lock().unwrap_or_else(PoisonError::into_inner).add(event);
+    }
+
+    /// This client as `CLIENT LIST` describes it (Redis 7.2 fields), with the real client's
+    /// address; the memory fields are the proxy's own buffers for it.
+    fn client_info(&self, command_name: &str) -> String {
+        let session = &self.session;
+        let in_multi = session.multi_requested;
+        let mut flags = String::new();
+        if session.subscriptions.any() {
+            flags.push('P');
+        }
+        if in_multi {
+            flags.push('x');
+        }
+        if flags.is_empty() {
+            flags.push('N');
+        }
+        let text = |value: &Option<Bytes>| {
+            value.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default()
+        };
+        let age = self.opened.elapsed().as_secs();
+        let idle = self.last_activity.elapsed().as_secs();
+        let laddr = self.local_addr.map(|a| a.to_string()).unwrap_or_default();
+        let qbuf = self.client_in.len();
+        let qbuf_free = self.client_in.capacity().saturating_sub(qbuf);
+        let omem = self.to_client.len();
+        format!(
+            "id={} addr={} laddr={laddr} fd=-1 name={} age={age} idle={idle} flags={flags} db={} \
+             sub={} psub={} ssub={} multi={} qbuf={qbuf} qbuf-free={qbuf_free} argv-mem=0 \
+             multi-mem=0 rbs={} rbp=0 obl=0 oll=0 omem={omem} tot-mem={} events=r cmd={command_name} \
+             user={} redir=-1 resp={} lib-name={} lib-ver={}",
+            session.id,
+            self.peer,
+            text(&session.name),
+            session.db,
+            session.subscriptions.channels,
+            session.subscriptions.patterns,
+            session.subscriptions.shard,
+            if in_multi { session.queued_count as i64 } else { -1 },
+            self.client_in.capacity(),
+            self.client_in.capacity() + self.upstream_in.capacity() + omem,
+            String::from_utf8_lossy(&session.user),
+            session.protocol,
+            text(&session.lib_name),
+            text(&session.lib_ver),
+        )
     }
 
     /// The command's class: static from its flags, except for scripts that declare theirs
@@ -627,6 +882,7 @@ where
             effect: Effect::None,
             expect,
             local: reply,
+            substitute: None,
             request_bytes,
             reply_bytes: 0,
             started: now,
@@ -653,6 +909,11 @@ where
 
     /// Queues the framed upstream bytes to the client (cut-through, no copy).
     fn forward_scanned(&mut self) {
+        // A reply being replaced is held back until it is whole, then dropped.
+        let replacing = matches!(self.pending.front(), Some(Slot { substitute: Some(_), .. }));
+        if replacing && self.scanner.is_mid_reply() {
+            return;
+        }
         if self.upstream_scanned > 0 {
             let bytes = self.upstream_in.split_to(self.upstream_scanned).freeze();
             self.upstream_scanned = 0;
@@ -698,7 +959,17 @@ where
                 }
             }
         }
-        let slot = self.pending.pop_front().expect("checked above");
+        let mut slot = self.pending.pop_front().expect("checked above");
+        if let Some(substitute) = &slot.substitute {
+            // Forward what came before this reply, drop the reply, send the replacement.
+            let before = self.upstream_scanned - bytes as usize;
+            let earlier = self.upstream_in.split_to(before).freeze();
+            self.to_client.push(earlier);
+            let _ = self.upstream_in.split_to(bytes as usize);
+            self.upstream_scanned = 0;
+            slot.reply_bytes = substitute.bytes.len() as u64;
+            self.to_client.push(substitute.bytes.clone());
+        }
         self.complete(slot, now);
         self.release_ready_slots(now);
     }
@@ -728,18 +999,23 @@ where
 
     /// Security events Redis's reply shows: an AUTH / HELLO AUTH accepted or refused, or a
     /// command refused for lack of permission (`-NOPERM`, Redis 7.0 and 7.2+ wordings).
-    fn note_security(&self, slot: &Slot, status: ReplyStatus, code: Option<&[u8]>, text: &[u8]) {
+    /// Refusals also enter the proxy's `ACL LOG`.
+    fn note_security(
+        &mut self,
+        slot: &Slot,
+        status: ReplyStatus,
+        code: Option<&[u8]>,
+        text: &[u8],
+    ) {
         let attempted = match &slot.effect {
             Effect::Auth(user) | Effect::Hello { user: Some(user), .. } => Some(user.clone()),
             _ => None,
         };
         let contains = |needle: &[u8]| memchr::memmem::find(text, needle).is_some();
-        let (action, reason, object) = match (&attempted, status, code) {
-            (Some(_), ReplyStatus::Ok, _) => {
-                (SecurityAction::AuthSuccess, "auth", slot.args.first())
-            }
+        let (action, reason) = match (&attempted, status, code) {
+            (Some(_), ReplyStatus::Ok, _) => (SecurityAction::AuthSuccess, "auth"),
             (Some(_), ReplyStatus::Error, Some(b"WRONGPASS")) => {
-                (SecurityAction::AuthFailure, "auth", slot.args.first())
+                (SecurityAction::AuthFailure, "auth")
             }
             (_, ReplyStatus::Error, Some(b"NOPERM")) => {
                 let reason = if contains(b"to run the") {
@@ -751,29 +1027,48 @@ where
                 } else {
                     "command"
                 };
-                (SecurityAction::AclDenied, reason, None)
+                (SecurityAction::AclDenied, reason)
             }
             _ => return,
         };
-        let object = match object {
-            Some(name) => Some(name.clone()),
-            None if reason == "command" => {
-                slot.command.as_ref().map(|c| Bytes::copy_from_slice(c.name.as_bytes()))
+        let policy = self.current_policy();
+        let object = match (action, &slot.command) {
+            (SecurityAction::AclDenied, Some(command)) if reason == "command" => {
+                Some(Bytes::copy_from_slice(command.name.as_bytes()))
             }
-            None => None,
+            // Redis does not name the key or channel: the policy, when it has this user,
+            // finds the one Redis refused.
+            (SecurityAction::AclDenied, Some(command)) => policy.as_ref().and_then(|policy| {
+                match policy.decide(&self.session.user, command, &slot.args, &slot.keys) {
+                    Verdict::Deny { denial, .. } if denial.reason.as_str() == reason => {
+                        Some(Bytes::copy_from_slice(denial.object(&command.name, &slot.args)))
+                    }
+                    _ => None,
+                }
+            }),
+            (SecurityAction::AclDenied, None) => None,
+            _ => slot.args.first().cloned(),
         };
+        let context = if self.session.in_multi { "multi" } else { "toplevel" };
         self.ctx.sink.security(SecurityEvent {
             action,
             time: std::time::SystemTime::now(),
             conn_id: self.session.id,
             client_addr: self.peer,
             user: self.session.user.clone(),
-            username: attempted,
+            username: attempted.clone(),
             reason,
-            context: if self.session.in_multi { "multi" } else { "toplevel" },
-            object,
+            context,
+            object: object.clone(),
             source: "redis",
+            mode: None,
+            policy_version: policy.map(|p| Arc::clone(&p.version)),
         });
+        if action != SecurityAction::AuthSuccess {
+            let username = attempted.unwrap_or_else(|| self.session.user.clone());
+            let name = slot.command.as_ref().map_or("", |c| c.name.as_str());
+            self.log_acl_event(reason, context, object.unwrap_or_default(), username, name);
+        }
     }
 
     /// RESP2 arrays may be pub/sub traffic: the client is subscribed or is subscribing.
@@ -790,7 +1085,11 @@ where
         let info = self.scanner.reply();
         let (kind, head, is_null) = (info.kind, info.head, info.is_null());
         let authenticated_by_default = !self.ctx.auth_required();
-        let (status, error_code) = if info.is_error() {
+        let (status, error_code) = if let Some(substitute) = &slot.substitute {
+            let code =
+                (substitute.status == ReplyStatus::Error).then(|| error_code_of(&substitute.bytes));
+            (substitute.status, code)
+        } else if info.is_error() {
             (ReplyStatus::Error, head.known_error_code().map(Bytes::copy_from_slice))
         } else if kind == b'+' && head.as_bytes() == b"QUEUED" {
             (ReplyStatus::Queued, None)
@@ -811,7 +1110,9 @@ where
             self.session.authenticated = true;
             self.ctx.set_auth_required(false);
         }
-        self.note_security(&slot, status, error_code.as_deref(), head.as_bytes());
+        if slot.substitute.is_none() {
+            self.note_security(&slot, status, error_code.as_deref(), head.as_bytes());
+        }
         // The record carries the user and database the command ran with.
         let record_user = self.session.user.clone();
         let record_db = self.session.db;
@@ -948,6 +1249,9 @@ where
         user: Bytes,
         db: u32,
     ) {
+        if slot.args.is_empty() {
+            return; // the proxy's own command (`push_internal`): not the client's
+        }
         self.totals.commands += 1;
         self.totals.errors += u64::from(status == ReplyStatus::Error);
         self.totals.bytes_in += slot.request_bytes;
@@ -980,6 +1284,12 @@ where
             self.durability_gates.push_back((self.to_client.pushed(), ticket));
         }
     }
+}
+
+/// Wall-clock time in Unix milliseconds.
+fn unix_millis() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// `Some((family, subscribe))` when the reply is a (un)subscribe confirmation.

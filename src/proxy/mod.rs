@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+use crate::acl::log::AclLog;
+use crate::acl::Policy;
 use crate::command::{Class, CommandTable};
 use crate::config::Config;
 use crate::record::CommandSink;
@@ -33,17 +35,28 @@ pub struct ProxyContext {
     scripts: Mutex<HashMap<[u8; 20], Option<Class>>>,
     /// Classes of functions (by name) learned from `FUNCTION LOAD`, for FCALL. Same bound.
     functions: Mutex<HashMap<Vec<u8>, Class>>,
+    /// The ACL policy in force (`None` without a users file), and a counter bumped at each
+    /// swap so that connections notice without taking the lock per command.
+    policy: RwLock<Option<Arc<Policy>>>,
+    policy_generation: AtomicU64,
+    /// The `ACL LOG` the proxy serves.
+    pub acl_log: Mutex<AclLog>,
 }
 
 impl ProxyContext {
     /// A context for `config`, sending records to `sink`.
     pub fn new(config: Arc<Config>, sink: Arc<dyn CommandSink>) -> Self {
+        let table = CommandTable::embedded();
+        let policy = compile_policy(&config, &table).map(Arc::new);
         Self {
+            acl_log: Mutex::new(AclLog::new(config.acl.log_max_len)),
+            policy: RwLock::new(policy),
+            policy_generation: AtomicU64::new(0),
             config,
             sink,
             auth_required: AtomicBool::new(false),
             next_connection_id: AtomicU64::new(1),
-            commands: RwLock::new(Arc::new(CommandTable::embedded())),
+            commands: RwLock::new(Arc::new(table)),
             scripts: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
         }
@@ -54,9 +67,32 @@ impl ProxyContext {
         Arc::clone(&self.commands.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Replaces the command table (new connections use it).
+    /// Replaces the command table (new connections use it) and recompiles the policy
+    /// against it; a users file the new table refuses leaves the old policy in force.
     pub fn set_commands(&self, table: CommandTable) {
+        if self.config.auth.users_file.is_some() {
+            match compile_policy(&self.config, &table) {
+                Some(policy) => self.set_policy(policy),
+                None => tracing::warn!("the users file does not compile against the upstream's command table; the policy compiled against the embedded table stays in force"),
+            }
+        }
         *self.commands.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
+    }
+
+    /// Swaps in a new policy; connections pick it up at their next command.
+    pub fn set_policy(&self, policy: Policy) {
+        *self.policy.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(policy));
+        self.policy_generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The policy's generation: changes whenever [`policy`](Self::policy) does.
+    pub fn policy_generation(&self) -> u64 {
+        self.policy_generation.load(Ordering::Acquire)
+    }
+
+    /// The policy in force, if a users file is configured.
+    pub fn policy(&self) -> Option<Arc<Policy>> {
+        self.policy.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Remembers the class a script body declares, under its SHA1.
@@ -111,6 +147,20 @@ impl ProxyContext {
     pub fn set_auth_required(&self, required: bool) {
         if self.auth_required() != required {
             self.auth_required.store(required, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The configured users file compiled against `table`; `None` without one, or when it does not
+/// compile (the error is logged).
+fn compile_policy(config: &Config, table: &CommandTable) -> Option<Policy> {
+    let file = config.auth.users_file.as_ref()?;
+    let acl = &config.acl;
+    match Policy::compile(&file.text, table, acl.mode, &acl.observe_users) {
+        Ok(policy) => Some(policy),
+        Err(error) => {
+            tracing::warn!(file = %file.path.display(), %error, "users file refused");
+            None
         }
     }
 }

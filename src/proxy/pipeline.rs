@@ -69,6 +69,9 @@ pub struct Slot {
     pub expect: Expect,
     /// Set when the proxy answers instead of Redis.
     pub local: Option<LocalReply>,
+    /// Set when Redis's reply is replaced: the client gets this instead (an EXEC the proxy
+    /// turned into DISCARD gets `-EXECABORT`).
+    pub substitute: Option<LocalReply>,
     /// Request size on the wire.
     pub request_bytes: u64,
     /// Reply bytes seen so far.

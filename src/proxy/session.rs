@@ -232,6 +232,8 @@ pub struct Session {
     pub user: Bytes,
     /// Whether Redis will run commands for this client without an AUTH first.
     pub authenticated: bool,
+    /// An AUTH or HELLO AUTH succeeded (since the connection opened or the last RESET).
+    pub logged_in: bool,
     /// `CLIENT SETNAME` / `HELLO SETNAME`.
     pub name: Option<Bytes>,
     /// `CLIENT SETINFO LIB-NAME`.
@@ -267,6 +269,7 @@ impl Session {
             db: 0,
             user: Bytes::from_static(b"default"),
             authenticated,
+            logged_in: false,
             name: None,
             lib_name: None,
             lib_ver: None,
@@ -322,6 +325,7 @@ impl Session {
                 if let Some(user) = user {
                     self.user = user.clone();
                     self.authenticated = true;
+                    self.logged_in = true;
                 }
                 if let Some(name) = name {
                     self.name = (!name.is_empty()).then(|| name.clone());
@@ -330,6 +334,7 @@ impl Session {
             Effect::Auth(user) => {
                 self.user = user.clone();
                 self.authenticated = true;
+                self.logged_in = true;
             }
             Effect::Reset => {
                 let id = self.id;

@@ -85,6 +85,13 @@ async fn read_reply(stream: &mut TcpStream, request: &[u8]) -> Result<Vec<u8>, F
     }
 }
 
+/// `redis_version:x.y.z` from an `INFO server` reply.
+fn redis_version_of(reply: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(reply);
+    let line = text.lines().find_map(|line| line.strip_prefix("redis_version:"))?;
+    Some(line.trim().to_owned())
+}
+
 /// Reads the live command table with `COMMAND` (and its categories with `ACL CAT`) on a
 /// connection of its own.
 pub async fn fetch_command_table(
@@ -98,6 +105,14 @@ pub async fn fetch_command_table(
         let categories = read_reply(&mut stream, b"*2\r\n$3\r\nACL\r\n$3\r\nCAT\r\n").await?;
         if let Err(error) = table.set_categories_from_reply(&categories) {
             tracing::warn!(%error, "ACL CAT unavailable: using the embedded category list");
+        }
+        let info = read_reply(&mut stream, b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n").await?;
+        match redis_version_of(&info) {
+            Some(version) => table.version = version,
+            None => tracing::warn!(
+                assumed = %table.version,
+                "INFO server did not give redis_version; NOPERM replies use the assumed version's wording"
+            ),
         }
         Ok(table)
     };

@@ -6,6 +6,8 @@
 
 mod support;
 
+mod acl_enforce;
+mod acl_policy;
 mod audit;
 mod audit_backpressure;
 mod audit_disk;

@@ -1,0 +1,147 @@
+//! The policy decision, a pure function: may this user run this command with these
+//! arguments? Follows `ACLCheckAllUserCommandPerm`, including which denial Redis reports
+//! when no selector allows the command.
+
+use bytes::Bytes;
+
+use crate::acl::command_ids::{ChannelArgs, CommandIds};
+use crate::acl::glob;
+use crate::acl::user::{Selector, User, KEY_READ, KEY_WRITE};
+use crate::command::{KeyFlags, Keys};
+
+/// What a denial is about. Ordered as Redis's `ACL_DENIED_*` values: when several selectors
+/// deny, the highest wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DenyReason {
+    /// The command (or subcommand) is not allowed.
+    Command = 1,
+    /// A key is not allowed.
+    Key = 2,
+    /// A channel is not allowed.
+    Channel = 4,
+}
+
+impl DenyReason {
+    /// As `ACL LOG` writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Command => "command",
+            Self::Key => "key",
+            Self::Channel => "channel",
+        }
+    }
+}
+
+/// A denied command: why, and which argument (0 for a command denial).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Denial {
+    /// Command, key or channel.
+    pub reason: DenyReason,
+    /// Index in the arguments of the key or channel denied.
+    pub arg_index: usize,
+}
+
+impl Denial {
+    /// The `ACL LOG` object: the command's full name, or the key or channel as sent.
+    pub fn object<'a>(&self, full_name: &'a str, args: &'a [Bytes]) -> &'a [u8] {
+        match self.reason {
+            DenyReason::Command => full_name.as_bytes(),
+            DenyReason::Key | DenyReason::Channel => {
+                args.get(self.arg_index).map_or(&[][..], |arg| &arg[..])
+            }
+        }
+    }
+}
+
+/// Checks `args` (the command with id `id`, whose keys are `keys`) against every selector
+/// of `user`: allowed when any selector allows it; otherwise the denial Redis would log.
+pub fn check(
+    user: &User,
+    ids: &CommandIds,
+    id: u16,
+    args: &[Bytes],
+    keys: &Keys,
+) -> Result<(), Denial> {
+    let mut relevant = DenyReason::Command;
+    let (mut last_index, mut index) = (0, 0);
+    for selector in &user.selectors {
+        match check_selector(selector, ids, id, args, keys) {
+            Ok(()) => return Ok(()),
+            Err(denial) => {
+                // As Redis: a command denial leaves the index where the previous selector
+                // put it; ties between equal reasons go to the later argument.
+                if denial.reason != DenyReason::Command {
+                    index = denial.arg_index;
+                }
+                if denial.reason > relevant || (denial.reason == relevant && index > last_index) {
+                    relevant = denial.reason;
+                    last_index = index;
+                }
+            }
+        }
+    }
+    Err(Denial { reason: relevant, arg_index: last_index })
+}
+
+fn check_selector(
+    selector: &Selector,
+    ids: &CommandIds,
+    id: u16,
+    args: &[Bytes],
+    keys: &Keys,
+) -> Result<(), Denial> {
+    let command_denied = Denial { reason: DenyReason::Command, arg_index: 0 };
+    if !selector.all_commands && !ids.is_no_auth(id) && !selector.allows_id(id) {
+        let first_arg_allowed = args.len() >= 2
+            && selector.first_args_of(id).is_some_and(|allowed| {
+                let arg = args.get(if ids.has_parent(id) { 2 } else { 1 });
+                arg.is_some_and(|arg| allowed.iter().any(|a| a.eq_ignore_ascii_case(arg)))
+            });
+        if !first_arg_allowed {
+            return Err(command_denied);
+        }
+    }
+    if !selector.all_keys {
+        for key in keys {
+            if !key_allowed(selector, &args[key.index], key.flags) {
+                return Err(Denial { reason: DenyReason::Key, arg_index: key.index });
+            }
+        }
+    }
+    if !selector.all_channels {
+        if let Some(kind) = ids.channel_args(id) {
+            let end = if kind == ChannelArgs::First { args.len().min(2) } else { args.len() };
+            for (index, channel) in args.iter().enumerate().take(end).skip(1) {
+                let channel = &channel[..];
+                let allowed = selector.channels.iter().any(|pattern| {
+                    if kind == ChannelArgs::AllLiteral {
+                        pattern == channel
+                    } else {
+                        glob::matches(pattern, channel)
+                    }
+                });
+                if !allowed {
+                    return Err(Denial { reason: DenyReason::Channel, arg_index: index });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `ACLSelectorCheckKey`: the key's flags say which permissions a pattern needs.
+fn key_allowed(selector: &Selector, key: &[u8], flags: KeyFlags) -> bool {
+    let mut needed = 0;
+    if flags.contains(KeyFlags::ACCESS) {
+        needed |= KEY_READ;
+    }
+    if flags.contains(KeyFlags::INSERT)
+        || flags.contains(KeyFlags::DELETE)
+        || flags.contains(KeyFlags::UPDATE)
+    {
+        needed |= KEY_WRITE;
+    }
+    selector.keys.iter().any(|pattern| {
+        pattern.permissions & needed == needed && glob::matches(&pattern.pattern, key)
+    })
+}

@@ -1,0 +1,16 @@
+//! Redis ACL rules in the proxy: users and selectors in Redis's syntax, the pure permission
+//! check, the compiled policy, and the `ACL LOG` the proxy serves.
+
+pub mod check;
+pub mod command_ids;
+pub mod glob;
+pub mod log;
+pub mod policy;
+pub mod user;
+pub mod users;
+
+pub use check::{check, Denial, DenyReason};
+pub use command_ids::CommandIds;
+pub use policy::{Policy, Verdict};
+pub use user::{RuleError, User};
+pub use users::{Users, UsersFileError};

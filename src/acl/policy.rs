@@ -1,0 +1,240 @@
+//! The policy in force: the users file compiled against the command table, the mode
+//! (enforce or observe, with per-user overrides), and the `-NOPERM` wording of the
+//! upstream's Redis version. Immutable; a reload builds a new one and swaps it in.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::acl::check::{check, Denial, DenyReason};
+use crate::acl::command_ids::CommandIds;
+use crate::acl::user::User;
+use crate::acl::users::{Users, UsersFileError};
+use crate::command::{CommandInfo, CommandTable, Keys};
+use crate::config::AclMode;
+use crate::resp::encode;
+
+/// The outcome for one command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Allowed.
+    Allow,
+    /// Denied; `enforced` says whether the proxy refuses it (enforce mode for this user)
+    /// or only records it (observe mode).
+    Deny {
+        /// Why, and the argument concerned.
+        denial: Denial,
+        /// Refused by the proxy (true) or forwarded and recorded (false).
+        enforced: bool,
+    },
+}
+
+/// How `-NOPERM` replies are worded: Redis changed the texts in 7.2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wording {
+    /// Redis 6.2.
+    V6,
+    /// Redis 7.0 and 7.1.
+    V7_0,
+    /// Redis 7.2 and later, Valkey.
+    V7_2,
+}
+
+impl Wording {
+    /// The wording of a `redis_version` (`7.0.15`); the newest for anything unreadable.
+    pub fn of_version(version: &str) -> Self {
+        let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        match (parts.next().unwrap_or(u32::MAX), parts.next().unwrap_or(0)) {
+            (major, _) if major < 7 => Self::V6,
+            (7, minor) if minor < 2 => Self::V7_0,
+            _ => Self::V7_2,
+        }
+    }
+}
+
+/// The compiled users file and how it applies.
+#[derive(Debug)]
+pub struct Policy {
+    ids: CommandIds,
+    users: Users,
+    /// First 16 hex digits of the users file's SHA-256: stamped on every event.
+    pub version: Arc<str>,
+    mode: AclMode,
+    observe_users: Vec<Vec<u8>>,
+    wording: Wording,
+}
+
+impl Policy {
+    /// Compiles the users file text against `table`.
+    pub fn compile(
+        text: &[u8],
+        table: &CommandTable,
+        mode: AclMode,
+        observe_users: &[String],
+    ) -> Result<Self, UsersFileError> {
+        let ids = CommandIds::new(table);
+        let users = Users::parse(text, &ids)?;
+        let digest = Sha256::digest(text);
+        let version: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Self {
+            ids,
+            users,
+            version: version.into(),
+            mode,
+            observe_users: observe_users.iter().map(|u| u.as_bytes().to_vec()).collect(),
+            wording: Wording::of_version(&table.version),
+        })
+    }
+
+    /// The users.
+    pub fn users(&self) -> &Users {
+        &self.users
+    }
+
+    /// True when a new connection is authenticated without AUTH (`default` is `on nopass`).
+    pub fn default_is_open(&self) -> bool {
+        self.users.get(b"default").is_some_and(|u| u.enabled && u.nopass)
+    }
+
+    /// Enforce or observe for `user`.
+    pub fn mode_for(&self, user: &[u8]) -> AclMode {
+        if self.observe_users.iter().any(|u| u == user) {
+            AclMode::Observe
+        } else {
+            self.mode
+        }
+    }
+
+    /// May `user` run `command` with `args` (whose keys are `keys`)? A user the file does
+    /// not define may run nothing: the proxy fails closed.
+    pub fn decide(
+        &self,
+        user: &[u8],
+        command: &CommandInfo,
+        args: &[Bytes],
+        keys: &Keys,
+    ) -> Verdict {
+        let Some(id) = self.ids.id(&command.name) else {
+            // A command the table learned after compiling: only `+@all` users had it.
+            return Verdict::Allow;
+        };
+        let unknown;
+        let rules = match self.users.get(user) {
+            Some(rules) => rules,
+            None => {
+                unknown = User::new(user, &self.ids);
+                &unknown
+            }
+        };
+        match check(rules, &self.ids, id, args, keys) {
+            Ok(()) => Verdict::Allow,
+            Err(denial) => {
+                Verdict::Deny { denial, enforced: self.mode_for(user) == AclMode::Enforce }
+            }
+        }
+    }
+
+    /// The `-NOPERM` reply Redis of the upstream's version gives for `denial`.
+    pub fn noperm_reply(&self, denial: &Denial, user: &[u8], full_name: &str) -> Bytes {
+        let user = String::from_utf8_lossy(user);
+        let text = match (self.wording, denial.reason) {
+            (Wording::V6, DenyReason::Command) => {
+                format!("NOPERM this user has no permissions to run the '{full_name}' command or its subcommand")
+            }
+            (Wording::V7_0, DenyReason::Command) => {
+                format!("NOPERM this user has no permissions to run the '{full_name}' command")
+            }
+            (Wording::V6 | Wording::V7_0, DenyReason::Key) => {
+                "NOPERM this user has no permissions to access one of the keys used as arguments"
+                    .to_owned()
+            }
+            (Wording::V6 | Wording::V7_0, DenyReason::Channel) => {
+                "NOPERM this user has no permissions to access one of the channels used as arguments"
+                    .to_owned()
+            }
+            (Wording::V7_2, DenyReason::Command) => {
+                format!("NOPERM User {user} has no permissions to run the '{full_name}' command")
+            }
+            (Wording::V7_2, DenyReason::Key) => "NOPERM No permissions to access a key".to_owned(),
+            (Wording::V7_2, DenyReason::Channel) => {
+                "NOPERM No permissions to access a channel".to_owned()
+            }
+        };
+        encode::error(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::extract_keys;
+
+    fn decide(policy: &Policy, user: &str, line: &str) -> Verdict {
+        let table = CommandTable::embedded();
+        let args: Vec<Bytes> =
+            line.split(' ').map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
+        let command = table.resolve(&args).unwrap();
+        let mut keys = Keys::new();
+        extract_keys(command, &args, &mut keys);
+        policy.decide(user.as_bytes(), command, &args, &keys)
+    }
+
+    fn denied(policy: &Policy, user: &str, line: &str) -> Option<(DenyReason, usize)> {
+        match decide(policy, user, line) {
+            Verdict::Allow => None,
+            Verdict::Deny { denial, .. } => Some((denial.reason, denial.arg_index)),
+        }
+    }
+
+    #[test]
+    fn commands_keys_channels_and_selectors() {
+        let file = b"user app on nopass ~app:* &chan:* -@all +@read +set +publish\n\
+                     user sel on nopass +mget ~key (+mget ~key ~otherkey)\n\
+                     user ro on nopass %R~r:* %W~w:* +@all\n";
+        let policy =
+            Policy::compile(file, &CommandTable::embedded(), AclMode::Enforce, &[]).unwrap();
+        assert_eq!(denied(&policy, "app", "GET app:1"), None);
+        assert_eq!(denied(&policy, "app", "GET other"), Some((DenyReason::Key, 1)));
+        assert_eq!(denied(&policy, "app", "DEL app:1"), Some((DenyReason::Command, 0)));
+        assert_eq!(denied(&policy, "app", "PUBLISH other m"), Some((DenyReason::Channel, 1)));
+        assert_eq!(denied(&policy, "app", "PUBLISH chan:1 m"), None);
+        // acl-v2: the last key no selector allows.
+        assert_eq!(
+            denied(&policy, "sel", "MGET key otherkey someotherkey"),
+            Some((DenyReason::Key, 3))
+        );
+        assert_eq!(denied(&policy, "ro", "GET r:1"), None);
+        assert_eq!(denied(&policy, "ro", "SET r:1 v"), Some((DenyReason::Key, 1)));
+        assert_eq!(denied(&policy, "ro", "SET w:1 v"), None, "SET needs only write");
+        assert_eq!(denied(&policy, "ro", "GETDEL w:1"), Some((DenyReason::Key, 1)));
+        assert_eq!(
+            denied(&policy, "nobody", "GET x"),
+            Some((DenyReason::Command, 0)),
+            "fail closed"
+        );
+        assert_eq!(denied(&policy, "nobody", "AUTH x y"), None, "no_auth commands pass");
+        assert_eq!(denied(&policy, "default", "FLUSHALL"), None);
+    }
+
+    #[test]
+    fn wording_follows_the_upstream_version() {
+        assert_eq!(Wording::of_version("7.0.15"), Wording::V7_0);
+        assert_eq!(Wording::of_version("7.2.4"), Wording::V7_2);
+        assert_eq!(Wording::of_version("8.0.0"), Wording::V7_2);
+        assert_eq!(Wording::of_version("6.2.14"), Wording::V6);
+        let mut table = CommandTable::embedded();
+        let denial = Denial { reason: DenyReason::Command, arg_index: 0 };
+        let policy = Policy::compile(b"", &table, AclMode::Enforce, &[]).unwrap();
+        assert_eq!(
+            &policy.noperm_reply(&denial, b"u", "config|get")[..],
+            b"-NOPERM this user has no permissions to run the 'config|get' command\r\n"
+        );
+        table.version = "7.2.4".into();
+        let policy = Policy::compile(b"", &table, AclMode::Enforce, &[]).unwrap();
+        assert_eq!(
+            &policy.noperm_reply(&denial, b"u", "get")[..],
+            b"-NOPERM User u has no permissions to run the 'get' command\r\n"
+        );
+    }
+}

@@ -1,0 +1,412 @@
+//! An ACL user and its selectors, changed by Redis's rule tokens (`on`, `>pw`, `~k*`,
+//! `+@read`, `(...)`, ...) with Redis's semantics and Redis's error for each bad token.
+
+use sha2::{Digest, Sha256};
+
+use crate::acl::command_ids::CommandIds;
+use crate::resp::request::split_args;
+
+/// Why a rule token was refused; each displays as Redis's message for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    /// ENOENT.
+    #[error("Unknown command or category name in ACL")]
+    UnknownName,
+    /// EINVAL.
+    #[error("Syntax error")]
+    Syntax,
+    /// EEXIST.
+    #[error(
+        "Adding a pattern after the * pattern (or the 'allkeys' flag) is not valid and does not have any effect. Try 'resetkeys' to start with an empty list of patterns"
+    )]
+    KeyAfterAllKeys,
+    /// EISDIR.
+    #[error(
+        "Adding a pattern after the * pattern (or the 'allchannels' flag) is not valid and does not have any effect. Try 'resetchannels' to start with an empty list of channels"
+    )]
+    ChannelAfterAllChannels,
+    /// ENODEV.
+    #[error("The password you are trying to remove from the user does not exist")]
+    NoSuchPassword,
+    /// EBADMSG.
+    #[error(
+        "The password hash must be exactly 64 characters and contain only lowercase hexadecimal characters"
+    )]
+    BadHash,
+    /// ECHILD.
+    #[error("Allowing first-arg of a subcommand is not supported")]
+    FirstArgOfSubcommand,
+}
+
+/// Read permission of a key pattern (`%R~`).
+pub const KEY_READ: u8 = 1;
+/// Write permission of a key pattern (`%W~`).
+pub const KEY_WRITE: u8 = 2;
+
+/// A key pattern and what it allows (`KEY_READ`, `KEY_WRITE` or both).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPattern {
+    /// Redis glob.
+    pub pattern: Vec<u8>,
+    /// `KEY_READ | KEY_WRITE` bits.
+    pub permissions: u8,
+}
+
+/// One selector: the root one (rules outside parentheses) or a `( ... )` one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selector {
+    /// `allkeys` / `~*`.
+    pub all_keys: bool,
+    /// `allchannels` / `&*`.
+    pub all_channels: bool,
+    /// `allcommands` / `+@all`, until a command is taken away.
+    pub all_commands: bool,
+    /// Set by `+@all` and kept until `-@all`: the user may run commands added later.
+    pub future_commands: bool,
+    /// One bit per command id.
+    pub allowed: Vec<u64>,
+    /// First arguments allowed for a command whose bit is not set (`+select|0`), by id.
+    pub first_args: Vec<(u16, Vec<Vec<u8>>)>,
+    /// Key patterns in the order added.
+    pub keys: Vec<KeyPattern>,
+    /// Channel patterns in the order added.
+    pub channels: Vec<Vec<u8>>,
+}
+
+impl Selector {
+    /// An empty selector: no commands, keys or channels (`acl-pubsub-default` is
+    /// `resetchannels` since Redis 7.0).
+    pub fn new(ids: &CommandIds) -> Self {
+        Self {
+            all_keys: false,
+            all_channels: false,
+            all_commands: false,
+            future_commands: false,
+            allowed: vec![0; ids.words()],
+            first_args: Vec::new(),
+            keys: Vec::new(),
+            channels: Vec::new(),
+        }
+    }
+
+    /// True when the command bit is set.
+    pub fn allows_id(&self, id: u16) -> bool {
+        let id = usize::from(id);
+        self.allowed.get(id / 64).is_some_and(|word| word & (1 << (id % 64)) != 0)
+    }
+
+    fn set_bit(&mut self, id: u16, allow: bool) {
+        let id = usize::from(id);
+        if let Some(word) = self.allowed.get_mut(id / 64) {
+            if allow {
+                *word |= 1 << (id % 64);
+            } else {
+                *word &= !(1 << (id % 64));
+                self.all_commands = false;
+            }
+        }
+    }
+
+    /// `ACLChangeSelectorPerm`: a container takes its subcommands with it.
+    fn change_permission(&mut self, ids: &CommandIds, id: u16, allow: bool) {
+        self.set_bit(id, allow);
+        self.first_args.retain(|(command, _)| *command != id);
+        for &child in ids.children(id) {
+            self.set_bit(child, allow);
+        }
+    }
+
+    /// Applies one selector token (`ACLSetSelector`).
+    pub fn apply(&mut self, ids: &CommandIds, op: &[u8]) -> Result<(), RuleError> {
+        let is = |word: &str| op.eq_ignore_ascii_case(word.as_bytes());
+        if is("allkeys") || is("~*") {
+            self.all_keys = true;
+            self.keys.clear();
+        } else if is("resetkeys") {
+            self.all_keys = false;
+            self.keys.clear();
+        } else if is("allchannels") || is("&*") {
+            self.all_channels = true;
+            self.channels.clear();
+        } else if is("resetchannels") {
+            self.all_channels = false;
+            self.channels.clear();
+        } else if is("allcommands") || is("+@all") {
+            self.allowed.fill(u64::MAX);
+            self.all_commands = true;
+            self.future_commands = true;
+            self.first_args.clear();
+        } else if is("nocommands") || is("-@all") {
+            self.allowed.fill(0);
+            self.all_commands = false;
+            self.future_commands = false;
+            self.first_args.clear();
+        } else if op[0] == b'~' || op[0] == b'%' {
+            self.add_key_pattern(op)?;
+        } else if op[0] == b'&' {
+            if self.all_channels {
+                return Err(RuleError::ChannelAfterAllChannels);
+            }
+            let pattern = &op[1..];
+            if has_spaces(pattern) {
+                return Err(RuleError::Syntax);
+            }
+            if !self.channels.iter().any(|c| c == pattern) {
+                self.channels.push(pattern.to_vec());
+            }
+        } else if op.len() >= 2 && op[1] == b'@' && (op[0] == b'+' || op[0] == b'-') {
+            let category = std::str::from_utf8(&op[2..]).map_err(|_| RuleError::UnknownName)?;
+            if !ids.has_category(category) {
+                return Err(RuleError::UnknownName);
+            }
+            let members: Vec<u16> = ids.in_category(category).collect();
+            for id in members {
+                self.change_permission(ids, id, op[0] == b'+');
+            }
+        } else if op[0] == b'+' {
+            self.allow_command(ids, &op[1..])?;
+        } else if op[0] == b'-' {
+            let id = ids.lookup(&op[1..]).ok_or(RuleError::UnknownName)?;
+            self.change_permission(ids, id, false);
+        } else {
+            return Err(RuleError::Syntax);
+        }
+        Ok(())
+    }
+
+    /// `~pattern` or `%R~` / `%W~` / `%RW~pattern`.
+    fn add_key_pattern(&mut self, op: &[u8]) -> Result<(), RuleError> {
+        if self.all_keys {
+            return Err(RuleError::KeyAfterAllKeys);
+        }
+        let (permissions, pattern) = if op[0] == b'%' {
+            let mut permissions = 0;
+            let mut offset = 1;
+            while offset < op.len() {
+                match op[offset].to_ascii_uppercase() {
+                    b'R' if permissions & KEY_READ == 0 => permissions |= KEY_READ,
+                    b'W' if permissions & KEY_WRITE == 0 => permissions |= KEY_WRITE,
+                    b'~' => {
+                        offset += 1;
+                        break;
+                    }
+                    _ => return Err(RuleError::Syntax),
+                }
+                offset += 1;
+            }
+            // `%~x` grants nothing and crashed ACL LIST before the CVE-2024-51741 fix.
+            if permissions == 0 {
+                return Err(RuleError::Syntax);
+            }
+            (permissions, &op[offset.min(op.len())..])
+        } else {
+            (KEY_READ | KEY_WRITE, &op[1..])
+        };
+        if has_spaces(pattern) {
+            return Err(RuleError::Syntax);
+        }
+        match self.keys.iter_mut().find(|k| k.pattern == pattern) {
+            Some(existing) => existing.permissions |= permissions,
+            None => self.keys.push(KeyPattern { pattern: pattern.to_vec(), permissions }),
+        }
+        Ok(())
+    }
+
+    /// `+name`, `+container|sub`, or the first-argument form `+command|arg`.
+    fn allow_command(&mut self, ids: &CommandIds, name: &[u8]) -> Result<(), RuleError> {
+        let Some(bar) = name.iter().rposition(|&b| b == b'|') else {
+            let id = ids.lookup(name).ok_or(RuleError::UnknownName)?;
+            self.change_permission(ids, id, true);
+            return Ok(());
+        };
+        let (command, first_arg) = (&name[..bar], &name[bar + 1..]);
+        let id = ids.lookup(command).ok_or(RuleError::UnknownName)?;
+        if ids.has_parent(id) {
+            return Err(RuleError::FirstArgOfSubcommand);
+        }
+        if first_arg.is_empty() {
+            return Err(RuleError::Syntax);
+        }
+        if !ids.children(id).is_empty() {
+            let sub = ids.lookup(name).ok_or(RuleError::UnknownName)?;
+            self.change_permission(ids, sub, true);
+            return Ok(());
+        }
+        match self.first_args.iter_mut().find(|(command, _)| *command == id) {
+            Some((_, args)) => {
+                if !args.iter().any(|a| a.eq_ignore_ascii_case(first_arg)) {
+                    args.push(first_arg.to_vec());
+                }
+            }
+            None => self.first_args.push((id, vec![first_arg.to_vec()])),
+        }
+        Ok(())
+    }
+
+    /// The first arguments allowed for `id` without its bit.
+    pub fn first_args_of(&self, id: u16) -> Option<&[Vec<u8>]> {
+        self.first_args.iter().find(|(command, _)| *command == id).map(|(_, args)| &args[..])
+    }
+}
+
+/// `user <name> ...`: flags, password hashes and selectors (the root one first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// The name, as given.
+    pub name: Vec<u8>,
+    /// `on` (may authenticate) or `off`.
+    pub enabled: bool,
+    /// `nopass`: any password works.
+    pub nopass: bool,
+    /// `sanitize-payload` (`Some(true)`), `skip-sanitize-payload` (`Some(false)`), or neither.
+    pub sanitize_payload: Option<bool>,
+    /// SHA-256 of each password, lower-case hex.
+    pub password_hashes: Vec<String>,
+    /// The root selector, then each `( ... )` selector in order.
+    pub selectors: Vec<Selector>,
+}
+
+impl User {
+    /// A new user as Redis creates one: `off`, no passwords, nothing allowed.
+    pub fn new(name: &[u8], ids: &CommandIds) -> Self {
+        Self {
+            name: name.to_vec(),
+            enabled: false,
+            nopass: false,
+            sanitize_payload: None,
+            password_hashes: Vec::new(),
+            selectors: vec![Selector::new(ids)],
+        }
+    }
+
+    /// Redis's built-in default user: `on nopass ~* &* +@all`.
+    pub fn default_user(ids: &CommandIds) -> Self {
+        let mut user = Self::new(b"default", ids);
+        for op in ["+@all", "~*", "&*", "on", "nopass"] {
+            user.apply(ids, op.as_bytes()).expect("the default user's rules are valid");
+        }
+        user
+    }
+
+    /// The root selector.
+    pub fn root(&self) -> &Selector {
+        &self.selectors[0]
+    }
+
+    /// Applies one rule token (`ACLSetUser`); an empty token does nothing.
+    pub fn apply(&mut self, ids: &CommandIds, op: &[u8]) -> Result<(), RuleError> {
+        let Some(&first) = op.first() else { return Ok(()) };
+        let is = |word: &str| op.eq_ignore_ascii_case(word.as_bytes());
+        if is("on") {
+            self.enabled = true;
+        } else if is("off") {
+            self.enabled = false;
+        } else if is("skip-sanitize-payload") {
+            self.sanitize_payload = Some(false);
+        } else if is("sanitize-payload") {
+            self.sanitize_payload = Some(true);
+        } else if is("nopass") {
+            self.nopass = true;
+            self.password_hashes.clear();
+        } else if is("resetpass") {
+            self.nopass = false;
+            self.password_hashes.clear();
+        } else if first == b'>' || first == b'#' {
+            let hash = if first == b'>' { hash_password(&op[1..]) } else { valid_hash(&op[1..])? };
+            if !self.password_hashes.contains(&hash) {
+                self.password_hashes.push(hash);
+            }
+            self.nopass = false;
+        } else if first == b'<' || first == b'!' {
+            let hash = if first == b'<' { hash_password(&op[1..]) } else { valid_hash(&op[1..])? };
+            let at = self.password_hashes.iter().position(|h| *h == hash);
+            self.password_hashes.remove(at.ok_or(RuleError::NoSuchPassword)?);
+        } else if first == b'(' && op.last() == Some(&b')') {
+            let mut selector = Selector::new(ids);
+            let body = &op[1..op.len() - 1];
+            // Redis splits the body with `sdssplitargs`; unbalanced quotes give no tokens.
+            for token in split_args(body).unwrap_or_default() {
+                selector.apply(ids, &token)?;
+            }
+            self.selectors.push(selector);
+        } else if is("clearselectors") {
+            self.selectors.truncate(1);
+        } else if is("reset") {
+            for token in ["resetpass", "resetkeys", "resetchannels", "off", "sanitize-payload"] {
+                self.apply(ids, token.as_bytes())?;
+            }
+            self.selectors.truncate(1);
+            self.apply(ids, b"-@all")?;
+        } else {
+            self.selectors[0].apply(ids, op)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `password` is one of the user's (constant time per stored hash), or the user
+    /// is `nopass`. A disabled user never matches.
+    pub fn accepts(&self, password: &[u8]) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        if self.nopass {
+            return true;
+        }
+        let hash = hash_password(password);
+        // Compare against every hash without stopping early.
+        self.password_hashes.iter().fold(false, |found, stored| {
+            constant_time_eq(stored.as_bytes(), hash.as_bytes()) | found
+        })
+    }
+}
+
+/// SHA-256 of a password as 64 lower-case hex digits (`ACLHashPassword`).
+pub fn hash_password(password: &[u8]) -> String {
+    let digest = Sha256::digest(password);
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        hex.push_str(&format!("{byte:02x}"));
+    }
+    hex
+}
+
+fn valid_hash(hash: &[u8]) -> Result<String, RuleError> {
+    if hash.len() == 64 && hash.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        Ok(String::from_utf8_lossy(hash).into_owned())
+    } else {
+        Err(RuleError::BadHash)
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+/// `ACLStringHasSpaces`: C `isspace` or NUL.
+pub fn has_spaces(bytes: &[u8]) -> bool {
+    bytes.iter().any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r' | 0))
+}
+
+/// `ACLMergeSelectorArguments`: a selector split over several tokens (`(~a`, `+get)`)
+/// becomes one token. `Err(index)` names the token opening an unmatched parenthesis.
+pub fn merge_selector_tokens(tokens: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, usize> {
+    let mut merged = Vec::with_capacity(tokens.len());
+    let mut open: Option<(usize, Vec<u8>)> = None;
+    for (index, token) in tokens.iter().enumerate() {
+        if let Some((_, selector)) = &mut open {
+            selector.push(b' ');
+            selector.extend_from_slice(token);
+            if token.last() == Some(&b')') {
+                merged.push(open.take().expect("open").1);
+            }
+        } else if token.first() == Some(&b'(') && token.last() != Some(&b')') {
+            open = Some((index, token.clone()));
+        } else {
+            merged.push(token.clone());
+        }
+    }
+    match open {
+        Some((index, _)) => Err(index),
+        None => Ok(merged),
+    }
+}

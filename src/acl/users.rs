@@ -1,0 +1,158 @@
+//! The set of users, and the users file that defines it (Redis ACL file syntax:
+//! `user <name> <rule> ...` per line), read as `ACLLoadFromFile` reads it.
+
+use std::collections::BTreeMap;
+
+use crate::acl::command_ids::CommandIds;
+use crate::acl::user::{has_spaces, merge_selector_tokens, User};
+
+/// A users file that cannot be loaded: the line and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct UsersFileError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong, in Redis's words where Redis has them; never a password.
+    pub message: String,
+}
+
+/// Users by name, sorted by name as Redis lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Users {
+    by_name: BTreeMap<Vec<u8>, User>,
+}
+
+impl Users {
+    /// Only Redis's default user (`on nopass ~* &* +@all`).
+    pub fn with_default(ids: &CommandIds) -> Self {
+        let mut by_name = BTreeMap::new();
+        by_name.insert(b"default".to_vec(), User::default_user(ids));
+        Self { by_name }
+    }
+
+    /// Parses a users file. Lines are trimmed, blank lines skipped, words split on single
+    /// spaces (no quoting), and every line must be `user <name> [rules...]`. The first error
+    /// stops loading; without a `default` line the built-in default user is added.
+    pub fn parse(text: &[u8], ids: &CommandIds) -> Result<Self, UsersFileError> {
+        let mut by_name = BTreeMap::new();
+        for (index, line) in text.split(|&b| b == b'\n').enumerate() {
+            let fail = |message: String| UsersFileError { line: index + 1, message };
+            let line = trim(line, b" \t\r\n");
+            if line.is_empty() {
+                continue;
+            }
+            let words: Vec<Vec<u8>> = line.split(|&b| b == b' ').map(<[u8]>::to_vec).collect();
+            if words.len() < 2 || words[0] != b"user" {
+                return Err(fail(
+                    "should start with user keyword followed by the username".to_owned(),
+                ));
+            }
+            let name = &words[1];
+            if has_spaces(name) {
+                return Err(fail(format!(
+                    "username '{}' contains invalid characters",
+                    String::from_utf8_lossy(name)
+                )));
+            }
+            if by_name.contains_key(name) {
+                return Err(fail(format!(
+                    "Duplicate user '{}' found",
+                    String::from_utf8_lossy(name)
+                )));
+            }
+            let rules = merge_selector_tokens(&words[2..])
+                .map_err(|_| fail("Unmatched parenthesis in selector definition".to_owned()))?;
+            let mut user = User::new(name, ids);
+            for rule in rules {
+                let rule = trim(&rule, b"\t\r\n");
+                user.apply(ids, rule).map_err(|error| {
+                    fail(format!("Error in ACL rule '{}': {error}", shown_rule(rule)))
+                })?;
+            }
+            by_name.insert(name.clone(), user);
+        }
+        by_name.entry(b"default".to_vec()).or_insert_with(|| User::default_user(ids));
+        Ok(Self { by_name })
+    }
+
+    /// A user by exact name.
+    pub fn get(&self, name: &[u8]) -> Option<&User> {
+        self.by_name.get(name)
+    }
+
+    /// Every user, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &User> {
+        self.by_name.values()
+    }
+
+    /// Number of users.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// True when there is no user (never, once parsed: `default` always exists).
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+/// A rule as an error message may show it: password rules are never echoed.
+fn shown_rule(rule: &[u8]) -> String {
+    if rule.iter().any(|b| matches!(b, b'>' | b'<')) {
+        "(password rule, not shown)".to_owned()
+    } else {
+        String::from_utf8_lossy(rule).into_owned()
+    }
+}
+
+fn trim<'a>(bytes: &'a [u8], set: &[u8]) -> &'a [u8] {
+    let start = bytes.iter().position(|b| !set.contains(b)).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !set.contains(b)).map_or(start, |i| i + 1);
+    &bytes[start..end.max(start)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::CommandTable;
+
+    fn ids() -> CommandIds {
+        CommandIds::new(&CommandTable::embedded())
+    }
+
+    #[test]
+    fn lines_users_and_the_default_user() {
+        let ids = ids();
+        let text = b"\n  user alice on >secret ~app:* &chan:* -@all +@read +set\r\nuser bob off\n";
+        let users = Users::parse(text, &ids).unwrap();
+        assert_eq!(users.len(), 3, "alice, bob and the built-in default");
+        let alice = users.get(b"alice").unwrap();
+        assert!(alice.enabled && alice.accepts(b"secret") && !alice.accepts(b"wrong"));
+        assert!(users.get(b"default").unwrap().nopass);
+        assert!(!users.get(b"bob").unwrap().accepts(b""), "off users never authenticate");
+    }
+
+    #[test]
+    fn errors_name_the_line_and_never_a_password() {
+        let ids = ids();
+        let error = |text: &str| Users::parse(text.as_bytes(), &ids).unwrap_err().to_string();
+        assert_eq!(
+            error("user a on\n# comment\n"),
+            "line 2: should start with user keyword followed by the username"
+        );
+        assert_eq!(
+            error("user a +nosuchcommand"),
+            "line 1: Error in ACL rule '+nosuchcommand': Unknown command or category name in ACL"
+        );
+        assert_eq!(error("user a on\nuser a off"), "line 2: Duplicate user 'a' found");
+        assert_eq!(
+            error("user a (~x +get"),
+            "line 1: Unmatched parenthesis in selector definition"
+        );
+        let message = error("user a <hunter2");
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(
+            message.ends_with("The password you are trying to remove from the user does not exist")
+        );
+    }
+}

@@ -1,0 +1,242 @@
+//! The proxy's ACL in front of a real Redis: enforce mode answers byte for byte as Redis does
+//! (NOPERM wording of the upstream's version, MULTI / EXECABORT, NOAUTH) and never forwards
+//! a denied command; observe mode forwards everything and records each would-be denial;
+//! `ACL LOG` served by the proxy matches Redis's own entries with the real client's address.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use crate::support::scratch::trail;
+use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
+
+/// The same users, as a users file and as `ACL SETUSER` arguments.
+const USERS: &[(&str, &str)] = &[
+    ("alice", "on >secret ~app:* &chan:* -@all +@read +set +multi +exec +acl|log +publish +ping"),
+    ("legacy", "on >old ~* -@all +get"),
+    ("sel", "on >pw +mget ~key (+mget ~key ~otherkey)"),
+];
+
+fn users_file(dir: &Path) -> std::path::PathBuf {
+    let text: String = USERS.iter().map(|(name, rules)| format!("user {name} {rules}\n")).collect();
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("users.acl");
+    std::fs::write(&path, format!("user default on nopass ~* &* +@all\n{text}")).unwrap();
+    path
+}
+
+/// A Redis with the same users defined with `ACL SETUSER`.
+async fn redis_with_users() -> RedisServer {
+    let redis = RedisServer::start(&[]);
+    let mut admin = RawClient::connect(redis.addr).await;
+    for (name, rules) in USERS {
+        let mut args: Vec<&[u8]> = vec![b"ACL", b"SETUSER", name.as_bytes()];
+        let rules: Vec<&str> = rules.split(' ').collect();
+        // A selector is one argument for SETUSER.
+        let joined = rules.join(" ");
+        let (root, selector) = match joined.find('(') {
+            Some(at) => (joined[..at].trim_end().to_owned(), Some(joined[at..].to_owned())),
+            None => (joined.clone(), None),
+        };
+        let root: Vec<String> = root.split(' ').map(str::to_owned).collect();
+        args.extend(root.iter().map(|r| r.as_bytes()));
+        if let Some(selector) = &selector {
+            args.push(selector.as_bytes());
+        }
+        assert_eq!(admin.call(&args).await, b"+OK\r\n", "SETUSER {name}");
+    }
+    redis
+}
+
+/// Sends `script` one command at a time and returns each reply.
+async fn replies(addr: SocketAddr, script: &[&[&[u8]]]) -> Vec<Vec<u8>> {
+    let mut client = RawClient::connect(addr).await;
+    let mut out = Vec::new();
+    for command in script {
+        out.push(client.call(command).await);
+    }
+    out
+}
+
+const SCRIPT: &[&[&[u8]]] = &[
+    &[b"GET", b"app:1"],
+    &[b"AUTH", b"alice", b"wrong"],
+    &[b"AUTH", b"alice", b"secret"],
+    &[b"GET", b"app:1"],
+    &[b"GET", b"other"],
+    &[b"DEL", b"app:1"],
+    &[b"CONFIG", b"GET", b"maxmemory"],
+    &[b"PUBLISH", b"nochan", b"m"],
+    &[b"PUBLISH", b"chan:1", b"m"],
+    &[b"SET", b"app:1", b"v"],
+    &[b"MULTI"],
+    &[b"SET", b"app:2", b"v"],
+    &[b"SET", b"other", b"v"],
+    &[b"EXEC"],
+    &[b"GET", b"app:2"],
+    &[b"MULTI"],
+    &[b"GET", b"app:1"],
+    &[b"EXEC"],
+    &[b"GET"],
+    &[b"NOSUCHCOMMAND", b"x"],
+    &[b"AUTH", b"sel", b"pw"],
+    &[b"MGET", b"key", b"otherkey", b"someotherkey"],
+    &[b"MGET", b"key", b"otherkey"],
+];
+
+/// `[(field, value)]` of the first five fields of each ACL LOG entry (the fields Redis 7.0
+/// and the proxy's 7.2 format share, client info aside).
+fn log_fields(reply: &[u8]) -> Vec<Vec<(String, String)>> {
+    let (frame, _) = redis_protocol::resp2::decode::decode(reply).unwrap().unwrap();
+    let redis_protocol::resp2::types::OwnedFrame::Array(entries) = frame else { panic!("array") };
+    entries
+        .into_iter()
+        .map(|entry| {
+            let redis_protocol::resp2::types::OwnedFrame::Array(items) = entry else {
+                panic!("entry")
+            };
+            items.chunks(2).take(5).map(|pair| (text(&pair[0]), text(&pair[1]))).collect()
+        })
+        .collect()
+}
+
+fn text(frame: &redis_protocol::resp2::types::OwnedFrame) -> String {
+    use redis_protocol::resp2::types::OwnedFrame;
+    match frame {
+        OwnedFrame::BulkString(b) | OwnedFrame::SimpleString(b) => {
+            String::from_utf8_lossy(b).into()
+        }
+        OwnedFrame::Integer(i) => i.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforce_mode_answers_as_redis_does_and_forwards_no_denied_command() {
+    crate::require_redis!();
+    let scratch = Scratch::new("acl-enforce");
+    let direct = redis_with_users().await;
+    let behind = redis_with_users().await;
+    let users = users_file(scratch.path());
+    let toml = format!("[auth]\nusers_file = \"{}\"\n[acl]\nmode = \"enforce\"\n", users.display());
+    let proxy = TestProxy::start_with(behind.addr, &toml).await;
+
+    let expected = replies(direct.addr, SCRIPT).await;
+    let got = replies(proxy.addr, SCRIPT).await;
+    for (index, (want, have)) in expected.iter().zip(&got).enumerate() {
+        assert_eq!(
+            crate::support::client::show(have),
+            crate::support::client::show(want),
+            "reply {index} to {:?}",
+            SCRIPT[index].iter().map(|a| String::from_utf8_lossy(a)).collect::<Vec<_>>()
+        );
+    }
+
+    // Redis behind the proxy never saw a denied command.
+    let mut admin = RawClient::connect(behind.addr).await;
+    let stats =
+        String::from_utf8_lossy(&admin.call(&[b"INFO", b"commandstats"]).await).into_owned();
+    for denied in ["cmdstat_del", "cmdstat_config|get"] {
+        assert!(!stats.contains(denied), "{denied} reached Redis: {stats}");
+    }
+    assert!(stats.contains("cmdstat_get"), "allowed commands did: {stats}");
+
+    // The proxy's ACL LOG has Redis's entries (count, reason, context, object, username).
+    let mut direct_admin = RawClient::connect(direct.addr).await;
+    let theirs = log_fields(&direct_admin.call(&[b"ACL", b"LOG"]).await);
+    let mut client = RawClient::connect(proxy.addr).await;
+    client.call(&[b"AUTH", b"alice", b"secret"]).await;
+    let ours_reply = client.call(&[b"ACL", b"LOG"]).await;
+    let ours = log_fields(&ours_reply);
+    assert_eq!(ours, theirs, "ACL LOG entries, newest first");
+    assert!(theirs.len() >= 6, "the script produces denials of every kind: {theirs:?}");
+    // Ten fields, the client's own address, and this proxy's entry ids.
+    let shown = String::from_utf8_lossy(&ours_reply);
+    assert!(ours_reply.starts_with(format!("*{}\r\n*20\r\n", ours.len()).as_bytes()), "{shown}");
+    assert!(shown.contains("entry-id") && shown.contains("timestamp-last-updated"), "{shown}");
+    assert!(shown.contains("addr=127.0.0.1:"), "{shown}");
+    assert!(shown.contains(&format!("laddr={}", proxy.addr)), "the proxy's listener: {shown}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observe_mode_forwards_and_records_would_be_denials() {
+    crate::require_redis!();
+    let scratch = Scratch::new("acl-observe");
+    let audit_dir = scratch.path().join("audit");
+    // Redis itself lets everyone do everything: only the proxy's policy would deny.
+    let redis = RedisServer::start(&[]);
+    let users = users_file(scratch.path());
+    let toml = format!(
+        "[auth]\nusers_file = \"{}\"\n[acl]\nmode = \"enforce\"\nobserve_users = [\"legacy\"]\n",
+        users.display()
+    );
+    let (proxy, sink) = TestProxy::start_audited(redis.addr, &audit_dir, &toml).await;
+    let mut admin = RawClient::connect(redis.addr).await;
+    for (name, _) in USERS {
+        let args: Vec<&[u8]> =
+            vec![b"ACL", b"SETUSER", name.as_bytes(), b"on", b"nopass", b"~*", b"&*", b"+@all"];
+        admin.call(&args).await;
+    }
+
+    let mut legacy = RawClient::connect(proxy.addr).await;
+    assert_eq!(legacy.call(&[b"AUTH", b"legacy", b"anything"]).await, b"+OK\r\n");
+    assert_eq!(legacy.call(&[b"SET", b"k", b"v"]).await, b"+OK\r\n", "observed, so forwarded");
+    assert_eq!(legacy.call(&[b"GET", b"k"]).await, b"$1\r\nv\r\n");
+    let mut alice = RawClient::connect(proxy.addr).await;
+    assert_eq!(alice.call(&[b"AUTH", b"alice", b"x"]).await, b"+OK\r\n");
+    assert_eq!(
+        alice.call(&[b"DEL", b"k"]).await,
+        b"-NOPERM this user has no permissions to run the 'del' command\r\n",
+        "alice stays enforced"
+    );
+    assert_eq!(admin.call(&[b"EXISTS", b"k"]).await, b":1\r\n");
+
+    sink.sync();
+    let lines = trail(&audit_dir);
+    let denials: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["action"] == "acl_denied").collect();
+    let summary: Vec<(String, String, String, String)> = denials
+        .iter()
+        .map(|l| {
+            let s = |k: &str| l[k].as_str().unwrap_or_default().to_owned();
+            (s("user"), s("reason"), s("object"), s("mode"))
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("legacy".into(), "command".into(), "set".into(), "observe".into()),
+            ("alice".into(), "command".into(), "del".into(), "enforce".into()),
+        ]
+    );
+    for denial in &denials {
+        assert_eq!(denial["source"], "proxy");
+        assert_eq!(denial["policy_version"].as_str().map(str::len), Some(16));
+        assert_eq!(denial["client"]["ip"], "127.0.0.1");
+    }
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_user_with_a_password_means_noauth_first() {
+    crate::require_redis!();
+    let scratch = Scratch::new("acl-noauth");
+    let redis = RedisServer::start(&["--requirepass", "pw"]);
+    std::fs::create_dir_all(scratch.path()).unwrap();
+    let path = scratch.path().join("users.acl");
+    std::fs::write(&path, "user default on >pw ~* &* +@all -flushall\n").unwrap();
+    let toml = format!("[auth]\nusers_file = \"{}\"\n", path.display());
+    let proxy = TestProxy::start_with(redis.addr, &toml).await;
+    let script: &[&[&[u8]]] =
+        &[&[b"GET", b"k"], &[b"GET"], &[b"AUTH", b"pw"], &[b"FLUSHALL"], &[b"PING"]];
+    let got = replies(proxy.addr, script).await;
+    let want: [&[u8]; 5] = [
+        b"-NOAUTH Authentication required.\r\n",
+        b"-ERR wrong number of arguments for 'get' command\r\n",
+        b"+OK\r\n",
+        b"-NOPERM this user has no permissions to run the 'flushall' command\r\n",
+        b"+PONG\r\n",
+    ];
+    assert_eq!(got, want.map(<[u8]>::to_vec));
+    proxy.shutdown().await;
+}
