@@ -46,8 +46,36 @@ impl App {
             drain.clone(),
             hard_stop.clone(),
         ));
+        if let Some(policy) = ctx.policy() {
+            let detail = serde_json::json!({
+                "policy_version": &*policy.version,
+                "users": policy.users().len(),
+                "mode": match ctx.config.acl.mode {
+                    crate::config::AclMode::Enforce => "enforce",
+                    crate::config::AclMode::Observe => "observe",
+                },
+            });
+            let time = std::time::SystemTime::now();
+            ctx.sink.system(crate::audit::event::SystemEvent {
+                action: "policy_load",
+                time,
+                detail,
+            });
+            tracing::info!(policy_version = %policy.version, users = policy.users().len(), "ACL policy loaded");
+        }
         tracing::info!(listen = %local_addr, upstream = %ctx.config.upstream.address, "proxy started");
         Ok(Self { local_addr, ctx, tracker, drain, hard_stop, accept_task })
+    }
+
+    /// Reads the users file again (SIGHUP): the new policy applies to every connection's next
+    /// command; on error the policy in force stays. Returns the new policy version.
+    pub fn reload_policy(&self) -> Result<Arc<str>, String> {
+        self.ctx.reload_policy()
+    }
+
+    /// The policy version in force, if a users file is configured.
+    pub fn policy_version(&self) -> Option<Arc<str>> {
+        self.ctx.policy().map(|policy| Arc::clone(&policy.version))
     }
 
     /// The command table new connections use.

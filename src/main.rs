@@ -161,10 +161,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     runtime.block_on(async {
         let listen = config.proxy.listen;
         let on_error = config.audit.on_error;
-        tracing::info!(
-            "admin plane and ACL checks are not in this build yet: \
-             admin.listen, auth.users_file and acl.mode are validated but unused"
-        );
+        tracing::info!("admin plane not in this build yet: admin.listen is validated but unused");
         let audit = if config.audit.enabled {
             let dir = config.audit.dir.display().to_string();
             let sink = AuditSink::open(&config)
@@ -181,7 +178,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         };
         let app =
             App::start(config, sink).await.with_context(|| format!("cannot listen on {listen}"))?;
-        let audit_failed = wait_for_stop_signal(audit.as_deref(), on_error).await?;
+        let audit_failed = wait_for_stop_signal(&app, audit.as_deref(), on_error).await?;
         tracing::info!("stop requested: draining connections");
         app.shutdown().await;
         if audit_failed {
@@ -193,10 +190,12 @@ fn serve(config: Config) -> anyhow::Result<()> {
     })
 }
 
-/// Waits for SIGTERM or SIGINT; on SIGHUP, rotates the audit trail and goes on waiting. With
+/// Waits for SIGTERM or SIGINT; on SIGHUP, rotates the audit trail, reloads the users file
+/// and goes on waiting. With
 /// `audit.on_error = "shutdown"`, a failure to write the trail also stops the proxy (returns
 /// true then).
 async fn wait_for_stop_signal(
+    app: &App,
     audit: Option<&AuditSink>,
     on_error: OnError,
 ) -> anyhow::Result<bool> {
@@ -222,9 +221,13 @@ async fn wait_for_stop_signal(
                 return Ok(true);
             }
             _ = hangup.recv() => {
-                tracing::info!("SIGHUP: rotating the audit trail");
+                tracing::info!("SIGHUP: rotating the audit trail, reloading the users file");
                 if let Some(audit) = audit {
                     audit.reopen();
+                }
+                if app.policy_version().is_some() {
+                    // The outcome is logged and recorded as a system event either way.
+                    let _ = app.reload_policy();
                 }
             }
         }

@@ -145,6 +145,9 @@ pub trait CommandSink: Send + Sync + std::fmt::Debug + 'static {
     /// Takes one security event (authentication, denial).
     fn security(&self, _event: crate::audit::event::SecurityEvent) {}
 
+    /// Takes one system event (policy reload, ...).
+    fn system(&self, _event: crate::audit::event::SystemEvent) {}
+
     /// True while the sink cannot take more records without dropping them (`audit.on_full`
     /// decides what the proxy does then).
     fn is_full(&self) -> bool {

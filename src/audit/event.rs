@@ -375,7 +375,8 @@ fn write_fields(
             (security.time, "security", action, outcome)
         }
         AuditEvent::System(system) => {
-            let outcome = if system.action == "loss" { "failure" } else { "success" };
+            let failed = matches!(system.action, "loss" | "policy_reload_failed");
+            let outcome = if failed { "failure" } else { "success" };
             (system.time, "system", system.action, outcome)
         }
     };

@@ -142,6 +142,10 @@ impl CommandSink for AuditSink {
         self.log.submit(AuditEvent::Session(Box::new(event)), false);
     }
 
+    fn system(&self, event: SystemEvent) {
+        self.log.submit(AuditEvent::System(event), false);
+    }
+
     fn security(&self, event: event::SecurityEvent) {
         // Never filtered, never dropped: this is the durable ACL LOG.
         self.log.submit(AuditEvent::Security(Box::new(event)), false);

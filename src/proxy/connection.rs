@@ -171,9 +171,9 @@ struct Connection<C> {
     /// Redis's last error was a protocol error: it closes the connection itself next.
     upstream_protocol_error: bool,
     last_activity: Instant,
-    /// The ACL policy as of the last command, and the generation it was taken at.
+    /// The ACL policy as of the last command, and the watch that says when it changed.
     policy: Option<Arc<Policy>>,
-    policy_generation: u64,
+    policy_watch: tokio::sync::watch::Receiver<u64>,
     /// The proxy's own address for this client (`laddr=` of its client info).
     local_addr: Option<SocketAddr>,
 }
@@ -228,7 +228,7 @@ where
             upstream_protocol_error: false,
             last_activity: now,
             policy: ctx.policy(),
-            policy_generation: ctx.policy_generation(),
+            policy_watch: ctx.watch_policy(),
             local_addr: None,
             ctx,
         }
@@ -238,6 +238,9 @@ where
         let idle_timeout = self.ctx.config.proxy.idle_timeout;
         loop {
             let idle_deadline = idle_timeout.map(|timeout| self.last_activity + timeout);
+            // A clone, so the select can borrow `self`; `user_still_allowed` marks the
+            // connection's own receiver seen, so the next clone waits for the next swap.
+            let mut policy_watch = self.policy_watch.clone();
             let exit = tokio::select! {
                 exit = poll_fn(|cx| self.poll_drive(cx)) => exit,
                 () = drain.cancelled(), if !self.draining => {
@@ -247,6 +250,14 @@ where
                 () = hard_stop.cancelled() => {
                     self.close_reason.get_or_insert("shutdown");
                     return Exit::Done;
+                }
+                Ok(()) = policy_watch.changed() => {
+                    if !self.user_still_allowed() {
+                        tracing::info!(user = %String::from_utf8_lossy(&self.session.user), "user deleted or disabled by a policy reload: closing");
+                        self.close_reason.get_or_insert("user_removed");
+                        return Exit::Done;
+                    }
+                    continue;
                 }
                 () = sleep_until_opt(idle_deadline) => {
                     if self.is_idle() {
@@ -638,12 +649,21 @@ where
 
     /// The ACL policy for this command, re-read when a reload swapped it.
     fn current_policy(&mut self) -> Option<Arc<Policy>> {
-        let generation = self.ctx.policy_generation();
-        if generation != self.policy_generation {
+        if self.policy_watch.has_changed().unwrap_or(false) {
+            self.policy_watch.mark_unchanged();
             self.policy = self.ctx.policy();
-            self.policy_generation = generation;
         }
         self.policy.clone()
+    }
+
+    /// After a policy swap: false when this connection's user was deleted or disabled
+    /// (the connection must close, as Redis closes a deleted user's clients).
+    fn user_still_allowed(&mut self) -> bool {
+        let Some(policy) = self.current_policy() else { return true };
+        if !self.session.logged_in {
+            return true;
+        }
+        policy.users().get(&self.session.user).is_some_and(|user| user.enabled)
     }
 
     /// Checks a command against the policy in Redis's order: an unknown command, a wrong

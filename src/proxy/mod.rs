@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::acl::log::AclLog;
 use crate::acl::Policy;
+use crate::audit::event::SystemEvent;
 use crate::command::{Class, CommandTable};
 use crate::config::Config;
 use crate::record::CommandSink;
@@ -36,9 +37,12 @@ pub struct ProxyContext {
     /// Classes of functions (by name) learned from `FUNCTION LOAD`, for FCALL. Same bound.
     functions: Mutex<HashMap<Vec<u8>, Class>>,
     /// The ACL policy in force (`None` without a users file), and a counter bumped at each
-    /// swap so that connections notice without taking the lock per command.
+    /// swap: connections watch it, so they notice without taking the lock per command and
+    /// close at once when their user is deleted or disabled.
     policy: RwLock<Option<Arc<Policy>>>,
-    policy_generation: AtomicU64,
+    policy_generation: tokio::sync::watch::Sender<u64>,
+    /// The users file text the policy was compiled from (recompiled when the table changes).
+    users_text: Mutex<Option<Vec<u8>>>,
     /// The `ACL LOG` the proxy serves.
     pub acl_log: Mutex<AclLog>,
 }
@@ -51,7 +55,8 @@ impl ProxyContext {
         Self {
             acl_log: Mutex::new(AclLog::new(config.acl.log_max_len)),
             policy: RwLock::new(policy),
-            policy_generation: AtomicU64::new(0),
+            policy_generation: tokio::sync::watch::Sender::new(0),
+            users_text: Mutex::new(config.auth.users_file.as_ref().map(|f| f.text.clone())),
             config,
             sink,
             auth_required: AtomicBool::new(false),
@@ -70,24 +75,75 @@ impl ProxyContext {
     /// Replaces the command table (new connections use it) and recompiles the policy
     /// against it; a users file the new table refuses leaves the old policy in force.
     pub fn set_commands(&self, table: CommandTable) {
-        if self.config.auth.users_file.is_some() {
-            match compile_policy(&self.config, &table) {
-                Some(policy) => self.set_policy(policy),
-                None => tracing::warn!("the users file does not compile against the upstream's command table; the policy compiled against the embedded table stays in force"),
+        let text = self.users_text.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        if let Some(text) = text {
+            match self.compile(&text, &table) {
+                Ok(policy) => self.set_policy(policy),
+                Err(error) => {
+                    tracing::warn!(%error, "the users file does not compile against the upstream's command table; the policy compiled against the embedded table stays in force")
+                }
             }
         }
         *self.commands.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
     }
 
+    fn compile(&self, text: &[u8], table: &CommandTable) -> Result<Policy, String> {
+        let acl = &self.config.acl;
+        Policy::compile(text, table, acl.mode, &acl.observe_users).map_err(|e| e.to_string())
+    }
+
     /// Swaps in a new policy; connections pick it up at their next command.
     pub fn set_policy(&self, policy: Policy) {
         *self.policy.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(policy));
-        self.policy_generation.fetch_add(1, Ordering::Release);
+        self.policy_generation.send_modify(|generation| *generation += 1);
     }
 
-    /// The policy's generation: changes whenever [`policy`](Self::policy) does.
-    pub fn policy_generation(&self) -> u64 {
-        self.policy_generation.load(Ordering::Acquire)
+    /// Reads the users file again and swaps the new policy in. On any error the policy in
+    /// force stays. Either way a system event says what happened.
+    pub fn reload_policy(&self) -> Result<Arc<str>, String> {
+        let Some(file) = &self.config.auth.users_file else {
+            return Err("no users file is configured (auth.users_file)".to_owned());
+        };
+        let previous = self.policy().map(|p| Arc::clone(&p.version));
+        let result = std::fs::read(&file.path)
+            .map_err(|error| format!("{}: {error}", file.path.display()))
+            .and_then(|text| {
+                let policy = self
+                    .compile(&text, &self.commands())
+                    .map_err(|error| format!("{}: {error}", file.path.display()))?;
+                Ok((text, policy))
+            });
+        let time = std::time::SystemTime::now();
+        match result {
+            Ok((text, policy)) => {
+                let version = Arc::clone(&policy.version);
+                let users = policy.users().len();
+                *self.users_text.lock().unwrap_or_else(PoisonError::into_inner) = Some(text);
+                self.set_policy(policy);
+                tracing::info!(policy_version = %version, users, "users file reloaded");
+                let detail = serde_json::json!({
+                    "policy_version": &*version,
+                    "previous_policy_version": previous.as_deref(),
+                    "users": users,
+                });
+                self.sink.system(SystemEvent { action: "policy_reload", time, detail });
+                Ok(version)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "users file reload failed: the policy in force stays");
+                let detail = serde_json::json!({
+                    "error": &error,
+                    "policy_version": previous.as_deref(),
+                });
+                self.sink.system(SystemEvent { action: "policy_reload_failed", time, detail });
+                Err(error)
+            }
+        }
+    }
+
+    /// Watches the policy generation.
+    pub fn watch_policy(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.policy_generation.subscribe()
     }
 
     /// The policy in force, if a users file is configured.
@@ -152,7 +208,7 @@ impl ProxyContext {
 }
 
 /// The configured users file compiled against `table`; `None` without one, or when it does not
-/// compile (the error is logged).
+/// compile (the error is logged; configuration loading already refused such a file).
 fn compile_policy(config: &Config, table: &CommandTable) -> Option<Policy> {
     let file = config.auth.users_file.as_ref()?;
     let acl = &config.acl;

@@ -240,3 +240,144 @@ async fn a_default_user_with_a_password_means_noauth_first() {
     assert_eq!(got, want.map(<[u8]>::to_vec));
     proxy.shutdown().await;
 }
+
+/// A Redis where each of `names` may do anything: only the proxy's policy restricts them.
+async fn redis_allowing(names: &[&str]) -> RedisServer {
+    let redis = RedisServer::start(&[]);
+    let mut admin = RawClient::connect(redis.addr).await;
+    for name in names {
+        let args: Vec<&[u8]> =
+            vec![b"ACL", b"SETUSER", name.as_bytes(), b"on", b"nopass", b"~*", b"&*", b"+@all"];
+        assert_eq!(admin.call(&args).await, b"+OK\r\n");
+    }
+    redis
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_swaps_the_policy_and_closes_deleted_or_disabled_users() {
+    crate::require_redis!();
+    let scratch = Scratch::new("acl-reload");
+    std::fs::create_dir_all(scratch.path()).unwrap();
+    let audit_dir = scratch.path().join("audit");
+    let users = scratch.path().join("users.acl");
+    std::fs::write(&users, "user alice on nopass ~* -@all +get +auth\nuser bob on nopass ~* +@all\nuser carol on nopass ~* +@all\n").unwrap();
+    let redis = redis_allowing(&["alice", "bob", "carol"]).await;
+    let toml = format!("[auth]\nusers_file = \"{}\"\n", users.display());
+    let (proxy, sink) = TestProxy::start_audited(redis.addr, &audit_dir, &toml).await;
+    let first_version = proxy.reload_policy().expect("same file reloads");
+
+    let login = |name: &'static str| async move {
+        let mut client = RawClient::connect(proxy.addr).await;
+        assert_eq!(client.call(&[b"AUTH", name.as_bytes(), b"x"]).await, b"+OK\r\n");
+        client
+    };
+    let mut alice = login("alice").await;
+    let mut bob = login("bob").await;
+    let mut carol = login("carol").await;
+    assert_eq!(
+        alice.call(&[b"SET", b"k", b"v"]).await,
+        b"-NOPERM this user has no permissions to run the 'set' command\r\n"
+    );
+
+    std::fs::write(
+        &users,
+        "user alice on nopass ~* -@all +get +set\nuser carol off nopass ~* +@all\n",
+    )
+    .unwrap();
+    let second_version = proxy.reload_policy().expect("valid file");
+    assert_ne!(first_version, second_version);
+    assert_eq!(
+        alice.call(&[b"SET", b"k", b"v"]).await,
+        b"+OK\r\n",
+        "re-evaluated on its next command"
+    );
+    assert!(bob.read_to_close().await.is_empty(), "deleted: closed without a reply");
+    assert!(carol.read_to_close().await.is_empty(), "disabled: closed");
+
+    std::fs::write(&users, "user alice on nopass +nosuchcommand\n").unwrap();
+    let error = proxy.reload_policy().expect_err("a bad file is refused");
+    assert!(error.contains("line 1: Error in ACL rule '+nosuchcommand'"), "{error}");
+    assert_eq!(alice.call(&[b"SET", b"k", b"w"]).await, b"+OK\r\n", "the old policy stays");
+
+    // The closed sessions' events are written as their tasks end.
+    let mut lines = Vec::new();
+    for _ in 0..500 {
+        sink.sync();
+        lines = trail(&audit_dir);
+        let removed = lines.iter().filter(|l| l["close"]["reason"] == "user_removed").count();
+        if removed >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let actions: Vec<(&str, &str)> = lines
+        .iter()
+        .filter(|l| {
+            l["kind"] == "system" && l["action"].as_str().unwrap_or("").starts_with("policy")
+        })
+        .map(|l| (l["action"].as_str().unwrap(), l["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("policy_load", "success"),
+            ("policy_reload", "success"),
+            ("policy_reload", "success"),
+            ("policy_reload_failed", "failure"),
+        ]
+    );
+    let closes: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["action"] == "session_close")
+        .filter_map(|l| l["close"]["reason"].as_str())
+        .collect();
+    assert_eq!(closes.iter().filter(|r| **r == "user_removed").count(), 2, "{closes:?}");
+    let denial = lines.iter().find(|l| l["action"] == "acl_denied").expect("a denial");
+    assert_eq!(denial["policy_version"].as_str(), Some(&*first_version));
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_under_load_drop_or_misattribute_nothing() {
+    crate::require_redis!();
+    let scratch = Scratch::new("acl-reload-load");
+    std::fs::create_dir_all(scratch.path()).unwrap();
+    let users = scratch.path().join("users.acl");
+    let versions =
+        ["user alice on nopass ~k* -@all +get +auth\n", "user alice on nopass ~k* +@read +auth\n"];
+    std::fs::write(&users, versions[0]).unwrap();
+    let redis = redis_allowing(&["alice"]).await;
+    let toml = format!("[auth]\nusers_file = \"{}\"\n", users.display());
+    let proxy = TestProxy::start_with(redis.addr, &toml).await;
+
+    const BATCHES: usize = 40;
+    const BATCH: usize = 50;
+    let addr = proxy.addr;
+    let load = tokio::spawn(async move {
+        let mut client = RawClient::connect(addr).await;
+        assert_eq!(client.call(&[b"AUTH", b"alice", b"x"]).await, b"+OK\r\n");
+        let mut answered = 0;
+        for _ in 0..BATCHES {
+            let batch: Vec<u8> = (0..BATCH)
+                .flat_map(|_| crate::support::client::encode_command(&[b"GET", b"k1"]))
+                .collect();
+            client.send(&batch).await;
+            for _ in 0..BATCH {
+                assert_eq!(client.read_reply().await, b"$-1\r\n", "allowed by both versions");
+                answered += 1;
+            }
+        }
+        answered
+    });
+    for round in 0..20 {
+        std::fs::write(&users, versions[round % 2]).unwrap();
+        proxy.reload_policy().expect("valid");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    assert_eq!(load.await.unwrap(), BATCHES * BATCH);
+    let records = proxy.sink.wait_for(1 + BATCHES * BATCH).await;
+    let gets: Vec<_> = records.iter().filter(|r| r.command_name() == "GET").collect();
+    assert_eq!(gets.len(), BATCHES * BATCH, "one record per command");
+    assert!(gets.iter().all(|r| &r.user[..] == b"alice"), "every command attributed to alice");
+    proxy.shutdown().await;
+}

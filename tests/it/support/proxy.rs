@@ -88,6 +88,11 @@ impl TestProxy {
         Self { addr: app.local_addr, sink, app: Some(app) }
     }
 
+    /// Reloads the users file (as SIGHUP does).
+    pub fn reload_policy(&self) -> Result<std::sync::Arc<str>, String> {
+        self.app.as_ref().expect("running").reload_policy()
+    }
+
     /// The command table the proxy uses.
     pub fn commands(&self) -> std::sync::Arc<redis_audit_proxy::command::CommandTable> {
         self.app.as_ref().expect("running").commands()
