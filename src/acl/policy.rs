@@ -135,6 +135,54 @@ impl Policy {
         }
     }
 
+    /// HELLO without AUTH from a client that has not authenticated (Redis 7.2 added
+    /// `<proto>` to the text).
+    pub fn hello_noauth_text(&self) -> &'static str {
+        match self.wording {
+            Wording::V6 | Wording::V7_0 => "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+            Wording::V7_2 => "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+        }
+    }
+
+    /// `ACL DRYRUN <user> <command> [args...]` (`args` from the user on) as Redis 7.0
+    /// answers it: `Ok(None)` when allowed, `Ok(Some(text))` for a denial (a bulk string),
+    /// `Err` for Redis's errors.
+    pub fn dry_run(&self, table: &CommandTable, args: &[Bytes]) -> Result<Option<String>, String> {
+        let user = &args[0];
+        let command_args = &args[1..];
+        if self.users.get(user).is_none() {
+            return Err(format!("ERR User '{}' not found", String::from_utf8_lossy(user)));
+        }
+        let Some(command) = table.resolve(command_args) else {
+            return Err(format!(
+                "ERR Command '{}' not found",
+                String::from_utf8_lossy(&command_args[0])
+            ));
+        };
+        if !command.arity_ok(command_args.len()) {
+            return Err(format!("ERR wrong number of arguments for '{}' command", command.name));
+        }
+        let mut keys = Keys::new();
+        crate::command::extract_keys(command, command_args, &mut keys);
+        Ok(match self.decide(user, command, command_args, &keys) {
+            Verdict::Allow => None,
+            Verdict::Deny { denial, .. } => {
+                let object = String::from_utf8_lossy(denial.object(&command.name, command_args));
+                Some(match denial.reason {
+                    DenyReason::Command => {
+                        format!("This user has no permissions to run the '{object}' command")
+                    }
+                    DenyReason::Key => {
+                        format!("This user has no permissions to access the '{object}' key")
+                    }
+                    DenyReason::Channel => {
+                        format!("This user has no permissions to access the '{object}' channel")
+                    }
+                })
+            }
+        })
+    }
+
     /// The `-NOPERM` reply Redis of the upstream's version gives for `denial`.
     pub fn noperm_reply(&self, denial: &Denial, user: &[u8], full_name: &str) -> Bytes {
         let user = String::from_utf8_lossy(user);

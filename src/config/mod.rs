@@ -201,9 +201,35 @@ pub struct Retention {
 /// Identity.
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
+    /// Who authenticates clients.
+    pub mode: AuthMode,
     /// Users file in Redis ACL syntax, and its contents as read at start-up (checked to
     /// compile against the embedded command table).
     pub users_file: Option<UsersFile>,
+    /// With [`AuthMode::Proxy`]: the user and password each upstream connection logs in
+    /// with (`None`: Redis's default user).
+    pub upstream_login: Option<(String, Secret)>,
+    /// Successful authentications become security events.
+    pub record_success: bool,
+}
+
+/// `auth.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// AUTH and HELLO AUTH go to Redis; the proxy learns the user from the reply.
+    Passthrough,
+    /// The proxy checks credentials against the users file and answers AUTH itself.
+    Proxy,
+}
+
+/// A value that must never be printed (`Debug` shows `***`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 /// The users file.
@@ -501,6 +527,38 @@ impl Config {
             Some(path) => Some(read_users_file(path).map_err(|m| invalid("auth.users_file", m))?),
             None => None,
         };
+        let auth_mode = match raw.auth.mode.as_str() {
+            "passthrough" => AuthMode::Passthrough,
+            "proxy" if users_file.is_none() => {
+                return Err(invalid(
+                    "auth.mode",
+                    "\"proxy\" needs auth.users_file (the users the proxy authenticates)".into(),
+                ))
+            }
+            "proxy" => AuthMode::Proxy,
+            other => {
+                return Err(invalid(
+                    "auth.mode",
+                    format!("\"{other}\" is not one of \"passthrough\", \"proxy\""),
+                ))
+            }
+        };
+        let upstream_login = match (&raw.auth.upstream_user, &raw.auth.upstream_password) {
+            (Some(user), Some(password)) => {
+                Some((user.clone(), Secret(password.as_bytes().to_vec())))
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid(
+                    "auth.upstream_password",
+                    "is needed with auth.upstream_user".into(),
+                ))
+            }
+            (None, Some(_)) => Some((
+                "default".to_owned(),
+                Secret(raw.auth.upstream_password.clone().unwrap_or_default().into_bytes()),
+            )),
+        };
 
         Ok(Self {
             proxy: ProxyConfig {
@@ -539,7 +597,12 @@ impl Config {
                 filters,
                 checkpoint: checkpoint.map(|(key, every)| Checkpoints { key, every }),
             },
-            auth: AuthConfig { users_file },
+            auth: AuthConfig {
+                mode: auth_mode,
+                users_file,
+                upstream_login,
+                record_success: raw.auth.record_success,
+            },
             acl: AclConfig {
                 mode,
                 observe_users: raw.acl.observe_users.clone(),

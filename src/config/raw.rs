@@ -239,11 +239,31 @@ impl Default for RawAudit {
 }
 
 /// `[auth]`: who the client is.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAuth {
+    /// `passthrough` (Redis authenticates) or `proxy` (the proxy does, from the users file).
+    pub mode: String,
     /// Users file in Redis ACL file syntax.
     pub users_file: Option<String>,
+    /// With `mode = "proxy"`: the user the proxy logs in to Redis as.
+    pub upstream_user: Option<String>,
+    /// Its password (a secret: never logged).
+    pub upstream_password: Option<String>,
+    /// Successful authentications become security events (failures always do).
+    pub record_success: bool,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            mode: "passthrough".into(),
+            users_file: None,
+            upstream_user: None,
+            upstream_password: None,
+            record_success: true,
+        }
+    }
 }
 
 /// `[acl]`: what the client may do.

@@ -25,13 +25,14 @@ use crate::acl::log::LogEvent;
 use crate::acl::{Denial, Policy, Verdict};
 use crate::audit::event::{CloseStats, SecurityAction, SecurityEvent, SessionAction, SessionEvent};
 use crate::command::{extract_keys, Class, CommandInfo, CommandTable, Keys};
-use crate::config::{AclMode, OnError, OnFull};
+use crate::config::{AclMode, AuthMode, OnError, OnFull};
 use crate::proxy::pipeline::{Expect, LocalReply, Slot, WriteQueue};
 use crate::proxy::session::{Effect, PubSubFamily, Session};
 use crate::proxy::{upstream, ProxyContext};
 use crate::record::{CommandRecord, ReplySource, ReplyStatus};
 use crate::resp::encode;
 use crate::resp::reply::{ReplyInfo, ReplyScanner};
+use crate::resp::request::string2ll;
 use crate::resp::request::{Request, RequestDecoder};
 
 /// Room kept free in a read buffer before each read.
@@ -96,6 +97,7 @@ pub async fn serve(
         let local_addr = client.local_addr().ok();
         let mut conn = Connection::new(ctx, id, peer, client, upstream, started);
         conn.local_addr = local_addr;
+        conn.login_upstream(started);
         let open = conn.session_event(SessionAction::Open, None);
         conn.ctx.sink.session(open);
         let exit = conn.run(&drain, &hard_stop).await;
@@ -176,6 +178,12 @@ struct Connection<C> {
     policy_watch: tokio::sync::watch::Receiver<u64>,
     /// The proxy's own address for this client (`laddr=` of its client info).
     local_addr: Option<SocketAddr>,
+    /// With `auth.mode = "proxy"`: an AUTH, HELLO or RESET waiting for the commands before
+    /// it to be answered, because it changes the user the next commands run as.
+    deferred: Option<Request>,
+    /// Read nothing more until every command in flight is answered (after a RESET with
+    /// `auth.mode = "proxy"`: the user of the next command is the one RESET leaves).
+    hold_until_idle: bool,
 }
 
 impl<C> Connection<C>
@@ -191,7 +199,10 @@ where
         now: Instant,
     ) -> Self {
         let limits = ctx.config.proxy.limits;
-        let authenticated = !ctx.auth_required();
+        let authenticated = match ctx.config.auth.mode {
+            AuthMode::Passthrough => !ctx.auth_required(),
+            AuthMode::Proxy => ctx.policy().is_none_or(|policy| policy.default_is_open()),
+        };
         let (upstream, upstream_error) = match upstream {
             Ok(stream) => (Some(stream), String::new()),
             Err(error) => (None, error),
@@ -230,6 +241,8 @@ where
             policy: ctx.policy(),
             policy_watch: ctx.watch_policy(),
             local_addr: None,
+            deferred: None,
+            hold_until_idle: false,
             ctx,
         }
     }
@@ -299,8 +312,22 @@ where
                 self.upstream_in.clear();
                 self.upstream_scanned = 0;
                 self.upstream_protocol_error = false;
+                self.login_upstream(Instant::now());
             }
             Err(error) => self.upstream_error = error.to_string(),
+        }
+    }
+
+    /// With `auth.mode = "proxy"`, logs the upstream connection in as the service user
+    /// before any client command.
+    fn login_upstream(&mut self, now: Instant) {
+        let auth = &self.ctx.config.auth;
+        if auth.mode != AuthMode::Proxy || self.upstream.is_none() {
+            return;
+        }
+        if let Some((user, password)) = &auth.upstream_login {
+            let login = encode_args(&[b"AUTH", user.as_bytes(), &password.0]);
+            self.push_internal(login, true, now);
         }
     }
 
@@ -507,6 +534,22 @@ where
             return;
         }
         while self.reading_client {
+            if self.hold_until_idle {
+                if !self.pending.is_empty() {
+                    self.decode_stalled = true;
+                    return;
+                }
+                self.hold_until_idle = false;
+            }
+            if let Some(request) = self.deferred.take() {
+                if !self.pending.is_empty() {
+                    self.deferred = Some(request);
+                    self.decode_stalled = true;
+                    return;
+                }
+                self.handle_request(request, now);
+                continue;
+            }
             let awaiting_auth = self.auth_in_flight > 0 && !self.session.authenticated;
             if awaiting_auth || !self.has_room_for_requests() {
                 self.decode_stalled = true;
@@ -542,6 +585,163 @@ where
     }
 
     fn handle_request(&mut self, request: Request, now: Instant) {
+        if self.ctx.config.auth.mode == AuthMode::Proxy {
+            let name = request.args.first().map(|n| n.to_ascii_lowercase());
+            if matches!(name.as_deref(), Some(b"auth" | b"hello" | b"reset")) {
+                if !self.pending.is_empty() {
+                    // It changes who the next commands run as: let what came before finish.
+                    self.deferred = Some(request);
+                    return;
+                }
+                if let Some(request) = self.authenticate_here(request, now) {
+                    self.handle_checked_request(request, now);
+                }
+                return;
+            }
+        }
+        self.handle_checked_request(request, now);
+    }
+
+    /// With `auth.mode = "proxy"`: AUTH and HELLO's AUTH option are checked against the users
+    /// file and answered here, with Redis's replies; credentials never reach Redis. Returns
+    /// the request to forward (HELLO without its AUTH option, RESET), if any.
+    fn authenticate_here(&mut self, request: Request, now: Instant) -> Option<Request> {
+        let args = &request.args;
+        let name = args[0].to_ascii_lowercase();
+        let in_multi = self.session.multi_requested;
+        let request_bytes = request.raw.len() as u64;
+        let error = |text: &str| LocalReply {
+            bytes: encode::error(text),
+            status: ReplyStatus::Error,
+            close_after: false,
+        };
+        if name == b"reset" {
+            // Back to the default user once Redis answers; the upstream connection is logged
+            // in again right after it, and nothing more is read until both are answered.
+            let upstream = self.upstream.is_some();
+            self.handle_checked_request(request, now);
+            if upstream {
+                self.login_upstream(now);
+                self.hold_until_idle = true;
+            }
+            return None;
+        }
+        let policy = self.current_policy()?;
+        let (user, password, rest) = if name == b"auth" {
+            match args.len() {
+                1 => {
+                    let reply = error("ERR wrong number of arguments for 'auth' command");
+                    self.push_local(request.args, request_bytes, reply, now);
+                    return None;
+                }
+                2 if policy.users().get(b"default").is_some_and(|u| u.nopass) => {
+                    let reply = error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+                    self.push_local(request.args, request_bytes, reply, now);
+                    return None;
+                }
+                2 => (Bytes::from_static(b"default"), args[1].clone(), None),
+                3 => (args[1].clone(), args[2].clone(), None),
+                _ => {
+                    self.push_local(request.args, request_bytes, error("ERR syntax error"), now);
+                    return None;
+                }
+            }
+        } else {
+            match parse_hello(args) {
+                Err(text) => {
+                    self.push_local(request.args, request_bytes, error(&text), now);
+                    return None;
+                }
+                Ok((None, forward)) => {
+                    let open = self.session.logged_in || policy.default_is_open();
+                    if !open {
+                        let reply = error(policy.hello_noauth_text());
+                        self.push_local(request.args, request_bytes, reply, now);
+                        return None;
+                    }
+                    return proxy_request(&forward);
+                }
+                Ok((Some((user, password)), forward)) => (user, password, Some(forward)),
+            }
+        };
+        if in_multi {
+            // Redis would queue it and authenticate at EXEC; the proxy cannot answer inside
+            // the EXEC reply, so it refuses, and the transaction fails as with any refusal.
+            let reply = error(
+                "ERR AUTH and HELLO AUTH inside MULTI are not supported with auth.mode = \"proxy\"",
+            );
+            self.push_local(request.args, request_bytes, reply, now);
+            return None;
+        }
+        let accepted = policy.users().get(&user).is_some_and(|u| u.accepts(&password));
+        let context = "toplevel";
+        let object = args[0].clone();
+        if !accepted {
+            self.ctx.sink.security(SecurityEvent {
+                action: SecurityAction::AuthFailure,
+                time: std::time::SystemTime::now(),
+                conn_id: self.session.id,
+                client_addr: self.peer,
+                user: self.session.user.clone(),
+                username: Some(user.clone()),
+                reason: "auth",
+                context,
+                object: Some(object.clone()),
+                source: "proxy",
+                mode: None,
+                policy_version: Some(Arc::clone(&policy.version)),
+            });
+            let command_name = if name == b"auth" { "auth" } else { "hello" };
+            self.log_acl_event("auth", context, object, user, command_name);
+            let reply = error("WRONGPASS invalid username-password pair or user is disabled.");
+            self.push_local(request.args, request_bytes, reply, now);
+            return None;
+        }
+        if self.ctx.config.auth.record_success {
+            self.ctx.sink.security(SecurityEvent {
+                action: SecurityAction::AuthSuccess,
+                time: std::time::SystemTime::now(),
+                conn_id: self.session.id,
+                client_addr: self.peer,
+                user: self.session.user.clone(),
+                username: Some(user.clone()),
+                reason: "auth",
+                context,
+                object: Some(object),
+                source: "proxy",
+                mode: None,
+                policy_version: Some(Arc::clone(&policy.version)),
+            });
+        }
+        self.set_user(user, true);
+        match rest {
+            Some(forward) => proxy_request(&forward),
+            None => {
+                let ok = LocalReply {
+                    bytes: Bytes::from_static(b"+OK\r\n"),
+                    status: ReplyStatus::Ok,
+                    close_after: false,
+                };
+                self.push_local(request.args, request_bytes, ok, now);
+                None
+            }
+        }
+    }
+
+    /// The connection's user changes now (`auth.mode = "proxy"`).
+    fn set_user(&mut self, user: Bytes, logged_in: bool) {
+        let changed = self.session.user != user;
+        self.session.user = user;
+        self.session.logged_in = logged_in;
+        self.session.authenticated =
+            logged_in || self.current_policy().is_none_or(|p| p.default_is_open());
+        if changed {
+            let event = self.session_event(SessionAction::Auth, None);
+            self.ctx.sink.session(event);
+        }
+    }
+
+    fn handle_checked_request(&mut self, request: Request, now: Instant) {
         let command = self.commands.resolve(&request.args).cloned();
         let mut keys = Keys::new();
         let class = command.as_ref().map(|info| {
@@ -689,7 +889,8 @@ where
         let error =
             |bytes: Bytes| LocalReply { bytes, status: ReplyStatus::Error, close_after: false };
         if !self.session.logged_in && !policy.default_is_open() && !effect.is_no_auth() {
-            if policy.mode_for(&user) == AclMode::Observe {
+            let proxy_auth = self.ctx.config.auth.mode == AuthMode::Proxy;
+            if policy.mode_for(&user) == AclMode::Observe && !proxy_auth {
                 return Gate::Forward;
             }
             return Gate::Answer(error(Bytes::from_static(
@@ -713,6 +914,11 @@ where
             }
             return Gate::AbortQueued(error(reply));
         }
+        if self.ctx.config.auth.mode == AuthMode::Proxy && !in_multi {
+            if let Some(reply) = self.acl_command_here(&policy, command, args) {
+                return Gate::Answer(reply);
+            }
+        }
         if command.name == "acl|log" && !in_multi {
             let now_ms = unix_millis();
             let resp3 = self.session.protocol == 3;
@@ -727,6 +933,53 @@ where
             return Gate::Answer(LocalReply { bytes: reply, status, close_after: false });
         }
         Gate::Forward
+    }
+
+    /// With `auth.mode = "proxy"` the users are the proxy's: the ACL subcommands about them
+    /// are answered here (never by Redis, whose users are the service user's business).
+    fn acl_command_here(
+        &self,
+        policy: &Policy,
+        command: &CommandInfo,
+        args: &[Bytes],
+    ) -> Option<LocalReply> {
+        let reply = |bytes: Bytes| {
+            let status =
+                if bytes.first() == Some(&b'-') { ReplyStatus::Error } else { ReplyStatus::Ok };
+            LocalReply { bytes, status, close_after: false }
+        };
+        let bulk = |value: &[u8]| {
+            let mut out = format!("${}\r\n", value.len()).into_bytes();
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+            out
+        };
+        Some(reply(match command.name.as_str() {
+            "acl|whoami" => Bytes::from(bulk(&self.session.user)),
+            "acl|users" => {
+                let mut out = format!("*{}\r\n", policy.users().len()).into_bytes();
+                for user in policy.users().iter() {
+                    out.extend_from_slice(&bulk(&user.name));
+                }
+                Bytes::from(out)
+            }
+            "acl|dryrun" => Bytes::from(match policy.dry_run(&self.commands, &args[2..]) {
+                Ok(None) => b"+OK\r\n".to_vec(),
+                Ok(Some(text)) => bulk(text.as_bytes()),
+                Err(text) => encode::error(&text).to_vec(),
+            }),
+            "acl|load" => match self.ctx.reload_policy() {
+                Ok(_) => Bytes::from_static(b"+OK\r\n"),
+                Err(error) => encode::error(&format!("ERR {error}")),
+            },
+            "acl|setuser" | "acl|deluser" | "acl|save" | "acl|getuser" | "acl|list" => {
+                encode::error(&format!(
+                    "ERR ACL {} is not available with auth.mode = \"proxy\" in this version: edit the users file and run ACL LOAD (or send SIGHUP)",
+                    command.name.trim_start_matches("acl|").to_ascii_uppercase()
+                ))
+            }
+            _ => return None,
+        }))
     }
 
     /// Sends `bytes` to Redis on the proxy's own behalf: the reply is dropped and no record
@@ -980,6 +1233,11 @@ where
             }
         }
         let mut slot = self.pending.pop_front().expect("checked above");
+        if slot.args.is_empty() && is_error {
+            tracing::error!(
+                "the upstream refused the proxy's own command (auth.upstream_user login or transaction abort)"
+            );
+        }
         if let Some(substitute) = &slot.substitute {
             // Forward what came before this reply, drop the reply, send the replacement.
             let before = self.upstream_scanned - bytes as usize;
@@ -1033,6 +1291,7 @@ where
         };
         let contains = |needle: &[u8]| memchr::memmem::find(text, needle).is_some();
         let (action, reason) = match (&attempted, status, code) {
+            (Some(_), ReplyStatus::Ok, _) if !self.ctx.config.auth.record_success => return,
             (Some(_), ReplyStatus::Ok, _) => (SecurityAction::AuthSuccess, "auth"),
             (Some(_), ReplyStatus::Error, Some(b"WRONGPASS")) => {
                 (SecurityAction::AuthFailure, "auth")
@@ -1104,7 +1363,10 @@ where
     fn complete(&mut self, slot: Slot, now: Instant) {
         let info = self.scanner.reply();
         let (kind, head, is_null) = (info.kind, info.head, info.is_null());
-        let authenticated_by_default = !self.ctx.auth_required();
+        let authenticated_by_default = match self.ctx.config.auth.mode {
+            AuthMode::Passthrough => !self.ctx.auth_required(),
+            AuthMode::Proxy => self.policy.as_ref().is_none_or(|p| p.default_is_open()),
+        };
         let (status, error_code) = if let Some(substitute) = &slot.substitute {
             let code =
                 (substitute.status == ReplyStatus::Error).then(|| error_code_of(&substitute.bytes));
@@ -1304,6 +1566,59 @@ where
             self.durability_gates.push_back((self.to_client.pushed(), ticket));
         }
     }
+}
+
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]` as Redis 7.0 parses it: the
+/// credentials, if given, and the command to forward without them. `Err` is Redis's error.
+fn parse_hello(args: &[Bytes]) -> Result<(Option<(Bytes, Bytes)>, Bytes), String> {
+    let mut forward: Vec<&[u8]> = vec![&args[0]];
+    if let Some(version) = args.get(1) {
+        match string2ll(version) {
+            None => return Err("ERR Protocol version is not an integer or out of range".into()),
+            Some(v) if !(2..=3).contains(&v) => {
+                return Err("NOPROTO unsupported protocol version".into())
+            }
+            Some(_) => forward.push(version),
+        }
+    }
+    let mut credentials = None;
+    let mut at = 2;
+    while at < args.len() {
+        let more = args.len() - 1 - at;
+        let option = &args[at];
+        if option.eq_ignore_ascii_case(b"auth") && more >= 2 {
+            credentials = Some((args[at + 1].clone(), args[at + 2].clone()));
+            at += 3;
+        } else if option.eq_ignore_ascii_case(b"setname") && more >= 1 {
+            forward.push(option);
+            forward.push(&args[at + 1]);
+            at += 2;
+        } else {
+            return Err(format!(
+                "ERR Syntax error in HELLO option '{}'",
+                String::from_utf8_lossy(option)
+            ));
+        }
+    }
+    Ok((credentials, encode_args(&forward)))
+}
+
+/// A command as RESP multibulk.
+fn encode_args(args: &[&[u8]]) -> Bytes {
+    let mut out = Vec::with_capacity(16 + args.iter().map(|a| a.len() + 16).sum::<usize>());
+    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+    Bytes::from(out)
+}
+
+/// A request from a command the proxy encoded itself.
+fn proxy_request(raw: &[u8]) -> Option<Request> {
+    let mut decoder = RequestDecoder::new(crate::resp::request::RequestLimits::default());
+    decoder.decode(&mut BytesMut::from(raw), true).ok().flatten()
 }
 
 /// Wall-clock time in Unix milliseconds.

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod acl_auth;
 mod acl_enforce;
 mod acl_policy;
 mod audit;
