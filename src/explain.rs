@@ -26,6 +26,97 @@ pub struct Explanation {
     pub channels: Vec<(Bytes, &'static str)>,
 }
 
+/// The policy's verdict on a command line for one user (`explain --user`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The user evaluated.
+    pub user: String,
+    /// `allow`, `deny`, or `not_checked` (Redis refuses the command before its ACL check:
+    /// unknown command or wrong arity).
+    pub verdict: &'static str,
+    /// For a denial: `command`, `key` or `channel`.
+    pub reason: Option<&'static str>,
+    /// For a denial: the command's full name, or the key or channel.
+    pub object: Option<Bytes>,
+    /// `enforce` or `observe` for this user.
+    pub mode: &'static str,
+    /// For a denial in enforce mode: the reply the client gets.
+    pub reply: Option<String>,
+    /// The users file version.
+    pub policy_version: String,
+}
+
+/// What `policy` decides for `user` running `args`.
+pub fn decide(
+    policy: &crate::acl::Policy,
+    table: &CommandTable,
+    user: &str,
+    args: &[Bytes],
+) -> Decision {
+    let mode = match policy.mode_for(user.as_bytes()) {
+        crate::config::AclMode::Enforce => "enforce",
+        crate::config::AclMode::Observe => "observe",
+    };
+    let mut decision = Decision {
+        user: user.to_owned(),
+        verdict: "not_checked",
+        reason: None,
+        object: None,
+        mode,
+        reply: None,
+        policy_version: policy.version.to_string(),
+    };
+    let Some(command) = table.resolve(args).filter(|c| c.arity_ok(args.len())) else {
+        return decision;
+    };
+    let mut keys = Keys::new();
+    extract_keys(command, args, &mut keys);
+    match policy.decide(user.as_bytes(), command, args, &keys) {
+        crate::acl::Verdict::Allow => decision.verdict = "allow",
+        crate::acl::Verdict::Deny { denial, enforced } => {
+            decision.verdict = "deny";
+            decision.reason = Some(denial.reason.as_str());
+            decision.object = Some(Bytes::copy_from_slice(denial.object(&command.name, args)));
+            if enforced {
+                let reply = policy.noperm_reply(&denial, user.as_bytes(), &command.name);
+                decision.reply = Some(String::from_utf8_lossy(&reply).trim_end().to_owned());
+            }
+        }
+    }
+    decision
+}
+
+impl Decision {
+    /// The `decision` object of `explain --json`.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "user": self.user,
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "object": self.object.as_deref().map(binary_json),
+            "mode": self.mode,
+            "reply": self.reply,
+            "policy_version": self.policy_version,
+        })
+    }
+
+    /// One line for the text form.
+    pub fn to_text(&self) -> String {
+        let mut line = format!("decision:   {} for user {}", self.verdict, self.user);
+        if let (Some(reason), Some(object)) = (self.reason, &self.object) {
+            line.push_str(&format!(" ({reason} '{}')", String::from_utf8_lossy(object)));
+        }
+        match (&self.reply, self.verdict) {
+            (Some(reply), _) => line.push_str(&format!("; enforce: the client gets {reply}")),
+            (None, "deny") => line.push_str("; observe: forwarded and recorded"),
+            (None, "not_checked") => line.push_str(" (Redis refuses it before its ACL check)"),
+            _ => {}
+        }
+        line.push_str(&format!("\npolicy:     {}\n", self.policy_version));
+        line
+    }
+}
+
 /// Explains `args` (the command name first) against `table`.
 pub fn explain(table: &CommandTable, args: &[Bytes]) -> Explanation {
     let typed = args.first().map(|n| String::from_utf8_lossy(n).to_lowercase()).unwrap_or_default();

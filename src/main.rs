@@ -48,7 +48,7 @@ fn main() -> ExitCode {
                 ..Overrides::default()
             };
             match Config::load(config.as_deref(), &overrides) {
-                Ok(config) => explain(&config, user.is_some() || users.is_some(), *json, command),
+                Ok(config) => explain(&config, user.as_deref(), *json, command),
                 Err(error) => {
                     eprintln!("redis-audit-proxy: {error}");
                     ExitCode::from(EXIT_USAGE)
@@ -58,11 +58,28 @@ fn main() -> ExitCode {
         Some(Command::Audit { command: AuditCommand::Verify { dir, checkpoint_key_file } }) => {
             audit_verify(dir, checkpoint_key_file.as_deref())
         }
+        Some(Command::HashPassword) => hash_password(),
         Some(other) => {
             eprintln!("redis-audit-proxy: `{}` is not yet available in this build", other.name());
             ExitCode::from(2)
         }
     }
+}
+
+/// `hash-password`: reads one password on stdin (a trailing newline is not part of it) and
+/// prints the SHA-256 hex a users file takes after `#`.
+#[allow(clippy::print_stdout)]
+fn hash_password() -> ExitCode {
+    use std::io::Read;
+    let mut input = Vec::new();
+    if let Err(error) = std::io::stdin().take(64 * 1024).read_to_end(&mut input) {
+        eprintln!("redis-audit-proxy: cannot read the password from stdin: {error}");
+        return ExitCode::FAILURE;
+    }
+    let password = input.strip_suffix(b"\n").unwrap_or(&input);
+    let password = password.strip_suffix(b"\r").unwrap_or(password);
+    println!("{}", redis_audit_proxy::acl::user::hash_password(password));
+    ExitCode::SUCCESS
 }
 
 /// `audit verify`: a one-line summary on stdout and exit 0 when the directory is intact, else
@@ -91,7 +108,7 @@ fn audit_verify(dir: &Path, checkpoint_key_file: Option<&str>) -> ExitCode {
 
 /// `explain`: the live command table when the upstream answers, else the embedded one.
 #[allow(clippy::print_stdout)]
-fn explain(config: &Config, wants_decision: bool, json: bool, words: &[String]) -> ExitCode {
+fn explain(config: &Config, user: Option<&str>, json: bool, words: &[String]) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -110,17 +127,44 @@ fn explain(config: &Config, wants_decision: bool, json: bool, words: &[String]) 
             CommandTable::embedded()
         }
     };
-    if wants_decision {
-        eprintln!(
-            "redis-audit-proxy: ACL decisions are not in this build yet: \"decision\" is null"
-        );
-    }
     let args: Vec<bytes::Bytes> = words.iter().map(|w| bytes::Bytes::from(w.clone())).collect();
     let found = redis_audit_proxy::explain::explain(&table, &args);
+    let decision = match (&config.auth.users_file, user) {
+        (Some(file), _) => {
+            let acl = &config.acl;
+            match redis_audit_proxy::acl::Policy::compile(
+                &file.text,
+                &table,
+                acl.mode,
+                &acl.observe_users,
+            ) {
+                Ok(policy) => Some(redis_audit_proxy::explain::decide(
+                    &policy,
+                    &table,
+                    user.unwrap_or("default"),
+                    &args,
+                )),
+                Err(error) => {
+                    eprintln!("redis-audit-proxy: {}: {error}", file.path.display());
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            }
+        }
+        (None, Some(_)) => {
+            eprintln!("redis-audit-proxy: --user needs a users file (--users or auth.users_file)");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        (None, None) => None,
+    };
     if json {
-        println!("{}", found.to_json(&table));
+        let mut value = found.to_json(&table);
+        value["decision"] = decision.map_or(serde_json::Value::Null, |d| d.to_json());
+        println!("{value}");
     } else {
         print!("{}", found.to_text(&table));
+        if let Some(decision) = decision {
+            print!("{}", decision.to_text());
+        }
     }
     ExitCode::SUCCESS
 }

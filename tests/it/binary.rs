@@ -317,3 +317,84 @@ fn version_exits_zero() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(stdout.trim(), format!("redis-audit-proxy {}", env!("CARGO_PKG_VERSION")));
 }
+
+#[test]
+fn explain_user_prints_the_decision_and_its_reason() {
+    let unreachable = format!("127.0.0.1:{}", free_port());
+    let users =
+        config_file("user alice on nopass ~app:* -@all +@read\nuser legacy on nopass -@all\n");
+    let users = users.to_str().unwrap();
+    let explain = |user: &str, words: &[&str]| {
+        let mut args = vec![
+            "explain",
+            "--upstream",
+            &unreachable,
+            "--users",
+            users,
+            "--user",
+            user,
+            "--json",
+            "--",
+        ];
+        args.extend_from_slice(words);
+        let output = run(&args);
+        assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+        let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        value["decision"].clone()
+    };
+    let denied = explain("alice", &["GET", "other"]);
+    assert_eq!(denied["verdict"], "deny");
+    assert_eq!(
+        (denied["reason"].clone(), denied["object"].clone()),
+        ("key".into(), "other".into())
+    );
+    assert_eq!(
+        denied["reply"],
+        "-NOPERM this user has no permissions to access one of the keys used as arguments"
+    );
+    assert_eq!(denied["policy_version"].as_str().map(str::len), Some(16));
+    assert_eq!(explain("alice", &["GET", "app:1"])["verdict"], "allow");
+    assert_eq!(explain("alice", &["DEL", "app:1"])["object"], "del");
+    assert_eq!(explain("alice", &["GET"])["verdict"], "not_checked", "arity comes first");
+    assert_eq!(explain("nobody", &["PING"])["verdict"], "deny", "unknown users may do nothing");
+
+    let output = run(&[
+        "explain",
+        "--upstream",
+        &unreachable,
+        "--users",
+        users,
+        "--user",
+        "alice",
+        "--",
+        "DEL",
+        "k",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(
+            "decision:   deny for user alice (command 'del'); enforce: the client gets -NOPERM"
+        ),
+        "{stdout}"
+    );
+    let output = run(&["explain", "--upstream", &unreachable, "--user", "alice", "--", "GET", "k"]);
+    assert_eq!(output.status.code(), Some(64), "--user without a users file");
+}
+
+#[test]
+fn hash_password_prints_the_sha256_hex_a_users_file_takes() {
+    let mut child = Command::new(BINARY)
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(b"secret\n").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b\n"
+    );
+}
