@@ -181,9 +181,12 @@ struct Connection<C> {
     /// With `auth.mode = "proxy"`: an AUTH, HELLO or RESET waiting for the commands before
     /// it to be answered, because it changes the user the next commands run as.
     deferred: Option<Request>,
-    /// Read nothing more until every command in flight is answered (after a RESET with
-    /// `auth.mode = "proxy"`: the user of the next command is the one RESET leaves).
+    /// Read nothing more until every command in flight is answered: with a policy, after a
+    /// command that may change the user (AUTH, HELLO AUTH, RESET, an EXEC that ran one), so
+    /// that the next command is checked as the user it will run as.
     hold_until_idle: bool,
+    /// An AUTH, HELLO AUTH or RESET was queued in the current MULTI.
+    multi_changes_user: bool,
 }
 
 impl<C> Connection<C>
@@ -243,6 +246,7 @@ where
             local_addr: None,
             deferred: None,
             hold_until_idle: false,
+            multi_changes_user: false,
             ctx,
         }
     }
@@ -827,6 +831,18 @@ where
             Effect::Quit => self.reading_client = false,
             Effect::Auth(_) | Effect::Hello { user: Some(_), .. } => self.auth_in_flight += 1,
             _ => {}
+        }
+        let changes_user =
+            matches!(effect, Effect::Auth(_) | Effect::Hello { user: Some(_), .. } | Effect::Reset);
+        if in_multi && changes_user {
+            self.multi_changes_user = true;
+        } else if self.policy.is_some()
+            && (changes_user || (effect == Effect::Exec && self.multi_changes_user))
+        {
+            self.hold_until_idle = true;
+        }
+        if matches!(effect, Effect::Exec | Effect::Discard | Effect::Reset) {
+            self.multi_changes_user = false;
         }
         self.to_upstream.push(forwarded);
         self.pending.push_back(Slot {

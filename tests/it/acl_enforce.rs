@@ -381,3 +381,57 @@ async fn reloads_under_load_drop_or_misattribute_nothing() {
     assert!(gets.iter().all(|r| &r.user[..] == b"alice"), "every command attributed to alice");
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_auth_changes_the_user_the_next_commands_are_checked_as() {
+    crate::require_redis!();
+    let scratch = Scratch::new("acl-pipelined-auth");
+    std::fs::create_dir_all(scratch.path()).unwrap();
+    let users = scratch.path().join("users.acl");
+    std::fs::write(
+        &users,
+        "user alice on nopass ~* -@all +get +auth +multi +exec\nuser bob on nopass ~* +@all\n",
+    )
+    .unwrap();
+    let redis = redis_allowing(&["alice", "bob"]).await;
+    let toml = format!("[auth]\nusers_file = \"{}\"\n", users.display());
+    let proxy = TestProxy::start_with(redis.addr, &toml).await;
+    let mut client = RawClient::connect(proxy.addr).await;
+    assert_eq!(client.call(&[b"AUTH", b"alice", b"x"]).await, b"+OK\r\n");
+    let script: [&[&[u8]]; 8] = [
+        &[b"SET", b"k", b"1"],
+        &[b"AUTH", b"bob", b"x"],
+        &[b"SET", b"k", b"2"],
+        &[b"AUTH", b"alice", b"x"],
+        &[b"MULTI"],
+        &[b"AUTH", b"bob", b"x"],
+        &[b"EXEC"],
+        &[b"SET", b"k", b"3"],
+    ];
+    let pipeline: Vec<u8> =
+        script.iter().flat_map(|c| crate::support::client::encode_command(c)).collect();
+    client.send(&pipeline).await;
+    let mut replies = Vec::new();
+    for _ in 0..script.len() {
+        replies.push(client.read_reply().await);
+    }
+    let want: [&[u8]; 8] = [
+        b"-NOPERM this user has no permissions to run the 'set' command\r\n",
+        b"+OK\r\n",
+        b"+OK\r\n",
+        b"+OK\r\n",
+        b"+OK\r\n",
+        b"+QUEUED\r\n",
+        b"*1\r\n+OK\r\n",
+        b"+OK\r\n",
+    ];
+    assert_eq!(replies, want.map(<[u8]>::to_vec), "each SET checked as the user it runs as");
+    let records = proxy.sink.wait_for(9).await;
+    let users: Vec<String> =
+        records.iter().map(|r| String::from_utf8_lossy(&r.user).into_owned()).collect();
+    assert_eq!(
+        users,
+        ["default", "alice", "alice", "bob", "bob", "alice", "alice", "alice", "bob"]
+    );
+    proxy.shutdown().await;
+}
