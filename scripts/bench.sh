@@ -7,6 +7,9 @@
 #      twemproxy (nutcracker, which audits nothing) in front of the same server, alternating
 #      direct/proxy/proxy-noaudit/twemproxy for BENCH_ROUNDS rounds; medians per (pipeline, test).
 #      The audit overhead is proxy rps / proxy-noaudit rps (target: >= 0.90 at pipeline 1 and 16).
+#      A fifth arm, proxy-acl, is the auditing proxy with a users file in enforce mode (a
+#      20-rule default user that allows the benchmark's commands): proxy-acl rps / proxy rps is
+#      the cost of the ACL check.
 #      Around each redis-benchmark run the CPU time (utime+stime from /proc/<pid>/stat) of
 #      redis-server, of the proxy under test and of redis-benchmark is read, and reported as CPU
 #      microseconds per request (medians over the rounds); for the auditing proxy the reading
@@ -30,6 +33,7 @@
 #   BENCH_REDIS_PORT   port of the dedicated redis-server (default 16379, or any free port)
 #   BENCH_PROXY_PORT   port of the proxy (default 16380, or any free port)
 #   BENCH_PROXY_NOAUDIT_PORT  port of the proxy without audit (default 16383, or any free port)
+#   BENCH_PROXY_ACL_PORT  port of the proxy enforcing ACL rules (default 16384, or any free port)
 #   BENCH_TWEMPROXY    1 (default) to bench twemproxy too, 0 to skip it; it is skipped anyway when
 #                      the nutcracker package cannot be installed or nutcracker does not start
 #   BENCH_TWEMPROXY_PORT  port of twemproxy (default 16381, or any free port); its stats port is
@@ -96,6 +100,8 @@ rm -f "$OUT"/*.csv "$OUT"/*.json "$OUT"/*.stderr "$OUT"/report.md
 REDIS_PID=""
 PROXY_PID=""
 NOAUDIT_PID=""
+ACL_PID=""
+ACL_PORT=""
 TWEMPROXY_PID=""
 
 stop_pid() {
@@ -109,10 +115,12 @@ cleanup() {
   local status=$?
   stop_pid "$TWEMPROXY_PID"
   stop_pid "$NOAUDIT_PID"
+  stop_pid "$ACL_PID"
   stop_pid "$PROXY_PID"
   stop_pid "$REDIS_PID"
   TWEMPROXY_PID=""
   NOAUDIT_PID=""
+  ACL_PID=""
   PROXY_PID=""
   REDIS_PID=""
   rm -rf "$WORK"
@@ -214,6 +222,23 @@ start_proxy_noaudit() {
     { cat "$WORK/proxy-noaudit.log" >&2; die "the no-audit proxy did not report audit.enabled = false"; }
 }
 
+# The auditing proxy with a users file in enforce mode: a default user of 20 rules (key and
+# channel patterns, categories, first-args, selectors) that allows SET and GET on key:*.
+start_proxy_acl() {
+  ACL_PORT=$(pick_port "${BENCH_PROXY_ACL_PORT:-16384}")
+  while [[ $ACL_PORT == "$REDIS_PORT" || $ACL_PORT == "$PROXY_PORT" || $ACL_PORT == "$NOAUDIT_PORT" ]]; do
+    ACL_PORT=$(pick_port 0)
+  done
+  ACL_USERS='user default on nopass ~key:* ~counter:* %R~cache:* %W~out:* &bench:* -@all +@read +@string +@hash +@list +@connection -getdel +select|0 +config|get -flushall (~s? +@stream) (~other:* +mget)'
+  ACL_CONF=$'[auth]\nusers_file = "users.acl"\n[acl]\nmode = "enforce"\n[audit]\ndir = "audit-acl"'
+  printf '%s\n' "$ACL_USERS" >"$WORK/users.acl"
+  printf '%s\n' "$ACL_CONF" >"$WORK/proxy-acl.toml"
+  ACL_CMD=("$PROXY_BIN" --config proxy-acl.toml --listen "127.0.0.1:$ACL_PORT" --upstream "127.0.0.1:$REDIS_PORT" --log-level warn)
+  (cd "$WORK" && exec "$ROOT/$PROXY_BIN" "${ACL_CMD[@]:1}") 2>>"$WORK/proxy-acl.log" &
+  ACL_PID=$!
+  wait_for_pong "$ACL_PORT" "$ACL_PID" "redis-audit-proxy (ACL enforce)" "$WORK/proxy-acl.log"
+}
+
 # Runs nutcracker in the foreground of a background job (its pid is $!; without -d it writes no
 # pid file), from $WORK so that the command line and its config file name are the ones reported.
 # Sets TWEMPROXY=0 and TWEMPROXY_NOTE when it does not start.
@@ -221,12 +246,13 @@ start_twemproxy() {
   local status=0
   TWEMPROXY_PORT=$(pick_port "${BENCH_TWEMPROXY_PORT:-16381}")
   while [[ $TWEMPROXY_PORT == "$REDIS_PORT" || $TWEMPROXY_PORT == "$PROXY_PORT" ||
-    $TWEMPROXY_PORT == "$NOAUDIT_PORT" ]]; do
+    $TWEMPROXY_PORT == "$NOAUDIT_PORT" || $TWEMPROXY_PORT == "$ACL_PORT" ]]; do
     TWEMPROXY_PORT=$(pick_port 0)
   done
   TWEMPROXY_STATS_PORT=$(pick_port 16382)
   while [[ $TWEMPROXY_STATS_PORT == "$TWEMPROXY_PORT" || $TWEMPROXY_STATS_PORT == "$REDIS_PORT" ||
-    $TWEMPROXY_STATS_PORT == "$PROXY_PORT" || $TWEMPROXY_STATS_PORT == "$NOAUDIT_PORT" ]]; do
+    $TWEMPROXY_STATS_PORT == "$PROXY_PORT" || $TWEMPROXY_STATS_PORT == "$NOAUDIT_PORT" ||
+    $TWEMPROXY_STATS_PORT == "$ACL_PORT" ]]; do
     TWEMPROXY_STATS_PORT=$(pick_port 0)
   done
   TWEMPROXY_CONF="bench:
@@ -258,9 +284,11 @@ start_twemproxy() {
 start_redis
 start_proxy
 start_proxy_noaudit
+start_proxy_acl
 log "redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') on 127.0.0.1:$REDIS_PORT (pid $REDIS_PID)," \
   "proxy on 127.0.0.1:$PROXY_PORT (pid $PROXY_PID, audit to $WORK/audit)," \
-  "proxy-noaudit on 127.0.0.1:$NOAUDIT_PORT (pid $NOAUDIT_PID)"
+  "proxy-noaudit on 127.0.0.1:$NOAUDIT_PORT (pid $NOAUDIT_PID)," \
+  "proxy-acl on 127.0.0.1:$ACL_PORT (pid $ACL_PID)"
 if ((TWEMPROXY)); then
   start_twemproxy
 fi
@@ -269,8 +297,8 @@ if ((TWEMPROXY)); then
   TWEMPROXY_NOTE="nutcracker ${TWEMPROXY_NOTE:-(unknown version)}"
   log "twemproxy ($TWEMPROXY_NOTE) on 127.0.0.1:$TWEMPROXY_PORT (pid $TWEMPROXY_PID)"
 fi
-TARGETS="direct proxy proxy-noaudit"
-if ((TWEMPROXY)); then TARGETS="direct proxy proxy-noaudit twemproxy"; fi
+TARGETS="direct proxy proxy-acl proxy-noaudit"
+if ((TWEMPROXY)); then TARGETS="direct proxy proxy-acl proxy-noaudit twemproxy"; fi
 
 # ---- 1. throughput and latency -----------------------------------------------------------------
 # Prints its arguments as one shell command line, quoting only the words that need it.
@@ -292,6 +320,7 @@ target_port() { # target_port TARGET -> PORT
     direct) PORT=$REDIS_PORT ;;
     proxy) PORT=$PROXY_PORT ;;
     proxy-noaudit) PORT=$NOAUDIT_PORT ;;
+    proxy-acl) PORT=$ACL_PORT ;;
     twemproxy) PORT=$TWEMPROXY_PORT ;;
   esac
 }
@@ -301,6 +330,9 @@ target_port() { # target_port TARGET -> PORT
   shell_line "${PROXY_CMD[@]}"
   printf "cat >proxy-noaudit.toml <<'EOF'\n%s\nEOF\n" "$NOAUDIT_CONF"
   shell_line "${NOAUDIT_CMD[@]}"
+  printf "cat >users.acl <<'EOF'\n%s\nEOF\n" "$ACL_USERS"
+  printf "cat >proxy-acl.toml <<'EOF'\n%s\nEOF\n" "$ACL_CONF"
+  shell_line "${ACL_CMD[@]}"
   if ((TWEMPROXY)); then
     printf "cat >nutcracker.yml <<'EOF'\n%s\nEOF\n" "$TWEMPROXY_CONF"
     shell_line "${TWEMPROXY_CMD[@]}"
@@ -332,9 +364,10 @@ children_ticks() {
   TICKS=$((fields[13] + fields[14]))
 }
 
-# Total size of the audit files the `proxy` arm writes -> AUDIT_BYTES.
+# Total size of the audit files the `proxy` arm (or the arm whose directory is $1) writes ->
+# AUDIT_BYTES.
 audit_bytes() {
-  local files=("$WORK"/audit/*.log)
+  local files=("${1:-$WORK/audit}"/*.log)
   AUDIT_BYTES=0
   [[ -e ${files[0]} ]] || return 0
   AUDIT_BYTES=$(stat -c %s "${files[@]}" | awk '{ total += $1 } END { print total + 0 }')
@@ -347,7 +380,7 @@ await_audit_settled() {
   local start=${EPOCHREALTIME/./} now last_change previous=-1 stable=0
   last_change=$start
   while ((stable < 3)); do
-    audit_bytes
+    audit_bytes "${1:-}"
     now=${EPOCHREALTIME/./}
     if ((AUDIT_BYTES == previous)); then
       stable=$((stable + 1))
@@ -368,6 +401,7 @@ await_audit_settled() {
 check_alive() {
   kill -0 "$PROXY_PID" 2>/dev/null || { cat "$WORK/proxy.log" >&2; die "the proxy died"; }
   kill -0 "$NOAUDIT_PID" 2>/dev/null || { cat "$WORK/proxy-noaudit.log" >&2; die "the no-audit proxy died"; }
+  kill -0 "$ACL_PID" 2>/dev/null || { cat "$WORK/proxy-acl.log" >&2; die "the ACL proxy died"; }
   if ((TWEMPROXY)); then
     kill -0 "$TWEMPROXY_PID" 2>/dev/null || { cat "$WORK/nutcracker.log" >&2; die "twemproxy died"; }
   fi
@@ -382,6 +416,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
       case $target in
         proxy) middle_pid=$PROXY_PID ;;
         proxy-noaudit) middle_pid=$NOAUDIT_PID ;;
+        proxy-acl) middle_pid=$ACL_PID ;;
         twemproxy) middle_pid=$TWEMPROXY_PID ;;
         *) middle_pid="" ;;
       esac
@@ -409,6 +444,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
       if [[ $target == proxy ]]; then
         await_audit_settled
         audit_lag=$AUDIT_LAG_MS
+      elif [[ $target == proxy-acl ]]; then
+        await_audit_settled "$WORK/audit-acl"
+        audit_lag=$AUDIT_LAG_MS
       fi
       if [[ -n $middle_pid ]]; then
         proc_ticks "$middle_pid"
@@ -430,6 +468,12 @@ if ((TWEMPROXY)); then
 fi
 stop_pid "$NOAUDIT_PID"
 NOAUDIT_PID=""
+# Every command the ACL arm ran was allowed: a denial would mean the rules do not fit the bench.
+acl_denials=$({ grep -h -c '"action":"acl_denied"' "$WORK"/audit-acl/*.log /dev/null || true; } |
+  awk '{ n += $1 } END { print n + 0 }')
+stop_pid "$ACL_PID"
+ACL_PID=""
+((acl_denials == 0)) || die "the ACL arm denied $acl_denials commands: its users file does not fit the benchmark"
 
 # The audit trail the `proxy` arm wrote over the throughput rounds (the proxy is still running
 # and its writer has caught up; the fresh proxies below add to the same directory).
@@ -714,6 +758,30 @@ def verdict(row):
     return f"-P {row['pipeline']} {row['test']} {value:.2f} ({'met' if value >= AUDIT_TARGET else 'not met'})"
 audit_verdicts = [verdict(row) for row in table if row["pipeline"] in (1, 16)]
 
+# The ACL arm: the auditing proxy plus the policy check, paired with the `proxy` arm per round.
+acl_rows = []
+if "proxy-acl" in targets:
+    for pipeline in pipelines:
+        loaded_acl = load("proxy-acl", pipeline)
+        loaded_proxy = load("proxy", pipeline)
+        for test in ("SET", "GET"):
+            acl_rps = [float(x["rps"]) for x in loaded_acl.get(test, [])]
+            proxy_rps = [float(x["rps"]) for x in loaded_proxy.get(test, [])]
+            paired = [a / p for a, p in zip(acl_rps, proxy_rps) if p]
+            acl_rows.append({"pipeline": pipeline, "test": test,
+                             "proxy": med([{"v": v} for v in proxy_rps], "v"),
+                             "acl": med([{"v": v} for v in acl_rps], "v"),
+                             "ratio": statistics.median(paired) if paired else None,
+                             "all": paired})
+acl_headers = ["pipeline", "test", "proxy rps", "proxy-acl rps", "proxy-acl/proxy (median of paired rounds)", "per round"]
+def acl_cells(row):
+    return [f"-P {row['pipeline']}", row["test"], fmt(row["proxy"], ",.0f"), fmt(row["acl"], ",.0f"),
+            fmt(row["ratio"], ".2f"), ", ".join(f"{x:.2f}" for x in row["all"]) or DASH]
+acl_note = ("proxy-acl: the auditing proxy with `auth.users_file` (a 20-rule default user: key and "
+            "channel patterns, %R~/%W~, categories, a first-arg rule, two selectors) and "
+            "`acl.mode = \"enforce\"`, every SET and GET checked and allowed (the run fails if any "
+            "is denied).")
+
 meta = {k[len("BENCH_META_"):].lower(): v for k, v in os.environ.items() if k.startswith("BENCH_META_")}
 setup = (f"{clients} clients, {requests} requests per test, {rounds} rounds alternating "
          f"{'/'.join(targets)}; medians over the rounds; latencies in ms")
@@ -765,6 +833,11 @@ print()
 print("latency (ms):")
 print("\n".join(render(lat_headers, [lat_cells(r) for r in table])))
 print()
+if acl_rows:
+    print("ACL enforce cost:")
+    print("\n".join(render(acl_headers, [acl_cells(r) for r in acl_rows])))
+    print(acl_note)
+    print()
 print("rps per round (" + " | ".join(ARMS) + " | audit overhead):")
 for row in table:
     per_target = [", ".join(f"{x:,.0f}" for x in row[f"rps_all_{arm}"]) or DASH for arm in ARMS]
@@ -813,6 +886,11 @@ md.append("Latency (ms):")
 md.append("")
 md.extend(md_table(lat_headers, [lat_cells(r) for r in table], text_columns=2))
 md.append("")
+if acl_rows:
+    md.append(f"ACL enforce cost ({acl_note}):")
+    md.append("")
+    md.extend(md_table(acl_headers, [acl_cells(r) for r in acl_rows], text_columns=2))
+    md.append("")
 md.append(f"CPU µs per request ({cpu_setup}):")
 md.append("")
 md.extend(md_table(cpu_headers, [cpu_cells(r) for r in cpu_table]))
