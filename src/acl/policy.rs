@@ -135,6 +135,55 @@ impl Policy {
         }
     }
 
+    /// The users file that defines exactly the users in force (what `ACL SAVE` writes).
+    pub fn users_file_text(&self) -> String {
+        self.users.to_file_text()
+    }
+
+    /// `ACL SETUSER <name> [rules...]` (`args` from the name on), atomic as in Redis: the
+    /// users file text with that user created or changed, or Redis's error (without the `-`).
+    /// A password rule is never echoed in an error.
+    pub fn setuser(&self, full_args: &[Bytes]) -> Result<String, String> {
+        let name = &full_args[2];
+        if crate::acl::user::has_spaces(name) {
+            return Err("ERR Usernames can't contain spaces or null characters".to_owned());
+        }
+        let tokens: Vec<Vec<u8>> = full_args[3..].iter().map(|a| a.to_vec()).collect();
+        let tokens = crate::acl::user::merge_selector_tokens(&tokens).map_err(|index| {
+            let shown = full_args.get(index + 3).map(|a| String::from_utf8_lossy(a).into_owned());
+            format!(
+                "ERR Unmatched parenthesis in acl selector starting at '{}'.",
+                crate::acl::users::shown_rule(shown.unwrap_or_default().as_bytes())
+            )
+        })?;
+        let mut user = match self.users.get(name) {
+            Some(existing) => existing.clone(),
+            None => User::new(name, &self.ids),
+        };
+        for token in &tokens {
+            user.apply(&self.ids, token).map_err(|error| {
+                format!(
+                    "ERR Error in ACL SETUSER modifier '{}': {error}",
+                    crate::acl::users::shown_rule(token)
+                )
+            })?;
+        }
+        let mut users = self.users.clone();
+        users.insert(user);
+        Ok(users.to_file_text())
+    }
+
+    /// `ACL DELUSER <name>...`: the users file text without them and how many existed, or
+    /// Redis's error for `default`.
+    pub fn deluser(&self, names: &[Bytes]) -> Result<(String, usize), String> {
+        if names.iter().any(|name| &name[..] == b"default") {
+            return Err("ERR The 'default' user cannot be removed".to_owned());
+        }
+        let mut users = self.users.clone();
+        let removed = names.iter().filter(|name| users.remove(name)).count();
+        Ok((users.to_file_text(), removed))
+    }
+
     /// HELLO without AUTH from a client that has not authenticated (Redis 7.2 added
     /// `<proto>` to the text).
     pub fn hello_noauth_text(&self) -> &'static str {

@@ -52,6 +52,18 @@ pub struct KeyPattern {
     pub permissions: u8,
 }
 
+impl KeyPattern {
+    /// `~p`, `%R~p` or `%W~p`.
+    fn describe(&self) -> String {
+        let prefix = match self.permissions {
+            KEY_READ => "%R~",
+            KEY_WRITE => "%W~",
+            _ => "~",
+        };
+        format!("{prefix}{}", String::from_utf8_lossy(&self.pattern))
+    }
+}
+
 /// One selector: the root one (rules outside parentheses) or a `( ... )` one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selector {
@@ -71,6 +83,9 @@ pub struct Selector {
     pub keys: Vec<KeyPattern>,
     /// Channel patterns in the order added.
     pub channels: Vec<Vec<u8>>,
+    /// Command and category rules as given, lower-cased, a repeated one moved to the end
+    /// (Redis 7.2's `ACLUpdateCommandRules`), for describing the selector.
+    pub command_rules: Vec<String>,
 }
 
 impl Selector {
@@ -86,6 +101,7 @@ impl Selector {
             first_args: Vec::new(),
             keys: Vec::new(),
             channels: Vec::new(),
+            command_rules: Vec::new(),
         }
     }
 
@@ -136,11 +152,13 @@ impl Selector {
             self.all_commands = true;
             self.future_commands = true;
             self.first_args.clear();
+            self.command_rules.clear();
         } else if is("nocommands") || is("-@all") {
             self.allowed.fill(0);
             self.all_commands = false;
             self.future_commands = false;
             self.first_args.clear();
+            self.command_rules.clear();
         } else if op[0] == b'~' || op[0] == b'%' {
             self.add_key_pattern(op)?;
         } else if op[0] == b'&' {
@@ -163,15 +181,77 @@ impl Selector {
             for id in members {
                 self.change_permission(ids, id, op[0] == b'+');
             }
+            self.note_rule(op);
         } else if op[0] == b'+' {
             self.allow_command(ids, &op[1..])?;
+            self.note_rule(op);
         } else if op[0] == b'-' {
             let id = ids.lookup(&op[1..]).ok_or(RuleError::UnknownName)?;
             self.change_permission(ids, id, false);
+            self.note_rule(op);
         } else {
             return Err(RuleError::Syntax);
         }
         Ok(())
+    }
+
+    /// Remembers a command or category rule for describing the selector: an earlier rule for
+    /// the same command or category (and, for a command, its `command|...` rules) goes.
+    fn note_rule(&mut self, op: &[u8]) {
+        let rule = String::from_utf8_lossy(op).to_ascii_lowercase();
+        let target = rule[1..].to_owned();
+        let sub_prefix = format!("{target}|");
+        let is_command = !target.starts_with('@') && !target.contains('|');
+        self.command_rules.retain(|existing| {
+            let existing = &existing[1..];
+            existing != target && !(is_command && existing.starts_with(&sub_prefix))
+        });
+        self.command_rules.push(rule);
+    }
+
+    /// The selector as `ACL LIST` writes it (Redis 7.2): keys, channels, then command rules.
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        if self.all_keys {
+            parts.push("~*".to_owned());
+        } else {
+            parts.extend(self.keys.iter().map(KeyPattern::describe));
+        }
+        if self.all_channels {
+            parts.push("&*".to_owned());
+        } else {
+            parts.push("resetchannels".to_owned());
+            parts.extend(self.channels.iter().map(|c| format!("&{}", String::from_utf8_lossy(c))));
+        }
+        parts.push(self.describe_commands());
+        parts.join(" ")
+    }
+
+    /// `+@all` or `-@all`, then the command rules in order.
+    pub fn describe_commands(&self) -> String {
+        let mut rules = String::from(if self.future_commands { "+@all" } else { "-@all" });
+        for rule in &self.command_rules {
+            rules.push(' ');
+            rules.push_str(rule);
+        }
+        rules
+    }
+
+    /// The key patterns as `ACL GETUSER` shows them.
+    pub fn describe_keys(&self) -> String {
+        if self.all_keys {
+            return "~*".to_owned();
+        }
+        self.keys.iter().map(KeyPattern::describe).collect::<Vec<_>>().join(" ")
+    }
+
+    /// The channel patterns as `ACL GETUSER` shows them.
+    pub fn describe_channels(&self) -> String {
+        if self.all_channels {
+            return "&*".to_owned();
+        }
+        let channels = self.channels.iter().map(|c| format!("&{}", String::from_utf8_lossy(c)));
+        channels.collect::<Vec<_>>().join(" ")
     }
 
     /// `~pattern` or `%R~` / `%W~` / `%RW~pattern`.
@@ -341,6 +421,33 @@ impl User {
             self.selectors[0].apply(ids, op)?;
         }
         Ok(())
+    }
+
+    /// The user as `ACL LIST` and `ACL SAVE` write it after `user <name> ` (Redis 7.2): flags,
+    /// password hashes, the root selector, then each other selector in parentheses.
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<String> = self.flag_names().into_iter().map(str::to_owned).collect();
+        parts.extend(self.password_hashes.iter().map(|hash| format!("#{hash}")));
+        parts.push(self.selectors[0].describe());
+        for selector in &self.selectors[1..] {
+            parts.push(format!("({})", selector.describe()));
+        }
+        parts.join(" ")
+    }
+
+    /// The flags in Redis's order (`on`/`off`, `nopass`, `skip-sanitize-payload` /
+    /// `sanitize-payload`).
+    pub fn flag_names(&self) -> Vec<&'static str> {
+        let mut flags = vec![if self.enabled { "on" } else { "off" }];
+        if self.nopass {
+            flags.push("nopass");
+        }
+        match self.sanitize_payload {
+            Some(false) => flags.push("skip-sanitize-payload"),
+            Some(true) => flags.push("sanitize-payload"),
+            None => {}
+        }
+        flags
     }
 
     /// Whether `password` is one of the user's (constant time per stored hash), or the user

@@ -75,6 +75,26 @@ impl Users {
         Ok(Self { by_name })
     }
 
+    /// The users file that defines exactly these users (`ACL SAVE`, `ACL LIST` lines).
+    pub fn to_file_text(&self) -> String {
+        self.by_name
+            .values()
+            .map(|user| {
+                format!("user {} {}\n", String::from_utf8_lossy(&user.name), user.describe())
+            })
+            .collect()
+    }
+
+    /// Adds or replaces a user.
+    pub fn insert(&mut self, user: User) {
+        self.by_name.insert(user.name.clone(), user);
+    }
+
+    /// Removes a user; true when it existed.
+    pub fn remove(&mut self, name: &[u8]) -> bool {
+        self.by_name.remove(name).is_some()
+    }
+
     /// A user by exact name.
     pub fn get(&self, name: &[u8]) -> Option<&User> {
         self.by_name.get(name)
@@ -97,7 +117,7 @@ impl Users {
 }
 
 /// A rule as an error message may show it: password rules are never echoed.
-fn shown_rule(rule: &[u8]) -> String {
+pub fn shown_rule(rule: &[u8]) -> String {
     if rule.iter().any(|b| matches!(b, b'>' | b'<')) {
         "(password rule, not shown)".to_owned()
     } else {
@@ -154,5 +174,45 @@ mod tests {
         assert!(
             message.ends_with("The password you are trying to remove from the user does not exist")
         );
+    }
+
+    #[test]
+    fn described_users_parse_back_to_the_same_permissions() {
+        let ids = ids();
+        let text = b"user a on >pw #2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b ~k* %R~r %W~w %R~x %W~x &c* -@all +@read -get +select|0 +config|get +get (~s* +@stream -xadd) (&* +publish)\n\
+                     user b off nopass skip-sanitize-payload allkeys allchannels +@all -@dangerous +config|get -flushall +flushall\n\
+                     user c on resetpass -@all +@all -@write +set +set\n";
+        let users = Users::parse(text, &ids).unwrap();
+        let described = users.to_file_text();
+        assert!(described.contains("user a on #"), "flags then hashes: {described}");
+        assert!(
+            described.contains("~k* %R~r %W~w ~x resetchannels &c* -@all +@read +select|0 +config|get +get (~s* resetchannels -@all +@stream -xadd) (&* -@all +publish)"),
+            "{described}"
+        );
+        assert!(
+            described.contains("user b off nopass skip-sanitize-payload ~* &* +@all -@dangerous +config|get +flushall\n"),
+            "a repeated rule moves to the end: {described}"
+        );
+        assert!(described.contains("user c on resetchannels +@all -@write +set\n"), "{described}");
+        let again = Users::parse(described.as_bytes(), &ids).unwrap();
+        assert_eq!(again.len(), users.len());
+        for (one, two) in users.iter().zip(again.iter()) {
+            assert_eq!(one.name, two.name);
+            assert_eq!(
+                (one.enabled, one.nopass, &one.password_hashes),
+                (two.enabled, two.nopass, &two.password_hashes)
+            );
+            assert_eq!(one.selectors.len(), two.selectors.len());
+            for (x, y) in one.selectors.iter().zip(&two.selectors) {
+                assert_eq!(
+                    (&x.allowed, &x.first_args, &x.keys, &x.channels),
+                    (&y.allowed, &y.first_args, &y.keys, &y.channels)
+                );
+                assert_eq!(
+                    (x.all_keys, x.all_channels, x.future_commands),
+                    (y.all_keys, y.all_channels, y.future_commands)
+                );
+            }
+        }
     }
 }

@@ -631,36 +631,78 @@ where
             return None;
         }
         let policy = self.current_policy()?;
+        if in_multi {
+            let has_auth =
+                name == b"auth" || args.iter().skip(2).any(|a| a.eq_ignore_ascii_case(b"auth"));
+            if !has_auth {
+                // HELLO without AUTH is queued by Redis and run at EXEC, as sent.
+                return Some(request);
+            }
+        }
+        let answered = self.session.expects_reply(&Effect::of(args));
+        if in_multi {
+            // Redis would queue it and authenticate at EXEC; the proxy cannot answer inside
+            // the EXEC reply, so it refuses, and the transaction fails as with any refusal.
+            let reply = error(
+                "ERR AUTH and HELLO AUTH inside MULTI are not supported with auth.mode = \"proxy\"",
+            );
+            if self.upstream.is_none() {
+                self.answer_here(request.args, request_bytes, answered, reply, now);
+                return None;
+            }
+            self.to_upstream.push(Bytes::from_static(ABORT_TRANSACTION));
+            self.pending.push_back(Slot {
+                args: request.args,
+                command: None,
+                class: None,
+                keys: Keys::new(),
+                effect: Effect::None,
+                expect: if answered { Expect::One } else { Expect::Nothing },
+                local: None,
+                substitute: Some(reply),
+                request_bytes,
+                reply_bytes: 0,
+                started: now,
+            });
+            self.release_ready_slots(now);
+            return None;
+        }
         let (user, password, rest) = if name == b"auth" {
             match args.len() {
                 1 => {
                     let reply = error("ERR wrong number of arguments for 'auth' command");
-                    self.push_local(request.args, request_bytes, reply, now);
+                    self.answer_here(request.args, request_bytes, answered, reply, now);
                     return None;
                 }
                 2 if policy.users().get(b"default").is_some_and(|u| u.nopass) => {
                     let reply = error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
-                    self.push_local(request.args, request_bytes, reply, now);
+                    self.answer_here(request.args, request_bytes, answered, reply, now);
                     return None;
                 }
                 2 => (Bytes::from_static(b"default"), args[1].clone(), None),
                 3 => (args[1].clone(), args[2].clone(), None),
                 _ => {
-                    self.push_local(request.args, request_bytes, error("ERR syntax error"), now);
+                    self.answer_here(
+                        request.args,
+                        request_bytes,
+                        answered,
+                        error("ERR syntax error"),
+                        now,
+                    );
                     return None;
                 }
             }
         } else {
             match parse_hello(args) {
                 Err(text) => {
-                    self.push_local(request.args, request_bytes, error(&text), now);
+                    self.answer_here(request.args, request_bytes, answered, error(&text), now);
                     return None;
                 }
                 Ok((None, forward)) => {
                     let open = self.session.logged_in || policy.default_is_open();
                     if !open {
                         let reply = error(policy.hello_noauth_text());
-                        self.push_local(request.args, request_bytes, reply, now);
+                        self.answer_here(request.args, request_bytes, answered, reply, now);
                         return None;
                     }
                     return proxy_request(&forward);
@@ -668,15 +710,6 @@ where
                 Ok((Some((user, password)), forward)) => (user, password, Some(forward)),
             }
         };
-        if in_multi {
-            // Redis would queue it and authenticate at EXEC; the proxy cannot answer inside
-            // the EXEC reply, so it refuses, and the transaction fails as with any refusal.
-            let reply = error(
-                "ERR AUTH and HELLO AUTH inside MULTI are not supported with auth.mode = \"proxy\"",
-            );
-            self.push_local(request.args, request_bytes, reply, now);
-            return None;
-        }
         let accepted = policy.users().get(&user).is_some_and(|u| u.accepts(&password));
         let context = "toplevel";
         let object = args[0].clone();
@@ -698,7 +731,7 @@ where
             let command_name = if name == b"auth" { "auth" } else { "hello" };
             self.log_acl_event("auth", context, object, user, command_name);
             let reply = error("WRONGPASS invalid username-password pair or user is disabled.");
-            self.push_local(request.args, request_bytes, reply, now);
+            self.answer_here(request.args, request_bytes, answered, reply, now);
             return None;
         }
         if self.ctx.config.auth.record_success {
@@ -726,9 +759,25 @@ where
                     status: ReplyStatus::Ok,
                     close_after: false,
                 };
-                self.push_local(request.args, request_bytes, ok, now);
+                self.answer_here(request.args, request_bytes, answered, ok, now);
                 None
             }
+        }
+    }
+
+    /// Answers a command here, or (under `CLIENT REPLY OFF|SKIP`) records it unanswered.
+    fn answer_here(
+        &mut self,
+        args: Vec<Bytes>,
+        request_bytes: u64,
+        answered: bool,
+        reply: LocalReply,
+        now: Instant,
+    ) {
+        if answered {
+            self.push_local(args, request_bytes, reply, now);
+        } else {
+            self.push_answered_by_proxy(args, request_bytes, None, now);
         }
     }
 
@@ -988,12 +1037,41 @@ where
                 Ok(_) => Bytes::from_static(b"+OK\r\n"),
                 Err(error) => encode::error(&format!("ERR {error}")),
             },
-            "acl|setuser" | "acl|deluser" | "acl|save" | "acl|getuser" | "acl|list" => {
-                encode::error(&format!(
-                    "ERR ACL {} is not available with auth.mode = \"proxy\" in this version: edit the users file and run ACL LOAD (or send SIGHUP)",
-                    command.name.trim_start_matches("acl|").to_ascii_uppercase()
-                ))
+            "acl|list" => {
+                let mut out = format!("*{}\r\n", policy.users().len()).into_bytes();
+                for user in policy.users().iter() {
+                    let mut line = b"user ".to_vec();
+                    line.extend_from_slice(&user.name);
+                    line.push(b' ');
+                    line.extend_from_slice(user.describe().as_bytes());
+                    out.extend_from_slice(&bulk(&line));
+                }
+                Bytes::from(out)
             }
+            "acl|getuser" => match policy.users().get(&args[2]) {
+                Some(user) => getuser_reply(user, self.session.protocol == 3),
+                None if self.session.protocol == 3 => Bytes::from_static(b"_\r\n"),
+                None => Bytes::from_static(b"$-1\r\n"),
+            },
+            "acl|setuser" => match policy.setuser(args) {
+                Ok(text) => match self.ctx.change_users(text, "acl setuser") {
+                    Ok(()) => Bytes::from_static(b"+OK\r\n"),
+                    Err(error) => encode::error(&format!("ERR {error}")),
+                },
+                Err(error) => encode::error(&error),
+            },
+            "acl|deluser" => match policy.deluser(&args[2..]) {
+                Ok((_, 0)) => Bytes::from_static(b":0\r\n"),
+                Ok((text, removed)) => match self.ctx.change_users(text, "acl deluser") {
+                    Ok(()) => Bytes::from(format!(":{removed}\r\n")),
+                    Err(error) => encode::error(&format!("ERR {error}")),
+                },
+                Err(error) => encode::error(&error),
+            },
+            "acl|save" => match self.ctx.save_users() {
+                Ok(()) => Bytes::from_static(b"+OK\r\n"),
+                Err(_) => encode::error("ERR There was an error trying to save the ACLs. Please check the server logs for more information"),
+            },
             _ => return None,
         }))
     }
@@ -1582,6 +1660,50 @@ where
             self.durability_gates.push_back((self.to_client.pushed(), ticket));
         }
     }
+}
+
+/// `ACL GETUSER` for an existing user, as Redis 7.2 writes it: flags, passwords (hashes),
+/// the root selector's commands, keys and channels, then the other selectors.
+fn getuser_reply(user: &crate::acl::User, resp3: bool) -> Bytes {
+    let mut out = Vec::with_capacity(512);
+    let bulk = |out: &mut Vec<u8>, value: &[u8]| {
+        out.extend_from_slice(format!("${}\r\n", value.len()).as_bytes());
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    };
+    let map = |out: &mut Vec<u8>, pairs: usize| {
+        let header = if resp3 { format!("%{pairs}\r\n") } else { format!("*{}\r\n", 2 * pairs) };
+        out.extend_from_slice(header.as_bytes());
+    };
+    let selector = |out: &mut Vec<u8>, selector: &crate::acl::user::Selector| {
+        bulk(out, b"commands");
+        bulk(out, selector.describe_commands().as_bytes());
+        bulk(out, b"keys");
+        bulk(out, selector.describe_keys().as_bytes());
+        bulk(out, b"channels");
+        bulk(out, selector.describe_channels().as_bytes());
+    };
+    map(&mut out, 6);
+    bulk(&mut out, b"flags");
+    let flags = user.flag_names();
+    let set = if resp3 { '~' } else { '*' };
+    out.extend_from_slice(format!("{set}{}\r\n", flags.len()).as_bytes());
+    for flag in flags {
+        bulk(&mut out, flag.as_bytes());
+    }
+    bulk(&mut out, b"passwords");
+    out.extend_from_slice(format!("*{}\r\n", user.password_hashes.len()).as_bytes());
+    for hash in &user.password_hashes {
+        bulk(&mut out, hash.as_bytes());
+    }
+    selector(&mut out, user.root());
+    bulk(&mut out, b"selectors");
+    out.extend_from_slice(format!("*{}\r\n", user.selectors.len() - 1).as_bytes());
+    for other in &user.selectors[1..] {
+        map(&mut out, 3);
+        selector(&mut out, other);
+    }
+    Bytes::from(out)
 }
 
 /// `HELLO [protover [AUTH user pass] [SETNAME name]]` as Redis 7.0 parses it: the

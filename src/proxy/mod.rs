@@ -141,6 +141,47 @@ impl ProxyContext {
         }
     }
 
+    /// Replaces the users with those of `text` (from `ACL SETUSER` / `ACL DELUSER`): compiled,
+    /// swapped in, and recorded as a `policy_change` system event naming the command.
+    pub fn change_users(&self, text: String, command: &str) -> Result<(), String> {
+        let policy = self.compile(text.as_bytes(), &self.commands())?;
+        let previous = self.policy().map(|p| Arc::clone(&p.version));
+        let detail = serde_json::json!({
+            "policy_version": &*policy.version,
+            "previous_policy_version": previous.as_deref(),
+            "users": policy.users().len(),
+            "command": command,
+        });
+        *self.users_text.lock().unwrap_or_else(PoisonError::into_inner) = Some(text.into_bytes());
+        self.set_policy(policy);
+        let time = std::time::SystemTime::now();
+        self.sink.system(SystemEvent { action: "policy_change", time, detail });
+        Ok(())
+    }
+
+    /// `ACL SAVE`: writes the users in force to the users file, atomically (a temporary file
+    /// in the same directory, synced, then renamed over it).
+    pub fn save_users(&self) -> Result<(), String> {
+        let (Some(file), Some(policy)) = (&self.config.auth.users_file, self.policy()) else {
+            return Err("no users file is configured (auth.users_file)".to_owned());
+        };
+        let text = policy.users_file_text();
+        let path = &file.path;
+        let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            use std::io::Write as _;
+            let mut out = std::fs::File::create(&temporary)?;
+            out.write_all(text.as_bytes())?;
+            out.sync_all()?;
+            std::fs::rename(&temporary, path)
+        };
+        write().map_err(|error| {
+            let _ = std::fs::remove_file(&temporary);
+            tracing::warn!(file = %path.display(), %error, "ACL SAVE failed");
+            format!("{}: {error}", path.display())
+        })
+    }
+
     /// Watches the policy generation.
     pub fn watch_policy(&self) -> tokio::sync::watch::Receiver<u64> {
         self.policy_generation.subscribe()

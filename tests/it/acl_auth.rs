@@ -181,3 +181,117 @@ async fn pipelined_auth_applies_in_order() {
     assert_eq!(users, ["default", "default", "alice", "alice", "alice", "alice", "default"]);
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_setuser_getuser_list_deluser_save_act_on_the_proxys_users() {
+    crate::require_redis!();
+    let scratch = Scratch::new("acl-setuser");
+    std::fs::create_dir_all(scratch.path()).unwrap();
+    let users = scratch.path().join("users.acl");
+    std::fs::write(&users, "user default off\nuser admin on >adminpw ~* &* +@all\n").unwrap();
+    let reference = RedisServer::start(&[]);
+    let behind = RedisServer::start(&[]);
+    let toml = format!("[auth]\nmode = \"proxy\"\nusers_file = \"{}\"\n", users.display());
+    let proxy = TestProxy::start_with(behind.addr, &toml).await;
+    let mut direct = RawClient::connect(reference.addr).await;
+    let mut admin = RawClient::connect(proxy.addr).await;
+    assert_eq!(admin.call(&[b"AUTH", b"admin", b"adminpw"]).await, b"+OK\r\n");
+
+    // The same SETUSER commands give the same replies and the same user as in Redis.
+    let same: [&[&[u8]]; 5] = [
+        &[b"ACL", b"SETUSER", b"carol", b"on", b">pw", b"~c:*", b"+get"],
+        &[b"ACL", b"SETUSER", b"carol", b"(~a"],
+        &[b"ACL", b"SETUSER", b"carol", b"+nosuchcommand"],
+        &[b"ACL", b"SETUSER", b"bad name"],
+        &[b"ACL", b"GETUSER", b"carol"],
+    ];
+    for command in same {
+        assert_eq!(
+            show(&admin.call(command).await),
+            show(&direct.call(command).await),
+            "{command:?}"
+        );
+    }
+    assert_eq!(admin.call(&[b"ACL", b"GETUSER", b"nobody"]).await, b"$-1\r\n");
+    let list = String::from_utf8_lossy(&admin.call(&[b"ACL", b"LIST"]).await).into_owned();
+    let theirs = String::from_utf8_lossy(&direct.call(&[b"ACL", b"LIST"]).await).into_owned();
+    let carol_line =
+        |text: &str| text.lines().find(|l| l.starts_with("user carol")).map(str::to_owned);
+    assert_eq!(carol_line(&list), carol_line(&theirs));
+    assert!(carol_line(&list).is_some(), "{list}");
+
+    // carol exists for the proxy only: she logs in, and her rules apply at once.
+    let mut carol = RawClient::connect(proxy.addr).await;
+    assert_eq!(carol.call(&[b"AUTH", b"carol", b"pw"]).await, b"+OK\r\n");
+    assert_eq!(carol.call(&[b"GET", b"c:1"]).await, b"$-1\r\n");
+    assert_eq!(
+        carol.call(&[b"GET", b"x"]).await,
+        b"-NOPERM this user has no permissions to access one of the keys used as arguments\r\n"
+    );
+
+    // SAVE writes the users in force, atomically, in the file's own syntax.
+    assert_eq!(admin.call(&[b"ACL", b"SAVE"]).await, b"+OK\r\n");
+    let saved = std::fs::read_to_string(&users).unwrap();
+    assert!(saved.contains("user carol on #"), "{saved}");
+    assert!(saved.contains("user admin on #"), "{saved}");
+    assert!(!saved.contains("adminpw"), "only hashes: {saved}");
+
+    assert_eq!(
+        show(&admin.call(&[b"ACL", b"DELUSER", b"default"]).await),
+        show(&direct.call(&[b"ACL", b"DELUSER", b"default"]).await)
+    );
+    assert_eq!(admin.call(&[b"ACL", b"DELUSER", b"carol", b"nobody"]).await, b":1\r\n");
+    assert!(carol.read_to_close().await.is_empty(), "a deleted user's connection is closed");
+    let mut again = RawClient::connect(proxy.addr).await;
+    assert_eq!(
+        again.call(&[b"AUTH", b"carol", b"pw"]).await,
+        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+    );
+    // ACL LOAD goes back to the saved file.
+    assert_eq!(admin.call(&[b"ACL", b"LOAD"]).await, b"+OK\r\n");
+    assert_eq!(again.call(&[b"AUTH", b"carol", b"pw"]).await, b"+OK\r\n");
+    // Redis behind the proxy never heard of carol.
+    let mut behind_admin = RawClient::connect(behind.addr).await;
+    let redis_users =
+        String::from_utf8_lossy(&behind_admin.call(&[b"ACL", b"USERS"]).await).into_owned();
+    assert!(!redis_users.contains("carol"), "{redis_users}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_inside_multi_is_refused_and_the_transaction_fails() {
+    crate::require_redis!();
+    let scratch = Scratch::new("acl-auth-multi");
+    std::fs::create_dir_all(scratch.path()).unwrap();
+    let users = scratch.path().join("users.acl");
+    std::fs::write(&users, "user default on nopass ~* &* +@all\nuser alice on >pw ~* +@all\n")
+        .unwrap();
+    let redis = RedisServer::start(&[]);
+    let toml = format!("[auth]\nmode = \"proxy\"\nusers_file = \"{}\"\n", users.display());
+    let proxy = TestProxy::start_with(redis.addr, &toml).await;
+    let mut client = RawClient::connect(proxy.addr).await;
+    let script: [&[&[u8]]; 7] = [
+        &[b"MULTI"],
+        &[b"SET", b"k", b"v"],
+        &[b"AUTH", b"alice", b"pw"],
+        &[b"EXEC"],
+        &[b"EXISTS", b"k"],
+        &[b"MULTI"],
+        &[b"HELLO", b"3"],
+    ];
+    let mut replies = Vec::new();
+    for command in script {
+        replies.push(show(&client.call(command).await));
+    }
+    replies.push(show(&client.call(&[b"EXEC"]).await));
+    assert_eq!(replies[..5], [
+        show(b"+OK\r\n"),
+        show(b"+QUEUED\r\n"),
+        show(b"-ERR AUTH and HELLO AUTH inside MULTI are not supported with auth.mode = \"proxy\"\r\n"),
+        show(b"-EXECABORT Transaction discarded because of previous errors.\r\n"),
+        show(b":0\r\n"),
+    ]);
+    assert_eq!(replies[6], show(b"+QUEUED\r\n"), "HELLO without AUTH is queued as in Redis");
+    assert!(replies[7].starts_with("*1\\r\\n%"), "EXEC ran HELLO 3: {}", replies[7]);
+    proxy.shutdown().await;
+}

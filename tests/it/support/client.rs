@@ -52,7 +52,8 @@ impl RawClient {
 
     /// Reads more bytes; `None` on EOF.
     pub async fn fill(&mut self) -> Option<usize> {
-        let mut chunk = [0u8; 65536];
+        // On the heap: a 64 KiB array in every inlined `call` swells debug-build futures.
+        let mut chunk = vec![0u8; 65536];
         let n = tokio::time::timeout(READ_TIMEOUT, self.stream.read(&mut chunk))
             .await
             .expect("read timed out")
