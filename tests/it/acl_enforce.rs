@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
+use crate::support::client::show;
 use crate::support::scratch::trail;
 use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
 
@@ -124,8 +125,8 @@ async fn enforce_mode_answers_as_redis_does_and_forwards_no_denied_command() {
     let got = replies(proxy.addr, SCRIPT).await;
     for (index, (want, have)) in expected.iter().zip(&got).enumerate() {
         assert_eq!(
-            crate::support::client::show(have),
-            crate::support::client::show(want),
+            show(have),
+            show(want),
             "reply {index} to {:?}",
             SCRIPT[index].iter().map(|a| String::from_utf8_lossy(a)).collect::<Vec<_>>()
         );
@@ -433,5 +434,65 @@ async fn a_pipelined_auth_changes_the_user_the_next_commands_are_checked_as() {
         users,
         ["default", "alice", "alice", "bob", "bob", "alice", "alice", "alice", "bob"]
     );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_log_groups_bounds_and_encodes_resp3_with_consistent_times() {
+    crate::require_redis!();
+    let scratch = Scratch::new("acl-log");
+    std::fs::create_dir_all(scratch.path()).unwrap();
+    let users = scratch.path().join("users.acl");
+    std::fs::write(&users, "user default on nopass ~app:* -@all +get +hello +acl|log +ping\n")
+        .unwrap();
+    let redis = RedisServer::start(&[]);
+    let toml = format!("[auth]\nusers_file = \"{}\"\n[acl]\nlog_max_len = 2\n", users.display());
+    let proxy = TestProxy::start_with(redis.addr, &toml).await;
+    let started_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+            as i64;
+    let mut client = RawClient::connect(proxy.addr).await;
+    for command in
+        [&[&b"DEL"[..], b"a"][..], &[b"DEL", b"a"], &[b"GET", b"x"], &[b"SET", b"a", b"b"]]
+    {
+        assert!(client.call(command).await.starts_with(b"-NOPERM"));
+    }
+    let hello = client.call(&[b"HELLO", b"3"]).await;
+    assert!(hello.starts_with(b"%"), "{}", show(&hello));
+    let reply = client.call(&[b"ACL", b"LOG"]).await;
+    let (frame, _) = redis_protocol::resp3::decode::complete::decode(&reply).unwrap().unwrap();
+    use redis_protocol::resp3::types::OwnedFrame;
+    let OwnedFrame::Array { data: entries, .. } = frame else { panic!("{}", show(&reply)) };
+    assert_eq!(entries.len(), 2, "acl.log_max_len = 2 keeps the two newest");
+    let finished_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+            as i64;
+    let mut ids = Vec::new();
+    for (entry, (object, count)) in entries.iter().zip([("set", 1), ("x", 1)]) {
+        let OwnedFrame::Map { data, .. } = entry else { panic!("a RESP3 map: {}", show(&reply)) };
+        assert_eq!(data.len(), 10, "ten fields");
+        let field = |name: &str| {
+            data.iter()
+                .find(|(k, _)| matches!(k, OwnedFrame::BlobString { data, .. } if data == name.as_bytes()))
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("no {name}"))
+        };
+        let int = |name: &str| match field(name) {
+            OwnedFrame::Number { data, .. } => data,
+            other => panic!("{name}: {other:?}"),
+        };
+        assert!(
+            matches!(field("object"), OwnedFrame::BlobString { data, .. } if data == object.as_bytes())
+        );
+        assert_eq!(int("count"), count);
+        assert!(matches!(field("age-seconds"), OwnedFrame::Double { .. }), "a RESP3 double");
+        let (created, updated) = (int("timestamp-created"), int("timestamp-last-updated"));
+        assert!(started_ms <= created && created <= updated && updated <= finished_ms);
+        ids.push(int("entry-id"));
+    }
+    // DEL a twice grouped into entry 0, then GET x (1) and SET a (2): newest first.
+    assert_eq!(ids, [2, 1]);
+    let grouped = String::from_utf8_lossy(&reply).into_owned();
+    assert!(grouped.contains(&format!("laddr={}", proxy.addr)), "{grouped}");
     proxy.shutdown().await;
 }
