@@ -95,8 +95,10 @@ pub async fn serve(
             }
         };
         let local_addr = client.local_addr().ok();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&client);
         let mut conn = Connection::new(ctx, id, peer, client, upstream, started);
         conn.local_addr = local_addr;
+        conn.fd = fd;
         conn.login_upstream(started);
         let open = conn.session_event(SessionAction::Open, None);
         conn.ctx.sink.session(open);
@@ -178,6 +180,8 @@ struct Connection<C> {
     policy_watch: tokio::sync::watch::Receiver<u64>,
     /// The proxy's own address for this client (`laddr=` of its client info).
     local_addr: Option<SocketAddr>,
+    /// The client socket's descriptor (`fd=` of its client info).
+    fd: i32,
     /// With `auth.mode = "proxy"`: an AUTH, HELLO or RESET waiting for the commands before
     /// it to be answered, because it changes the user the next commands run as.
     deferred: Option<Request>,
@@ -244,6 +248,7 @@ where
             policy: ctx.policy(),
             policy_watch: ctx.watch_policy(),
             local_addr: None,
+            fd: -1,
             deferred: None,
             hold_until_idle: false,
             multi_changes_user: false,
@@ -1176,12 +1181,13 @@ where
         let qbuf_free = self.client_in.capacity().saturating_sub(qbuf);
         let omem = self.to_client.len();
         format!(
-            "id={} addr={} laddr={laddr} fd=-1 name={} age={age} idle={idle} flags={flags} db={} \
+            "id={} addr={} laddr={laddr} fd={} name={} age={age} idle={idle} flags={flags} db={} \
              sub={} psub={} ssub={} multi={} qbuf={qbuf} qbuf-free={qbuf_free} argv-mem=0 \
              multi-mem=0 rbs={} rbp=0 obl=0 oll=0 omem={omem} tot-mem={} events=r cmd={command_name} \
              user={} redir=-1 resp={} lib-name={} lib-ver={}",
             session.id,
             self.peer,
+            self.fd,
             text(&session.name),
             session.db,
             session.subscriptions.channels,
