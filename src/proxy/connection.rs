@@ -974,13 +974,16 @@ where
                 return Gate::Forward;
             }
             let reply = policy.noperm_reply(&denial, &user, &command.name);
+            if *effect == Effect::Exec {
+                // Redis wraps a refused EXEC in EXECABORT, inside MULTI or not.
+                let text = String::from_utf8_lossy(&reply[1..reply.len() - 2]).into_owned();
+                let abort = error(encode::error(&format!(
+                    "EXECABORT Transaction discarded because of: {text}"
+                )));
+                return if in_multi { Gate::AbortExec(abort) } else { Gate::Answer(abort) };
+            }
             if !in_multi {
                 return Gate::Answer(error(reply));
-            }
-            if *effect == Effect::Exec {
-                let text = String::from_utf8_lossy(&reply[1..reply.len() - 2]).into_owned();
-                let abort = format!("EXECABORT Transaction discarded because of: {text}");
-                return Gate::AbortExec(error(encode::error(&abort)));
             }
             return Gate::AbortQueued(error(reply));
         }

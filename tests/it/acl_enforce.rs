@@ -60,6 +60,9 @@ async fn replies(addr: SocketAddr, script: &[&[&[u8]]]) -> Vec<Vec<u8>> {
 
 const SCRIPT: &[&[&[u8]]] = &[
     &[b"GET", b"app:1"],
+    &[b"AUTH", b"legacy", b"old"],
+    &[b"EXEC"],
+    &[b"MULTI"],
     &[b"AUTH", b"alice", b"wrong"],
     &[b"AUTH", b"alice", b"secret"],
     &[b"GET", b"app:1"],

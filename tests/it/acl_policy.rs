@@ -10,6 +10,14 @@
 //! verdict: allowed, or denied for the same reason (command, key or channel) naming the same
 //! key or channel.
 //!
+//! A second test sends denied commands to Redis for real. A twin of each accepted user
+//! (`<name>-twin`: the same rules, then `on nopass`) is created on both sides; the commands
+//! DRYRUN refuses to it (an even spread of each reason) are sent on a connection
+//! authenticated as the twin (nothing runs: Redis refuses them first). Redis's reply must be
+//! `Policy::noperm_reply` byte for byte (EXEC aside: Redis wraps it in `-EXECABORT`), and the
+//! `ACL LOG` entry it adds must have our denial's reason and object, context `toplevel` and
+//! the twin's name.
+//!
 //! `ACL_POLICY_SEED=<n> cargo test --test it acl_policy -- --nocapture` replays another seed;
 //! `ACL_POLICY_SHOW=1` also prints every user with Redis's answer to its `ACL SETUSER`.
 
@@ -649,6 +657,199 @@ struct Accepted {
     rules: Vec<String>,
 }
 
+/// The users of one batch of `ACL SETUSER`, each also compiled alone with `Policy::compile`.
+struct Created {
+    accepted: Vec<Accepted>,
+    /// Refused by both.
+    rejected: usize,
+    /// Refusals whose message (Redis's `modifier '<op>': <message>`) was compared.
+    messages_checked: usize,
+    /// Users on which the two sides disagree, each with both answers.
+    mismatches: Vec<String>,
+}
+
+/// Creates `users` (name and rules) with pipelined `ACL SETUSER` and compiles each alone:
+/// both must accept it, or both refuse it with the same message. With `show`, prints every
+/// user with Redis's answer.
+async fn create_users(
+    client: &mut RawClient,
+    table: &CommandTable,
+    users: Vec<(String, Vec<String>)>,
+    show: bool,
+) -> Created {
+    let mut batch = Vec::new();
+    for (name, rules) in &users {
+        let mut args: Vec<&[u8]> = vec![b"ACL", b"SETUSER", name.as_bytes()];
+        args.extend(rules.iter().map(|rule| rule.as_bytes()));
+        batch.extend(encode_command(&args));
+    }
+    client.send(&batch).await;
+    let replies = read_replies(client, users.len()).await;
+    let mut created =
+        Created { accepted: Vec::new(), rejected: 0, messages_checked: 0, mismatches: Vec::new() };
+    for ((name, rules), (kind, payload)) in users.into_iter().zip(replies) {
+        let line = format!("user {name} {}", rules.join(" "));
+        let ours = Policy::compile(line.as_bytes(), table, AclMode::Enforce, &[]);
+        let redis = String::from_utf8_lossy(&payload).into_owned();
+        if show {
+            eprintln!("{line}\n    => {}", if kind == b'+' { "OK" } else { &redis });
+        }
+        match (kind, ours) {
+            (b'+', Ok(_)) => created.accepted.push(Accepted { name, rules }),
+            (b'-', Err(error)) => {
+                created.rejected += 1;
+                let ours = error.to_string();
+                // `ERR Error in ACL SETUSER modifier '<op>': <message>`
+                let modifier = redis
+                    .strip_prefix("ERR Error in ACL SETUSER modifier '")
+                    .and_then(|rest| rest.split_once("': "));
+                if let Some((op, message)) = modifier {
+                    created.messages_checked += 1;
+                    let op_shown = ours.contains("(password rule, not shown)")
+                        || ours.contains(&format!("'{op}'"));
+                    if !ours.ends_with(message) || !op_shown {
+                        created
+                            .mismatches
+                            .push(format!("{line}\n    redis: {redis}\n    ours:  {ours}"));
+                    }
+                }
+            }
+            (_, ours) => created.mismatches.push(format!(
+                "{line}\n    redis: {}\n    ours:  {}",
+                if kind == b'+' { "OK".to_owned() } else { redis },
+                match ours {
+                    Ok(_) => "compiled".to_owned(),
+                    Err(error) => error.to_string(),
+                }
+            )),
+        }
+    }
+    created
+}
+
+/// The users file of `users`, compiled once.
+fn compile_users(users: &[Accepted], table: &CommandTable, seed: u64) -> Policy {
+    let file: String =
+        users.iter().map(|user| format!("user {} {}\n", user.name, user.rules.join(" "))).collect();
+    Policy::compile(file.as_bytes(), table, AclMode::Enforce, &[])
+        .unwrap_or_else(|error| panic!("seed {seed}: the users file does not compile: {error}"))
+}
+
+/// What both tests draw from the seed: a Redis, the command table read from it as the proxy
+/// reads it, the random users both sides accepted, and the random commands.
+struct Setup {
+    seed: u64,
+    started: Instant,
+    /// Runs as long as the test.
+    _server: RedisServer,
+    /// A connection as `default`, which may run everything.
+    client: RawClient,
+    table: CommandTable,
+    accepted: Vec<Accepted>,
+    /// Users refused by both sides.
+    rejected: usize,
+    /// Refusals whose message was compared.
+    messages_checked: usize,
+    cases: Vec<Case>,
+}
+
+impl Setup {
+    /// Starts Redis, reads the table, creates the users (`ACL SETUSER` and `Policy::compile`
+    /// must agree on each) and draws the commands.
+    async fn new() -> Self {
+        let started = Instant::now();
+        let seed =
+            std::env::var("ACL_POLICY_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(SEED);
+        let mut rng = Rng::new(seed);
+        let show_users = std::env::var_os("ACL_POLICY_SHOW").is_some();
+        let server = RedisServer::start(&[]);
+        let mut client = RawClient::connect(server.addr).await;
+
+        // The table as the proxy reads it from its upstream: COMMAND, ACL CAT, and the
+        // version from INFO server (it words the -NOPERM replies).
+        let reply = client.call(&[b"COMMAND"]).await;
+        let mut table = CommandTable::from_command_reply(&reply).expect("the COMMAND reply parses");
+        let categories = client.call(&[b"ACL", b"CAT"]).await;
+        table.set_categories_from_reply(&categories).expect("the ACL CAT reply parses");
+        let info = client.call(&[b"INFO", b"server"]).await;
+        let info = String::from_utf8_lossy(&info).into_owned();
+        table.version = info
+            .lines()
+            .find_map(|line| line.strip_prefix("redis_version:"))
+            .expect("INFO server gives redis_version")
+            .trim()
+            .to_owned();
+        let names = Names::new(&table);
+
+        let users: Vec<(String, Vec<String>)> =
+            (0..USERS).map(|i| (format!("u{i}"), user_rules(&mut rng, &names))).collect();
+        let created = create_users(&mut client, &table, users, show_users).await;
+        assert!(
+            created.mismatches.is_empty(),
+            "seed {seed}: ACL SETUSER and Policy::compile disagree on {} of {USERS} users:\n{}",
+            created.mismatches.len(),
+            created.mismatches.join("\n")
+        );
+        assert!(
+            created.accepted.len() >= USERS / 3 && created.rejected > 0,
+            "seed {seed}: {} users accepted and {} refused: the generator degenerated",
+            created.accepted.len(),
+            created.rejected
+        );
+
+        let cases: Vec<Case> =
+            (0..COMMANDS).map(|_| random_command(&mut rng, &names, &table)).collect();
+        Self {
+            seed,
+            started,
+            _server: server,
+            client,
+            table,
+            accepted: created.accepted,
+            rejected: created.rejected,
+            messages_checked: created.messages_checked,
+            cases,
+        }
+    }
+}
+
+/// Puts every case to every user with pipelined `ACL DRYRUN <user> <command>` and hands
+/// each answer to `each` with the indexes of the case and the user.
+async fn dryrun_all(
+    client: &mut RawClient,
+    cases: &[Case],
+    users: &[Accepted],
+    mut each: impl FnMut(usize, usize, Answer),
+) {
+    let pairs: Vec<(usize, usize)> =
+        (0..cases.len()).flat_map(|case| (0..users.len()).map(move |user| (case, user))).collect();
+    for chunk in pairs.chunks(BATCH) {
+        let mut batch = Vec::new();
+        for &(case, user) in chunk {
+            let (case, name) = (&cases[case], &users[user].name);
+            let header = format!(
+                "*{}\r\n$3\r\nACL\r\n$6\r\nDRYRUN\r\n${}\r\n{name}\r\n",
+                case.args.len() + 3,
+                name.len()
+            );
+            batch.extend_from_slice(header.as_bytes());
+            batch.extend_from_slice(&case.encoded);
+        }
+        client.send(&batch).await;
+        let replies = read_replies(client, chunk.len()).await;
+        for (&(case, user), (kind, payload)) in chunk.iter().zip(replies) {
+            each(case, user, redis_answer(kind, &payload));
+        }
+    }
+}
+
+/// The arguments of a command for a message, `""` for an empty one.
+fn shown_args(args: &[Bytes]) -> String {
+    let shown: Vec<String> =
+        args.iter().map(|arg| if arg.is_empty() { "\"\"".to_owned() } else { show(arg) }).collect();
+    shown.join(" ")
+}
+
 /// Counts of the command phase, by Redis's answer.
 #[derive(Debug, Default)]
 struct Counts {
@@ -663,158 +864,55 @@ struct Counts {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decide_matches_acl_dryrun() {
     crate::require_redis!();
-    let started = Instant::now();
-    let seed = std::env::var("ACL_POLICY_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(SEED);
-    let mut rng = Rng::new(seed);
-    let show_users = std::env::var_os("ACL_POLICY_SHOW").is_some();
-    let server = RedisServer::start(&[]);
-    let mut client = RawClient::connect(server.addr).await;
-
-    // The table as the proxy reads it from its upstream: COMMAND, then ACL CAT.
-    let reply = client.call(&[b"COMMAND"]).await;
-    let mut table = CommandTable::from_command_reply(&reply).expect("the COMMAND reply parses");
-    let categories = client.call(&[b"ACL", b"CAT"]).await;
-    table.set_categories_from_reply(&categories).expect("the ACL CAT reply parses");
-    let names = Names::new(&table);
-
-    // Users: ACL SETUSER and Policy::compile must agree on each.
-    let users: Vec<(String, Vec<String>)> =
-        (0..USERS).map(|i| (format!("u{i}"), user_rules(&mut rng, &names))).collect();
-    let mut batch = Vec::new();
-    for (name, rules) in &users {
-        let mut args: Vec<&[u8]> = vec![b"ACL", b"SETUSER", name.as_bytes()];
-        args.extend(rules.iter().map(|rule| rule.as_bytes()));
-        batch.extend(encode_command(&args));
-    }
-    client.send(&batch).await;
-    let replies = read_replies(&mut client, users.len()).await;
-    let mut accepted = Vec::new();
-    let mut user_mismatches = Vec::new();
-    let (mut rejected, mut messages_checked) = (0, 0);
-    for ((name, rules), (kind, payload)) in users.into_iter().zip(replies) {
-        let line = format!("user {name} {}", rules.join(" "));
-        let ours = Policy::compile(line.as_bytes(), &table, AclMode::Enforce, &[]);
-        let redis = String::from_utf8_lossy(&payload).into_owned();
-        if show_users {
-            eprintln!("{line}\n    => {}", if kind == b'+' { "OK" } else { &redis });
-        }
-        match (kind, ours) {
-            (b'+', Ok(_)) => accepted.push(Accepted { name, rules }),
-            (b'-', Err(error)) => {
-                rejected += 1;
-                let ours = error.to_string();
-                // `ERR Error in ACL SETUSER modifier '<op>': <message>`
-                let modifier = redis
-                    .strip_prefix("ERR Error in ACL SETUSER modifier '")
-                    .and_then(|rest| rest.split_once("': "));
-                if let Some((op, message)) = modifier {
-                    messages_checked += 1;
-                    let op_shown = ours.contains("(password rule, not shown)")
-                        || ours.contains(&format!("'{op}'"));
-                    if !ours.ends_with(message) || !op_shown {
-                        user_mismatches
-                            .push(format!("{line}\n    redis: {redis}\n    ours:  {ours}"));
-                    }
-                }
-            }
-            (_, ours) => user_mismatches.push(format!(
-                "{line}\n    redis: {}\n    ours:  {}",
-                if kind == b'+' { "OK".to_owned() } else { redis },
-                match ours {
-                    Ok(_) => "compiled".to_owned(),
-                    Err(error) => error.to_string(),
-                }
-            )),
-        }
-    }
-    assert!(
-        user_mismatches.is_empty(),
-        "seed {seed}: ACL SETUSER and Policy::compile disagree on {} of {USERS} users:\n{}",
-        user_mismatches.len(),
-        user_mismatches.join("\n")
-    );
-    assert!(
-        accepted.len() >= USERS / 3 && rejected > 0,
-        "seed {seed}: {} users accepted and {rejected} refused: the generator degenerated",
-        accepted.len()
-    );
-
-    // The whole file of accepted users, compiled once.
-    let file: String = accepted
-        .iter()
-        .map(|user| format!("user {} {}\n", user.name, user.rules.join(" ")))
-        .collect();
-    let policy = Policy::compile(file.as_bytes(), &table, AclMode::Enforce, &[])
-        .unwrap_or_else(|error| panic!("seed {seed}: the users file does not compile: {error}"));
+    let mut setup = Setup::new().await;
+    let seed = setup.seed;
+    let policy = compile_users(&setup.accepted, &setup.table, seed);
 
     // Commands: every one put to every accepted user.
-    let cases: Vec<Case> =
-        (0..COMMANDS).map(|_| random_command(&mut rng, &names, &table)).collect();
-    let pairs: Vec<(usize, usize)> = (0..cases.len())
-        .flat_map(|case| (0..accepted.len()).map(move |user| (case, user)))
-        .collect();
+    let (cases, accepted) = (&setup.cases, &setup.accepted);
     let mut counts = Counts::default();
     let mut mismatches = Vec::new();
-    for chunk in pairs.chunks(BATCH) {
-        let mut batch = Vec::new();
-        for &(case, user) in chunk {
-            let (case, name) = (&cases[case], &accepted[user].name);
-            let header = format!(
-                "*{}\r\n$3\r\nACL\r\n$6\r\nDRYRUN\r\n${}\r\n{name}\r\n",
-                case.args.len() + 3,
-                name.len()
-            );
-            batch.extend_from_slice(header.as_bytes());
-            batch.extend_from_slice(&case.encoded);
+    dryrun_all(&mut setup.client, cases, accepted, |case_index, user, redis| {
+        let (case, user) = (&cases[case_index], &accepted[user]);
+        let ours = case.info.as_ref().map(|info| {
+            let verdict = policy.decide(user.name.as_bytes(), info, &case.args, &case.keys);
+            our_answer(verdict, info, &case.args)
+        });
+        match &redis {
+            Answer::Error(_) => {
+                counts.skipped += 1;
+                return;
+            }
+            Answer::Allow => counts.allowed += 1,
+            Answer::Command(_) => counts.command += 1,
+            Answer::Key(_) => counts.key += 1,
+            Answer::Channel(_) => counts.channel += 1,
+            Answer::Unexpected(_) => {}
         }
-        client.send(&batch).await;
-        let replies = read_replies(&mut client, chunk.len()).await;
-        for (&(case_index, user), (kind, payload)) in chunk.iter().zip(replies) {
-            let (case, user) = (&cases[case_index], &accepted[user]);
-            let redis = redis_answer(kind, &payload);
-            let ours = case.info.as_ref().map(|info| {
-                let verdict = policy.decide(user.name.as_bytes(), info, &case.args, &case.keys);
-                our_answer(verdict, info, &case.args)
+        counts.compared += 1;
+        if ours.as_ref() != Some(&redis) {
+            mismatches.push(Mismatch {
+                user: user.name.clone(),
+                case: case_index,
+                text: format!(
+                    "user {} {}\n    command: {}\n    redis: {redis}\n    ours:  {}",
+                    user.name,
+                    user.rules.join(" "),
+                    shown_args(&case.args),
+                    ours.map_or_else(|| "unknown command".to_owned(), |ours| ours.to_string())
+                ),
             });
-            match (&redis, &ours) {
-                (Answer::Error(_), _) => {
-                    counts.skipped += 1;
-                    continue;
-                }
-                (Answer::Allow, _) => counts.allowed += 1,
-                (Answer::Command(_), _) => counts.command += 1,
-                (Answer::Key(_), _) => counts.key += 1,
-                (Answer::Channel(_), _) => counts.channel += 1,
-                (Answer::Unexpected(_), _) => {}
-            }
-            counts.compared += 1;
-            if ours.as_ref() != Some(&redis) {
-                let shown: Vec<String> = case
-                    .args
-                    .iter()
-                    .map(|arg| if arg.is_empty() { "\"\"".to_owned() } else { show(arg) })
-                    .collect();
-                mismatches.push(Mismatch {
-                    user: user.name.clone(),
-                    case: case_index,
-                    text: format!(
-                        "user {} {}\n    command: {}\n    redis: {redis}\n    ours:  {}",
-                        user.name,
-                        user.rules.join(" "),
-                        shown.join(" "),
-                        ours.map_or_else(|| "unknown command".to_owned(), |ours| ours.to_string())
-                    ),
-                });
-            }
         }
-    }
+    })
+    .await;
     let total = counts.compared + counts.skipped;
     let summary = format!(
-        "seed {seed}: {} users ({rejected} more refused by both, {messages_checked} with Redis's \
-         error message checked), {COMMANDS} commands, {total} \
-         cases: {} compared ({} allowed, {} command, {} key, {} channel denials), {} skipped \
-         (DRYRUN error), {} mismatches, in {:?}",
-        accepted.len(),
+        "seed {seed}: {} users ({} more refused by both, {} with Redis's error message \
+         checked), {COMMANDS} commands, {total} cases: {} compared ({} allowed, {} command, {} \
+         key, {} channel denials), {} skipped (DRYRUN error), {} mismatches, in {:?}",
+        setup.accepted.len(),
+        setup.rejected,
+        setup.messages_checked,
         counts.compared,
         counts.allowed,
         counts.command,
@@ -822,7 +920,7 @@ async fn decide_matches_acl_dryrun() {
         counts.channel,
         counts.skipped,
         mismatches.len(),
-        started.elapsed()
+        setup.started.elapsed()
     );
     eprintln!("acl_policy: {summary}");
     assert!(mismatches.is_empty(), "{summary}\n{}", shown_mismatches(&mismatches));
@@ -831,5 +929,232 @@ async fn decide_matches_acl_dryrun() {
     assert!(
         counts.allowed > 0 && counts.command > 0 && counts.key > 0 && counts.channel > 0,
         "{summary}: every kind of answer must occur"
+    );
+}
+
+/// Denials of each reason really sent to Redis (an even spread of those DRYRUN gives).
+const PER_REASON: usize = 2000;
+/// Denials of each reason that must be compared, at the least.
+const MIN_PER_REASON: usize = 20;
+/// Denials that must be compared, at the least.
+const MIN_DENIALS: usize = 300;
+
+/// The fields of the newest entry of an `ACL LOG` reply (Redis 7.0: `count`, `reason`,
+/// `context`, `object`, `username`, `age-seconds`, `client-info`); `Err` with the reply when
+/// it is not a non-empty list of such entries.
+fn newest_log_entry(reply: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    use redis_protocol::resp2::types::OwnedFrame;
+    let value = |frame: &OwnedFrame| match frame {
+        OwnedFrame::BulkString(b) | OwnedFrame::SimpleString(b) => b.clone(),
+        OwnedFrame::Integer(i) => i.to_string().into_bytes(),
+        other => format!("{other:?}").into_bytes(),
+    };
+    let unexpected = || format!("ACL LOG replied {}", show(reply));
+    let Ok(Some((OwnedFrame::Array(entries), _))) = redis_protocol::resp2::decode::decode(reply)
+    else {
+        return Err(unexpected());
+    };
+    let Some(OwnedFrame::Array(items)) = entries.first() else { return Err(unexpected()) };
+    Ok(items
+        .chunks(2)
+        .filter(|pair| pair.len() == 2)
+        .map(|pair| (String::from_utf8_lossy(&value(&pair[0])).into_owned(), value(&pair[1])))
+        .collect())
+}
+
+/// What Redis answers a command it refuses with `noperm` (the `-NOPERM` error of
+/// [`Policy::noperm_reply`]): that error, except for EXEC, which Redis 7.0 refuses with
+/// `-EXECABORT Transaction discarded because of: <error>` inside MULTI or not
+/// (`rejectCommand` calls `execCommandAbort` for any EXEC).
+fn denied_reply(noperm: &[u8], full_name: &str) -> Vec<u8> {
+    match noperm.strip_prefix(b"-") {
+        Some(error) if full_name == "exec" => {
+            [&b"-EXECABORT Transaction discarded because of: "[..], error].concat()
+        }
+        _ => noperm.to_vec(),
+    }
+}
+
+/// A denial as a log entry shows it: `reason=... context=... object=... username=...`.
+fn shown_entry(entry: &BTreeMap<String, Vec<u8>>) -> String {
+    ["count", "reason", "context", "object", "username"]
+        .iter()
+        .map(|field| {
+            let value = entry.get(*field).map_or_else(|| "<missing>".to_owned(), |v| show(v));
+            format!("{field}={value}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denials_match_redis_acl_log_and_noperm_reply() {
+    crate::require_redis!();
+    let mut setup = Setup::new().await;
+    let seed = setup.seed;
+
+    // A twin of each user: its rules, then `on nopass` (flags and passwords only, not
+    // permissions), so that a connection can authenticate as it. Both sides use the twin's
+    // name: it is in the ACL LOG entry.
+    let twins: Vec<(String, Vec<String>)> = setup
+        .accepted
+        .iter()
+        .map(|user| {
+            let mut rules = user.rules.clone();
+            rules.extend(["on".to_owned(), "nopass".to_owned()]);
+            (format!("{}-twin", user.name), rules)
+        })
+        .collect();
+    let count = twins.len();
+    let created = create_users(&mut setup.client, &setup.table, twins, false).await;
+    assert!(
+        created.mismatches.is_empty() && created.accepted.len() == count,
+        "seed {seed}: {} of {count} twins accepted by both sides; disagreements:\n{}",
+        created.accepted.len(),
+        created.mismatches.join("\n")
+    );
+    let twins = created.accepted;
+    let policy = compile_users(&twins, &setup.table, seed);
+
+    // The denials, by DRYRUN's reason: only those are sent for real (Redis refuses them
+    // before running anything). Errors and allowed commands are left out.
+    let mut denials: [Vec<(usize, usize)>; 3] = Default::default();
+    dryrun_all(&mut setup.client, &setup.cases, &twins, |case, user, answer| {
+        let reason = match answer {
+            Answer::Command(_) => 0,
+            Answer::Key(_) => 1,
+            Answer::Channel(_) => 2,
+            _ => return,
+        };
+        denials[reason].push((case, user));
+    })
+    .await;
+    let sample: Vec<(usize, usize, usize)> = denials
+        .iter()
+        .enumerate()
+        .flat_map(|(reason, all)| {
+            let taken = all.len().min(PER_REASON);
+            (0..taken).map(move |i| {
+                let (case, user) = all[i * all.len() / taken];
+                (reason, case, user)
+            })
+        })
+        .collect();
+    let commands: std::collections::BTreeSet<&str> = sample
+        .iter()
+        .filter_map(|&(_, case, _)| setup.cases[case].info.as_ref().map(|info| info.name.as_str()))
+        .collect();
+
+    // Each denial: ACL LOG RESET (so that no entry groups with an older one), the command
+    // on the twin's connection, then ACL LOG 1.
+    let reset = encode_command(&[b"ACL", b"LOG", b"RESET"]);
+    let mut newest_and_reset = encode_command(&[b"ACL", b"LOG", b"1"]);
+    newest_and_reset.extend_from_slice(&reset);
+    setup.client.send(&reset).await;
+    assert_eq!(setup.client.read_reply().await, b"+OK\r\n", "ACL LOG RESET");
+    let mut connections: BTreeMap<usize, RawClient> = BTreeMap::new();
+    let mut compared = [0usize; 3];
+    let mut exec = 0;
+    let mut mismatches = Vec::new();
+    for &(reason, case_index, user) in &sample {
+        let (case, twin) = (&setup.cases[case_index], &twins[user]);
+        let connection = match connections.entry(user) {
+            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                let mut connection =
+                    RawClient::connect(setup.client.stream.peer_addr().unwrap()).await;
+                let reply = connection.call(&[b"AUTH", twin.name.as_bytes(), b"x"]).await;
+                assert_eq!(reply, b"+OK\r\n", "AUTH {}", twin.name);
+                entry.insert(connection)
+            }
+        };
+        let mut command = format!("*{}\r\n", case.args.len()).into_bytes();
+        command.extend_from_slice(&case.encoded);
+        connection.send(&command).await;
+        let redis_reply = connection.read_reply().await;
+        setup.client.send(&newest_and_reset).await;
+        let log = setup.client.read_reply().await;
+        assert_eq!(setup.client.read_reply().await, b"+OK\r\n", "ACL LOG RESET");
+
+        // Ours: the reply the proxy gives and the entry it logs.
+        let verdict = case
+            .info
+            .as_ref()
+            .map(|info| (info, policy.decide(twin.name.as_bytes(), info, &case.args, &case.keys)));
+        let (ours, problems) = match (verdict, newest_log_entry(&log)) {
+            (Some((info, Verdict::Deny { denial, .. })), Ok(entry)) => {
+                let noperm = policy.noperm_reply(&denial, twin.name.as_bytes(), &info.name);
+                let reply = denied_reply(&noperm, &info.name);
+                exec += usize::from(reply != noperm);
+                let object = denial.object(&info.name, &case.args);
+                let expected: [(&str, &[u8]); 5] = [
+                    ("count", b"1"),
+                    ("reason", denial.reason.as_str().as_bytes()),
+                    ("context", b"toplevel"),
+                    ("object", object),
+                    ("username", twin.name.as_bytes()),
+                ];
+                let mut problems: Vec<String> = expected
+                    .iter()
+                    .filter(|(field, value)| entry.get(*field).map(Vec::as_slice) != Some(value))
+                    .map(|(field, _)| format!("log {field} differs"))
+                    .collect();
+                if redis_reply != reply {
+                    problems.insert(0, "reply differs".to_owned());
+                }
+                let fields: Vec<String> = expected
+                    .iter()
+                    .map(|(field, value)| format!("{field}={}", show(value)))
+                    .collect();
+                let ours = format!("reply {}, log {}", show(&reply), fields.join(" "));
+                (ours, problems)
+            }
+            (_, Err(error)) => ("-".to_owned(), vec![error]),
+            (Some((_, Verdict::Allow)), _) => ("allowed".to_owned(), vec!["ours allows".into()]),
+            (None, _) => ("unknown command".to_owned(), vec!["ours does not know it".into()]),
+        };
+        compared[reason] += 1;
+        if !problems.is_empty() {
+            let entry = newest_log_entry(&log).map_or_else(|error| error, |e| shown_entry(&e));
+            mismatches.push(Mismatch {
+                user: twin.name.clone(),
+                case: case_index,
+                text: format!(
+                    "user {} {}\n    command: {}\n    {}\n    redis: reply {}, log {entry}\n    \
+                     ours:  {ours}",
+                    twin.name,
+                    twin.rules.join(" "),
+                    shown_args(&case.args),
+                    problems.join(", "),
+                    show(&redis_reply),
+                ),
+            });
+        }
+    }
+    let summary = format!(
+        "seed {seed}: {} twin users, {} denials by DRYRUN ({} command, {} key, {} channel), {} \
+         sent to Redis ({} distinct commands) on {} connections: {} compared ({} command, {} key, \
+         {} channel; {exec} EXEC wrapped in EXECABORT), {} mismatches, in {:?}",
+        twins.len(),
+        denials.iter().map(Vec::len).sum::<usize>(),
+        denials[0].len(),
+        denials[1].len(),
+        denials[2].len(),
+        sample.len(),
+        commands.len(),
+        connections.len(),
+        compared.iter().sum::<usize>(),
+        compared[0],
+        compared[1],
+        compared[2],
+        mismatches.len(),
+        setup.started.elapsed()
+    );
+    eprintln!("acl_policy: {summary}");
+    assert!(mismatches.is_empty(), "{summary}\n{}", shown_mismatches(&mismatches));
+    assert!(compared.iter().sum::<usize>() >= MIN_DENIALS, "{summary}: too few denials compared");
+    assert!(
+        compared.iter().all(|&count| count >= MIN_PER_REASON),
+        "{summary}: each reason must be compared {MIN_PER_REASON} times at the least"
     );
 }
