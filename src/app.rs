@@ -19,6 +19,10 @@ use crate::record::CommandSink;
 pub struct App {
     /// Address the client listener is bound to (useful when configured with port 0).
     pub local_addr: SocketAddr,
+    /// Address of the TLS listener, when `[tls]` is configured.
+    pub tls_local_addr: Option<SocketAddr>,
+    tls: Option<listener::TlsListener>,
+    tls_accept_task: Option<tokio::task::JoinHandle<()>>,
     ctx: Arc<ProxyContext>,
     tracker: TaskTracker,
     drain: CancellationToken,
@@ -39,8 +43,28 @@ impl App {
         if !load_command_table(&ctx).await {
             tracker.spawn(retry_command_table(Arc::clone(&ctx), drain.clone()));
         }
+        let (tls, tls_local_addr, tls_accept_task) = match &ctx.config.tls {
+            None => (None, None, None),
+            Some(config) => {
+                let tls = listener::TlsListener::new(config)
+                    .map_err(|error| std::io::Error::other(error.to_string()))?;
+                let tls_listener = TcpListener::bind(config.listen).await?;
+                let address = tls_listener.local_addr()?;
+                let task = tokio::spawn(listener::accept_loop(
+                    tls_listener,
+                    Some(tls.clone()),
+                    Arc::clone(&ctx),
+                    tracker.clone(),
+                    drain.clone(),
+                    hard_stop.clone(),
+                ));
+                tracing::info!(listen = %address, client_auth = ?config.client_auth, "TLS listener started");
+                (Some(tls), Some(address), Some(task))
+            }
+        };
         let accept_task = tokio::spawn(listener::accept_loop(
             listener,
+            None,
             Arc::clone(&ctx),
             tracker.clone(),
             drain.clone(),
@@ -64,13 +88,62 @@ impl App {
             tracing::info!(policy_version = %policy.version, users = policy.users().len(), "ACL policy loaded");
         }
         tracing::info!(listen = %local_addr, upstream = %ctx.config.upstream.address, "proxy started");
-        Ok(Self { local_addr, ctx, tracker, drain, hard_stop, accept_task })
+        Ok(Self {
+            local_addr,
+            tls_local_addr,
+            tls,
+            tls_accept_task,
+            ctx,
+            tracker,
+            drain,
+            hard_stop,
+            accept_task,
+        })
     }
 
     /// Reads the users file again (SIGHUP): the new policy applies to every connection's next
     /// command; on error the policy in force stays. Returns the new policy version.
     pub fn reload_policy(&self) -> Result<Arc<str>, String> {
         self.ctx.reload_policy()
+    }
+
+    /// Reads the TLS certificates and keys again (SIGHUP), both sides: new handshakes use
+    /// them, open connections keep theirs. On an error the ones in force stay; either way a
+    /// system event says what happened.
+    pub fn reload_tls(&self) -> Result<(), String> {
+        let mut errors = Vec::new();
+        if let Some(tls) = &self.tls {
+            if let Err(error) = tls.reload() {
+                errors.push(format!("tls: {error}"));
+            }
+        }
+        if self.ctx.config.upstream.tls.is_some() {
+            if let Err(error) = self.ctx.reload_upstream_tls() {
+                errors.push(format!("upstream.tls: {error}"));
+            }
+        }
+        if self.tls.is_none() && self.ctx.config.upstream.tls.is_none() {
+            return Ok(());
+        }
+        let time = std::time::SystemTime::now();
+        let event = if errors.is_empty() {
+            tracing::info!("TLS certificates reloaded");
+            crate::audit::event::SystemEvent {
+                action: "tls_reload",
+                time,
+                detail: serde_json::json!({}),
+            }
+        } else {
+            tracing::warn!(errors = %errors.join("; "), "TLS reload failed: the certificates in force stay");
+            let detail = serde_json::json!({ "error": errors.join("; ") });
+            crate::audit::event::SystemEvent { action: "tls_reload_failed", time, detail }
+        };
+        self.ctx.sink.system(event);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
     }
 
     /// The policy version in force, if a users file is configured.
@@ -89,6 +162,9 @@ impl App {
         let grace = self.ctx.config.proxy.shutdown_grace;
         self.drain.cancel();
         let _ = self.accept_task.await;
+        if let Some(task) = self.tls_accept_task {
+            let _ = task.await;
+        }
         self.tracker.close();
         if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
             tracing::warn!(
@@ -158,7 +234,9 @@ async fn retry_command_table(ctx: Arc<ProxyContext>, drain: CancellationToken) {
 /// connections to authenticate (which turns on Redis's unauthenticated request limits).
 async fn probe_upstream(ctx: &ProxyContext) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = match upstream::connect(&ctx.config.upstream).await {
+    let mut stream = match upstream::connect(&ctx.config.upstream, ctx.upstream_tls().as_deref())
+        .await
+    {
         Ok(stream) => stream,
         Err(error) => {
             tracing::warn!(%error, "upstream not reachable at start-up; clients get errors until it is");

@@ -17,6 +17,7 @@
 //!   - [`proxy::session`]: per-connection state (db, user, protocol, MULTI, pub/sub, ...).
 //!   - [`proxy::upstream`]: connecting to Redis.
 //! - [`resp`]: our request decoder, reply framer and proxy-written replies.
+//! - [`tls`]: rustls configurations for both sides, and what a handshake tells the audit.
 //! - [`record`]: the per-command record and the sink interface.
 
 pub mod acl;
@@ -29,6 +30,7 @@ pub mod explain;
 pub mod proxy;
 pub mod record;
 pub mod resp;
+pub mod tls;
 
 /// Exit code for bad configuration or usage (`EX_USAGE`).
 pub const EXIT_USAGE: u8 = 64;

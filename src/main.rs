@@ -269,10 +269,11 @@ async fn wait_for_stop_signal(
                 if let Some(audit) = audit {
                     audit.reopen();
                 }
+                // Outcomes are logged and recorded as system events either way.
                 if app.policy_version().is_some() {
-                    // The outcome is logged and recorded as a system event either way.
                     let _ = app.reload_policy();
                 }
+                let _ = app.reload_tls();
             }
         }
     }

@@ -209,6 +209,8 @@ pub enum SecurityAction {
     AuthFailure,
     /// A command was refused for lack of permission.
     AclDenied,
+    /// A TLS client was turned away: failed handshake, rejected or unmapped certificate.
+    TlsRejected,
 }
 
 /// An authentication or an access denial, with the real client's address.
@@ -273,6 +275,8 @@ pub struct SessionEvent {
     pub client_lib_ver: Option<Bytes>,
     /// For `Close`: why, how long, and what happened.
     pub close: Option<CloseStats>,
+    /// For a client on the TLS listener: the handshake's facts.
+    pub tls: Option<Arc<crate::tls::TlsFacts>>,
 }
 
 /// What a closing session did.
@@ -371,11 +375,13 @@ fn write_fields(
                 SecurityAction::AuthSuccess => ("auth_success", "success"),
                 SecurityAction::AuthFailure => ("auth_failure", "failure"),
                 SecurityAction::AclDenied => ("acl_denied", "failure"),
+                SecurityAction::TlsRejected => ("tls_rejected", "failure"),
             };
             (security.time, "security", action, outcome)
         }
         AuditEvent::System(system) => {
-            let failed = matches!(system.action, "loss" | "policy_reload_failed");
+            let failed =
+                matches!(system.action, "loss" | "policy_reload_failed" | "tls_reload_failed");
             let outcome = if failed { "failure" } else { "success" };
             (system.time, "system", system.action, outcome)
         }
@@ -623,6 +629,17 @@ fn write_session(
     map.serialize_entry("client", &client)?;
     map.serialize_entry("user", &Binary(&session.user))?;
     map.serialize_entry("upstream", &envelope.upstream)?;
+    if let Some(tls) = &session.tls {
+        map.serialize_entry(
+            "tls",
+            &serde_json::json!({
+                "version": tls.version,
+                "cipher": tls.cipher,
+                "client_cert_sha256": tls.client_cert_sha256,
+                "client_subject": tls.client_subject,
+            }),
+        )?;
+    }
     if let Some(close) = &session.close {
         map.serialize_entry(
             "close",

@@ -28,6 +28,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[acl]`
     pub acl: AclConfig,
+    /// `[tls]`: a client-facing TLS listener.
+    pub tls: Option<TlsConfig>,
 }
 
 /// The client-facing side.
@@ -71,6 +73,64 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// How often a client without an upstream retries.
     pub reconnect_interval: Duration,
+    /// `[upstream.tls]`: TLS to Redis.
+    pub tls: Option<UpstreamTlsConfig>,
+}
+
+/// `[upstream.tls]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTlsConfig {
+    /// CA bundle for Redis's certificate; `None`: the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain presented to Redis.
+    pub cert_file: Option<PathBuf>,
+    /// Its key.
+    pub key_file: Option<PathBuf>,
+    /// Name checked against Redis's certificate and sent as SNI.
+    pub server_name: String,
+    /// Accept any certificate (labs only).
+    pub insecure_skip_verify: bool,
+}
+
+/// `[tls]`: the client-facing TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Its address.
+    pub listen: SocketAddr,
+    /// Certificate chain.
+    pub cert_file: PathBuf,
+    /// Key.
+    pub key_file: PathBuf,
+    /// CA bundle for client certificates.
+    pub ca_file: Option<PathBuf>,
+    /// Whether client certificates are asked for.
+    pub client_auth: ClientAuth,
+    /// Which certificate name becomes the ACL user.
+    pub user_from: UserFrom,
+    /// Longest handshake.
+    pub handshake_timeout: Duration,
+}
+
+/// `tls.client_auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// No client certificate is asked for.
+    None,
+    /// Asked for; a client without one may still connect.
+    Optional,
+    /// Required, and verified against `tls.ca_file`.
+    Required,
+}
+
+/// `tls.user_from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserFrom {
+    /// Certificates name no user.
+    None,
+    /// The subject's common name.
+    Cn,
+    /// The first DNS name or e-mail of the subject alternative names.
+    San,
 }
 
 /// The admin plane.
@@ -560,6 +620,92 @@ impl Config {
             )),
         };
 
+        let upstream_tls = match &raw.upstream.tls {
+            None => None,
+            Some(tls) => {
+                let path = |value: &Option<String>| value.as_ref().map(PathBuf::from);
+                let host = address.rsplit_once(':').map_or(address.as_str(), |(host, _)| host);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let config = UpstreamTlsConfig {
+                    ca_file: path(&tls.ca_file),
+                    cert_file: path(&tls.cert_file),
+                    key_file: path(&tls.key_file),
+                    server_name: tls.server_name.clone().unwrap_or_else(|| host.to_owned()),
+                    insecure_skip_verify: tls.insecure_skip_verify,
+                };
+                if config.cert_file.is_some() != config.key_file.is_some() {
+                    return Err(invalid(
+                        "upstream.tls.key_file",
+                        "cert_file and key_file go together".into(),
+                    ));
+                }
+                crate::tls::client_config(&config)
+                    .map_err(|e| invalid("upstream.tls", e.to_string()))?;
+                crate::tls::server_name(&config.server_name)
+                    .map_err(|e| invalid("upstream.tls.server_name", e.to_string()))?;
+                Some(config)
+            }
+        };
+        let tls = match &raw.tls {
+            None => None,
+            Some(tls) => {
+                let listen: SocketAddr = tls.listen.trim().parse().map_err(|e| {
+                    invalid("tls.listen", format!("\"{}\" is not an address: {e}", tls.listen))
+                })?;
+                let client_auth =
+                    match tls.client_auth.as_str() {
+                        "none" => ClientAuth::None,
+                        "optional" => ClientAuth::Optional,
+                        "required" => ClientAuth::Required,
+                        other => return Err(invalid(
+                            "tls.client_auth",
+                            format!(
+                                "\"{other}\" is not one of \"none\", \"optional\", \"required\""
+                            ),
+                        )),
+                    };
+                let user_from = match tls.user_from.as_str() {
+                    "none" => UserFrom::None,
+                    "cn" => UserFrom::Cn,
+                    "san" => UserFrom::San,
+                    other => {
+                        return Err(invalid(
+                            "tls.user_from",
+                            format!("\"{other}\" is not one of \"none\", \"cn\", \"san\""),
+                        ))
+                    }
+                };
+                if client_auth != ClientAuth::None && tls.ca_file.is_none() {
+                    return Err(invalid("tls.ca_file", "client_auth needs a CA file".into()));
+                }
+                if user_from != UserFrom::None
+                    && (client_auth == ClientAuth::None || auth_mode != AuthMode::Proxy)
+                {
+                    return Err(invalid(
+                        "tls.user_from",
+                        "needs tls.client_auth = \"optional\" or \"required\" and auth.mode = \"proxy\" (the proxy must own the users it maps certificates to)".into(),
+                    ));
+                }
+                if tls.cert_file.is_empty() || tls.key_file.is_empty() {
+                    return Err(invalid(
+                        "tls.cert_file",
+                        "cert_file and key_file are needed".into(),
+                    ));
+                }
+                let config = TlsConfig {
+                    listen,
+                    cert_file: PathBuf::from(&tls.cert_file),
+                    key_file: PathBuf::from(&tls.key_file),
+                    ca_file: tls.ca_file.as_ref().map(PathBuf::from),
+                    client_auth,
+                    user_from,
+                    handshake_timeout: Duration::from_millis(tls.handshake_timeout_ms.max(1)),
+                };
+                crate::tls::server_config(&config).map_err(|e| invalid("tls", e.to_string()))?;
+                Some(config)
+            }
+        };
+
         Ok(Self {
             proxy: ProxyConfig {
                 listen,
@@ -573,7 +719,9 @@ impl Config {
                 address,
                 connect_timeout: Duration::from_millis(connect_timeout_ms),
                 reconnect_interval: Duration::from_millis(raw.upstream.reconnect_interval_ms),
+                tls: upstream_tls,
             },
+            tls,
             admin: AdminConfig { listen: admin_listen },
             audit: AuditConfig {
                 enabled: raw.audit.enabled,

@@ -21,6 +21,8 @@ pub struct RawConfig {
     pub auth: RawAuth,
     /// `[acl]`
     pub acl: RawAcl,
+    /// `[tls]`: present = a client-facing TLS listener.
+    pub tls: Option<RawTls>,
 }
 
 /// `[proxy]`: the client-facing side.
@@ -104,6 +106,59 @@ pub struct RawUpstream {
     pub connect_timeout_ms: u64,
     /// How often a client whose upstream is down retries it.
     pub reconnect_interval_ms: u64,
+    /// `[upstream.tls]`: present = TLS to Redis.
+    pub tls: Option<RawUpstreamTls>,
+}
+
+/// `[upstream.tls]`: how the proxy speaks TLS to Redis.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUpstreamTls {
+    /// PEM CA bundle Redis's certificate must chain to; without it, the system roots.
+    pub ca_file: Option<String>,
+    /// PEM client certificate chain, for Redis's `tls-auth-clients`.
+    pub cert_file: Option<String>,
+    /// Its PEM private key.
+    pub key_file: Option<String>,
+    /// Name checked against Redis's certificate (and sent as SNI); default: the host of
+    /// `upstream.address`.
+    pub server_name: Option<String>,
+    /// Accept any certificate from Redis (labs only; logged loudly).
+    pub insecure_skip_verify: bool,
+}
+
+/// `[tls]`: the client-facing TLS listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTls {
+    /// Address of the TLS listener (beside `proxy.listen`, which stays plain).
+    pub listen: String,
+    /// PEM certificate chain presented to clients.
+    pub cert_file: String,
+    /// Its PEM private key.
+    pub key_file: String,
+    /// PEM CA bundle client certificates must chain to.
+    pub ca_file: Option<String>,
+    /// `none`, `optional` or `required`.
+    pub client_auth: String,
+    /// `cn`, `san` or `none`: which name of a client certificate is its ACL user.
+    pub user_from: String,
+    /// Longest TLS handshake.
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:6390".into(),
+            cert_file: String::new(),
+            key_file: String::new(),
+            ca_file: None,
+            client_auth: "none".into(),
+            user_from: "none".into(),
+            handshake_timeout_ms: 10_000,
+        }
+    }
 }
 
 impl Default for RawUpstream {
@@ -112,6 +167,7 @@ impl Default for RawUpstream {
             address: "127.0.0.1:6379".into(),
             connect_timeout_ms: 2_000,
             reconnect_interval_ms: 1_000,
+            tls: None,
         }
     }
 }

@@ -16,7 +16,6 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -75,33 +74,35 @@ enum Exit {
 }
 
 /// Serves one accepted client until it leaves, the proxy stops, or `hard_stop` fires.
-pub async fn serve(
+pub async fn serve<C>(
     ctx: Arc<ProxyContext>,
-    client: TcpStream,
-    peer: SocketAddr,
+    client: Accepted<C>,
     drain: CancellationToken,
     hard_stop: CancellationToken,
-) {
+) where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let id = ctx.next_connection_id();
+    let Accepted { stream: client, peer, local_addr, fd, tls } = client;
     let span = tracing::debug_span!("conn", id, client = %peer);
     async move {
-        let _ = client.set_nodelay(true);
         let started = Instant::now();
-        let upstream = match upstream::connect(&ctx.config.upstream).await {
-            Ok(stream) => Ok(stream),
-            Err(error) => {
-                tracing::warn!(%error, "client connected while the upstream is unavailable");
-                Err(error.to_string())
-            }
-        };
-        let local_addr = client.local_addr().ok();
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&client);
+        let upstream =
+            match upstream::connect(&ctx.config.upstream, ctx.upstream_tls().as_deref()).await {
+                Ok(stream) => Ok(stream),
+                Err(error) => {
+                    tracing::warn!(%error, "client connected while the upstream is unavailable");
+                    Err(error.to_string())
+                }
+            };
         let mut conn = Connection::new(ctx, id, peer, client, upstream, started);
         conn.local_addr = local_addr;
         conn.fd = fd;
+        conn.tls = tls;
         conn.login_upstream(started);
         let open = conn.session_event(SessionAction::Open, None);
         conn.ctx.sink.session(open);
+        conn.user_from_certificate();
         let exit = conn.run(&drain, &hard_stop).await;
         let reason = match &exit {
             Exit::ClientError(_) => "client_error",
@@ -122,13 +123,28 @@ pub async fn serve(
     .await
 }
 
+/// A client the listener accepted (and, on the TLS listener, finished the handshake with).
+#[derive(Debug)]
+pub struct Accepted<C> {
+    /// The client's stream.
+    pub stream: C,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The listener's address it came in on.
+    pub local_addr: Option<SocketAddr>,
+    /// The socket's descriptor.
+    pub fd: i32,
+    /// The handshake's facts, on the TLS listener.
+    pub tls: Option<Arc<crate::tls::TlsFacts>>,
+}
+
 /// State of one client connection and its upstream.
 struct Connection<C> {
     ctx: Arc<ProxyContext>,
     peer: SocketAddr,
     client: C,
     /// `None` while Redis is unreachable; commands then get a proxy-written error.
-    upstream: Option<TcpStream>,
+    upstream: Option<upstream::UpstreamStream>,
     /// Why the upstream is unavailable, for those errors.
     upstream_error: String,
     last_connect_attempt: Instant,
@@ -182,6 +198,8 @@ struct Connection<C> {
     local_addr: Option<SocketAddr>,
     /// The client socket's descriptor (`fd=` of its client info).
     fd: i32,
+    /// The TLS handshake's facts, on the TLS listener.
+    tls: Option<Arc<crate::tls::TlsFacts>>,
     /// With `auth.mode = "proxy"`: an AUTH, HELLO or RESET waiting for the commands before
     /// it to be answered, because it changes the user the next commands run as.
     deferred: Option<Request>,
@@ -202,7 +220,7 @@ where
         id: u64,
         peer: SocketAddr,
         client: C,
-        upstream: Result<TcpStream, String>,
+        upstream: Result<upstream::UpstreamStream, String>,
         now: Instant,
     ) -> Self {
         let limits = ctx.config.proxy.limits;
@@ -249,6 +267,7 @@ where
             policy_watch: ctx.watch_policy(),
             local_addr: None,
             fd: -1,
+            tls: None,
             deferred: None,
             hold_until_idle: false,
             multi_changes_user: false,
@@ -313,7 +332,8 @@ where
 
     async fn reconnect(&mut self) {
         self.last_connect_attempt = Instant::now();
-        match upstream::connect(&self.ctx.config.upstream).await {
+        let tls = self.ctx.upstream_tls();
+        match upstream::connect(&self.ctx.config.upstream, tls.as_deref()).await {
             Ok(stream) => {
                 tracing::info!("upstream reachable again");
                 self.upstream = Some(stream);
@@ -371,6 +391,7 @@ where
             client_lib: self.session.lib_name.clone(),
             client_lib_ver: self.session.lib_ver.clone(),
             close,
+            tls: self.tls.clone(),
         }
     }
 
@@ -539,6 +560,20 @@ where
     fn decode_requests(&mut self, now: Instant) {
         self.decode_stalled = false;
         if self.discarding_input {
+            self.client_in.clear();
+            return;
+        }
+        if self.tls.is_none()
+            && self.totals.commands == 0
+            && self.pending.is_empty()
+            && self.client_in.starts_with(&[0x16, 0x03])
+        {
+            // A TLS ClientHello on the plain listener: Redis would wait for a line end that
+            // never comes; close at once and say why.
+            tracing::info!(client = %self.peer, "TLS handshake on the plain listener: closing");
+            self.close_reason.get_or_insert("tls_on_plain_port");
+            self.reading_client = false;
+            self.close_when_flushed = true;
             self.client_in.clear();
             return;
         }
@@ -783,6 +818,55 @@ where
             self.push_local(args, request_bytes, reply, now);
         } else {
             self.push_answered_by_proxy(args, request_bytes, None, now);
+        }
+    }
+
+    /// With `tls.user_from`, the client certificate's name is the connection's user when the
+    /// users file has it enabled (authenticated without AUTH, as Valkey's
+    /// `tls-auth-clients-user`); otherwise the connection stays unauthenticated and a
+    /// `tls-cert` security event says why.
+    fn user_from_certificate(&mut self) {
+        let Some(facts) = self.tls.clone() else { return };
+        let Some(tls) = &self.ctx.config.tls else { return };
+        if tls.user_from == crate::config::UserFrom::None || facts.client_cert_sha256.is_none() {
+            return; // no mapping, or no certificate (client_auth = "optional")
+        }
+        let Some(policy) = self.current_policy() else { return };
+        let name = facts.client_name.as_deref().map(|n| Bytes::copy_from_slice(n.as_bytes()));
+        let enabled = name.as_ref().and_then(|n| policy.users().get(n)).is_some_and(|u| u.enabled);
+        let subject = facts.client_subject.clone().unwrap_or_default();
+        let event = |action, username: Option<Bytes>| SecurityEvent {
+            action,
+            time: std::time::SystemTime::now(),
+            conn_id: self.session.id,
+            client_addr: self.peer,
+            user: self.session.user.clone(),
+            username,
+            reason: "tls-cert",
+            context: "toplevel",
+            object: Some(Bytes::from(subject.clone())),
+            source: "proxy",
+            mode: None,
+            policy_version: Some(Arc::clone(&policy.version)),
+        };
+        match name {
+            Some(user) if enabled => {
+                if self.ctx.config.auth.record_success {
+                    self.ctx.sink.security(event(SecurityAction::AuthSuccess, Some(user.clone())));
+                }
+                self.set_user(user, true);
+            }
+            name => {
+                self.ctx.sink.security(event(SecurityAction::AuthFailure, name.clone()));
+                let username = name.unwrap_or_default();
+                self.log_acl_event(
+                    "tls-cert",
+                    "toplevel",
+                    Bytes::from(subject.clone()),
+                    username,
+                    "",
+                );
+            }
         }
     }
 

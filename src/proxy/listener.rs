@@ -7,22 +7,25 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::proxy::connection::Accepted;
+pub use crate::proxy::tls_listener::TlsListener;
 use crate::proxy::{connection, ProxyContext};
 use crate::resp::encode::MAX_CLIENTS_REACHED;
 
-/// Accepts clients on `listener` until `drain` fires; connection tasks go on `tracker`.
+/// Accepts clients on `listener` until `drain` fires; connection tasks go on `tracker`. With
+/// `tls`, each client first completes a TLS handshake.
 pub async fn accept_loop(
     listener: TcpListener,
+    tls: Option<TlsListener>,
     ctx: Arc<ProxyContext>,
     tracker: TaskTracker,
     drain: CancellationToken,
     hard_stop: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(ctx.config.proxy.max_clients));
+    let slots = Arc::clone(&ctx.client_slots);
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
@@ -57,10 +60,28 @@ pub async fn accept_loop(
         };
         let ctx = Arc::clone(&ctx);
         let (drain, hard_stop) = (drain.clone(), hard_stop.clone());
-        tracker.spawn(async move {
-            connection::serve(ctx, stream, peer, drain, hard_stop).await;
-            drop(permit);
-        });
+        let _ = stream.set_nodelay(true);
+        let local_addr = stream.local_addr().ok();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+        match &tls {
+            None => {
+                tracker.spawn(async move {
+                    let accepted = Accepted { stream, peer, local_addr, fd, tls: None };
+                    connection::serve(ctx, accepted, drain, hard_stop).await;
+                    drop(permit);
+                });
+            }
+            Some(tls) => {
+                let tls = tls.clone();
+                tracker.spawn(async move {
+                    if let Some(accepted) = tls.handshake(&ctx, stream, peer, local_addr, fd).await
+                    {
+                        connection::serve(ctx, accepted, drain, hard_stop).await;
+                    }
+                    drop(permit);
+                });
+            }
+        }
     }
 }
 

@@ -4,6 +4,7 @@ pub mod connection;
 pub mod listener;
 pub mod pipeline;
 pub mod session;
+pub mod tls_listener;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -45,6 +46,10 @@ pub struct ProxyContext {
     users_text: Mutex<Option<Vec<u8>>>,
     /// The `ACL LOG` the proxy serves.
     pub acl_log: Mutex<AclLog>,
+    /// Client slots (`proxy.max_clients`), shared by the plain and TLS listeners.
+    pub client_slots: Arc<tokio::sync::Semaphore>,
+    /// TLS towards Redis (`[upstream.tls]`), rebuilt on reload.
+    upstream_tls: RwLock<Option<Arc<upstream::UpstreamTls>>>,
 }
 
 impl ProxyContext {
@@ -54,6 +59,15 @@ impl ProxyContext {
         let policy = compile_policy(&config, &table).map(Arc::new);
         Self {
             acl_log: Mutex::new(AclLog::new(config.acl.log_max_len)),
+            client_slots: Arc::new(tokio::sync::Semaphore::new(config.proxy.max_clients)),
+            upstream_tls: RwLock::new(
+                upstream::UpstreamTls::from_config(&config.upstream).unwrap_or_else(|error| {
+                    // Configuration loading built it once already: this only fails if a file
+                    // changed in between.
+                    tracing::error!(%error, "upstream TLS configuration");
+                    None
+                }),
+            ),
             policy: RwLock::new(policy),
             policy_generation: tokio::sync::watch::Sender::new(0),
             users_text: Mutex::new(config.auth.users_file.as_ref().map(|f| f.text.clone())),
@@ -180,6 +194,23 @@ impl ProxyContext {
             tracing::warn!(file = %path.display(), %error, "ACL SAVE failed");
             format!("{}: {error}", path.display())
         })
+    }
+
+    /// TLS towards Redis, if configured.
+    pub fn upstream_tls(&self) -> Option<Arc<upstream::UpstreamTls>> {
+        self.upstream_tls.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Rebuilds the upstream TLS configuration from its files (SIGHUP): new connections use
+    /// it; on an error the one in force stays, and the error is returned.
+    pub fn reload_upstream_tls(&self) -> Result<(), String> {
+        match upstream::UpstreamTls::from_config(&self.config.upstream) {
+            Ok(tls) => {
+                *self.upstream_tls.write().unwrap_or_else(PoisonError::into_inner) = tls;
+                Ok(())
+            }
+            Err(error) => Err(error.to_string()),
+        }
     }
 
     /// Watches the policy generation.

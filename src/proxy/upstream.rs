@@ -1,8 +1,13 @@
 //! Connecting to the upstream Redis: address resolution, connect timeout, TCP_NODELAY, and an
 //! error text that names the upstream and the cause.
 
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::config::UpstreamConfig;
@@ -18,6 +23,14 @@ pub enum UpstreamError {
         /// Why.
         source: std::io::Error,
     },
+    /// The TLS handshake with Redis failed (untrusted or wrong-host certificate, ...).
+    #[error("upstream {address} unavailable: TLS handshake failed: {message}")]
+    Tls {
+        /// The configured address.
+        address: String,
+        /// Why.
+        message: String,
+    },
     /// Connection attempt took too long.
     #[error("upstream {address} unavailable: connect timed out after {} ms", .timeout.as_millis())]
     Timeout {
@@ -28,19 +41,133 @@ pub enum UpstreamError {
     },
 }
 
-/// Opens one TCP connection to Redis.
-pub async fn connect(config: &UpstreamConfig) -> Result<TcpStream, UpstreamError> {
+/// How the proxy speaks TLS to Redis (`[upstream.tls]`), built once from the configuration.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    connector: tokio_rustls::TlsConnector,
+    name: rustls::pki_types::ServerName<'static>,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl UpstreamTls {
+    /// From `[upstream.tls]`; `Ok(None)` without it.
+    pub fn from_config(config: &UpstreamConfig) -> Result<Option<Arc<Self>>, crate::tls::TlsError> {
+        let Some(tls) = &config.tls else { return Ok(None) };
+        if tls.insecure_skip_verify {
+            tracing::warn!(
+                upstream = %config.address,
+                "upstream.tls.insecure_skip_verify = true: Redis's certificate is NOT verified; \
+                 anyone on the path can impersonate it (labs only)"
+            );
+        }
+        let client = crate::tls::client_config(tls)?;
+        let name = crate::tls::server_name(&tls.server_name)?;
+        Ok(Some(Arc::new(Self { connector: tokio_rustls::TlsConnector::from(client), name })))
+    }
+}
+
+/// A connection to Redis: plain TCP or TLS over it.
+#[derive(Debug)]
+pub enum UpstreamStream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS (boxed: the session state is large).
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(stream) => stream.is_write_vectored(),
+            Self::Tls(stream) => stream.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Opens one connection to Redis: TCP, then the TLS handshake when `tls` is given, both
+/// within `connect_timeout`.
+pub async fn connect(
+    config: &UpstreamConfig,
+    tls: Option<&UpstreamTls>,
+) -> Result<UpstreamStream, UpstreamError> {
     let address = &config.address;
-    let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(address.as_str()))
-        .await
-        .map_err(|_| UpstreamError::Timeout {
-            address: address.clone(),
-            timeout: config.connect_timeout,
-        })?
-        .map_err(|source| UpstreamError::Connect { address: address.clone(), source })?;
-    // Nagle would hold small pipelined replies back by up to 40 ms.
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
+    let timeout =
+        || UpstreamError::Timeout { address: address.clone(), timeout: config.connect_timeout };
+    let attempt = async {
+        let stream = TcpStream::connect(address.as_str())
+            .await
+            .map_err(|source| UpstreamError::Connect { address: address.clone(), source })?;
+        // Nagle would hold small pipelined replies back by up to 40 ms.
+        let _ = stream.set_nodelay(true);
+        match tls {
+            None => Ok(UpstreamStream::Plain(stream)),
+            Some(tls) => {
+                let stream =
+                    tls.connector.connect(tls.name.clone(), stream).await.map_err(|e| {
+                        UpstreamError::Tls {
+                            address: address.clone(),
+                            message: crate::tls::describe_handshake_error(&e),
+                        }
+                    })?;
+                Ok(UpstreamStream::Tls(Box::new(stream)))
+            }
+        }
+    };
+    tokio::time::timeout(config.connect_timeout, attempt).await.map_err(|_| timeout())?
 }
 
 /// Why the live command table could not be read.
@@ -61,7 +188,10 @@ pub enum FetchTableError {
 const MAX_COMMAND_REPLY: usize = 16 * 1024 * 1024;
 
 /// Sends `request` and reads one whole reply, at most [`MAX_COMMAND_REPLY`] bytes.
-async fn read_reply(stream: &mut TcpStream, request: &[u8]) -> Result<Vec<u8>, FetchTableError> {
+async fn read_reply(
+    stream: &mut UpstreamStream,
+    request: &[u8],
+) -> Result<Vec<u8>, FetchTableError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let io = |error: std::io::Error| FetchTableError::Io(error.to_string());
     stream.write_all(request).await.map_err(io)?;
@@ -97,7 +227,9 @@ fn redis_version_of(reply: &[u8]) -> Option<String> {
 pub async fn fetch_command_table(
     config: &UpstreamConfig,
 ) -> Result<crate::command::CommandTable, FetchTableError> {
-    let mut stream = connect(config).await?;
+    let tls = UpstreamTls::from_config(config)
+        .map_err(|error| FetchTableError::Io(format!("TLS configuration: {error}")))?;
+    let mut stream = connect(config, tls.as_deref()).await?;
     let read = async {
         let reply = read_reply(&mut stream, b"*1\r\n$7\r\nCOMMAND\r\n").await?;
         let mut table = crate::command::CommandTable::from_command_reply(&reply)?;

@@ -27,3 +27,4 @@ mod keys_corpus;
 mod limits;
 mod records;
 mod table_load;
+mod tls;

@@ -1,5 +1,6 @@
 //! Test harness: real Redis servers, the proxy in-process, raw RESP clients, a collecting sink.
 
+pub mod certs;
 pub mod client;
 pub mod proxy;
 pub mod redis;

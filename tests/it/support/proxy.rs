@@ -88,6 +88,16 @@ impl TestProxy {
         Self { addr: app.local_addr, sink, app: Some(app) }
     }
 
+    /// The TLS listener's address (`[tls]` configured).
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.app.as_ref().expect("running").tls_local_addr.expect("a TLS listener")
+    }
+
+    /// Reloads the TLS certificates (as SIGHUP does).
+    pub fn reload_tls(&self) -> Result<(), String> {
+        self.app.as_ref().expect("running").reload_tls()
+    }
+
     /// Reloads the users file (as SIGHUP does).
     pub fn reload_policy(&self) -> Result<std::sync::Arc<str>, String> {
         self.app.as_ref().expect("running").reload_policy()
