@@ -18,6 +18,10 @@
 #      audit trail the `proxy` arm wrote are reported.
 #   2. Proxy memory per idle connection (BENCH_IDLE_CONNS idle clients, VmRSS delta).
 #   3. Proxy peak memory for a 64 MiB value (SET then GET through the proxy, VmHWM delta).
+#   4. TLS on both sides: redis-benchmark --tls at pipeline 1 against redis-server's own TLS
+#      port and through the proxy's TLS listener with TLS to that port (auditing on),
+#      alternating for BENCH_ROUNDS rounds (target: proxy >= 0.85 x direct). Certificates are
+#      made with openssl for the run.
 #
 # Prints a plain report, then the same results as a markdown block for docs/benchmarks.md
 # (also saved to target/bench/report.md, with the raw redis-benchmark CSV files beside it).
@@ -102,6 +106,8 @@ PROXY_PID=""
 NOAUDIT_PID=""
 ACL_PID=""
 ACL_PORT=""
+TLS_REDIS_PID=""
+TLS_PROXY_PID=""
 TWEMPROXY_PID=""
 
 stop_pid() {
@@ -116,6 +122,8 @@ cleanup() {
   stop_pid "$TWEMPROXY_PID"
   stop_pid "$NOAUDIT_PID"
   stop_pid "$ACL_PID"
+  stop_pid "$TLS_PROXY_PID"
+  stop_pid "$TLS_REDIS_PID"
   stop_pid "$PROXY_PID"
   stop_pid "$REDIS_PID"
   TWEMPROXY_PID=""
@@ -617,6 +625,73 @@ with open(out, "w") as f:
 PY
 kill -0 "$PROXY_PID" 2>/dev/null || { cat "$WORK/proxy.log" >&2; die "the proxy died"; }
 
+# ---- 4. TLS on both sides ----------------------------------------------------------------------
+TLS_DIR=$WORK/tls
+mkdir -p "$TLS_DIR"
+(
+  cd "$TLS_DIR"
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj "/CN=bench CA" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=localhost" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >san.ext
+  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile san.ext 2>/dev/null
+) || die "openssl could not make the TLS certificates"
+TLS_REDIS_PORT=$(pick_port 16385)
+TLS_REDIS_CMD=(redis-server --port 0 --tls-port "$TLS_REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no
+  --tls-cert-file "$TLS_DIR/server.pem" --tls-key-file "$TLS_DIR/server.key"
+  --tls-ca-cert-file "$TLS_DIR/ca.pem" --tls-auth-clients no)
+"${TLS_REDIS_CMD[@]}" --dir "$WORK" --logfile "$WORK/redis-tls.log" --daemonize no &
+TLS_REDIS_PID=$!
+TLS_CLI=(redis-cli --tls --cacert "$TLS_DIR/ca.pem" -h 127.0.0.1)
+await_tls_pong() { # await_tls_pong PORT PID NAME LOG
+  local i
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$2" 2>/dev/null || { cat "$4" >&2; die "$3 exited during startup"; }
+    [[ $("${TLS_CLI[@]}" -p "$1" ping 2>/dev/null || true) == PONG ]] && return 0
+    sleep 0.1
+  done
+  cat "$4" >&2
+  die "$3 did not answer PING over TLS on port $1 within 10 s"
+}
+await_tls_pong "$TLS_REDIS_PORT" "$TLS_REDIS_PID" "redis-server (TLS)" "$WORK/redis-tls.log"
+TLS_PROXY_PORT=$(pick_port 16386)
+TLS_PROXY_CONF="[tls]
+listen = \"127.0.0.1:$TLS_PROXY_PORT\"
+cert_file = \"tls/server.pem\"
+key_file = \"tls/server.key\"
+[upstream.tls]
+ca_file = \"tls/ca.pem\"
+server_name = \"localhost\"
+[audit]
+dir = \"audit-tls\""
+printf '%s\n' "$TLS_PROXY_CONF" >"$WORK/proxy-tls.toml"
+TLS_PROXY_CMD=("$PROXY_BIN" --config proxy-tls.toml --listen "127.0.0.1:$(pick_port 0)" --upstream "127.0.0.1:$TLS_REDIS_PORT" --log-level warn)
+(cd "$WORK" && exec "$ROOT/$PROXY_BIN" "${TLS_PROXY_CMD[@]:1}") 2>>"$WORK/proxy-tls.log" &
+TLS_PROXY_PID=$!
+await_tls_pong "$TLS_PROXY_PORT" "$TLS_PROXY_PID" "redis-audit-proxy (TLS)" "$WORK/proxy-tls.log"
+for ((round = 1; round <= ROUNDS; round++)); do
+  for target in tls-direct tls-proxy; do
+    port=$TLS_REDIS_PORT
+    [[ $target == tls-proxy ]] && port=$TLS_PROXY_PORT
+    log "TLS round $round/$ROUNDS, pipeline 1, $target"
+    redis-benchmark --tls --cacert "$TLS_DIR/ca.pem" -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n "$REQUESTS" -P 1 -t set,get --csv \
+      >"$OUT/$target-P1-r$round.csv" 2>"$OUT/$target-P1-r$round.stderr"
+    kill -0 "$TLS_PROXY_PID" 2>/dev/null || { cat "$WORK/proxy-tls.log" >&2; die "the TLS proxy died"; }
+  done
+done
+{
+  printf '%s\n' "# TLS (certificates: openssl req/x509, CA + server certificate for localhost and 127.0.0.1)"
+  shell_line "${TLS_REDIS_CMD[@]}"
+  printf "cat >proxy-tls.toml <<'EOF'\n%s\nEOF\n" "$TLS_PROXY_CONF"
+  shell_line "${TLS_PROXY_CMD[@]}"
+  for port in "$TLS_REDIS_PORT" "$TLS_PROXY_PORT"; do
+    shell_line redis-benchmark --tls --cacert tls/ca.pem -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n "$REQUESTS" -P 1 -t set,get --csv
+  done
+} >>"$WORK/commands.txt"
+stop_pid "$TLS_PROXY_PID"
+stop_pid "$TLS_REDIS_PID"
+TLS_PROXY_PID=""
+TLS_REDIS_PID=""
+
 # ---- report ------------------------------------------------------------------------------------
 git_rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ -n $(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null) ]]; then git_rev="$git_rev (modified)"; fi
@@ -773,6 +848,33 @@ if "proxy-acl" in targets:
                              "acl": med([{"v": v} for v in acl_rps], "v"),
                              "ratio": statistics.median(paired) if paired else None,
                              "all": paired})
+# TLS on both sides, pipeline 1, paired per round.
+TLS_TARGET = 0.85
+tls_rows = []
+for test in ("SET", "GET"):
+    def tls_rps(target):
+        values = []
+        for r in range(1, rounds + 1):
+            path = os.path.join(out, f"{target}-P1-r{r}.csv")
+            if os.path.exists(path):
+                values += [float(x["rps"]) for x in csv.DictReader(open(path)) if x["test"] == test]
+        return values
+    direct_rps, proxy_rps = tls_rps("tls-direct"), tls_rps("tls-proxy")
+    paired = [p / d for p, d in zip(proxy_rps, direct_rps) if d]
+    tls_rows.append({"test": test,
+                     "direct": statistics.median(direct_rps) if direct_rps else None,
+                     "proxy": statistics.median(proxy_rps) if proxy_rps else None,
+                     "ratio": statistics.median(paired) if paired else None,
+                     "all": paired})
+tls_headers = ["test", "redis TLS port rps", "proxy TLS→TLS rps", "proxy/direct (median of paired rounds)", "per round", "target ≥ 0.85"]
+def tls_cells(row):
+    met = DASH if row["ratio"] is None else ("met" if row["ratio"] >= TLS_TARGET else "not met")
+    return [row["test"], fmt(row["direct"], ",.0f"), fmt(row["proxy"], ",.0f"), fmt(row["ratio"], ".2f"),
+            ", ".join(f"{x:.2f}" for x in row["all"]) or DASH, met]
+tls_note = (f"TLS on both sides at pipeline 1: redis-benchmark --tls ({clients} clients) against "
+            "redis-server's own TLS port, and through the proxy's TLS listener, the proxy speaking TLS "
+            "to that same port (audit trail on, default settings), alternating per round.")
+
 acl_headers = ["pipeline", "test", "proxy rps", "proxy-acl rps", "proxy-acl/proxy (median of paired rounds)", "per round"]
 def acl_cells(row):
     return [f"-P {row['pipeline']}", row["test"], fmt(row["proxy"], ",.0f"), fmt(row["acl"], ",.0f"),
@@ -833,6 +935,10 @@ print()
 print("latency (ms):")
 print("\n".join(render(lat_headers, [lat_cells(r) for r in table])))
 print()
+print("TLS on both sides (pipeline 1):")
+print("\n".join(render(tls_headers, [tls_cells(r) for r in tls_rows])))
+print(tls_note)
+print()
 if acl_rows:
     print("ACL enforce cost:")
     print("\n".join(render(acl_headers, [acl_cells(r) for r in acl_rows])))
@@ -885,6 +991,10 @@ md.append("")
 md.append("Latency (ms):")
 md.append("")
 md.extend(md_table(lat_headers, [lat_cells(r) for r in table], text_columns=2))
+md.append("")
+md.append(f"TLS on both sides ({tls_note}):")
+md.append("")
+md.extend(md_table(tls_headers, [tls_cells(r) for r in tls_rows], text_columns=1))
 md.append("")
 if acl_rows:
     md.append(f"ACL enforce cost ({acl_note}):")

@@ -661,7 +661,10 @@ fn write_security(
     security: &SecurityEvent,
     envelope: &Envelope,
 ) -> Result<(), serde_json::Error> {
-    map.serialize_entry("session_id", &envelope.session_id(security.conn_id))?;
+    if security.conn_id != 0 {
+        // 0: turned away before a session was opened (a failed TLS handshake).
+        map.serialize_entry("session_id", &envelope.session_id(security.conn_id))?;
+    }
     map.serialize_entry("client", &client(&security.client_addr, &None, &None, &None, None))?;
     map.serialize_entry("user", &Binary(&security.user))?;
     if let Some(username) = &security.username {
