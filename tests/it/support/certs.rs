@@ -80,6 +80,19 @@ impl Authority {
 
 /// A rustls client trusting `ca_file`, presenting `identity` when given.
 pub fn client_config(ca_file: &Path, identity: Option<&Issued>) -> Arc<rustls::ClientConfig> {
+    client_config_versions(ca_file, identity, rustls::DEFAULT_VERSIONS)
+}
+
+/// The same, speaking only TLS 1.2.
+pub fn client_config_tls12(ca_file: &Path) -> Arc<rustls::ClientConfig> {
+    client_config_versions(ca_file, None, &[&rustls::version::TLS12])
+}
+
+fn client_config_versions(
+    ca_file: &Path,
+    identity: Option<&Issued>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     let redis_audit_proxy_certs = redis_audit_proxy::tls::load_certs(ca_file).unwrap();
     for cert in redis_audit_proxy_certs {
@@ -87,7 +100,7 @@ pub fn client_config(ca_file: &Path, identity: Option<&Issued>) -> Arc<rustls::C
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots);
     let config = match identity {
