@@ -673,8 +673,23 @@ for ((round = 1; round <= ROUNDS; round++)); do
     port=$TLS_REDIS_PORT
     [[ $target == tls-proxy ]] && port=$TLS_PROXY_PORT
     log "TLS round $round/$ROUNDS, pipeline 1, $target"
+    proc_ticks "$TLS_REDIS_PID"
+    redis_before=$TICKS
+    proc_ticks "$TLS_PROXY_PID"
+    proxy_before=$TICKS
+    children_ticks
+    client_before=$TICKS
     redis-benchmark --tls --cacert "$TLS_DIR/ca.pem" -h 127.0.0.1 -p "$port" -c "$CLIENTS" -n "$REQUESTS" -P 1 -t set,get --csv \
       >"$OUT/$target-P1-r$round.csv" 2>"$OUT/$target-P1-r$round.stderr"
+    children_ticks
+    client_after=$TICKS
+    proc_ticks "$TLS_REDIS_PID"
+    redis_after=$TICKS
+    proc_ticks "$TLS_PROXY_PID"
+    proxy_after=$TICKS
+    printf '{"requests": %d, "clk_tck": %d, "redis_ticks": %d, "proxy_ticks": %d, "client_ticks": %d}\n' \
+      $((2 * REQUESTS)) "$CLK_TCK" $((redis_after - redis_before)) $((proxy_after - proxy_before)) \
+      $((client_after - client_before)) >"$OUT/cpu-$target-P1-r$round.json"
     kill -0 "$TLS_PROXY_PID" 2>/dev/null || { cat "$WORK/proxy-tls.log" >&2; die "the TLS proxy died"; }
   done
 done
@@ -866,6 +881,19 @@ for test in ("SET", "GET"):
                      "proxy": statistics.median(proxy_rps) if proxy_rps else None,
                      "ratio": statistics.median(paired) if paired else None,
                      "all": paired})
+def tls_cpu(target, key):
+    runs = []
+    for r in range(1, rounds + 1):
+        path = os.path.join(out, f"cpu-{target}-P1-r{r}.json")
+        if os.path.exists(path):
+            runs.append(json.load(open(path)))
+    return us_per_request(runs, key)
+tls_cpu_line = ("CPU µs per request at pipeline 1 over TLS (SET then GET, medians): "
+                f"direct: redis-server {fmt(tls_cpu('tls-direct', 'redis_ticks'), '.2f')}, "
+                f"redis-benchmark {fmt(tls_cpu('tls-direct', 'client_ticks'), '.2f')}; "
+                f"through the proxy: redis-server {fmt(tls_cpu('tls-proxy', 'redis_ticks'), '.2f')}, "
+                f"proxy {fmt(tls_cpu('tls-proxy', 'proxy_ticks'), '.2f')}, "
+                f"redis-benchmark {fmt(tls_cpu('tls-proxy', 'client_ticks'), '.2f')}")
 tls_headers = ["test", "redis TLS port rps", "proxy TLS→TLS rps", "proxy/direct (median of paired rounds)", "per round", "target ≥ 0.85"]
 def tls_cells(row):
     met = DASH if row["ratio"] is None else ("met" if row["ratio"] >= TLS_TARGET else "not met")
@@ -938,6 +966,7 @@ print()
 print("TLS on both sides (pipeline 1):")
 print("\n".join(render(tls_headers, [tls_cells(r) for r in tls_rows])))
 print(tls_note)
+print(tls_cpu_line)
 print()
 if acl_rows:
     print("ACL enforce cost:")
@@ -995,6 +1024,8 @@ md.append("")
 md.append(f"TLS on both sides ({tls_note}):")
 md.append("")
 md.extend(md_table(tls_headers, [tls_cells(r) for r in tls_rows], text_columns=1))
+md.append("")
+md.append(tls_cpu_line + ".")
 md.append("")
 if acl_rows:
     md.append(f"ACL enforce cost ({acl_note}):")
