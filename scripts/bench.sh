@@ -199,7 +199,7 @@ start_redis() {
 start_proxy() {
   PROXY_PORT=$(pick_port "${BENCH_PROXY_PORT:-16380}")
   [[ $PROXY_PORT != "$REDIS_PORT" ]] || PROXY_PORT=$(pick_port 0)
-  PROXY_CMD=("$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" --upstream "127.0.0.1:$REDIS_PORT" --audit-dir "$WORK/audit" --log-level warn)
+  PROXY_CMD=("$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" --upstream "127.0.0.1:$REDIS_PORT" --admin 127.0.0.1:0 --audit-dir "$WORK/audit" --log-level warn)
   "${PROXY_CMD[@]}" 2>>"$WORK/proxy.log" &
   PROXY_PID=$!
   wait_for_pong "$PROXY_PORT" "$PROXY_PID" redis-audit-proxy "$WORK/proxy.log"
@@ -221,7 +221,7 @@ start_proxy_noaudit() {
   done
   NOAUDIT_CONF=$'[audit]\nenabled = false'
   printf '%s\n' "$NOAUDIT_CONF" >"$WORK/proxy-noaudit.toml"
-  NOAUDIT_CMD=("$PROXY_BIN" --config proxy-noaudit.toml --listen "127.0.0.1:$NOAUDIT_PORT" --upstream "127.0.0.1:$REDIS_PORT" --log-level warn)
+  NOAUDIT_CMD=("$PROXY_BIN" --config proxy-noaudit.toml --listen "127.0.0.1:$NOAUDIT_PORT" --upstream "127.0.0.1:$REDIS_PORT" --admin 127.0.0.1:0 --log-level warn)
   (cd "$WORK" && exec "$ROOT/$PROXY_BIN" "${NOAUDIT_CMD[@]:1}") 2>>"$WORK/proxy-noaudit.log" &
   NOAUDIT_PID=$!
   wait_for_pong "$NOAUDIT_PORT" "$NOAUDIT_PID" "redis-audit-proxy (audit off)" "$WORK/proxy-noaudit.log"
@@ -241,7 +241,7 @@ start_proxy_acl() {
   ACL_CONF=$'[auth]\nusers_file = "users.acl"\n[acl]\nmode = "enforce"\n[audit]\ndir = "audit-acl"'
   printf '%s\n' "$ACL_USERS" >"$WORK/users.acl"
   printf '%s\n' "$ACL_CONF" >"$WORK/proxy-acl.toml"
-  ACL_CMD=("$PROXY_BIN" --config proxy-acl.toml --listen "127.0.0.1:$ACL_PORT" --upstream "127.0.0.1:$REDIS_PORT" --log-level warn)
+  ACL_CMD=("$PROXY_BIN" --config proxy-acl.toml --listen "127.0.0.1:$ACL_PORT" --upstream "127.0.0.1:$REDIS_PORT" --admin 127.0.0.1:0 --log-level warn)
   (cd "$WORK" && exec "$ROOT/$PROXY_BIN" "${ACL_CMD[@]:1}") 2>>"$WORK/proxy-acl.log" &
   ACL_PID=$!
   wait_for_pong "$ACL_PORT" "$ACL_PID" "redis-audit-proxy (ACL enforce)" "$WORK/proxy-acl.log"
@@ -664,7 +664,7 @@ server_name = \"localhost\"
 [audit]
 dir = \"audit-tls\""
 printf '%s\n' "$TLS_PROXY_CONF" >"$WORK/proxy-tls.toml"
-TLS_PROXY_CMD=("$PROXY_BIN" --config proxy-tls.toml --listen "127.0.0.1:$(pick_port 0)" --upstream "127.0.0.1:$TLS_REDIS_PORT" --log-level warn)
+TLS_PROXY_CMD=("$PROXY_BIN" --config proxy-tls.toml --listen "127.0.0.1:$(pick_port 0)" --upstream "127.0.0.1:$TLS_REDIS_PORT" --admin 127.0.0.1:0 --log-level warn)
 (cd "$WORK" && exec "$ROOT/$PROXY_BIN" "${TLS_PROXY_CMD[@]:1}") 2>>"$WORK/proxy-tls.log" &
 TLS_PROXY_PID=$!
 await_tls_pong "$TLS_PROXY_PORT" "$TLS_PROXY_PID" "redis-audit-proxy (TLS)" "$WORK/proxy-tls.log"

@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::audit::event::SystemEvent;
 use crate::command::table::EMBEDDED_VERSION;
 use crate::command::CommandTable;
 use crate::config::Config;
@@ -19,6 +20,9 @@ use crate::record::CommandSink;
 pub struct App {
     /// Address the client listener is bound to (useful when configured with port 0).
     pub local_addr: SocketAddr,
+    /// Address of the admin HTTP server.
+    pub admin_local_addr: SocketAddr,
+    admin_task: tokio::task::JoinHandle<()>,
     /// Address of the TLS listener, when `[tls]` is configured.
     pub tls_local_addr: Option<SocketAddr>,
     tls: Option<listener::TlsListener>,
@@ -62,6 +66,19 @@ impl App {
                 (Some(tls), Some(address), Some(task))
             }
         };
+        let admin_listener = TcpListener::bind(ctx.config.admin.listen).await?;
+        let admin_local_addr = admin_listener.local_addr()?;
+        let admin_state = Arc::new(crate::admin::AdminState {
+            ctx: Arc::clone(&ctx),
+            reload: admin_reloader(Arc::clone(&ctx), tls.clone()),
+        });
+        let admin_task = tokio::spawn(crate::admin::serve(
+            admin_listener,
+            admin_state,
+            tracker.clone(),
+            drain.clone(),
+        ));
+        tracing::info!(listen = %admin_local_addr, "admin plane started");
         let accept_task = tokio::spawn(listener::accept_loop(
             listener,
             None,
@@ -90,6 +107,8 @@ impl App {
         tracing::info!(listen = %local_addr, upstream = %ctx.config.upstream.address, "proxy started");
         Ok(Self {
             local_addr,
+            admin_local_addr,
+            admin_task,
             tls_local_addr,
             tls,
             tls_accept_task,
@@ -111,39 +130,7 @@ impl App {
     /// them, open connections keep theirs. On an error the ones in force stay; either way a
     /// system event says what happened.
     pub fn reload_tls(&self) -> Result<(), String> {
-        let mut errors = Vec::new();
-        if let Some(tls) = &self.tls {
-            if let Err(error) = tls.reload() {
-                errors.push(format!("tls: {error}"));
-            }
-        }
-        if self.ctx.config.upstream.tls.is_some() {
-            if let Err(error) = self.ctx.reload_upstream_tls() {
-                errors.push(format!("upstream.tls: {error}"));
-            }
-        }
-        if self.tls.is_none() && self.ctx.config.upstream.tls.is_none() {
-            return Ok(());
-        }
-        let time = std::time::SystemTime::now();
-        let event = if errors.is_empty() {
-            tracing::info!("TLS certificates reloaded");
-            crate::audit::event::SystemEvent {
-                action: "tls_reload",
-                time,
-                detail: serde_json::json!({}),
-            }
-        } else {
-            tracing::warn!(errors = %errors.join("; "), "TLS reload failed: the certificates in force stay");
-            let detail = serde_json::json!({ "error": errors.join("; ") });
-            crate::audit::event::SystemEvent { action: "tls_reload_failed", time, detail }
-        };
-        self.ctx.sink.system(event);
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors.join("; "))
-        }
+        reload_tls(&self.ctx, self.tls.as_ref())
     }
 
     /// The policy version in force, if a users file is configured.
@@ -165,6 +152,7 @@ impl App {
         if let Some(task) = self.tls_accept_task {
             let _ = task.await;
         }
+        let _ = self.admin_task.await;
         self.tracker.close();
         if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
             tracing::warn!(
@@ -178,6 +166,75 @@ impl App {
         self.ctx.sink.flush();
         tracing::info!("proxy stopped");
     }
+}
+
+fn reload_tls(ctx: &ProxyContext, tls: Option<&listener::TlsListener>) -> Result<(), String> {
+    let mut errors = Vec::new();
+    if let Some(tls) = tls {
+        if let Err(error) = tls.reload() {
+            errors.push(format!("tls: {error}"));
+        }
+    }
+    if ctx.config.upstream.tls.is_some() {
+        if let Err(error) = ctx.reload_upstream_tls() {
+            errors.push(format!("upstream.tls: {error}"));
+        }
+    }
+    if tls.is_none() && ctx.config.upstream.tls.is_none() {
+        return Ok(());
+    }
+    let time = std::time::SystemTime::now();
+    let event = if errors.is_empty() {
+        tracing::info!("TLS certificates reloaded");
+        SystemEvent { action: "tls_reload", time, detail: serde_json::json!({}) }
+    } else {
+        tracing::warn!(errors = %errors.join("; "), "TLS reload failed: the certificates in force stay");
+        SystemEvent {
+            action: "tls_reload_failed",
+            time,
+            detail: serde_json::json!({ "error": errors.join("; ") }),
+        }
+    };
+    ctx.sink.system(event);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+/// `POST /api/v1/reload`: the users file (when configured) and the TLS certificates.
+fn admin_reloader(
+    ctx: Arc<ProxyContext>,
+    tls: Option<listener::TlsListener>,
+) -> crate::admin::Reloader {
+    Arc::new(move || {
+        let mut ok = true;
+        let policy = if ctx.config.auth.users_file.is_some() {
+            match ctx.reload_policy() {
+                Ok(version) => serde_json::json!({"ok": true, "policy_version": &*version}),
+                Err(error) => {
+                    ok = false;
+                    serde_json::json!({"ok": false, "error": error})
+                }
+            }
+        } else {
+            serde_json::json!({"ok": true, "configured": false})
+        };
+        let tls = match reload_tls(&ctx, tls.as_ref()) {
+            Ok(()) => serde_json::json!({"ok": true}),
+            Err(error) => {
+                ok = false;
+                serde_json::json!({"ok": false, "error": error})
+            }
+        };
+        let detail = serde_json::json!({"policy": policy, "tls": tls});
+        if ok {
+            Ok(detail)
+        } else {
+            Err(detail)
+        }
+    })
 }
 
 /// How often the live command table is retried while the embedded one serves.

@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - [`acl`]: ACL users and selectors, the permission check, the policy, ACL LOG.
+//! - [`admin`]: the admin HTTP plane: metrics, health, reload.
 //! - [`app`]: wiring; binds the listener, runs, drains on shutdown.
 //! - [`audit`]: the audit trail: events, writer thread, files, verify.
 //! - [`cli`]: the command-line contract (clap).
@@ -21,6 +22,7 @@
 //! - [`record`]: the per-command record and the sink interface.
 
 pub mod acl;
+pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod cli;

@@ -148,6 +148,11 @@ pub trait CommandSink: Send + Sync + std::fmt::Debug + 'static {
     /// Takes one system event (policy reload, ...).
     fn system(&self, _event: crate::audit::event::SystemEvent) {}
 
+    /// The sink's own counters, for metrics (`None`: it keeps none).
+    fn stats(&self) -> Option<SinkStats> {
+        None
+    }
+
     /// True while the sink cannot take more records without dropping them (`audit.on_full`
     /// decides what the proxy does then).
     fn is_full(&self) -> bool {
@@ -162,6 +167,27 @@ pub trait CommandSink: Send + Sync + std::fmt::Debug + 'static {
     /// Makes every record taken so far durable; called once on shutdown, after the last
     /// connection ended.
     fn flush(&self) {}
+}
+
+/// A snapshot of an audit sink's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkStats {
+    /// Events written to files.
+    pub written: u64,
+    /// Command events dropped because the queue was full.
+    pub dropped_queue_full: u64,
+    /// Events left out by filters, by reason.
+    pub filtered: Vec<(&'static str, u64)>,
+    /// Bytes queued, not yet written.
+    pub queue_bytes: u64,
+    /// Bytes written to files.
+    pub bytes_written: u64,
+    /// Files rotated.
+    pub rotations: u64,
+    /// Write errors.
+    pub write_errors: u64,
+    /// Rotated files deleted by retention.
+    pub deletions: u64,
 }
 
 /// Logs each record at `debug` level, without arguments.

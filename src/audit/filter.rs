@@ -145,6 +145,11 @@ impl FilterCounts {
         serde_json::Value::Object(counts)
     }
 
+    /// Each reason with its count.
+    pub fn counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        REASONS.iter().zip(&self.0).map(|(name, count)| (*name, count.load(Ordering::Relaxed)))
+    }
+
     /// Total left out.
     pub fn total(&self) -> u64 {
         self.0.iter().map(|c| c.load(Ordering::Relaxed)).sum()

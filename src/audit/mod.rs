@@ -151,6 +151,21 @@ impl CommandSink for AuditSink {
         self.log.submit(AuditEvent::Security(Box::new(event)), false);
     }
 
+    fn stats(&self) -> Option<crate::record::SinkStats> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = self.log.stats();
+        Some(crate::record::SinkStats {
+            written: stats.written.load(Relaxed),
+            dropped_queue_full: stats.dropped_queue_full.load(Relaxed),
+            filtered: self.filtered.counts().collect(),
+            queue_bytes: self.log.queued_bytes() as u64,
+            bytes_written: stats.bytes_written.load(Relaxed),
+            rotations: stats.rotations.load(Relaxed),
+            write_errors: stats.write_errors.load(Relaxed),
+            deletions: stats.deletions.load(Relaxed),
+        })
+    }
+
     fn is_full(&self) -> bool {
         self.log.is_full()
     }

@@ -262,6 +262,11 @@ impl AuditLog {
             let _ = thread.join();
         }
     }
+
+    /// Bytes of events waiting to be written (for the `audit_queue_bytes` metric).
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.queued_bytes.load(Ordering::Relaxed)
+    }
 }
 
 /// The durable watermark and who waits on it.

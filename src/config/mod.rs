@@ -138,6 +138,27 @@ pub enum UserFrom {
 pub struct AdminConfig {
     /// Admin HTTP address.
     pub listen: SocketAddr,
+    /// API keys; empty = no key needed.
+    pub keys: Vec<ApiKey>,
+    /// Endpoints served without a key.
+    pub open_endpoints: Vec<String>,
+    /// Most admin connections at once.
+    pub max_connections: usize,
+    /// Longest wait for a request's headers.
+    pub request_timeout: Duration,
+    /// Largest request head.
+    pub max_request_bytes: usize,
+}
+
+/// One admin API key.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    /// `x-api-key`.
+    pub key: String,
+    /// `x-api-secret-key` (a secret: `Debug` hides it).
+    pub secret: Secret,
+    /// Access to everything (`true`) or to metrics and health only.
+    pub full: bool,
 }
 
 /// The audit trail.
@@ -620,6 +641,26 @@ impl Config {
             )),
         };
 
+        let mut admin_keys = Vec::new();
+        for (key, secret, full, key_name) in [
+            (&raw.admin.api_key, &raw.admin.api_secret, true, "admin.api_key"),
+            (
+                &raw.admin.metrics_api_key,
+                &raw.admin.metrics_api_secret,
+                false,
+                "admin.metrics_api_key",
+            ),
+        ] {
+            match (key, secret) {
+                (Some(key), Some(secret)) => admin_keys.push(ApiKey {
+                    key: key.clone(),
+                    secret: Secret(secret.as_bytes().to_vec()),
+                    full,
+                }),
+                (None, None) => {}
+                _ => return Err(invalid(key_name, "needs both the key and its secret".into())),
+            }
+        }
         let upstream_tls = match &raw.upstream.tls {
             None => None,
             Some(tls) => {
@@ -652,18 +693,19 @@ impl Config {
                 let listen: SocketAddr = tls.listen.trim().parse().map_err(|e| {
                     invalid("tls.listen", format!("\"{}\" is not an address: {e}", tls.listen))
                 })?;
-                let client_auth =
-                    match tls.client_auth.as_str() {
-                        "none" => ClientAuth::None,
-                        "optional" => ClientAuth::Optional,
-                        "required" => ClientAuth::Required,
-                        other => return Err(invalid(
+                let client_auth = match tls.client_auth.as_str() {
+                    "none" => ClientAuth::None,
+                    "optional" => ClientAuth::Optional,
+                    "required" => ClientAuth::Required,
+                    other => {
+                        return Err(invalid(
                             "tls.client_auth",
                             format!(
                                 "\"{other}\" is not one of \"none\", \"optional\", \"required\""
                             ),
-                        )),
-                    };
+                        ))
+                    }
+                };
                 let user_from = match tls.user_from.as_str() {
                     "none" => UserFrom::None,
                     "cn" => UserFrom::Cn,
@@ -722,7 +764,14 @@ impl Config {
                 tls: upstream_tls,
             },
             tls,
-            admin: AdminConfig { listen: admin_listen },
+            admin: AdminConfig {
+                listen: admin_listen,
+                keys: admin_keys,
+                open_endpoints: raw.admin.open_endpoints.clone(),
+                max_connections: raw.admin.max_connections.max(1) as usize,
+                request_timeout: Duration::from_millis(raw.admin.request_timeout_ms.max(1)),
+                max_request_bytes: raw.admin.max_request_bytes as usize,
+            },
             audit: AuditConfig {
                 enabled: raw.audit.enabled,
                 dir: PathBuf::from(raw.audit.dir),

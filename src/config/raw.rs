@@ -178,11 +178,37 @@ impl Default for RawUpstream {
 pub struct RawAdmin {
     /// Loopback address of the admin HTTP server.
     pub listen: String,
+    /// API key with access to everything (`x-api-key`); none = no key needed.
+    pub api_key: Option<String>,
+    /// Its secret (`x-api-secret-key`).
+    pub api_secret: Option<String>,
+    /// API key with access to `/metrics`, `/livez` and `/readyz` only.
+    pub metrics_api_key: Option<String>,
+    /// Its secret.
+    pub metrics_api_secret: Option<String>,
+    /// Endpoints served without a key even when keys are set.
+    pub open_endpoints: Vec<String>,
+    /// Most admin connections at once.
+    pub max_connections: u64,
+    /// Longest wait for a request's headers.
+    pub request_timeout_ms: u64,
+    /// Largest request head.
+    pub max_request_bytes: u64,
 }
 
 impl Default for RawAdmin {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:9379".into() }
+        Self {
+            listen: "127.0.0.1:9379".into(),
+            api_key: None,
+            api_secret: None,
+            metrics_api_key: None,
+            metrics_api_secret: None,
+            open_endpoints: ["/metrics", "/livez", "/readyz"].map(String::from).to_vec(),
+            max_connections: 64,
+            request_timeout_ms: 10_000,
+            max_request_bytes: 65_536,
+        }
     }
 }
 

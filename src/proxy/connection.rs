@@ -92,6 +92,7 @@ pub async fn serve<C>(
                 Ok(stream) => Ok(stream),
                 Err(error) => {
                     tracing::warn!(%error, "client connected while the upstream is unavailable");
+                    ctx.metrics.upstream_connect_error();
                     Err(error.to_string())
                 }
             };
@@ -343,7 +344,10 @@ where
                 self.upstream_protocol_error = false;
                 self.login_upstream(Instant::now());
             }
-            Err(error) => self.upstream_error = error.to_string(),
+            Err(error) => {
+                self.ctx.metrics.upstream_connect_error();
+                self.upstream_error = error.to_string();
+            }
         }
     }
 
@@ -938,11 +942,21 @@ where
                     // Refused: it changes nothing.
                     self.session.multi_requested = in_multi;
                 }
-                if answered {
-                    self.push_local(request.args, request_bytes, reply, now);
-                } else {
-                    self.push_answered_by_proxy(request.args, request_bytes, None, now);
-                }
+                // Recorded as the command it is (a denial is still a `del`).
+                self.pending.push_back(Slot {
+                    args: request.args,
+                    command,
+                    class,
+                    keys,
+                    effect: Effect::None,
+                    expect: if answered { Expect::One } else { Expect::Nothing },
+                    local: answered.then_some(reply),
+                    substitute: None,
+                    request_bytes,
+                    reply_bytes: 0,
+                    started: now,
+                });
+                self.release_ready_slots(now);
                 return;
             }
             Gate::AbortQueued(reply) => {

@@ -24,8 +24,10 @@ use crate::record::CommandSink;
 pub struct ProxyContext {
     /// The validated configuration.
     pub config: Arc<Config>,
-    /// Where per-command records go.
+    /// Where per-command records go (counted into [`metrics`](Self::metrics) on the way).
     pub sink: Arc<dyn CommandSink>,
+    /// The Prometheus metrics.
+    pub metrics: Arc<crate::admin::metrics::Metrics>,
     /// Learned from Redis's replies: a new connection must AUTH before anything else
     /// (so Redis's tighter unauthenticated request limits apply to it).
     pub auth_required: AtomicBool,
@@ -57,7 +59,11 @@ impl ProxyContext {
     pub fn new(config: Arc<Config>, sink: Arc<dyn CommandSink>) -> Self {
         let table = CommandTable::embedded();
         let policy = compile_policy(&config, &table).map(Arc::new);
+        let metrics = Arc::new(crate::admin::metrics::Metrics::new());
+        let sink: Arc<dyn CommandSink> =
+            Arc::new(crate::admin::metrics::MeteredSink::new(sink, Arc::clone(&metrics)));
         Self {
+            metrics,
             acl_log: Mutex::new(AclLog::new(config.acl.log_max_len)),
             client_slots: Arc::new(tokio::sync::Semaphore::new(config.proxy.max_clients)),
             upstream_tls: RwLock::new(
@@ -194,6 +200,11 @@ impl ProxyContext {
             tracing::warn!(file = %path.display(), %error, "ACL SAVE failed");
             format!("{}: {error}", path.display())
         })
+    }
+
+    /// Entries in the proxy's ACL LOG.
+    pub fn acl_log_len(&self) -> usize {
+        self.acl_log.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 
     /// TLS towards Redis, if configured.

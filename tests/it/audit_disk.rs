@@ -118,6 +118,7 @@ fn on_error_shutdown_stops_the_proxy_with_status_1() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_redis-audit-proxy"))
         .args(["--config", &config.display().to_string(), "--listen", &listen.to_string()])
         .args(["--upstream", &redis.addr.to_string(), "--log-level", "error"])
+        .args(["--admin", "127.0.0.1:0"])
         .args(["--audit-dir", &disk.0.path().join("trail").display().to_string()])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())

@@ -60,7 +60,7 @@ fn start_binary(
         .args(["--config", &config.display().to_string()])
         .args(["--listen", &listen.to_string(), "--upstream", &redis.addr.to_string()])
         .args(["--audit-dir", &dir.join("trail").display().to_string()])
-        .args(["--log-level", "error"])
+        .args(["--log-level", "error", "--admin", "127.0.0.1:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

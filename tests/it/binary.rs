@@ -151,6 +151,7 @@ fn runs_in_front_of_redis_and_exits_zero_on_sigterm() {
     let _ = std::fs::remove_dir_all(&audit_dir);
     let child = Command::new(BINARY)
         .args(["--listen", &listen.to_string(), "--upstream", &redis.addr.to_string()])
+        .args(["--admin", "127.0.0.1:0"])
         .args(["--audit-dir", &audit_dir.display().to_string(), "--log-level", "warn"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -223,6 +224,7 @@ fn sighup_rotates_the_audit_trail() {
     let audit = crate::support::Scratch::new("sighup");
     let child = Command::new(BINARY)
         .args(["--listen", &listen.to_string(), "--upstream", &redis.addr.to_string()])
+        .args(["--admin", "127.0.0.1:0"])
         .args(["--audit-dir", &audit.path().display().to_string(), "--log-level", "warn"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -9,6 +9,7 @@ mod support;
 mod acl_auth;
 mod acl_enforce;
 mod acl_policy;
+mod admin;
 mod audit;
 mod audit_backpressure;
 mod audit_disk;

@@ -73,6 +73,7 @@ impl TestProxy {
         let raw = toml::from_str(toml).expect("test config parses");
         let overrides = Overrides {
             listen: Some("127.0.0.1:0".into()),
+            admin: Some("127.0.0.1:0".into()),
             upstream: Some(upstream.to_string()),
             audit_dir: audit_dir.map(|d| d.display().to_string()),
             ..Overrides::default()
@@ -86,6 +87,11 @@ impl TestProxy {
         let sink = Arc::new(CollectSink::default());
         let app = App::start(config, sink.clone()).await.expect("proxy starts");
         Self { addr: app.local_addr, sink, app: Some(app) }
+    }
+
+    /// The admin HTTP server's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.app.as_ref().expect("running").admin_local_addr
     }
 
     /// The TLS listener's address (`[tls]` configured).

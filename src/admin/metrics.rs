@@ -1,0 +1,309 @@
+//! Prometheus metrics: one registry, fed by a sink that wraps the audit sink (so every
+//! command, session, security and system event is counted where it is recorded) and by the
+//! audit writer's counters, read at each scrape. Label values come only from closed sets:
+//! classes, outcomes, reasons, modes, and command names from the command table.
+
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use rustc_hash::FxHashMap;
+
+use crate::audit::event::{
+    SecurityAction, SecurityEvent, SessionAction, SessionEvent, SystemEvent,
+};
+use crate::command::Class;
+use crate::record::{CommandRecord, CommandSink, ReplyStatus, SinkStats};
+
+const CLASSES: [&str; 4] = ["read", "write", "non_read_write", "unknown"];
+const OUTCOMES: [&str; 5] = ["ok", "error", "queued", "skipped", "unanswered"];
+const PREFIX: &str = "redis_audit_proxy";
+
+fn class_index(class: Option<Class>) -> usize {
+    match class {
+        Some(Class::Read) => 0,
+        Some(Class::Write) => 1,
+        Some(Class::NonReadWrite) => 2,
+        None => 3,
+    }
+}
+
+fn outcome_index(status: ReplyStatus) -> usize {
+    match status {
+        ReplyStatus::Ok => 0,
+        ReplyStatus::Error => 1,
+        ReplyStatus::Queued => 2,
+        ReplyStatus::Skipped => 3,
+        ReplyStatus::Unanswered => 4,
+    }
+}
+
+/// Counters by (class, outcome) for one command name.
+type CommandCounters = [[Option<IntCounter>; OUTCOMES.len()]; CLASSES.len()];
+
+/// Every metric the proxy exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    commands: IntCounterVec,
+    /// Resolved label handles, so the hot path hashes one name instead of three labels.
+    command_handles: RwLock<FxHashMap<Box<str>, CommandCounters>>,
+    latency: Vec<prometheus::Histogram>,
+    denials: IntCounterVec,
+    auth: IntCounterVec,
+    tls_rejected: IntCounterVec,
+    connections_open: IntGauge,
+    connections_total: IntCounter,
+    upstream_connect_errors: IntCounter,
+    policy_reloads: IntCounterVec,
+    policy_info: IntGaugeVec,
+    acl_log_entries: IntGauge,
+    audit_written: IntCounter,
+    audit_dropped: IntCounterVec,
+    audit_filtered: IntCounterVec,
+    audit_queue_bytes: IntGauge,
+    audit_bytes_written: IntCounter,
+    audit_rotations: IntCounter,
+    audit_write_errors: IntCounter,
+    audit_deletions: IntCounter,
+    /// The audit counters as of the last scrape (the registry's counters grow by the delta).
+    last_stats: Mutex<SinkStats>,
+}
+
+fn name(suffix: &str) -> String {
+    format!("{PREFIX}_{suffix}")
+}
+
+impl Metrics {
+    /// A registry with every metric registered.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |suffix: &str, help: &str| {
+            let metric = IntCounter::new(name(suffix), help).expect("valid metric");
+            registry.register(Box::new(metric.clone())).expect("unique metric");
+            metric
+        };
+        let counter_vec = |suffix: &str, help: &str, labels: &[&str]| {
+            let metric = IntCounterVec::new(Opts::new(name(suffix), help), labels).expect("valid");
+            registry.register(Box::new(metric.clone())).expect("unique metric");
+            metric
+        };
+        let gauge = |suffix: &str, help: &str| {
+            let metric = IntGauge::new(name(suffix), help).expect("valid metric");
+            registry.register(Box::new(metric.clone())).expect("unique metric");
+            metric
+        };
+        let gauge_vec = |suffix: &str, help: &str, labels: &[&str]| {
+            let metric = IntGaugeVec::new(Opts::new(name(suffix), help), labels).expect("valid");
+            registry.register(Box::new(metric.clone())).expect("unique metric");
+            metric
+        };
+        let latency_vec = HistogramVec::new(
+            HistogramOpts::new(
+                name("command_duration_seconds"),
+                "Command latency through the proxy (request read to reply written), by class",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0,
+            ]),
+            &["class"],
+        )
+        .expect("valid histogram");
+        registry.register(Box::new(latency_vec.clone())).expect("unique metric");
+        let build = gauge_vec("build_info", "The proxy's version", &["version"]);
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        Self {
+            commands: counter_vec("commands_total", "Commands, by class, command (as the command table names it; unknown otherwise) and outcome", &["class", "command", "outcome"]),
+            command_handles: RwLock::new(FxHashMap::default()),
+            latency: CLASSES.iter().map(|class| latency_vec.with_label_values(&[class])).collect(),
+            denials: counter_vec("acl_denials_total", "ACL denials, by reason (command, key, channel), mode (enforce, observe, none) and source (proxy, redis)", &["reason", "mode", "source"]),
+            auth: counter_vec("auth_total", "Authentications, by result (success, failure), reason (auth, tls-cert) and source (proxy, redis)", &["result", "reason", "source"]),
+            tls_rejected: counter_vec("tls_rejected_total", "TLS clients turned away, by reason (tls-handshake, tls-cert)", &["reason"]),
+            connections_open: gauge("connections_open", "Client connections open"),
+            connections_total: counter("connections_total", "Client connections accepted"),
+            upstream_connect_errors: counter("upstream_connect_errors_total", "Failed connections to the upstream Redis"),
+            policy_reloads: counter_vec("policy_reloads_total", "Users file loads and changes, by result", &["result"]),
+            policy_info: gauge_vec("policy_info", "The users file version in force (1 for the current one)", &["version"]),
+            acl_log_entries: gauge("acl_log_entries", "Entries in the proxy's ACL LOG"),
+            audit_written: counter("audit_events_written_total", "Audit events written to files"),
+            audit_dropped: counter_vec("audit_events_dropped_total", "Audit events dropped, by reason", &["reason"]),
+            audit_filtered: counter_vec("audit_events_filtered_total", "Audit events left out by filters, by reason", &["reason"]),
+            audit_queue_bytes: gauge("audit_queue_bytes", "Bytes of audit events queued, not yet written"),
+            audit_bytes_written: counter("audit_bytes_written_total", "Bytes written to audit files"),
+            audit_rotations: counter("audit_rotations_total", "Audit files rotated"),
+            audit_write_errors: counter("audit_write_errors_total", "Failed audit writes (retried)"),
+            audit_deletions: counter("audit_files_deleted_total", "Rotated audit files deleted by retention"),
+            last_stats: Mutex::new(SinkStats::default()),
+            registry,
+        }
+    }
+
+    fn command_counter(&self, command: &str, class: usize, outcome: usize) -> IntCounter {
+        if let Some(handles) =
+            self.command_handles.read().unwrap_or_else(PoisonError::into_inner).get(command)
+        {
+            if let Some(counter) = &handles[class][outcome] {
+                return counter.clone();
+            }
+        }
+        let counter =
+            self.commands.with_label_values(&[CLASSES[class], command, OUTCOMES[outcome]]);
+        let mut handles = self.command_handles.write().unwrap_or_else(PoisonError::into_inner);
+        let entry = handles.entry(command.into()).or_default();
+        entry[class][outcome] = Some(counter.clone());
+        counter
+    }
+
+    /// Counts one command.
+    pub fn command(&self, record: &CommandRecord) {
+        let class = class_index(record.class);
+        let command = record.command.as_deref().map_or("unknown", |info| info.name.as_str());
+        self.command_counter(command, class, outcome_index(record.status)).inc();
+        self.latency[class].observe(record.latency.as_secs_f64());
+    }
+
+    /// Counts a failed connection to the upstream.
+    pub fn upstream_connect_error(&self) {
+        self.upstream_connect_errors.inc();
+    }
+
+    /// Sets the ACL LOG size (read at each scrape).
+    pub fn set_acl_log_entries(&self, entries: usize) {
+        self.acl_log_entries.set(entries as i64);
+    }
+
+    /// Brings the audit counters up to `stats` (read at each scrape).
+    pub fn update_audit(&self, stats: &SinkStats) {
+        let mut last = self.last_stats.lock().unwrap_or_else(PoisonError::into_inner);
+        let grow = |counter: &IntCounter, now: u64, before: u64| {
+            counter.inc_by(now.saturating_sub(before))
+        };
+        grow(&self.audit_written, stats.written, last.written);
+        grow(
+            &self.audit_dropped.with_label_values(&["queue_full"]),
+            stats.dropped_queue_full,
+            last.dropped_queue_full,
+        );
+        for (reason, count) in &stats.filtered {
+            let before = last.filtered.iter().find(|(r, _)| r == reason).map_or(0, |(_, c)| *c);
+            grow(&self.audit_filtered.with_label_values(&[reason]), *count, before);
+        }
+        grow(&self.audit_bytes_written, stats.bytes_written, last.bytes_written);
+        grow(&self.audit_rotations, stats.rotations, last.rotations);
+        grow(&self.audit_write_errors, stats.write_errors, last.write_errors);
+        grow(&self.audit_deletions, stats.deletions, last.deletions);
+        self.audit_queue_bytes.set(stats.queue_bytes as i64);
+        *last = stats.clone();
+    }
+
+    /// The text exposition format of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+
+    fn security(&self, event: &SecurityEvent) {
+        match event.action {
+            SecurityAction::AclDenied => {
+                let mode = event.mode.unwrap_or("none");
+                self.denials.with_label_values(&[event.reason, mode, event.source]).inc();
+            }
+            SecurityAction::AuthSuccess | SecurityAction::AuthFailure => {
+                let result =
+                    if event.action == SecurityAction::AuthSuccess { "success" } else { "failure" };
+                self.auth.with_label_values(&[result, event.reason, event.source]).inc();
+            }
+            SecurityAction::TlsRejected => {
+                self.tls_rejected.with_label_values(&[event.reason]).inc()
+            }
+        }
+    }
+
+    fn system(&self, event: &SystemEvent) {
+        let result = match event.action {
+            "policy_load" | "policy_reload" | "policy_change" => "success",
+            "policy_reload_failed" => "failure",
+            _ => return,
+        };
+        self.policy_reloads.with_label_values(&[result]).inc();
+        if let Some(version) = event.detail.get("policy_version").and_then(|v| v.as_str()) {
+            if result == "success" {
+                self.policy_info.reset();
+                self.policy_info.with_label_values(&[version]).set(1);
+            }
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A sink that counts what passes through it, then hands it on.
+#[derive(Debug)]
+pub struct MeteredSink {
+    inner: Arc<dyn CommandSink>,
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredSink {
+    /// Counts into `metrics`, then forwards to `inner`.
+    pub fn new(inner: Arc<dyn CommandSink>, metrics: Arc<Metrics>) -> Self {
+        Self { inner, metrics }
+    }
+}
+
+impl CommandSink for MeteredSink {
+    fn record(&self, record: CommandRecord) -> Option<u64> {
+        self.metrics.command(&record);
+        self.inner.record(record)
+    }
+
+    fn poll_durable(&self, ticket: u64, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.inner.poll_durable(ticket, cx)
+    }
+
+    fn session(&self, event: SessionEvent) {
+        match event.action {
+            SessionAction::Open => {
+                self.metrics.connections_open.inc();
+                self.metrics.connections_total.inc();
+            }
+            SessionAction::Close => self.metrics.connections_open.dec(),
+            SessionAction::Auth => {}
+        }
+        self.inner.session(event);
+    }
+
+    fn security(&self, event: SecurityEvent) {
+        self.metrics.security(&event);
+        self.inner.security(event);
+    }
+
+    fn system(&self, event: SystemEvent) {
+        self.metrics.system(&event);
+        self.inner.system(event);
+    }
+
+    fn stats(&self) -> Option<SinkStats> {
+        self.inner.stats()
+    }
+
+    fn is_full(&self) -> bool {
+        self.inner.is_full()
+    }
+
+    fn is_failing(&self) -> bool {
+        self.inner.is_failing()
+    }
+
+    fn flush(&self) {
+        self.inner.flush();
+    }
+}

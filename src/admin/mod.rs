@@ -1,0 +1,217 @@
+//! The admin plane: an HTTP server on its own (loopback) address for Prometheus metrics,
+//! liveness and readiness, and the admin API (reload), with optional API keys, bounded
+//! connections, request sizes and timeouts.
+
+pub mod metrics;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::AdminConfig;
+use crate::proxy::ProxyContext;
+
+/// What `POST /api/v1/reload` runs (the users file and the TLS certificates): `Ok` with
+/// details, or `Err` with them.
+pub type Reloader = Arc<dyn Fn() -> Result<serde_json::Value, serde_json::Value> + Send + Sync>;
+
+/// What the admin handlers share.
+pub struct AdminState {
+    /// The proxy's shared context (metrics, sink, policy, configuration).
+    pub ctx: Arc<ProxyContext>,
+    /// Reloads the policy and certificates.
+    pub reload: Reloader,
+}
+
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState").finish_non_exhaustive()
+    }
+}
+
+/// What a caller's credentials allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Every endpoint.
+    Full,
+    /// Metrics and health only.
+    Metrics,
+}
+
+/// Serves the admin API on `listener` until `drain` fires.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    tracker: TaskTracker,
+    drain: CancellationToken,
+) {
+    let config = state.ctx.config.admin.clone();
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::debug!(%error, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            () = drain.cancelled() => return,
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!(client = %peer, "admin: too many connections");
+            continue; // dropping the stream closes it
+        };
+        let state = Arc::clone(&state);
+        let drain = drain.clone();
+        let config = config.clone();
+        tracker.spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(handle(&state, request).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(config.request_timeout)
+                .max_buf_size(config.max_request_bytes.max(8192))
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                result = &mut connection => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, client = %peer, "admin connection error");
+                    }
+                }
+                () = drain.cancelled() => connection.as_mut().graceful_shutdown(),
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Routes one request.
+async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let config = &state.ctx.config.admin;
+    let path = request.uri().path().to_owned();
+    let access = match authorize(config, &request) {
+        Ok(access) => access,
+        Err(_) if config.open_endpoints.contains(&path) => Access::Full,
+        Err(message) => return error(StatusCode::UNAUTHORIZED, "Unauthorized", message),
+    };
+    let metrics_scope = matches!(path.as_str(), "/metrics" | "/livez" | "/readyz");
+    if access == Access::Metrics && !metrics_scope {
+        return error(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "this API key has no access to this endpoint",
+        );
+    }
+    match (request.method(), path.as_str()) {
+        (&Method::GET, "/livez") => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
+        (&Method::GET, "/readyz") => readiness(state).await,
+        (&Method::GET, "/metrics") => {
+            let ctx = &state.ctx;
+            if let Some(stats) = ctx.sink.stats() {
+                ctx.metrics.update_audit(&stats);
+            }
+            ctx.metrics.set_acl_log_entries(ctx.acl_log_len());
+            let body = ctx.metrics.render();
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        (&Method::POST, "/api/v1/reload") => match (state.reload)() {
+            Ok(detail) => json_response(StatusCode::OK, &detail),
+            Err(detail) => json_response(StatusCode::INTERNAL_SERVER_ERROR, &detail),
+        },
+        (_, "/livez" | "/readyz" | "/metrics" | "/api/v1/reload") => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "method not allowed")
+        }
+        _ => error(StatusCode::NOT_FOUND, "NotFound", "no such endpoint"),
+    }
+}
+
+/// Checks `x-api-key` / `x-api-secret-key` against the configured keys (constant time).
+/// Without keys configured, everything is allowed.
+fn authorize(config: &AdminConfig, request: &Request<Incoming>) -> Result<Access, &'static str> {
+    if config.keys.is_empty() {
+        return Ok(Access::Full);
+    }
+    let header = |name: &str| request.headers().get(name).map(|v| v.as_bytes().to_vec());
+    let (Some(key), Some(secret)) = (header("x-api-key"), header("x-api-secret-key")) else {
+        return Err("missing x-api-key / x-api-secret-key");
+    };
+    let mut granted = None;
+    for configured in &config.keys {
+        // Compare every key fully, whatever matched before.
+        let matches = constant_time_eq(configured.key.as_bytes(), &key)
+            & constant_time_eq(&configured.secret.0, &secret);
+        if matches && granted.is_none() {
+            granted = Some(if configured.full { Access::Full } else { Access::Metrics });
+        }
+    }
+    granted.ok_or("wrong API key or secret")
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+/// Ready when the upstream answers a connection and the audit writer is not failing.
+async fn readiness(state: &AdminState) -> Response<Full<Bytes>> {
+    let ctx = &state.ctx;
+    let tls = ctx.upstream_tls();
+    let upstream = match crate::proxy::upstream::connect(&ctx.config.upstream, tls.as_deref()).await
+    {
+        Ok(_) => json!({"ok": true}),
+        Err(error) => json!({"ok": false, "error": error.to_string()}),
+    };
+    let audit_ok = !ctx.sink.is_failing();
+    let ready = upstream["ok"] == true && audit_ok;
+    let body = json!({
+        "ready": ready,
+        "checks": {"listener": {"ok": true}, "upstream": upstream, "audit": {"ok": audit_ok}},
+    });
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    json_response(status, &body)
+}
+
+fn text(
+    status: StatusCode,
+    content_type: &'static str,
+    body: &'static str,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// An error in the shape of the seeds' APIs: `{"Code": ..., "Message": ...}`.
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+    json_response(status, &json!({"Code": code, "Message": message}))
+}

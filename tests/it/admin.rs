@@ -1,0 +1,264 @@
+//! The admin plane against real parts: every metric moves when it should (driven by real
+//! clients through the proxy), `/metrics` passes `promtool check metrics`, a real Prometheus
+//! scrapes it and answers queries about it, health follows the upstream, API keys give 401 /
+//! 403, and `POST /api/v1/reload` swaps the users file.
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
+
+/// One HTTP/1.1 request (`Connection: close`): status and body.
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .expect("response in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// The value of one sample line (`name{labels} value`) of a metrics text, 0 when absent.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn users_file(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("users.acl");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_moves_and_promtool_accepts_the_page() {
+    crate::require_redis!();
+    let scratch = Scratch::new("admin-metrics");
+    let users =
+        users_file(scratch.path(), "user default on nopass ~* &* -@all +get +set +auth +ping\n");
+    let redis = RedisServer::start(&[]);
+    let audit_dir = scratch.path().join("audit");
+    let toml = format!(
+        "[auth]\nusers_file = \"{}\"\n[audit.filters]\nignore_high_frequency = [\"ping\"]\n",
+        users.display()
+    );
+    let (proxy, sink) = TestProxy::start_audited(redis.addr, &audit_dir, &toml).await;
+    let admin = proxy.admin_addr();
+    let (status, before) = http(admin, "GET", "/metrics", &[]).await;
+    assert_eq!(status, 200);
+
+    let mut client = RawClient::connect(proxy.addr).await;
+    assert_eq!(client.call(&[b"SET", b"k", b"v"]).await, b"+OK\r\n");
+    assert_eq!(client.call(&[b"GET", b"k"]).await, b"$1\r\nv\r\n");
+    assert_eq!(client.call(&[b"PING"]).await, b"+PONG\r\n");
+    assert!(client.call(&[b"DEL", b"k"]).await.starts_with(b"-NOPERM"));
+    assert!(client.call(&[b"AUTH", b"nobody", b"pw"]).await.starts_with(b"-WRONGPASS"));
+    assert!(client.call(&[b"GET"]).await.starts_with(b"-ERR wrong number"));
+    sink.sync();
+    let (_, after) = http(admin, "GET", "/metrics", &[]).await;
+
+    let moved = |series: &str, by: f64| {
+        let delta = sample(&after, series) - sample(&before, series);
+        assert_eq!(delta, by, "{series}: {before}\n----\n{after}");
+    };
+    moved(r#"redis_audit_proxy_commands_total{class="write",command="set",outcome="ok"}"#, 1.0);
+    moved(r#"redis_audit_proxy_commands_total{class="read",command="get",outcome="ok"}"#, 1.0);
+    moved(r#"redis_audit_proxy_commands_total{class="read",command="get",outcome="error"}"#, 1.0);
+    moved(r#"redis_audit_proxy_commands_total{class="write",command="del",outcome="error"}"#, 1.0);
+    moved(
+        r#"redis_audit_proxy_acl_denials_total{mode="enforce",reason="command",source="proxy"}"#,
+        1.0,
+    );
+    moved(r#"redis_audit_proxy_auth_total{reason="auth",result="failure",source="redis"}"#, 1.0);
+    moved("redis_audit_proxy_connections_total", 1.0);
+    moved("redis_audit_proxy_connections_open", 1.0);
+    moved(r#"redis_audit_proxy_command_duration_seconds_count{class="read"}"#, 2.0);
+    moved(r#"redis_audit_proxy_audit_events_filtered_total{reason="high_frequency"}"#, 1.0);
+    assert!(
+        sample(&after, "redis_audit_proxy_audit_events_written_total")
+            > sample(&before, "redis_audit_proxy_audit_events_written_total")
+    );
+    assert!(sample(&after, "redis_audit_proxy_audit_bytes_written_total") > 0.0);
+    assert_eq!(
+        sample(&after, "redis_audit_proxy_acl_log_entries"),
+        2.0,
+        "the denial and the failed AUTH"
+    );
+    assert!(after.contains("redis_audit_proxy_policy_info{version=\""), "{after}");
+    assert!(after.contains(&format!(
+        "redis_audit_proxy_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    )));
+    // Labels come from closed sets only: no key, user or address appears.
+    for leaked in ["=\"k\"", "nobody", "127.0.0.1"] {
+        assert!(!after.contains(leaked), "{leaked} in the metrics:\n{after}");
+    }
+    drop(client);
+    // An upstream that cannot be reached is counted.
+    drop(redis);
+    let _ = RawClient::connect(proxy.addr).await.call(&[b"PING"]).await;
+    let (_, down) = http(admin, "GET", "/metrics", &[]).await;
+    assert!(sample(&down, "redis_audit_proxy_upstream_connect_errors_total") >= 1.0);
+
+    // promtool, Prometheus's own checker, accepts the page.
+    if let Ok(mut promtool) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        use std::io::Write as _;
+        promtool.stdin.take().unwrap().write_all(down.as_bytes()).unwrap();
+        let output = promtool.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    } else {
+        eprintln!("promtool not installed (make test installs it): lint skipped");
+    }
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_keys_and_reload() {
+    crate::require_redis!();
+    let scratch = Scratch::new("admin-api");
+    let users = users_file(scratch.path(), "user default on nopass ~* &* -@all +get\n");
+    let mut redis = RedisServer::start(&[]);
+    let toml = format!(
+        "[auth]\nusers_file = \"{}\"\n[admin]\napi_key = \"ops\"\napi_secret = \"s3cret\"\nmetrics_api_key = \"scraper\"\nmetrics_api_secret = \"m\"\nopen_endpoints = [\"/livez\"]\n",
+        users.display()
+    );
+    let proxy = TestProxy::start_with(redis.addr, &toml).await;
+    let admin = proxy.admin_addr();
+    let ops = [("x-api-key", "ops"), ("x-api-secret-key", "s3cret")];
+    let scraper = [("x-api-key", "scraper"), ("x-api-secret-key", "m")];
+
+    assert_eq!(http(admin, "GET", "/livez", &[]).await.0, 200, "open endpoint");
+    assert_eq!(http(admin, "GET", "/metrics", &[]).await.0, 401, "missing key");
+    assert_eq!(
+        http(admin, "GET", "/metrics", &[("x-api-key", "ops"), ("x-api-secret-key", "no")]).await.0,
+        401
+    );
+    assert_eq!(http(admin, "GET", "/metrics", &scraper).await.0, 200);
+    let (status, body) = http(admin, "POST", "/api/v1/reload", &scraper).await;
+    assert_eq!(status, 403, "the metrics key has no access to the API: {body}");
+    assert_eq!(http(admin, "GET", "/nowhere", &ops).await.0, 404);
+    assert_eq!(http(admin, "GET", "/api/v1/reload", &ops).await.0, 405);
+
+    let (status, body) = http(admin, "GET", "/readyz", &ops).await;
+    assert_eq!(status, 200, "{body}");
+    redis.kill();
+    let (status, body) = http(admin, "GET", "/readyz", &ops).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("\"upstream\":{\"ok\":false,\"error\""), "{body}");
+    redis.restart();
+    assert_eq!(http(admin, "GET", "/readyz", &ops).await.0, 200);
+
+    let mut client = RawClient::connect(proxy.addr).await;
+    assert!(client.call(&[b"SET", b"k", b"v"]).await.starts_with(b"-NOPERM"));
+    std::fs::write(&users, "user default on nopass ~* &* +@all\n").unwrap();
+    let (status, body) = http(admin, "POST", "/api/v1/reload", &ops).await;
+    assert_eq!(status, 200, "{body}");
+    let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(reply["policy"]["ok"], true);
+    assert_eq!(reply["policy"]["policy_version"].as_str().map(str::len), Some(16));
+    assert_eq!(client.call(&[b"SET", b"k", b"v"]).await, b"+OK\r\n", "the new policy applies");
+    std::fs::write(&users, "user default on +nosuchcommand\n").unwrap();
+    let (status, body) = http(admin, "POST", "/api/v1/reload", &ops).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("nosuchcommand"), "{body}");
+    assert_eq!(client.call(&[b"SET", b"k", b"w"]).await, b"+OK\r\n", "the old policy stays");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_scrapes_the_proxy() {
+    crate::require_redis!();
+    if Command::new("prometheus")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_err()
+    {
+        eprintln!("skipped: prometheus not installed (make test installs it)");
+        return;
+    }
+    let scratch = Scratch::new("admin-prometheus");
+    std::fs::create_dir_all(scratch.path()).unwrap();
+    let redis = RedisServer::start(&[]);
+    let proxy = TestProxy::start(redis.addr).await;
+    let mut client = RawClient::connect(proxy.addr).await;
+    for _ in 0..5 {
+        assert_eq!(client.call(&[b"SET", b"k", b"v"]).await, b"+OK\r\n");
+    }
+    let config = scratch.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: proxy\n    static_configs:\n      - targets: ['{}']\n",
+            proxy.admin_addr()
+        ),
+    )
+    .unwrap();
+    let port = crate::support::redis::free_port();
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", scratch.path().join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let api = SocketAddr::from(([127, 0, 0, 1], port));
+    let query = "/api/v1/query?query=redis_audit_proxy_commands_total%7Bcommand%3D%22set%22%7D";
+    let mut answer = String::new();
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(api).await.is_ok() {
+            answer = http(api, "GET", query, &[]).await.1;
+            if answer.contains("\"value\"") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    let value: serde_json::Value =
+        serde_json::from_str(&answer).unwrap_or_else(|_| panic!("{answer}"));
+    assert_eq!(value["status"], "success", "{answer}");
+    let result = &value["data"]["result"][0];
+    assert_eq!(result["metric"]["job"], "proxy");
+    assert_eq!(result["metric"]["class"], "write");
+    assert_eq!(result["value"][1], "5", "{answer}");
+    proxy.shutdown().await;
+}
