@@ -19,6 +19,7 @@
 //!   - [`proxy::upstream`]: connecting to Redis.
 //! - [`resp`]: our request decoder, reply framer and proxy-written replies.
 //! - [`tls`]: rustls configurations for both sides, and what a handshake tells the audit.
+//! - [`query`]: audit queries over the files (DescribeAuditRecords filters and paging).
 //! - [`record`]: the per-command record and the sink interface.
 
 pub mod acl;
@@ -30,6 +31,7 @@ pub mod command;
 pub mod config;
 pub mod explain;
 pub mod proxy;
+pub mod query;
 pub mod record;
 pub mod resp;
 pub mod tls;

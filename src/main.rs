@@ -59,11 +59,84 @@ fn main() -> ExitCode {
             audit_verify(dir, checkpoint_key_file.as_deref())
         }
         Some(Command::HashPassword) => hash_password(),
-        Some(other) => {
-            eprintln!("redis-audit-proxy: `{}` is not yet available in this build", other.name());
-            ExitCode::from(2)
+        Some(Command::Audit {
+            command:
+                AuditCommand::Query {
+                    dir,
+                    start,
+                    end,
+                    user,
+                    host,
+                    db,
+                    keyword,
+                    class,
+                    page_size,
+                    page,
+                    json,
+                },
+        }) => {
+            let db = db.map(|db| db.to_string());
+            let page_size = page_size.map(|n| n.to_string());
+            let page = page.map(|n| n.to_string());
+            let query = redis_audit_proxy::query::AuditQuery::new(
+                start.as_deref(),
+                end.as_deref(),
+                user.as_deref(),
+                host.as_deref(),
+                db.as_deref(),
+                keyword.as_deref(),
+                class.as_deref(),
+                None,
+                page_size.as_deref(),
+                page.as_deref(),
+                false,
+            );
+            match query {
+                Ok(query) => audit_query(dir, &query, *json),
+                Err(error) => {
+                    eprintln!("redis-audit-proxy: {error}");
+                    ExitCode::from(EXIT_USAGE)
+                }
+            }
         }
     }
+}
+
+/// `audit query`: one page of matching command records, newest first, as a table or as the
+/// `DescribeAuditRecords` JSON the admin API returns.
+#[allow(clippy::print_stdout)]
+fn audit_query(dir: &Path, query: &redis_audit_proxy::query::AuditQuery, json: bool) -> ExitCode {
+    let page = match redis_audit_proxy::query::run(dir, query) {
+        Ok(page) => page,
+        Err(error) => {
+            eprintln!("redis-audit-proxy: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let response = page.to_tair(query, "cli");
+    if json {
+        println!("{response}");
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{:<20}  {:<15}  {:<10}  {:>2}  {:<14}  {:>8}  SQLText",
+        "ExecuteTime", "HostAddress", "Account", "DB", "SQLType", "µs"
+    );
+    for item in response["Items"]["SQL"].as_array().into_iter().flatten() {
+        let field = |name: &str| item[name].as_str().unwrap_or("").to_owned();
+        println!(
+            "{:<20}  {:<15}  {:<10}  {:>2}  {:<14}  {:>8}  {}",
+            field("ExecuteTime"),
+            field("HostAddress"),
+            field("AccountName"),
+            field("DatabaseName"),
+            field("SQLType"),
+            field("TotalExecutionTimes"),
+            field("SQLText")
+        );
+    }
+    println!("page {} of {} records ({} per page)", query.page_number, page.total, query.page_size);
+    ExitCode::SUCCESS
 }
 
 /// `hash-password`: reads one password on stdin (a trailing newline is not part of it) and

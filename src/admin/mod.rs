@@ -137,11 +137,14 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Full
             );
             response
         }
+        (&Method::GET, "/api/v1/audit-records") => {
+            audit_records(state, request.uri().query().unwrap_or("")).await
+        }
         (&Method::POST, "/api/v1/reload") => match (state.reload)() {
             Ok(detail) => json_response(StatusCode::OK, &detail),
             Err(detail) => json_response(StatusCode::INTERNAL_SERVER_ERROR, &detail),
         },
-        (_, "/livez" | "/readyz" | "/metrics" | "/api/v1/reload") => {
+        (_, "/livez" | "/readyz" | "/metrics" | "/api/v1/reload" | "/api/v1/audit-records") => {
             error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "method not allowed")
         }
         _ => error(StatusCode::NOT_FOUND, "NotFound", "no such endpoint"),
@@ -172,6 +175,92 @@ fn authorize(config: &AdminConfig, request: &Request<Incoming>) -> Result<Access
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+/// `GET /api/v1/audit-records`: `DescribeAuditRecords` over the audit directory. The read
+/// is itself recorded, as an `api_read` system event.
+async fn audit_records(state: &AdminState, query_string: &str) -> Response<Full<Bytes>> {
+    let params = parse_query_string(query_string);
+    let request_id = request_id();
+    let query = match crate::query::AuditQuery::from_params(&params) {
+        Ok(query) => query,
+        Err(refused) => {
+            let body =
+                json!({"Code": refused.code, "Message": refused.message, "RequestId": request_id});
+            return json_response(StatusCode::BAD_REQUEST, &body);
+        }
+    };
+    let dir = state.ctx.config.audit.dir.clone();
+    let run_query = query.clone();
+    let outcome = tokio::task::spawn_blocking(move || crate::query::run(&dir, &run_query)).await;
+    let page = match outcome {
+        Ok(Ok(page)) => page,
+        Ok(Err(error)) => {
+            let body = json!({"Code": "InternalError", "Message": error.to_string(), "RequestId": request_id});
+            return json_response(StatusCode::INTERNAL_SERVER_ERROR, &body);
+        }
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "query failed"),
+    };
+    let mut shown: Vec<(&String, &String)> = params.iter().collect();
+    shown.sort();
+    state.ctx.sink.system(crate::audit::event::SystemEvent {
+        action: "api_read",
+        time: std::time::SystemTime::now(),
+        detail: json!({
+            "endpoint": "/api/v1/audit-records",
+            "params": shown.iter().map(|(k, v)| ((*k).clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "total": page.total,
+            "request_id": request_id,
+        }),
+    });
+    json_response(StatusCode::OK, &page.to_tair(&query, &request_id))
+}
+
+/// `a=b&c=d` with percent-decoding (and `+` as a space); later duplicates win.
+fn parse_query_string(query: &str) -> std::collections::HashMap<String, String> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(name), percent_decode(value))
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        match bytes[at] {
+            b'+' => out.push(b' '),
+            b'%' if at + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[at + 1..at + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(byte) => {
+                        out.push(byte);
+                        at += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            other => out.push(other),
+        }
+        at += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A request id in the seeds' shape (a random UUID-like hex string).
+fn request_id() -> String {
+    let mut bytes = [0u8; 16];
+    if let Ok(mut random) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read as _;
+        let _ = random.read_exact(&mut bytes);
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02X}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }
 
 /// Ready when the upstream answers a connection and the audit writer is not failing.

@@ -26,6 +26,7 @@ mod framer_oracle;
 mod keys;
 mod keys_corpus;
 mod limits;
+mod query;
 mod records;
 mod table_load;
 mod tls;

@@ -1,0 +1,355 @@
+//! The parameters of an audit query, validated as `DescribeAuditRecords` validates them
+//! (its error codes), from HTTP query parameters or from `audit query` flags.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::index::line_time;
+
+/// A refused parameter: the seed's error code and message (HTTP 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ParamError {
+    /// `InvalidStartTime.Malformed`, ...
+    pub code: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn refuse(code: &'static str, message: impl Into<String>) -> ParamError {
+    ParamError { code, message: message.into() }
+}
+
+/// Longest time range one query may cover (the seed: "not longer than one day").
+const MAX_RANGE_SECONDS: i64 = 86_400;
+
+/// A validated query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// `StartTime` as given (echoed in the response).
+    pub start_text: String,
+    /// `EndTime` as given.
+    pub end_text: String,
+    start: Option<String>,
+    end: Option<String>,
+    user: Option<String>,
+    host: Option<String>,
+    db: Option<u64>,
+    keyword: Option<String>,
+    class: Option<String>,
+    node: Option<String>,
+    /// Records per page: 30, 50 or 100.
+    pub page_size: u32,
+    /// Page, from 1.
+    pub page_number: u32,
+}
+
+/// `yyyy-MM-ddTHH:mm:ssZ` (or `yyyy-MM-ddTHH:mmZ`) as seconds since the epoch, and the
+/// RFC 3339 µs bounds the trail's `time` compares with.
+fn parse_time(text: &str) -> Option<(i64, String)> {
+    let body = text.strip_suffix('Z')?;
+    let (date, clock) = body.split_once('T')?;
+    let mut date_parts = date.split('-');
+    let year: i64 = date_parts.next()?.parse().ok()?;
+    let month: u32 = date_parts.next()?.parse().ok()?;
+    let day: u32 = date_parts.next()?.parse().ok()?;
+    let mut clock_parts = clock.split(':');
+    let hour: u32 = clock_parts.next()?.parse().ok()?;
+    let minute: u32 = clock_parts.next()?.parse().ok()?;
+    let second: u32 = match clock_parts.next() {
+        Some(s) => s.parse().ok()?,
+        None => 0,
+    };
+    let shapes_ok = date.len() == 10 && (clock.len() == 8 || clock.len() == 5);
+    if !shapes_ok || date_parts.next().is_some() || clock_parts.next().is_some() {
+        return None;
+    }
+    if !(1..=12).contains(&month) || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let days_in_month = match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if day == 0 || day > days_in_month {
+        return None;
+    }
+    // Days from civil (H. Hinnant).
+    let (y, m) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * i64::from(m) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let seconds =
+        days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second);
+    let bound = format!("{date}T{hour:02}:{minute:02}:{second:02}");
+    Some((seconds, bound))
+}
+
+impl AuditQuery {
+    /// From `DescribeAuditRecords` parameters (`StartTime` and `EndTime` required).
+    pub fn from_params(params: &HashMap<String, String>) -> Result<Self, ParamError> {
+        let get = |name: &str| params.get(name).map(String::as_str).filter(|v| !v.is_empty());
+        let start = get("StartTime").ok_or_else(|| {
+            refuse("InvalidStartTime.Malformed", "The Specified parameter StartTime is not valid.")
+        })?;
+        let end = get("EndTime").ok_or_else(|| {
+            refuse("InvalidEndTime.Malformed", "The Specified parameter EndTime is not valid.")
+        })?;
+        Self::new(
+            Some(start),
+            Some(end),
+            get("AccountName"),
+            get("HostAddress"),
+            get("DatabaseName"),
+            get("QueryKeywords"),
+            get("SQLType"),
+            get("NodeId"),
+            get("PageSize"),
+            get("PageNumber"),
+            true,
+        )
+    }
+
+    /// From any source; `bounded` applies the one-day limit (the API's; the CLI has none).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        start: Option<&str>,
+        end: Option<&str>,
+        user: Option<&str>,
+        host: Option<&str>,
+        db: Option<&str>,
+        keyword: Option<&str>,
+        class: Option<&str>,
+        node: Option<&str>,
+        page_size: Option<&str>,
+        page_number: Option<&str>,
+        bounded: bool,
+    ) -> Result<Self, ParamError> {
+        let start_time = start
+            .map(|t| {
+                parse_time(t).ok_or_else(|| {
+                    refuse(
+                        "InvalidStartTime.Malformed",
+                        "The Specified parameter StartTime is not valid.",
+                    )
+                })
+            })
+            .transpose()?;
+        let end_time = end
+            .map(|t| parse_time(t).ok_or_else(|| refuse("InvalidEndTime.Malformed", "The Specified parameter EndTime is not valid. Specify the time in the yyyy-MM-ddTHH:mm:ssZ format, in UTC.")))
+            .transpose()?;
+        if let (Some((from, _)), Some((to, _))) = (&start_time, &end_time) {
+            if to <= from {
+                return Err(refuse(
+                    "InvalidEndTime.Malformed",
+                    "The end time must be later than the start time.",
+                ));
+            }
+            if bounded && to - from > MAX_RANGE_SECONDS {
+                return Err(refuse(
+                    "InvalidEndTime.Malformed",
+                    "The time range must not be longer than one day.",
+                ));
+            }
+        }
+        let page_size = match page_size {
+            None => 30,
+            Some(text) => match text.parse::<u32>() {
+                Ok(size @ (30 | 50 | 100)) => size,
+                _ => {
+                    return Err(refuse(
+                        "InvalidPageSize.Malformed",
+                        "The specified parameter PageSize is not valid.",
+                    ))
+                }
+            },
+        };
+        let page_number = match page_number {
+            None => 1,
+            Some(text) => match text.parse::<u32>() {
+                Ok(number) if number >= 1 => number,
+                _ => {
+                    return Err(refuse(
+                        "InvalidPageNumbers.Malformed",
+                        "Specified page number is not valid.",
+                    ))
+                }
+            },
+        };
+        let db = match db {
+            None => None,
+            Some(text) => match text.parse::<u64>() {
+                Ok(db) if db <= 255 => Some(db),
+                _ => {
+                    return Err(refuse(
+                        "InvalidDatabaseName.Malformed",
+                        "The specified parameter DatabaseName is not valid: 0 to 255.",
+                    ))
+                }
+            },
+        };
+        let class = match class {
+            None => None,
+            Some(c @ ("read" | "write" | "non_read_write")) => Some(c.to_owned()),
+            Some(_) => {
+                return Err(refuse(
+                    "InvalidSQLType.Malformed",
+                    "SQLType is one of read, write, non_read_write.",
+                ))
+            }
+        };
+        if keyword.is_some_and(|k| k.split_whitespace().count() > 1) {
+            return Err(refuse(
+                "InvalidQueryKeywords.Malformed",
+                "Specify a single command as the keyword.",
+            ));
+        }
+        Ok(Self {
+            start_text: start.unwrap_or_default().to_owned(),
+            end_text: end.unwrap_or_default().to_owned(),
+            start: start_time.map(|(_, bound)| format!("{bound}.000000Z")),
+            end: end_time.map(|(_, bound)| format!("{bound}.999999Z")),
+            user: user.map(str::to_owned),
+            host: host.map(str::to_owned),
+            db,
+            keyword: keyword.map(|k| k.trim().to_ascii_lowercase()),
+            class,
+            node: node.map(str::to_owned),
+            page_size,
+            page_number,
+        })
+    }
+
+    /// True when a record's `time` is inside the range.
+    pub fn contains(&self, time: &str) -> bool {
+        self.start.as_deref().is_none_or(|start| time >= start)
+            && self.end.as_deref().is_none_or(|end| time <= end)
+    }
+
+    /// True when `[first, last]` meets the range.
+    pub fn overlaps(&self, first: &str, last: &str) -> bool {
+        self.start.as_deref().is_none_or(|start| last >= start)
+            && self.end.as_deref().is_none_or(|end| first <= end)
+    }
+
+    /// Filters other than time.
+    pub fn has_field_filters(&self) -> bool {
+        self.user.is_some()
+            || self.host.is_some()
+            || self.db.is_some()
+            || self.keyword.is_some()
+            || self.class.is_some()
+            || self.node.is_some()
+    }
+
+    /// A cheap test on the raw line: false only when the record cannot match.
+    pub fn line_may_match(&self, line: &[u8]) -> bool {
+        if !super::contains(line, b"\"kind\":\"command\"") {
+            return false;
+        }
+        if !line_time(line).is_some_and(|time| self.contains(time)) {
+            return false;
+        }
+        let quoted = |field: &str, value: &str| {
+            let needle = format!("\"{field}\":{}", Value::String(value.to_owned()));
+            super::contains(line, needle.as_bytes())
+        };
+        self.user.as_deref().is_none_or(|u| quoted("user", u))
+            && self.host.as_deref().is_none_or(|h| quoted("ip", h))
+            && self.keyword.as_deref().is_none_or(|k| quoted("name", k))
+            && self.class.as_deref().is_none_or(|c| quoted("class", c))
+            && self.node.as_deref().is_none_or(|n| quoted("node", n))
+            && self.db.is_none_or(|db| super::contains(line, format!("\"db\":{db},").as_bytes()))
+    }
+
+    /// The exact test on a parsed record.
+    pub fn matches(&self, record: &Value) -> bool {
+        let text = |v: &Value| v.as_str().map(str::to_owned);
+        record["kind"] == "command"
+            && record["time"].as_str().is_some_and(|t| self.contains(t))
+            && self.user.as_ref().is_none_or(|u| text(&record["user"]).as_ref() == Some(u))
+            && self.host.as_ref().is_none_or(|h| text(&record["client"]["ip"]).as_ref() == Some(h))
+            && self
+                .keyword
+                .as_ref()
+                .is_none_or(|k| text(&record["command"]["name"]).as_ref() == Some(k))
+            && self
+                .class
+                .as_ref()
+                .is_none_or(|c| text(&record["command"]["class"]).as_ref() == Some(c))
+            && self.node.as_ref().is_none_or(|n| text(&record["node"]).as_ref() == Some(n))
+            && self.db.is_none_or(|db| record["db"].as_u64() == Some(db))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn code(pairs: &[(&str, &str)]) -> &'static str {
+        AuditQuery::from_params(&params(pairs)).unwrap_err().code
+    }
+
+    #[test]
+    fn the_seeds_error_codes() {
+        let range = [("StartTime", "2026-11-22T00:00:00Z"), ("EndTime", "2026-11-22T00:10:00Z")];
+        assert!(AuditQuery::from_params(&params(&range)).is_ok());
+        assert_eq!(code(&[("EndTime", "2026-11-22T00:10:00Z")]), "InvalidStartTime.Malformed");
+        assert_eq!(
+            code(&[("StartTime", "2026-11-22 00:00:00"), range[1]]),
+            "InvalidStartTime.Malformed"
+        );
+        assert_eq!(
+            code(&[range[0], ("EndTime", "2026-13-01T00:00:00Z")]),
+            "InvalidEndTime.Malformed"
+        );
+        assert_eq!(
+            code(&[range[1], ("StartTime", "2026-11-22T00:20:00Z")]),
+            "InvalidEndTime.Malformed"
+        );
+        assert_eq!(
+            code(&[range[0], ("EndTime", "2026-11-23T00:00:01Z")]),
+            "InvalidEndTime.Malformed"
+        );
+        assert_eq!(code(&[range[0], range[1], ("PageSize", "20")]), "InvalidPageSize.Malformed");
+        assert_eq!(
+            code(&[range[0], range[1], ("PageNumber", "0")]),
+            "InvalidPageNumbers.Malformed"
+        );
+        assert_eq!(
+            code(&[range[0], range[1], ("PageNumber", "x")]),
+            "InvalidPageNumbers.Malformed"
+        );
+        assert_eq!(
+            code(&[range[0], range[1], ("DatabaseName", "256")]),
+            "InvalidDatabaseName.Malformed"
+        );
+        assert_eq!(code(&[range[0], range[1], ("SQLType", "admin")]), "InvalidSQLType.Malformed");
+        let minutes = [("StartTime", "2026-11-22T00:00Z"), ("EndTime", "2026-11-22T00:10Z")];
+        assert!(AuditQuery::from_params(&params(&minutes)).is_ok(), "yyyy-MM-ddTHH:mmZ too");
+    }
+
+    #[test]
+    fn bounds_compare_with_the_trails_times() {
+        let q = AuditQuery::from_params(&params(&[
+            ("StartTime", "2026-11-22T04:56:13Z"),
+            ("EndTime", "2026-11-22T04:56:14Z"),
+        ]))
+        .unwrap();
+        assert!(q.contains("2026-11-22T04:56:13.000000Z"));
+        assert!(q.contains("2026-11-22T04:56:14.999999Z"));
+        assert!(!q.contains("2026-11-22T04:56:12.999999Z"));
+        assert!(!q.contains("2026-11-22T04:56:15.000000Z"));
+        assert_eq!(parse_time("1970-01-02T00:00:00Z").map(|(s, _)| s), Some(86_400));
+        assert_eq!(parse_time("2026-02-29T00:00:00Z"), None, "not a leap year");
+    }
+}

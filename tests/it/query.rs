@@ -1,0 +1,228 @@
+//! Audit queries (`GET /api/v1/audit-records` and `audit query`) over a trail the proxy wrote
+//! with real clients: each filter against a count made from the files themselves, paging
+//! edges, every error code, API keys, the CLI and the API giving the same answer, and rotated
+//! files skipped through their index.
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::scratch::trail;
+use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_redis-audit-proxy");
+
+async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+fn utc_now_minus(seconds: u64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+        - seconds;
+    let time = std::time::UNIX_EPOCH + Duration::from_secs(now);
+    let text = redis_audit_proxy::audit::event::rfc3339_micros(time);
+    format!("{}Z", &text[..19])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_paging_errors_and_the_cli_agree() {
+    crate::require_redis!();
+    let scratch = Scratch::new("query");
+    let dir = scratch.path().join("audit");
+    let redis = RedisServer::start(&[]);
+    let mut admin = RawClient::connect(redis.addr).await;
+    for user in [&b"alice"[..], b"bob"] {
+        admin.call(&[b"ACL", b"SETUSER", user, b"on", b"nopass", b"~*", b"&*", b"+@all"]).await;
+    }
+    let toml = "[audit]\nrotate_bytes = 20000\n[admin]\nmetrics_api_key = \"scraper\"\nmetrics_api_secret = \"m\"\napi_key = \"ops\"\napi_secret = \"s\"\nopen_endpoints = []\n";
+    let (proxy, sink) = TestProxy::start_audited(redis.addr, &dir, toml).await;
+    let start = utc_now_minus(5);
+    for (user, db, count) in [("alice", "0", 70), ("bob", "3", 45), ("default", "0", 25)] {
+        let mut client = RawClient::connect(proxy.addr).await;
+        if user != "default" {
+            client.call(&[b"AUTH", user.as_bytes(), b"x"]).await;
+        }
+        client.call(&[b"SELECT", db.as_bytes()]).await;
+        for i in 0..count {
+            let key = format!("{user}:{i}");
+            client.call(&[b"SET", key.as_bytes(), b"v"]).await;
+            client.call(&[b"GET", key.as_bytes()]).await;
+        }
+        client.call(&[b"CONFIG", b"GET", b"maxmemory"]).await;
+    }
+    sink.sync();
+    let end = utc_now_minus(0);
+    let lines = trail(&dir);
+    let commands: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "command").collect();
+    let rotated = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name().to_string_lossy().starts_with("audit-")
+                && e.file_name().to_string_lossy().ends_with(".log")
+        })
+        .count();
+    assert!(rotated >= 3, "several rotated files: {rotated}");
+    let count = |pred: &dyn Fn(&Value) -> bool| commands.iter().filter(|r| pred(r)).count() as u64;
+    let ops = [("x-api-key", "ops"), ("x-api-secret-key", "s")];
+    let range = format!("StartTime={start}&EndTime={}", bump(&end));
+    let api = |extra: &str| format!("/api/v1/audit-records?{range}{extra}");
+
+    let (status, all) = get(proxy.admin_addr(), &api(""), &ops).await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(all["TotalRecordCount"], count(&|_| true));
+    assert_eq!(all["PageSize"], 30);
+    assert_eq!(all["Items"]["SQL"].as_array().unwrap().len(), 30);
+    let first = &all["Items"]["SQL"][0];
+    assert_eq!(first["SQLText"], "CONFIG GET", "newest first: {first}");
+    for (extra, expected) in [
+        ("&AccountName=alice", count(&|r| r["user"] == "alice")),
+        ("&AccountName=bob&DatabaseName=3", count(&|r| r["user"] == "bob" && r["db"] == 3)),
+        ("&DatabaseName=3", count(&|r| r["db"] == 3)),
+        ("&QueryKeywords=GET", count(&|r| r["command"]["name"] == "get")),
+        ("&QueryKeywords=config", count(&|r| r["command"]["name"] == "config")),
+        ("&SQLType=write", count(&|r| r["command"]["class"] == "write")),
+        ("&SQLType=non_read_write", count(&|r| r["command"]["class"] == "non_read_write")),
+        ("&HostAddress=127.0.0.1", count(&|_| true)),
+        ("&HostAddress=10.0.0.1", 0),
+    ] {
+        let (status, page) = get(proxy.admin_addr(), &api(extra), &ops).await;
+        assert_eq!(status, 200, "{extra}: {page}");
+        assert_eq!(page["TotalRecordCount"], expected, "{extra}");
+        assert!(expected > 0 || extra.contains("10.0.0.1"), "{extra} selects something");
+    }
+    // Paging: pages follow each other without overlap; past the end, no items but the total.
+    let (_, page1) = get(proxy.admin_addr(), &api("&PageSize=50&PageNumber=1"), &ops).await;
+    let (_, page2) = get(proxy.admin_addr(), &api("&PageSize=50&PageNumber=2"), &ops).await;
+    let texts = |p: &Value| {
+        p["Items"]["SQL"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["SQLText"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(texts(&page1).len(), 50);
+    assert!(
+        texts(&page2).iter().all(|t| !texts(&page1).contains(t) || t.starts_with("CONFIG")),
+        "no overlap"
+    );
+    let last = (count(&|_| true) / 100) + 2;
+    let (_, beyond) =
+        get(proxy.admin_addr(), &api(&format!("&PageSize=100&PageNumber={last}")), &ops).await;
+    assert_eq!(beyond["Items"]["SQL"].as_array().unwrap().len(), 0);
+    assert_eq!(beyond["TotalRecordCount"], count(&|_| true));
+    // Every error code.
+    for (path, code) in [
+        (format!("/api/v1/audit-records?EndTime={end}"), "InvalidStartTime.Malformed"),
+        (
+            format!("/api/v1/audit-records?StartTime=yesterday&EndTime={end}"),
+            "InvalidStartTime.Malformed",
+        ),
+        (format!("/api/v1/audit-records?StartTime={start}"), "InvalidEndTime.Malformed"),
+        (
+            format!("/api/v1/audit-records?StartTime={end}&EndTime={start}"),
+            "InvalidEndTime.Malformed",
+        ),
+        (
+            "/api/v1/audit-records?StartTime=2026-01-01T00:00:00Z&EndTime=2026-01-03T00:00:00Z"
+                .to_owned(),
+            "InvalidEndTime.Malformed",
+        ),
+        (api("&PageSize=10"), "InvalidPageSize.Malformed"),
+        (api("&PageNumber=0"), "InvalidPageNumbers.Malformed"),
+        (api("&DatabaseName=300"), "InvalidDatabaseName.Malformed"),
+        (api("&SQLType=admin"), "InvalidSQLType.Malformed"),
+    ] {
+        let (status, body) = get(proxy.admin_addr(), &path, &ops).await;
+        assert_eq!((status, body["Code"].as_str()), (400, Some(code)), "{path}: {body}");
+        assert!(body["RequestId"].is_string());
+    }
+    // API keys.
+    assert_eq!(get(proxy.admin_addr(), &api(""), &[]).await.0, 401);
+    let scraper = [("x-api-key", "scraper"), ("x-api-secret-key", "m")];
+    assert_eq!(get(proxy.admin_addr(), &api(""), &scraper).await.0, 403);
+
+    // The CLI over the same directory gives the same page.
+    let output = Command::new(BINARY)
+        .args([
+            "audit",
+            "query",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--start",
+            &start,
+            "--end",
+            &bump(&end),
+        ])
+        .args(["--user", "alice", "--page-size", "50", "--page", "2", "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let cli: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let (_, http) =
+        get(proxy.admin_addr(), &api("&AccountName=alice&PageSize=50&PageNumber=2"), &ops).await;
+    assert_eq!(cli["Items"], http["Items"]);
+    assert_eq!(cli["TotalRecordCount"], http["TotalRecordCount"]);
+    let table = Command::new(BINARY)
+        .args(["audit", "query", "--dir", dir.to_str().unwrap(), "--keyword", "config"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("CONFIG GET") && table.contains("page 1 of 3 records"), "{table}");
+
+    // Reads of the API are recorded.
+    sink.sync();
+    let reads = trail(&dir).iter().filter(|l| l["action"] == "api_read").count();
+    assert!(reads >= 12, "{reads}");
+    proxy.shutdown().await;
+
+    // Indexes let a query skip rotated files outside its range.
+    let query = redis_audit_proxy::query::AuditQuery::new(
+        Some(&bump(&end)),
+        Some("2099-01-01T00:00:00Z"),
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        false,
+    )
+    .unwrap();
+    let page = redis_audit_proxy::query::run(&dir, &query).unwrap();
+    assert_eq!(page.total, 0);
+    assert!(page.files_skipped >= rotated, "{} skipped of {rotated}", page.files_skipped);
+}
+
+/// One second after `time` (`yyyy-MM-ddTHH:mm:ssZ`), for an inclusive end.
+fn bump(time: &str) -> String {
+    let query = time.to_owned();
+    let seconds: u64 = query[17..19].parse().unwrap();
+    if seconds < 59 {
+        format!("{}{:02}Z", &query[..17], seconds + 1)
+    } else {
+        query
+    }
+}
