@@ -140,13 +140,28 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Full
         (&Method::GET, "/api/v1/audit-records") => {
             audit_records(state, request.uri().query().unwrap_or("")).await
         }
+        (&Method::GET, "/v1/logs") => log_page(state, "/v1/logs", request.uri().query()).await,
+        (&Method::GET, "/v1/session-logs") => {
+            log_page(state, "/v1/session-logs", request.uri().query()).await
+        }
+        (&Method::GET, "/api/v1/acl-log") => {
+            log_page(state, "/api/v1/acl-log", request.uri().query()).await
+        }
         (&Method::POST, "/api/v1/reload") => match (state.reload)() {
             Ok(detail) => json_response(StatusCode::OK, &detail),
             Err(detail) => json_response(StatusCode::INTERNAL_SERVER_ERROR, &detail),
         },
-        (_, "/livez" | "/readyz" | "/metrics" | "/api/v1/reload" | "/api/v1/audit-records") => {
-            error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "method not allowed")
-        }
+        (
+            _,
+            "/livez"
+            | "/readyz"
+            | "/metrics"
+            | "/api/v1/reload"
+            | "/api/v1/audit-records"
+            | "/v1/logs"
+            | "/v1/session-logs"
+            | "/api/v1/acl-log",
+        ) => error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "method not allowed"),
         _ => error(StatusCode::NOT_FOUND, "NotFound", "no such endpoint"),
     }
 }
@@ -214,6 +229,44 @@ async fn audit_records(state: &AdminState, query_string: &str) -> Response<Full<
         }),
     });
     json_response(StatusCode::OK, &page.to_tair(&query, &request_id))
+}
+
+/// The Redis Cloud shapes (`/v1/logs`, `/v1/session-logs`) and the ACL LOG history, with
+/// `offset` / `limit` paging; each read is recorded.
+async fn log_page(
+    state: &AdminState,
+    endpoint: &'static str,
+    query_string: Option<&str>,
+) -> Response<Full<Bytes>> {
+    let params = parse_query_string(query_string.unwrap_or(""));
+    let paging = match crate::query::logs::Paging::from_params(&params) {
+        Ok(paging) => paging,
+        Err(message) => return error(StatusCode::BAD_REQUEST, "InvalidParameter", &message),
+    };
+    let dir = state.ctx.config.audit.dir.clone();
+    let outcome = tokio::task::spawn_blocking(move || match endpoint {
+        "/v1/logs" => crate::query::logs::activity(&dir, paging),
+        "/v1/session-logs" => crate::query::logs::sessions(&dir, paging),
+        _ => crate::query::logs::acl_log(&dir, paging),
+    })
+    .await;
+    let body = match outcome {
+        Ok(Ok(body)) => body,
+        Ok(Err(failure)) => {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", &failure.to_string())
+        }
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "query failed"),
+    };
+    state.ctx.sink.system(crate::audit::event::SystemEvent {
+        action: "api_read",
+        time: std::time::SystemTime::now(),
+        detail: json!({
+            "endpoint": endpoint,
+            "params": {"offset": paging.offset, "limit": paging.limit},
+            "total": body["total"],
+        }),
+    });
+    json_response(StatusCode::OK, &body)
 }
 
 /// `a=b&c=d` with percent-decoding (and `+` as a space); later duplicates win.

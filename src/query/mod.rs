@@ -4,6 +4,7 @@
 //! (time range, command count) beside it, and a query skips the files outside its range.
 
 pub mod index;
+pub mod logs;
 pub mod params;
 
 use std::fs::File;

@@ -226,3 +226,99 @@ fn bump(time: &str) -> String {
         query
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cloud_logs_sessions_and_the_acl_log_history() {
+    crate::require_redis!();
+    let scratch = Scratch::new("query-logs");
+    std::fs::create_dir_all(scratch.path()).unwrap();
+    let dir = scratch.path().join("audit");
+    let users = scratch.path().join("users.acl");
+    std::fs::write(
+        &users,
+        "user default on nopass ~* -@all +get +auth +client\nuser alice on >pw ~* +@all\n",
+    )
+    .unwrap();
+    let redis = RedisServer::start(&[]);
+    let mut admin = RawClient::connect(redis.addr).await;
+    admin.call(&[b"ACL", b"SETUSER", b"alice", b"on", b">pw", b"~*", b"+@all"]).await;
+    let toml = format!(
+        "[auth]\nusers_file = \"{}\"\n[admin]\nmetrics_api_key = \"scraper\"\nmetrics_api_secret = \"m\"\napi_key = \"ops\"\napi_secret = \"s\"\n",
+        users.display()
+    );
+    let (proxy, sink) = TestProxy::start_audited(redis.addr, &dir, &toml).await;
+    let ops = [("x-api-key", "ops"), ("x-api-secret-key", "s")];
+    {
+        let mut closed = RawClient::connect(proxy.addr).await;
+        assert!(closed.call(&[b"SET", b"k", b"v"]).await.starts_with(b"-NOPERM"));
+        assert!(closed.call(&[b"AUTH", b"alice", b"wrong"]).await.starts_with(b"-WRONGPASS"));
+        assert_eq!(closed.call(&[b"AUTH", b"alice", b"pw"]).await, b"+OK\r\n");
+    }
+    let mut open = RawClient::connect(proxy.addr).await;
+    assert_eq!(open.call(&[b"GET", b"k"]).await, b"$-1\r\n");
+    let mut ended = false;
+    for _ in 0..200 {
+        sink.sync();
+        if trail(&dir).iter().any(|l| l["action"] == "session_close") {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(ended, "the first session closed");
+
+    let (status, logs) = get(proxy.admin_addr(), "/v1/logs", &ops).await;
+    assert_eq!(status, 200, "{logs}");
+    let actions: Vec<&str> =
+        logs["logs"].as_array().unwrap().iter().map(|l| l["action"].as_str().unwrap()).collect();
+    let position = |action: &str| {
+        actions
+            .iter()
+            .position(|a| *a == action)
+            .unwrap_or_else(|| panic!("{action} in {actions:?}"))
+    };
+    assert!(
+        position("security.auth_success") < position("security.auth_failure"),
+        "newest first: {actions:?}"
+    );
+    assert!(position("security.auth_failure") < position("security.acl_denied"));
+    assert!(actions.contains(&"system.start") && actions.contains(&"system.policy_load"));
+    let denial = &logs["logs"][position("security.acl_denied")];
+    assert_eq!(
+        (denial["status"].as_str(), denial["resource"].as_str()),
+        (Some("failure"), Some("acl"))
+    );
+    assert_eq!(denial["details"]["object"], "set");
+    assert_eq!(denial["details"]["client"]["ip"], "127.0.0.1");
+    for field in ["timestamp", "user", "resourceId"] {
+        assert!(!denial[field].is_null(), "{field}: {denial}");
+    }
+
+    let (_, sessions) = get(proxy.admin_addr(), "/v1/session-logs", &ops).await;
+    let list = sessions["sessions"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{sessions}");
+    assert!(list[0]["endTime"].is_null(), "the newest session is still open: {sessions}");
+    assert_eq!(list[1]["user"], "alice", "the user the session ended as");
+    assert!(list[1]["endTime"].is_string());
+    assert_eq!(list[1]["ipAddress"], "127.0.0.1");
+    assert_eq!(list[1]["type"], "resp");
+    for field in ["sessionId", "startTime", "userAgent"] {
+        assert!(list[1].get(field).is_some(), "{field}");
+    }
+
+    let (_, history) = get(proxy.admin_addr(), "/api/v1/acl-log?limit=2", &ops).await;
+    assert_eq!(history["total"], 3, "the denial and both authentications: {history}");
+    let entries = history["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0]["action"], "auth_success");
+    assert!(entries[0]["time"].as_str().unwrap().ends_with('Z'));
+    let (_, rest) = get(proxy.admin_addr(), "/api/v1/acl-log?limit=2&offset=2", &ops).await;
+    assert_eq!(rest["entries"][0]["action"], "acl_denied");
+
+    assert_eq!(get(proxy.admin_addr(), "/v1/logs?limit=0", &ops).await.0, 400);
+    assert_eq!(get(proxy.admin_addr(), "/v1/logs?offset=-1", &ops).await.0, 400);
+    assert_eq!(get(proxy.admin_addr(), "/v1/session-logs", &[]).await.0, 401);
+    let scraper = [("x-api-key", "scraper"), ("x-api-secret-key", "m")];
+    assert_eq!(get(proxy.admin_addr(), "/v1/session-logs", &scraper).await.0, 403, "no log access");
+    proxy.shutdown().await;
+}
