@@ -104,7 +104,6 @@ fn main() -> ExitCode {
 
 /// `audit query`: one page of matching command records, newest first, as a table or as the
 /// `DescribeAuditRecords` JSON the admin API returns.
-#[allow(clippy::print_stdout)]
 fn audit_query(dir: &Path, query: &redis_audit_proxy::query::AuditQuery, json: bool) -> ExitCode {
     let page = match redis_audit_proxy::query::run(dir, query) {
         Ok(page) => page,
@@ -114,17 +113,22 @@ fn audit_query(dir: &Path, query: &redis_audit_proxy::query::AuditQuery, json: b
         }
     };
     let response = page.to_tair(query, "cli");
+    // Written through a lock and errors ignored: `| head` closing the pipe is not a failure.
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
     if json {
-        println!("{response}");
+        let _ = writeln!(out, "{response}");
         return ExitCode::SUCCESS;
     }
-    println!(
+    let _ = writeln!(
+        out,
         "{:<20}  {:<15}  {:<10}  {:>2}  {:<14}  {:>8}  SQLText",
         "ExecuteTime", "HostAddress", "Account", "DB", "SQLType", "µs"
     );
     for item in response["Items"]["SQL"].as_array().into_iter().flatten() {
         let field = |name: &str| item[name].as_str().unwrap_or("").to_owned();
-        println!(
+        let _ = writeln!(
+            out,
             "{:<20}  {:<15}  {:<10}  {:>2}  {:<14}  {:>8}  {}",
             field("ExecuteTime"),
             field("HostAddress"),
@@ -135,7 +139,11 @@ fn audit_query(dir: &Path, query: &redis_audit_proxy::query::AuditQuery, json: b
             field("SQLText")
         );
     }
-    println!("page {} of {} records ({} per page)", query.page_number, page.total, query.page_size);
+    let _ = writeln!(
+        out,
+        "page {} of {} records ({} per page)",
+        query.page_number, page.total, query.page_size
+    );
     ExitCode::SUCCESS
 }
 

@@ -2,6 +2,7 @@
 //! command records it holds, kept beside it as `<file>.idx` (rotated files never change, so
 //! the index is built once, on the first query that reads the file).
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -11,12 +12,59 @@ use serde::{Deserialize, Serialize};
 /// What a query needs to know of a file without reading it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
+    /// Layout of this index ([`INDEX_VERSION`]); an older one is rebuilt.
+    #[serde(default)]
+    pub version: u32,
     /// `time` of its earliest command record (RFC 3339, µs, UTC: compares as text).
     pub first_time: String,
     /// `time` of its latest command record.
     pub last_time: String,
     /// Command records.
     pub commands: u64,
+    /// Command records per value of each filterable field (`user`, `ip`, `db`, `command`,
+    /// `class`, `node`), the value as its JSON text; a field with more than
+    /// [`MAX_FACET_VALUES`] values is left out (queries on it read the file).
+    #[serde(default)]
+    pub facets: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// The current index layout.
+pub const INDEX_VERSION: u32 = 2;
+
+/// Most distinct values one field's counts keep.
+pub const MAX_FACET_VALUES: usize = 10_000;
+
+/// The filterable fields: name, and the text that precedes the value in a command line
+/// (each occurs once in a command record, so the first occurrence is the field).
+pub const FACETS: [(&str, &[u8]); 6] = [
+    ("user", b"\"user\":"),
+    ("ip", b"\"ip\":"),
+    ("db", b"\"db\":"),
+    ("command", b"\"command\":{\"name\":"),
+    ("class", b"\"class\":"),
+    ("node", b"\"node\":"),
+];
+
+/// The JSON text of the value after `prefix` in `line`: a string with its quotes, or a
+/// number.
+pub fn field_text<'a>(line: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    let at = memchr::memmem::find(line, prefix)? + prefix.len();
+    let rest = &line[at..];
+    if rest.first() == Some(&b'"') {
+        // A JSON string: up to the first quote not escaped.
+        let mut escaped = false;
+        for (i, &b) in rest.iter().enumerate().skip(1) {
+            match b {
+                b'\\' if !escaped => escaped = true,
+                b'"' if !escaped => return Some(&rest[..=i]),
+                _ => escaped = false,
+            }
+        }
+        None
+    } else {
+        let end = rest.iter().position(|b| matches!(b, b',' | b'}'))?;
+        Some(&rest[..end])
+    }
 }
 
 fn index_path(file: &Path) -> PathBuf {
@@ -29,13 +77,19 @@ fn index_path(file: &Path) -> PathBuf {
 pub fn summary(file: &Path) -> io::Result<Summary> {
     let path = index_path(file);
     if let Ok(text) = std::fs::read(&path) {
-        if let Ok(summary) = serde_json::from_slice(&text) {
-            return Ok(summary);
+        if let Ok(summary) = serde_json::from_slice::<Summary>(&text) {
+            if summary.version == INDEX_VERSION {
+                return Ok(summary);
+            }
         }
     }
     let summary = build(file)?;
     // Best effort: a read-only directory still answers queries, just more slowly.
-    let temporary = path.with_extension("idx.tmp");
+    // A name of its own: the writer's index thread and a query may build the same index.
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let temporary = path.with_extension(format!("idx.tmp-{}-{unique}", std::process::id()));
     if std::fs::write(&temporary, serde_json::to_vec(&summary).unwrap_or_default()).is_ok() {
         let _ = std::fs::rename(&temporary, &path);
     }
@@ -46,7 +100,14 @@ pub fn summary(file: &Path) -> io::Result<Summary> {
 /// the writer puts them (`{"schema":"redis-audit/1","time":"...`).
 pub fn build(file: &Path) -> io::Result<Summary> {
     let mut reader = BufReader::with_capacity(1 << 20, File::open(file)?);
-    let mut summary = Summary { first_time: String::new(), last_time: String::new(), commands: 0 };
+    let mut summary = Summary {
+        version: INDEX_VERSION,
+        first_time: String::new(),
+        last_time: String::new(),
+        commands: 0,
+        facets: BTreeMap::new(),
+    };
+    let mut overflowed = [false; FACETS.len()];
     let mut line = Vec::with_capacity(1024);
     loop {
         line.clear();
@@ -64,6 +125,24 @@ pub fn build(file: &Path) -> io::Result<Summary> {
             summary.last_time = time.to_owned();
         }
         summary.commands += 1;
+        for (index, (name, prefix)) in FACETS.iter().enumerate() {
+            if overflowed[index] {
+                continue;
+            }
+            let Some(value) = field_text(&line, prefix) else { continue };
+            let counts = summary.facets.entry((*name).to_owned()).or_default();
+            let value = String::from_utf8_lossy(value).into_owned();
+            if !counts.contains_key(&value) && counts.len() >= MAX_FACET_VALUES {
+                overflowed[index] = true;
+                continue;
+            }
+            *counts.entry(value).or_default() += 1;
+        }
+    }
+    for (index, (name, _)) in FACETS.iter().enumerate() {
+        if overflowed[index] {
+            summary.facets.remove(*name);
+        }
     }
     Ok(summary)
 }

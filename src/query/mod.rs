@@ -8,7 +8,7 @@ pub mod logs;
 pub mod params;
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 
 use memchr::memmem;
@@ -79,13 +79,24 @@ pub fn run(dir: &Path, query: &AuditQuery) -> Result<Page, QueryError> {
             }
             // Entirely inside the range and no other filter: the index has the count, and
             // the lines are only read when the page falls in this file.
+            // Entirely inside the range with at most one other filter: the index has the
+            // count, and the lines are only read when the page falls in this file.
             let inside = query.contains(&summary.first_time) && query.contains(&summary.last_time);
-            let here = page.total..page.total + summary.commands;
-            let page_elsewhere = here.end <= wanted.start || here.start >= wanted.end;
-            if inside && !query.has_field_filters() && page_elsewhere {
-                page.total += summary.commands;
-                page.files_skipped += 1;
-                continue;
+            let indexed_count = if !query.has_field_filters() {
+                Some(summary.commands)
+            } else {
+                query.single_facet().and_then(|(facet, value)| {
+                    let counts = summary.facets.get(facet)?;
+                    Some(counts.get(&value).copied().unwrap_or(0))
+                })
+            };
+            if let (true, Some(count)) = (inside, indexed_count) {
+                let here = page.total..page.total + count;
+                if count == 0 || here.end <= wanted.start || here.start >= wanted.end {
+                    page.total += count;
+                    page.files_skipped += 1;
+                    continue;
+                }
             }
         }
         page.files_scanned += 1;
@@ -108,30 +119,39 @@ fn scan_file(
         Err(error) => return Err(io_error(error)),
     };
     let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut matches: Vec<Vec<u8>> = Vec::new();
+    // Where each matching line starts and how long it is: the count needs no parsing, and
+    // only the page's lines are read again and parsed.
+    let mut matches: Vec<(u64, usize)> = Vec::new();
     let mut line = Vec::with_capacity(1024);
+    let mut offset = 0u64;
     loop {
         line.clear();
-        if reader.read_until(b'\n', &mut line).map_err(io_error)? == 0 {
-            break;
+        let read = reader.read_until(b'\n', &mut line).map_err(io_error)?;
+        if read == 0 || line.last() != Some(&b'\n') {
+            break; // the end, or a line still being written
         }
-        if line.last() != Some(&b'\n') {
-            break; // a line still being written
+        if query.line_matches(&line) {
+            matches.push((offset, read));
         }
-        if query.line_may_match(&line) {
-            matches.push(std::mem::take(&mut line));
-            line.reserve(1024);
-        }
+        offset += read as u64;
     }
-    for raw in matches.iter().rev() {
-        let Ok(record) = serde_json::from_slice::<Value>(raw) else { continue };
-        if !query.matches(&record) {
-            continue;
-        }
-        if wanted.contains(&page.total) {
+    // Newest first: the file's last match is the next record in the answer.
+    let before = page.total;
+    let count = matches.len() as u64;
+    page.total += count;
+    let in_file = before..before + count;
+    if in_file.end <= wanted.start || in_file.start >= wanted.end {
+        return Ok(());
+    }
+    let mut file = reader.into_inner();
+    for rank in wanted.start.max(in_file.start)..wanted.end.min(in_file.end) {
+        let (at, len) = matches[(count - 1 - (rank - before)) as usize];
+        let mut raw = vec![0u8; len];
+        file.seek(io::SeekFrom::Start(at)).map_err(io_error)?;
+        file.read_exact(&mut raw).map_err(io_error)?;
+        if let Ok(record) = serde_json::from_slice::<Value>(&raw) {
             page.records.push(record);
         }
-        page.total += 1;
     }
     Ok(())
 }

@@ -247,8 +247,27 @@ impl AuditQuery {
             || self.node.is_some()
     }
 
-    /// A cheap test on the raw line: false only when the record cannot match.
-    pub fn line_may_match(&self, line: &[u8]) -> bool {
+    /// With exactly one filter besides time: the index field it is on and the value's JSON
+    /// text, so a file's index can count the matches.
+    pub fn single_facet(&self) -> Option<(&'static str, String)> {
+        let string = |v: &str| Value::String(v.to_owned()).to_string();
+        let facets = [
+            self.user.as_deref().map(|u| ("user", string(u))),
+            self.host.as_deref().map(|h| ("ip", string(h))),
+            self.db.map(|db| ("db", db.to_string())),
+            self.keyword.as_deref().map(|k| ("command", string(k))),
+            self.class.as_deref().map(|c| ("class", string(c))),
+            self.node.as_deref().map(|n| ("node", string(n))),
+        ];
+        let mut set = facets.into_iter().flatten();
+        let first = set.next()?;
+        set.next().is_none().then_some(first)
+    }
+
+    /// The test on a raw command line, exact for the writer's lines: each filtered field
+    /// occurs once in a command record, and JSON strings cannot hide a bare quote, so the
+    /// field and its whole value match only where they are.
+    pub fn line_matches(&self, line: &[u8]) -> bool {
         if !super::contains(line, b"\"kind\":\"command\"") {
             return false;
         }
@@ -261,29 +280,13 @@ impl AuditQuery {
         };
         self.user.as_deref().is_none_or(|u| quoted("user", u))
             && self.host.as_deref().is_none_or(|h| quoted("ip", h))
-            && self.keyword.as_deref().is_none_or(|k| quoted("name", k))
+            && self.keyword.as_deref().is_none_or(|k| {
+                let needle = format!("\"command\":{{\"name\":{}", Value::String(k.to_owned()));
+                super::contains(line, needle.as_bytes())
+            })
             && self.class.as_deref().is_none_or(|c| quoted("class", c))
             && self.node.as_deref().is_none_or(|n| quoted("node", n))
             && self.db.is_none_or(|db| super::contains(line, format!("\"db\":{db},").as_bytes()))
-    }
-
-    /// The exact test on a parsed record.
-    pub fn matches(&self, record: &Value) -> bool {
-        let text = |v: &Value| v.as_str().map(str::to_owned);
-        record["kind"] == "command"
-            && record["time"].as_str().is_some_and(|t| self.contains(t))
-            && self.user.as_ref().is_none_or(|u| text(&record["user"]).as_ref() == Some(u))
-            && self.host.as_ref().is_none_or(|h| text(&record["client"]["ip"]).as_ref() == Some(h))
-            && self
-                .keyword
-                .as_ref()
-                .is_none_or(|k| text(&record["command"]["name"]).as_ref() == Some(k))
-            && self
-                .class
-                .as_ref()
-                .is_none_or(|c| text(&record["command"]["class"]).as_ref() == Some(c))
-            && self.node.as_ref().is_none_or(|n| text(&record["node"]).as_ref() == Some(n))
-            && self.db.is_none_or(|db| record["db"].as_u64() == Some(db))
     }
 }
 

@@ -9,6 +9,12 @@
 //! connection (direct to Redis) waits until every connection of the previous run is gone and
 //! flushes everything, so both runs start from the same state.
 //!
+//! Every group also runs over TLS on both sides (the `_over_tls` tests): "directly" is then
+//! Redis's TLS port reached with a TLS client, "through the proxy" is the proxy's TLS
+//! listener with the proxy speaking TLS to that same port. TLS carries the same byte stream,
+//! so the scripts, the normalisation and the comparison are the same; the admin connection
+//! stays plain, on Redis's plain port.
+//!
 //! `DIFFERENTIAL_SHOW=1 cargo test --test it differential -- --nocapture` prints what every
 //! script received directly (normalised), to review what a script really exercises.
 
@@ -18,16 +24,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use memchr::memmem;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::corpus::{self, Script, Step};
+use crate::support::certs::{self, Authority};
 use crate::support::client::{encode_command, reply_len};
-use crate::support::{RedisServer, TestProxy};
+use crate::support::{RedisServer, Scratch, TestProxy};
 
 /// Longest any single wait may take before the run fails.
 const WAIT_LIMIT: Duration = Duration::from_secs(10);
@@ -125,6 +131,78 @@ async fn connection_state() {
 async fn unauthenticated() {
     check_with(
         corpus::unauthenticated(),
+        Over::Plain,
+        &["--requirepass", corpus::PASSWORD],
+        Some(corpus::PASSWORD),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_commands_over_tls() {
+    check_tls(corpus::inline()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_errors_over_tls() {
+    check_tls(corpus::protocol_errors()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelines_over_tls() {
+    check_tls(corpus::pipelines()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_keys_and_values_over_tls() {
+    check_tls(corpus::binary()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_values_over_tls() {
+    check_tls(corpus::large_values()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resp3_over_tls() {
+    check_tls(corpus::resp3()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_over_tls() {
+    check_tls(corpus::pubsub()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_over_tls() {
+    check_tls(corpus::transactions()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_commands_over_tls() {
+    check_tls(corpus::blocking()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_over_tls() {
+    check_tls(corpus::monitor()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_reply_over_tls() {
+    check_tls(corpus::client_reply()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_state_over_tls() {
+    check_tls(corpus::connection_state()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_over_tls() {
+    check_with(
+        corpus::unauthenticated(),
+        Over::Tls,
         &["--requirepass", corpus::PASSWORD],
         Some(corpus::PASSWORD),
     )
@@ -183,28 +261,124 @@ fn normalisation_touches_only_volatile_values() {
 
 /// Plays every script directly and through the proxy, and fails with every difference.
 async fn check(scripts: Vec<Script>) {
-    check_with(scripts, &[], None).await;
+    check_with(scripts, Over::Plain, &[], None).await;
 }
 
-/// [`check`] against a server started with `extra` arguments; `password` is for the admin.
-async fn check_with(scripts: Vec<Script>, extra: &[&str], password: Option<&str>) {
+/// [`check`] over TLS on both sides.
+async fn check_tls(scripts: Vec<Script>) {
+    check_with(scripts, Over::Tls, &[], None).await;
+}
+
+/// Plain TCP everywhere, or TLS on both sides of the proxy.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Over {
+    Plain,
+    /// TLS from the client to Redis's TLS port or to the proxy's TLS listener, and from the
+    /// proxy to Redis's TLS port.
+    Tls,
+}
+
+/// How a script connection is opened.
+#[derive(Clone)]
+enum Transport {
+    Plain,
+    /// TLS with this client configuration (trusting the test CA, SNI `localhost`).
+    Tls(Arc<rustls::ClientConfig>),
+}
+
+/// A redis-server and the proxy in front of it, as `over` asks.
+struct Setup {
+    redis: RedisServer,
+    proxy: TestProxy,
+    /// Where the script connections go directly (Redis's plain or TLS port)...
+    direct: SocketAddr,
+    /// ...and through the proxy (its plain or TLS listener).
+    proxied: SocketAddr,
+    transport: Transport,
+    /// The certificates of a TLS setup, removed on drop.
+    _scratch: Option<Scratch>,
+}
+
+impl Setup {
+    /// Starts Redis (debug commands enabled, plus `extra` arguments) and the proxy.
+    async fn start(over: Over, extra: &[&str]) -> Self {
+        let mut args: Vec<String> = vec!["--enable-debug-command".into(), "yes".into()];
+        args.extend(extra.iter().map(|&arg| arg.to_owned()));
+        if over == Over::Plain {
+            let redis = RedisServer::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            let proxy = TestProxy::start(redis.addr).await;
+            let (direct, proxied) = (redis.addr, proxy.addr);
+            return Self {
+                redis,
+                proxy,
+                direct,
+                proxied,
+                transport: Transport::Plain,
+                _scratch: None,
+            };
+        }
+        let scratch = Scratch::new("differential-tls");
+        let dir = scratch.path();
+        let ca = Authority::new(dir, "differential");
+        let server = ca.server(dir, "server");
+        let tls_port = crate::support::redis::free_port();
+        // Client certificates are not asked for: the plain corpus has no notion of them.
+        args.extend([
+            "--tls-port".to_owned(),
+            tls_port.to_string(),
+            "--tls-cert-file".to_owned(),
+            server.cert_file.display().to_string(),
+            "--tls-key-file".to_owned(),
+            server.key_file.display().to_string(),
+            "--tls-ca-cert-file".to_owned(),
+            ca.ca_file.display().to_string(),
+            "--tls-auth-clients".to_owned(),
+            "no".to_owned(),
+        ]);
+        let redis = RedisServer::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let redis_tls = SocketAddr::from(([127, 0, 0, 1], tls_port));
+        // The proxy's TLS listener with the same certificate, and TLS to Redis's TLS port.
+        let toml = format!(
+            r#"
+[tls]
+listen = "127.0.0.1:0"
+cert_file = "{cert}"
+key_file = "{key}"
+ca_file = "{ca}"
+client_auth = "none"
+
+[upstream.tls]
+ca_file = "{ca}"
+server_name = "localhost"
+"#,
+            cert = server.cert_file.display(),
+            key = server.key_file.display(),
+            ca = ca.ca_file.display(),
+        );
+        let proxy = TestProxy::start_with(redis_tls, &toml).await;
+        let proxied = proxy.tls_addr();
+        let transport = Transport::Tls(certs::client_config(&ca.ca_file, None));
+        Self { redis, proxy, direct: redis_tls, proxied, transport, _scratch: Some(scratch) }
+    }
+}
+
+/// [`check`] `over` plain or TLS, against a server started with `extra` arguments;
+/// `password` is for the admin.
+async fn check_with(scripts: Vec<Script>, over: Over, extra: &[&str], password: Option<&str>) {
     crate::require_redis!();
     let started = Instant::now();
-    let mut args = vec!["--enable-debug-command", "yes"];
-    args.extend_from_slice(extra);
-    let redis = RedisServer::start(&args);
-    let proxy = TestProxy::start(redis.addr).await;
-    let mut admin = Admin::connect(redis.addr, password).await.expect("admin connection");
+    let setup = Setup::start(over, extra).await;
+    let mut admin = Admin::connect(setup.redis.addr, password).await.expect("admin connection");
     let mut failures = Vec::new();
     for script in &scripts {
         // Boxed: the futures of a script run are large in debug builds.
-        let outcome = Box::pin(differ(script, redis.addr, proxy.addr, &mut admin)).await;
+        let outcome = Box::pin(differ(script, &setup, &mut admin)).await;
         if let Err(failure) = outcome {
             failures.push(format!("script `{}`: {failure}", script.name));
         }
     }
-    proxy.shutdown().await;
-    eprintln!("{} scripts in {:?}", scripts.len(), started.elapsed());
+    setup.proxy.shutdown().await;
+    eprintln!("{} scripts over {over:?} in {:?}", scripts.len(), started.elapsed());
     assert!(
         failures.is_empty(),
         "{} of {} scripts differ:\n\n{}",
@@ -215,16 +389,16 @@ async fn check_with(scripts: Vec<Script>, extra: &[&str], password: Option<&str>
 }
 
 /// One script: both runs, then the comparison.
-async fn differ(
-    script: &Script,
-    direct_addr: SocketAddr,
-    proxy_addr: SocketAddr,
-    admin: &mut Admin,
-) -> Result<(), String> {
+async fn differ(script: &Script, setup: &Setup, admin: &mut Admin) -> Result<(), String> {
+    let transport = &setup.transport;
     admin.reset().await?;
-    let direct = play(script, direct_addr, admin).await.map_err(|e| format!("direct run: {e}"))?;
+    let direct = play(script, setup.direct, transport, admin)
+        .await
+        .map_err(|e| format!("direct run: {e}"))?;
     admin.reset().await?;
-    let proxied = play(script, proxy_addr, admin).await.map_err(|e| format!("proxied run: {e}"))?;
+    let proxied = play(script, setup.proxied, transport, admin)
+        .await
+        .map_err(|e| format!("proxied run: {e}"))?;
     if std::env::var_os("DIFFERENTIAL_SHOW").is_some() {
         for (conn, stream) in direct.streams.iter().enumerate() {
             let stream = normalise(stream, &direct.masks[conn]);
@@ -273,10 +447,15 @@ struct Run {
 }
 
 /// Plays `script` against `target` (Redis or the proxy).
-async fn play(script: &Script, target: SocketAddr, admin: &mut Admin) -> Result<Run, String> {
+async fn play(
+    script: &Script,
+    target: SocketAddr,
+    transport: &Transport,
+    admin: &mut Admin,
+) -> Result<Run, String> {
     let mut conns = Vec::new();
     for _ in 0..script.connections() {
-        conns.push(Conn::open(target).await?);
+        conns.push(Conn::open(target, transport).await?);
     }
     for (index, step) in script.steps.iter().enumerate() {
         run_step(step, &mut conns, admin)
@@ -338,9 +517,9 @@ impl Inbox {
 }
 
 /// A script connection: written by the steps, read continuously by its own task (so a large
-/// reply never stalls a large request).
+/// reply never stalls a large request). Plain TCP or TLS.
 struct Conn {
-    writer: OwnedWriteHalf,
+    writer: Box<dyn AsyncWrite + Send + Unpin>,
     inbox: Arc<Inbox>,
     reader: JoinHandle<()>,
     /// Where the next `wait_for` starts searching.
@@ -357,12 +536,25 @@ impl Drop for Conn {
 }
 
 impl Conn {
-    async fn open(addr: SocketAddr) -> Result<Self, String> {
-        let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
-        let (reader, writer) = stream.into_split();
+    async fn open(addr: SocketAddr, transport: &Transport) -> Result<Self, String> {
         let inbox = Arc::new(Inbox::default());
-        let reader = tokio::spawn(read_all(reader, inbox.clone()));
+        let (writer, reader): (Box<dyn AsyncWrite + Send + Unpin>, _) = match transport {
+            Transport::Plain => {
+                let stream =
+                    TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+                stream.set_nodelay(true).map_err(|e| e.to_string())?;
+                let (reader, writer) = stream.into_split();
+                (Box::new(writer), tokio::spawn(read_all(reader, inbox.clone())))
+            }
+            Transport::Tls(config) => {
+                let stream = certs::connect(addr, config.clone())
+                    .await
+                    .map_err(|e| format!("TLS connect {addr}: {e}"))?;
+                stream.get_ref().0.set_nodelay(true).map_err(|e| e.to_string())?;
+                let (reader, writer) = tokio::io::split(stream);
+                (Box::new(writer), tokio::spawn(read_all(reader, inbox.clone())))
+            }
+        };
         Ok(Self { writer, inbox, reader, cursor: 0, id: None, id_reply: None })
     }
 
@@ -377,7 +569,10 @@ impl Conn {
             if start > 0 {
                 tokio::time::sleep(SPLIT_PAUSE).await;
             }
-            if self.writer.write_all(&bytes[start..cut]).await.is_err() {
+            // The flush sends what TLS still buffers (a no-op on plain TCP), so each cut
+            // leaves before the pause, and everything before the next step.
+            let chunk = &bytes[start..cut];
+            if self.writer.write_all(chunk).await.is_err() || self.writer.flush().await.is_err() {
                 return;
             }
             start = cut;
@@ -468,8 +663,9 @@ impl Conn {
 }
 
 /// The reader task: appends everything to the inbox until EOF or a read error (a reset after
-/// the server closed with unread input counts as a close).
-async fn read_all(mut reader: OwnedReadHalf, inbox: Arc<Inbox>) {
+/// the server closed with unread input counts as a close, and so does a TLS peer closing
+/// without `close_notify`).
+async fn read_all(mut reader: impl AsyncRead + Unpin, inbox: Arc<Inbox>) {
     let mut chunk = vec![0u8; 256 * 1024];
     loop {
         let n = reader.read(&mut chunk).await.unwrap_or(0);
@@ -493,7 +689,7 @@ struct Admin(Conn);
 
 impl Admin {
     async fn connect(addr: SocketAddr, password: Option<&str>) -> Result<Self, String> {
-        let mut admin = Self(Conn::open(addr).await?);
+        let mut admin = Self(Conn::open(addr, &Transport::Plain).await?);
         if let Some(password) = password {
             admin.expect_ok(&[b"AUTH", password.as_bytes()]).await?;
         }

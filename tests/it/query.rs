@@ -81,6 +81,21 @@ async fn filters_paging_errors_and_the_cli_agree() {
         })
         .count();
     assert!(rotated >= 3, "several rotated files: {rotated}");
+    // The writer indexes each file it rotates, off its own thread.
+    let indexed = || {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log.idx"))
+            .count()
+    };
+    for _ in 0..500 {
+        if indexed() >= rotated {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(indexed(), rotated, "an index beside every rotated file");
     let count = |pred: &dyn Fn(&Value) -> bool| commands.iter().filter(|r| pred(r)).count() as u64;
     let ops = [("x-api-key", "ops"), ("x-api-secret-key", "s")];
     let range = format!("StartTime={start}&EndTime={}", bump(&end));
