@@ -188,6 +188,10 @@ pub struct SinkStats {
     pub write_errors: u64,
     /// Rotated files deleted by retention.
     pub deletions: u64,
+    /// fsyncs done.
+    pub fsyncs: u64,
+    /// Microseconds spent writing and syncing those batches.
+    pub fsync_micros: u64,
 }
 
 /// Logs each record at `debug` level, without arguments.

@@ -68,6 +68,8 @@ pub struct Metrics {
     audit_rotations: IntCounter,
     audit_write_errors: IntCounter,
     audit_deletions: IntCounter,
+    audit_fsyncs: IntCounter,
+    audit_fsync_seconds: prometheus::Counter,
     /// The audit counters as of the last scrape (the registry's counters grow by the delta).
     last_stats: Mutex<SinkStats>,
 }
@@ -136,6 +138,16 @@ impl Metrics {
             audit_rotations: counter("audit_rotations_total", "Audit files rotated"),
             audit_write_errors: counter("audit_write_errors_total", "Failed audit writes (retried)"),
             audit_deletions: counter("audit_files_deleted_total", "Rotated audit files deleted by retention"),
+            audit_fsyncs: counter("audit_fsyncs_total", "Audit batches written and fsynced (durability = fsync)"),
+            audit_fsync_seconds: {
+                let metric = prometheus::Counter::new(
+                    name("audit_fsync_seconds_total"),
+                    "Time spent writing and fsyncing audit batches (durability = fsync); divide by audit_fsyncs_total for the mean latency",
+                )
+                .expect("valid metric");
+                registry.register(Box::new(metric.clone())).expect("unique metric");
+                metric
+            },
             last_stats: Mutex::new(SinkStats::default()),
             registry,
         }
@@ -195,6 +207,9 @@ impl Metrics {
         grow(&self.audit_rotations, stats.rotations, last.rotations);
         grow(&self.audit_write_errors, stats.write_errors, last.write_errors);
         grow(&self.audit_deletions, stats.deletions, last.deletions);
+        grow(&self.audit_fsyncs, stats.fsyncs, last.fsyncs);
+        let seconds = stats.fsync_micros.saturating_sub(last.fsync_micros) as f64 / 1e6;
+        self.audit_fsync_seconds.inc_by(seconds);
         self.audit_queue_bytes.set(stats.queue_bytes as i64);
         *last = stats.clone();
     }

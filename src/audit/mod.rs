@@ -163,6 +163,8 @@ impl CommandSink for AuditSink {
             rotations: stats.rotations.load(Relaxed),
             write_errors: stats.write_errors.load(Relaxed),
             deletions: stats.deletions.load(Relaxed),
+            fsyncs: stats.fsyncs.load(Relaxed),
+            fsync_micros: stats.fsync_micros.load(Relaxed),
         })
     }
 

@@ -262,3 +262,22 @@ async fn a_real_prometheus_scrapes_the_proxy() {
     assert_eq!(result["value"][1], "5", "{answer}");
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsync_latency_is_exported_with_durable_audit() {
+    crate::require_redis!();
+    let scratch = Scratch::new("admin-fsync");
+    let redis = RedisServer::start(&[]);
+    let audit_dir = scratch.path().join("audit");
+    let (proxy, sink) =
+        TestProxy::start_audited(redis.addr, &audit_dir, "[audit]\ndurability = \"fsync\"\n").await;
+    let mut client = RawClient::connect(proxy.addr).await;
+    for _ in 0..3 {
+        assert_eq!(client.call(&[b"SET", b"k", b"v"]).await, b"+OK\r\n");
+    }
+    sink.sync();
+    let (_, metrics) = http(proxy.admin_addr(), "GET", "/metrics", &[]).await;
+    assert!(sample(&metrics, "redis_audit_proxy_audit_fsyncs_total") >= 3.0, "{metrics}");
+    assert!(sample(&metrics, "redis_audit_proxy_audit_fsync_seconds_total") > 0.0, "{metrics}");
+    proxy.shutdown().await;
+}
