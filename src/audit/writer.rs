@@ -417,7 +417,7 @@ fn write_batch(files: &mut ActiveFile, batch: &mut Batch, shared: &Shared) -> bo
     if batch.bytes.is_empty() {
         return true;
     }
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     match files.write(&batch.bytes) {
         Ok(()) => {
             if files.fsync {
