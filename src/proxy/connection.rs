@@ -758,20 +758,14 @@ where
         let context = "toplevel";
         let object = args[0].clone();
         if !accepted {
-            self.ctx.sink.security(SecurityEvent {
-                action: SecurityAction::AuthFailure,
-                time: std::time::SystemTime::now(),
-                conn_id: self.session.id,
-                client_addr: self.peer,
-                user: self.session.user.clone(),
-                username: Some(user.clone()),
-                reason: "auth",
-                context,
-                object: Some(object.clone()),
-                source: "proxy",
-                mode: None,
-                policy_version: Some(Arc::clone(&policy.version)),
-            });
+            let event = self.proxy_security_event(
+                SecurityAction::AuthFailure,
+                "auth",
+                Some(user.clone()),
+                object.clone(),
+                &policy,
+            );
+            self.ctx.sink.security(event);
             let command_name = if name == b"auth" { "auth" } else { "hello" };
             self.log_acl_event("auth", context, object, user, command_name);
             let reply = error("WRONGPASS invalid username-password pair or user is disabled.");
@@ -779,20 +773,14 @@ where
             return None;
         }
         if self.ctx.config.auth.record_success {
-            self.ctx.sink.security(SecurityEvent {
-                action: SecurityAction::AuthSuccess,
-                time: std::time::SystemTime::now(),
-                conn_id: self.session.id,
-                client_addr: self.peer,
-                user: self.session.user.clone(),
-                username: Some(user.clone()),
-                reason: "auth",
-                context,
-                object: Some(object),
-                source: "proxy",
-                mode: None,
-                policy_version: Some(Arc::clone(&policy.version)),
-            });
+            let event = self.proxy_security_event(
+                SecurityAction::AuthSuccess,
+                "auth",
+                Some(user.clone()),
+                object,
+                &policy,
+            );
+            self.ctx.sink.security(event);
         }
         self.set_user(user, true);
         match rest {
@@ -839,38 +827,58 @@ where
         let name = facts.client_name.as_deref().map(|n| Bytes::copy_from_slice(n.as_bytes()));
         let enabled = name.as_ref().and_then(|n| policy.users().get(n)).is_some_and(|u| u.enabled);
         let subject = facts.client_subject.clone().unwrap_or_default();
-        let event = |action, username: Option<Bytes>| SecurityEvent {
+        let subject = Bytes::from(subject);
+        match name {
+            Some(user) if enabled => {
+                if self.ctx.config.auth.record_success {
+                    let event = self.proxy_security_event(
+                        SecurityAction::AuthSuccess,
+                        "tls-cert",
+                        Some(user.clone()),
+                        subject,
+                        &policy,
+                    );
+                    self.ctx.sink.security(event);
+                }
+                self.set_user(user, true);
+            }
+            name => {
+                let event = self.proxy_security_event(
+                    SecurityAction::AuthFailure,
+                    "tls-cert",
+                    name.clone(),
+                    subject.clone(),
+                    &policy,
+                );
+                self.ctx.sink.security(event);
+                self.log_acl_event("tls-cert", "toplevel", subject, name.unwrap_or_default(), "");
+            }
+        }
+    }
+
+    /// A security event the proxy decided about this connection's authentication, before any
+    /// command (context `toplevel`).
+    fn proxy_security_event(
+        &self,
+        action: SecurityAction,
+        reason: &'static str,
+        username: Option<Bytes>,
+        object: Bytes,
+        policy: &Policy,
+    ) -> SecurityEvent {
+        SecurityEvent {
             action,
             time: std::time::SystemTime::now(),
             conn_id: self.session.id,
             client_addr: self.peer,
             user: self.session.user.clone(),
             username,
-            reason: "tls-cert",
+            reason,
             context: "toplevel",
-            object: Some(Bytes::from(subject.clone())),
+            object: Some(object),
             source: "proxy",
             mode: None,
             policy_version: Some(Arc::clone(&policy.version)),
-        };
-        match name {
-            Some(user) if enabled => {
-                if self.ctx.config.auth.record_success {
-                    self.ctx.sink.security(event(SecurityAction::AuthSuccess, Some(user.clone())));
-                }
-                self.set_user(user, true);
-            }
-            name => {
-                self.ctx.sink.security(event(SecurityAction::AuthFailure, name.clone()));
-                let username = name.unwrap_or_default();
-                self.log_acl_event(
-                    "tls-cert",
-                    "toplevel",
-                    Bytes::from(subject.clone()),
-                    username,
-                    "",
-                );
-            }
         }
     }
 
