@@ -1449,10 +1449,11 @@ where
         }
         if let Some(substitute) = &slot.substitute {
             // Forward what came before this reply, drop the reply, send the replacement.
-            let before = self.upstream_scanned - bytes as usize;
-            let earlier = self.upstream_in.split_to(before).freeze();
+            // `forward_scanned` held the reply back, so all of it is still here.
+            let reply = (bytes as usize).min(self.upstream_scanned);
+            let earlier = self.upstream_in.split_to(self.upstream_scanned - reply).freeze();
             self.to_client.push(earlier);
-            let _ = self.upstream_in.split_to(bytes as usize);
+            let _ = self.upstream_in.split_to(reply);
             self.upstream_scanned = 0;
             slot.reply_bytes = substitute.bytes.len() as u64;
             self.to_client.push(substitute.bytes.clone());
