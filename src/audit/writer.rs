@@ -628,6 +628,7 @@ impl ActiveFile {
             }
             total -= size;
             let _ = fs::remove_file(self.dir.join(format!("{name}.idx")));
+            let _ = fs::remove_file(self.dir.join(format!("{name}.bits")));
             stats.deletions.fetch_add(1, Ordering::Relaxed);
             let detail = json!({"file": name, "bytes": size, "reason": reason});
             if let Err(error) = self.write_marker(envelope, "file_delete", detail) {
@@ -707,9 +708,10 @@ impl ActiveFile {
         // The query index of the file just closed, built off the writer thread so that the
         // first query does not pay for it (best effort: a query builds a missing one).
         let closed = self.dir.join(&rotated);
-        let _ = std::thread::Builder::new()
-            .name("audit-index".into())
-            .spawn(move || crate::query::index::summary(&closed));
+        let _ = std::thread::Builder::new().name("audit-index".into()).spawn(move || {
+            let _ = crate::query::index::summary(&closed);
+            let _ = crate::query::index::bitmaps(&closed);
+        });
         if let Err(error) = self.write_file_open(envelope, Some(&rotated), false) {
             stats.write_errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!(%error, "writing the new audit file's header failed");

@@ -154,3 +154,137 @@ pub fn line_time(line: &[u8]) -> Option<&str> {
     let end = rest.iter().position(|&b| b == b'"')?;
     std::str::from_utf8(&rest[..end]).ok()
 }
+
+/// Most distinct values of one field kept as bitmaps (a field with more is left out, and a
+/// query filtering on it together with another field reads the file).
+pub const MAX_BITMAP_VALUES: usize = 256;
+
+/// For each `(field, value)`, which of the file's command records (by rank, oldest first)
+/// have it: queries with several filters count their matches by intersecting these.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bitmaps {
+    /// Bitmaps by field, then by value (the value's JSON text).
+    pub fields: BTreeMap<String, BTreeMap<String, Vec<u64>>>,
+}
+
+impl Bitmaps {
+    /// How many records have every `(field, value)`; `None` when a field has no bitmaps.
+    pub fn count(&self, filters: &[(&str, String)]) -> Option<u64> {
+        let mut acc: Option<Vec<u64>> = None;
+        for (field, value) in filters {
+            let values = self.fields.get(*field)?;
+            let Some(bits) = values.get(value) else { return Some(0) };
+            acc = Some(match acc {
+                None => bits.clone(),
+                Some(so_far) => so_far.iter().zip(bits).map(|(a, b)| a & b).collect(),
+            });
+        }
+        acc.map(|bits| bits.iter().map(|w| u64::from(w.count_ones())).sum())
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (field, values) in &self.fields {
+            for (value, bits) in values {
+                for text in [field.as_bytes(), value.as_bytes()] {
+                    out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+                    out.extend_from_slice(text);
+                }
+                out.extend_from_slice(&(bits.len() as u32).to_le_bytes());
+                for word in bits {
+                    out.extend_from_slice(&word.to_le_bytes());
+                }
+            }
+        }
+        out
+    }
+
+    fn decode(mut bytes: &[u8]) -> Option<Self> {
+        fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            let (head, rest) = (bytes.get(..n)?, bytes.get(n..)?);
+            *bytes = rest;
+            Some(head)
+        }
+        fn length(bytes: &mut &[u8]) -> Option<usize> {
+            Some(u32::from_le_bytes(take(bytes, 4)?.try_into().ok()?) as usize)
+        }
+        let mut bitmaps = Self::default();
+        while !bytes.is_empty() {
+            let n = length(&mut bytes)?;
+            let field = String::from_utf8(take(&mut bytes, n)?.to_vec()).ok()?;
+            let n = length(&mut bytes)?;
+            let value = String::from_utf8(take(&mut bytes, n)?.to_vec()).ok()?;
+            let words = length(&mut bytes)?;
+            let raw = take(&mut bytes, words.checked_mul(8)?)?;
+            let bits =
+                raw.chunks(8).map(|w| u64::from_le_bytes(w.try_into().unwrap_or([0; 8]))).collect();
+            bitmaps.fields.entry(field).or_default().insert(value, bits);
+        }
+        Some(bitmaps)
+    }
+}
+
+/// The bitmaps of a rotated file, from `<file>.bits`, or built and saved when there is none.
+pub fn bitmaps(file: &Path) -> io::Result<Bitmaps> {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".bits");
+    let path = PathBuf::from(name);
+    if let Ok(bytes) = std::fs::read(&path) {
+        if let Some(bitmaps) = Bitmaps::decode(&bytes) {
+            return Ok(bitmaps);
+        }
+    }
+    let mut reader = BufReader::with_capacity(1 << 20, File::open(file)?);
+    let mut fields: BTreeMap<String, BTreeMap<String, Vec<u64>>> = BTreeMap::new();
+    let mut overflowed = [false; FACETS.len()];
+    let mut line = Vec::with_capacity(1024);
+    let mut rank = 0usize;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 || line.last() != Some(&b'\n') {
+            break;
+        }
+        if !super::contains(&line, b"\"kind\":\"command\"") {
+            continue;
+        }
+        for (index, (field, prefix)) in FACETS.iter().enumerate() {
+            if overflowed[index] {
+                continue;
+            }
+            let Some(value) = field_text(&line, prefix) else { continue };
+            let values = fields.entry((*field).to_owned()).or_default();
+            let value = String::from_utf8_lossy(value).into_owned();
+            if !values.contains_key(&value) && values.len() >= MAX_BITMAP_VALUES {
+                overflowed[index] = true;
+                continue;
+            }
+            let bits = values.entry(value).or_default();
+            if bits.len() <= rank / 64 {
+                bits.resize(rank / 64 + 1, 0);
+            }
+            bits[rank / 64] |= 1 << (rank % 64);
+        }
+        rank += 1;
+    }
+    for (index, (field, _)) in FACETS.iter().enumerate() {
+        if overflowed[index] {
+            fields.remove(*field);
+        }
+    }
+    // Every bitmap as long as the file's records, so intersections line up.
+    let words = rank.div_ceil(64);
+    for values in fields.values_mut() {
+        for bits in values.values_mut() {
+            bits.resize(words, 0);
+        }
+    }
+    let bitmaps = Bitmaps { fields };
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let temporary = path.with_extension(format!("bits.tmp-{}-{unique}", std::process::id()));
+    if std::fs::write(&temporary, bitmaps.encode()).is_ok() {
+        let _ = std::fs::rename(&temporary, &path);
+    }
+    Ok(bitmaps)
+}

@@ -82,13 +82,16 @@ pub fn run(dir: &Path, query: &AuditQuery) -> Result<Page, QueryError> {
             // Entirely inside the range with at most one other filter: the index has the
             // count, and the lines are only read when the page falls in this file.
             let inside = query.contains(&summary.first_time) && query.contains(&summary.last_time);
-            let indexed_count = if !query.has_field_filters() {
+            let indexed_count = if !inside {
+                None
+            } else if !query.has_field_filters() {
                 Some(summary.commands)
+            } else if let Some((facet, value)) = query.single_facet() {
+                summary.facets.get(facet).map(|counts| counts.get(&value).copied().unwrap_or(0))
             } else {
-                query.single_facet().and_then(|(facet, value)| {
-                    let counts = summary.facets.get(facet)?;
-                    Some(counts.get(&value).copied().unwrap_or(0))
-                })
+                // Several filters: intersect the file's bitmaps.
+                let filters = query.facet_filters();
+                index::bitmaps(path).ok().and_then(|bitmaps| bitmaps.count(&filters))
             };
             if let (true, Some(count)) = (inside, indexed_count) {
                 let here = page.total..page.total + count;

@@ -250,18 +250,24 @@ impl AuditQuery {
     /// With exactly one filter besides time: the index field it is on and the value's JSON
     /// text, so a file's index can count the matches.
     pub fn single_facet(&self) -> Option<(&'static str, String)> {
+        let mut filters = self.facet_filters();
+        (filters.len() == 1).then(|| filters.remove(0))
+    }
+
+    /// Every filter besides time, as (index field, the value's JSON text).
+    pub fn facet_filters(&self) -> Vec<(&'static str, String)> {
         let string = |v: &str| Value::String(v.to_owned()).to_string();
-        let facets = [
+        [
             self.user.as_deref().map(|u| ("user", string(u))),
             self.host.as_deref().map(|h| ("ip", string(h))),
             self.db.map(|db| ("db", db.to_string())),
             self.keyword.as_deref().map(|k| ("command", string(k))),
             self.class.as_deref().map(|c| ("class", string(c))),
             self.node.as_deref().map(|n| ("node", string(n))),
-        ];
-        let mut set = facets.into_iter().flatten();
-        let first = set.next()?;
-        set.next().is_none().then_some(first)
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     /// The test on a raw command line, exact for the writer's lines: each filtered field
