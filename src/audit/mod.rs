@@ -57,6 +57,9 @@ impl AuditSink {
                 queue_max_bytes: config.audit.queue_max_bytes,
                 fsync: config.audit.durability == Durability::Fsync,
                 checkpoint: config.audit.checkpoint.as_ref().map(|c| (c.key.clone(), c.every)),
+                coalesce: (config.audit.durability == Durability::Async
+                    && !config.audit.coalesce.is_zero())
+                .then_some(config.audit.coalesce),
             },
             envelope.clone(),
         )?;

@@ -50,6 +50,11 @@ pub struct WriterConfig {
     pub fsync: bool,
     /// HMAC checkpoints: the key, and every how many records (0: only at shutdown).
     pub checkpoint: Option<(Vec<u8>, u64)>,
+    /// With `durability = "async"` (no client waits for the file), how long the writer lets
+    /// events gather after a batch that emptied the queue: one wake-up per batch instead of
+    /// one per event, each of which would cost the sending connection a futex wake and the
+    /// machine a context switch. `None`: write as soon as an event arrives.
+    pub coalesce: Option<Duration>,
 }
 
 /// How often the writer wakes up without events, to rotate by time.
@@ -361,6 +366,7 @@ fn run_writer(receiver: Receiver<Job>, mut files: ActiveFile, envelope: Envelope
                 Err(_) => break,
             }
         }
+        let processed = jobs.len();
         for job in jobs {
             match job {
                 Job::Flush(ack) => acks.push(ack),
@@ -399,8 +405,13 @@ fn run_writer(receiver: Receiver<Job>, mut files: ActiveFile, envelope: Envelope
         if write_batch(&mut files, &mut batch, shared) {
             files.rotate_if_old(&envelope, stats);
         }
+        let drained = acks.is_empty() && processed < BATCH_EVENTS;
         for ack in acks.drain(..) {
             let _ = ack.send(());
+        }
+        if let (Some(pause), true) = (files.coalesce, drained && processed > 0) {
+            // Not parked in `recv` meanwhile: senders enqueue without waking this thread.
+            std::thread::sleep(pause);
         }
     }
     if let Some((key, _)) = &checkpoint {
@@ -499,6 +510,8 @@ struct ActiveFile {
     _lock: File,
     /// Fsync after each batch.
     fsync: bool,
+    /// `WriterConfig::coalesce`.
+    coalesce: Option<Duration>,
     /// HMAC checkpoints: the key and their interval in records.
     checkpoint: Option<(Vec<u8>, u64)>,
 }
@@ -541,6 +554,7 @@ impl ActiveFile {
             newest_rotated_name,
             _lock: lock,
             fsync: config.fsync,
+            coalesce: config.coalesce,
             checkpoint: config.checkpoint.clone(),
         };
         this.write_file_open(envelope, prev_file.as_deref(), torn)?;
@@ -708,10 +722,9 @@ impl ActiveFile {
         // The query index of the file just closed, built off the writer thread so that the
         // first query does not pay for it (best effort: a query builds a missing one).
         let closed = self.dir.join(&rotated);
-        let _ = std::thread::Builder::new().name("audit-index".into()).spawn(move || {
-            let _ = crate::query::index::summary(&closed);
-            let _ = crate::query::index::bitmaps(&closed);
-        });
+        let _ = std::thread::Builder::new()
+            .name("audit-index".into())
+            .spawn(move || crate::query::index::summary(&closed));
         if let Err(error) = self.write_file_open(envelope, Some(&rotated), false) {
             stats.write_errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!(%error, "writing the new audit file's header failed");

@@ -188,6 +188,8 @@ pub struct AuditConfig {
     pub capture_args: bool,
     /// Most bytes of arguments recorded per command.
     pub args_max_bytes: usize,
+    /// `audit.coalesce_us`: how long the async writer lets events gather.
+    pub coalesce: Duration,
     /// What the trail leaves out.
     pub filters: crate::audit::filter::Filters,
     /// HMAC checkpoints: the key (a secret: never shown) and every how many records.
@@ -791,6 +793,7 @@ impl Config {
                 keys,
                 capture_args: raw.audit.capture_args,
                 args_max_bytes: raw.audit.args_max_bytes as usize,
+                coalesce: Duration::from_micros(raw.audit.coalesce_us.min(100_000)),
                 filters,
                 checkpoint: checkpoint.map(|(key, every)| Checkpoints { key, every }),
             },

@@ -247,6 +247,9 @@ pub struct RawAudit {
     pub capture_args: bool,
     /// Most bytes of arguments recorded per command.
     pub args_max_bytes: u64,
+    /// With `durability = "async"`: microseconds the writer lets events gather after a batch
+    /// (0 = write each as it comes).
+    pub coalesce_us: u64,
     /// File holding the key of HMAC checkpoints (none: no checkpoints).
     pub checkpoint_key_file: Option<String>,
     /// A checkpoint every this many records (0: only when the writer stops).
@@ -313,6 +316,7 @@ impl Default for RawAudit {
             hmac_key_file: None,
             capture_args: false,
             args_max_bytes: 1024,
+            coalesce_us: 1000,
             checkpoint_key_file: None,
             checkpoint_records: 10_000,
             filters: RawFilters::default(),

@@ -47,8 +47,8 @@ pub const FACETS: [(&str, &[u8]); 6] = [
 
 /// The JSON text of the value after `prefix` in `line`: a string with its quotes, or a
 /// number.
-pub fn field_text<'a>(line: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
-    let at = memchr::memmem::find(line, prefix)? + prefix.len();
+pub fn field_text<'a>(line: &'a [u8], prefix: &memchr::memmem::Finder<'_>) -> Option<&'a [u8]> {
+    let at = prefix.find(line)? + prefix.needle().len();
     let rest = &line[at..];
     if rest.first() == Some(&b'"') {
         // A JSON string: up to the first quote not escaped.
@@ -83,22 +83,16 @@ pub fn summary(file: &Path) -> io::Result<Summary> {
             }
         }
     }
-    let summary = build(file)?;
+    let (summary, bitmaps) = build(file)?;
+    save(&bits_path(file), &bitmaps.encode());
     // Best effort: a read-only directory still answers queries, just more slowly.
-    // A name of its own: the writer's index thread and a query may build the same index.
-    let unique = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let temporary = path.with_extension(format!("idx.tmp-{}-{unique}", std::process::id()));
-    if std::fs::write(&temporary, serde_json::to_vec(&summary).unwrap_or_default()).is_ok() {
-        let _ = std::fs::rename(&temporary, &path);
-    }
+    save(&path, &serde_json::to_vec(&summary).unwrap_or_default());
     Ok(summary)
 }
 
-/// Reads a file once: command count and time range. Times are taken from the fixed place
-/// the writer puts them (`{"schema":"redis-audit/1","time":"...`).
-pub fn build(file: &Path) -> io::Result<Summary> {
+/// Reads a file once: its summary (command count, time range, counts per field value) and its
+/// bitmaps. Times are taken from the fixed place the writer puts them.
+pub fn build(file: &Path) -> io::Result<(Summary, Bitmaps)> {
     let mut reader = BufReader::with_capacity(1 << 20, File::open(file)?);
     let mut summary = Summary {
         version: INDEX_VERSION,
@@ -107,14 +101,21 @@ pub fn build(file: &Path) -> io::Result<Summary> {
         commands: 0,
         facets: BTreeMap::new(),
     };
-    let mut overflowed = [false; FACETS.len()];
+    // Per field (by index in FACETS): counts and bitmaps by value; `None` once over its cap.
+    let mut counts: Vec<Option<BTreeMap<String, u64>>> = vec![Some(BTreeMap::new()); FACETS.len()];
+    let mut bitmaps: Vec<Option<BTreeMap<String, Vec<u64>>>> =
+        vec![Some(BTreeMap::new()); FACETS.len()];
+    // Built once: a finder per search, not per line.
+    let command_kind = memchr::memmem::Finder::new(b"\"kind\":\"command\"");
+    let finders: Vec<memchr::memmem::Finder<'_>> =
+        FACETS.iter().map(|(_, prefix)| memchr::memmem::Finder::new(prefix)).collect();
     let mut line = Vec::with_capacity(1024);
     loop {
         line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 {
+        if reader.read_until(b'\n', &mut line)? == 0 || line.last() != Some(&b'\n') {
             break;
         }
-        if !super::contains(&line, b"\"kind\":\"command\"") {
+        if command_kind.find(&line).is_none() {
             continue;
         }
         let Some(time) = line_time(&line) else { continue };
@@ -124,27 +125,75 @@ pub fn build(file: &Path) -> io::Result<Summary> {
         if summary.commands == 0 || time > summary.last_time.as_str() {
             summary.last_time = time.to_owned();
         }
+        let rank = summary.commands as usize;
         summary.commands += 1;
-        for (index, (name, prefix)) in FACETS.iter().enumerate() {
-            if overflowed[index] {
+        for index in 0..FACETS.len() {
+            if counts[index].is_none() && bitmaps[index].is_none() {
                 continue;
             }
-            let Some(value) = field_text(&line, prefix) else { continue };
-            let counts = summary.facets.entry((*name).to_owned()).or_default();
-            let value = String::from_utf8_lossy(value).into_owned();
-            if !counts.contains_key(&value) && counts.len() >= MAX_FACET_VALUES {
-                overflowed[index] = true;
-                continue;
+            let Some(value) = field_text(&line, &finders[index]) else { continue };
+            let Ok(value) = std::str::from_utf8(value) else { continue };
+            if let Some(by_value) = &mut counts[index] {
+                if let Some(count) = by_value.get_mut(value) {
+                    *count += 1;
+                } else if by_value.len() < MAX_FACET_VALUES {
+                    by_value.insert(value.to_owned(), 1);
+                } else {
+                    counts[index] = None;
+                }
             }
-            *counts.entry(value).or_default() += 1;
+            if let Some(by_value) = &mut bitmaps[index] {
+                if !by_value.contains_key(value) {
+                    if by_value.len() >= MAX_BITMAP_VALUES {
+                        bitmaps[index] = None;
+                        continue;
+                    }
+                    by_value.insert(value.to_owned(), Vec::new());
+                }
+                if let Some(bits) = by_value.get_mut(value) {
+                    if bits.len() <= rank / 64 {
+                        bits.resize(rank / 64 + 1, 0);
+                    }
+                    bits[rank / 64] |= 1 << (rank % 64);
+                }
+            }
         }
     }
+    // Every bitmap as long as the file's records, so intersections line up.
+    let words = (summary.commands as usize).div_ceil(64);
+    let mut fields = BTreeMap::new();
     for (index, (name, _)) in FACETS.iter().enumerate() {
-        if overflowed[index] {
-            summary.facets.remove(*name);
+        if let Some(by_value) = counts[index].take().filter(|c| !c.is_empty()) {
+            summary.facets.insert((*name).to_owned(), by_value);
+        }
+        if let Some(mut by_value) = bitmaps[index].take().filter(|b| !b.is_empty()) {
+            for bits in by_value.values_mut() {
+                bits.resize(words, 0);
+            }
+            fields.insert((*name).to_owned(), by_value);
         }
     }
-    Ok(summary)
+    Ok((summary, Bitmaps { fields }))
+}
+
+/// Writes `bytes` to `path` through a temporary file of its own (the writer's index thread
+/// and a query may build the same index); best effort.
+fn save(path: &Path, bytes: &[u8]) {
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".tmp-{}-{unique}", std::process::id()));
+    let temporary = PathBuf::from(name);
+    if std::fs::write(&temporary, bytes).is_ok() && std::fs::rename(&temporary, path).is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+}
+
+fn bits_path(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".bits");
+    PathBuf::from(name)
 }
 
 /// The `time` of an audit line, read from its fixed place.
@@ -224,67 +273,17 @@ impl Bitmaps {
     }
 }
 
-/// The bitmaps of a rotated file, from `<file>.bits`, or built and saved when there is none.
+/// The bitmaps of a rotated file, from `<file>.bits`, or built (with its summary) and saved
+/// when there is none.
 pub fn bitmaps(file: &Path) -> io::Result<Bitmaps> {
-    let mut name = file.as_os_str().to_owned();
-    name.push(".bits");
-    let path = PathBuf::from(name);
+    let path = bits_path(file);
     if let Ok(bytes) = std::fs::read(&path) {
         if let Some(bitmaps) = Bitmaps::decode(&bytes) {
             return Ok(bitmaps);
         }
     }
-    let mut reader = BufReader::with_capacity(1 << 20, File::open(file)?);
-    let mut fields: BTreeMap<String, BTreeMap<String, Vec<u64>>> = BTreeMap::new();
-    let mut overflowed = [false; FACETS.len()];
-    let mut line = Vec::with_capacity(1024);
-    let mut rank = 0usize;
-    loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 || line.last() != Some(&b'\n') {
-            break;
-        }
-        if !super::contains(&line, b"\"kind\":\"command\"") {
-            continue;
-        }
-        for (index, (field, prefix)) in FACETS.iter().enumerate() {
-            if overflowed[index] {
-                continue;
-            }
-            let Some(value) = field_text(&line, prefix) else { continue };
-            let values = fields.entry((*field).to_owned()).or_default();
-            let value = String::from_utf8_lossy(value).into_owned();
-            if !values.contains_key(&value) && values.len() >= MAX_BITMAP_VALUES {
-                overflowed[index] = true;
-                continue;
-            }
-            let bits = values.entry(value).or_default();
-            if bits.len() <= rank / 64 {
-                bits.resize(rank / 64 + 1, 0);
-            }
-            bits[rank / 64] |= 1 << (rank % 64);
-        }
-        rank += 1;
-    }
-    for (index, (field, _)) in FACETS.iter().enumerate() {
-        if overflowed[index] {
-            fields.remove(*field);
-        }
-    }
-    // Every bitmap as long as the file's records, so intersections line up.
-    let words = rank.div_ceil(64);
-    for values in fields.values_mut() {
-        for bits in values.values_mut() {
-            bits.resize(words, 0);
-        }
-    }
-    let bitmaps = Bitmaps { fields };
-    let unique = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let temporary = path.with_extension(format!("bits.tmp-{}-{unique}", std::process::id()));
-    if std::fs::write(&temporary, bitmaps.encode()).is_ok() {
-        let _ = std::fs::rename(&temporary, &path);
-    }
+    let (summary, bitmaps) = build(file)?;
+    save(&path, &bitmaps.encode());
+    save(&index_path(file), &serde_json::to_vec(&summary).unwrap_or_default());
     Ok(bitmaps)
 }
