@@ -52,7 +52,12 @@ impl App {
             Some(config) => {
                 let tls = listener::TlsListener::new(config)
                     .map_err(|error| std::io::Error::other(error.to_string()))?;
-                let tls_listener = TcpListener::bind(config.listen).await?;
+                let tls_listener = TcpListener::bind(config.listen).await.map_err(|error| {
+                    std::io::Error::new(
+                        error.kind(),
+                        format!("tls.listen {}: {error}", config.listen),
+                    )
+                })?;
                 let address = tls_listener.local_addr()?;
                 let task = tokio::spawn(listener::accept_loop(
                     tls_listener,
@@ -66,7 +71,10 @@ impl App {
                 (Some(tls), Some(address), Some(task))
             }
         };
-        let admin_listener = TcpListener::bind(ctx.config.admin.listen).await?;
+        let admin_address = ctx.config.admin.listen;
+        let admin_listener = TcpListener::bind(admin_address).await.map_err(|error| {
+            std::io::Error::new(error.kind(), format!("admin.listen {admin_address}: {error}"))
+        })?;
         let admin_local_addr = admin_listener.local_addr()?;
         let admin_state = Arc::new(crate::admin::AdminState {
             ctx: Arc::clone(&ctx),
