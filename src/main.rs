@@ -301,8 +301,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
             Some(audit) => audit.clone(),
             None => Arc::new(LogSink),
         };
-        let app =
-            App::start(config, sink).await.with_context(|| format!("cannot listen on {listen}"))?;
+        let app = App::start(config, sink)
+            .await
+            .with_context(|| format!("cannot start (proxy.listen {listen})"))?;
         let audit_failed = wait_for_stop_signal(&app, audit.as_deref(), on_error).await?;
         tracing::info!("stop requested: draining connections");
         app.shutdown().await;
