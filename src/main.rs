@@ -286,7 +286,6 @@ fn serve(config: Config) -> anyhow::Result<()> {
     runtime.block_on(async {
         let listen = config.proxy.listen;
         let on_error = config.audit.on_error;
-        tracing::info!("admin plane not in this build yet: admin.listen is validated but unused");
         let audit = if config.audit.enabled {
             let dir = config.audit.dir.display().to_string();
             let sink = AuditSink::open(&config)
