@@ -472,7 +472,7 @@ impl HmacKey {
 
 #[derive(Serialize)]
 struct Client<'a> {
-    ip: String,
+    ip: IpText,
     port: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<Binary<'a>>,
@@ -486,6 +486,56 @@ struct Client<'a> {
     truncated: bool,
 }
 
+/// An IP address as text without a heap allocation for IPv4 (once per audit line).
+struct IpText {
+    bytes: [u8; 15],
+    len: usize,
+    v6: Option<String>,
+}
+
+impl IpText {
+    fn of(ip: std::net::IpAddr) -> Self {
+        let mut text = Self { bytes: [0; 15], len: 0, v6: None };
+        match ip {
+            std::net::IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().iter().enumerate() {
+                    if i > 0 {
+                        text.push(b'.');
+                    }
+                    if *octet >= 100 {
+                        text.push(b'0' + octet / 100);
+                    }
+                    if *octet >= 10 {
+                        text.push(b'0' + octet / 10 % 10);
+                    }
+                    text.push(b'0' + octet % 10);
+                }
+            }
+            std::net::IpAddr::V6(v6) => text.v6 = Some(v6.to_string()),
+        }
+        text
+    }
+
+    fn push(&mut self, byte: u8) {
+        self.bytes[self.len] = byte;
+        self.len += 1;
+    }
+
+    fn as_str(&self) -> &str {
+        match &self.v6 {
+            Some(text) => text,
+            // Only ASCII digits and dots were pushed.
+            None => std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default(),
+        }
+    }
+}
+
+impl Serialize for IpText {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 fn client<'a>(
     addr: &SocketAddr,
     name: &'a Option<Bytes>,
@@ -494,7 +544,7 @@ fn client<'a>(
     resp: Option<u8>,
 ) -> Client<'a> {
     Client {
-        ip: addr.ip().to_string(),
+        ip: IpText::of(addr.ip()),
         port: addr.port(),
         name: name.as_deref().map(Binary),
         lib: lib.as_deref().map(Binary),
@@ -736,6 +786,22 @@ mod tests {
         assert_eq!(rfc3339_micros(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(rfc3339_micros(leap), "2000-02-29T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn ip_text_matches_the_standard_display() {
+        for ip in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "127.0.0.1",
+            "192.168.100.9",
+            "255.255.255.255",
+            "::1",
+            "fe80::1:2",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(IpText::of(ip).as_str(), ip.to_string());
+        }
     }
 
     #[test]
