@@ -77,16 +77,6 @@ impl CommandIds {
         id
     }
 
-    /// Number of ids.
-    pub fn len(&self) -> usize {
-        self.commands.len()
-    }
-
-    /// True when the table had no command.
-    pub fn is_empty(&self) -> bool {
-        self.commands.is_empty()
-    }
-
     /// The id of a command by full name (`get`, `config|get`), as the table spells it.
     pub fn id(&self, full_name: &str) -> Option<u16> {
         self.by_name.get(full_name).copied()
@@ -127,11 +117,6 @@ impl CommandIds {
     /// Which arguments are channels the ACL checks.
     pub fn channel_args(&self, id: u16) -> Option<ChannelArgs> {
         self.commands[usize::from(id)].channels
-    }
-
-    /// The command behind an id.
-    pub fn info(&self, id: u16) -> &Arc<CommandInfo> {
-        &self.commands[usize::from(id)].info
     }
 
     /// True when Redis knows the category (`read`, no `@`), any case.

@@ -63,6 +63,9 @@ pub struct Policy {
     mode: AclMode,
     observe_users: Vec<Vec<u8>>,
     wording: Wording,
+    /// `default` is `on nopass`: read for every command of a connection that has not logged
+    /// in, so worked out once.
+    default_is_open: bool,
 }
 
 impl Policy {
@@ -75,6 +78,7 @@ impl Policy {
     ) -> Result<Self, UsersFileError> {
         let ids = CommandIds::new(table);
         let users = Users::parse(text, &ids)?;
+        let default_is_open = users.get(b"default").is_some_and(|u| u.enabled && u.nopass);
         let digest = Sha256::digest(text);
         let version: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
         Ok(Self {
@@ -84,6 +88,7 @@ impl Policy {
             mode,
             observe_users: observe_users.iter().map(|u| u.as_bytes().to_vec()).collect(),
             wording: Wording::of_version(&table.version),
+            default_is_open,
         })
     }
 
@@ -94,7 +99,7 @@ impl Policy {
 
     /// True when a new connection is authenticated without AUTH (`default` is `on nopass`).
     pub fn default_is_open(&self) -> bool {
-        self.users.get(b"default").is_some_and(|u| u.enabled && u.nopass)
+        self.default_is_open
     }
 
     /// Enforce or observe for `user`.

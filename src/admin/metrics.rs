@@ -153,27 +153,27 @@ impl Metrics {
         }
     }
 
-    fn command_counter(&self, command: &str, class: usize, outcome: usize) -> IntCounter {
-        if let Some(handles) =
-            self.command_handles.read().unwrap_or_else(PoisonError::into_inner).get(command)
-        {
-            if let Some(counter) = &handles[class][outcome] {
-                return counter.clone();
-            }
+    /// Counts one command in its (command, class, outcome) series: under the read lock when
+    /// the series was seen before, which is every time but the first.
+    fn count_command(&self, command: &str, class: usize, outcome: usize) {
+        let handles = self.command_handles.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(counter) = handles.get(command).and_then(|h| h[class][outcome].as_ref()) {
+            counter.inc();
+            return;
         }
+        drop(handles);
         let counter =
             self.commands.with_label_values(&[CLASSES[class], command, OUTCOMES[outcome]]);
+        counter.inc();
         let mut handles = self.command_handles.write().unwrap_or_else(PoisonError::into_inner);
-        let entry = handles.entry(command.into()).or_default();
-        entry[class][outcome] = Some(counter.clone());
-        counter
+        handles.entry(command.into()).or_default()[class][outcome] = Some(counter);
     }
 
     /// Counts one command.
     pub fn command(&self, record: &CommandRecord) {
         let class = class_index(record.class);
         let command = record.command.as_deref().map_or("unknown", |info| info.name.as_str());
-        self.command_counter(command, class, outcome_index(record.status)).inc();
+        self.count_command(command, class, outcome_index(record.status));
         self.latency[class].observe(record.latency.as_secs_f64());
     }
 

@@ -357,3 +357,20 @@ fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full
 fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
     json_response(status, &json!({"Code": code, "Message": message}))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_are_percent_decoded() {
+        let params =
+            parse_query_string("StartTime=2026-11-22T00%3A00%3A00Z&AccountName=a+b&x=%zz&flag");
+        assert_eq!(params["StartTime"], "2026-11-22T00:00:00Z");
+        assert_eq!(params["AccountName"], "a b");
+        assert_eq!(params["x"], "%zz", "a bad escape stays as it is");
+        assert_eq!(params["flag"], "");
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("%4"), "%4");
+    }
+}

@@ -755,34 +755,15 @@ where
             }
         };
         let accepted = policy.users().get(&user).is_some_and(|u| u.accepts(&password));
-        let context = "toplevel";
         let object = args[0].clone();
         if !accepted {
-            let event = self.proxy_security_event(
-                SecurityAction::AuthFailure,
-                "auth",
-                Some(user.clone()),
-                object.clone(),
-                &policy,
-            );
-            self.ctx.sink.security(event);
             let command_name = if name == b"auth" { "auth" } else { "hello" };
-            self.log_acl_event("auth", context, object, user, command_name);
+            self.authentication_failed("auth", Some(user), object, command_name, &policy);
             let reply = error("WRONGPASS invalid username-password pair or user is disabled.");
             self.answer_here(request.args, request_bytes, answered, reply, now);
             return None;
         }
-        if self.ctx.config.auth.record_success {
-            let event = self.proxy_security_event(
-                SecurityAction::AuthSuccess,
-                "auth",
-                Some(user.clone()),
-                object,
-                &policy,
-            );
-            self.ctx.sink.security(event);
-        }
-        self.set_user(user, true);
+        self.authenticated_as(user, "auth", object, &policy);
         match rest {
             Some(forward) => proxy_request(&forward),
             None => {
@@ -829,31 +810,51 @@ where
         let subject = facts.client_subject.clone().unwrap_or_default();
         let subject = Bytes::from(subject);
         match name {
-            Some(user) if enabled => {
-                if self.ctx.config.auth.record_success {
-                    let event = self.proxy_security_event(
-                        SecurityAction::AuthSuccess,
-                        "tls-cert",
-                        Some(user.clone()),
-                        subject,
-                        &policy,
-                    );
-                    self.ctx.sink.security(event);
-                }
-                self.set_user(user, true);
-            }
-            name => {
-                let event = self.proxy_security_event(
-                    SecurityAction::AuthFailure,
-                    "tls-cert",
-                    name.clone(),
-                    subject.clone(),
-                    &policy,
-                );
-                self.ctx.sink.security(event);
-                self.log_acl_event("tls-cert", "toplevel", subject, name.unwrap_or_default(), "");
-            }
+            Some(user) if enabled => self.authenticated_as(user, "tls-cert", subject, &policy),
+            name => self.authentication_failed("tls-cert", name, subject, "", &policy),
         }
+    }
+
+    /// The proxy authenticated this connection (AUTH, HELLO AUTH or a client certificate):
+    /// the security event (with `auth.record_success`), then the user changes.
+    fn authenticated_as(
+        &mut self,
+        user: Bytes,
+        reason: &'static str,
+        object: Bytes,
+        policy: &Policy,
+    ) {
+        if self.ctx.config.auth.record_success {
+            let event = self.proxy_security_event(
+                SecurityAction::AuthSuccess,
+                reason,
+                Some(user.clone()),
+                object,
+                policy,
+            );
+            self.ctx.sink.security(event);
+        }
+        self.set_user(user, true);
+    }
+
+    /// The proxy refused an authentication: the security event and the `ACL LOG` entry.
+    fn authentication_failed(
+        &self,
+        reason: &'static str,
+        username: Option<Bytes>,
+        object: Bytes,
+        command_name: &str,
+        policy: &Policy,
+    ) {
+        let event = self.proxy_security_event(
+            SecurityAction::AuthFailure,
+            reason,
+            username.clone(),
+            object.clone(),
+            policy,
+        );
+        self.ctx.sink.security(event);
+        self.log_acl_event(reason, "toplevel", object, username.unwrap_or_default(), command_name);
     }
 
     /// A security event the proxy decided about this connection's authentication, before any

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::index::line_time;
+use super::index::{line_time, FACETS};
 
 /// A refused parameter: the seed's error code and message (HTTP 400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +43,9 @@ pub struct AuditQuery {
     pub page_size: u32,
     /// Page, from 1.
     pub page_number: u32,
+    /// What each filter besides time looks like in a command line (the field's prefix as the
+    /// index knows it, then the value's JSON text), made once for every line scanned.
+    needles: Vec<Vec<u8>>,
 }
 
 /// `yyyy-MM-ddTHH:mm:ssZ` (or `yyyy-MM-ddTHH:mmZ`) as seconds since the epoch, and the
@@ -209,7 +212,7 @@ impl AuditQuery {
                 "Specify a single command as the keyword.",
             ));
         }
-        Ok(Self {
+        let mut query = Self {
             start_text: start.unwrap_or_default().to_owned(),
             end_text: end.unwrap_or_default().to_owned(),
             start: start_time.map(|(_, bound)| format!("{bound}.000000Z")),
@@ -222,7 +225,22 @@ impl AuditQuery {
             node: node.map(str::to_owned),
             page_size,
             page_number,
-        })
+            needles: Vec::new(),
+        };
+        query.needles = query
+            .facet_filters()
+            .into_iter()
+            .map(|(facet, value)| {
+                let prefix =
+                    FACETS.iter().find(|(name, _)| *name == facet).map_or(&b""[..], |f| f.1);
+                let mut needle = [prefix, value.as_bytes()].concat();
+                if facet == "db" {
+                    needle.push(b','); // a number: `"db":1` must not match `"db":12`
+                }
+                needle
+            })
+            .collect();
+        Ok(query)
     }
 
     /// True when a record's `time` is inside the range.
@@ -280,19 +298,7 @@ impl AuditQuery {
         if !line_time(line).is_some_and(|time| self.contains(time)) {
             return false;
         }
-        let quoted = |field: &str, value: &str| {
-            let needle = format!("\"{field}\":{}", Value::String(value.to_owned()));
-            super::contains(line, needle.as_bytes())
-        };
-        self.user.as_deref().is_none_or(|u| quoted("user", u))
-            && self.host.as_deref().is_none_or(|h| quoted("ip", h))
-            && self.keyword.as_deref().is_none_or(|k| {
-                let needle = format!("\"command\":{{\"name\":{}", Value::String(k.to_owned()));
-                super::contains(line, needle.as_bytes())
-            })
-            && self.class.as_deref().is_none_or(|c| quoted("class", c))
-            && self.node.as_deref().is_none_or(|n| quoted("node", n))
-            && self.db.is_none_or(|db| super::contains(line, format!("\"db\":{db},").as_bytes()))
+        self.needles.iter().all(|needle| super::contains(line, needle))
     }
 }
 

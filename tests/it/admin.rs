@@ -281,3 +281,40 @@ async fn fsync_latency_is_exported_with_durable_audit() {
     assert!(sample(&metrics, "redis_audit_proxy_audit_fsync_seconds_total") > 0.0, "{metrics}");
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_connections_and_request_heads_are_bounded() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let toml = "[admin]\nmax_connections = 1\nmax_request_bytes = 8192\n";
+    let proxy = TestProxy::start_with(redis.addr, toml).await;
+    let admin = proxy.admin_addr();
+    // A request head past max_request_bytes is refused, not buffered.
+    let big = "x".repeat(64 * 1024);
+    let (status, _) = http(admin, "GET", "/livez", &[("x-padding", &big)]).await;
+    assert_eq!(status, 431, "request header fields too large");
+    // One connection held open: a second one is closed without an answer.
+    let mut held = tokio::net::TcpStream::connect(admin).await.unwrap();
+    held.write_all(b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    let mut first = [0u8; 64];
+    let n =
+        tokio::time::timeout(Duration::from_secs(5), held.read(&mut first)).await.unwrap().unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&first[..n]));
+    let mut refused = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let _ = refused.write_all(b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), refused.read_to_end(&mut answer)).await;
+    assert!(answer.is_empty(), "over max_connections: {}", String::from_utf8_lossy(&answer));
+    drop(held);
+    // Once the held connection is gone, a new one is served again.
+    let mut served = false;
+    for _ in 0..100 {
+        if http(admin, "GET", "/livez", &[]).await.0 == 200 {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served);
+    proxy.shutdown().await;
+}

@@ -39,6 +39,24 @@ async fn wait_for(dir: &Path, sink: &AuditSink, done: impl Fn(&[Value]) -> bool)
     panic!("the audit trail never reached the expected state");
 }
 
+/// Waits until the sessions of the clients on these ports have their `session_close` lines.
+async fn wait_for_closes(
+    dir: &Path,
+    sink: &AuditSink,
+    ports: impl Iterator<Item = u16>,
+) -> Vec<Value> {
+    let ports: HashSet<u64> = ports.map(u64::from).collect();
+    let closed = |lines: &[Value]| {
+        lines
+            .iter()
+            .filter(|l| l["action"] == "session_close")
+            .filter(|l| ports.contains(&l["client"]["port"].as_u64().unwrap()))
+            .count()
+            == ports.len()
+    };
+    wait_for(dir, sink, closed).await
+}
+
 fn sha256_hex(line: &str) -> String {
     Sha256::digest(line.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -199,16 +217,7 @@ async fn every_command_of_concurrent_clients_is_recorded_once_in_session_order()
         clients.push(task.await.unwrap());
     }
     // The clients are gone: wait for their four session_close lines.
-    let ports: HashSet<u64> = clients.iter().map(|(port, _)| u64::from(*port)).collect();
-    let closed = |lines: &[Value]| {
-        lines
-            .iter()
-            .filter(|l| l["action"] == "session_close")
-            .filter(|l| ports.contains(&l["client"]["port"].as_u64().unwrap()))
-            .count()
-            == 4
-    };
-    let lines = wait_for(dir.path(), &sink, closed).await;
+    let lines = wait_for_closes(dir.path(), &sink, clients.iter().map(|(port, _)| *port)).await;
     proxy.shutdown().await;
     let lines_after = lines_with_stop(dir.path(), &lines);
 
@@ -326,16 +335,7 @@ async fn records_dropped_by_a_full_queue_are_declared_by_loss_records() {
     for task in tasks {
         clients.push(task.await.unwrap());
     }
-    let ports: HashSet<u64> = clients.iter().map(|(port, _)| u64::from(*port)).collect();
-    let closed = |lines: &[Value]| {
-        lines
-            .iter()
-            .filter(|l| l["action"] == "session_close")
-            .filter(|l| ports.contains(&l["client"]["port"].as_u64().unwrap()))
-            .count()
-            == CLIENTS
-    };
-    wait_for(dir.path(), &sink, closed).await;
+    wait_for_closes(dir.path(), &sink, clients.iter().map(|(port, _)| *port)).await;
     // The last range is declared by the next event that gets in: the stop line at the latest.
     proxy.shutdown().await;
     let lines = lines(dir.path());

@@ -33,6 +33,25 @@ fn config_file(text: &str) -> PathBuf {
     path
 }
 
+/// Starts the binary on `listen` in front of `upstream`, auditing to `audit_dir` (admin on
+/// port 0, so that concurrent tests never collide).
+fn start_proxy(
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    audit_dir: &std::path::Path,
+    stderr: Stdio,
+) -> Child {
+    Command::new(BINARY)
+        .args(["--listen", &listen.to_string(), "--upstream", &upstream.to_string()])
+        .args(["--admin", "127.0.0.1:0"])
+        .args(["--audit-dir", &audit_dir.display().to_string(), "--log-level", "warn"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start the proxy")
+}
+
 fn stderr_of(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -149,15 +168,7 @@ fn runs_in_front_of_redis_and_exits_zero_on_sigterm() {
     let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let audit_dir = std::env::temp_dir().join(format!("rap-binary-{}", free_port()));
     let _ = std::fs::remove_dir_all(&audit_dir);
-    let child = Command::new(BINARY)
-        .args(["--listen", &listen.to_string(), "--upstream", &redis.addr.to_string()])
-        .args(["--admin", "127.0.0.1:0"])
-        .args(["--audit-dir", &audit_dir.display().to_string(), "--log-level", "warn"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the proxy");
+    let child = start_proxy(listen, redis.addr, &audit_dir, Stdio::piped());
     let mut child = KillOnDrop(child);
 
     // Bounded wait for the listener to come up.
@@ -222,15 +233,7 @@ fn sighup_rotates_the_audit_trail() {
     let redis = RedisServer::start(&[]);
     let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let audit = crate::support::Scratch::new("sighup");
-    let child = Command::new(BINARY)
-        .args(["--listen", &listen.to_string(), "--upstream", &redis.addr.to_string()])
-        .args(["--admin", "127.0.0.1:0"])
-        .args(["--audit-dir", &audit.path().display().to_string(), "--log-level", "warn"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the proxy");
+    let child = start_proxy(listen, redis.addr, audit.path(), Stdio::null());
     let mut child = KillOnDrop(child);
     let deadline = Instant::now() + Duration::from_secs(5);
     while ping(listen).is_err() {

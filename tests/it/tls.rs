@@ -319,3 +319,33 @@ async fn certificates_reload_without_dropping_connections() {
     assert_eq!(actions[5..], ["tls_reload_failed"]);
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_dropped_after_the_handshake_timeout() {
+    crate::require_redis!();
+    let scratch = Scratch::new("tls-timeout");
+    let dir = scratch.path();
+    let ca = Authority::new(dir, "main");
+    let server = ca.server(dir, "server");
+    let redis = RedisServer::start(&[]);
+    let toml = tls_toml(&ca, &server, "none", "none", false)
+        .replace("handshake_timeout_ms = 2000", "handshake_timeout_ms = 200");
+    let audit_dir = dir.join("audit");
+    let (proxy, sink) = TestProxy::start_audited(redis.addr, &audit_dir, &toml).await;
+    let started = std::time::Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(proxy.tls_addr()).await.unwrap();
+    let mut rest = Vec::new();
+    let closed =
+        tokio::time::timeout(std::time::Duration::from_secs(5), silent.read_to_end(&mut rest))
+            .await;
+    assert!(closed.is_ok(), "closed by the proxy, not left open");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(150), "{:?}", started.elapsed());
+    sink.sync();
+    let rejected: Vec<String> = trail(&audit_dir)
+        .iter()
+        .filter(|l| l["action"] == "tls_rejected")
+        .map(|l| format!("{} {}", l["reason"].as_str().unwrap(), l["object"].as_str().unwrap()))
+        .collect();
+    assert_eq!(rejected, ["tls-handshake handshake timed out"]);
+    proxy.shutdown().await;
+}
