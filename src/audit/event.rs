@@ -1,5 +1,6 @@
-//! Audit events and how each becomes one JSON line (schema `redis-audit/1`, documented in
-//! `docs/audit-schema.md`). Rendering happens on the writer thread, never on the proxy's.
+//! Audit events other than commands, and how each becomes one JSON line (schema
+//! `redis-audit/1`, documented in `docs/audit-schema.md`). Command lines, most of the trail,
+//! are written straight from their records by [`crate::audit::line`].
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -11,9 +12,7 @@ use serde::Serialize;
 
 use std::sync::Arc;
 
-use crate::audit::redact::ShownArg;
-use crate::command::{Class, CommandInfo};
-use crate::record::{CommandRecord, ReplySource, ReplyStatus};
+use crate::audit::line;
 
 /// The schema every line declares.
 pub const SCHEMA: &str = "redis-audit/1";
@@ -22,11 +21,9 @@ pub const SCHEMA: &str = "redis-audit/1";
 /// `keys_truncated` is set).
 pub const MAX_KEY_BYTES: usize = 16 * 1024;
 
-/// One thing to record.
+/// One thing to record, other than a command.
 #[derive(Debug)]
 pub enum AuditEvent {
-    /// A command, after its reply.
-    Command(Box<CommandEvent>),
     /// A client session opened, authenticated or closed.
     Session(Box<SessionEvent>),
     /// An authentication or an access denial.
@@ -35,170 +32,9 @@ pub enum AuditEvent {
     System(SystemEvent),
 }
 
-impl AuditEvent {
-    /// Rough size in memory and on disk, for the queue's byte budget.
-    pub fn estimated_bytes(&self) -> usize {
-        match self {
-            Self::Command(command) => {
-                let args: usize = command
-                    .args
-                    .iter()
-                    .flatten()
-                    .map(|arg| match arg {
-                        ShownArg::Clear(bytes) => bytes.len(),
-                        ShownArg::Redacted => 16,
-                    })
-                    .sum();
-                let strings: usize = args
-                    + command.keys.iter().map(Bytes::len).sum::<usize>()
-                    + command.user.len()
-                    + [&command.client_name, &command.client_lib, &command.client_lib_ver]
-                        .iter()
-                        .map(|s| s.as_ref().map_or(0, Bytes::len))
-                        .sum::<usize>();
-                512 + strings
-            }
-            Self::Session(_) | Self::Security(_) => 512,
-            Self::System(_) => 512,
-        }
-    }
-}
-
 /// Longest client name, library name or version, or user name written; longer ones are cut
 /// (and `client.truncated` / `user_truncated` say so).
 pub const MAX_NAME_BYTES: usize = 256;
-
-/// What the trail keeps of a command: bounded copies of what it writes, and nothing else — not
-/// the arguments, which hold values and may hold secrets, and would pin the request's buffer.
-#[derive(Debug, Clone)]
-pub struct CommandEvent {
-    /// Proxy connection id.
-    pub conn_id: u64,
-    /// The client's address.
-    pub client_addr: SocketAddr,
-    /// The user (cut at [`MAX_NAME_BYTES`]).
-    pub user: Bytes,
-    /// Whether `user` was cut.
-    pub user_truncated: bool,
-    /// The selected database.
-    pub db: u32,
-    /// The command as the table knows it; `None` when unknown.
-    pub command: Option<Arc<CommandInfo>>,
-    /// Length of the name of an unknown command (the name itself is not written: a client
-    /// that sends a password on a line of its own sends it as a command name).
-    pub unknown_name_bytes: usize,
-    /// Read / write / non_read_write.
-    pub class: Option<Class>,
-    /// Key names, copied, up to [`MAX_KEY_BYTES`] in all.
-    pub keys: Vec<Bytes>,
-    /// Number of keys.
-    pub key_count: usize,
-    /// Total bytes of the key names.
-    pub key_bytes: usize,
-    /// Some keys were left out.
-    pub keys_truncated: bool,
-    /// What became of it.
-    pub status: ReplyStatus,
-    /// A Redis error code, when it is one.
-    pub error_code: Option<Bytes>,
-    /// Who answered.
-    pub source: ReplySource,
-    /// Request size.
-    pub request_bytes: u64,
-    /// Reply size.
-    pub reply_bytes: u64,
-    /// Request read to reply read.
-    pub latency: Duration,
-    /// When the record was made.
-    pub time: SystemTime,
-    /// Client name (cut).
-    pub client_name: Option<Bytes>,
-    /// Client library (cut).
-    pub client_lib: Option<Bytes>,
-    /// Client library version (cut).
-    pub client_lib_ver: Option<Bytes>,
-    /// Whether any client string was cut.
-    pub client_truncated: bool,
-    /// RESP version.
-    pub resp: u8,
-    /// With argument capture: the arguments after the name, secrets redacted, cut to the budget.
-    pub args: Option<Vec<ShownArg>>,
-    /// Whether `args` was cut.
-    pub args_truncated: bool,
-}
-
-/// A bounded copy: at most `max` bytes, and whether it was cut.
-fn bounded(bytes: &[u8], max: usize) -> (Bytes, bool) {
-    (Bytes::copy_from_slice(&bytes[..bytes.len().min(max)]), bytes.len() > max)
-}
-
-impl CommandEvent {
-    /// Takes from `record` what the trail writes; the rest (arguments, values) is dropped here,
-    /// unless `capture_args` gives a budget for them (secrets are redacted even then).
-    pub fn from_record(record: &CommandRecord, capture_args: Option<usize>) -> Self {
-        let (args, args_truncated) = match capture_args {
-            Some(budget) if record.command.is_some() => {
-                let (shown, truncated) = crate::audit::redact::shown_args(&record.args, budget);
-                (Some(shown), truncated)
-            }
-            _ => (None, false),
-        };
-        let mut keys = Vec::new();
-        let (mut key_bytes, mut truncated) = (0, false);
-        for key in record.key_names() {
-            key_bytes += key.len();
-            if key_bytes <= MAX_KEY_BYTES {
-                keys.push(Bytes::copy_from_slice(key));
-            } else {
-                truncated = true;
-            }
-        }
-        let (user, user_truncated) = bounded(&record.user, MAX_NAME_BYTES);
-        let mut client_truncated = false;
-        let mut client_string = |value: &Option<Bytes>| {
-            value.as_ref().map(|v| {
-                let (copy, cut) = bounded(v, MAX_NAME_BYTES);
-                client_truncated |= cut;
-                copy
-            })
-        };
-        let client_name = client_string(&record.client_name);
-        let client_lib = client_string(&record.client_lib);
-        let client_lib_ver = client_string(&record.client_lib_ver);
-        Self {
-            conn_id: record.conn_id,
-            client_addr: record.client_addr,
-            user,
-            user_truncated,
-            db: record.db,
-            command: record.command.clone(),
-            unknown_name_bytes: if record.command.is_none() {
-                record.args.first().map_or(0, Bytes::len)
-            } else {
-                0
-            },
-            class: record.class,
-            keys,
-            key_count: record.keys.len(),
-            key_bytes,
-            keys_truncated: truncated,
-            status: record.status,
-            error_code: record.error_code.clone(),
-            source: record.source,
-            request_bytes: record.request_bytes,
-            reply_bytes: record.reply_bytes,
-            latency: record.latency,
-            time: record.time,
-            client_name,
-            client_lib,
-            client_lib_ver,
-            client_truncated,
-            resp: record.resp,
-            args,
-            args_truncated,
-        }
-    }
-}
 
 /// What a security event reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -318,17 +154,43 @@ pub struct Envelope {
     pub node: String,
     /// The upstream address.
     pub upstream: String,
+    /// `"instance_id":"…","node":"…",` as written on every line.
+    pub rendered_ids: Vec<u8>,
+    /// The upstream address as a JSON string.
+    pub rendered_upstream: Vec<u8>,
 }
 
 impl Envelope {
+    /// The envelope of one process.
+    pub fn new(
+        keys: crate::config::KeyNames,
+        instance_id: String,
+        node: String,
+        upstream: String,
+    ) -> Self {
+        let mut rendered_ids = b"\"instance_id\":".to_vec();
+        line::push_str(&mut rendered_ids, &instance_id);
+        rendered_ids.extend_from_slice(b",\"node\":");
+        line::push_str(&mut rendered_ids, &node);
+        rendered_ids.push(b',');
+        let mut rendered_upstream = Vec::new();
+        line::push_str(&mut rendered_upstream, &upstream);
+        Self { keys, instance_id, node, upstream, rendered_ids, rendered_upstream }
+    }
+
+    /// What session ids start with: the instance id's first eight characters.
+    pub fn session_prefix(&self) -> &str {
+        self.instance_id.get(..8).unwrap_or(&self.instance_id)
+    }
+
     /// The session id of a connection: unique across restarts.
     pub fn session_id(&self, conn_id: u64) -> String {
-        format!("{}-{conn_id}", &self.instance_id[..8])
+        format!("{}-{conn_id}", self.session_prefix())
     }
 }
 
-/// Appends one line (without the chain field's closing and newline handled by the caller):
-/// the event as a JSON object whose last field is `chain.prev`.
+/// Appends one whole line (without its newline), chained to `prev_hash`: for the writer's own
+/// lines, which it renders knowing the hash.
 pub fn render(
     event: &AuditEvent,
     seq: Option<u64>,
@@ -336,11 +198,33 @@ pub fn render(
     prev_hash: &str,
     out: &mut Vec<u8>,
 ) {
+    let start = out.len();
+    line::push_head(out, &rfc3339_micros_bytes(event_time(event)), seq);
+    render_body(event, envelope, out);
+    let prev = line::prev_range(out.len() - start);
+    out[start + prev.start..start + prev.end].copy_from_slice(prev_hash.as_bytes());
+}
+
+/// When an event happened (the time its line carries).
+pub fn event_time(event: &AuditEvent) -> SystemTime {
+    match event {
+        AuditEvent::Session(session) => session.time,
+        AuditEvent::Security(security) => security.time,
+        AuditEvent::System(system) => system.time,
+    }
+}
+
+/// Appends an event's fields after the line's head (from `"instance_id"` to the end of the
+/// object), with the placeholder in `chain.prev`.
+pub fn render_body(event: &AuditEvent, envelope: &Envelope, out: &mut Vec<u8>) {
+    let start = out.len();
     let mut serializer = serde_json::Serializer::new(&mut *out);
     let Ok(mut map) = serializer.serialize_map(None) else { return };
     // Writing into a Vec cannot fail; a value that cannot serialize is a bug caught by tests.
-    let _ = write_fields(&mut map, event, seq, envelope, prev_hash);
+    let _ = write_fields(&mut map, event, envelope);
     let _ = map.end();
+    // The map's own `{` is the head's.
+    out.remove(start);
 }
 
 type Map<'a> = serde_json::ser::Compound<'a, &'a mut Vec<u8>, serde_json::ser::CompactFormatter>;
@@ -348,27 +232,16 @@ type Map<'a> = serde_json::ser::Compound<'a, &'a mut Vec<u8>, serde_json::ser::C
 fn write_fields(
     map: &mut Map<'_>,
     event: &AuditEvent,
-    seq: Option<u64>,
     envelope: &Envelope,
-    prev_hash: &str,
 ) -> Result<(), serde_json::Error> {
-    let (time, kind, action, outcome) = match event {
-        AuditEvent::Command(command) => {
-            let outcome = match command.status {
-                ReplyStatus::Ok | ReplyStatus::Queued | ReplyStatus::Skipped => "success",
-                ReplyStatus::Error => "failure",
-                ReplyStatus::Unanswered => "unknown",
-            };
-            let received = command.time.checked_sub(command.latency).unwrap_or(command.time);
-            (received, "command", "command", outcome)
-        }
+    let (kind, action, outcome) = match event {
         AuditEvent::Session(session) => {
             let action = match session.action {
                 SessionAction::Open => "session_open",
                 SessionAction::Auth => "session_auth",
                 SessionAction::Close => "session_close",
             };
-            (session.time, "session", action, "success")
+            ("session", action, "success")
         }
         AuditEvent::Security(security) => {
             let (action, outcome) = match security.action {
@@ -377,27 +250,20 @@ fn write_fields(
                 SecurityAction::AclDenied => ("acl_denied", "failure"),
                 SecurityAction::TlsRejected => ("tls_rejected", "failure"),
             };
-            (security.time, "security", action, outcome)
+            ("security", action, outcome)
         }
         AuditEvent::System(system) => {
             let failed =
                 matches!(system.action, "loss" | "policy_reload_failed" | "tls_reload_failed");
-            let outcome = if failed { "failure" } else { "success" };
-            (system.time, "system", system.action, outcome)
+            ("system", system.action, if failed { "failure" } else { "success" })
         }
     };
-    map.serialize_entry("schema", SCHEMA)?;
-    map.serialize_entry("time", &rfc3339_micros(time))?;
-    if let Some(seq) = seq {
-        map.serialize_entry("seq", &seq)?;
-    }
     map.serialize_entry("instance_id", &envelope.instance_id)?;
     map.serialize_entry("node", &envelope.node)?;
     map.serialize_entry("kind", kind)?;
     map.serialize_entry("action", action)?;
     map.serialize_entry("outcome", outcome)?;
     match event {
-        AuditEvent::Command(command) => write_command(map, command, envelope)?,
         AuditEvent::Session(session) => write_session(map, session, envelope)?,
         AuditEvent::Security(security) => write_security(map, security, envelope)?,
         AuditEvent::System(system) => {
@@ -408,7 +274,9 @@ fn write_fields(
             }
         }
     }
-    map.serialize_entry("chain", &Chain { alg: "sha256", prev: prev_hash })
+    // Its hash is filled in by whoever knows the previous line's.
+    let placeholder = std::str::from_utf8(line::PREV_PLACEHOLDER).unwrap_or_default();
+    map.serialize_entry("chain", &Chain { alg: "sha256", prev: placeholder })
 }
 
 #[derive(Serialize)]
@@ -434,39 +302,6 @@ impl Serialize for Binary<'_> {
                 map.end()
             }
         }
-    }
-}
-
-/// An argument: a Redis string, or `{"redacted": true}` for a secret.
-struct ArgOut<'a>(&'a ShownArg);
-
-impl Serialize for ArgOut<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            ShownArg::Clear(bytes) => Binary(bytes).serialize(serializer),
-            ShownArg::Redacted => {
-                let mut map = serializer.serialize_map(Some(1))?;
-                map.serialize_entry("redacted", &true)?;
-                map.end()
-            }
-        }
-    }
-}
-
-/// A key name as `{"hmac": "<first 128 bits of HMAC-SHA256, hex>"}`.
-#[derive(Serialize)]
-struct HmacKey {
-    hmac: String,
-}
-
-impl HmacKey {
-    fn of(secret: &[u8], key: &[u8]) -> Self {
-        use hmac::Mac as _;
-        let mut mac = <hmac::Hmac<sha2::Sha256>>::new_from_slice(secret)
-            .expect("HMAC takes keys of any length");
-        mac.update(key);
-        let digest = mac.finalize().into_bytes();
-        Self { hmac: digest[..16].iter().map(|b| format!("{b:02x}")).collect() }
     }
 }
 
@@ -555,105 +390,6 @@ fn client<'a>(
 }
 
 #[derive(Serialize)]
-struct CommandInfoOut<'a> {
-    name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sub: Option<&'a str>,
-    known: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name_bytes: Option<usize>,
-    class: Option<&'static str>,
-    categories: &'a [String],
-}
-
-#[derive(Serialize)]
-struct ResultOut<'a> {
-    status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error_code: Option<Binary<'a>>,
-    source: &'static str,
-}
-
-fn write_command(
-    map: &mut Map<'_>,
-    command: &CommandEvent,
-    envelope: &Envelope,
-) -> Result<(), serde_json::Error> {
-    map.serialize_entry("session_id", &envelope.session_id(command.conn_id))?;
-    let mut client = client(
-        &command.client_addr,
-        &command.client_name,
-        &command.client_lib,
-        &command.client_lib_ver,
-        Some(command.resp),
-    );
-    client.truncated = command.client_truncated;
-    map.serialize_entry("client", &client)?;
-    map.serialize_entry("user", &Binary(&command.user))?;
-    if command.user_truncated {
-        map.serialize_entry("user_truncated", &true)?;
-    }
-    map.serialize_entry("db", &command.db)?;
-    map.serialize_entry("upstream", &envelope.upstream)?;
-    let (name, sub) = match &command.command {
-        Some(info) => match info.name.split_once('|') {
-            Some((name, sub)) => (name, Some(sub)),
-            None => (info.name.as_str(), None),
-        },
-        None => ("(unknown)", None),
-    };
-    let categories: &[String] = command.command.as_ref().map_or(&[], |info| &info.categories);
-    map.serialize_entry(
-        "command",
-        &CommandInfoOut {
-            name,
-            sub,
-            known: command.command.is_some(),
-            name_bytes: (command.command.is_none()).then_some(command.unknown_name_bytes),
-            class: command.class.map(Class::as_str),
-            categories,
-        },
-    )?;
-    match &envelope.keys {
-        crate::config::KeyNames::Clear => {
-            let keys: Vec<Binary<'_>> = command.keys.iter().map(|k| Binary(k)).collect();
-            map.serialize_entry("keys", &keys)?;
-        }
-        crate::config::KeyNames::Hmac(secret) => {
-            let keys: Vec<HmacKey> = command.keys.iter().map(|k| HmacKey::of(secret, k)).collect();
-            map.serialize_entry("keys", &keys)?;
-        }
-        crate::config::KeyNames::Off => {}
-    }
-    map.serialize_entry("key_count", &command.key_count)?;
-    if let Some(args) = &command.args {
-        let shown: Vec<ArgOut<'_>> = args.iter().map(ArgOut).collect();
-        map.serialize_entry("args", &shown)?;
-        map.serialize_entry("args_truncated", &command.args_truncated)?;
-    }
-    map.serialize_entry("key_bytes", &command.key_bytes)?;
-    map.serialize_entry("keys_truncated", &command.keys_truncated)?;
-    let status = match command.status {
-        ReplyStatus::Ok => "ok",
-        ReplyStatus::Error => "error",
-        ReplyStatus::Queued => "queued",
-        ReplyStatus::Skipped => "skipped",
-        ReplyStatus::Unanswered => "unanswered",
-    };
-    let source = match command.source {
-        ReplySource::Upstream => "upstream",
-        ReplySource::Proxy => "proxy",
-    };
-    map.serialize_entry(
-        "result",
-        &ResultOut { status, error_code: command.error_code.as_deref().map(Binary), source },
-    )?;
-    map.serialize_entry("duration_us", &(command.latency.as_micros() as u64))?;
-    map.serialize_entry("request_bytes", &command.request_bytes)?;
-    map.serialize_entry("response_bytes", &command.reply_bytes)
-}
-
-#[derive(Serialize)]
 struct CloseOut {
     reason: &'static str,
     duration_ms: u64,
@@ -737,6 +473,12 @@ fn write_security(
 
 /// `2026-11-22T04:40:00.123456Z`
 pub fn rfc3339_micros(time: SystemTime) -> String {
+    // Only ASCII digits and separators are written.
+    String::from_utf8_lossy(&rfc3339_micros_bytes(time)).into_owned()
+}
+
+/// [`rfc3339_micros`] without an allocation (once per audit line).
+pub fn rfc3339_micros_bytes(time: SystemTime) -> [u8; 27] {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let seconds = since.as_secs() as i64;
     let (days, rest) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
@@ -757,8 +499,7 @@ pub fn rfc3339_micros(time: SystemTime) -> String {
     put(14, 2, (rest % 3600 / 60) as u64);
     put(17, 2, (rest % 60) as u64);
     put(20, 6, u64::from(since.subsec_micros()));
-    // Only ASCII digits and separators were written.
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).

@@ -1,7 +1,8 @@
 //! The audit trail: every command, session and system event as one JSON line in tailer-safe,
 //! hash-chained files (schema in `docs/audit-schema.md`).
 //!
-//! - [`event`]: the events and their JSON rendering.
+//! - [`event`]: session, security and system events and their JSON rendering.
+//! - [`line`]: command lines rendered straight from their records; the line format's parts.
 //! - [`filter`]: which events are kept (`[audit.filters]`), and counts of the rest.
 //! - [`redact`]: which arguments may be shown when argument capture is on.
 //! - [`writer`]: the bounded queue, the writer thread, files, rotation, crash recovery.
@@ -9,6 +10,7 @@
 
 pub mod event;
 pub mod filter;
+pub mod line;
 pub mod redact;
 pub mod verify;
 pub mod writer;
@@ -42,12 +44,12 @@ pub struct AuditSink {
 impl AuditSink {
     /// Opens the audit directory of `config` and writes the `start` event.
     pub fn open(config: &Config) -> std::io::Result<Arc<Self>> {
-        let envelope = Envelope {
-            keys: config.audit.keys.clone(),
-            instance_id: new_instance_id(),
-            node: node_name(),
-            upstream: config.upstream.address.clone(),
-        };
+        let envelope = Envelope::new(
+            config.audit.keys.clone(),
+            new_instance_id(),
+            node_name(),
+            config.upstream.address.clone(),
+        );
         let log = AuditLog::open(
             WriterConfig {
                 dir: config.audit.dir.clone(),
@@ -64,7 +66,7 @@ impl AuditSink {
             envelope.clone(),
         )?;
         log.submit(
-            AuditEvent::System(SystemEvent {
+            &AuditEvent::System(SystemEvent {
                 action: "start",
                 time: SystemTime::now(),
                 detail: json!({
@@ -128,8 +130,12 @@ impl CommandSink for AuditSink {
             }
         }
         let droppable = self.on_full == OnFull::Drop || record.source == ReplySource::Proxy;
-        let event = event::CommandEvent::from_record(&record, self.capture_args);
-        let seq = self.log.submit(AuditEvent::Command(Box::new(event)), droppable);
+        // Rendered here, on the connection's thread, into this thread's buffer: the queue
+        // then holds the line's bytes, and the writer only chains and writes them.
+        let seq = line::with_scratch(|body| {
+            line::push_command_body(body, &record, self.capture_args, &self.envelope);
+            self.log.submit_line(line::command_time(&record), body, droppable)
+        });
         seq.filter(|_| self.durability != Durability::Async)
     }
 
@@ -142,16 +148,16 @@ impl CommandSink for AuditSink {
             self.filtered.count(reason);
             return;
         }
-        self.log.submit(AuditEvent::Session(Box::new(event)), false);
+        self.log.submit(&AuditEvent::Session(Box::new(event)), false);
     }
 
     fn system(&self, event: SystemEvent) {
-        self.log.submit(AuditEvent::System(event), false);
+        self.log.submit(&AuditEvent::System(event), false);
     }
 
     fn security(&self, event: event::SecurityEvent) {
         // Never filtered, never dropped: this is the durable ACL LOG.
-        self.log.submit(AuditEvent::Security(Box::new(event)), false);
+        self.log.submit(&AuditEvent::Security(Box::new(event)), false);
     }
 
     fn stats(&self) -> Option<crate::record::SinkStats> {
@@ -182,7 +188,7 @@ impl CommandSink for AuditSink {
     fn flush(&self) {
         let detail = json!({"filtered": self.filtered.to_json()});
         let stop = SystemEvent { action: "stop", time: SystemTime::now(), detail };
-        self.log.submit(AuditEvent::System(stop), false);
+        self.log.submit(&AuditEvent::System(stop), false);
         self.log.close();
     }
 }

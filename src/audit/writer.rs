@@ -1,6 +1,8 @@
-//! The audit writer: a bounded queue (bounded in bytes) feeding a dedicated thread that
-//! renders, hash-chains, batches and appends lines to `audit.log`, rotates it by rename, and
-//! recovers after a crash. The proxy's threads only enqueue.
+//! The audit writer: a queue of rendered lines (bounded in bytes) feeding a dedicated thread
+//! that hash-chains, batches and appends them to `audit.log`, rotates it by rename, and recovers
+//! after a crash. The proxy's threads render their lines and enqueue them; they never touch the
+//! file. The writer takes the whole queue at once (one lock, one swap), so a busy proxy costs it
+//! one wake-up per batch, not per line.
 //!
 //! Sequence numbers are taken under the same lock as the enqueue, so the file's order is the
 //! `seq` order. A command event that does not fit the queue is dropped but keeps its number;
@@ -12,8 +14,8 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -21,15 +23,16 @@ use std::time::{Duration, SystemTime};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::audit::event::{render, AuditEvent, Envelope, SystemEvent};
+use crate::audit::event::{
+    event_time, render, render_body, rfc3339_micros_bytes, AuditEvent, Envelope, SystemEvent,
+};
+use crate::audit::line;
 use crate::config::Retention;
 
 /// The active file's name in the audit directory.
 pub const ACTIVE_FILE: &str = "audit.log";
 /// The `prev` hash of the very first line of a directory.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-/// Most events written per batch (one `write` per batch).
-const BATCH_EVENTS: usize = 4096;
 /// How far back from the end of a file the last line is looked for at start-up.
 const TAIL_SCAN_BYTES: u64 = 4 * 1024 * 1024;
 
@@ -81,39 +84,83 @@ pub struct AuditStats {
     pub fsync_micros: AtomicU64,
 }
 
-enum Job {
-    Event {
-        seq: Option<u64>,
-        event: AuditEvent,
-        bytes: usize,
-    },
+/// One rendered line waiting in the queue.
+#[derive(Debug, Clone, Copy)]
+struct QueuedLine {
+    /// Its bytes, newline included.
+    len: usize,
+    seq: u64,
+}
+
+/// What the writer is asked besides lines, in queue order.
+#[derive(Debug)]
+enum Control {
+    /// Acknowledge once everything before it was tried.
     Flush(mpsc::SyncSender<()>),
     /// Rotate now (SIGHUP): close the active file under its rotated name, start a new one.
     Rotate,
 }
 
-struct Producer {
+/// Lines rendered by the proxy's threads, in `seq` order, as the bytes they are written as:
+/// the writer only fills in each line's chain hash. Swapped whole between the two sides.
+#[derive(Debug, Default)]
+struct Lines {
+    bytes: Vec<u8>,
+    lines: Vec<QueuedLine>,
+    /// Each control with the number of lines before it.
+    controls: Vec<(usize, Control)>,
+}
+
+impl Lines {
+    fn is_empty(&self) -> bool {
+        self.lines.is_empty() && self.controls.is_empty()
+    }
+
+    /// Appends one line: the head (with `seq`), then `body`, which ends with the chain field.
+    fn push(&mut self, time: &[u8; 27], seq: u64, body: &[u8]) -> usize {
+        let start = self.bytes.len();
+        line::push_head(&mut self.bytes, time, Some(seq));
+        self.bytes.extend_from_slice(body);
+        self.bytes.push(b'\n');
+        let len = self.bytes.len() - start;
+        self.lines.push(QueuedLine { len, seq });
+        len
+    }
+
+    /// Empties it, releasing what a burst made it hold beyond a normal batch.
+    fn clear(&mut self) {
+        const KEEP_BYTES: usize = 4 << 20;
+        self.bytes.clear();
+        self.lines.clear();
+        self.controls.clear();
+        if self.bytes.capacity() > KEEP_BYTES {
+            self.bytes.shrink_to(KEEP_BYTES / 4);
+            self.lines.shrink_to(KEEP_BYTES / 4 / 256);
+        }
+    }
+}
+
+/// The producers' side of the queue.
+#[derive(Debug)]
+struct Queue {
     next_seq: u64,
     /// Dropped sequence numbers not yet reported: always one contiguous range, because any
     /// successful enqueue reports it first.
     lost: Option<(u64, u64)>,
-    sender: Option<Sender<Job>>,
-}
-
-impl std::fmt::Debug for Producer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Producer")
-            .field("next_seq", &self.next_seq)
-            .field("lost", &self.lost)
-            .finish()
-    }
+    /// False once the log is closing: nothing more is taken.
+    open: bool,
+    pending: Lines,
+    /// The writer waits on `Shared::wake` for lines (set and cleared by it, under the lock):
+    /// producers signal only then, so a busy or coalescing writer costs them no wake-up.
+    writer_waiting: bool,
 }
 
 /// What the proxy's threads and the writer thread share.
 #[derive(Debug)]
 struct Shared {
-    producer: Mutex<Producer>,
-    /// Estimated bytes of events enqueued and not yet written (a failed batch stays counted).
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    /// Bytes of lines enqueued and not yet written (a failed batch stays counted).
     queued_bytes: AtomicUsize,
     queue_max_bytes: usize,
     stats: AuditStats,
@@ -125,22 +172,32 @@ struct Shared {
     failing: AtomicBool,
     /// Signalled at the first failure of a run of them (`on_error = "shutdown"` waits on it).
     failed: tokio::sync::Notify,
+    envelope: Envelope,
 }
 
 impl Shared {
-    fn submit(&self, event: AuditEvent, droppable: bool) -> Option<u64> {
-        let bytes = event.estimated_bytes();
-        let mut producer = self.producer.lock().unwrap_or_else(PoisonError::into_inner);
-        let sender = producer.sender.clone()?;
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Enqueues the line of an event that happened at `time`, whose fields after the head are
+    /// `body` (see [`line`]).
+    fn submit_line(&self, time: SystemTime, body: &[u8], droppable: bool) -> Option<u64> {
+        let time = rfc3339_micros_bytes(time);
+        let bytes = line::HEAD_MAX_BYTES + body.len();
+        let mut queue = self.lock();
+        if !queue.open {
+            return None;
+        }
         let full = self.queued_bytes.load(Ordering::Relaxed) + bytes > self.queue_max_bytes;
         if full && droppable {
-            let seq = producer.next_seq;
-            producer.next_seq += 1;
-            producer.lost = Some(producer.lost.map_or((seq, seq), |(first, _)| (first, seq)));
+            let seq = queue.next_seq;
+            queue.next_seq += 1;
+            queue.lost = Some(queue.lost.map_or((seq, seq), |(first, _)| (first, seq)));
             self.stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        if let Some((first, last)) = producer.lost.take() {
+        if let Some((first, last)) = queue.lost.take() {
             let loss = AuditEvent::System(SystemEvent {
                 action: "loss",
                 time: SystemTime::now(),
@@ -149,23 +206,52 @@ impl Shared {
                              "count": last - first + 1}
                 }),
             });
-            let seq = producer.next_seq;
-            producer.next_seq += 1;
-            self.queued_bytes.fetch_add(512, Ordering::Relaxed);
-            let _ = sender.send(Job::Event { seq: Some(seq), event: loss, bytes: 512 });
+            let mut loss_body = Vec::with_capacity(512);
+            render_body(&loss, &self.envelope, &mut loss_body);
+            let seq = queue.next_seq;
+            queue.next_seq += 1;
+            let len = queue.pending.push(&rfc3339_micros_bytes(event_time(&loss)), seq, &loss_body);
+            self.queued_bytes.fetch_add(len, Ordering::Relaxed);
         }
-        let seq = producer.next_seq;
-        producer.next_seq += 1;
-        self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
-        let _ = sender.send(Job::Event { seq: Some(seq), event, bytes });
+        let seq = queue.next_seq;
+        queue.next_seq += 1;
+        let len = queue.pending.push(&time, seq, body);
+        self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        self.wake_writer(queue);
         Some(seq)
+    }
+
+    fn wake_writer(&self, mut queue: std::sync::MutexGuard<'_, Queue>) {
+        if std::mem::take(&mut queue.writer_waiting) {
+            drop(queue);
+            self.wake.notify_one();
+        }
+    }
+
+    fn submit(&self, event: &AuditEvent, droppable: bool) -> Option<u64> {
+        line::with_scratch(|body| {
+            render_body(event, &self.envelope, body);
+            self.submit_line(event_time(event), body, droppable)
+        })
     }
 
     fn system(&self, action: &'static str, detail: serde_json::Value) {
         self.submit(
-            AuditEvent::System(SystemEvent { action, time: SystemTime::now(), detail }),
+            &AuditEvent::System(SystemEvent { action, time: SystemTime::now(), detail }),
             false,
         );
+    }
+
+    fn control(&self, control: Control) -> bool {
+        let mut queue = self.lock();
+        if !queue.open {
+            return false;
+        }
+        let at = queue.pending.lines.len();
+        queue.pending.controls.push((at, control));
+        drop(queue);
+        self.wake.notify_one();
+        true
     }
 }
 
@@ -183,9 +269,15 @@ impl AuditLog {
         std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
             .create(&config.dir)?;
         let files = ActiveFile::open(&config, &envelope)?;
-        let (sender, receiver) = mpsc::channel();
         let shared = Arc::new(Shared {
-            producer: Mutex::new(Producer { next_seq: 1, lost: None, sender: Some(sender) }),
+            queue: Mutex::new(Queue {
+                next_seq: 1,
+                lost: None,
+                open: true,
+                pending: Lines::default(),
+                writer_waiting: false,
+            }),
+            wake: Condvar::new(),
             queued_bytes: AtomicUsize::new(0),
             queue_max_bytes: config.queue_max_bytes,
             stats: AuditStats::default(),
@@ -193,12 +285,13 @@ impl AuditLog {
             durable: Durable::default(),
             failing: AtomicBool::new(false),
             failed: tokio::sync::Notify::new(),
+            envelope,
         });
         let thread = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("audit-writer".into())
-                .spawn(move || run_writer(receiver, files, envelope, &shared))?
+                .spawn(move || run_writer(files, &shared))?
         };
         Ok(Self { shared, writer: Mutex::new(Some(thread)) })
     }
@@ -238,19 +331,20 @@ impl AuditLog {
     /// Enqueues an event; never blocks on the disk. When the queue is full, a `droppable`
     /// event is dropped (counted; its seq is declared by the next `loss` record), any other is
     /// queued beyond the budget. Returns the event's seq, `None` when dropped.
-    pub fn submit(&self, event: AuditEvent, droppable: bool) -> Option<u64> {
+    pub fn submit(&self, event: &AuditEvent, droppable: bool) -> Option<u64> {
         self.shared.submit(event, droppable)
+    }
+
+    /// Enqueues a line already rendered from `"instance_id"` on (a command's, by
+    /// [`line::push_command_body`]), as [`submit`](Self::submit) does an event.
+    pub fn submit_line(&self, time: SystemTime, body: &[u8], droppable: bool) -> Option<u64> {
+        self.shared.submit_line(time, body, droppable)
     }
 
     /// Waits until everything enqueued so far was tried (written, or kept for a retry).
     pub fn flush(&self) {
-        let sender = {
-            let producer = self.shared.producer.lock().unwrap_or_else(PoisonError::into_inner);
-            producer.sender.clone()
-        };
-        let Some(sender) = sender else { return };
         let (ack, done) = mpsc::sync_channel(1);
-        if sender.send(Job::Flush(ack)).is_ok() {
+        if self.shared.control(Control::Flush(ack)) {
             let _ = done.recv();
         }
     }
@@ -258,15 +352,16 @@ impl AuditLog {
     /// Asks the writer to rotate now, after what is already queued (for SIGHUP and external
     /// rotation tools: the file they move away is complete, and `audit.log` is new).
     pub fn rotate(&self) {
-        let producer = self.shared.producer.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(sender) = &producer.sender {
-            let _ = sender.send(Job::Rotate);
-        }
+        self.shared.control(Control::Rotate);
     }
 
     /// Writes what is queued and stops the writer thread.
     pub fn close(&self) {
-        self.shared.producer.lock().unwrap_or_else(PoisonError::into_inner).sender = None;
+        {
+            let mut queue = self.shared.lock();
+            queue.open = false;
+        }
+        self.shared.wake.notify_one();
         if let Some(thread) = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take() {
             let _ = thread.join();
         }
@@ -330,7 +425,7 @@ impl Drop for AuditLog {
     }
 }
 
-/// The lines rendered and not yet in the file: written together, or kept together for a retry
+/// The lines hashed and not yet in the file: written together, or kept together for a retry
 /// (same bytes, same chain) when the disk fails.
 #[derive(Default)]
 struct Batch {
@@ -342,81 +437,124 @@ struct Batch {
     last_seq: Option<u64>,
 }
 
-fn run_writer(receiver: Receiver<Job>, mut files: ActiveFile, envelope: Envelope, shared: &Shared) {
+/// The writer's state across batches.
+struct Writer<'a> {
+    files: ActiveFile,
+    batch: Batch,
+    shared: &'a Shared,
+    /// HMAC checkpoints: the key and their interval in records.
+    checkpoint: Option<(Vec<u8>, u64)>,
+    since_checkpoint: u64,
+}
+
+impl Writer<'_> {
+    /// Chains one queued line (without its newline) to the one before and adds it to the
+    /// batch, rotating first when it would not fit the active file.
+    fn append(&mut self, line: &mut [u8], queued: QueuedLine) {
+        let Self { files, batch, shared, .. } = self;
+        let size = files.size + (batch.bytes.len() + line.len() + 1) as u64;
+        if size > files.rotate_bytes && write_batch(files, batch, shared) {
+            files.rotate(&shared.envelope, &shared.stats);
+        }
+        let prev = line::prev_range(line.len());
+        line[prev].copy_from_slice(files.last_hash.as_bytes());
+        hex_sha256_into(line, &mut files.last_hash);
+        files.records_in_file += 1;
+        batch.bytes.extend_from_slice(line);
+        batch.bytes.push(b'\n');
+        batch.queued += queued.len;
+        batch.events += 1;
+        batch.last_seq = Some(queued.seq);
+        self.since_checkpoint += 1;
+        if let Some((key, every)) = &self.checkpoint {
+            if *every > 0 && self.since_checkpoint >= *every {
+                self.since_checkpoint = 0;
+                self.files.append_checkpoint(&self.shared.envelope, key, &mut self.batch.bytes);
+            }
+        }
+    }
+
+    /// Takes a batch of queued lines and controls, in order.
+    fn take(&mut self, lines: &mut Lines, acks: &mut Vec<mpsc::SyncSender<()>>) {
+        let mut controls = std::mem::take(&mut lines.controls).into_iter().peekable();
+        let mut offset = 0;
+        for (index, queued) in lines.lines.iter().enumerate() {
+            while let Some((_, control)) = controls.next_if(|(at, _)| *at == index) {
+                self.control(control, acks);
+            }
+            let line = &mut lines.bytes[offset..offset + queued.len - 1];
+            offset += queued.len;
+            self.append(line, *queued);
+        }
+        for (_, control) in controls {
+            self.control(control, acks);
+        }
+    }
+
+    fn control(&mut self, control: Control, acks: &mut Vec<mpsc::SyncSender<()>>) {
+        match control {
+            Control::Flush(ack) => acks.push(ack),
+            Control::Rotate => {
+                if write_batch(&mut self.files, &mut self.batch, self.shared) {
+                    self.files.rotate(&self.shared.envelope, &self.shared.stats);
+                }
+            }
+        }
+    }
+}
+
+fn run_writer(files: ActiveFile, shared: &Shared) {
     let stats = &shared.stats;
+    let envelope = &shared.envelope;
     let checkpoint = files.checkpoint.clone();
-    let mut since_checkpoint = 0u64;
-    let mut batch = Batch { bytes: Vec::with_capacity(1 << 20), ..Batch::default() };
-    let mut line = Vec::with_capacity(1024);
+    let coalesce = files.coalesce;
+    let mut writer = Writer {
+        files,
+        batch: Batch { bytes: Vec::with_capacity(1 << 20), ..Batch::default() },
+        shared,
+        checkpoint,
+        since_checkpoint: 0,
+    };
+    let mut taken = Lines::default();
     let mut acks = Vec::new();
-    files.enforce_retention(&envelope, stats);
+    writer.files.enforce_retention(envelope, stats);
     loop {
-        let mut jobs = Vec::new();
-        match receiver.recv_timeout(TICK) {
-            Ok(job) => jobs.push(job),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        let open = {
+            let mut queue = shared.lock();
+            if queue.pending.is_empty() && queue.open {
+                queue.writer_waiting = true;
+                queue =
+                    shared.wake.wait_timeout(queue, TICK).unwrap_or_else(PoisonError::into_inner).0;
+                queue.writer_waiting = false;
+            }
+            std::mem::swap(&mut queue.pending, &mut taken);
+            queue.open
+        };
+        if !open && taken.is_empty() {
+            break;
         }
         while shared.stalled.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(1));
         }
-        while jobs.len() < BATCH_EVENTS {
-            match receiver.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
+        let processed = taken.lines.len();
+        writer.take(&mut taken, &mut acks);
+        taken.clear();
+        if write_batch(&mut writer.files, &mut writer.batch, shared) {
+            writer.files.rotate_if_old(envelope, stats);
         }
-        let processed = jobs.len();
-        for job in jobs {
-            match job {
-                Job::Flush(ack) => acks.push(ack),
-                Job::Rotate => {
-                    if write_batch(&mut files, &mut batch, shared) {
-                        files.rotate(&envelope, stats);
-                    }
-                }
-                Job::Event { seq, event, bytes } => {
-                    batch.queued += bytes;
-                    batch.events += 1;
-                    batch.last_seq = seq.or(batch.last_seq);
-                    line.clear();
-                    render(&event, seq, &envelope, &files.last_hash, &mut line);
-                    let size = files.size + (batch.bytes.len() + line.len() + 1) as u64;
-                    if size > files.rotate_bytes && write_batch(&mut files, &mut batch, shared) {
-                        files.rotate(&envelope, stats);
-                        // Chain to the new file's first line instead.
-                        line.clear();
-                        render(&event, seq, &envelope, &files.last_hash, &mut line);
-                    }
-                    files.last_hash = hex_sha256(&line);
-                    files.records_in_file += 1;
-                    batch.bytes.extend_from_slice(&line);
-                    batch.bytes.push(b'\n');
-                    since_checkpoint += 1;
-                    if let Some((key, every)) = &checkpoint {
-                        if *every > 0 && since_checkpoint >= *every {
-                            since_checkpoint = 0;
-                            files.append_checkpoint(&envelope, key, &mut batch.bytes);
-                        }
-                    }
-                }
-            }
-        }
-        if write_batch(&mut files, &mut batch, shared) {
-            files.rotate_if_old(&envelope, stats);
-        }
-        let drained = acks.is_empty() && processed < BATCH_EVENTS;
+        let waited_on = !acks.is_empty();
         for ack in acks.drain(..) {
             let _ = ack.send(());
         }
-        if let (Some(pause), true) = (files.coalesce, drained && processed > 0) {
-            // Not parked in `recv` meanwhile: senders enqueue without waking this thread.
+        if let (Some(pause), true) = (coalesce, processed > 0 && !waited_on && open) {
+            // Not waiting on the queue meanwhile: producers enqueue without waking this thread.
             std::thread::sleep(pause);
         }
     }
+    let Writer { mut files, mut batch, checkpoint, .. } = writer;
     if let Some((key, _)) = &checkpoint {
         // The last line of a run is a checkpoint over everything before it.
-        files.append_checkpoint(&envelope, key, &mut batch.bytes);
+        files.append_checkpoint(envelope, key, &mut batch.bytes);
     }
     write_batch(&mut files, &mut batch, shared);
 }
@@ -479,13 +617,19 @@ pub fn checkpoint_hmac(key: &[u8], head: &str) -> String {
 
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn hex_sha256(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
     let mut out = String::with_capacity(64);
-    for byte in digest {
-        out.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
-        out.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
-    }
+    hex_sha256_into(bytes, &mut out);
     out
+}
+
+/// [`hex_sha256`] into `out`, replacing what it held (no allocation: once per line).
+pub fn hex_sha256_into(bytes: &[u8], out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.clear();
+    for byte in Sha256::digest(bytes) {
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 15)]));
+    }
 }
 
 /// The active file and the chain state.

@@ -1,0 +1,571 @@
+//! The command line of the trail rendered straight from the record, by a small JSON writer that
+//! writes exactly what `serde_json` would (same fields, order, escapes), without an
+//! intermediate event, a heap allocation or a copy of the keys.
+//!
+//! Command lines are most of the trail and are rendered on the connection's thread, once per
+//! command, so this is the audit's hot path: `docs/benchmarks.md` has its cost.
+
+use std::time::SystemTime;
+
+use base64::Engine as _;
+
+use crate::audit::event::{Envelope, MAX_KEY_BYTES, MAX_NAME_BYTES};
+use crate::audit::redact::{shown_args, ShownArg};
+use crate::config::KeyNames;
+use crate::record::{CommandRecord, ReplySource, ReplyStatus};
+
+/// The `chain.prev` value a producer writes; the writer replaces it with the previous line's
+/// hash, which only it knows.
+pub const PREV_PLACEHOLDER: &[u8; 64] = &[b'0'; 64];
+
+/// What every line ends with: the chain field (its hash last) and the object's end.
+const CHAIN_HEAD: &[u8] = b"\"chain\":{\"alg\":\"sha256\",\"prev\":\"";
+const LINE_END: &[u8] = b"\"}}";
+
+/// Where the previous line's hash goes in a rendered line (without its newline).
+pub fn prev_range(line_len: usize) -> std::ops::Range<usize> {
+    let end = line_len - LINE_END.len();
+    end - PREV_PLACEHOLDER.len()..end
+}
+
+/// Appends the chain field, with the placeholder hash, and closes the line's object.
+pub fn push_chain_tail(out: &mut Vec<u8>) {
+    out.extend_from_slice(CHAIN_HEAD);
+    out.extend_from_slice(PREV_PLACEHOLDER);
+    out.extend_from_slice(LINE_END);
+}
+
+/// The longest head [`push_head`] writes.
+pub const HEAD_MAX_BYTES: usize = 96;
+
+/// Appends what every line starts with: `{"schema":…,"time":…,` and `"seq":N,` when it has one.
+/// `time` is [`rfc3339_micros_bytes`](crate::audit::event::rfc3339_micros_bytes)'s text.
+pub fn push_head(out: &mut Vec<u8>, time: &[u8; 27], seq: Option<u64>) {
+    out.extend_from_slice(b"{\"schema\":\"");
+    out.extend_from_slice(crate::audit::event::SCHEMA.as_bytes());
+    out.extend_from_slice(b"\",\"time\":\"");
+    out.extend_from_slice(time);
+    out.extend_from_slice(b"\",");
+    if let Some(seq) = seq {
+        out.extend_from_slice(b"\"seq\":");
+        push_u64(out, seq);
+        out.push(b',');
+    }
+}
+
+/// Runs `render` with this thread's line buffer, emptied (one per thread, kept between lines,
+/// so rendering allocates nothing once warm).
+pub fn with_scratch<R>(render: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(1024));
+    }
+    /// A line longer than this (many keys, captured arguments) does not keep its buffer.
+    const KEEP_BYTES: usize = 64 * 1024;
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buffer) => {
+            buffer.clear();
+            let result = render(&mut buffer);
+            if buffer.capacity() > KEEP_BYTES {
+                *buffer = Vec::with_capacity(1024);
+            }
+            result
+        }
+        // Only if a render itself rendered: a buffer of its own then.
+        Err(_) => render(&mut Vec::new()),
+    })
+}
+
+/// Appends `value` in decimal.
+pub fn push_u64(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+}
+
+/// Which bytes JSON strings escape (as `serde_json` does: control bytes, `"` and `\`).
+fn needs_escape(byte: u8) -> bool {
+    byte < 0x20 || byte == b'"' || byte == b'\\'
+}
+
+/// Appends `text` as a JSON string.
+pub fn push_str(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
+        if !needs_escape(byte) {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..at]);
+        match byte {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(byte >> 4)]);
+                out.push(HEX[usize::from(byte & 15)]);
+            }
+        }
+        start = at + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Appends a Redis string: a JSON string when it is valid UTF-8, else `{"b64":"…"}`.
+pub fn push_binary(out: &mut Vec<u8>, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => push_str(out, text),
+        Err(_) => {
+            out.extend_from_slice(b"{\"b64\":\"");
+            let at = out.len();
+            out.resize(at + base64::encoded_len(bytes.len(), true).unwrap_or(0), 0);
+            let written = base64::engine::general_purpose::STANDARD
+                .encode_slice(bytes, &mut out[at..])
+                .unwrap_or(0);
+            out.truncate(at + written);
+            out.extend_from_slice(b"\"}");
+        }
+    }
+}
+
+/// Appends `bytes` as lower-case hex.
+pub fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        out.push(HEX[usize::from(byte >> 4)]);
+        out.push(HEX[usize::from(byte & 15)]);
+    }
+}
+
+/// Appends `"name":` (the name needs no escaping).
+fn push_key(out: &mut Vec<u8>, name: &str) {
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+/// Appends the client's address as `"ip":"…","port":N`.
+pub fn push_address(out: &mut Vec<u8>, address: &std::net::SocketAddr) {
+    push_key(out, "ip");
+    out.push(b'"');
+    match address.ip() {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_u64(out, u64::from(*octet));
+            }
+        }
+        // An IPv6 address's text needs no escaping.
+        std::net::IpAddr::V6(v6) => {
+            use std::io::Write as _;
+            let _ = write!(out, "{v6}");
+        }
+    }
+    out.extend_from_slice(b"\",\"port\":");
+    push_u64(out, u64::from(address.port()));
+}
+
+/// A key name as the first 128 bits of its HMAC-SHA256, hex.
+fn push_hmac_key(out: &mut Vec<u8>, secret: &[u8], key: &[u8]) {
+    use hmac::Mac as _;
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256>>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(key);
+    out.extend_from_slice(b"{\"hmac\":\"");
+    push_hex(out, &mac.finalize().into_bytes()[..16]);
+    out.extend_from_slice(b"\"}");
+}
+
+/// The time a command line carries: when its request was read.
+pub fn command_time(record: &CommandRecord) -> SystemTime {
+    record.time.checked_sub(record.latency).unwrap_or(record.time)
+}
+
+/// Appends a command line's fields after the head (`"instance_id"` to the end of the object,
+/// placeholder hash included). `capture_args` is the argument budget when arguments are
+/// captured; secrets are redacted even then.
+pub fn push_command_body(
+    out: &mut Vec<u8>,
+    record: &CommandRecord,
+    capture_args: Option<usize>,
+    envelope: &Envelope,
+) {
+    out.extend_from_slice(&envelope.rendered_ids);
+    out.extend_from_slice(b"\"kind\":\"command\",\"action\":\"command\",\"outcome\":\"");
+    out.extend_from_slice(match record.status {
+        ReplyStatus::Ok | ReplyStatus::Queued | ReplyStatus::Skipped => b"success",
+        ReplyStatus::Error => b"failure",
+        ReplyStatus::Unanswered => b"unknown",
+    });
+    out.extend_from_slice(b"\",\"session_id\":\"");
+    out.extend_from_slice(envelope.session_prefix().as_bytes());
+    out.push(b'-');
+    push_u64(out, record.conn_id);
+    out.extend_from_slice(b"\",\"client\":{");
+    push_address(out, &record.client_addr);
+    let mut client_truncated = false;
+    for (name, value) in [
+        ("name", &record.client_name),
+        ("lib", &record.client_lib),
+        ("lib_ver", &record.client_lib_ver),
+    ] {
+        if let Some(value) = value {
+            out.push(b',');
+            push_key(out, name);
+            push_binary(out, &value[..value.len().min(MAX_NAME_BYTES)]);
+            client_truncated |= value.len() > MAX_NAME_BYTES;
+        }
+    }
+    out.extend_from_slice(b",\"resp\":");
+    push_u64(out, u64::from(record.resp));
+    if client_truncated {
+        out.extend_from_slice(b",\"truncated\":true");
+    }
+    out.extend_from_slice(b"},\"user\":");
+    push_binary(out, &record.user[..record.user.len().min(MAX_NAME_BYTES)]);
+    if record.user.len() > MAX_NAME_BYTES {
+        out.extend_from_slice(b",\"user_truncated\":true");
+    }
+    out.extend_from_slice(b",\"db\":");
+    push_u64(out, u64::from(record.db));
+    out.extend_from_slice(b",\"upstream\":");
+    out.extend_from_slice(&envelope.rendered_upstream);
+    push_command_info(out, record);
+    let mut key_bytes = 0;
+    let mut keys_truncated = false;
+    let listed = match &envelope.keys {
+        KeyNames::Off => None,
+        keys => Some(keys),
+    };
+    if listed.is_some() {
+        out.extend_from_slice(b",\"keys\":[");
+    }
+    let mut first = true;
+    for key in record.key_names() {
+        key_bytes += key.len();
+        if key_bytes > MAX_KEY_BYTES {
+            keys_truncated = true;
+            continue;
+        }
+        let Some(names) = listed else { continue };
+        if !std::mem::take(&mut first) {
+            out.push(b',');
+        }
+        match names {
+            KeyNames::Hmac(secret) => push_hmac_key(out, secret, key),
+            KeyNames::Clear | KeyNames::Off => push_binary(out, key),
+        }
+    }
+    if listed.is_some() {
+        out.push(b']');
+    }
+    out.extend_from_slice(b",\"key_count\":");
+    push_u64(out, record.keys.len() as u64);
+    if let (Some(budget), Some(_)) = (capture_args, &record.command) {
+        push_args(out, record, budget);
+    }
+    out.extend_from_slice(b",\"key_bytes\":");
+    push_u64(out, key_bytes as u64);
+    out.extend_from_slice(if keys_truncated {
+        b",\"keys_truncated\":true"
+    } else {
+        b",\"keys_truncated\":false"
+    });
+    out.extend_from_slice(b",\"result\":{\"status\":\"");
+    out.extend_from_slice(record.status.as_str().as_bytes());
+    out.push(b'"');
+    if let Some(code) = &record.error_code {
+        out.extend_from_slice(b",\"error_code\":");
+        push_binary(out, code);
+    }
+    out.extend_from_slice(match record.source {
+        ReplySource::Upstream => b",\"source\":\"upstream\"}",
+        ReplySource::Proxy => b",\"source\":\"proxy\"}",
+    });
+    out.extend_from_slice(b",\"duration_us\":");
+    push_u64(out, record.latency.as_micros() as u64);
+    out.extend_from_slice(b",\"request_bytes\":");
+    push_u64(out, record.request_bytes);
+    out.extend_from_slice(b",\"response_bytes\":");
+    push_u64(out, record.reply_bytes);
+    out.push(b',');
+    push_chain_tail(out);
+}
+
+/// `"command":{"name","sub","known","name_bytes","class","categories"}`.
+fn push_command_info(out: &mut Vec<u8>, record: &CommandRecord) {
+    out.extend_from_slice(b",\"command\":{\"name\":");
+    match &record.command {
+        Some(info) => {
+            match info.name.split_once('|') {
+                Some((name, sub)) => {
+                    push_str(out, name);
+                    out.extend_from_slice(b",\"sub\":");
+                    push_str(out, sub);
+                }
+                None => push_str(out, &info.name),
+            }
+            out.extend_from_slice(b",\"known\":true");
+        }
+        None => {
+            // The name itself is not written: a client that sends a password on a line of its
+            // own sends it as a command name.
+            out.extend_from_slice(b"\"(unknown)\",\"known\":false,\"name_bytes\":");
+            push_u64(out, record.args.first().map_or(0, |name| name.len() as u64));
+        }
+    }
+    out.extend_from_slice(b",\"class\":");
+    match record.class {
+        Some(class) => {
+            out.push(b'"');
+            out.extend_from_slice(class.as_str().as_bytes());
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"categories\":[");
+    let categories = record.command.as_ref().map_or(&[][..], |info| &info.categories[..]);
+    for (i, category) in categories.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_str(out, category);
+    }
+    out.extend_from_slice(b"]}");
+}
+
+/// `"args":[…],"args_truncated":bool`: the arguments after the name, secrets redacted, cut to
+/// `budget` bytes in all (argument capture is opt-in; its copies are its cost).
+fn push_args(out: &mut Vec<u8>, record: &CommandRecord, budget: usize) {
+    let (shown, truncated) = shown_args(&record.args, budget);
+    out.extend_from_slice(b",\"args\":[");
+    for (i, arg) in shown.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match arg {
+            ShownArg::Clear(bytes) => push_binary(out, bytes),
+            ShownArg::Redacted => out.extend_from_slice(b"{\"redacted\":true}"),
+        }
+    }
+    out.extend_from_slice(b"],\"args_truncated\":");
+    out.extend_from_slice(if truncated { b"true" } else { b"false" });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use serde_json::json;
+
+    use crate::command::Class;
+
+    fn text(out: &[u8]) -> &str {
+        std::str::from_utf8(out).expect("JSON is UTF-8")
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let mut every_byte = String::new();
+        for byte in 0u8..0x80 {
+            every_byte.push(char::from(byte));
+        }
+        for sample in [&every_byte[..], "", "plain", "é ü 日本", "a\"b\\c\u{7f}\u{2028}"] {
+            let mut out = Vec::new();
+            push_str(&mut out, sample);
+            assert_eq!(text(&out), serde_json::to_string(sample).unwrap());
+        }
+    }
+
+    #[test]
+    fn binary_strings_become_base64_objects() {
+        for sample in [&b"k"[..], b"\xff", b"\x00\xfe\xfd\xfc", b"ab\xc3"] {
+            let mut out = Vec::new();
+            push_binary(&mut out, sample);
+            let expected = match std::str::from_utf8(sample) {
+                Ok(text) => json!(text),
+                Err(_) => json!({"b64": base64::engine::general_purpose::STANDARD.encode(sample)}),
+            };
+            assert_eq!(text(&out), expected.to_string());
+        }
+    }
+
+    #[test]
+    fn addresses_are_written_as_the_standard_display() {
+        for address in
+            ["0.0.0.0:0", "10.0.0.1:6379", "255.255.255.255:65535", "[::1]:7", "[fe80::1:2]:80"]
+        {
+            let address: std::net::SocketAddr = address.parse().unwrap();
+            let mut out = b"{".to_vec();
+            push_address(&mut out, &address);
+            out.push(b'}');
+            let expected = json!({"ip": address.ip().to_string(), "port": address.port()});
+            assert_eq!(text(&out), expected.to_string());
+        }
+    }
+
+    fn envelope(keys: KeyNames) -> Envelope {
+        Envelope::new(
+            keys,
+            "406b1755-e9d8-4622-8038-cfaa54796898".into(),
+            "n\"1".into(),
+            "r:6379".into(),
+        )
+    }
+
+    fn record(line: &str) -> CommandRecord {
+        let table = crate::command::CommandTable::embedded();
+        let args: Vec<Bytes> =
+            line.split(' ').map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
+        let command = table.resolve(&args).cloned();
+        let mut keys = crate::command::Keys::new();
+        if let Some(info) = &command {
+            crate::command::extract_keys(info, &args, &mut keys);
+        }
+        CommandRecord {
+            conn_id: 7,
+            client_addr: "192.168.1.20:50000".parse().unwrap(),
+            user: Bytes::from_static(b"alice"),
+            db: 3,
+            class: command.as_ref().map(|_| Class::Write),
+            args,
+            command,
+            keys,
+            status: ReplyStatus::Error,
+            error_code: Some(Bytes::from_static(b"WRONGTYPE")),
+            source: ReplySource::Upstream,
+            request_bytes: 45,
+            reply_bytes: 70,
+            latency: std::time::Duration::from_micros(180),
+            time: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_319_593),
+            client_name: Some(Bytes::from_static(b"worker\n1")),
+            client_lib: None,
+            client_lib_ver: Some(Bytes::from_static(b"\xff")),
+            resp: 3,
+        }
+    }
+
+    /// The line `serde_json` writes for `record` (fields in the schema's order).
+    fn expected(
+        record: &CommandRecord,
+        keys: serde_json::Value,
+        args: Option<serde_json::Value>,
+    ) -> String {
+        let info = record.command.as_ref().unwrap();
+        let mut line = json!({
+            "instance_id": "406b1755-e9d8-4622-8038-cfaa54796898",
+            "node": "n\"1",
+            "kind": "command",
+            "action": "command",
+            "outcome": "failure",
+            "session_id": "406b1755-7",
+            "client": {"ip": "192.168.1.20", "port": 50000, "name": "worker\n1",
+                       "lib_ver": {"b64": "/w=="}, "resp": 3},
+            "user": "alice",
+            "db": 3,
+            "upstream": "r:6379",
+            "command": {"name": info.name.split('|').next().unwrap(), "known": true,
+                        "class": "write", "categories": info.categories},
+        });
+        let fields = line.as_object_mut().unwrap();
+        if let Some((_, sub)) = info.name.split_once('|') {
+            let command = fields["command"].as_object_mut().unwrap();
+            let rest: Vec<_> = ["known", "class", "categories"]
+                .iter()
+                .map(|k| (k.to_string(), command.remove(*k).unwrap()))
+                .collect();
+            command.insert("sub".into(), json!(sub));
+            command.extend(rest);
+        }
+        if !keys.is_null() {
+            fields.insert("keys".into(), keys);
+        }
+        fields.insert("key_count".into(), json!(record.keys.len()));
+        if let Some(args) = args {
+            fields.insert("args".into(), args);
+            fields.insert("args_truncated".into(), json!(false));
+        }
+        let key_bytes: usize = record.key_names().map(|k| k.len()).sum();
+        fields.insert("key_bytes".into(), json!(key_bytes));
+        fields.insert("keys_truncated".into(), json!(false));
+        fields.insert(
+            "result".into(),
+            json!({"status": "error", "error_code": "WRONGTYPE", "source": "upstream"}),
+        );
+        fields.insert("duration_us".into(), json!(180));
+        fields.insert("request_bytes".into(), json!(45));
+        fields.insert("response_bytes".into(), json!(70));
+        fields.insert("chain".into(), json!({"alg": "sha256", "prev": "0".repeat(64)}));
+        let whole = line.to_string();
+        whole[1..].to_owned()
+    }
+
+    #[test]
+    fn command_lines_are_what_serde_json_writes() {
+        let record = record("MSET k1 v1 k\u{e9} v2");
+        let mut out = Vec::new();
+        push_command_body(&mut out, &record, None, &envelope(KeyNames::Clear));
+        assert_eq!(text(&out), expected(&record, json!(["k1", "k\u{e9}"]), None));
+
+        let mut out = Vec::new();
+        push_command_body(&mut out, &record, None, &envelope(KeyNames::Off));
+        assert_eq!(text(&out), expected(&record, serde_json::Value::Null, None));
+
+        let record = self::record("CONFIG SET requirepass s3cret");
+        let mut out = Vec::new();
+        push_command_body(&mut out, &record, Some(1024), &envelope(KeyNames::Clear));
+        let args = json!(["SET", "requirepass", {"redacted": true}]);
+        assert_eq!(text(&out), expected(&record, json!([]), Some(args)));
+        assert!(!text(&out).contains("s3cret"));
+    }
+
+    #[test]
+    fn hmac_keys_are_the_first_128_bits_of_the_mac() {
+        use hmac::Mac as _;
+        let record = record("GET k1");
+        let mut out = Vec::new();
+        push_command_body(&mut out, &record, None, &envelope(KeyNames::Hmac(b"secret".to_vec())));
+        let mut mac = <hmac::Hmac<sha2::Sha256>>::new_from_slice(b"secret").unwrap();
+        mac.update(b"k1");
+        let mut hex = Vec::new();
+        push_hex(&mut hex, &mac.finalize().into_bytes()[..16]);
+        let hmac = text(&hex).to_owned();
+        assert_eq!(text(&out), expected(&record, json!([{"hmac": hmac}]), None));
+    }
+
+    #[test]
+    fn unknown_commands_write_only_the_length_of_their_name() {
+        let mut record = record("hunter2 x");
+        record.class = None;
+        let mut out = Vec::new();
+        push_command_body(&mut out, &record, Some(1024), &envelope(KeyNames::Clear));
+        let line = text(&out);
+        assert!(line.contains(r#""command":{"name":"(unknown)","known":false,"name_bytes":7,"class":null,"categories":[]}"#), "{line}");
+        assert!(!line.contains("hunter2") && !line.contains("\"args\""), "{line}");
+    }
+
+    #[test]
+    fn the_chain_placeholder_is_where_prev_range_says() {
+        let mut out = Vec::new();
+        push_head(
+            &mut out,
+            &crate::audit::event::rfc3339_micros_bytes(std::time::UNIX_EPOCH),
+            Some(9),
+        );
+        push_command_body(&mut out, &record("GET k"), None, &envelope(KeyNames::Clear));
+        let range = prev_range(out.len());
+        assert_eq!(&out[range.clone()], PREV_PLACEHOLDER);
+        out[range].copy_from_slice(&[b'a'; 64]);
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(value["chain"]["prev"], "a".repeat(64));
+        assert_eq!(value["seq"], 9);
+        assert_eq!(value["time"], "1970-01-01T00:00:00.000000Z");
+    }
+}
