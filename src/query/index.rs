@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 /// What a query needs to know of a file without reading it.
@@ -90,10 +91,52 @@ pub fn summary(file: &Path) -> io::Result<Summary> {
     Ok(summary)
 }
 
+/// One value of one field while a file is indexed: its count, and its bitmap while the field
+/// keeps bitmaps.
+#[derive(Default)]
+struct FacetValue {
+    count: u64,
+    bits: Vec<u64>,
+}
+
+/// One field's values while a file is indexed. Counts stop (the field is left out of the
+/// summary) past [`MAX_FACET_VALUES`] values, bitmaps past [`MAX_BITMAP_VALUES`].
+struct Facet {
+    values: FxHashMap<Box<[u8]>, FacetValue>,
+    counting: bool,
+    mapping: bool,
+}
+
+impl Facet {
+    fn add(&mut self, value: &[u8], rank: usize) {
+        let entry = match self.values.get_mut(value) {
+            Some(entry) => entry,
+            None => {
+                let distinct = self.values.len();
+                self.mapping &= distinct < MAX_BITMAP_VALUES;
+                self.counting &= distinct < MAX_FACET_VALUES;
+                if !self.counting {
+                    return;
+                }
+                self.values.entry(value.into()).or_default()
+            }
+        };
+        entry.count += 1;
+        if self.mapping {
+            if entry.bits.len() <= rank / 64 {
+                entry.bits.resize(rank / 64 + 1, 0);
+            }
+            entry.bits[rank / 64] |= 1 << (rank % 64);
+        }
+    }
+}
+
 /// Reads a file once: its summary (command count, time range, counts per field value) and its
 /// bitmaps. Times are taken from the fixed place the writer puts them.
 pub fn build(file: &Path) -> io::Result<(Summary, Bitmaps)> {
-    let mut reader = BufReader::with_capacity(1 << 20, File::open(file)?);
+    /// Read this much at a time; lines are taken from it in place.
+    const CHUNK_BYTES: usize = 4 << 20;
+    let mut reader = File::open(file)?;
     let mut summary = Summary {
         version: INDEX_VERSION,
         first_time: String::new(),
@@ -101,76 +144,76 @@ pub fn build(file: &Path) -> io::Result<(Summary, Bitmaps)> {
         commands: 0,
         facets: BTreeMap::new(),
     };
-    // Per field (by index in FACETS): counts and bitmaps by value; `None` once over its cap.
-    let mut counts: Vec<Option<BTreeMap<String, u64>>> = vec![Some(BTreeMap::new()); FACETS.len()];
-    let mut bitmaps: Vec<Option<BTreeMap<String, Vec<u64>>>> =
-        vec![Some(BTreeMap::new()); FACETS.len()];
+    let mut facets: Vec<Facet> = (0..FACETS.len())
+        .map(|_| Facet { values: FxHashMap::default(), counting: true, mapping: true })
+        .collect();
     // Built once: a finder per search, not per line.
     let command_kind = memchr::memmem::Finder::new(b"\"kind\":\"command\"");
     let finders: Vec<memchr::memmem::Finder<'_>> =
         FACETS.iter().map(|(_, prefix)| memchr::memmem::Finder::new(prefix)).collect();
-    let mut line = Vec::with_capacity(1024);
+    let mut chunk = vec![0u8; CHUNK_BYTES];
+    // Bytes at the start of `chunk` that belong to a line begun in the previous read.
+    let mut carried = 0;
     loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 || line.last() != Some(&b'\n') {
+        if carried == chunk.len() {
+            // A line longer than the chunk: room for it.
+            chunk.resize(chunk.len() * 2, 0);
+        }
+        let read = reader.read(&mut chunk[carried..])?;
+        if read == 0 {
+            // What is left has no newline: a torn last line, not indexed.
             break;
         }
-        if command_kind.find(&line).is_none() {
-            continue;
-        }
-        let Some(time) = line_time(&line) else { continue };
-        if summary.commands == 0 || time < summary.first_time.as_str() {
-            summary.first_time = time.to_owned();
-        }
-        if summary.commands == 0 || time > summary.last_time.as_str() {
-            summary.last_time = time.to_owned();
-        }
-        let rank = summary.commands as usize;
-        summary.commands += 1;
-        for index in 0..FACETS.len() {
-            if counts[index].is_none() && bitmaps[index].is_none() {
+        let filled = carried + read;
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', &chunk[..filled]) {
+            let line = &chunk[start..=end];
+            start = end + 1;
+            if command_kind.find(line).is_none() {
                 continue;
             }
-            let Some(value) = field_text(&line, &finders[index]) else { continue };
-            let Ok(value) = std::str::from_utf8(value) else { continue };
-            if let Some(by_value) = &mut counts[index] {
-                if let Some(count) = by_value.get_mut(value) {
-                    *count += 1;
-                } else if by_value.len() < MAX_FACET_VALUES {
-                    by_value.insert(value.to_owned(), 1);
-                } else {
-                    counts[index] = None;
-                }
+            let Some(time) = line_time(line) else { continue };
+            if summary.commands == 0 || time < summary.first_time.as_str() {
+                time.clone_into(&mut summary.first_time);
             }
-            if let Some(by_value) = &mut bitmaps[index] {
-                if !by_value.contains_key(value) {
-                    if by_value.len() >= MAX_BITMAP_VALUES {
-                        bitmaps[index] = None;
-                        continue;
-                    }
-                    by_value.insert(value.to_owned(), Vec::new());
+            if summary.commands == 0 || time > summary.last_time.as_str() {
+                time.clone_into(&mut summary.last_time);
+            }
+            let rank = summary.commands as usize;
+            summary.commands += 1;
+            for (facet, finder) in facets.iter_mut().zip(&finders) {
+                if !facet.counting {
+                    continue;
                 }
-                if let Some(bits) = by_value.get_mut(value) {
-                    if bits.len() <= rank / 64 {
-                        bits.resize(rank / 64 + 1, 0);
-                    }
-                    bits[rank / 64] |= 1 << (rank % 64);
+                let Some(value) = field_text(line, finder) else { continue };
+                if std::str::from_utf8(value).is_ok() {
+                    facet.add(value, rank);
                 }
             }
         }
+        chunk.copy_within(start..filled, 0);
+        carried = filled - start;
     }
     // Every bitmap as long as the file's records, so intersections line up.
     let words = (summary.commands as usize).div_ceil(64);
     let mut fields = BTreeMap::new();
-    for (index, (name, _)) in FACETS.iter().enumerate() {
-        if let Some(by_value) = counts[index].take().filter(|c| !c.is_empty()) {
-            summary.facets.insert((*name).to_owned(), by_value);
-        }
-        if let Some(mut by_value) = bitmaps[index].take().filter(|b| !b.is_empty()) {
-            for bits in by_value.values_mut() {
+    for (facet, (name, _)) in facets.into_iter().zip(FACETS) {
+        let text = |value: Box<[u8]>| String::from_utf8(value.into_vec()).unwrap_or_default();
+        let mut counts = BTreeMap::new();
+        let mut bitmaps = BTreeMap::new();
+        for (value, FacetValue { count, mut bits }) in facet.values {
+            let value = text(value);
+            if facet.mapping {
                 bits.resize(words, 0);
+                bitmaps.insert(value.clone(), bits);
             }
-            fields.insert((*name).to_owned(), by_value);
+            counts.insert(value, count);
+        }
+        if facet.counting && !counts.is_empty() {
+            summary.facets.insert(name.to_owned(), counts);
+        }
+        if facet.mapping && !bitmaps.is_empty() {
+            fields.insert(name.to_owned(), bitmaps);
         }
     }
     Ok((summary, Bitmaps { fields }))
