@@ -89,6 +89,12 @@ fn needs_escape(byte: u8) -> bool {
 pub fn push_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
     let bytes = text.as_bytes();
+    // Most strings (names, addresses, keys) need no escape: one pass without branches, one copy.
+    if !bytes.iter().fold(false, |any, &byte| any | needs_escape(byte)) {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     for (at, &byte) in bytes.iter().enumerate() {
         if !needs_escape(byte) {
