@@ -158,6 +158,8 @@ pub struct Envelope {
     pub rendered_ids: Vec<u8>,
     /// The upstream address as a JSON string.
     pub rendered_upstream: Vec<u8>,
+    /// Where the node's value starts in `rendered_ids`.
+    pub node_value_at: usize,
 }
 
 impl Envelope {
@@ -171,11 +173,12 @@ impl Envelope {
         let mut rendered_ids = b"\"instance_id\":".to_vec();
         line::push_str(&mut rendered_ids, &instance_id);
         rendered_ids.extend_from_slice(b",\"node\":");
+        let node_value_at = rendered_ids.len();
         line::push_str(&mut rendered_ids, &node);
         rendered_ids.push(b',');
         let mut rendered_upstream = Vec::new();
         line::push_str(&mut rendered_upstream, &upstream);
-        Self { keys, instance_id, node, upstream, rendered_ids, rendered_upstream }
+        Self { keys, instance_id, node, upstream, rendered_ids, rendered_upstream, node_value_at }
     }
 
     /// What session ids start with: the instance id's first eight characters.

@@ -12,6 +12,7 @@ use base64::Engine as _;
 use crate::audit::event::{Envelope, MAX_KEY_BYTES, MAX_NAME_BYTES};
 use crate::audit::redact::{shown_args, ShownArg};
 use crate::config::KeyNames;
+use crate::query::index::{facet, FacetStarts};
 use crate::record::{CommandRecord, ReplySource, ReplyStatus};
 
 /// The `chain.prev` value a producer writes; the writer replaces it with the previous line's
@@ -155,9 +156,10 @@ fn push_key(out: &mut Vec<u8>, name: &str) {
     out.extend_from_slice(b"\":");
 }
 
-/// Appends the client's address as `"ip":"…","port":N`.
-pub fn push_address(out: &mut Vec<u8>, address: &std::net::SocketAddr) {
+/// Appends the client's address as `"ip":"…","port":N`; where the ip's value starts.
+pub fn push_address(out: &mut Vec<u8>, address: &std::net::SocketAddr) -> usize {
     push_key(out, "ip");
+    let ip_at = out.len();
     out.push(b'"');
     match address.ip() {
         std::net::IpAddr::V4(v4) => {
@@ -176,6 +178,7 @@ pub fn push_address(out: &mut Vec<u8>, address: &std::net::SocketAddr) {
     }
     out.extend_from_slice(b"\",\"port\":");
     push_u64(out, u64::from(address.port()));
+    ip_at
 }
 
 /// A key name as the first 128 bits of its HMAC-SHA256, hex.
@@ -196,13 +199,17 @@ pub fn command_time(record: &CommandRecord) -> SystemTime {
 
 /// Appends a command line's fields after the head (`"instance_id"` to the end of the object,
 /// placeholder hash included). `capture_args` is the argument budget when arguments are
-/// captured; secrets are redacted even then.
+/// captured; secrets are redacted even then. Returns where the values the query index counts
+/// start, from the start of what it appended.
 pub fn push_command_body(
     out: &mut Vec<u8>,
     record: &CommandRecord,
     capture_args: Option<usize>,
     envelope: &Envelope,
-) {
+) -> FacetStarts {
+    let base = out.len();
+    let mut starts = FacetStarts::default();
+    starts[facet::NODE] = envelope.node_value_at;
     out.extend_from_slice(&envelope.rendered_ids);
     out.extend_from_slice(b"\"kind\":\"command\",\"action\":\"command\",\"outcome\":\"");
     out.extend_from_slice(match record.status {
@@ -215,7 +222,7 @@ pub fn push_command_body(
     out.push(b'-');
     push_u64(out, record.conn_id);
     out.extend_from_slice(b"\",\"client\":{");
-    push_address(out, &record.client_addr);
+    starts[facet::IP] = push_address(out, &record.client_addr) - base;
     let mut client_truncated = false;
     for (name, value) in [
         ("name", &record.client_name),
@@ -235,15 +242,19 @@ pub fn push_command_body(
         out.extend_from_slice(b",\"truncated\":true");
     }
     out.extend_from_slice(b"},\"user\":");
+    starts[facet::USER] = out.len() - base;
     push_binary(out, &record.user[..record.user.len().min(MAX_NAME_BYTES)]);
     if record.user.len() > MAX_NAME_BYTES {
         out.extend_from_slice(b",\"user_truncated\":true");
     }
     out.extend_from_slice(b",\"db\":");
+    starts[facet::DB] = out.len() - base;
     push_u64(out, u64::from(record.db));
     out.extend_from_slice(b",\"upstream\":");
     out.extend_from_slice(&envelope.rendered_upstream);
-    push_command_info(out, record);
+    let (command_at, class_at) = push_command_info(out, record);
+    starts[facet::COMMAND] = command_at - base;
+    starts[facet::CLASS] = class_at - base;
     let mut key_bytes = 0;
     let mut keys_truncated = false;
     let listed = match &envelope.keys {
@@ -303,11 +314,14 @@ pub fn push_command_body(
     push_u64(out, record.reply_bytes);
     out.push(b',');
     push_chain_tail(out);
+    starts
 }
 
-/// `"command":{"name","sub","known","name_bytes","class","categories"}`.
-fn push_command_info(out: &mut Vec<u8>, record: &CommandRecord) {
+/// `"command":{"name","sub","known","name_bytes","class","categories"}`; where the name's and
+/// the class's values start.
+fn push_command_info(out: &mut Vec<u8>, record: &CommandRecord) -> (usize, usize) {
     out.extend_from_slice(b",\"command\":{\"name\":");
+    let name_at = out.len();
     match &record.command {
         Some(info) => {
             match info.name.split_once('|') {
@@ -328,6 +342,7 @@ fn push_command_info(out: &mut Vec<u8>, record: &CommandRecord) {
         }
     }
     out.extend_from_slice(b",\"class\":");
+    let class_at = out.len();
     match record.class {
         Some(class) => {
             out.push(b'"');
@@ -345,6 +360,7 @@ fn push_command_info(out: &mut Vec<u8>, record: &CommandRecord) {
         push_str(out, category);
     }
     out.extend_from_slice(b"]}");
+    (name_at, class_at)
 }
 
 /// `"args":[…],"args_truncated":bool`: the arguments after the name, secrets redacted, cut to
@@ -555,6 +571,30 @@ mod tests {
         let line = text(&out);
         assert!(line.contains(r#""command":{"name":"(unknown)","known":false,"name_bytes":7,"class":null,"categories":[]}"#), "{line}");
         assert!(!line.contains("hunter2") && !line.contains("\"args\""), "{line}");
+    }
+
+    #[test]
+    fn facet_positions_index_lines_as_searching_them_does() {
+        use crate::query::index::IndexBuilder;
+        let (mut searched, mut placed) = (IndexBuilder::default(), IndexBuilder::default());
+        let time = crate::audit::event::rfc3339_micros_bytes(std::time::SystemTime::now());
+        for (i, command) in
+            ["GET k", "SET k v", "CONFIG GET x", "nosuch", "CLIENT INFO"].iter().enumerate()
+        {
+            let mut record = record(command);
+            record.user = Bytes::from(if i % 2 == 0 { &b"\xffbin"[..] } else { b"bob" });
+            record.db = i as u32;
+            let mut line = Vec::new();
+            push_head(&mut line, &time, Some(i as u64));
+            let head = line.len();
+            let starts = push_command_body(&mut line, &record, None, &envelope(KeyNames::Clear));
+            searched.add_line(&line);
+            placed.add_command(&line, &starts.map(|at| at + head));
+        }
+        let (searched, placed) = (searched.finish(), placed.finish());
+        assert_eq!(searched.0.commands, 5);
+        assert_eq!(searched.0.facets.len(), 6, "{:?}", searched.0.facets);
+        assert_eq!(placed, searched);
     }
 
     #[test]

@@ -133,8 +133,8 @@ impl CommandSink for AuditSink {
         // Rendered here, on the connection's thread, into this thread's buffer: the queue
         // then holds the line's bytes, and the writer only chains and writes them.
         let seq = line::with_scratch(|body| {
-            line::push_command_body(body, &record, self.capture_args, &self.envelope);
-            self.log.submit_line(line::command_time(&record), body, droppable)
+            let facets = line::push_command_body(body, &record, self.capture_args, &self.envelope);
+            self.log.submit_command(line::command_time(&record), body, &facets, droppable)
         });
         seq.filter(|_| self.durability != Durability::Async)
     }

@@ -28,6 +28,7 @@ use crate::audit::event::{
 };
 use crate::audit::line;
 use crate::config::Retention;
+use crate::query::index::{FacetStarts, IndexBuilder};
 
 /// The active file's name in the audit directory.
 pub const ACTIVE_FILE: &str = "audit.log";
@@ -90,6 +91,8 @@ struct QueuedLine {
     /// Its bytes, newline included.
     len: usize,
     seq: u64,
+    /// For a command line: where the values the query index counts start in it.
+    facets: Option<FacetStarts>,
 }
 
 /// What the writer is asked besides lines, in queue order.
@@ -117,13 +120,22 @@ impl Lines {
     }
 
     /// Appends one line: the head (with `seq`), then `body`, which ends with the chain field.
-    fn push(&mut self, time: &[u8; 27], seq: u64, body: &[u8]) -> usize {
+    /// `facets` are positions in `body`.
+    fn push(
+        &mut self,
+        time: &[u8; 27],
+        seq: u64,
+        body: &[u8],
+        facets: Option<&FacetStarts>,
+    ) -> usize {
         let start = self.bytes.len();
         line::push_head(&mut self.bytes, time, Some(seq));
+        let head = self.bytes.len() - start;
         self.bytes.extend_from_slice(body);
         self.bytes.push(b'\n');
         let len = self.bytes.len() - start;
-        self.lines.push(QueuedLine { len, seq });
+        let facets = facets.map(|starts| starts.map(|at| at + head));
+        self.lines.push(QueuedLine { len, seq, facets });
         len
     }
 
@@ -181,8 +193,14 @@ impl Shared {
     }
 
     /// Enqueues the line of an event that happened at `time`, whose fields after the head are
-    /// `body` (see [`line`]).
-    fn submit_line(&self, time: SystemTime, body: &[u8], droppable: bool) -> Option<u64> {
+    /// `body` (see [`line`]); a command line's `facets` are positions in `body`.
+    fn submit_line(
+        &self,
+        time: SystemTime,
+        body: &[u8],
+        facets: Option<&FacetStarts>,
+        droppable: bool,
+    ) -> Option<u64> {
         let time = rfc3339_micros_bytes(time);
         let bytes = line::HEAD_MAX_BYTES + body.len();
         let mut queue = self.lock();
@@ -210,12 +228,13 @@ impl Shared {
             render_body(&loss, &self.envelope, &mut loss_body);
             let seq = queue.next_seq;
             queue.next_seq += 1;
-            let len = queue.pending.push(&rfc3339_micros_bytes(event_time(&loss)), seq, &loss_body);
+            let time = rfc3339_micros_bytes(event_time(&loss));
+            let len = queue.pending.push(&time, seq, &loss_body, None);
             self.queued_bytes.fetch_add(len, Ordering::Relaxed);
         }
         let seq = queue.next_seq;
         queue.next_seq += 1;
-        let len = queue.pending.push(&time, seq, body);
+        let len = queue.pending.push(&time, seq, body, facets);
         self.queued_bytes.fetch_add(len, Ordering::Relaxed);
         self.wake_writer(queue);
         Some(seq)
@@ -231,7 +250,7 @@ impl Shared {
     fn submit(&self, event: &AuditEvent, droppable: bool) -> Option<u64> {
         line::with_scratch(|body| {
             render_body(event, &self.envelope, body);
-            self.submit_line(event_time(event), body, droppable)
+            self.submit_line(event_time(event), body, None, droppable)
         })
     }
 
@@ -335,10 +354,17 @@ impl AuditLog {
         self.shared.submit(event, droppable)
     }
 
-    /// Enqueues a line already rendered from `"instance_id"` on (a command's, by
-    /// [`line::push_command_body`]), as [`submit`](Self::submit) does an event.
-    pub fn submit_line(&self, time: SystemTime, body: &[u8], droppable: bool) -> Option<u64> {
-        self.shared.submit_line(time, body, droppable)
+    /// Enqueues a command line already rendered from `"instance_id"` on by
+    /// [`line::push_command_body`], with the facet positions it returned, as
+    /// [`submit`](Self::submit) does an event.
+    pub fn submit_command(
+        &self,
+        time: SystemTime,
+        body: &[u8],
+        facets: &FacetStarts,
+        droppable: bool,
+    ) -> Option<u64> {
+        self.shared.submit_line(time, body, Some(facets), droppable)
     }
 
     /// Waits until everything enqueued so far was tried (written, or kept for a retry).
@@ -459,6 +485,9 @@ impl Writer<'_> {
         let prev = line::prev_range(line.len());
         line[prev].copy_from_slice(files.last_hash.as_bytes());
         hex_sha256_into(line, &mut files.last_hash);
+        if let Some(starts) = &queued.facets {
+            files.index.add_command(line, starts);
+        }
         files.records_in_file += 1;
         batch.bytes.extend_from_slice(line);
         batch.bytes.push(b'\n');
@@ -661,6 +690,8 @@ struct ActiveFile {
     coalesce: Option<Duration>,
     /// HMAC checkpoints: the key and their interval in records.
     checkpoint: Option<(Vec<u8>, u64)>,
+    /// The active file's query index, built as its lines are written.
+    index: IndexBuilder,
 }
 
 impl ActiveFile {
@@ -703,6 +734,7 @@ impl ActiveFile {
             fsync: config.fsync,
             coalesce: config.coalesce,
             checkpoint: config.checkpoint.clone(),
+            index: IndexBuilder::default(),
         };
         this.write_file_open(envelope, prev_file.as_deref(), torn)?;
         Ok(this)
@@ -866,12 +898,15 @@ impl ActiveFile {
         self.records_in_file = 0;
         self.newest_rotated_name = Some(rotated.clone());
         stats.rotations.fetch_add(1, Ordering::Relaxed);
-        // The query index of the file just closed, built off the writer thread so that the
-        // first query does not pay for it (best effort: a query builds a missing one).
+        // The query index of the file just closed, made as it was written and saved off the
+        // writer thread, so that no query pays for it (best effort: a query builds a missing
+        // one from the file).
         let closed = self.dir.join(&rotated);
-        let _ = std::thread::Builder::new()
-            .name("audit-index".into())
-            .spawn(move || crate::query::index::summary(&closed));
+        let index = std::mem::take(&mut self.index);
+        let _ = std::thread::Builder::new().name("audit-index".into()).spawn(move || {
+            let (summary, bitmaps) = index.finish();
+            crate::query::index::save_index(&closed, &summary, &bitmaps);
+        });
         if let Err(error) = self.write_file_open(envelope, Some(&rotated), false) {
             stats.write_errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!(%error, "writing the new audit file's header failed");

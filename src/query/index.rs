@@ -46,11 +46,32 @@ pub const FACETS: [(&str, &[u8]); 6] = [
     ("node", b"\"node\":"),
 ];
 
+/// Where each field is in [`FACETS`].
+pub mod facet {
+    /// `user`.
+    pub const USER: usize = 0;
+    /// `client.ip`.
+    pub const IP: usize = 1;
+    /// `db`.
+    pub const DB: usize = 2;
+    /// `command.name`.
+    pub const COMMAND: usize = 3;
+    /// `command.class`.
+    pub const CLASS: usize = 4;
+    /// `node`.
+    pub const NODE: usize = 5;
+}
+
 /// The JSON text of the value after `prefix` in `line`: a string with its quotes, or a
 /// number.
 pub fn field_text<'a>(line: &'a [u8], prefix: &memchr::memmem::Finder<'_>) -> Option<&'a [u8]> {
     let at = prefix.find(line)? + prefix.needle().len();
-    let rest = &line[at..];
+    value_at(line, at)
+}
+
+/// The JSON text of the value that starts at `at` in `line` (see [`field_text`]).
+pub fn value_at(line: &[u8], at: usize) -> Option<&[u8]> {
+    let rest = line.get(at..)?;
     if rest.first() == Some(&b'"') {
         // A JSON string: up to the first quote not escaped.
         let mut escaped = false;
@@ -85,15 +106,14 @@ pub fn summary(file: &Path) -> io::Result<Summary> {
         }
     }
     let (summary, bitmaps) = build(file)?;
-    save(&bits_path(file), &bitmaps.encode());
     // Best effort: a read-only directory still answers queries, just more slowly.
-    save(&path, &serde_json::to_vec(&summary).unwrap_or_default());
+    save_index(file, &summary, &bitmaps);
     Ok(summary)
 }
 
 /// One value of one field while a file is indexed: its count, and its bitmap while the field
 /// keeps bitmaps.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct FacetValue {
     count: u64,
     bits: Vec<u64>,
@@ -101,6 +121,7 @@ struct FacetValue {
 
 /// One field's values while a file is indexed. Counts stop (the field is left out of the
 /// summary) past [`MAX_FACET_VALUES`] values, bitmaps past [`MAX_BITMAP_VALUES`].
+#[derive(Debug)]
 struct Facet {
     values: FxHashMap<Box<[u8]>, FacetValue>,
     counting: bool,
@@ -111,6 +132,7 @@ impl Facet {
     fn add(&mut self, value: &[u8], rank: usize) {
         let entry = match self.values.get_mut(value) {
             Some(entry) => entry,
+            None if std::str::from_utf8(value).is_err() => return,
             None => {
                 let distinct = self.values.len();
                 self.mapping &= distinct < MAX_BITMAP_VALUES;
@@ -131,26 +153,121 @@ impl Facet {
     }
 }
 
+/// Where each of a command line's [`FACETS`] values starts, in [`FACETS`] order: known to
+/// whoever rendered the line, so the writer indexes it without searching it.
+pub type FacetStarts = [usize; FACETS.len()];
+
+/// A file's index while its lines go by: fed by the writer as it writes the active file, or
+/// by [`build`] from a file that has no index.
+#[derive(Debug)]
+pub struct IndexBuilder {
+    summary: Summary,
+    facets: Vec<Facet>,
+    command_kind: memchr::memmem::Finder<'static>,
+    finders: Vec<memchr::memmem::Finder<'static>>,
+}
+
+impl Default for IndexBuilder {
+    fn default() -> Self {
+        Self {
+            summary: Summary {
+                version: INDEX_VERSION,
+                first_time: String::new(),
+                last_time: String::new(),
+                commands: 0,
+                facets: BTreeMap::new(),
+            },
+            facets: (0..FACETS.len())
+                .map(|_| Facet { values: FxHashMap::default(), counting: true, mapping: true })
+                .collect(),
+            // Built once: a finder per search, not per line.
+            command_kind: memchr::memmem::Finder::new(b"\"kind\":\"command\""),
+            finders: FACETS
+                .iter()
+                .map(|(_, prefix)| memchr::memmem::Finder::new(*prefix))
+                .collect(),
+        }
+    }
+}
+
+impl IndexBuilder {
+    /// Takes one line of the file, of any kind, searching it for its facets.
+    pub fn add_line(&mut self, line: &[u8]) {
+        if self.command_kind.find(line).is_none() {
+            return;
+        }
+        let Some(rank) = self.add_time(line) else { return };
+        for (facet, finder) in self.facets.iter_mut().zip(&self.finders) {
+            if facet.counting {
+                if let Some(value) = field_text(line, finder) {
+                    facet.add(value, rank);
+                }
+            }
+        }
+    }
+
+    /// Takes one command line whose facet values start at `starts`.
+    pub fn add_command(&mut self, line: &[u8], starts: &FacetStarts) {
+        let Some(rank) = self.add_time(line) else { return };
+        for (facet, &start) in self.facets.iter_mut().zip(starts) {
+            if facet.counting {
+                if let Some(value) = value_at(line, start) {
+                    facet.add(value, rank);
+                }
+            }
+        }
+    }
+
+    /// Counts a command line and its time; its rank among the file's command lines.
+    fn add_time(&mut self, line: &[u8]) -> Option<usize> {
+        let time = line_time(line)?;
+        let summary = &mut self.summary;
+        if summary.commands == 0 || time < summary.first_time.as_str() {
+            time.clone_into(&mut summary.first_time);
+        }
+        if summary.commands == 0 || time > summary.last_time.as_str() {
+            time.clone_into(&mut summary.last_time);
+        }
+        summary.commands += 1;
+        Some(summary.commands as usize - 1)
+    }
+
+    /// The summary and bitmaps of the lines taken.
+    pub fn finish(self) -> (Summary, Bitmaps) {
+        let Self { mut summary, facets, .. } = self;
+        // Every bitmap as long as the file's records, so intersections line up.
+        let words = (summary.commands as usize).div_ceil(64);
+        let mut fields = BTreeMap::new();
+        for (facet, (name, _)) in facets.into_iter().zip(FACETS) {
+            let mut counts = BTreeMap::new();
+            let mut bitmaps = BTreeMap::new();
+            for (value, FacetValue { count, mut bits }) in facet.values {
+                // Only UTF-8 values were taken.
+                let value = String::from_utf8(value.into_vec()).unwrap_or_default();
+                if facet.mapping {
+                    bits.resize(words, 0);
+                    bitmaps.insert(value.clone(), bits);
+                }
+                counts.insert(value, count);
+            }
+            if facet.counting && !counts.is_empty() {
+                summary.facets.insert(name.to_owned(), counts);
+            }
+            if facet.mapping && !bitmaps.is_empty() {
+                fields.insert(name.to_owned(), bitmaps);
+            }
+        }
+        (summary, Bitmaps { fields })
+    }
+}
+
 /// Reads a file once: its summary (command count, time range, counts per field value) and its
 /// bitmaps. Times are taken from the fixed place the writer puts them.
 pub fn build(file: &Path) -> io::Result<(Summary, Bitmaps)> {
     /// Read this much at a time; lines are taken from it in place.
     const CHUNK_BYTES: usize = 4 << 20;
     let mut reader = File::open(file)?;
-    let mut summary = Summary {
-        version: INDEX_VERSION,
-        first_time: String::new(),
-        last_time: String::new(),
-        commands: 0,
-        facets: BTreeMap::new(),
-    };
-    let mut facets: Vec<Facet> = (0..FACETS.len())
-        .map(|_| Facet { values: FxHashMap::default(), counting: true, mapping: true })
-        .collect();
-    // Built once: a finder per search, not per line.
-    let command_kind = memchr::memmem::Finder::new(b"\"kind\":\"command\"");
-    let finders: Vec<memchr::memmem::Finder<'_>> =
-        FACETS.iter().map(|(_, prefix)| memchr::memmem::Finder::new(prefix)).collect();
+    let mut index = IndexBuilder::default();
     let mut chunk = vec![0u8; CHUNK_BYTES];
     // Bytes at the start of `chunk` that belong to a line begun in the previous read.
     let mut carried = 0;
@@ -167,56 +284,19 @@ pub fn build(file: &Path) -> io::Result<(Summary, Bitmaps)> {
         let filled = carried + read;
         let mut start = 0;
         for end in memchr::memchr_iter(b'\n', &chunk[..filled]) {
-            let line = &chunk[start..=end];
+            index.add_line(&chunk[start..=end]);
             start = end + 1;
-            if command_kind.find(line).is_none() {
-                continue;
-            }
-            let Some(time) = line_time(line) else { continue };
-            if summary.commands == 0 || time < summary.first_time.as_str() {
-                time.clone_into(&mut summary.first_time);
-            }
-            if summary.commands == 0 || time > summary.last_time.as_str() {
-                time.clone_into(&mut summary.last_time);
-            }
-            let rank = summary.commands as usize;
-            summary.commands += 1;
-            for (facet, finder) in facets.iter_mut().zip(&finders) {
-                if !facet.counting {
-                    continue;
-                }
-                let Some(value) = field_text(line, finder) else { continue };
-                if std::str::from_utf8(value).is_ok() {
-                    facet.add(value, rank);
-                }
-            }
         }
         chunk.copy_within(start..filled, 0);
         carried = filled - start;
     }
-    // Every bitmap as long as the file's records, so intersections line up.
-    let words = (summary.commands as usize).div_ceil(64);
-    let mut fields = BTreeMap::new();
-    for (facet, (name, _)) in facets.into_iter().zip(FACETS) {
-        let text = |value: Box<[u8]>| String::from_utf8(value.into_vec()).unwrap_or_default();
-        let mut counts = BTreeMap::new();
-        let mut bitmaps = BTreeMap::new();
-        for (value, FacetValue { count, mut bits }) in facet.values {
-            let value = text(value);
-            if facet.mapping {
-                bits.resize(words, 0);
-                bitmaps.insert(value.clone(), bits);
-            }
-            counts.insert(value, count);
-        }
-        if facet.counting && !counts.is_empty() {
-            summary.facets.insert(name.to_owned(), counts);
-        }
-        if facet.mapping && !bitmaps.is_empty() {
-            fields.insert(name.to_owned(), bitmaps);
-        }
-    }
-    Ok((summary, Bitmaps { fields }))
+    Ok(index.finish())
+}
+
+/// Saves the index of `file` beside it (best effort: a query builds a missing one).
+pub fn save_index(file: &Path, summary: &Summary, bitmaps: &Bitmaps) {
+    save(&bits_path(file), &bitmaps.encode());
+    save(&index_path(file), &serde_json::to_vec(summary).unwrap_or_default());
 }
 
 /// Writes `bytes` to `path` through a temporary file of its own (the writer's index thread
@@ -326,7 +406,6 @@ pub fn bitmaps(file: &Path) -> io::Result<Bitmaps> {
         }
     }
     let (summary, bitmaps) = build(file)?;
-    save(&path, &bitmaps.encode());
-    save(&index_path(file), &serde_json::to_vec(&summary).unwrap_or_default());
+    save_index(file, &summary, &bitmaps);
     Ok(bitmaps)
 }

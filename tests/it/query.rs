@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use redis_audit_proxy::query::index;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -96,6 +97,17 @@ async fn filters_paging_errors_and_the_cli_agree() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(indexed(), rotated, "an index beside every rotated file");
+    // The writer's index of each file, made as it wrote the file, is what reading it gives.
+    for entry in std::fs::read_dir(&dir).unwrap().filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("audit-") && name.ends_with(".log") {
+            let path = entry.path();
+            let (summary, bitmaps) = index::build(&path).unwrap();
+            assert!(summary.commands > 0, "{name}");
+            assert_eq!(index::summary(&path).unwrap(), summary, "{name}");
+            assert_eq!(index::bitmaps(&path).unwrap(), bitmaps, "{name}");
+        }
+    }
     let count = |pred: &dyn Fn(&Value) -> bool| commands.iter().filter(|r| pred(r)).count() as u64;
     let ops = [("x-api-key", "ops"), ("x-api-secret-key", "s")];
     let range = format!("StartTime={start}&EndTime={}", bump(&end));
