@@ -2,7 +2,7 @@
 //! hash-chained files (schema in `docs/audit-schema.md`).
 //!
 //! - [`event`]: session, security and system events and their JSON rendering.
-//! - [`line`]: command lines rendered straight from their records; the line format's parts.
+//! - [`mod@line`]: command lines rendered straight from their records; the line format's parts.
 //! - [`filter`]: which events are kept (`[audit.filters]`), and counts of the rest.
 //! - [`redact`]: which arguments may be shown when argument capture is on.
 //! - [`writer`]: the bounded queue, the writer thread, files, rotation, crash recovery.

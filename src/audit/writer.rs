@@ -193,7 +193,7 @@ impl Shared {
     }
 
     /// Enqueues the line of an event that happened at `time`, whose fields after the head are
-    /// `body` (see [`line`]); a command line's `facets` are positions in `body`.
+    /// `body` (see [`mod@line`]); a command line's `facets` are positions in `body`.
     fn submit_line(
         &self,
         time: SystemTime,
