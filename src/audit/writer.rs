@@ -34,6 +34,8 @@ use crate::query::index::{FacetStarts, IndexBuilder};
 pub const ACTIVE_FILE: &str = "audit.log";
 /// The `prev` hash of the very first line of a directory.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// A batch this large is written before the rest of what the writer took is chained.
+const BATCH_WRITE_BYTES: usize = 4 << 20;
 /// How far back from the end of a file the last line is looked for at start-up.
 const TAIL_SCAN_BYTES: u64 = 4 * 1024 * 1024;
 
@@ -500,6 +502,12 @@ impl Writer<'_> {
                 self.since_checkpoint = 0;
                 self.files.append_checkpoint(&self.shared.envelope, key, &mut self.batch.bytes);
             }
+        }
+        // A long queue (after a stall) is written as it is taken, so its copy here stays small
+        // and its first replies are released early; a failing disk is retried at the tick.
+        let Self { files, batch, shared, .. } = self;
+        if batch.bytes.len() >= BATCH_WRITE_BYTES && !shared.failing.load(Ordering::Relaxed) {
+            write_batch(files, batch, shared);
         }
     }
 

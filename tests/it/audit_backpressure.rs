@@ -121,3 +121,38 @@ async fn drop_keeps_serving_and_declares_what_it_dropped() {
     let dropped = audit.stats().dropped_queue_full.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(dropped, lost);
 }
+
+#[tokio::test]
+async fn a_long_queue_after_a_stall_is_written_whole_and_in_order() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let dir = Scratch::new("long-queue");
+    let (proxy, audit) = TestProxy::start_audited(redis.addr, dir.path(), "").await;
+    let mut client = RawClient::connect(proxy.addr).await;
+    // About 6 MiB of lines queued while the writer is held: more than one of its 4 MiB batches.
+    const COMMANDS: usize = 9_000;
+    let stall = audit.stall();
+    let mut pipeline = Vec::new();
+    for i in 0..COMMANDS {
+        let key = format!("key:{i:0>40}");
+        pipeline.extend(crate::support::client::encode_command(&[b"SET", key.as_bytes(), b"v"]));
+    }
+    client.send(&pipeline).await;
+    for _ in 0..COMMANDS {
+        assert_eq!(client.read_reply().await, b"+OK\r\n");
+    }
+    let queued = redis_audit_proxy::record::CommandSink::stats(&*audit).unwrap().queue_bytes;
+    assert!(queued > 5 << 20, "queued: {queued}");
+    drop(stall);
+    proxy.shutdown().await;
+    let lines = trail(dir.path());
+    let keys: Vec<String> = lines
+        .iter()
+        .filter(|l| l["kind"] == "command")
+        .map(|l| l["keys"][0].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = (0..COMMANDS).map(|i| format!("key:{i:0>40}")).collect();
+    assert_eq!(keys, expected, "every command once, in order");
+    let report = redis_audit_proxy::audit::verify::verify_dir(dir.path());
+    assert!(report.is_ok(), "the chain is intact: {report:?}");
+}
