@@ -308,9 +308,11 @@ impl Serialize for Binary<'_> {
     }
 }
 
+/// The client of a session or security event (command lines write theirs in [`line`]).
 #[derive(Serialize)]
 struct Client<'a> {
-    ip: IpText,
+    /// serde writes an address as its text.
+    ip: std::net::IpAddr,
     port: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<Binary<'a>>,
@@ -318,60 +320,6 @@ struct Client<'a> {
     lib: Option<Binary<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     lib_ver: Option<Binary<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    resp: Option<u8>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    truncated: bool,
-}
-
-/// An IP address as text without a heap allocation for IPv4 (once per audit line).
-struct IpText {
-    bytes: [u8; 15],
-    len: usize,
-    v6: Option<String>,
-}
-
-impl IpText {
-    fn of(ip: std::net::IpAddr) -> Self {
-        let mut text = Self { bytes: [0; 15], len: 0, v6: None };
-        match ip {
-            std::net::IpAddr::V4(v4) => {
-                for (i, octet) in v4.octets().iter().enumerate() {
-                    if i > 0 {
-                        text.push(b'.');
-                    }
-                    if *octet >= 100 {
-                        text.push(b'0' + octet / 100);
-                    }
-                    if *octet >= 10 {
-                        text.push(b'0' + octet / 10 % 10);
-                    }
-                    text.push(b'0' + octet % 10);
-                }
-            }
-            std::net::IpAddr::V6(v6) => text.v6 = Some(v6.to_string()),
-        }
-        text
-    }
-
-    fn push(&mut self, byte: u8) {
-        self.bytes[self.len] = byte;
-        self.len += 1;
-    }
-
-    fn as_str(&self) -> &str {
-        match &self.v6 {
-            Some(text) => text,
-            // Only ASCII digits and dots were pushed.
-            None => std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default(),
-        }
-    }
-}
-
-impl Serialize for IpText {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
 }
 
 fn client<'a>(
@@ -379,16 +327,13 @@ fn client<'a>(
     name: &'a Option<Bytes>,
     lib: &'a Option<Bytes>,
     lib_ver: &'a Option<Bytes>,
-    resp: Option<u8>,
 ) -> Client<'a> {
     Client {
-        ip: IpText::of(addr.ip()),
+        ip: addr.ip(),
         port: addr.port(),
         name: name.as_deref().map(Binary),
         lib: lib.as_deref().map(Binary),
         lib_ver: lib_ver.as_deref().map(Binary),
-        resp,
-        truncated: false,
     }
 }
 
@@ -413,7 +358,6 @@ fn write_session(
         &session.client_name,
         &session.client_lib,
         &session.client_lib_ver,
-        None,
     );
     map.serialize_entry("client", &client)?;
     map.serialize_entry("user", &Binary(&session.user))?;
@@ -454,7 +398,7 @@ fn write_security(
         // 0: turned away before a session was opened (a failed TLS handshake).
         map.serialize_entry("session_id", &envelope.session_id(security.conn_id))?;
     }
-    map.serialize_entry("client", &client(&security.client_addr, &None, &None, &None, None))?;
+    map.serialize_entry("client", &client(&security.client_addr, &None, &None, &None))?;
     map.serialize_entry("user", &Binary(&security.user))?;
     if let Some(username) = &security.username {
         map.serialize_entry("username", &Binary(&username[..username.len().min(MAX_NAME_BYTES)]))?;
@@ -555,18 +499,12 @@ mod tests {
     }
 
     #[test]
-    fn ip_text_matches_the_standard_display() {
-        for ip in [
-            "0.0.0.0",
-            "10.0.0.1",
-            "127.0.0.1",
-            "192.168.100.9",
-            "255.255.255.255",
-            "::1",
-            "fe80::1:2",
-        ] {
-            let ip: std::net::IpAddr = ip.parse().unwrap();
-            assert_eq!(IpText::of(ip).as_str(), ip.to_string());
+    fn client_addresses_are_their_standard_text() {
+        for address in ["10.0.0.1:6379", "255.255.255.255:1", "[::1]:7", "[fe80::1:2]:80"] {
+            let address: SocketAddr = address.parse().unwrap();
+            let text = serde_json::to_string(&client(&address, &None, &None, &None)).unwrap();
+            let expected = format!("{{\"ip\":\"{}\",\"port\":{}}}", address.ip(), address.port());
+            assert_eq!(text, expected);
         }
     }
 

@@ -81,6 +81,9 @@ pub fn push_u64(out: &mut Vec<u8>, value: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
+/// Lower-case hex digits.
+pub const HEX: &[u8; 16] = b"0123456789abcdef";
+
 /// Which bytes JSON strings escape (as `serde_json` does: control bytes, `"` and `\`).
 fn needs_escape(byte: u8) -> bool {
     byte < 0x20 || byte == b'"' || byte == b'\\'
@@ -111,7 +114,6 @@ pub fn push_str(out: &mut Vec<u8>, text: &str) {
             0x08 => out.extend_from_slice(b"\\b"),
             0x0c => out.extend_from_slice(b"\\f"),
             _ => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
                 out.extend_from_slice(b"\\u00");
                 out.push(HEX[usize::from(byte >> 4)]);
                 out.push(HEX[usize::from(byte & 15)]);
@@ -142,7 +144,6 @@ pub fn push_binary(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// Appends `bytes` as lower-case hex.
 pub fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     for byte in bytes {
         out.push(HEX[usize::from(byte >> 4)]);
         out.push(HEX[usize::from(byte & 15)]);

@@ -661,11 +661,10 @@ pub fn hex_sha256(bytes: &[u8]) -> String {
 
 /// [`hex_sha256`] into `out`, replacing what it held (no allocation: once per line).
 pub fn hex_sha256_into(bytes: &[u8], out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut text = [0u8; 64];
     for (pair, byte) in text.chunks_exact_mut(2).zip(Sha256::digest(bytes)) {
-        pair[0] = HEX[usize::from(byte >> 4)];
-        pair[1] = HEX[usize::from(byte & 15)];
+        pair[0] = line::HEX[usize::from(byte >> 4)];
+        pair[1] = line::HEX[usize::from(byte & 15)];
     }
     out.clear();
     // Only hex digits were written.

@@ -409,3 +409,47 @@ pub fn bitmaps(file: &Path) -> io::Result<Bitmaps> {
     save_index(file, &summary, &bitmaps);
     Ok(bitmaps)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(user: &str, db: u32) -> Vec<u8> {
+        format!(
+            "{{\"schema\":\"redis-audit/1\",\"time\":\"2026-11-20T00:00:0{}.000000Z\",\"seq\":1,\
+             \"node\":\"n\",\"kind\":\"command\",\"client\":{{\"ip\":\"10.0.0.1\",\"port\":1}},\
+             \"user\":\"{user}\",\"db\":{db},\"command\":{{\"name\":\"get\",\"class\":\"read\"}}}}\n",
+            db % 10
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn values_are_counted_and_mapped_by_rank_up_to_their_caps() {
+        let mut index = IndexBuilder::default();
+        // 257 users: one more than bitmaps keep; counts keep them all.
+        for rank in 0..=MAX_BITMAP_VALUES {
+            index.add_line(&line(&format!("u{rank}"), (rank % 2) as u32));
+        }
+        index.add_line(b"{\"schema\":\"redis-audit/1\",\"kind\":\"system\"}\n");
+        let (summary, bitmaps) = index.finish();
+        assert_eq!(summary.commands, MAX_BITMAP_VALUES as u64 + 1);
+        assert_eq!(summary.first_time, "2026-11-20T00:00:00.000000Z");
+        assert_eq!(summary.last_time, "2026-11-20T00:00:01.000000Z");
+        assert_eq!(summary.facets["user"].len(), MAX_BITMAP_VALUES + 1);
+        assert_eq!(summary.facets["db"]["1"], MAX_BITMAP_VALUES as u64 / 2);
+        assert!(!bitmaps.fields.contains_key("user"), "past the bitmap cap");
+        let odd = &bitmaps.fields["db"]["1"];
+        assert_eq!(odd.len(), (MAX_BITMAP_VALUES + 1).div_ceil(64), "as long as the file");
+        assert_eq!(odd[0], 0xaaaa_aaaa_aaaa_aaaa, "odd ranks");
+        assert_eq!(bitmaps.count(&[("db", "1".into()), ("node", "\"n\"".into())]), Some(128));
+
+        let mut index = IndexBuilder::default();
+        for rank in 0..=MAX_FACET_VALUES {
+            index.add_line(&line(&format!("u{rank}"), 0));
+        }
+        let (summary, _) = index.finish();
+        assert!(!summary.facets.contains_key("user"), "past the count cap");
+        assert_eq!(summary.facets["db"]["0"], MAX_FACET_VALUES as u64 + 1);
+    }
+}
