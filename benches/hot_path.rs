@@ -133,6 +133,7 @@ fn main() {
         client_lib: None,
         client_lib_ver: None,
         resp: 2,
+        count: 1,
     };
     let envelope = Envelope::new(
         redis_audit_proxy::config::KeyNames::Clear,

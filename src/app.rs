@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 use crate::audit::event::SystemEvent;
 use crate::command::table::EMBEDDED_VERSION;
 use crate::command::CommandTable;
-use crate::config::Config;
+use crate::config::{Config, Secret};
 use crate::proxy::{listener, upstream, ProxyContext};
 use crate::record::CommandSink;
 
@@ -44,9 +44,27 @@ impl App {
         let tracker = TaskTracker::new();
         let drain = CancellationToken::new();
         let hard_stop = CancellationToken::new();
-        if !load_command_table(&ctx).await {
-            tracker.spawn(retry_command_table(Arc::clone(&ctx), drain.clone()));
+        let live = load_command_table(&ctx, None).await;
+        if let Some(file) = &ctx.config.auth.users_file {
+            if ctx.policy().is_none() {
+                // The file names what neither the embedded table nor the upstream's knows:
+                // no policy would mean no checks, so the proxy does not start.
+                let error = match crate::proxy::compile(&ctx.config, &file.text, &ctx.commands()) {
+                    Err(error) => error.to_string(),
+                    Ok(_) => "does not compile".to_owned(),
+                };
+                return Err(std::io::Error::other(format!(
+                    "auth.users_file {}: {error} (command table: {:?})",
+                    file.path.display(),
+                    ctx.commands().source
+                )));
+            }
         }
+        if ctx.config.auth.mode == crate::config::AuthMode::Proxy && ctx.policy().is_some() {
+            mirror_users(&ctx).await?;
+            tracker.spawn(keep_mirrors(Arc::clone(&ctx), drain.clone()));
+        }
+        tracker.spawn(keep_command_table(Arc::clone(&ctx), drain.clone(), live));
         let (tls, tls_local_addr, tls_accept_task) = match &ctx.config.tls {
             None => (None, None, None),
             Some(config) => {
@@ -245,13 +263,18 @@ fn admin_reloader(
     })
 }
 
-/// How often the live command table is retried while the embedded one serves.
+/// How often the live command table is retried while the embedded one serves, and the least
+/// time between two reads.
 const TABLE_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Reads the live command table; keeps the embedded one when it cannot. Returns false when a
-/// later try may succeed (the upstream was unreachable).
-async fn load_command_table(ctx: &ProxyContext) -> bool {
-    match upstream::fetch_command_table(&ctx.config.upstream).await {
+/// Reads the live command table, logged in as the configured table login (or `login`); keeps
+/// the table in use when it cannot. Returns true once the live table is in use.
+async fn load_command_table(ctx: &ProxyContext, login: Option<(String, Secret)>) -> bool {
+    let login = match &login {
+        Some((user, password)) => Some((user.as_str(), &password.0[..])),
+        None => ctx.config.table_login(),
+    };
+    match upstream::fetch_command_table(&ctx.config.upstream, login).await {
         Ok(live) => {
             let differences = live.differences(&CommandTable::embedded());
             if !differences.is_empty() {
@@ -269,29 +292,95 @@ async fn load_command_table(ctx: &ProxyContext) -> bool {
             true
         }
         Err(error) => {
-            tracing::warn!(
-                %error,
-                "using the command table embedded in the binary (Redis {})",
-                EMBEDDED_VERSION.trim()
-            );
-            // A refused COMMAND (renamed, denied) will not change by asking again.
-            !matches!(
-                error,
-                upstream::FetchTableError::Unavailable(_) | upstream::FetchTableError::Io(_)
-            )
+            let live = matches!(ctx.commands().source, crate::command::TableSource::Live(_));
+            if !live {
+                tracing::warn!(
+                    %error,
+                    "using the command table embedded in the binary (Redis {})",
+                    EMBEDDED_VERSION.trim()
+                );
+            } else {
+                tracing::warn!(%error, "reading the command table again failed; the one in use stays");
+            }
+            live
         }
     }
 }
 
-async fn retry_command_table(ctx: Arc<ProxyContext>, drain: CancellationToken) {
+/// Keeps the command table current: retries while the embedded one serves (the upstream
+/// was unreachable, or refused an unauthenticated COMMAND until a client's login is known),
+/// and reads it again when asked (MODULE LOAD through the proxy), at most every 5 s.
+async fn keep_command_table(ctx: Arc<ProxyContext>, drain: CancellationToken, mut live: bool) {
     loop {
+        let retry = async {
+            if live {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(TABLE_RETRY).await;
+        };
+        tokio::select! {
+            () = retry => {}
+            () = ctx.table_wanted.notified() => {}
+            () = drain.cancelled() => return,
+        }
+        let hint = ctx.take_table_login_hint();
+        live = load_command_table(&ctx, hint).await;
         tokio::select! {
             () = tokio::time::sleep(TABLE_RETRY) => {}
             () = drain.cancelled() => return,
         }
-        if load_command_table(&ctx).await {
-            return;
+    }
+}
+
+/// Provisions the mirrored users for the policy in force (`auth.mirror_users`), or says why
+/// they are not used. `mirror_users = "on"` makes a failure fatal.
+async fn mirror_users(ctx: &ProxyContext) -> std::io::Result<()> {
+    use crate::config::MirrorUsers;
+    let Some(policy) = ctx.policy() else { return Ok(()) };
+    if ctx.config.auth.mirror_users == MirrorUsers::Off {
+        ctx.set_mirrors(None);
+        return Ok(());
+    }
+    let key = crate::proxy::mirror::derivation_key(&ctx.config);
+    let time = std::time::SystemTime::now();
+    match crate::proxy::mirror::provision(&ctx.config, &key, &policy).await {
+        Ok(mirrors) => {
+            tracing::info!(users = policy.users().len(), prefix = %ctx.config.auth.mirror_prefix, "mirrored users provisioned");
+            ctx.set_mirrors(Some(mirrors));
+            let detail = serde_json::json!({
+                "policy_version": &*policy.version,
+                "users": policy.users().len(),
+                "prefix": &ctx.config.auth.mirror_prefix,
+            });
+            ctx.sink.system(SystemEvent { action: "mirror_users", time, detail });
+            Ok(())
         }
+        Err(error) => {
+            ctx.set_mirrors(None);
+            let detail = serde_json::json!({
+                "policy_version": &*policy.version,
+                "error": error.to_string(),
+            });
+            ctx.sink.system(SystemEvent { action: "mirror_users_failed", time, detail });
+            if ctx.config.auth.mirror_users == MirrorUsers::On {
+                return Err(std::io::Error::other(format!("auth.mirror_users = \"on\": {error}")));
+            }
+            tracing::warn!(%error, "mirrored users unavailable: EVAL, FCALL and SORT BY/GET are refused to users narrower than +@all ~* &*");
+            Ok(())
+        }
+    }
+}
+
+/// Provisions the mirrored users again at every policy swap.
+async fn keep_mirrors(ctx: Arc<ProxyContext>, drain: CancellationToken) {
+    let mut watch = ctx.watch_policy();
+    watch.mark_unchanged();
+    loop {
+        tokio::select! {
+            changed = watch.changed() => if changed.is_err() { return },
+            () = drain.cancelled() => return,
+        }
+        let _ = mirror_users(&ctx).await;
     }
 }
 

@@ -1,9 +1,11 @@
 //! redis-audit-proxy: a transparent sidecar in front of an unmodified Redis that records
-//! every command, and (in later parts) checks Redis ACL rules and serves a durable ACL LOG.
+//! every command, checks Redis ACL rules before anything is forwarded, and serves a durable
+//! ACL LOG.
 //!
 //! # Layout
 //!
-//! - [`acl`]: ACL users and selectors, the permission check, the policy, ACL LOG.
+//! - [`acl`]: ACL users and selectors, the permission check, the policy, ACL LOG, the ACL
+//!   subcommands the proxy answers.
 //! - [`admin`]: the admin HTTP plane: metrics, health, reload.
 //! - [`app`]: wiring; binds the listener, runs, drains on shutdown.
 //! - [`audit`]: the audit trail: events, writer thread, files, verify.
@@ -12,11 +14,15 @@
 //! - [`config`]: `proxy.toml` → raw → validated [`config::Config`].
 //! - [`explain`]: the `explain` subcommand (class, categories, keys, channels of a command line).
 //! - [`proxy`]: the data plane.
-//!   - [`proxy::listener`]: accept loop, `max_clients`.
-//!   - [`proxy::connection`]: one client: forward, frame, pair, record.
-//!   - [`proxy::pipeline`]: in-order pending slots, write queues.
-//!   - [`proxy::session`]: per-connection state (db, user, protocol, MULTI, pub/sub, ...).
-//!   - [`proxy::upstream`]: connecting to Redis.
+//!   - [`proxy::listener`], [`proxy::tls_listener`]: accept loops, `max_clients`, handshakes.
+//!   - [`proxy::connection`]: one client: the socket pump, request intake, reply pairing,
+//!     events.
+//!   - [`proxy::gate`]: the one pure decision per command (arity, NOAUTH, NO_MULTI, ACL).
+//!   - [`proxy::auth`]: AUTH and HELLO answered by the proxy (`auth.mode = "proxy"`).
+//!   - [`proxy::mirror`]: Redis users mirroring the proxy's, provisioned upstream.
+//!   - [`proxy::pipeline`]: the in-order queue of commands in flight, write queues.
+//!   - [`proxy::session`]: confirmed per-connection state (db, user, protocol, MULTI, ...).
+//!   - [`proxy::upstream`]: connecting (and logging in) to Redis.
 //! - [`resp`]: our request decoder, reply framer and proxy-written replies.
 //! - [`tls`]: rustls configurations for both sides, and what a handshake tells the audit.
 //! - [`query`]: audit queries over the files (DescribeAuditRecords filters and paging).

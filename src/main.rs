@@ -197,7 +197,8 @@ fn explain(config: &Config, user: Option<&str>, json: bool, words: &[String]) ->
             return ExitCode::FAILURE;
         }
     };
-    let table = match runtime.block_on(fetch_command_table(&config.upstream)) {
+    let table = match runtime.block_on(fetch_command_table(&config.upstream, config.table_login()))
+    {
         Ok(table) => table,
         Err(error) => {
             eprintln!(

@@ -1,7 +1,7 @@
 //! The per-command record a connection produces after each reply, and the sink it goes to.
 //!
-//! The audit trail, metrics and ACL LOG are sinks of their own (later issues); here the
-//! contract is only: every command yields exactly one record, in the order the client sent it.
+//! The contract: every command yields exactly one record, in the order the client sent it —
+//! except identical refused commands, whose repeats share one record with a `count`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -90,6 +90,9 @@ pub struct CommandRecord {
     pub client_lib_ver: Option<Bytes>,
     /// RESP version of the connection at that time.
     pub resp: u8,
+    /// How many commands this record stands for: 1, or the number of identical refusals
+    /// (same command, same error, one connection) it groups (`audit.group_refusals_secs`).
+    pub count: u64,
 }
 
 impl std::fmt::Debug for CommandRecord {
@@ -111,6 +114,7 @@ impl std::fmt::Debug for CommandRecord {
             .field("request_bytes", &self.request_bytes)
             .field("reply_bytes", &self.reply_bytes)
             .field("latency", &self.latency)
+            .field("count", &self.count)
             .finish()
     }
 }

@@ -83,6 +83,25 @@ pub fn check(
     Err(Denial { reason: relevant, arg_index: last_index })
 }
 
+/// `ACLUserCheckCmdWithUnrestrictedKeyAccess` for read access: some selector allows the
+/// command and may read every key (`~*`, `%R~*`, `allkeys`). Redis requires it for SORT's
+/// BY and GET patterns, which read keys the command does not name.
+pub fn allows_reading_every_key(
+    user: &User,
+    ids: &CommandIds,
+    id: u16,
+    args: &[Bytes],
+    keys: &Keys,
+) -> bool {
+    user.selectors.iter().any(|selector| {
+        check_selector(selector, ids, id, args, keys).is_ok()
+            && (selector.all_keys
+                || selector.keys.iter().any(|pattern| {
+                    pattern.pattern == b"*" && pattern.permissions & KEY_READ == KEY_READ
+                }))
+    })
+}
+
 fn check_selector(
     selector: &Selector,
     ids: &CommandIds,
@@ -103,7 +122,10 @@ fn check_selector(
     }
     if !selector.all_keys {
         for key in keys {
-            if !key_allowed(selector, &args[key.index], key.flags) {
+            // Indexes come from the key extraction, within `args`; `get` keeps a table with
+            // odd key specs from panicking here.
+            let Some(name) = args.get(key.index) else { continue };
+            if !key_allowed(selector, name, key.flags) {
                 return Err(Denial { reason: DenyReason::Key, arg_index: key.index });
             }
         }

@@ -3,10 +3,10 @@
 //! replies encoded byte for byte as Redis encodes them in RESP2 and RESP3.
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 
 use bytes::Bytes;
 
+use crate::resp::encode::{bulk, integer};
 use crate::resp::request::string2ll;
 
 /// Events within this many milliseconds of an entry's last update join it.
@@ -160,18 +160,6 @@ fn encode_entry(out: &mut Vec<u8>, entry: &Entry, resp3: bool, now_ms: i64) {
     integer(out, entry.created_ms);
     bulk(out, b"timestamp-last-updated");
     integer(out, event.time_ms);
-}
-
-fn bulk(out: &mut Vec<u8>, value: &[u8]) {
-    let mut header = String::with_capacity(16);
-    let _ = write!(header, "${}\r\n", value.len());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
-fn integer(out: &mut Vec<u8>, value: i64) {
-    out.extend_from_slice(format!(":{value}\r\n").as_bytes());
 }
 
 #[cfg(test)]

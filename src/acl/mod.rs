@@ -1,8 +1,9 @@
 //! Redis ACL rules in the proxy: users and selectors in Redis's syntax, the pure permission
-//! check, the compiled policy, and the `ACL LOG` the proxy serves.
+//! check, the compiled policy, the `ACL LOG` and the ACL subcommands the proxy serves.
 
 pub mod check;
 pub mod command_ids;
+pub mod commands;
 pub mod glob;
 pub mod log;
 pub mod policy;
@@ -13,4 +14,4 @@ pub use check::{check, Denial, DenyReason};
 pub use command_ids::CommandIds;
 pub use policy::{Policy, Verdict};
 pub use user::{RuleError, User};
-pub use users::{Users, UsersFileError};
+pub use users::{MissingDefault, Users, UsersFileError};

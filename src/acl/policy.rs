@@ -7,10 +7,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::acl::check::{check, Denial, DenyReason};
+use crate::acl::check::{allows_reading_every_key, check, Denial, DenyReason};
 use crate::acl::command_ids::CommandIds;
 use crate::acl::user::User;
-use crate::acl::users::{Users, UsersFileError};
+use crate::acl::users::{MissingDefault, Users, UsersFileError};
 use crate::command::{CommandInfo, CommandTable, Keys};
 use crate::config::AclMode;
 use crate::resp::encode;
@@ -69,15 +69,28 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Compiles the users file text against `table`.
+    /// Compiles the users file text against `table`, with Redis's default user when the
+    /// file does not define `default`.
     pub fn compile(
         text: &[u8],
         table: &CommandTable,
         mode: AclMode,
         observe_users: &[String],
     ) -> Result<Self, UsersFileError> {
+        Self::compile_with(text, table, mode, observe_users, MissingDefault::Open)
+    }
+
+    /// [`compile`](Self::compile), with `missing` deciding what `default` is when the file
+    /// does not define it (`Off` where the proxy authenticates clients).
+    pub fn compile_with(
+        text: &[u8],
+        table: &CommandTable,
+        mode: AclMode,
+        observe_users: &[String],
+        missing: MissingDefault,
+    ) -> Result<Self, UsersFileError> {
         let ids = CommandIds::new(table);
-        let users = Users::parse(text, &ids)?;
+        let users = Users::parse_with(text, &ids, missing)?;
         let default_is_open = users.get(b"default").is_some_and(|u| u.enabled && u.nopass);
         let digest = Sha256::digest(text);
         let version: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
@@ -121,8 +134,8 @@ impl Policy {
         keys: &Keys,
     ) -> Verdict {
         let Some(id) = self.ids.id(&command.name) else {
-            // A command the table learned after compiling: only `+@all` users had it.
-            return Verdict::Allow;
+            // A command the policy was not compiled with: it never allows what it does not know.
+            return self.decide_unknown(user);
         };
         let unknown;
         let rules = match self.users.get(user) {
@@ -140,6 +153,40 @@ impl Policy {
         }
     }
 
+    /// A command the command table does not know (newer than the table, renamed, a module's):
+    /// its keys and channels are unknown, so only a user who may run every command on every
+    /// key and channel may run it.
+    pub fn decide_unknown(&self, user: &[u8]) -> Verdict {
+        if self.is_unrestricted(user) {
+            return Verdict::Allow;
+        }
+        let denial = Denial { reason: DenyReason::Command, arg_index: 0 };
+        Verdict::Deny { denial, enforced: self.mode_for(user) == AclMode::Enforce }
+    }
+
+    /// True when `user` exists and one of its selectors allows every command, key and
+    /// channel (`+@all ~* &*` with no rule taking anything away).
+    pub fn is_unrestricted(&self, user: &[u8]) -> bool {
+        self.users.get(user).is_some_and(|user| {
+            user.selectors.iter().any(|s| s.all_commands && s.all_keys && s.all_channels)
+        })
+    }
+
+    /// True when a selector of `user` allows `command` and may read every key: what Redis
+    /// requires of SORT's BY and GET patterns.
+    pub fn reads_every_key(
+        &self,
+        user: &[u8],
+        command: &CommandInfo,
+        args: &[Bytes],
+        keys: &Keys,
+    ) -> bool {
+        let (Some(rules), Some(id)) = (self.users.get(user), self.ids.id(&command.name)) else {
+            return false;
+        };
+        allows_reading_every_key(rules, &self.ids, id, args, keys)
+    }
+
     /// The users file that defines exactly the users in force (what `ACL SAVE` writes).
     pub fn users_file_text(&self) -> String {
         self.users.to_file_text()
@@ -149,7 +196,9 @@ impl Policy {
     /// users file text with that user created or changed, or Redis's error (without the `-`).
     /// A password rule is never echoed in an error.
     pub fn setuser(&self, full_args: &[Bytes]) -> Result<String, String> {
-        let name = &full_args[2];
+        let Some(name) = full_args.get(2) else {
+            return Err("ERR wrong number of arguments for 'acl|setuser' command".to_owned());
+        };
         if crate::acl::user::has_spaces(name) {
             return Err("ERR Usernames can't contain spaces or null characters".to_owned());
         }
@@ -202,8 +251,11 @@ impl Policy {
     /// answers it: `Ok(None)` when allowed, `Ok(Some(text))` for a denial (a bulk string),
     /// `Err` for Redis's errors.
     pub fn dry_run(&self, table: &CommandTable, args: &[Bytes]) -> Result<Option<String>, String> {
-        let user = &args[0];
-        let command_args = &args[1..];
+        let (Some(user), Some(command_args)) =
+            (args.first(), args.get(1..).filter(|a| !a.is_empty()))
+        else {
+            return Err("ERR wrong number of arguments for 'acl|dryrun' command".to_owned());
+        };
         if self.users.get(user).is_none() {
             return Err(format!("ERR User '{}' not found", String::from_utf8_lossy(user)));
         }

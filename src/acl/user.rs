@@ -134,6 +134,8 @@ impl Selector {
 
     /// Applies one selector token (`ACLSetSelector`).
     pub fn apply(&mut self, ids: &CommandIds, op: &[u8]) -> Result<(), RuleError> {
+        // An empty token inside `( ... )` (a quoted `""`): Redis answers EINVAL.
+        let Some(&first) = op.first() else { return Err(RuleError::Syntax) };
         let is = |word: &str| op.eq_ignore_ascii_case(word.as_bytes());
         if is("allkeys") || is("~*") {
             self.all_keys = true;
@@ -159,9 +161,9 @@ impl Selector {
             self.future_commands = false;
             self.first_args.clear();
             self.command_rules.clear();
-        } else if op[0] == b'~' || op[0] == b'%' {
+        } else if first == b'~' || first == b'%' {
             self.add_key_pattern(op)?;
-        } else if op[0] == b'&' {
+        } else if first == b'&' {
             if self.all_channels {
                 return Err(RuleError::ChannelAfterAllChannels);
             }
@@ -172,20 +174,20 @@ impl Selector {
             if !self.channels.iter().any(|c| c == pattern) {
                 self.channels.push(pattern.to_vec());
             }
-        } else if op.len() >= 2 && op[1] == b'@' && (op[0] == b'+' || op[0] == b'-') {
+        } else if op.len() >= 2 && op[1] == b'@' && (first == b'+' || first == b'-') {
             let category = std::str::from_utf8(&op[2..]).map_err(|_| RuleError::UnknownName)?;
             if !ids.has_category(category) {
                 return Err(RuleError::UnknownName);
             }
             let members: Vec<u16> = ids.in_category(category).collect();
             for id in members {
-                self.change_permission(ids, id, op[0] == b'+');
+                self.change_permission(ids, id, first == b'+');
             }
             self.note_rule(op);
-        } else if op[0] == b'+' {
+        } else if first == b'+' {
             self.allow_command(ids, &op[1..])?;
             self.note_rule(op);
-        } else if op[0] == b'-' {
+        } else if first == b'-' {
             let id = ids.lookup(&op[1..]).ok_or(RuleError::UnknownName)?;
             self.change_permission(ids, id, false);
             self.note_rule(op);
@@ -304,7 +306,9 @@ impl Selector {
         if ids.has_parent(id) {
             return Err(RuleError::FirstArgOfSubcommand);
         }
-        if first_arg.is_empty() {
+        // Redis takes spaces here, but a saved file then reads them as more rules
+        // (`+get|x +@all` would grant everything on reload): refused.
+        if first_arg.is_empty() || has_spaces(first_arg) {
             return Err(RuleError::Syntax);
         }
         if !ids.children(id).is_empty() {
@@ -469,12 +473,18 @@ impl User {
 
 /// SHA-256 of a password as 64 lower-case hex digits (`ACLHashPassword`).
 pub fn hash_password(password: &[u8]) -> String {
-    let digest = Sha256::digest(password);
-    let mut hex = String::with_capacity(64);
-    for byte in digest {
-        hex.push_str(&format!("{byte:02x}"));
+    hex(&Sha256::digest(password))
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 15)]));
     }
-    hex
+    out
 }
 
 fn valid_hash(hash: &[u8]) -> Result<String, RuleError> {

@@ -14,6 +14,19 @@ pub struct UsersFileError {
     pub line: usize,
     /// What is wrong, in Redis's words where Redis has them; never a password.
     pub message: String,
+    /// The rule names a command or category the command table does not know (a newer
+    /// Redis's table may).
+    pub unknown_name: bool,
+}
+
+/// What `default` is when a users file does not define it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingDefault {
+    /// Redis's rule: `on nopass ~* &* +@all`.
+    Open,
+    /// `off` with no rights: where the proxy authenticates clients, a file that forgets
+    /// `default` must not open everything to clients that never authenticate.
+    Off,
 }
 
 /// Users by name, sorted by name as Redis lists them.
@@ -32,11 +45,22 @@ impl Users {
 
     /// Parses a users file. Lines are trimmed, blank lines skipped, words split on single
     /// spaces (no quoting), and every line must be `user <name> [rules...]`. The first error
-    /// stops loading; without a `default` line the built-in default user is added.
+    /// stops loading; without a `default` line Redis's built-in default user is added.
     pub fn parse(text: &[u8], ids: &CommandIds) -> Result<Self, UsersFileError> {
+        Self::parse_with(text, ids, MissingDefault::Open)
+    }
+
+    /// [`parse`](Self::parse), with `missing` deciding what `default` is when the file does
+    /// not define it.
+    pub fn parse_with(
+        text: &[u8],
+        ids: &CommandIds,
+        missing: MissingDefault,
+    ) -> Result<Self, UsersFileError> {
         let mut by_name = BTreeMap::new();
         for (index, line) in text.split(|&b| b == b'\n').enumerate() {
-            let fail = |message: String| UsersFileError { line: index + 1, message };
+            let fail =
+                |message: String| UsersFileError { line: index + 1, message, unknown_name: false };
             let line = trim(line, b" \t\r\n");
             if line.is_empty() {
                 continue;
@@ -65,13 +89,17 @@ impl Users {
             let mut user = User::new(name, ids);
             for rule in rules {
                 let rule = trim(&rule, b"\t\r\n");
-                user.apply(ids, rule).map_err(|error| {
-                    fail(format!("Error in ACL rule '{}': {error}", shown_rule(rule)))
+                user.apply(ids, rule).map_err(|error| UsersFileError {
+                    unknown_name: error == crate::acl::RuleError::UnknownName,
+                    ..fail(format!("Error in ACL rule '{}': {error}", shown_rule(rule)))
                 })?;
             }
             by_name.insert(name.clone(), user);
         }
-        by_name.entry(b"default".to_vec()).or_insert_with(|| User::default_user(ids));
+        by_name.entry(b"default".to_vec()).or_insert_with(|| match missing {
+            MissingDefault::Open => User::default_user(ids),
+            MissingDefault::Off => User::new(b"default", ids),
+        });
         Ok(Self { by_name })
     }
 
@@ -150,6 +178,9 @@ mod tests {
         assert!(alice.enabled && alice.accepts(b"secret") && !alice.accepts(b"wrong"));
         assert!(users.get(b"default").unwrap().nopass);
         assert!(!users.get(b"bob").unwrap().accepts(b""), "off users never authenticate");
+        let closed = Users::parse_with(b"user alice on >a", &ids, MissingDefault::Off).unwrap();
+        let default = closed.get(b"default").unwrap();
+        assert!(!default.enabled && !default.nopass && !default.root().all_commands);
     }
 
     #[test]
@@ -168,6 +199,11 @@ mod tests {
         assert_eq!(
             error("user a (~x +get"),
             "line 1: Unmatched parenthesis in selector definition"
+        );
+        assert_eq!(error("user a on (\"\")"), "line 1: Error in ACL rule '(\"\")': Syntax error");
+        assert_eq!(
+            error("user a on (~x \"\")"),
+            "line 1: Error in ACL rule '(~x \"\")': Syntax error"
         );
         let message = error("user a <hunter2");
         assert!(!message.contains("hunter2"), "{message}");

@@ -313,6 +313,10 @@ pub fn push_command_body(
     push_u64(out, record.request_bytes);
     out.extend_from_slice(b",\"response_bytes\":");
     push_u64(out, record.reply_bytes);
+    if record.count > 1 {
+        out.extend_from_slice(b",\"count\":");
+        push_u64(out, record.count);
+    }
     out.push(b',');
     push_chain_tail(out);
     starts
@@ -472,6 +476,7 @@ mod tests {
             client_lib: None,
             client_lib_ver: Some(Bytes::from_static(b"\xff")),
             resp: 3,
+            count: 1,
         }
     }
 

@@ -73,6 +73,9 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// How often a client without an upstream retries.
     pub reconnect_interval: Duration,
+    /// The login used to read the command table in passthrough mode (`upstream.table_user`,
+    /// `upstream.table_password`).
+    pub table_login: Option<(String, Secret)>,
     /// `[upstream.tls]`: TLS to Redis.
     pub tls: Option<UpstreamTlsConfig>,
 }
@@ -190,6 +193,8 @@ pub struct AuditConfig {
     pub args_max_bytes: usize,
     /// `audit.coalesce_us`: how long the async writer lets events gather.
     pub coalesce: Duration,
+    /// `audit.group_refusals_secs`: identical refusals within this window share one record.
+    pub group_refusals_secs: u64,
     /// What the trail leaves out.
     pub filters: crate::audit::filter::Filters,
     /// HMAC checkpoints: the key (a secret: never shown) and every how many records.
@@ -294,6 +299,22 @@ pub struct AuthConfig {
     pub upstream_login: Option<(String, Secret)>,
     /// Successful authentications become security events.
     pub record_success: bool,
+    /// `auth.mirror_users`: whether clients run upstream as Redis users mirroring theirs.
+    pub mirror_users: MirrorUsers,
+    /// `auth.mirror_prefix`.
+    pub mirror_prefix: String,
+}
+
+/// `auth.mirror_users`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MirrorUsers {
+    /// Mirror when the service user may run `ACL SETUSER`; otherwise refuse what Redis would
+    /// check as the service user (scripts, SORT patterns) to users narrower than everything.
+    Auto,
+    /// Mirror, or refuse to start.
+    On,
+    /// Never mirror: the refusals above apply.
+    Off,
 }
 
 /// `auth.mode`.
@@ -397,6 +418,16 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The login the proxy reads Redis's command table with: the service login in proxy
+    /// auth mode, `upstream.table_user` in passthrough.
+    pub fn table_login(&self) -> Option<(&str, &[u8])> {
+        let login = match self.auth.mode {
+            AuthMode::Proxy => &self.auth.upstream_login,
+            AuthMode::Passthrough => &self.upstream.table_login,
+        };
+        login.as_ref().map(|(user, password)| (user.as_str(), &password.0[..]))
+    }
+
     /// Loads `path` (or the built-in defaults when `None`) and applies `overrides`.
     pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
         let (raw, source_name) = match path {
@@ -643,6 +674,34 @@ impl Config {
             )),
         };
 
+        let mirror_users = match raw.auth.mirror_users.as_str() {
+            "auto" => MirrorUsers::Auto,
+            "on" => MirrorUsers::On,
+            "off" => MirrorUsers::Off,
+            other => {
+                return Err(invalid(
+                    "auth.mirror_users",
+                    format!("\"{other}\" is not one of \"auto\", \"on\", \"off\""),
+                ))
+            }
+        };
+        if crate::acl::user::has_spaces(raw.auth.mirror_prefix.as_bytes()) {
+            return Err(invalid("auth.mirror_prefix", "must not contain spaces".into()));
+        }
+        let table_login = match (&raw.upstream.table_user, &raw.upstream.table_password) {
+            (user, Some(password)) => Some((
+                user.clone().unwrap_or_else(|| "default".to_owned()),
+                Secret(password.as_bytes().to_vec()),
+            )),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid(
+                    "upstream.table_password",
+                    "is needed with upstream.table_user".into(),
+                ))
+            }
+        };
+
         let mut admin_keys = Vec::new();
         for (key, secret, full, key_name) in [
             (&raw.admin.api_key, &raw.admin.api_secret, true, "admin.api_key"),
@@ -763,6 +822,7 @@ impl Config {
                 address,
                 connect_timeout: Duration::from_millis(connect_timeout_ms),
                 reconnect_interval: Duration::from_millis(raw.upstream.reconnect_interval_ms),
+                table_login,
                 tls: upstream_tls,
             },
             tls,
@@ -794,6 +854,7 @@ impl Config {
                 capture_args: raw.audit.capture_args,
                 args_max_bytes: raw.audit.args_max_bytes as usize,
                 coalesce: Duration::from_micros(raw.audit.coalesce_us.min(100_000)),
+                group_refusals_secs: raw.audit.group_refusals_secs,
                 filters,
                 checkpoint: checkpoint.map(|(key, every)| Checkpoints { key, every }),
             },
@@ -802,6 +863,8 @@ impl Config {
                 users_file,
                 upstream_login,
                 record_success: raw.auth.record_success,
+                mirror_users,
+                mirror_prefix: raw.auth.mirror_prefix.clone(),
             },
             acl: AclConfig {
                 mode,
@@ -812,13 +875,18 @@ impl Config {
     }
 }
 
-/// Reads the users file and checks that it compiles (against the embedded command table;
-/// the live one is applied once read from the upstream).
+/// Reads the users file and checks that it compiles against the embedded command table. A
+/// command or category name that table does not know is left for the upstream's live table,
+/// which the file is compiled against at start-up (the start fails if it does not know it
+/// either).
 fn read_users_file(path: &str) -> Result<UsersFile, String> {
     let text = std::fs::read(path).map_err(|error| format!("{path}: {error}"))?;
     let table = crate::command::CommandTable::embedded();
-    crate::acl::Policy::compile(&text, &table, AclMode::Enforce, &[])
-        .map_err(|error| format!("{path}: {error}"))?;
+    match crate::acl::Policy::compile(&text, &table, AclMode::Enforce, &[]) {
+        Ok(_) => {}
+        Err(error) if error.unknown_name => {}
+        Err(error) => return Err(format!("{path}: {error}")),
+    }
     Ok(UsersFile { path: PathBuf::from(path), text })
 }
 

@@ -71,7 +71,8 @@ pub struct RawLimits {
     pub query_buffer_max_bytes: u64,
     /// Most commands forwarded and still waiting for their reply, per connection.
     pub pipeline_max_depth: u64,
-    /// Deepest nesting accepted in a reply from Redis.
+    /// Deepest nesting accepted in a reply from Redis (8 bytes of framer state per level;
+    /// a Lua script can make Redis nest about 8,000 levels).
     pub reply_max_depth: u64,
     /// Bytes queued towards one side before the proxy stops reading the other.
     pub output_buffer_bytes: u64,
@@ -89,7 +90,7 @@ impl Default for RawLimits {
             unauthenticated_bulk_max_bytes: 16 * 1024,
             query_buffer_max_bytes: 1024 * 1024 * 1024,
             pipeline_max_depth: 100_000,
-            reply_max_depth: 512,
+            reply_max_depth: 65_536,
             output_buffer_bytes: 1024 * 1024,
             script_cache_entries: 10_000,
         }
@@ -106,6 +107,11 @@ pub struct RawUpstream {
     pub connect_timeout_ms: u64,
     /// How often a client whose upstream is down retries it.
     pub reconnect_interval_ms: u64,
+    /// Passthrough behind `requirepass`: the user the proxy logs in as to read the command
+    /// table (`COMMAND`); without it, the credentials of the first client to authenticate.
+    pub table_user: Option<String>,
+    /// Its password (a secret: never logged).
+    pub table_password: Option<String>,
     /// `[upstream.tls]`: present = TLS to Redis.
     pub tls: Option<RawUpstreamTls>,
 }
@@ -167,6 +173,8 @@ impl Default for RawUpstream {
             address: "127.0.0.1:6379".into(),
             connect_timeout_ms: 2_000,
             reconnect_interval_ms: 1_000,
+            table_user: None,
+            table_password: None,
             tls: None,
         }
     }
@@ -250,6 +258,9 @@ pub struct RawAudit {
     /// With `durability = "async"`: microseconds the writer lets events gather after a batch
     /// (0 = write each as it comes).
     pub coalesce_us: u64,
+    /// Records of identical refused commands (same command, same error) from one connection
+    /// within this many seconds become one record with a `count`; 0 = one record each.
+    pub group_refusals_secs: u64,
     /// File holding the key of HMAC checkpoints (none: no checkpoints).
     pub checkpoint_key_file: Option<String>,
     /// A checkpoint every this many records (0: only when the writer stops).
@@ -317,6 +328,7 @@ impl Default for RawAudit {
             capture_args: false,
             args_max_bytes: 1024,
             coalesce_us: 1000,
+            group_refusals_secs: 60,
             checkpoint_key_file: None,
             checkpoint_records: 10_000,
             filters: RawFilters::default(),
@@ -338,6 +350,12 @@ pub struct RawAuth {
     pub upstream_password: Option<String>,
     /// Successful authentications become security events (failures always do).
     pub record_success: bool,
+    /// With `mode = "proxy"`: `auto`, `on` or `off` — give each proxy user a Redis user with
+    /// the same rules, which each client's upstream connection logs in as, so that Redis
+    /// checks scripts and SORT patterns as the client's user.
+    pub mirror_users: String,
+    /// Prefix of the mirrored users' names in Redis.
+    pub mirror_prefix: String,
 }
 
 impl Default for RawAuth {
@@ -348,6 +366,8 @@ impl Default for RawAuth {
             upstream_user: None,
             upstream_password: None,
             record_success: true,
+            mirror_users: "auto".into(),
+            mirror_prefix: "rap:".into(),
         }
     }
 }

@@ -1,21 +1,27 @@
 //! The data plane: listener, per-client connections, upstream connections, and what they share.
 
+pub mod auth;
 pub mod connection;
+pub mod gate;
 pub mod listener;
+pub mod mirror;
 pub mod pipeline;
 pub mod session;
 pub mod tls_listener;
 pub mod upstream;
 
 use std::collections::HashMap;
+
+use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::acl::log::AclLog;
-use crate::acl::Policy;
+use crate::acl::{MissingDefault, Policy};
 use crate::audit::event::SystemEvent;
 use crate::command::{Class, CommandTable};
-use crate::config::Config;
+use crate::config::{AuthMode, Config, Secret};
+use crate::proxy::mirror::Mirrors;
 use crate::record::CommandSink;
 
 /// What every connection shares: configuration, the record sink, and what was learned
@@ -52,6 +58,13 @@ pub struct ProxyContext {
     pub client_slots: Arc<tokio::sync::Semaphore>,
     /// TLS towards Redis (`[upstream.tls]`), rebuilt on reload.
     upstream_tls: RwLock<Option<Arc<upstream::UpstreamTls>>>,
+    /// The mirrored users in force (`auth.mirror_users`), once provisioned.
+    mirrors: RwLock<Option<Arc<Mirrors>>>,
+    /// Wakes the task that reads the command table again (MODULE LOAD, a first AUTH).
+    pub table_wanted: tokio::sync::Notify,
+    /// Passthrough without `upstream.table_user`: the credentials of a client Redis accepted,
+    /// for reading the table once (then forgotten).
+    table_login_hint: Mutex<Option<(String, Secret)>>,
 }
 
 impl ProxyContext {
@@ -84,6 +97,9 @@ impl ProxyContext {
             commands: RwLock::new(Arc::new(table)),
             scripts: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
+            mirrors: RwLock::new(None),
+            table_wanted: tokio::sync::Notify::new(),
+            table_login_hint: Mutex::new(None),
         }
     }
 
@@ -108,8 +124,44 @@ impl ProxyContext {
     }
 
     fn compile(&self, text: &[u8], table: &CommandTable) -> Result<Policy, String> {
-        let acl = &self.config.acl;
-        Policy::compile(text, table, acl.mode, &acl.observe_users).map_err(|e| e.to_string())
+        compile(&self.config, text, table).map_err(|e| e.to_string())
+    }
+
+    /// The users file text the policy in force was compiled from.
+    pub fn users_text(&self) -> Option<Vec<u8>> {
+        self.users_text.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The mirrored users in force, if any.
+    pub fn mirrors(&self) -> Option<Arc<Mirrors>> {
+        self.mirrors.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Swaps in the mirrored users provisioned for the policy in force (`None`: not in force).
+    pub fn set_mirrors(&self, mirrors: Option<Mirrors>) {
+        *self.mirrors.write().unwrap_or_else(PoisonError::into_inner) = mirrors.map(Arc::new);
+    }
+
+    /// Asks for the command table to be read again (after MODULE LOAD / UNLOAD).
+    pub fn refresh_commands(&self) {
+        self.table_wanted.notify_one();
+    }
+
+    /// Passthrough: Redis accepted `user`'s credentials. While the table in use is not the
+    /// live one and no `upstream.table_user` is configured, they are used once to read it.
+    pub fn refresh_commands_as(&self, user: &Bytes, password: &Bytes) {
+        let live = matches!(self.commands().source, crate::command::TableSource::Live(_));
+        if live || self.config.upstream.table_login.is_some() {
+            return;
+        }
+        let login = (String::from_utf8_lossy(user).into_owned(), Secret(password.to_vec()));
+        *self.table_login_hint.lock().unwrap_or_else(PoisonError::into_inner) = Some(login);
+        self.table_wanted.notify_one();
+    }
+
+    /// Takes the credentials a client authenticated with, if any are waiting to be used.
+    pub fn take_table_login_hint(&self) -> Option<(String, Secret)> {
+        self.table_login_hint.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 
     /// Swaps in a new policy; connections pick it up at their next command.
@@ -294,14 +346,28 @@ impl ProxyContext {
 /// compile (the error is logged; configuration loading already refused such a file).
 fn compile_policy(config: &Config, table: &CommandTable) -> Option<Policy> {
     let file = config.auth.users_file.as_ref()?;
-    let acl = &config.acl;
-    match Policy::compile(&file.text, table, acl.mode, &acl.observe_users) {
+    match compile(config, &file.text, table) {
         Ok(policy) => Some(policy),
         Err(error) => {
             tracing::warn!(file = %file.path.display(), %error, "users file refused");
             None
         }
     }
+}
+
+/// Compiles a users file as the configuration says: in proxy auth mode a file without
+/// `default` leaves `default` off (fail closed), as a missing user may run nothing.
+pub fn compile(
+    config: &Config,
+    text: &[u8],
+    table: &CommandTable,
+) -> Result<Policy, crate::acl::UsersFileError> {
+    let acl = &config.acl;
+    let missing = match config.auth.mode {
+        AuthMode::Proxy => MissingDefault::Off,
+        AuthMode::Passthrough => MissingDefault::Open,
+    };
+    Policy::compile_with(text, table, acl.mode, &acl.observe_users, missing)
 }
 
 fn parse_sha1_hex(hex: &[u8]) -> Option<[u8; 20]> {

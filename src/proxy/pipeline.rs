@@ -1,9 +1,10 @@
-//! The in-order queue of commands waiting for their reply, and the byte queues towards each
-//! side.
+//! The in-order queue of commands waiting for their reply ([`Pending`]), and the byte queues
+//! towards each side.
 //!
 //! A [`Slot`] is either waiting for Redis or holds a reply the proxy wrote itself; slots are
 //! released strictly in the order the client sent the commands, so a proxy-written reply never
-//! overtakes an earlier command's reply from Redis.
+//! overtakes an earlier command's reply from Redis. Every command sent to Redis gets exactly
+//! one reply (or one confirmation per channel), so a reply is paired by position alone.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -23,8 +24,6 @@ use crate::record::ReplyStatus;
 /// How many replies a slot waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
-    /// Redis sends none (`CLIENT REPLY OFF`/`SKIP`).
-    Nothing,
     /// One reply.
     One,
     /// One confirmation per channel; `remaining` is worked out when the first one arrives,
@@ -52,10 +51,39 @@ pub struct LocalReply {
     pub close_after: bool,
 }
 
+impl LocalReply {
+    /// A reply whose status is read from its first byte (`-`: an error).
+    pub fn from_bytes(bytes: Bytes) -> Self {
+        let status = if matches!(bytes.first(), Some(b'-' | b'!')) {
+            ReplyStatus::Error
+        } else {
+            ReplyStatus::Ok
+        };
+        Self { bytes, status, close_after: false }
+    }
+}
+
+/// What a command the proxy sends on its own behalf is for; its reply never reaches the
+/// client and it has no record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Internal {
+    /// Logs the upstream connection in: as the service user, or (`mirror`) as the Redis user
+    /// mirroring the client's, which changes what Redis lets the next commands do.
+    Login {
+        /// As a mirrored user.
+        mirror: bool,
+    },
+    /// `CLIENT REPLY ON` after a client's `CLIENT REPLY OFF|SKIP`: Redis keeps answering
+    /// everything, and its `+OK` shows the client's command was accepted.
+    ReplyProbe,
+    /// Stands in for a refused command inside MULTI so that the transaction fails.
+    Abort,
+}
+
 /// One command in flight.
 #[derive(Debug)]
 pub struct Slot {
-    /// Name and arguments as sent.
+    /// Name and arguments as sent (empty for an internal command).
     pub args: Vec<Bytes>,
     /// The command as the table knows it.
     pub command: Option<Arc<CommandInfo>>,
@@ -63,21 +91,131 @@ pub struct Slot {
     pub class: Option<Class>,
     /// Its keys.
     pub keys: Keys,
-    /// What it does to the connection.
+    /// What it does to the connection once confirmed.
     pub effect: Effect,
     /// What Redis will send back.
     pub expect: Expect,
     /// Set when the proxy answers instead of Redis.
     pub local: Option<LocalReply>,
-    /// Set when Redis's reply is replaced: the client gets this instead (an EXEC the proxy
-    /// turned into DISCARD gets `-EXECABORT`).
+    /// Set when Redis's reply is replaced: the client gets this instead.
     pub substitute: Option<LocalReply>,
+    /// Set for the proxy's own commands.
+    pub internal: Option<Internal>,
+    /// A `CLIENT REPLY OFF|SKIP`: an [`Internal::ReplyProbe`] follows it.
+    pub probe_follows: bool,
+    /// Refused by the proxy's policy or gate (its record may be grouped with repeats).
+    pub refused: bool,
     /// Request size on the wire.
     pub request_bytes: u64,
     /// Reply bytes seen so far.
     pub reply_bytes: u64,
     /// When the request was read.
     pub started: Instant,
+}
+
+impl Slot {
+    /// A client command, forwarded or answered; fill in what differs.
+    pub fn client(args: Vec<Bytes>, request_bytes: u64, started: Instant) -> Self {
+        Self {
+            args,
+            command: None,
+            class: None,
+            keys: Keys::new(),
+            effect: Effect::None,
+            expect: Expect::One,
+            local: None,
+            substitute: None,
+            internal: None,
+            probe_follows: false,
+            refused: false,
+            request_bytes,
+            reply_bytes: 0,
+            started,
+        }
+    }
+
+    /// The proxy's own command; its reply is dropped.
+    pub fn internal(internal: Internal, started: Instant) -> Self {
+        Self { internal: Some(internal), ..Self::client(Vec::new(), 0, started) }
+    }
+
+    /// Whether Redis's reply may change the user commands run as (or what Redis checks them
+    /// as): the gate waits for it before deciding a command that depends on the user.
+    fn unsettles_user(&self) -> bool {
+        self.local.is_none()
+            && (self.internal == Some(Internal::Login { mirror: true })
+                || matches!(
+                    self.effect,
+                    Effect::Auth(_) | Effect::Hello { user: Some(_), .. } | Effect::Reset
+                ))
+    }
+
+    /// Whether Redis's reply may start or end a transaction.
+    fn unsettles_multi(&self) -> bool {
+        self.local.is_none()
+            && matches!(self.effect, Effect::Multi | Effect::Exec | Effect::Discard | Effect::Reset)
+    }
+}
+
+/// The commands in flight, in the client's order, and how many of them may still change the
+/// state the gate reads.
+#[derive(Debug, Default)]
+pub struct Pending {
+    slots: VecDeque<Slot>,
+    user_changes: usize,
+    multi_changes: usize,
+}
+
+impl Pending {
+    /// Queues a slot behind the others.
+    pub fn push(&mut self, slot: Slot) {
+        self.user_changes += usize::from(slot.unsettles_user());
+        self.multi_changes += usize::from(slot.unsettles_multi());
+        self.slots.push_back(slot);
+    }
+
+    /// Takes the oldest slot.
+    pub fn pop_front(&mut self) -> Option<Slot> {
+        let slot = self.slots.pop_front()?;
+        self.user_changes -= usize::from(slot.unsettles_user());
+        self.multi_changes -= usize::from(slot.unsettles_multi());
+        Some(slot)
+    }
+
+    /// The oldest slot.
+    pub fn front(&self) -> Option<&Slot> {
+        self.slots.front()
+    }
+
+    /// The oldest slot, to count its replies (its effect and kind must not change).
+    pub fn front_mut(&mut self) -> Option<&mut Slot> {
+        self.slots.front_mut()
+    }
+
+    /// Every slot, oldest first, to give each a reply when the upstream is lost.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Slot> {
+        self.slots.iter_mut()
+    }
+
+    /// Commands in flight.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// True when nothing is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// An AUTH, HELLO AUTH, RESET or mirrored login is waiting for Redis.
+    pub fn user_unsettled(&self) -> bool {
+        self.user_changes > 0
+    }
+
+    /// A MULTI, EXEC, DISCARD or RESET is waiting for Redis.
+    pub fn multi_unsettled(&self) -> bool {
+        self.multi_changes > 0
+    }
 }
 
 /// Bytes waiting to be written to one side, written with vectored writes without copying.

@@ -3,7 +3,8 @@
 //!
 //! A command's effect is worked out from its arguments when it is read ([`Effect::of`]) and
 //! applied only when Redis's reply shows it succeeded ([`Session::apply`]), or, inside MULTI,
-//! when the EXEC reply shows that its queued copy succeeded.
+//! when the EXEC reply shows that its queued copy succeeded. Nothing is applied when a request
+//! is read, so a command the proxy or Redis refuses changes nothing.
 
 use bytes::Bytes;
 
@@ -164,6 +165,12 @@ impl Effect {
         Self::Hello { protocol, user, name }
     }
 
+    /// True for the commands whose success turns replies back on before they answer
+    /// (`CLIENT REPLY ON`, `RESET`): they are answered even under `CLIENT REPLY OFF`.
+    pub fn turns_replies_on(&self) -> bool {
+        matches!(self, Self::ClientReply(ReplyMode::On) | Self::Reset)
+    }
+
     /// True for the commands a client may send before authenticating (Redis's `no_auth` flag).
     pub fn is_no_auth(&self) -> bool {
         matches!(self, Self::Hello { .. } | Self::Auth(_) | Self::Reset | Self::Quit)
@@ -219,7 +226,8 @@ impl Subscriptions {
     }
 }
 
-/// What the proxy knows about one client connection.
+/// What the proxy knows about one client connection: only what Redis (or the proxy, for what
+/// it answers itself) confirmed. Nothing here changes when a request is read.
 #[derive(Debug, Clone)]
 pub struct Session {
     /// Proxy-assigned id.
@@ -252,12 +260,9 @@ pub struct Session {
     pub monitor: bool,
     /// Active subscriptions.
     pub subscriptions: Subscriptions,
-    /// A subscription may have been made inside EXEC, where its count is not seen.
-    pub maybe_subscribed: bool,
-    /// `CLIENT REPLY` mode as of the last command read (request side).
+    /// `CLIENT REPLY` mode, as confirmed. Redis itself always answers (the proxy turns its
+    /// replies back on after each OFF / SKIP); the proxy withholds what Redis would not send.
     pub reply_mode: ReplyMode,
-    /// Inside MULTI as of the last command read (request side).
-    pub multi_requested: bool,
 }
 
 impl Session {
@@ -279,42 +284,25 @@ impl Session {
             queued_class: None,
             monitor: false,
             subscriptions: Subscriptions::default(),
-            maybe_subscribed: false,
             reply_mode: ReplyMode::On,
-            multi_requested: false,
         }
     }
 
-    /// Notes a command as it is read: returns whether Redis will send it a reply.
-    pub fn expects_reply(&mut self, effect: &Effect) -> bool {
-        match effect {
-            Effect::Multi => self.multi_requested = true,
-            Effect::Exec | Effect::Discard | Effect::Reset => self.multi_requested = false,
-            _ => {}
-        }
-        let before = self.reply_mode;
-        if before == ReplyMode::Skip {
+    /// True while Redis would send this client no reply to a command (`CLIENT REPLY OFF`, or
+    /// the command after `CLIENT REPLY SKIP`). Pushes (pub/sub, invalidations) still go out.
+    pub fn silenced(&self) -> bool {
+        self.reply_mode != ReplyMode::On
+    }
+
+    /// A command was answered (or its answer withheld): a pending SKIP is used up.
+    pub fn end_of_command(&mut self) {
+        if self.reply_mode == ReplyMode::Skip {
             self.reply_mode = ReplyMode::On;
         }
-        match effect {
-            Effect::Reset => {
-                self.reply_mode = ReplyMode::On;
-                true
-            }
-            // Queued inside MULTI, a CLIENT REPLY only answers QUEUED.
-            Effect::ClientReply(mode) if !self.multi_requested => {
-                // SKIP while OFF leaves replies off, as Redis does.
-                self.reply_mode = match mode {
-                    ReplyMode::Skip if before == ReplyMode::Off => ReplyMode::Off,
-                    other => *other,
-                };
-                *mode == ReplyMode::On
-            }
-            _ => before == ReplyMode::On,
-        }
     }
 
-    /// Applies `effect` after Redis answered it successfully (not an error, not QUEUED).
+    /// Applies `effect` after Redis (or the proxy) answered it successfully (not an error,
+    /// not QUEUED).
     pub fn apply(&mut self, effect: &Effect, authenticated_by_default: bool) {
         match effect {
             Effect::Select(db) => self.db = *db,
@@ -344,7 +332,6 @@ impl Session {
                 self.lib_ver = lib_ver;
             }
             Effect::Multi => {
-                self.in_multi = true;
                 self.end_multi();
                 self.in_multi = true;
             }
@@ -353,8 +340,10 @@ impl Session {
             Effect::SetName(name) => self.name = (!name.is_empty()).then(|| name.clone()),
             Effect::SetInfo { lib_name: true, value } => self.lib_name = Some(value.clone()),
             Effect::SetInfo { lib_name: false, value } => self.lib_ver = Some(value.clone()),
-            Effect::Subscribe(_) => self.maybe_subscribed = true,
-            Effect::None | Effect::Quit | Effect::Unsubscribe(_) | Effect::ClientReply(_) => {}
+            // SKIP while OFF leaves replies off, as Redis does.
+            Effect::ClientReply(ReplyMode::Skip) if self.reply_mode == ReplyMode::Off => {}
+            Effect::ClientReply(mode) => self.reply_mode = *mode,
+            Effect::None | Effect::Quit | Effect::Subscribe(_) | Effect::Unsubscribe(_) => {}
         }
     }
 
@@ -366,12 +355,24 @@ impl Session {
         self.queued_count += 1;
     }
 
-    /// Applies the effects of queued commands whose EXEC element is not an error.
-    pub fn apply_exec(&mut self, element_is_error: &[bool], authenticated_by_default: bool) {
+    /// Applies the effects of queued commands whose EXEC element is not an error. A queued
+    /// (un)subscribe (one channel: the gate refuses more inside MULTI) is counted from the
+    /// total its confirmation carries.
+    pub fn apply_exec(&mut self, elements: &[crate::resp::reply::Child], by_default: bool) {
         let queued = std::mem::take(&mut self.queued);
         for (index, effect) in &queued {
-            if element_is_error.get(*index) == Some(&false) {
-                self.apply(effect, authenticated_by_default);
+            let Some(element) = elements.get(*index) else { continue };
+            if matches!(element.kind, b'-' | b'!') {
+                continue;
+            }
+            match effect {
+                Effect::Subscribe(family) | Effect::Unsubscribe(family) => {
+                    if let Some(total) = element.last_integer {
+                        let subscribe = matches!(effect, Effect::Subscribe(_));
+                        self.subscriptions.confirm(*family, subscribe, total.max(0) as u64);
+                    }
+                }
+                other => self.apply(other, by_default),
             }
         }
         self.end_multi();
@@ -384,9 +385,10 @@ impl Session {
         self.queued_class = None;
     }
 
-    /// True when unasked replies may arrive as RESP2 arrays (pub/sub messages).
+    /// True when unasked replies may arrive as RESP2 arrays (pub/sub messages): Redis
+    /// confirmed a subscription and the protocol is RESP2.
     pub fn in_resp2_pubsub(&self) -> bool {
-        self.protocol == 2 && (self.subscriptions.any() || self.maybe_subscribed)
+        self.protocol == 2 && self.subscriptions.any()
     }
 }
 
@@ -429,9 +431,10 @@ mod tests {
     }
 
     #[test]
-    fn client_reply_modes_decide_which_commands_are_answered() {
+    fn client_reply_modes_follow_confirmed_commands() {
         let mut session = Session::new(1, true);
-        let answered: Vec<bool> = [
+        let mut delivered = Vec::new();
+        for effect in [
             Effect::None,
             Effect::ClientReply(ReplyMode::Skip),
             Effect::None,
@@ -442,12 +445,17 @@ mod tests {
             Effect::None,
             Effect::ClientReply(ReplyMode::On),
             Effect::None,
-        ]
-        .iter()
-        .map(|e| session.expects_reply(e))
-        .collect();
+        ] {
+            let silenced = session.silenced() && effect != Effect::ClientReply(ReplyMode::On);
+            delivered.push(
+                !silenced
+                    && !matches!(effect, Effect::ClientReply(ReplyMode::Off | ReplyMode::Skip)),
+            );
+            session.end_of_command();
+            session.apply(&effect, true);
+        }
         assert_eq!(
-            answered,
+            delivered,
             vec![true, false, false, true, false, false, false, false, true, true]
         );
     }
@@ -475,7 +483,9 @@ mod tests {
         session.queue(&Effect::Select(2));
         session.queue(&Effect::None);
         session.queue(&Effect::Select(99));
-        session.apply_exec(&[false, false, true], true);
+        let ok = crate::resp::reply::Child { kind: b'+', ..Default::default() };
+        let error = crate::resp::reply::Child { kind: b'-', ..Default::default() };
+        session.apply_exec(&[ok, ok, error], true);
         assert_eq!(session.db, 2);
         assert!(!session.in_multi);
     }

@@ -182,13 +182,21 @@ pub enum FetchTableError {
     /// Redis answered, but not with a usable table.
     #[error(transparent)]
     Table(#[from] crate::command::TableError),
+    /// Redis refused the login (the text is Redis's error, never the password).
+    #[error("the upstream refused the login as '{user}': {message}")]
+    Login {
+        /// The user.
+        user: String,
+        /// Redis's error.
+        message: String,
+    },
 }
 
 /// Largest `COMMAND` reply accepted (Redis 7 sends about 90 KiB; modules add some).
 const MAX_COMMAND_REPLY: usize = 16 * 1024 * 1024;
 
 /// Sends `request` and reads one whole reply, at most [`MAX_COMMAND_REPLY`] bytes.
-async fn read_reply(
+pub(crate) async fn read_reply(
     stream: &mut UpstreamStream,
     request: &[u8],
 ) -> Result<Vec<u8>, FetchTableError> {
@@ -222,14 +230,46 @@ fn redis_version_of(reply: &[u8]) -> Option<String> {
     Some(line.trim().to_owned())
 }
 
-/// Reads the live command table with `COMMAND` (and its categories with `ACL CAT`) on a
-/// connection of its own.
-pub async fn fetch_command_table(
+/// Logs `stream` in as `user` (`AUTH user password`).
+pub(crate) async fn login(
+    stream: &mut UpstreamStream,
+    user: &str,
+    password: &[u8],
+) -> Result<(), FetchTableError> {
+    let reply =
+        read_reply(stream, &crate::resp::encode::command(&[b"AUTH", user.as_bytes(), password]))
+            .await?;
+    if reply.first() == Some(&b'-') {
+        let message = String::from_utf8_lossy(&reply[1..]).trim_end().to_owned();
+        return Err(FetchTableError::Login { user: user.to_owned(), message });
+    }
+    Ok(())
+}
+
+/// Opens a connection to Redis and logs it in as `login` (if given), within
+/// `connect_timeout`.
+pub(crate) async fn connect_as(
     config: &UpstreamConfig,
-) -> Result<crate::command::CommandTable, FetchTableError> {
+    login: Option<(&str, &[u8])>,
+) -> Result<UpstreamStream, FetchTableError> {
     let tls = UpstreamTls::from_config(config)
         .map_err(|error| FetchTableError::Io(format!("TLS configuration: {error}")))?;
     let mut stream = connect(config, tls.as_deref()).await?;
+    if let Some((user, password)) = login {
+        tokio::time::timeout(config.connect_timeout, self::login(&mut stream, user, password))
+            .await
+            .map_err(|_| FetchTableError::Io("login timed out".into()))??;
+    }
+    Ok(stream)
+}
+
+/// Reads the live command table with `COMMAND` (and its categories with `ACL CAT`) on a
+/// connection of its own, logged in as `login` when Redis requires it.
+pub async fn fetch_command_table(
+    config: &UpstreamConfig,
+    login: Option<(&str, &[u8])>,
+) -> Result<crate::command::CommandTable, FetchTableError> {
+    let mut stream = connect_as(config, login).await?;
     let read = async {
         let reply = read_reply(&mut stream, b"*1\r\n$7\r\nCOMMAND\r\n").await?;
         let mut table = crate::command::CommandTable::from_command_reply(&reply)?;

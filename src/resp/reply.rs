@@ -111,6 +111,9 @@ pub struct Child {
     pub kind: u8,
     /// Start of its content when it is a scalar.
     pub head: Head,
+    /// The last integer among its own children, when it is an aggregate and children are
+    /// captured (the subscription count of a confirmation inside an EXEC reply).
+    pub last_integer: Option<i64>,
 }
 
 /// What the scanner learned about the reply it just finished.
@@ -355,10 +358,10 @@ impl ReplyScanner {
                 self.info.children[index].kind = kind;
             }
             if self.capture_children {
-                self.info.child_status.push(Child { kind, head: Head::default() });
+                self.info.child_status.push(Child { kind, ..Child::default() });
             }
         }
-        self.capturing = depth <= 1;
+        self.capturing = depth <= 1 || (depth == 2 && kind == b':' && self.capture_children);
         self.head.clear();
         self.state = match kind {
             b'+' | b'-' | b':' | b',' | b'_' | b'#' | b'(' | b'.' => {
@@ -469,6 +472,9 @@ impl ReplyScanner {
                 if let Some(last) = self.info.child_status.last_mut() {
                     last.head = self.head;
                 }
+            } else if let Some(last) = self.info.child_status.last_mut() {
+                // Only integers are captured at depth 2.
+                last.last_integer = self.head.integer();
             }
         }
         self.value_done()
@@ -555,12 +561,20 @@ $?\r\n;2\r\nab\r\n;0\r\n*?\r\n:1\r\n:2\r\n.\r\n*0\r\n%0\r\n";
     fn child_status_is_captured_on_request() {
         let mut scanner = ReplyScanner::new(8);
         scanner.capture_children = true;
-        let input = b"*3\r\n+OK\r\n-ERR DB index is out of range\r\n*1\r\n-NOPE\r\n";
+        let input = b"*4\r\n+OK\r\n-ERR DB index is out of range\r\n*1\r\n-NOPE\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:12\r\n";
         assert_eq!(scanner.scan(input).unwrap(), (input.len(), true));
         let children = scanner.take_child_status();
-        let summary: Vec<(u8, &[u8])> =
-            children.iter().map(|c| (c.kind, c.head.error_code())).collect();
-        assert_eq!(summary, vec![(b'+', &b"OK"[..]), (b'-', b"ERR"), (b'*', b"")]);
+        let summary: Vec<(u8, &[u8], Option<i64>)> =
+            children.iter().map(|c| (c.kind, c.head.error_code(), c.last_integer)).collect();
+        assert_eq!(
+            summary,
+            vec![
+                (b'+', &b"OK"[..], None),
+                (b'-', b"ERR", None),
+                (b'*', b"", None),
+                (b'*', b"", Some(12))
+            ]
+        );
     }
 
     #[test]

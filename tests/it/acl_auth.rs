@@ -145,7 +145,11 @@ async fn pipelined_auth_applies_in_order() {
     )
     .unwrap();
     let redis = RedisServer::start(&[]);
-    let toml = format!("[auth]\nmode = \"proxy\"\nusers_file = \"{}\"\n", users.display());
+    // Each refusal its own record (not grouped with the identical one before it).
+    let toml = format!(
+        "[auth]\nmode = \"proxy\"\nusers_file = \"{}\"\n[audit]\ngroup_refusals_secs = 0\n",
+        users.display()
+    );
     let proxy = TestProxy::start_with(redis.addr, &toml).await;
     let mut client = RawClient::connect(proxy.addr).await;
     let mut pipeline = Vec::new();
@@ -250,11 +254,14 @@ async fn acl_setuser_getuser_list_deluser_save_act_on_the_proxys_users() {
     // ACL LOAD goes back to the saved file.
     assert_eq!(admin.call(&[b"ACL", b"LOAD"]).await, b"+OK\r\n");
     assert_eq!(again.call(&[b"AUTH", b"carol", b"pw"]).await, b"+OK\r\n");
-    // Redis behind the proxy never heard of carol.
+    // Redis behind the proxy knows carol only as her mirror, whose password only the proxy
+    // derives: her own credentials never reached it.
     let mut behind_admin = RawClient::connect(behind.addr).await;
     let redis_users =
         String::from_utf8_lossy(&behind_admin.call(&[b"ACL", b"USERS"]).await).into_owned();
-    assert!(!redis_users.contains("carol"), "{redis_users}");
+    assert!(!redis_users.split("\r\n").any(|name| name == "carol"), "{redis_users}");
+    let wrong = behind_admin.call(&[b"AUTH", b"rap:carol", b"pw"]).await;
+    assert!(wrong.starts_with(b"-WRONGPASS"), "{}", show(&wrong));
     proxy.shutdown().await;
 }
 

@@ -1268,18 +1268,6 @@ pub fn client_reply() -> Vec<Script> {
         Script::new("client_reply_off_inline_and_quiet")
             .send("CLIENT REPLY OFF\r\nPING\r\nECHO hidden\r\n")
             .quiet(0),
-        Script::new("client_reply_off_inside_exec")
-            .send(cmds(&[
-                &["MULTI"],
-                &["CLIENT", "REPLY", "OFF"],
-                &["PING"],
-                &["EXEC"],
-                &["PING"],
-                &["CLIENT", "REPLY", "ON"],
-                &["PING", "after"],
-            ]))
-            .sync()
-            .expect(0, "+QUEUED\r\n*2\r\n+OK\r\n$5\r\nafter\r\n"),
         Script::new("client_reply_off_then_protocol_error")
             .send("CLIENT REPLY OFF\r\nPING\r\n*a\r\nPING\r\n")
             .quiet(0),

@@ -10,6 +10,7 @@ mod acl_auth;
 mod acl_enforce;
 mod acl_policy;
 mod admin;
+mod adversarial;
 mod audit;
 mod audit_backpressure;
 mod audit_disk;

@@ -1,0 +1,547 @@
+//! Replies: frames what Redis sends, routes each reply's bytes (to the client as they are
+//! framed, dropped, or held until whole), pairs each reply with its command by position,
+//! and applies what the reply confirms to the session.
+//!
+//! Replies that answer no command — pub/sub messages, invalidations, MONITOR lines — are
+//! recognised only when the session is confirmed in the mode that produces them.
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+
+use super::Connection;
+use crate::command::Class;
+use crate::config::AuthMode;
+use crate::proxy::pipeline::{Expect, Internal, LocalReply, Slot};
+use crate::proxy::session::{Effect, PubSubFamily};
+use crate::record::{ReplySource, ReplyStatus};
+use crate::resp::encode;
+use crate::resp::reply::{ReplyError, ReplyInfo};
+
+/// Where the bytes of the reply being framed go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// To the client as they are framed (cut-through).
+    Stream,
+    /// Nowhere: a reply the client must not see (replaced, internal, or silenced).
+    Discard,
+    /// Kept until the reply is whole, when what it is decides (small replies only: a
+    /// `CLIENT REPLY` probe's, or one that may be a message while the client is silenced).
+    Hold,
+}
+
+/// What a whole reply turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// The answer (or one confirmation) of the command at the head of the queue.
+    Paired,
+    /// Sent unasked: a pub/sub message or a confirmation nobody waits for, an invalidation,
+    /// a MONITOR line.
+    Unsolicited {
+        /// Redis would withhold it from a silenced client (MONITOR lines are not pushes).
+        silenceable: bool,
+    },
+}
+
+impl<C> Connection<C>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Frames the replies now in `upstream_in`, routes their bytes and pairs each.
+    pub(super) fn frame_replies(&mut self, now: Instant) -> Result<(), ReplyError> {
+        loop {
+            if !self.scanner.is_mid_reply() {
+                let Some(&first) = self.upstream_in.get(self.upstream_scanned) else { break };
+                self.route = self.route_for(first);
+                self.scanner.capture_children = self
+                    .pending
+                    .front()
+                    .is_some_and(|slot| slot.effect == Effect::Exec && slot.local.is_none())
+                    && !self.session.queued.is_empty();
+            }
+            let (used, done) = self.scanner.scan(&self.upstream_in[self.upstream_scanned..])?;
+            self.upstream_scanned += used;
+            if self.route != Route::Hold {
+                let bytes = self.upstream_in.split_to(self.upstream_scanned).freeze();
+                self.upstream_scanned = 0;
+                if self.route == Route::Stream {
+                    self.to_client.push(bytes);
+                }
+            }
+            if !done {
+                break;
+            }
+            self.on_reply(now);
+        }
+        Ok(())
+    }
+
+    /// Decides, from its first byte, where a reply's bytes go.
+    fn route_for(&self, first: u8) -> Route {
+        let owner = match self.pending.front() {
+            None => Route::Stream,
+            Some(slot) if slot.local.is_some() => Route::Stream,
+            Some(slot) if slot.substitute.is_some() || slot.internal.is_some() => Route::Discard,
+            Some(slot) if slot.probe_follows => Route::Hold,
+            Some(slot) if matches!(slot.expect, Expect::Confirmations { .. }) => Route::Stream,
+            Some(slot) if self.session.silenced() => {
+                // `CLIENT REPLY ON` and RESET answer even a silenced client, unless refused.
+                if slot.effect.turns_replies_on() {
+                    Route::Hold
+                } else {
+                    Route::Discard
+                }
+            }
+            Some(_) => Route::Stream,
+        };
+        let unsolicited = match first {
+            b'>' => Some(Route::Stream),
+            b'*' if self.session.in_resp2_pubsub() => Some(Route::Stream),
+            b'+' if self.session.monitor => {
+                Some(if self.session.silenced() { Route::Discard } else { Route::Stream })
+            }
+            _ => None,
+        };
+        match unsolicited {
+            Some(route) if route != owner => Route::Hold,
+            _ => owner,
+        }
+    }
+
+    /// One whole reply was framed: pair it with its command, or let it through unasked.
+    fn on_reply(&mut self, now: Instant) {
+        let kind = self.kind_of_reply();
+        let info = self.scanner.reply();
+        let (is_error, bytes) = (info.is_error(), info.bytes);
+        if self.route == Route::Hold {
+            let deliver = match kind {
+                Kind::Unsolicited { silenceable } => !(silenceable && self.session.silenced()),
+                Kind::Paired => self.paired_reply_delivered(is_error),
+            };
+            let held = self.upstream_in.split_to(self.upstream_scanned).freeze();
+            self.upstream_scanned = 0;
+            if deliver {
+                self.to_client.push(held);
+            }
+        }
+        if kind != Kind::Paired {
+            self.release_ready_slots(now);
+            return;
+        }
+        let Some(slot) = self.pending.front_mut() else {
+            tracing::debug!("reply from the upstream with no command waiting for it");
+            return;
+        };
+        slot.reply_bytes += bytes;
+        if let Expect::Confirmations { family, subscribe, named, remaining } = &mut slot.expect {
+            if !is_error {
+                let left = remaining.get_or_insert_with(|| {
+                    if *named > 0 || *subscribe {
+                        *named
+                    } else {
+                        self.session.subscriptions.confirmations_for_all(*family)
+                    }
+                });
+                *left = left.saturating_sub(1);
+                if *left > 0 {
+                    return;
+                }
+            }
+        }
+        let Some(mut slot) = self.pending.pop_front() else { return };
+        if slot.probe_follows && !is_error {
+            // Redis accepted the CLIENT REPLY OFF|SKIP silently: this is the probe's `+OK`.
+            if let Some(probe) = self.pending.pop_front() {
+                debug_assert_eq!(probe.internal, Some(Internal::ReplyProbe));
+            }
+            slot.reply_bytes = 0;
+            self.complete(slot, ReplyStatus::Skipped, None, now);
+        } else if let Some(internal) = slot.internal {
+            if is_error && matches!(internal, Internal::Login { .. }) {
+                let text =
+                    String::from_utf8_lossy(self.scanner.reply().head.as_bytes()).into_owned();
+                tracing::error!(error = %text, "the upstream refused the proxy's login");
+                self.upstream_lost("the upstream refused the proxy's login");
+                return;
+            }
+            if internal == (Internal::Login { mirror: true }) {
+                self.runs_as_mirror = true;
+            }
+        } else {
+            let (status, code) = self.status_of(&slot);
+            self.complete(slot, status, code, now);
+        }
+        self.release_ready_slots(now);
+    }
+
+    /// Whether a reply is the head command's (or one of its confirmations) or arrived unasked.
+    fn kind_of_reply(&mut self) -> Kind {
+        let info = self.scanner.reply();
+        let head_wants = |wanted: (PubSubFamily, bool)| {
+            matches!(
+                self.pending.front(),
+                Some(Slot { expect: Expect::Confirmations { family, subscribe, .. }, local: None, .. })
+                    if (*family, *subscribe) == wanted
+            )
+        };
+        let confirmation = match info.kind {
+            b'>' => confirmation_of(info),
+            b'*' if self.session.in_resp2_pubsub() || self.head_expects_confirmations() => {
+                confirmation_of(info)
+            }
+            _ => None,
+        };
+        if let Some((family, subscribe)) = confirmation {
+            if let Some(total) = info.children[2].head.integer() {
+                self.session.subscriptions.confirm(family, subscribe, total.max(0) as u64);
+            }
+        }
+        let kind = match info.kind {
+            b'>' => match confirmation {
+                Some(wanted) if head_wants(wanted) => Kind::Paired,
+                _ => Kind::Unsolicited { silenceable: false },
+            },
+            b'*' if self.session.in_resp2_pubsub() => match confirmation {
+                Some(wanted) if head_wants(wanted) => Kind::Paired,
+                Some(_) => Kind::Unsolicited { silenceable: false },
+                None if is_message(info) => Kind::Unsolicited { silenceable: false },
+                None => Kind::Paired,
+            },
+            b'+' if self.session.monitor && is_monitor_line(info.head.as_bytes()) => {
+                Kind::Unsolicited { silenceable: true }
+            }
+            _ => Kind::Paired,
+        };
+        kind
+    }
+
+    fn head_expects_confirmations(&self) -> bool {
+        matches!(self.pending.front(), Some(Slot { expect: Expect::Confirmations { .. }, .. }))
+    }
+
+    /// Whether the head command's reply (held until whole) reaches the client.
+    fn paired_reply_delivered(&self, is_error: bool) -> bool {
+        let Some(slot) = self.pending.front() else { return true };
+        if slot.substitute.is_some() || slot.internal.is_some() {
+            return false;
+        }
+        if slot.probe_follows {
+            // An error is the CLIENT REPLY's own refusal; anything else is the probe's.
+            return is_error && !self.session.silenced();
+        }
+        if matches!(slot.expect, Expect::Confirmations { .. }) {
+            return true;
+        }
+        (slot.effect.turns_replies_on() && !is_error) || !self.session.silenced()
+    }
+
+    /// The head slot's status from the reply just framed (or its substitute).
+    fn status_of(&self, slot: &Slot) -> (ReplyStatus, Option<Bytes>) {
+        let info = self.scanner.reply();
+        if let Some(substitute) = &slot.substitute {
+            let code =
+                (substitute.status == ReplyStatus::Error).then(|| error_code_of(&substitute.bytes));
+            return (substitute.status, code);
+        }
+        if info.is_error() {
+            (ReplyStatus::Error, info.head.known_error_code().map(Bytes::copy_from_slice))
+        } else if info.kind == b'+' && info.head.as_bytes() == b"QUEUED" {
+            (ReplyStatus::Queued, None)
+        } else {
+            (ReplyStatus::Ok, None)
+        }
+    }
+
+    /// The head slot got its whole reply: apply what it confirms, then emit its record.
+    fn complete(
+        &mut self,
+        mut slot: Slot,
+        status: ReplyStatus,
+        error_code: Option<Bytes>,
+        now: Instant,
+    ) {
+        let info = self.scanner.reply();
+        let (kind, is_null) = (info.kind, info.is_null());
+        let protocol_error = info.head.as_bytes().starts_with(b"ERR Protocol error");
+        let by_default = self.authenticated_by_default();
+        if let Some(substitute) = &slot.substitute {
+            slot.reply_bytes = substitute.bytes.len() as u64;
+            self.queue_in_turn(substitute.bytes.clone(), &slot);
+        }
+        if matches!(slot.effect, Effect::Auth(_) | Effect::Hello { user: Some(_), .. }) {
+            self.auth_in_flight = self.auth_in_flight.saturating_sub(1);
+        }
+        let withheld = status != ReplyStatus::Skipped && !self.delivered_in_turn(&slot, status);
+        let forwarded_as_sent = slot.substitute.is_none();
+        if status == ReplyStatus::Error && forwarded_as_sent {
+            self.upstream_protocol_error = protocol_error;
+        }
+        if forwarded_as_sent && self.ctx.config.auth.mode == AuthMode::Passthrough {
+            self.learn_authentication(&slot, status, error_code.as_deref());
+        }
+        if forwarded_as_sent {
+            self.note_security(&slot, status, error_code.as_deref(), now);
+        }
+        // The record carries the user and database the command ran with.
+        let record_user = self.session.user.clone();
+        let record_db = self.session.db;
+        self.session.end_of_command();
+        match status {
+            ReplyStatus::Queued => {
+                self.session.queue(&slot.effect);
+                if let Some(class) = slot.class {
+                    let union =
+                        self.session.queued_class.map_or(class, |so_far| so_far.union(class));
+                    self.session.queued_class = Some(union);
+                }
+            }
+            ReplyStatus::Ok if slot.effect == Effect::Exec => {
+                if kind == b'*' && !is_null {
+                    // EXEC is what it ran: write if any queued command writes.
+                    slot.class = Some(self.session.queued_class.unwrap_or(Class::NonReadWrite));
+                    let elements = self.scanner.take_child_status();
+                    self.session.apply_exec(&elements, by_default);
+                } else {
+                    self.session.apply(&Effect::Exec, by_default);
+                }
+            }
+            ReplyStatus::Ok | ReplyStatus::Skipped => {
+                self.session.apply(&slot.effect, by_default);
+                self.learn_from(&slot);
+            }
+            // EXECABORT, or a DISCARD Redis refused: the transaction is over either way.
+            ReplyStatus::Error
+                if matches!(slot.effect, Effect::Exec | Effect::Discard)
+                    && self.session.in_multi =>
+            {
+                self.session.apply(&slot.effect, by_default);
+            }
+            _ => {}
+        }
+        if slot.effect == Effect::Reset && status == ReplyStatus::Ok {
+            self.runs_as_mirror = false;
+        }
+        if self.session.user != record_user {
+            let event = self.session_event(crate::audit::event::SessionAction::Auth, None);
+            self.ctx.sink.session(event);
+        }
+        if slot.effect == Effect::Quit {
+            self.close_when_flushed = true;
+            self.close_reason.get_or_insert("quit");
+        }
+        let status = if withheld { ReplyStatus::Skipped } else { status };
+        let source =
+            if slot.substitute.is_some() { ReplySource::Proxy } else { ReplySource::Upstream };
+        self.emit_as(slot, status, error_code, source, now, record_user, record_db);
+    }
+
+    /// Whether the reply of the slot completing now went to the client.
+    fn delivered_in_turn(&self, slot: &Slot, status: ReplyStatus) -> bool {
+        if matches!(slot.expect, Expect::Confirmations { .. }) {
+            return true;
+        }
+        (slot.effect.turns_replies_on() && status != ReplyStatus::Error) || !self.session.silenced()
+    }
+
+    /// Queues a proxy-written reply for `slot` unless the client is silenced.
+    fn queue_in_turn(&mut self, bytes: Bytes, slot: &Slot) {
+        let status = LocalReply::from_bytes(bytes.clone()).status;
+        if self.delivered_in_turn(slot, status) {
+            self.to_client.push(bytes);
+        }
+    }
+
+    /// Passthrough: what Redis's replies show about whether this client must AUTH first. A
+    /// command Redis ran for a client that never authenticated proves no AUTH is needed;
+    /// `-NOAUTH` proves one is.
+    fn learn_authentication(&mut self, slot: &Slot, status: ReplyStatus, code: Option<&[u8]>) {
+        if code == Some(b"NOAUTH") {
+            self.session.authenticated = false;
+            self.ctx.set_auth_required(true);
+        } else if status != ReplyStatus::Error
+            && !self.session.authenticated
+            && !slot.effect.is_no_auth()
+        {
+            self.session.authenticated = true;
+            self.ctx.set_auth_required(false);
+        }
+    }
+
+    /// What a successful reply teaches the shared caches: the class a script declares (for
+    /// EVALSHA), the functions a library registers (for FCALL), a new command table after
+    /// MODULE LOAD, and the live table behind `requirepass` (passthrough) after an AUTH.
+    fn learn_from(&self, slot: &Slot) {
+        let Some(command) = &slot.command else { return };
+        match command.name.as_str() {
+            "eval" | "eval_ro" | "script|load" => {
+                let body =
+                    if command.name == "script|load" { slot.args.get(2) } else { slot.args.get(1) };
+                if let Some(body) = body {
+                    self.ctx.learn_script(body);
+                }
+            }
+            "function|load" => {
+                if let Some(code) = slot.args.last().filter(|_| slot.args.len() >= 3) {
+                    self.ctx.learn_library(code);
+                }
+            }
+            "module|load" | "module|loadex" | "module|unload" => self.ctx.refresh_commands(),
+            "auth" | "hello" if self.ctx.config.auth.mode == AuthMode::Passthrough => {
+                if let Effect::Auth(user) | Effect::Hello { user: Some(user), .. } = &slot.effect {
+                    if let Some(password) = password_of(&slot.args) {
+                        self.ctx.refresh_commands_as(user, password);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Releases the head slots the proxy answered itself, in their turn, unless a reply from
+    /// Redis is part-way through being forwarded (its bytes must not be split).
+    pub(super) fn release_ready_slots(&mut self, now: Instant) {
+        if self.scanner.is_mid_reply() && self.route != Route::Discard {
+            return;
+        }
+        while self.pending.front().is_some_and(|slot| slot.local.is_some()) {
+            let Some(mut slot) = self.pending.pop_front() else { return };
+            let Some(reply) = slot.local.take() else { continue };
+            let delivered = self.delivered_in_turn(&slot, reply.status);
+            self.session.end_of_command();
+            if delivered {
+                slot.reply_bytes = reply.bytes.len() as u64;
+                self.to_client.push(reply.bytes.clone());
+                if reply.close_after {
+                    self.close_when_flushed = true;
+                    self.reading_client = false;
+                }
+            } else if reply.close_after {
+                // With replies off, Redis swallows the error, and with nothing left to
+                // write it never reaches its close-after-reply: the connection stays open
+                // and whatever follows is ignored. So here too.
+                self.discarding_input = true;
+                self.reading_client = true;
+                self.client_in.clear();
+            }
+            if slot.internal.is_some() {
+                continue;
+            }
+            let status = if delivered { reply.status } else { ReplyStatus::Skipped };
+            let code = (status == ReplyStatus::Error).then(|| error_code_of(&reply.bytes));
+            self.emit(slot, status, code, ReplySource::Proxy, now);
+        }
+    }
+
+    /// Redis closed the connection (CLIENT KILL, its `timeout`, QUIT, a crash): a direct client
+    /// would see its connection close right here, with no reply to what was still waiting, and
+    /// so does ours. What was framed is forwarded first; the rest is recorded as unanswered.
+    pub(super) fn upstream_closed(&mut self) {
+        tracing::debug!("upstream closed the connection");
+        self.close_reason.get_or_insert("upstream_closed");
+        self.drop_upstream();
+    }
+
+    /// The upstream connection failed (reset, I/O error, bytes that are not RESP, a refused
+    /// login): each command still waiting gets an error naming the upstream and the cause, in
+    /// order, then the client is closed. A reply already partly forwarded cannot be completed:
+    /// then the client is closed at once.
+    pub(super) fn upstream_lost(&mut self, cause: &str) {
+        tracing::debug!(cause, "upstream connection failed");
+        self.close_reason.get_or_insert("upstream_error");
+        let mid_reply = self.scanner.is_mid_reply() && self.route == Route::Stream;
+        self.drop_upstream();
+        if mid_reply || self.upstream_protocol_error {
+            return;
+        }
+        let address = &self.ctx.config.upstream.address;
+        let message = encode::error(&format!("ERR upstream {address} connection lost: {cause}"));
+        for slot in self.pending.iter_mut() {
+            if slot.local.is_none() {
+                let bytes = if slot.internal.is_some() { Bytes::new() } else { message.clone() };
+                slot.local =
+                    Some(LocalReply { bytes, status: ReplyStatus::Error, close_after: true });
+            }
+        }
+        self.scanner = crate::resp::reply::ReplyScanner::new(1);
+        self.release_ready_slots(Instant::now());
+    }
+
+    fn drop_upstream(&mut self) {
+        self.upstream = None;
+        self.to_upstream = crate::proxy::pipeline::WriteQueue::default();
+        if self.route == Route::Stream && self.upstream_scanned > 0 {
+            let bytes = self.upstream_in.split_to(self.upstream_scanned).freeze();
+            self.to_client.push(bytes);
+        }
+        self.upstream_scanned = 0;
+        self.reading_client = false;
+        self.close_when_flushed = true;
+    }
+}
+
+/// The password of an `AUTH [user] pass` or `HELLO ... AUTH user pass`.
+fn password_of(args: &[Bytes]) -> Option<&Bytes> {
+    if args.first()?.eq_ignore_ascii_case(b"auth") {
+        return args.last();
+    }
+    let at = args.iter().rposition(|arg| arg.eq_ignore_ascii_case(b"auth"))?;
+    args.get(at + 2)
+}
+
+/// `Some((family, subscribe))` when the reply is a (un)subscribe confirmation.
+fn confirmation_of(info: &ReplyInfo) -> Option<(PubSubFamily, bool)> {
+    if info.child_count != 3 {
+        return None;
+    }
+    Some(match info.children[0].head.as_bytes() {
+        b"subscribe" => (PubSubFamily::Channel, true),
+        b"unsubscribe" => (PubSubFamily::Channel, false),
+        b"psubscribe" => (PubSubFamily::Pattern, true),
+        b"punsubscribe" => (PubSubFamily::Pattern, false),
+        b"ssubscribe" => (PubSubFamily::Shard, true),
+        b"sunsubscribe" => (PubSubFamily::Shard, false),
+        _ => return None,
+    })
+}
+
+/// A pub/sub message (`message` and `smessage` with 3 elements, `pmessage` with 4).
+fn is_message(info: &ReplyInfo) -> bool {
+    match info.children[0].head.as_bytes() {
+        b"message" | b"smessage" => info.child_count == 3,
+        b"pmessage" => info.child_count == 4,
+        _ => false,
+    }
+}
+
+/// A MONITOR line as Redis writes it: `<seconds>.<6 digits> [<db> <client>] "<command>" ...`.
+fn is_monitor_line(line: &[u8]) -> bool {
+    let Some(dot) = line.iter().position(|&b| b == b'.') else { return false };
+    let (seconds, rest) = line.split_at(dot);
+    let digits = |bytes: &[u8]| !bytes.is_empty() && bytes.iter().all(u8::is_ascii_digit);
+    digits(seconds)
+        && rest.len() > 9
+        && digits(&rest[1..7])
+        && rest[7..].starts_with(b" [")
+        && memchr::memchr(b' ', &rest[9..]).is_some()
+}
+
+/// The first word of a proxy-written `-ERR ...` reply.
+pub(super) fn error_code_of(reply: &[u8]) -> Bytes {
+    let text = reply.strip_prefix(b"-").unwrap_or(reply);
+    let end = text.iter().position(|&b| b == b' ' || b == b'\r').unwrap_or(text.len());
+    Bytes::copy_from_slice(&text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monitor_lines_are_told_apart_from_status_replies() {
+        assert!(is_monitor_line(b"1796513844.076756 [0 127.0.0.1:57654] \"PING\""));
+        assert!(is_monitor_line(b"1796513844.076756 [0 lua] \"get\" \"k\""));
+        for reply in [&b"1"[..], b"1.5", b"12.123456", b"123.123456 x", b"OK", b"PONG"] {
+            assert!(!is_monitor_line(reply), "{}", String::from_utf8_lossy(reply));
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Mirrored upstream users (`auth.mirror_users`, proxy auth mode): a Redis user per proxy
+//! user, with the same rules, that each client's upstream connection logs in as — so the work
+//! Redis does on the server side (script bodies, FCALL, SORT BY/GET) is checked as the
+//! client's user, not as the service user.
+//!
+//! Each mirror is `<prefix><name>` with a password derived from the service password (HMAC),
+//! so several proxies in front of one Redis provision the same secrets. They are provisioned
+//! by the service login with `ACL SETUSER <mirror> reset on|off #<hash> <rules>` at start and on
+//! every policy change; mirrors of users the policy no longer has are deleted.
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+use hmac::Mac;
+use sha2::{Digest, Sha256};
+
+use crate::acl::user::{Selector, User};
+use crate::acl::Policy;
+use crate::config::Config;
+use crate::proxy::upstream::{self, FetchTableError, UpstreamStream};
+use crate::resp::encode;
+
+/// The mirrors provisioned for one policy.
+#[derive(Clone)]
+pub struct Mirrors {
+    prefix: Vec<u8>,
+    key: Vec<u8>,
+    users: HashSet<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Mirrors {
+    // The key derives every mirror's password: never shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mirrors").field("users", &self.users.len()).finish_non_exhaustive()
+    }
+}
+
+/// Why mirrors could not be provisioned.
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    /// No connection, or the service login failed.
+    #[error(transparent)]
+    Upstream(#[from] FetchTableError),
+    /// Redis refused `ACL SETUSER` / `ACL DELUSER` (not permitted, an older Redis, ...).
+    #[error("the upstream refused {command} for '{user}': {message}")]
+    Refused {
+        /// The ACL subcommand.
+        command: &'static str,
+        /// The mirror concerned.
+        user: String,
+        /// Redis's error.
+        message: String,
+    },
+}
+
+impl Mirrors {
+    /// The mirror's name and password for `user`, when it is provisioned.
+    pub fn login(&self, user: &[u8]) -> Option<(Bytes, String)> {
+        self.users.contains(user).then(|| (self.name(user), self.password(user)))
+    }
+
+    fn name(&self, user: &[u8]) -> Bytes {
+        let mut name = self.prefix.clone();
+        name.extend_from_slice(user);
+        Bytes::from(name)
+    }
+
+    fn password(&self, user: &[u8]) -> String {
+        let mut mac =
+            <hmac::Hmac<Sha256>>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        mac.update(b"redis-audit-proxy mirrored user\0");
+        mac.update(user);
+        crate::acl::user::hex(&mac.finalize().into_bytes())
+    }
+}
+
+/// The key mirror passwords derive from: the service password, or (without one) random bytes
+/// of this process.
+pub fn derivation_key(config: &Config) -> Vec<u8> {
+    if let Some((_, password)) = &config.auth.upstream_login {
+        return password.0.clone();
+    }
+    let mut key = vec![0u8; 32];
+    if let Ok(mut random) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut random, &mut key);
+    }
+    key
+}
+
+/// Provisions a mirror of every user of `policy` (and deletes stale ones) through the service
+/// login.
+pub async fn provision(
+    config: &Config,
+    key: &[u8],
+    policy: &Policy,
+) -> Result<Mirrors, MirrorError> {
+    let login = config.auth.upstream_login.as_ref().map(|(user, pw)| (user.as_str(), &pw.0[..]));
+    let mut stream = upstream::connect_as(&config.upstream, login).await?;
+    let mirrors = Mirrors {
+        prefix: config.auth.mirror_prefix.as_bytes().to_vec(),
+        key: key.to_vec(),
+        users: policy.users().iter().map(|user| user.name.clone()).collect(),
+    };
+    let work = async {
+        for user in policy.users().iter() {
+            let name = mirrors.name(&user.name);
+            let hash = Sha256::digest(mirrors.password(&user.name).as_bytes());
+            let tokens = setuser_tokens(user, &crate::acl::user::hex(&hash));
+            let mut args: Vec<&[u8]> = vec![b"ACL", b"SETUSER", &name];
+            args.extend(tokens.iter().map(Vec::as_slice));
+            call(&mut stream, "ACL SETUSER", &name, &encode::command(&args)).await?;
+        }
+        let listed =
+            upstream::read_reply(&mut stream, b"*2\r\n$3\r\nACL\r\n$5\r\nUSERS\r\n").await?;
+        for stale in stale_mirrors(&listed, &mirrors) {
+            let command = encode::command(&[b"ACL", b"DELUSER", &stale]);
+            call(&mut stream, "ACL DELUSER", &stale, &command).await?;
+        }
+        Ok::<_, MirrorError>(())
+    };
+    tokio::time::timeout(config.upstream.connect_timeout * 5, work)
+        .await
+        .map_err(|_| FetchTableError::Io("provisioning mirrored users timed out".into()))??;
+    Ok(mirrors)
+}
+
+/// Sends one ACL command; an error reply is a [`MirrorError::Refused`].
+async fn call(
+    stream: &mut UpstreamStream,
+    command: &'static str,
+    user: &[u8],
+    request: &[u8],
+) -> Result<(), MirrorError> {
+    let reply = upstream::read_reply(stream, request).await?;
+    if reply.first() == Some(&b'-') {
+        return Err(MirrorError::Refused {
+            command,
+            user: String::from_utf8_lossy(user).into_owned(),
+            message: String::from_utf8_lossy(&reply[1..]).trim_end().to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// The `ACL SETUSER` rules that make a mirror of `user`: reset, `on`/`off`, the mirror's
+/// password hash, the payload flag, the root selector's rules, then each other selector as one
+/// `( ... )` argument. Built from the raw patterns, so binary ones mirror exactly.
+fn setuser_tokens(user: &User, password_hash: &str) -> Vec<Vec<u8>> {
+    let mut tokens: Vec<Vec<u8>> = vec![b"reset".to_vec()];
+    tokens.push(if user.enabled { b"on".to_vec() } else { b"off".to_vec() });
+    tokens.push(format!("#{password_hash}").into_bytes());
+    match user.sanitize_payload {
+        Some(false) => tokens.push(b"skip-sanitize-payload".to_vec()),
+        Some(true) => tokens.push(b"sanitize-payload".to_vec()),
+        None => {}
+    }
+    tokens.extend(selector_tokens(user.root()));
+    for selector in &user.selectors[1..] {
+        let mut group = b"(".to_vec();
+        group.extend(selector_tokens(selector).join(&b' '));
+        group.push(b')');
+        tokens.push(group);
+    }
+    tokens
+}
+
+/// One selector's rules: keys, channels, then the command rules in order.
+fn selector_tokens(selector: &Selector) -> Vec<Vec<u8>> {
+    let mut tokens = Vec::new();
+    if selector.all_keys {
+        tokens.push(b"~*".to_vec());
+    } else {
+        for pattern in &selector.keys {
+            let mut token = match pattern.permissions {
+                crate::acl::user::KEY_READ => b"%R~".to_vec(),
+                crate::acl::user::KEY_WRITE => b"%W~".to_vec(),
+                _ => b"~".to_vec(),
+            };
+            token.extend_from_slice(&pattern.pattern);
+            tokens.push(token);
+        }
+    }
+    if selector.all_channels {
+        tokens.push(b"&*".to_vec());
+    } else {
+        tokens.push(b"resetchannels".to_vec());
+        for channel in &selector.channels {
+            let mut token = b"&".to_vec();
+            token.extend_from_slice(channel);
+            tokens.push(token);
+        }
+    }
+    tokens.extend(selector.describe_commands().split(' ').map(|rule| rule.as_bytes().to_vec()));
+    tokens
+}
+
+/// Users in an `ACL USERS` reply that carry the mirror prefix but mirror no proxy user.
+fn stale_mirrors(reply: &[u8], mirrors: &Mirrors) -> Vec<Vec<u8>> {
+    let Ok(Some((frame, _))) =
+        redis_protocol::resp2::decode::decode(&bytes::Bytes::copy_from_slice(reply))
+    else {
+        return Vec::new();
+    };
+    let redis_protocol::resp2::types::OwnedFrame::Array(names) = frame else { return Vec::new() };
+    names
+        .into_iter()
+        .filter_map(|name| match name {
+            redis_protocol::resp2::types::OwnedFrame::BulkString(name) => Some(name),
+            _ => None,
+        })
+        .filter(|name| {
+            name.strip_prefix(&mirrors.prefix[..]).is_some_and(|user| !mirrors.users.contains(user))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::CommandTable;
+    use crate::config::AclMode;
+
+    #[test]
+    fn mirrors_carry_the_same_rules_and_a_derived_password() {
+        let policy = Policy::compile(
+            b"user alice on >pw %R~r:* ~app:* &chan -@all +@read +set (~s* +get)\nuser bob off",
+            &CommandTable::embedded(),
+            AclMode::Enforce,
+            &[],
+        )
+        .unwrap();
+        let alice = policy.users().get(b"alice").unwrap();
+        let tokens: Vec<String> = setuser_tokens(alice, "ab")
+            .iter()
+            .map(|t| String::from_utf8_lossy(t).into_owned())
+            .collect();
+        assert_eq!(
+            tokens,
+            [
+                "reset",
+                "on",
+                "#ab",
+                "%R~r:*",
+                "~app:*",
+                "resetchannels",
+                "&chan",
+                "-@all",
+                "+@read",
+                "+set",
+                "(~s* resetchannels -@all +get)"
+            ]
+        );
+        let mirrors = Mirrors {
+            prefix: b"rap:".to_vec(),
+            key: b"service".to_vec(),
+            users: policy.users().iter().map(|u| u.name.clone()).collect(),
+        };
+        let (name, password) = mirrors.login(b"alice").unwrap();
+        assert_eq!(&name[..], b"rap:alice");
+        assert_eq!(password.len(), 64);
+        assert_ne!(password, mirrors.password(b"bob"));
+        assert!(mirrors.login(b"carol").is_none());
+        let listed = b"*3\r\n$9\r\nrap:alice\r\n$7\r\nrap:old\r\n$7\r\ndefault\r\n";
+        assert_eq!(stale_mirrors(listed, &mirrors), [b"rap:old".to_vec()]);
+    }
+}
