@@ -47,6 +47,9 @@ pub enum SecurityAction {
     AclDenied,
     /// A TLS client was turned away: failed handshake, rejected or unmapped certificate.
     TlsRejected,
+    /// Redis started replicating to the client (`SYNC` / `PSYNC`): reason `full` (a copy of
+    /// the whole dataset, then every write) or `partial` (writes from an offset on).
+    Replication,
 }
 
 /// An authentication or an access denial, with the real client's address.
@@ -252,6 +255,7 @@ fn write_fields(
                 SecurityAction::AuthFailure => ("auth_failure", "failure"),
                 SecurityAction::AclDenied => ("acl_denied", "failure"),
                 SecurityAction::TlsRejected => ("tls_rejected", "failure"),
+                SecurityAction::Replication => ("replication", "success"),
             };
             ("security", action, outcome)
         }

@@ -66,6 +66,8 @@ pub enum Effect {
     },
     /// `CLIENT REPLY ON|OFF|SKIP`
     ClientReply(ReplyMode),
+    /// `SYNC` / `PSYNC`: Redis replicates to the client from its reply on.
+    Replicate,
 }
 
 /// `CLIENT REPLY` modes.
@@ -107,6 +109,7 @@ impl Effect {
             b"exec" => Self::Exec,
             b"discard" => Self::Discard,
             b"monitor" => Self::Monitor,
+            b"sync" | b"psync" => Self::Replicate,
             b"subscribe" => Self::Subscribe(PubSubFamily::Channel),
             b"psubscribe" => Self::Subscribe(PubSubFamily::Pattern),
             b"ssubscribe" => Self::Subscribe(PubSubFamily::Shard),
@@ -343,7 +346,11 @@ impl Session {
             // SKIP while OFF leaves replies off, as Redis does.
             Effect::ClientReply(ReplyMode::Skip) if self.reply_mode == ReplyMode::Off => {}
             Effect::ClientReply(mode) => self.reply_mode = *mode,
-            Effect::None | Effect::Quit | Effect::Subscribe(_) | Effect::Unsubscribe(_) => {}
+            Effect::None
+            | Effect::Quit
+            | Effect::Subscribe(_)
+            | Effect::Unsubscribe(_)
+            | Effect::Replicate => {}
         }
     }
 

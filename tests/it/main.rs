@@ -29,5 +29,6 @@ mod keys_corpus;
 mod limits;
 mod query;
 mod records;
+mod replication;
 mod table_load;
 mod tls;

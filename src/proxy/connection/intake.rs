@@ -64,7 +64,16 @@ where
             self.client_in.clear();
             return;
         }
-        while self.reading_client {
+        match &self.replication {
+            Some(replication) if replication.started() => return self.forward_replica_bytes(),
+            Some(_) => {
+                // Nothing more until Redis answers the SYNC / PSYNC.
+                self.decode_stalled = true;
+                return;
+            }
+            None => {}
+        }
+        while self.reading_client && self.replication.is_none() {
             if let Some(request) = self.waiting.take() {
                 if !self.handle_request(request, now) {
                     self.decode_stalled = true;
@@ -213,6 +222,9 @@ where
             _ => {}
         }
         let reset = item.effect == Effect::Reset;
+        if item.effect == Effect::Replicate {
+            self.replication = Some(super::replication::Replication::Handshake);
+        }
         slot.effect = item.effect;
         self.to_upstream.push(item.request.raw);
         self.pending.push(slot);

@@ -8,6 +8,7 @@
 mod events;
 mod intake;
 mod pump;
+mod replication;
 mod replies;
 
 use std::collections::VecDeque;
@@ -137,6 +138,8 @@ struct Connection<C> {
     route: Route,
     to_upstream: WriteQueue,
     to_client: WriteQueue,
+    /// Offset in the client stream just past the last reply the proxy wrote itself.
+    local_end: u64,
     client_needs_flush: bool,
     upstream_needs_flush: bool,
     decoder: RequestDecoder,
@@ -189,6 +192,8 @@ struct Connection<C> {
     runs_as_mirror: bool,
     /// The latest refused command's record, held to count identical repeats.
     refusals: events::RefusalGroup,
+    /// Set once a SYNC / PSYNC is forwarded: where the replication is.
+    replication: Option<replication::Replication>,
 }
 
 impl<C> Connection<C>
@@ -222,6 +227,7 @@ where
             route: Route::Stream,
             to_upstream: WriteQueue::default(),
             to_client: WriteQueue::default(),
+            local_end: 0,
             client_needs_flush: false,
             upstream_needs_flush: false,
             decoder: RequestDecoder::new(limits.request),
@@ -250,6 +256,7 @@ where
             waiting: None,
             runs_as_mirror: false,
             refusals: events::RefusalGroup::default(),
+            replication: None,
             ctx,
         }
     }
@@ -302,7 +309,8 @@ where
 
     /// Redis's idle rule: not blocked (nothing in flight), not subscribed, not monitoring.
     fn is_idle(&self) -> bool {
-        self.pending.is_empty()
+        self.replication.is_none()
+            && self.pending.is_empty()
             && !self.session.subscriptions.any()
             && !self.session.monitor
             && self.to_client.is_empty()

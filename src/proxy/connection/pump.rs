@@ -166,14 +166,17 @@ where
     }
 
     /// Whether another request may be read: bounded by what is in flight, by what waits to
-    /// go to Redis, and by what waits to go to the client — replies the proxy writes itself
-    /// (NOAUTH, NOPERM, ACL LOG) included, so a client that never reads cannot make the proxy
-    /// queue replies without bound.
+    /// go to Redis, and — while replies the proxy wrote itself (NOAUTH, NOPERM, ACL LOG) wait
+    /// to go to the client — by what waits to go to the client, so a client that never reads
+    /// cannot make the proxy queue its own replies without bound. Redis's replies alone do
+    /// not stop reading (reading Redis stops instead), so a client that writes a long pipeline
+    /// before reading is served as Redis serves it.
     pub(super) fn has_room_for_requests(&self) -> bool {
         let limits = &self.ctx.config.proxy.limits;
+        let own_replies_waiting = self.local_end > self.to_client.written();
         self.pending.len() < limits.pipeline_max_depth
             && self.to_upstream.len() < limits.output_buffer_bytes
-            && self.to_client.len() < limits.output_buffer_bytes
+            && !(own_replies_waiting && self.to_client.len() >= limits.output_buffer_bytes)
             && !self.audit_blocks()
     }
 

@@ -51,6 +51,9 @@ where
     pub(super) fn frame_replies(&mut self, now: Instant) -> Result<(), ReplyError> {
         loop {
             if !self.scanner.is_mid_reply() {
+                if self.replicating() && self.forward_replication(now) {
+                    return Ok(());
+                }
                 let Some(&first) = self.upstream_in.get(self.upstream_scanned) else { break };
                 self.route = self.route_for(first);
                 self.scanner.capture_children = self
@@ -321,6 +324,10 @@ where
         if slot.effect == Effect::Reset && status == ReplyStatus::Ok {
             self.runs_as_mirror = false;
         }
+        if slot.effect == Effect::Replicate {
+            // Redis refused it: an ordinary connection again.
+            self.replication = None;
+        }
         if self.session.user != record_user {
             let event = self.session_event(crate::audit::event::SessionAction::Auth, None);
             self.ctx.sink.session(event);
@@ -347,8 +354,14 @@ where
     fn queue_in_turn(&mut self, bytes: Bytes, slot: &Slot) {
         let status = LocalReply::from_bytes(bytes.clone()).status;
         if self.delivered_in_turn(slot, status) {
-            self.to_client.push(bytes);
+            self.queue_own_reply(bytes);
         }
+    }
+
+    /// Queues a reply the proxy wrote itself (see `has_room_for_requests`).
+    fn queue_own_reply(&mut self, bytes: Bytes) {
+        self.to_client.push(bytes);
+        self.local_end = self.to_client.pushed();
     }
 
     /// Passthrough: what Redis's replies show about whether this client must AUTH first. A
@@ -410,7 +423,7 @@ where
             self.session.end_of_command();
             if delivered {
                 slot.reply_bytes = reply.bytes.len() as u64;
-                self.to_client.push(reply.bytes.clone());
+                self.queue_own_reply(reply.bytes.clone());
                 if reply.close_after {
                     self.close_when_flushed = true;
                     self.reading_client = false;
