@@ -16,13 +16,14 @@ use crate::support::{RawClient, RedisServer, TestProxy};
 const REDIS_CLI: &str = "/usr/bin/redis-cli";
 const REDIS_BENCHMARK: &str = "/usr/bin/redis-benchmark";
 
-/// Skips the calling test (returns early) when `program` is not installed.
+/// Fails the calling test, saying how to install it, when `program` is not installed.
 macro_rules! require_program {
     ($program:expr) => {
-        if !Path::new($program).exists() {
-            eprintln!("skipped: {} not installed", $program);
-            return;
-        }
+        assert!(
+            Path::new($program).exists(),
+            "{} is not installed: `make test` installs it (or `apt-get install redis-tools`)",
+            $program
+        );
     };
 }
 

@@ -11,13 +11,14 @@ pub use proxy::TestProxy;
 pub use redis::RedisServer;
 pub use scratch::Scratch;
 
-/// Skips the calling test (returns early) when redis-server is not installed.
+/// Fails the calling test, saying how to install it, when redis-server is not installed: a
+/// test never passes without the real server it is about.
 #[macro_export]
 macro_rules! require_redis {
     () => {
-        if !$crate::support::redis::available() {
-            eprintln!("skipped: redis-server not installed (run `make test`)");
-            return;
-        }
+        assert!(
+            $crate::support::redis::available(),
+            "redis-server is not installed: `make test` installs it (or `apt-get install redis-server`)"
+        );
     };
 }
