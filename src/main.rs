@@ -301,10 +301,12 @@ fn serve(config: Config) -> anyhow::Result<()> {
             Some(audit) => audit.clone(),
             None => Arc::new(LogSink),
         };
+        // Watched before clients are accepted: a SIGHUP must never meet the default action.
+        let signals = Signals::watch()?;
         let app = App::start(config, sink)
             .await
             .with_context(|| format!("cannot start (proxy.listen {listen})"))?;
-        let audit_failed = wait_for_stop_signal(&app, audit.as_deref(), on_error).await?;
+        let audit_failed = wait_for_stop_signal(signals, &app, audit.as_deref(), on_error).await?;
         tracing::info!("stop requested: draining connections");
         app.shutdown().await;
         if audit_failed {
@@ -316,18 +318,33 @@ fn serve(config: Config) -> anyhow::Result<()> {
     })
 }
 
+/// SIGTERM and SIGHUP, watched from start-up on.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn watch() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            terminate: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+            hangup: signal(SignalKind::hangup()).context("cannot watch SIGHUP")?,
+        })
+    }
+}
+
 /// Waits for SIGTERM or SIGINT; on SIGHUP, rotates the audit trail, reloads the users file
 /// and goes on waiting. With
 /// `audit.on_error = "shutdown"`, a failure to write the trail also stops the proxy (returns
 /// true then).
 async fn wait_for_stop_signal(
+    signals: Signals,
     app: &App,
     audit: Option<&AuditSink>,
     on_error: OnError,
 ) -> anyhow::Result<bool> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let Signals { mut terminate, mut hangup } = signals;
     let audit_failed = async {
         match audit {
             Some(audit) if on_error == OnError::Shutdown => audit.failed().await,

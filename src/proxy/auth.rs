@@ -57,6 +57,11 @@ pub fn authenticate(policy: &Policy, args: &[Bytes], logged_in: bool) -> Outcome
             _ => return refused("ERR syntax error"),
         }
     } else {
+        let with_auth = args.iter().skip(2).any(|arg| arg.eq_ignore_ascii_case(b"auth"));
+        if !with_auth && (logged_in || policy.default_is_open()) {
+            // No credentials: Redis answers it (errors included) as it would the client.
+            return Outcome::Forward;
+        }
         match parse_hello(args) {
             Err(text) => return refused(&text),
             Ok(Hello { credentials: None, .. }) => {

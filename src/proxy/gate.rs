@@ -29,6 +29,14 @@ pub struct View<'a> {
     pub user_unsettled: bool,
     /// A MULTI, EXEC, DISCARD or RESET is in flight: MULTI may still start or end.
     pub multi_unsettled: bool,
+    /// Subscribed in RESP2 (confirmed): Redis runs only the pub/sub commands, PING, QUIT and
+    /// RESET.
+    pub resp2_subscribed: bool,
+    /// MONITOR is on (confirmed).
+    pub monitor: bool,
+    /// A (P|S)(UN)SUBSCRIBE, HELLO, MONITOR, RESET or EXEC is in flight: the two above may
+    /// still change.
+    pub pubsub_unsettled: bool,
     /// Nothing is in flight.
     pub idle: bool,
     /// Who checks credentials.
@@ -99,6 +107,8 @@ pub enum Service {
     AclCommand,
     /// `AUTH` or `HELLO` against the users file (`auth.mode = "proxy"`).
     Authenticate,
+    /// A command Redis would ignore without a reply (MONITOR while monitoring).
+    NoReply,
 }
 
 /// ACL subcommands about users, answered from the users file in proxy mode.
@@ -180,9 +190,6 @@ pub fn decide(view: &View<'_>, command: &Command<'_>, policy: Option<&Policy>) -
                 "ERR AUTH and HELLO AUTH inside MULTI are not supported with auth.mode = \"proxy\"";
             return refuse(encode::error(text), None);
         }
-        if name != "reset" {
-            return Decision::Serve(Service::Authenticate);
-        }
     }
 
     // 3. NO_MULTI inside MULTI: refused before the ACL, as Redis does.
@@ -236,7 +243,24 @@ pub fn decide(view: &View<'_>, command: &Command<'_>, policy: Option<&Policy>) -
     if let Some(decision) = unpairable(view, name, command.effect, args) {
         return decision;
     }
-    let served = name == "acl|log" || (proxy_auth && ACL_COMMANDS_SERVED.contains(&name));
+    let authenticates = proxy_auth && matches!(name, "auth" | "hello");
+    let served =
+        authenticates || name == "acl|log" || (proxy_auth && ACL_COMMANDS_SERVED.contains(&name));
+    if served {
+        // Redis refuses what is not pub/sub in a RESP2 subscribed context (after the ACL).
+        if view.pubsub_unsettled {
+            return Decision::Wait;
+        }
+        if view.resp2_subscribed {
+            let text = format!(
+                "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+            );
+            return refuse(encode::error(&text), None);
+        }
+    }
+    if authenticates {
+        return Decision::Serve(Service::Authenticate);
+    }
     if served {
         if view.multi_unsettled {
             return Decision::Wait;
@@ -273,22 +297,38 @@ fn refusal(view: &View<'_>, name: &str, reply: Bytes, denial: Option<Denial>) ->
 
 /// Commands whose replies inside EXEC Redis itself frames wrongly (`CLIENT REPLY OFF|SKIP`
 /// silences the rest of the EXEC reply; a SUBSCRIBE of several channels adds replies after
-/// it): the proxy could not pair what follows, so it refuses them inside MULTI. Outside MULTI
-/// a `CLIENT REPLY OFF|SKIP` is followed by the proxy's probe, which must not be queued.
+/// it): the proxy could not pair what follows, so it refuses them inside MULTI (and
+/// `CLIENT REPLY OFF|SKIP` in MONITOR). Outside MULTI a `CLIENT REPLY OFF|SKIP` is followed by
+/// the proxy's probe, which must not be queued.
 fn unpairable(view: &View<'_>, name: &str, effect: &Effect, args: &[Bytes]) -> Option<Decision> {
+    if *effect == Effect::Monitor {
+        // Redis ignores a MONITOR from a client already monitoring, without a reply (unless
+        // the RESP2 pub/sub context refuses it first).
+        return if view.pubsub_unsettled {
+            Some(Decision::Wait)
+        } else {
+            (view.monitor && !view.resp2_subscribed).then_some(Decision::Serve(Service::NoReply))
+        };
+    }
+    let silences = matches!(effect, Effect::ClientReply(mode) if *mode != ReplyMode::On);
     let unpairable = match effect {
-        Effect::ClientReply(mode) => *mode != ReplyMode::On,
         Effect::Subscribe(_) | Effect::Unsubscribe(_) => args.len() != 2,
-        _ => false,
+        _ => silences,
     };
     if !unpairable {
         return None;
     }
-    if view.multi_unsettled {
+    if view.multi_unsettled || (silences && view.pubsub_unsettled) {
         return Some(Decision::Wait);
     }
-    view.in_multi.then(|| {
+    if view.in_multi {
         let text = format!("ERR '{name}' inside MULTI is not supported by the proxy");
+        return Some(refusal(view, name, encode::error(&text), None));
+    }
+    // While monitoring, Redis also silences the monitor lines of the commands it does not
+    // answer, which the proxy's probe would make it send.
+    (silences && view.monitor).then(|| {
+        let text = format!("ERR '{name}' while in MONITOR is not supported by the proxy");
         refusal(view, name, encode::error(&text), None)
     })
 }
@@ -383,6 +423,9 @@ mod tests {
             in_multi: false,
             user_unsettled: false,
             multi_unsettled: false,
+            resp2_subscribed: false,
+            monitor: false,
+            pubsub_unsettled: false,
             idle: true,
             auth_mode: AuthMode::Proxy,
             upstream_is_client_user: false,

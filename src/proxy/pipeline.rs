@@ -150,6 +150,21 @@ impl Slot {
                 ))
     }
 
+    /// Whether Redis's reply may change the subscriptions or the protocol (and so whether the
+    /// client is in RESP2's restricted pub/sub context).
+    fn unsettles_pubsub(&self) -> bool {
+        self.local.is_none()
+            && matches!(
+                self.effect,
+                Effect::Subscribe(_)
+                    | Effect::Unsubscribe(_)
+                    | Effect::Hello { .. }
+                    | Effect::Monitor
+                    | Effect::Reset
+                    | Effect::Exec
+            )
+    }
+
     /// Whether Redis's reply may start or end a transaction.
     fn unsettles_multi(&self) -> bool {
         self.local.is_none()
@@ -164,6 +179,7 @@ pub struct Pending {
     slots: VecDeque<Slot>,
     user_changes: usize,
     multi_changes: usize,
+    pubsub_changes: usize,
 }
 
 impl Pending {
@@ -171,6 +187,7 @@ impl Pending {
     pub fn push(&mut self, slot: Slot) {
         self.user_changes += usize::from(slot.unsettles_user());
         self.multi_changes += usize::from(slot.unsettles_multi());
+        self.pubsub_changes += usize::from(slot.unsettles_pubsub());
         self.slots.push_back(slot);
     }
 
@@ -179,6 +196,7 @@ impl Pending {
         let slot = self.slots.pop_front()?;
         self.user_changes -= usize::from(slot.unsettles_user());
         self.multi_changes -= usize::from(slot.unsettles_multi());
+        self.pubsub_changes -= usize::from(slot.unsettles_pubsub());
         Some(slot)
     }
 
@@ -215,6 +233,11 @@ impl Pending {
     /// A MULTI, EXEC, DISCARD or RESET is waiting for Redis.
     pub fn multi_unsettled(&self) -> bool {
         self.multi_changes > 0
+    }
+
+    /// A (P|S)(UN)SUBSCRIBE, HELLO, MONITOR, RESET or EXEC is waiting for Redis.
+    pub fn pubsub_unsettled(&self) -> bool {
+        self.pubsub_changes > 0
     }
 }
 

@@ -168,10 +168,14 @@ impl Effect {
         Self::Hello { protocol, user, name }
     }
 
-    /// True for the commands whose success turns replies back on before they answer
-    /// (`CLIENT REPLY ON`, `RESET`): they are answered even under `CLIENT REPLY OFF`.
-    pub fn turns_replies_on(&self) -> bool {
-        matches!(self, Self::ClientReply(ReplyMode::On) | Self::Reset)
+    /// True when this command, succeeding, is answered although replies are `mode`:
+    /// `CLIENT REPLY ON` always, `RESET` under OFF (it clears OFF, not a pending SKIP).
+    pub fn answered_when(&self, mode: ReplyMode) -> bool {
+        match self {
+            Self::ClientReply(ReplyMode::On) => true,
+            Self::Reset => mode != ReplyMode::Skip,
+            _ => mode == ReplyMode::On,
+        }
     }
 
     /// True for the commands a client may send before authenticating (Redis's `no_auth` flag).

@@ -129,6 +129,8 @@ pub struct ReplyInfo {
     pub children: [Child; CHILD_SUMMARIES],
     /// Every direct child's type and error code, when asked for with `capture_children`.
     pub child_status: Vec<Child>,
+    /// Where pushes written inside the reply start and end (offsets in the reply's bytes).
+    pub nested_pushes: Vec<(u64, u64)>,
     /// Size of the whole reply on the wire.
     pub bytes: u64,
 }
@@ -166,6 +168,12 @@ pub enum ReplyError {
 enum Open {
     /// An aggregate with this many elements still to come.
     Counted(u64),
+    /// A push written inside an aggregate (Redis writes a client's own PUBLISH message inside
+    /// EXEC's array in RESP3), with this many elements to come: out of band, it is not one of
+    /// its parent's elements, as RESP3 clients read it.
+    NestedPush(u64),
+    /// An attribute map (`|`): its pairs, then the value it describes (this many to come).
+    Attribute(u64),
     /// A streamed aggregate (`*?`), closed by `.`.
     Streamed,
     /// A streamed string (`$?`), made of `;len` chunks and closed by `;0`.
@@ -202,6 +210,10 @@ pub struct ReplyScanner {
     header_len: usize,
     /// Bytes of the current reply seen in earlier calls.
     partial_bytes: u64,
+    /// Nested pushes open: nothing inside them is captured.
+    pushes_open: usize,
+    /// The outermost nested push just ended (its end offset is noted by `scan`).
+    push_closed: bool,
 }
 
 impl ReplyScanner {
@@ -218,6 +230,8 @@ impl ReplyScanner {
             header: [0; MAX_HEADER_BYTES],
             header_len: 0,
             partial_bytes: 0,
+            pushes_open: 0,
+            push_closed: false,
         }
     }
 
@@ -248,6 +262,10 @@ impl ReplyScanner {
                 State::Type => {
                     let kind = buf[pos];
                     pos += 1;
+                    if kind == b'>' && self.inside_aggregate() && self.pushes_open == 0 {
+                        let start = self.partial_bytes + pos as u64 - 1;
+                        self.info.nested_pushes.push((start, start));
+                    }
                     self.start_value(kind)?;
                     false
                 }
@@ -324,6 +342,11 @@ impl ReplyScanner {
                     }
                 }
             };
+            if std::mem::take(&mut self.push_closed) {
+                if let Some(span) = self.info.nested_pushes.last_mut() {
+                    span.1 = self.partial_bytes + pos as u64;
+                }
+            }
             if done {
                 self.info.bytes = self.partial_bytes + pos as u64;
                 self.partial_bytes = 0;
@@ -350,8 +373,9 @@ impl ReplyScanner {
                 child.head.clear();
             }
             self.info.child_status.clear();
+            self.info.nested_pushes.clear();
             self.info.bytes = 0;
-        } else if depth == 1 && kind != b'.' {
+        } else if depth == 1 && kind != b'.' && kind != b'>' {
             let index = self.info.child_count as usize;
             self.info.child_count += 1;
             if index < CHILD_SUMMARIES {
@@ -361,7 +385,8 @@ impl ReplyScanner {
                 self.info.child_status.push(Child { kind, ..Child::default() });
             }
         }
-        self.capturing = depth <= 1 || (depth == 2 && kind == b':' && self.capture_children);
+        self.capturing = self.pushes_open == 0
+            && (depth <= 1 || (depth == 2 && kind == b':' && self.capture_children));
         self.head.clear();
         self.state = match kind {
             b'+' | b'-' | b':' | b',' | b'_' | b'#' | b'(' | b'.' => {
@@ -420,6 +445,7 @@ impl ReplyScanner {
                 Ok(false)
             }
             _ => {
+                let nested_push = kind == b'>' && self.inside_aggregate();
                 let elements = match kind {
                     b'%' => length.checked_mul(2),
                     // An attribute map is followed by the value it describes.
@@ -430,13 +456,30 @@ impl ReplyScanner {
                 if self.stack.is_empty() {
                     self.info.child_count = 0;
                 }
+                if nested_push {
+                    if elements > 0 {
+                        self.open(Open::NestedPush(elements))?;
+                        self.pushes_open += 1;
+                    }
+                    return Ok(false);
+                }
                 if elements == 0 {
                     return Ok(self.value_done());
                 }
-                self.open(Open::Counted(elements))?;
+                self.open(if kind == b'|' {
+                    Open::Attribute(elements)
+                } else {
+                    Open::Counted(elements)
+                })?;
                 Ok(false)
             }
         }
+    }
+
+    /// True when a value starting now is an element of an aggregate (not the top-level reply,
+    /// nor the value an attribute map at the top describes).
+    fn inside_aggregate(&self) -> bool {
+        !matches!(self.stack.as_slice(), [] | [Open::Attribute(1)])
     }
 
     fn open(&mut self, open: Open) -> Result<(), ReplyError> {
@@ -485,12 +528,22 @@ impl ReplyScanner {
         loop {
             match self.stack.last_mut() {
                 None => return true,
-                Some(Open::Counted(left)) => {
+                Some(Open::Counted(left) | Open::Attribute(left)) => {
                     *left -= 1;
                     if *left > 0 {
                         return false;
                     }
                     self.stack.pop();
+                }
+                Some(Open::NestedPush(left)) => {
+                    *left -= 1;
+                    if *left == 0 {
+                        // A whole push, which is not an element of what holds it.
+                        self.stack.pop();
+                        self.pushes_open -= 1;
+                        self.push_closed = self.pushes_open == 0;
+                    }
+                    return false;
                 }
                 Some(Open::Streamed | Open::StreamedString) => return false,
             }
@@ -575,6 +628,26 @@ $?\r\n;2\r\nab\r\n;0\r\n*?\r\n:1\r\n:2\r\n.\r\n*0\r\n%0\r\n";
                 (b'*', b"", Some(12))
             ]
         );
+    }
+
+    #[test]
+    fn a_push_inside_an_aggregate_is_not_one_of_its_elements() {
+        // EXEC of [MGET, PUBLISH] to a channel of one's own, in RESP3: the message push sits
+        // inside the EXEC array, between its two elements.
+        let input = b"*2\r\n*1\r\n_\r\n>3\r\n$7\r\nmessage\r\n$1\r\nc\r\n:7\r\n:1\r\n+PONG\r\n";
+        let mut scanner = ReplyScanner::new(8);
+        scanner.capture_children = true;
+        let (used, done) = scanner.scan(input).unwrap();
+        assert!(done);
+        assert_eq!(&input[used..], b"+PONG\r\n", "the EXEC reply ends after its own two elements");
+        assert_eq!(scanner.reply().child_count, 2);
+        assert_eq!(scanner.reply().nested_pushes, [(11, 43 - 4)]);
+        let kinds: Vec<(u8, Option<i64>)> =
+            scanner.take_child_status().iter().map(|c| (c.kind, c.last_integer)).collect();
+        assert_eq!(kinds, [(b'*', None), (b':', None)]);
+        for step in [1, 2, 5] {
+            assert_eq!(frames(input, step).unwrap(), [(b'*', 43), (b'+', 7)], "step {step}");
+        }
     }
 
     #[test]

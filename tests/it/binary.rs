@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::redis::free_port;
+use crate::support::KillOnDrop;
 use crate::support::RedisServer;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_redis-audit-proxy");
@@ -66,18 +67,6 @@ fn wait_with_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
         std::thread::sleep(Duration::from_millis(20));
     }
     None
-}
-
-/// Kills `child` when dropped, so that a failing test leaves no process behind.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use redis_audit_proxy::record::CommandRecord;
 
 use crate::support::client::{encode_command, show};
 use crate::support::redis::free_port;
+use crate::support::KillOnDrop;
 use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
 
 const REDIS_CLI: &str = "/usr/bin/redis-cli";
@@ -759,18 +760,6 @@ async fn a_reply_nested_5000_deep_passes_byte_for_byte_and_the_connection_stays_
 }
 
 // --- 5. Memory of the binary under a flood --------------------------------------------------------
-
-/// Kills the child when dropped, so that a failing test leaves no process behind.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
 
 /// VmRSS of process `pid`, in KiB.
 fn rss_kib(pid: u32) -> u64 {

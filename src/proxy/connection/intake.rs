@@ -158,6 +158,9 @@ where
             in_multi: self.session.in_multi,
             user_unsettled: self.pending.user_unsettled(),
             multi_unsettled: self.pending.multi_unsettled(),
+            resp2_subscribed: self.session.in_resp2_pubsub(),
+            monitor: self.session.monitor,
+            pubsub_unsettled: self.pending.pubsub_unsettled(),
             idle: self.pending.is_empty(),
             auth_mode: self.ctx.config.auth.mode,
             upstream_is_client_user: self.ctx.config.auth.mode == AuthMode::Passthrough
@@ -276,6 +279,12 @@ where
                 None => return self.forward(item, now),
             },
             Service::Authenticate => return self.authenticate(item, now),
+            Service::NoReply => {
+                let mut slot = slot;
+                slot.local = Some(LocalReply::from_bytes(Bytes::new()));
+                self.pending.push(slot);
+                return self.release_ready_slots(now);
+            }
         };
         self.push_local(slot, reply, now);
     }

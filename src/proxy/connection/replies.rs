@@ -88,8 +88,11 @@ where
             Some(slot) if slot.probe_follows => Route::Hold,
             Some(slot) if matches!(slot.expect, Expect::Confirmations { .. }) => Route::Stream,
             Some(slot) if self.session.silenced() => {
-                // `CLIENT REPLY ON` and RESET answer even a silenced client, unless refused.
-                if slot.effect.turns_replies_on() {
+                // `CLIENT REPLY ON` (and RESET under OFF) answer a silenced client, unless
+                // refused: only the reply tells. An EXEC reply may hold a push Redis would
+                // still deliver.
+                if slot.effect.answered_when(self.session.reply_mode) || slot.effect == Effect::Exec
+                {
                     Route::Hold
                 } else {
                     Route::Discard
@@ -125,6 +128,11 @@ where
             self.upstream_scanned = 0;
             if deliver {
                 self.to_client.push(held);
+            } else {
+                // Pushes inside a withheld reply still go out, as Redis sends them.
+                for &(start, end) in &self.scanner.reply().nested_pushes {
+                    self.to_client.push(held.slice(start as usize..end as usize));
+                }
             }
         }
         if kind != Kind::Paired {
@@ -138,6 +146,8 @@ where
         slot.reply_bytes += bytes;
         if let Expect::Confirmations { family, subscribe, named, remaining } = &mut slot.expect {
             if !is_error {
+                // How many an argument-less UNSUBSCRIBE confirms is counted before the first
+                // confirmation changes the subscriptions.
                 let left = remaining.get_or_insert_with(|| {
                     if *named > 0 || *subscribe {
                         *named
@@ -146,7 +156,9 @@ where
                     }
                 });
                 *left = left.saturating_sub(1);
-                if *left > 0 {
+                let (done, confirmed) = (*left == 0, (*family, *subscribe));
+                self.apply_confirmation(confirmed);
+                if !done {
                     return;
                 }
             }
@@ -194,11 +206,6 @@ where
             }
             _ => None,
         };
-        if let Some((family, subscribe)) = confirmation {
-            if let Some(total) = info.children[2].head.integer() {
-                self.session.subscriptions.confirm(family, subscribe, total.max(0) as u64);
-            }
-        }
         let kind = match info.kind {
             b'>' => match confirmation {
                 Some(wanted) if head_wants(wanted) => Kind::Paired,
@@ -215,7 +222,17 @@ where
             }
             _ => Kind::Paired,
         };
+        if let (Some(confirmed), Kind::Unsolicited { .. }) = (confirmation, kind) {
+            self.apply_confirmation(confirmed);
+        }
         kind
+    }
+
+    /// Counts a (un)subscribe confirmation Redis sent into the session's subscriptions.
+    fn apply_confirmation(&mut self, (family, subscribe): (PubSubFamily, bool)) {
+        if let Some(total) = self.scanner.reply().children[2].head.integer() {
+            self.session.subscriptions.confirm(family, subscribe, total.max(0) as u64);
+        }
     }
 
     fn head_expects_confirmations(&self) -> bool {
@@ -235,7 +252,10 @@ where
         if matches!(slot.expect, Expect::Confirmations { .. }) {
             return true;
         }
-        (slot.effect.turns_replies_on() && !is_error) || !self.session.silenced()
+        if is_error {
+            return !self.session.silenced();
+        }
+        slot.effect.answered_when(self.session.reply_mode)
     }
 
     /// The head slot's status from the reply just framed (or its substitute).
@@ -347,7 +367,10 @@ where
         if matches!(slot.expect, Expect::Confirmations { .. }) {
             return true;
         }
-        (slot.effect.turns_replies_on() && status != ReplyStatus::Error) || !self.session.silenced()
+        if status == ReplyStatus::Error {
+            return !self.session.silenced();
+        }
+        slot.effect.answered_when(self.session.reply_mode)
     }
 
     /// Queues a proxy-written reply for `slot` unless the client is silenced.

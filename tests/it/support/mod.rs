@@ -1,5 +1,6 @@
 //! Test harness: real Redis servers, the proxy in-process, raw RESP clients, a collecting sink.
 
+pub mod adversary;
 pub mod certs;
 pub mod client;
 pub mod proxy;
@@ -7,6 +8,20 @@ pub mod redis;
 pub mod scratch;
 
 pub use client::RawClient;
+
+/// A child process killed when dropped, so that a failing test leaves no process behind.
+#[derive(Debug)]
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 pub use proxy::TestProxy;
 pub use redis::RedisServer;
 pub use scratch::Scratch;
