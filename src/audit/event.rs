@@ -32,8 +32,11 @@ pub enum AuditEvent {
     System(SystemEvent),
 }
 
-/// Longest client name, library name or version, or user name written; longer ones are cut
-/// (and `client.truncated` / `user_truncated` say so).
+/// Longest client-controlled string written (client name, library name or version, user
+/// name, a security event's `username` or `object`); longer ones are cut, and
+/// `client.truncated` / `user_truncated` / `username_truncated` / `object_truncated` say so.
+/// With it, no client string makes a line longer than a few KiB (escaped, each cut string is
+/// at most 6 × 256 bytes).
 pub const MAX_NAME_BYTES: usize = 256;
 
 /// What a security event reports.
@@ -312,6 +315,12 @@ impl Serialize for Binary<'_> {
     }
 }
 
+/// A client-controlled string as written: its first [`MAX_NAME_BYTES`], and whether it was
+/// longer (the same cut command lines make, so no client string makes a long line).
+fn capped(bytes: &[u8]) -> (Binary<'_>, bool) {
+    (Binary(&bytes[..bytes.len().min(MAX_NAME_BYTES)]), bytes.len() > MAX_NAME_BYTES)
+}
+
 /// The client of a session or security event (command lines write theirs in [`line`]).
 #[derive(Serialize)]
 struct Client<'a> {
@@ -324,6 +333,9 @@ struct Client<'a> {
     lib: Option<Binary<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     lib_ver: Option<Binary<'a>>,
+    /// Written only when one of the strings was cut, as on command lines.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
 }
 
 fn client<'a>(
@@ -332,13 +344,31 @@ fn client<'a>(
     lib: &'a Option<Bytes>,
     lib_ver: &'a Option<Bytes>,
 ) -> Client<'a> {
-    Client {
-        ip: addr.ip(),
-        port: addr.port(),
-        name: name.as_deref().map(Binary),
-        lib: lib.as_deref().map(Binary),
-        lib_ver: lib_ver.as_deref().map(Binary),
+    let mut truncated = false;
+    let mut cut = |value: &'a Option<Bytes>| {
+        value.as_deref().map(|bytes| {
+            let (shown, cut) = capped(bytes);
+            truncated |= cut;
+            shown
+        })
+    };
+    let (name, lib, lib_ver) = (cut(name), cut(lib), cut(lib_ver));
+    Client { ip: addr.ip(), port: addr.port(), name, lib, lib_ver, truncated }
+}
+
+/// Writes `"<field>":<the string, cut>` and, when it was cut, `"<field>_truncated":true`.
+fn write_capped(
+    map: &mut Map<'_>,
+    field: &'static str,
+    truncated_field: &'static str,
+    value: &[u8],
+) -> Result<(), serde_json::Error> {
+    let (shown, cut) = capped(value);
+    map.serialize_entry(field, &shown)?;
+    if cut {
+        map.serialize_entry(truncated_field, &true)?;
     }
+    Ok(())
 }
 
 #[derive(Serialize)]
@@ -364,7 +394,7 @@ fn write_session(
         &session.client_lib_ver,
     );
     map.serialize_entry("client", &client)?;
-    map.serialize_entry("user", &Binary(&session.user))?;
+    write_capped(map, "user", "user_truncated", &session.user)?;
     map.serialize_entry("upstream", &envelope.upstream)?;
     if let Some(tls) = &session.tls {
         map.serialize_entry(
@@ -403,14 +433,14 @@ fn write_security(
         map.serialize_entry("session_id", &envelope.session_id(security.conn_id))?;
     }
     map.serialize_entry("client", &client(&security.client_addr, &None, &None, &None))?;
-    map.serialize_entry("user", &Binary(&security.user))?;
+    write_capped(map, "user", "user_truncated", &security.user)?;
     if let Some(username) = &security.username {
-        map.serialize_entry("username", &Binary(&username[..username.len().min(MAX_NAME_BYTES)]))?;
+        write_capped(map, "username", "username_truncated", username)?;
     }
     map.serialize_entry("reason", security.reason)?;
     map.serialize_entry("context", security.context)?;
     if let Some(object) = &security.object {
-        map.serialize_entry("object", &Binary(&object[..object.len().min(MAX_NAME_BYTES)]))?;
+        write_capped(map, "object", "object_truncated", object)?;
     }
     map.serialize_entry("source", security.source)?;
     if let Some(mode) = security.mode {
@@ -487,6 +517,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn rfc3339_formats_utc_with_micros() {
@@ -510,6 +541,74 @@ mod tests {
             let expected = format!("{{\"ip\":\"{}\",\"port\":{}}}", address.ip(), address.port());
             assert_eq!(text, expected);
         }
+    }
+
+    fn rendered(event: &AuditEvent) -> serde_json::Value {
+        let envelope = Envelope::new(
+            crate::config::KeyNames::Clear,
+            "406b1755-e9d8-4622-8038-cfaa54796898".into(),
+            "n".into(),
+            "r:6379".into(),
+        );
+        let mut line = Vec::new();
+        render(event, Some(1), &envelope, &"0".repeat(64), &mut line);
+        assert!(line.len() < 16 * 1024, "a {} byte line", line.len());
+        serde_json::from_slice(&line).unwrap()
+    }
+
+    #[test]
+    fn client_strings_in_session_and_security_events_are_cut_and_flagged() {
+        let huge = Bytes::from(vec![b'"'; 1 << 20]);
+        let session = SessionEvent {
+            action: SessionAction::Close,
+            time: UNIX_EPOCH,
+            conn_id: 1,
+            client_addr: "10.0.0.1:5".parse().unwrap(),
+            user: huge.clone(),
+            client_name: Some(huge.clone()),
+            client_lib: Some(Bytes::from_static(b"lib")),
+            client_lib_ver: Some(huge.clone()),
+            close: None,
+            tls: None,
+        };
+        let line = rendered(&AuditEvent::Session(Box::new(session.clone())));
+        let cut = "\"".repeat(MAX_NAME_BYTES);
+        assert_eq!(line["client"]["name"], cut.as_str());
+        assert_eq!(line["client"]["lib"], "lib");
+        assert_eq!(line["client"]["lib_ver"], cut.as_str());
+        assert_eq!(line["client"]["truncated"], true);
+        assert_eq!((&line["user"], &line["user_truncated"]), (&json!(cut), &json!(true)));
+
+        // Within the limit: nothing cut, no flag.
+        let short = SessionEvent {
+            user: Bytes::from(vec![b'u'; MAX_NAME_BYTES]),
+            client_name: Some(Bytes::from_static(b"n")),
+            client_lib_ver: None,
+            ..session
+        };
+        let line = rendered(&AuditEvent::Session(Box::new(short)));
+        assert!(line["client"].get("truncated").is_none() && line.get("user_truncated").is_none());
+
+        let security = SecurityEvent {
+            action: SecurityAction::AclDenied,
+            time: UNIX_EPOCH,
+            conn_id: 1,
+            client_addr: "10.0.0.1:5".parse().unwrap(),
+            user: huge.clone(),
+            username: Some(huge),
+            reason: "key",
+            context: "toplevel",
+            object: Some(Bytes::from(vec![0xff; 1 << 20])),
+            source: "proxy",
+            mode: Some("enforce"),
+            policy_version: None,
+        };
+        let line = rendered(&AuditEvent::Security(Box::new(security)));
+        assert_eq!((&line["user"], &line["user_truncated"]), (&json!(cut), &json!(true)));
+        assert_eq!((&line["username"], &line["username_truncated"]), (&json!(cut), &json!(true)));
+        let bytes = base64::engine::general_purpose::STANDARD.encode([0xff; MAX_NAME_BYTES]);
+        assert_eq!(line["object"], json!({"b64": bytes}));
+        assert_eq!(line["object_truncated"], true);
     }
 
     #[test]
