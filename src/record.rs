@@ -178,7 +178,8 @@ pub trait CommandSink: Send + Sync + std::fmt::Debug + 'static {
 pub struct SinkStats {
     /// Events written to files.
     pub written: u64,
-    /// Command events dropped because the queue was full.
+    /// Records dropped because the queue was full (commands; session and security events
+    /// only past its reserve).
     pub dropped_queue_full: u64,
     /// Events left out by filters, by reason.
     pub filtered: Vec<(&'static str, u64)>,

@@ -6,8 +6,10 @@
 //! - [`filter`]: which events are kept (`[audit.filters]`), and counts of the rest.
 //! - [`redact`]: which arguments may be shown when argument capture is on.
 //! - [`writer`]: the bounded queue, the writer thread, files, rotation, crash recovery.
+//! - [`backlog`]: what the queue takes once full, and the `loss` records of what it drops.
 //! - [`verify`]: `audit verify`, which checks a directory's chain and sequence.
 
+pub mod backlog;
 pub mod event;
 pub mod filter;
 pub mod line;
@@ -156,7 +158,8 @@ impl CommandSink for AuditSink {
     }
 
     fn security(&self, event: event::SecurityEvent) {
-        // Never filtered, never dropped: this is the durable ACL LOG.
+        // Never filtered: this is the durable ACL LOG. Dropped (and declared) only past the
+        // queue's reserve, when the disk has stalled long enough to fill it (see `backlog`).
         self.log.submit(&AuditEvent::Security(Box::new(event)), false);
     }
 

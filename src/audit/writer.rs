@@ -5,9 +5,9 @@
 //! one wake-up per batch, not per line.
 //!
 //! Sequence numbers are taken under the same lock as the enqueue, so the file's order is the
-//! `seq` order. A command event that does not fit the queue is dropped but keeps its number;
-//! the next event enqueued is preceded by a `loss` record naming the missing range, so every
-//! number is accounted for. Session and system events are never dropped.
+//! `seq` order. A line that does not fit the queue (its budget: [`backlog`]) is dropped but
+//! keeps its number; the next event enqueued is preceded by a `loss` record naming the missing
+//! range, so every number is accounted for. System events are never dropped.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use crate::audit::backlog::{self, Budget, Kind};
 use crate::audit::event::{
     event_time, render, render_body, rfc3339_micros_bytes, AuditEvent, Envelope, SystemEvent,
 };
@@ -50,7 +51,8 @@ pub struct WriterConfig {
     pub rotate_interval: Option<Duration>,
     /// What to keep of the rotated files.
     pub retention: Retention,
-    /// Bytes of events queued before command events are dropped.
+    /// Bytes of events queued before command events are dropped (session and security
+    /// events: this and a reserve; see [`backlog`]).
     pub queue_max_bytes: usize,
     /// Fsync after each batch.
     pub fsync: bool,
@@ -71,7 +73,8 @@ const TICK: Duration = Duration::from_secs(1);
 pub struct AuditStats {
     /// Events written.
     pub written: AtomicU64,
-    /// Command events dropped because the queue was full.
+    /// Events dropped because the queue was full: commands past `queue_max_bytes`, session
+    /// and security events past its reserve too ([`backlog`]).
     pub dropped_queue_full: AtomicU64,
     /// Bytes written to files.
     pub bytes_written: AtomicU64,
@@ -158,9 +161,8 @@ impl Lines {
 #[derive(Debug)]
 struct Queue {
     next_seq: u64,
-    /// Dropped sequence numbers not yet reported: always one contiguous range, because any
-    /// successful enqueue reports it first.
-    lost: Option<(u64, u64)>,
+    /// Dropped sequence numbers not yet reported.
+    lost: backlog::Lost,
     /// False once the log is closing: nothing more is taken.
     open: bool,
     pending: Lines,
@@ -194,14 +196,15 @@ impl Shared {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Enqueues the line of an event that happened at `time`, whose fields after the head are
-    /// `body` (see [`mod@line`]); a command line's `facets` are positions in `body`.
+    /// Enqueues the line of an event of `kind` that happened at `time`, whose fields after
+    /// the head are `body` (see [`mod@line`]), if its `budget` admits it; a command line's
+    /// `facets` are positions in `body`.
     fn submit_line(
         &self,
         time: SystemTime,
         body: &[u8],
         facets: Option<&FacetStarts>,
-        droppable: bool,
+        (budget, kind): (Budget, Option<Kind>),
     ) -> Option<u64> {
         let time = rfc3339_micros_bytes(time);
         let bytes = line::HEAD_MAX_BYTES + body.len();
@@ -209,23 +212,15 @@ impl Shared {
         if !queue.open {
             return None;
         }
-        let full = self.queued_bytes.load(Ordering::Relaxed) + bytes > self.queue_max_bytes;
-        if full && droppable {
+        let queued = self.queued_bytes.load(Ordering::Relaxed);
+        if let (false, Some(kind)) = (budget.admits(queued, bytes, self.queue_max_bytes), kind) {
             let seq = queue.next_seq;
             queue.next_seq += 1;
-            queue.lost = Some(queue.lost.map_or((seq, seq), |(first, _)| (first, seq)));
+            queue.lost.add(seq, kind);
             self.stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        if let Some((first, last)) = queue.lost.take() {
-            let loss = AuditEvent::System(SystemEvent {
-                action: "loss",
-                time: SystemTime::now(),
-                detail: json!({
-                    "lost": {"reason": "queue_full", "first_seq": first, "last_seq": last,
-                             "count": last - first + 1}
-                }),
-            });
+        if let Some(loss) = queue.lost.take_event() {
             let mut loss_body = Vec::with_capacity(512);
             render_body(&loss, &self.envelope, &mut loss_body);
             let seq = queue.next_seq;
@@ -250,9 +245,10 @@ impl Shared {
     }
 
     fn submit(&self, event: &AuditEvent, droppable: bool) -> Option<u64> {
+        let budget = if droppable { Budget::Droppable } else { Budget::of_event(event) };
         line::with_scratch(|body| {
             render_body(event, &self.envelope, body);
-            self.submit_line(event_time(event), body, None, droppable)
+            self.submit_line(event_time(event), body, None, (budget, Kind::of_event(event)))
         })
     }
 
@@ -293,7 +289,7 @@ impl AuditLog {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 next_seq: 1,
-                lost: None,
+                lost: backlog::Lost::default(),
                 open: true,
                 pending: Lines::default(),
                 writer_waiting: false,
@@ -350,8 +346,9 @@ impl AuditLog {
     }
 
     /// Enqueues an event; never blocks on the disk. When the queue is full, a `droppable`
-    /// event is dropped (counted; its seq is declared by the next `loss` record), any other is
-    /// queued beyond the budget. Returns the event's seq, `None` when dropped.
+    /// event is dropped (counted; its seq is declared by the next `loss` record); any other is
+    /// queued beyond the budget, a session or security event only within its reserve
+    /// ([`backlog`]). Returns the event's seq, `None` when dropped.
     pub fn submit(&self, event: &AuditEvent, droppable: bool) -> Option<u64> {
         self.shared.submit(event, droppable)
     }
@@ -366,7 +363,8 @@ impl AuditLog {
         facets: &FacetStarts,
         droppable: bool,
     ) -> Option<u64> {
-        self.shared.submit_line(time, body, Some(facets), droppable)
+        let budget = if droppable { Budget::Droppable } else { Budget::Always };
+        self.shared.submit_line(time, body, Some(facets), (budget, Some(Kind::Command)))
     }
 
     /// Waits until everything enqueued so far was tried (written, or kept for a retry).

@@ -7,8 +7,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use redis_audit_proxy::audit::verify::verify_dir;
+use redis_audit_proxy::record::CommandSink;
 use serde_json::Value;
 
+use crate::support::client::encode_command;
 use crate::support::scratch::{trail, trail_lines};
 use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
 
@@ -89,4 +91,53 @@ async fn m1_huge_client_names_and_user_names_are_cut_in_every_event() {
     // The command lines already cut them; they still do.
     let setname = mine.iter().find(|l| l["kind"] == "command").unwrap();
     assert_eq!(setname["client"]["truncated"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m1_security_events_from_a_flood_stay_within_the_queue_reserve_while_the_disk_stalls() {
+    crate::require_redis!();
+    const QUEUE_MAX: u64 = 64 * 1024;
+    const FAILURES: usize = 5_000;
+    // The reserve session and security events may use past the queue's budget.
+    const RESERVE: u64 = 1 << 20;
+    let scratch = Scratch::new("adv-m1-backlog");
+    let redis = RedisServer::start(&[]);
+    let toml = format!("[audit]\nqueue_max_bytes = {QUEUE_MAX}\n");
+    let (proxy, sink) = TestProxy::start_audited(redis.addr, scratch.path(), &toml).await;
+    let queue_bytes = || CommandSink::stats(&*sink).unwrap().queue_bytes;
+
+    let stall = sink.stall();
+    // Each refused AUTH is a command record (dropped once the queue is full) and an
+    // auth_failure security event (about 500 bytes: 2.7 MB in all, without a bound).
+    let mut client = RawClient::connect(proxy.addr).await;
+    let mut pipeline = Vec::new();
+    for _ in 0..FAILURES {
+        pipeline.extend(encode_command(&[b"AUTH", b"nosuchuser", b"pw"]));
+    }
+    client.send(&pipeline).await;
+    for _ in 0..FAILURES {
+        assert!(client.read_reply().await.starts_with(b"-WRONGPASS"));
+    }
+    let most = queue_bytes();
+    assert!(
+        // One line may pass it: the loss record queued ahead of an event.
+        most <= QUEUE_MAX + RESERVE + 1024,
+        "{most} bytes queued for a stalled disk (queue_max_bytes {QUEUE_MAX})"
+    );
+    drop(stall);
+    drop(client);
+    sink.sync();
+    proxy.shutdown().await;
+
+    // Nothing lost silently: the dropped events are declared, by kind, and the trail verifies.
+    let lines = trail(scratch.path());
+    let failures = lines.iter().filter(|l| l["action"] == "auth_failure").count() as u64;
+    let declared: u64 = lines
+        .iter()
+        .filter(|l| l["action"] == "loss")
+        .map(|l| l["lost"]["kinds"]["security"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(declared > 0, "some auth_failure events were dropped");
+    assert_eq!(failures + declared, FAILURES as u64, "each one written or declared");
+    assert_short_lines_and_intact(scratch.path());
 }

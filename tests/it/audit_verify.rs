@@ -439,7 +439,8 @@ async fn declared_losses_verify_and_resealed_sequence_damage_is_named() {
     assert_eq!(loss["seq"], 8);
     assert_eq!(
         loss["lost"],
-        serde_json::json!({"reason": "queue_full", "first_seq": 3, "last_seq": 7, "count": 5})
+        serde_json::json!({"reason": "queue_full", "first_seq": 3, "last_seq": 7, "count": 5,
+                           "kinds": {"command": 5}})
     );
 
     // Each change below is resealed (every prev recomputed), so only the sequence shows it.
