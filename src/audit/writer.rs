@@ -30,6 +30,7 @@ use crate::audit::event::{
 use crate::audit::line;
 use crate::config::Retention;
 use crate::query::index::{FacetStarts, IndexBuilder};
+use crate::query::sidecar::FileFacts;
 
 /// The active file's name in the audit directory.
 pub const ACTIVE_FILE: &str = "audit.log";
@@ -897,6 +898,7 @@ impl ActiveFile {
                 return;
             }
         };
+        let (closed_bytes, closed_last_hash) = (self.size, self.last_hash.clone());
         self.file = file;
         self.size = 0;
         self.opened_at = SystemTime::now();
@@ -908,9 +910,11 @@ impl ActiveFile {
         // one from the file).
         let closed = self.dir.join(&rotated);
         let index = std::mem::take(&mut self.index);
+        // Tied to the file as it was closed: what it holds and its last line's hash.
+        let facts = FileFacts { bytes: closed_bytes, last_line_sha256: closed_last_hash };
         let _ = std::thread::Builder::new().name("audit-index".into()).spawn(move || {
-            let (summary, bitmaps) = index.finish();
-            crate::query::index::save_index(&closed, &summary, &bitmaps);
+            let (summary, bitmaps) = index.finish_file(facts);
+            crate::query::sidecar::save_index(&closed, &summary, &bitmaps);
         });
         if let Err(error) = self.write_file_open(envelope, Some(&rotated), false) {
             stats.write_errors.fetch_add(1, Ordering::Relaxed);

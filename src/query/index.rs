@@ -1,14 +1,18 @@
-//! The index of one rotated audit file: its first and last command times and how many
-//! command records it holds, kept beside it as `<file>.idx` (rotated files never change, so
-//! the index is built once, on the first query that reads the file).
+//! The index of one rotated audit file: its first and last command times, how many command
+//! records it holds, and counts and bitmaps per value of the fields queries filter on. Built
+//! as the writer writes the file (or from the file), kept beside it ([`super::sidecar`]:
+//! rotated files never change, so it is built once).
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+
+use super::sidecar::{self, FileFacts};
+use crate::audit::writer::hex_sha256;
 
 /// What a query needs to know of a file without reading it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,10 +31,19 @@ pub struct Summary {
     /// [`MAX_FACET_VALUES`] values is left out (queries on it read the file).
     #[serde(default)]
     pub facets: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The file it indexes, as it was indexed (checked before the index is used).
+    #[serde(default)]
+    pub file: FileFacts,
+    /// Hex SHA-256 of the bitmaps (`<file>.bits`) made with it.
+    #[serde(default)]
+    pub bits_sha256: String,
+    /// Hex SHA-256 of this summary's JSON without the seal ([`sidecar::seal`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub seal: String,
 }
 
-/// The current index layout.
-pub const INDEX_VERSION: u32 = 2;
+/// The current index layout (3: tied to its file and sealed).
+pub const INDEX_VERSION: u32 = 3;
 
 /// Most distinct values one field's counts keep.
 pub const MAX_FACET_VALUES: usize = 10_000;
@@ -87,28 +100,6 @@ pub fn value_at(line: &[u8], at: usize) -> Option<&[u8]> {
         let end = rest.iter().position(|b| matches!(b, b',' | b'}'))?;
         Some(&rest[..end])
     }
-}
-
-fn index_path(file: &Path) -> PathBuf {
-    let mut name = file.as_os_str().to_owned();
-    name.push(".idx");
-    PathBuf::from(name)
-}
-
-/// The summary of a rotated file, from its index, or built and saved when there is none.
-pub fn summary(file: &Path) -> io::Result<Summary> {
-    let path = index_path(file);
-    if let Ok(text) = std::fs::read(&path) {
-        if let Ok(summary) = serde_json::from_slice::<Summary>(&text) {
-            if summary.version == INDEX_VERSION {
-                return Ok(summary);
-            }
-        }
-    }
-    let (summary, bitmaps) = build(file)?;
-    // Best effort: a read-only directory still answers queries, just more slowly.
-    save_index(file, &summary, &bitmaps);
-    Ok(summary)
 }
 
 /// One value of one field while a file is indexed: its count, and its bitmap while the field
@@ -176,6 +167,9 @@ impl Default for IndexBuilder {
                 last_time: String::new(),
                 commands: 0,
                 facets: BTreeMap::new(),
+                file: FileFacts::default(),
+                bits_sha256: String::new(),
+                seal: String::new(),
             },
             facets: (0..FACETS.len())
                 .map(|_| Facet { values: FxHashMap::default(), counting: true, mapping: true })
@@ -232,6 +226,14 @@ impl IndexBuilder {
         Some(summary.commands as usize - 1)
     }
 
+    /// The summary, sealed for its sidecar, and the bitmaps of a whole file whose lines were
+    /// all taken; `file` is the file's size and last line.
+    pub fn finish_file(self, file: FileFacts) -> (Summary, Bitmaps) {
+        let (mut summary, bitmaps) = self.finish();
+        sidecar::seal(&mut summary, &bitmaps, file);
+        (summary, bitmaps)
+    }
+
     /// The summary and bitmaps of the lines taken.
     pub fn finish(self) -> (Summary, Bitmaps) {
         let Self { mut summary, facets, .. } = self;
@@ -261,8 +263,9 @@ impl IndexBuilder {
     }
 }
 
-/// Reads a file once: its summary (command count, time range, counts per field value) and its
-/// bitmaps. Times are taken from the fixed place the writer puts them.
+/// Reads a file once: its summary (command count, time range, counts per field value, the
+/// file's facts, sealed) and its bitmaps. Times are taken from the fixed place the writer puts
+/// them.
 pub fn build(file: &Path) -> io::Result<(Summary, Bitmaps)> {
     /// Read this much at a time; lines are taken from it in place.
     const CHUNK_BYTES: usize = 4 << 20;
@@ -271,6 +274,9 @@ pub fn build(file: &Path) -> io::Result<(Summary, Bitmaps)> {
     let mut chunk = vec![0u8; CHUNK_BYTES];
     // Bytes at the start of `chunk` that belong to a line begun in the previous read.
     let mut carried = 0;
+    let mut bytes = 0u64;
+    // The last complete line so far (without its newline), when there is one.
+    let mut last_line: Option<Vec<u8>> = None;
     loop {
         if carried == chunk.len() {
             // A line longer than the chunk: room for it.
@@ -281,42 +287,23 @@ pub fn build(file: &Path) -> io::Result<(Summary, Bitmaps)> {
             // What is left has no newline: a torn last line, not indexed.
             break;
         }
+        bytes += read as u64;
         let filled = carried + read;
         let mut start = 0;
+        let mut last = None;
         for end in memchr::memchr_iter(b'\n', &chunk[..filled]) {
             index.add_line(&chunk[start..=end]);
+            last = Some(start..end);
             start = end + 1;
+        }
+        if let Some(range) = last {
+            last_line = Some(chunk[range].to_vec());
         }
         chunk.copy_within(start..filled, 0);
         carried = filled - start;
     }
-    Ok(index.finish())
-}
-
-/// Saves the index of `file` beside it (best effort: a query builds a missing one).
-pub fn save_index(file: &Path, summary: &Summary, bitmaps: &Bitmaps) {
-    save(&bits_path(file), &bitmaps.encode());
-    save(&index_path(file), &serde_json::to_vec(summary).unwrap_or_default());
-}
-
-/// Writes `bytes` to `path` through a temporary file of its own (the writer's index thread
-/// and a query may build the same index); best effort.
-fn save(path: &Path, bytes: &[u8]) {
-    let unique = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".tmp-{}-{unique}", std::process::id()));
-    let temporary = PathBuf::from(name);
-    if std::fs::write(&temporary, bytes).is_ok() && std::fs::rename(&temporary, path).is_err() {
-        let _ = std::fs::remove_file(&temporary);
-    }
-}
-
-fn bits_path(file: &Path) -> PathBuf {
-    let mut name = file.as_os_str().to_owned();
-    name.push(".bits");
-    PathBuf::from(name)
+    let last_line_sha256 = last_line.map(|line| hex_sha256(&line)).unwrap_or_default();
+    Ok(index.finish_file(FileFacts { bytes, last_line_sha256 }))
 }
 
 /// The `time` of an audit line, read from its fixed place.
@@ -354,7 +341,8 @@ impl Bitmaps {
         acc.map(|bits| bits.iter().map(|w| u64::from(w.count_ones())).sum())
     }
 
-    fn encode(&self) -> Vec<u8> {
+    /// The bytes of `<file>.bits`.
+    pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         for (field, values) in &self.fields {
             for (value, bits) in values {
@@ -371,7 +359,8 @@ impl Bitmaps {
         out
     }
 
-    fn decode(mut bytes: &[u8]) -> Option<Self> {
+    /// Bitmaps from the bytes of `<file>.bits` (`None`: not such bytes).
+    pub fn decode(mut bytes: &[u8]) -> Option<Self> {
         fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
             let (head, rest) = (bytes.get(..n)?, bytes.get(n..)?);
             *bytes = rest;
@@ -394,20 +383,6 @@ impl Bitmaps {
         }
         Some(bitmaps)
     }
-}
-
-/// The bitmaps of a rotated file, from `<file>.bits`, or built (with its summary) and saved
-/// when there is none.
-pub fn bitmaps(file: &Path) -> io::Result<Bitmaps> {
-    let path = bits_path(file);
-    if let Ok(bytes) = std::fs::read(&path) {
-        if let Some(bitmaps) = Bitmaps::decode(&bytes) {
-            return Ok(bitmaps);
-        }
-    }
-    let (summary, bitmaps) = build(file)?;
-    save_index(file, &summary, &bitmaps);
-    Ok(bitmaps)
 }
 
 #[cfg(test)]

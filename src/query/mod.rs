@@ -6,6 +6,7 @@
 pub mod index;
 pub mod logs;
 pub mod params;
+pub mod sidecar;
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek};
@@ -71,7 +72,8 @@ pub fn run(dir: &Path, query: &AuditQuery) -> Result<Page, QueryError> {
     // Newest file first, newest line first.
     for path in files.iter().rev() {
         let rotated = path.file_name().is_some_and(|n| n != ACTIVE_FILE);
-        let summary = if rotated { index::summary(path).ok() } else { None };
+        // An index is used only once checked against its file (`sidecar`).
+        let summary = if rotated { sidecar::summary(path).ok() } else { None };
         if let Some(summary) = &summary {
             if summary.commands == 0 || !query.overlaps(&summary.first_time, &summary.last_time) {
                 page.files_skipped += 1;
@@ -91,7 +93,7 @@ pub fn run(dir: &Path, query: &AuditQuery) -> Result<Page, QueryError> {
             } else {
                 // Several filters: intersect the file's bitmaps.
                 let filters = query.facet_filters();
-                index::bitmaps(path).ok().and_then(|bitmaps| bitmaps.count(&filters))
+                sidecar::bitmaps_of(path, summary).ok().and_then(|bitmaps| bitmaps.count(&filters))
             };
             if let (true, Some(count)) = (inside, indexed_count) {
                 let here = page.total..page.total + count;

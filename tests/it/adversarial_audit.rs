@@ -3,15 +3,18 @@
 //! or an unbounded backlog (M1), index sidecars are checked against their file before a query
 //! trusts them (M5), and a flood of refusals cannot push older evidence out (M7).
 
-use std::path::Path;
-use std::time::Duration;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
+use redis_audit_proxy::audit::event::rfc3339_micros;
 use redis_audit_proxy::audit::verify::verify_dir;
+use redis_audit_proxy::query::AuditQuery;
 use redis_audit_proxy::record::CommandSink;
 use serde_json::Value;
 
 use crate::support::client::encode_command;
-use crate::support::scratch::{trail, trail_lines};
+use crate::support::scratch::{rotated_files, trail, trail_lines};
 use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
 
 /// The longest line a client string may cause (the review's bound).
@@ -140,4 +143,121 @@ async fn m1_security_events_from_a_flood_stay_within_the_queue_reserve_while_the
     assert!(declared > 0, "some auth_failure events were dropped");
     assert_eq!(failures + declared, FAILURES as u64, "each one written or declared");
     assert_short_lines_and_intact(scratch.path());
+}
+
+/// `yyyy-MM-ddTHH:mm:ssZ` of `time` plus `shift` seconds (a query bound).
+fn query_time(time: SystemTime, shift: i64) -> String {
+    let time = if shift >= 0 {
+        time + Duration::from_secs(shift as u64)
+    } else {
+        time - Duration::from_secs(shift.unsigned_abs())
+    };
+    format!("{}Z", &rfc3339_micros(time)[..19])
+}
+
+/// Matching command records over the whole directory, as `audit query` and the API count them.
+fn total(dir: &Path, range: &(String, String), user: Option<&str>, db: Option<&str>) -> u64 {
+    let (start, end) = (Some(range.0.as_str()), Some(range.1.as_str()));
+    let query = AuditQuery::new(start, end, user, None, db, None, None, None, None, None, false);
+    redis_audit_proxy::query::run(dir, &query.unwrap()).unwrap().total
+}
+
+fn sidecar(file: &Path, suffix: &str) -> PathBuf {
+    PathBuf::from(format!("{}{suffix}", file.display()))
+}
+
+fn assert_private(path: &Path) {
+    let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{} has mode {mode:o}", path.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m5_an_edited_or_misplaced_index_sidecar_is_not_trusted_by_queries() {
+    crate::require_redis!();
+    let scratch = Scratch::new("adv-m5");
+    let dir = scratch.path().to_owned();
+    let redis = RedisServer::start(&[]);
+    let mut upstream = RawClient::connect(redis.addr).await;
+    let alice: [&[u8]; 7] = [b"ACL", b"SETUSER", b"alice", b"on", b"nopass", b"~*", b"+@all"];
+    assert_eq!(upstream.call(&alice).await, b"+OK\r\n");
+    let started = SystemTime::now();
+    let (proxy, sink) =
+        TestProxy::start_audited(redis.addr, &dir, "[audit]\nrotate_bytes = 8192\n").await;
+    for user in ["alice", "default"] {
+        let mut client = RawClient::connect(proxy.addr).await;
+        client.call(&[b"AUTH", user.as_bytes(), b"x"]).await;
+        for i in 0..60 {
+            client.call(&[b"SET", format!("{user}:{i}").as_bytes(), b"v"]).await;
+        }
+    }
+    sink.sync();
+    proxy.shutdown().await;
+    let range = (query_time(started, -5), query_time(SystemTime::now(), 5));
+
+    // Every rotated file and its index (written off the writer's thread; waited for).
+    let rotated: Vec<PathBuf> = rotated_files(&dir).iter().map(|name| dir.join(name)).collect();
+    assert!(rotated.len() >= 4, "{} rotated files", rotated.len());
+    for _ in 0..500 {
+        if rotated.iter().all(|file| sidecar(file, ".idx").exists()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for file in &rotated {
+        assert_private(&sidecar(file, ".idx"));
+        assert_private(&sidecar(file, ".bits"));
+    }
+    let lines = trail(&dir);
+    let commands = lines.iter().filter(|l| l["kind"] == "command");
+    let alice_commands = commands.clone().filter(|l| l["user"] == "alice").count() as u64;
+    let all_commands = commands.count() as u64;
+    let expect = |why: &str| {
+        assert_eq!(total(&dir, &range, None, None), all_commands, "{why}: all records");
+        let alice = total(&dir, &range, Some("alice"), None);
+        assert_eq!(alice, alice_commands, "{why}: alice's (counted from the index)");
+        let alice_db0 = total(&dir, &range, Some("alice"), Some("0"));
+        assert_eq!(alice_db0, alice_commands, "{why}: alice's on db 0 (from the bitmaps)");
+    };
+    expect("intact indexes");
+
+    // A rotated file holding some of alice's records (not the first: its neighbour's index is
+    // the misplaced one below).
+    let victim = rotated
+        .iter()
+        .skip(1)
+        .find(|file| std::fs::read_to_string(file).unwrap().contains("\"user\":\"alice\""))
+        .expect("a rotated file with alice's records")
+        .clone();
+    let (idx, bits) = (sidecar(&victim, ".idx"), sidecar(&victim, ".bits"));
+    let edit = |change: &dyn Fn(&mut Value)| {
+        let mut summary: Value = serde_json::from_slice(&std::fs::read(&idx).unwrap()).unwrap();
+        change(&mut summary);
+        std::fs::write(&idx, serde_json::to_vec(&summary).unwrap()).unwrap();
+    };
+    edit(&|summary| summary["commands"] = 0.into());
+    expect("an index saying the file holds no command");
+    edit(&|summary| {
+        summary["first_time"] = "2000-01-01T00:00:00.000000Z".into();
+        summary["last_time"] = "2000-01-01T00:00:01.000000Z".into();
+    });
+    expect("an index moving the file's time range out of the query's");
+    edit(&|summary| summary["facets"]["user"]["\"alice\""] = 0.into());
+    expect("an index hiding one user's records");
+    std::fs::write(&bits, b"").unwrap();
+    expect("emptied bitmaps");
+    // A neighbour's index, sealed and intact, but of another file.
+    std::fs::copy(sidecar(&rotated[0], ".idx"), &idx).unwrap();
+    std::fs::copy(sidecar(&rotated[0], ".bits"), &bits).unwrap();
+    expect("another file's index");
+    // The file itself cut short (its index no longer describes it): read, not counted.
+    let text = std::fs::read(&victim).unwrap();
+    let cut =
+        text.len() - 1 - text[..text.len() - 1].iter().rev().position(|&b| b == b'\n').unwrap();
+    let lost = text[cut..].windows(15).filter(|w| w == b"\"kind\":\"command").count() as u64;
+    std::fs::write(&victim, &text[..cut]).unwrap();
+    assert_eq!(total(&dir, &range, None, None), all_commands - lost, "a truncated file is read");
+
+    // The indexes rebuilt by those queries are private too.
+    assert_private(&idx);
+    assert_private(&bits);
 }

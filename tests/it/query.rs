@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use redis_audit_proxy::query::index;
+use redis_audit_proxy::query::{index, sidecar};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -104,8 +104,8 @@ async fn filters_paging_errors_and_the_cli_agree() {
             let path = entry.path();
             let (summary, bitmaps) = index::build(&path).unwrap();
             assert!(summary.commands > 0, "{name}");
-            assert_eq!(index::summary(&path).unwrap(), summary, "{name}");
-            assert_eq!(index::bitmaps(&path).unwrap(), bitmaps, "{name}");
+            assert_eq!(sidecar::summary(&path).unwrap(), summary, "{name}");
+            assert_eq!(sidecar::bitmaps(&path).unwrap(), bitmaps, "{name}");
         }
     }
     let count = |pred: &dyn Fn(&Value) -> bool| commands.iter().filter(|r| pred(r)).count() as u64;
