@@ -12,6 +12,7 @@ use redis_audit_proxy::audit::verify::verify_dir;
 use redis_audit_proxy::query::AuditQuery;
 use redis_audit_proxy::record::CommandSink;
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::client::encode_command;
 use crate::support::scratch::{rotated_files, trail, trail_lines};
@@ -260,4 +261,78 @@ async fn m5_an_edited_or_misplaced_index_sidecar_is_not_trusted_by_queries() {
     // The indexes rebuilt by those queries are private too.
     assert_private(&idx);
     assert_private(&bits);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m7_a_pre_auth_flood_cannot_push_older_evidence_out_through_retention() {
+    crate::require_redis!();
+    const PINGS: u64 = 200_000;
+    const NOAUTH: &[u8] = b"-NOAUTH Authentication required.\r\n";
+    let scratch = Scratch::new("adv-m7");
+    let dir = scratch.path().join("audit");
+    std::fs::create_dir_all(scratch.path()).unwrap();
+    let users = scratch.path().join("users.acl");
+    std::fs::write(&users, "user default off\nuser alice on >secret ~* &* +@all\n").unwrap();
+    let behind = RedisServer::start(&["--requirepass", "service-secret"]);
+    // Without grouping, 200,000 records (about 100 MB) would rotate through these files many
+    // times over: the trail keeps about 256 KiB.
+    let toml = format!(
+        "[auth]\nmode = \"proxy\"\nusers_file = \"{}\"\nupstream_user = \"default\"\n\
+         upstream_password = \"service-secret\"\n[audit]\nrotate_bytes = 65536\nretain_files = 3\n",
+        users.display()
+    );
+    let (proxy, sink) = TestProxy::start_audited(behind.addr, &dir, &toml).await;
+
+    // The evidence: a write by an authenticated user, before the flood.
+    let mut alice = RawClient::connect(proxy.addr).await;
+    assert_eq!(alice.call(&[b"AUTH", b"alice", b"secret"]).await, b"+OK\r\n");
+    assert_eq!(alice.call(&[b"SET", b"evidence", b"v"]).await, b"+OK\r\n");
+
+    // The flood: inline PINGs from an unauthenticated client, its replies read by a task of
+    // their own so that the proxy's back-pressure never slows it down.
+    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let port = stream.local_addr().unwrap().port();
+    let (mut from_proxy, mut to_proxy) = stream.into_split();
+    let replies = tokio::spawn(async move {
+        let (mut read, mut buffer) = (0u64, vec![0u8; 1 << 16]);
+        let want = PINGS * NOAUTH.len() as u64;
+        while read < want {
+            let n = tokio::time::timeout(Duration::from_secs(30), from_proxy.read(&mut buffer))
+                .await
+                .expect("replies keep coming")
+                .unwrap();
+            assert!(n > 0, "closed after {read} bytes of replies");
+            read += n as u64;
+        }
+        read
+    });
+    let chunk = b"PING\n".repeat(10_000);
+    for _ in 0..PINGS / 10_000 {
+        to_proxy.write_all(&chunk).await.unwrap();
+    }
+    assert_eq!(replies.await.unwrap(), PINGS * NOAUTH.len() as u64, "one -NOAUTH per PING");
+    drop(to_proxy);
+    // The group of repeats is recorded when its connection closes.
+    let closed = |lines: &[Value]| {
+        lines.iter().any(|l| l["action"] == "session_close" && l["client"]["port"] == port)
+    };
+    let lines = wait_for(&dir, &sink, closed).await;
+    drop(alice);
+    proxy.shutdown().await;
+
+    let evidence = lines.iter().find(|l| {
+        l["kind"] == "command"
+            && l["user"] == "alice"
+            && l["keys"] == serde_json::json!(["evidence"])
+    });
+    assert!(evidence.is_some(), "the early record survived the flood");
+    let pings: Vec<&Value> =
+        lines.iter().filter(|l| l["kind"] == "command" && l["client"]["port"] == port).collect();
+    assert!(pings.len() <= 3, "{} records for the flood", pings.len());
+    assert!(pings.iter().all(|l| l["result"]["error_code"] == "NOAUTH"));
+    let counted: u64 = pings.iter().map(|l| l["count"].as_u64().unwrap_or(1)).sum();
+    assert_eq!(counted, PINGS, "the records account for every PING");
+    let deletions = lines.iter().filter(|l| l["action"] == "file_delete").count();
+    assert_eq!(deletions, 0, "nothing rotated out");
+    verify_dir(&dir).expect("the trail verifies");
 }
