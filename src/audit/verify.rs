@@ -18,6 +18,11 @@
 //! The oldest files may be gone by retention: the first file's `prev_file` then names a file
 //! that is not there, which is accepted only when a `file_delete` line records its deletion.
 //!
+//! Once the chain holds, the query index beside each rotated file (`<file>.idx`, `.bits`) is
+//! compared with the index its lines make: one that does not describe its file (edited, even
+//! resealed, or another file's) fails too, since a query that trusted it would leave records
+//! out.
+//!
 //! What a hash chain cannot show: whole lines removed from the end of the newest file, or a
 //! suffix rewritten with recomputed hashes. [`VerifyReport::last_hash`] is the value to keep
 //! elsewhere (an anchor) to detect those.
@@ -32,6 +37,8 @@ use serde_json::{Map, Value};
 
 use crate::audit::event::SCHEMA;
 use crate::audit::writer::{hex_sha256, ACTIVE_FILE, GENESIS_HASH};
+use crate::query::index::IndexBuilder;
+use crate::query::sidecar::{self, has_index};
 
 /// Longest line accepted (the writer's lines are far shorter: keys are capped at 16 KiB).
 pub const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
@@ -75,6 +82,8 @@ pub struct VerifyReport {
     pub checkpoints: u64,
     /// Of which checked against the key given (`--checkpoint-key-file`).
     pub checkpoints_verified: u64,
+    /// Query indexes (`<file>.idx`) found to describe their files.
+    pub indexes: u64,
 }
 
 impl fmt::Display for VerifyReport {
@@ -99,6 +108,9 @@ impl fmt::Display for VerifyReport {
                 ", checkpoints: {} ({} verified with the key)",
                 self.checkpoints, self.checkpoints_verified
             )?;
+        }
+        if self.indexes > 0 {
+            write!(f, ", query indexes matching their files: {}", self.indexes)?;
         }
         if self.torn_lines_recovered > 0 {
             write!(f, ", torn lines recovered: {}", self.torn_lines_recovered)?;
@@ -369,6 +381,12 @@ pub enum Problem {
         /// The instance.
         instance: String,
     },
+    /// The query index beside a file does not describe it.
+    #[error("query index does not match the file: {why} (delete its .idx and .bits)")]
+    IndexMismatch {
+        /// What differs.
+        why: String,
+    },
 }
 
 fn or_null(name: &Option<String>) -> &str {
@@ -494,6 +512,8 @@ struct Verifier<'a> {
     deleted: HashSet<String>,
     /// The first file's `prev_file`, gone: must be recorded by a `file_delete` line.
     pruned_head: Option<String>,
+    /// The first query index that does not match its file: reported once the chain holds.
+    index_mismatch: Option<VerifyError>,
 }
 
 fn locate(files: &[String], index: usize, line: Option<u64>, problem: Problem) -> VerifyError {
@@ -516,6 +536,7 @@ impl<'a> Verifier<'a> {
             instances: HashSet::new(),
             deleted: HashSet::new(),
             pruned_head: None,
+            index_mismatch: None,
         }
     }
 
@@ -531,6 +552,10 @@ impl<'a> Verifier<'a> {
                 .map_err(|error| self.at(index, None, io_error(error)))?;
             let mut reader = BufReader::with_capacity(1 << 16, file);
             let mut number = 0;
+            // Rotated files with an index: their lines make the index to compare it with.
+            let path = dir.join(&self.files[index]);
+            let mut built =
+                (self.files[index] != ACTIVE_FILE && has_index(&path)).then(IndexBuilder::default);
             loop {
                 let read = read_line(&mut reader, &mut buffer);
                 let read = read.map_err(|error| {
@@ -555,6 +580,18 @@ impl<'a> Verifier<'a> {
                     break;
                 }
                 self.line(index, number, &buffer)?;
+                if let Some(built) = &mut built {
+                    built.add_line(&buffer);
+                }
+            }
+            if let Some(built) = built {
+                match sidecar::check(&path, built) {
+                    Ok(checked) => self.report.indexes += u64::from(checked),
+                    Err(why) => {
+                        let error = self.at(index, None, Problem::IndexMismatch { why });
+                        self.index_mismatch.get_or_insert(error);
+                    }
+                }
             }
             if number == 0 {
                 // The trace of a crash between creating a file and writing its header; the
@@ -837,6 +874,9 @@ impl<'a> Verifier<'a> {
                 line: None,
                 problem: Problem::NoActiveFile { last },
             });
+        }
+        if let Some(error) = self.index_mismatch {
+            return Err(error);
         }
         self.report.last_instance_stopped = self.run.as_ref().is_some_and(|run| run.stopped);
         self.report.last_hash = self.last_hash;

@@ -1,15 +1,16 @@
 //! The index's files beside each rotated audit file (`<file>.idx`: the [`Summary`], JSON;
 //! `<file>.bits`: the [`Bitmaps`]), and when a query may trust them.
 //!
-//! The chain, the checkpoints and `audit verify` cover the audit files, not these. So each
+//! The chain and the checkpoints cover the audit files, not these. So each
 //! summary is tied to the file it indexes ([`FileFacts`]: its size and the SHA-256 of its last
 //! line, the chain's head at its end), names the SHA-256 of its bitmaps, and is sealed
 //! (SHA-256 of its own JSON). A query checks all three against the file before it skips or
 //! counts the file from them; an index that does not match (edited, truncated, left over from
 //! another file, or older than [`INDEX_VERSION`]) is ignored, and the file is read and indexed
 //! again. The seal has no key: like the chain without checkpoints, it catches an edit made by
-//! whoever does not recompute it. They hold user names and client addresses, so they are
-//! written with mode 0600.
+//! whoever does not recompute it; `audit verify` ([`check`]) compares each index with the one
+//! its file's lines make, which catches a resealed one too. They hold user names and client
+//! addresses, so they are written with mode 0600.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::index::{build, Bitmaps, Summary, INDEX_VERSION};
+use super::index::{build, Bitmaps, IndexBuilder, Summary, INDEX_VERSION};
 use crate::audit::writer::hex_sha256;
 
 /// What ties an index to the file it indexes.
@@ -152,6 +153,45 @@ pub fn bitmaps_of(file: &Path, summary: &Summary) -> io::Result<Bitmaps> {
     let (summary, bitmaps) = build(file)?;
     save_index(file, &summary, &bitmaps);
     Ok(bitmaps)
+}
+
+/// Whether `file` has an index beside it.
+pub fn has_index(file: &Path) -> bool {
+    suffixed(file, ".idx").exists()
+}
+
+/// Whether the index beside `file`, if it has one, is the one `built` from all of the file's
+/// lines: for `audit verify`, which reads every line anyway and so catches even an index whose
+/// seal was recomputed. `Ok(false)`: no index to check (none, or of an older layout, which
+/// queries ignore); `Err`: what differs.
+pub fn check(file: &Path, built: IndexBuilder) -> Result<bool, String> {
+    let Ok(text) = std::fs::read(suffixed(file, ".idx")) else { return Ok(false) };
+    let saved: Summary =
+        serde_json::from_slice(&text).map_err(|_| "the .idx is not an index".to_owned())?;
+    if saved.version != INDEX_VERSION {
+        return Ok(false);
+    }
+    let facts = FileFacts::of(file).map_err(|error| error.to_string())?;
+    let (summary, _) = built.finish_file(facts);
+    let differs = if saved.file != summary.file {
+        "the .idx was made for another file, or the file changed since"
+    } else if saved.commands != summary.commands
+        || (&saved.first_time, &saved.last_time) != (&summary.first_time, &summary.last_time)
+    {
+        "the .idx does not hold the file's command count and time range"
+    } else if saved.facets != summary.facets {
+        "the .idx does not hold the file's counts per user, address, db, command, class, node"
+    } else if saved.bits_sha256 != summary.bits_sha256 || saved.seal != summary.seal {
+        "the .idx's digests are not its content's"
+    } else {
+        match std::fs::read(suffixed(file, ".bits")) {
+            Ok(bytes) if hex_sha256(&bytes) != summary.bits_sha256 => {
+                "the .bits are not the file's bitmaps"
+            }
+            _ => return Ok(true),
+        }
+    };
+    Err(differs.to_owned())
 }
 
 /// Saves the index of `file` beside it (best effort: a query builds a missing one). The

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use redis_audit_proxy::audit::event::rfc3339_micros;
-use redis_audit_proxy::audit::verify::verify_dir;
+use redis_audit_proxy::audit::verify::{verify_dir, Problem};
+use redis_audit_proxy::query::index::{Bitmaps, Summary};
+use redis_audit_proxy::query::sidecar;
 use redis_audit_proxy::query::AuditQuery;
 use redis_audit_proxy::record::CommandSink;
 use serde_json::Value;
@@ -220,6 +222,8 @@ async fn m5_an_edited_or_misplaced_index_sidecar_is_not_trusted_by_queries() {
         assert_eq!(alice_db0, alice_commands, "{why}: alice's on db 0 (from the bitmaps)");
     };
     expect("intact indexes");
+    let report = verify_dir(&dir).expect("intact");
+    assert_eq!(report.indexes, rotated.len() as u64, "every index checked against its file");
 
     // A rotated file holding some of alice's records (not the first: its neighbour's index is
     // the misplaced one below).
@@ -250,6 +254,20 @@ async fn m5_an_edited_or_misplaced_index_sidecar_is_not_trusted_by_queries() {
     std::fs::copy(sidecar(&rotated[0], ".idx"), &idx).unwrap();
     std::fs::copy(sidecar(&rotated[0], ".bits"), &bits).unwrap();
     expect("another file's index");
+    // An index edited by someone who knows its layout and reseals it passes a query's checks
+    // (the seal has no key), but not `audit verify`, which compares every index with the
+    // index its file's lines make.
+    let mut forged: Summary = serde_json::from_slice(&std::fs::read(&idx).unwrap()).unwrap();
+    forged.commands = 0;
+    let bitmaps = Bitmaps::decode(&std::fs::read(&bits).unwrap()).unwrap();
+    let facts = forged.file.clone();
+    sidecar::seal(&mut forged, &bitmaps, facts);
+    std::fs::write(&idx, serde_json::to_vec(&forged).unwrap()).unwrap();
+    let error = verify_dir(&dir).expect_err("a resealed index is caught");
+    assert!(matches!(error.problem, Problem::IndexMismatch { .. }), "{error}");
+    assert_eq!(error.file.as_deref(), victim.file_name().unwrap().to_str());
+    std::fs::remove_file(&idx).unwrap();
+    expect("the index deleted");
     // The file itself cut short (its index no longer describes it): read, not counted.
     let text = std::fs::read(&victim).unwrap();
     let cut =
