@@ -579,6 +579,10 @@ fn run_writer(files: ActiveFile, shared: &Shared) {
             writer.files.rotate_if_old(envelope, stats);
         }
         let waited_on = !acks.is_empty();
+        if waited_on {
+            // A flush also waits for the indexes of files already rotated.
+            writer.files.join_index_savers();
+        }
         for ack in acks.drain(..) {
             let _ = ack.send(());
         }
@@ -698,9 +702,25 @@ struct ActiveFile {
     checkpoint: Option<(Vec<u8>, u64)>,
     /// The active file's query index, built as its lines are written.
     index: IndexBuilder,
+    /// Threads saving the indexes of rotated files; joined before the writer ends, so that a
+    /// stopped proxy leaves no half-written sidecar behind.
+    index_savers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for ActiveFile {
+    fn drop(&mut self) {
+        self.join_index_savers();
+    }
 }
 
 impl ActiveFile {
+    /// Waits for the threads saving rotated files' indexes.
+    fn join_index_savers(&mut self) {
+        for saver in self.index_savers.drain(..) {
+            let _ = saver.join();
+        }
+    }
+
     /// Opens a fresh active file: an `audit.log` left by an earlier run is first rotated away
     /// (noting a torn last line, the trace of a crash mid-write), and the new file's first line
     /// links to the last complete line before it.
@@ -741,6 +761,7 @@ impl ActiveFile {
             coalesce: config.coalesce,
             checkpoint: config.checkpoint.clone(),
             index: IndexBuilder::default(),
+            index_savers: Vec::new(),
         };
         this.write_file_open(envelope, prev_file.as_deref(), torn)?;
         Ok(this)
@@ -912,10 +933,12 @@ impl ActiveFile {
         let index = std::mem::take(&mut self.index);
         // Tied to the file as it was closed: what it holds and its last line's hash.
         let facts = FileFacts { bytes: closed_bytes, last_line_sha256: closed_last_hash };
-        let _ = std::thread::Builder::new().name("audit-index".into()).spawn(move || {
+        self.index_savers.retain(|saver| !saver.is_finished());
+        let saver = std::thread::Builder::new().name("audit-index".into()).spawn(move || {
             let (summary, bitmaps) = index.finish_file(facts);
             crate::query::sidecar::save_index(&closed, &summary, &bitmaps);
         });
+        self.index_savers.extend(saver.ok());
         if let Err(error) = self.write_file_open(envelope, Some(&rotated), false) {
             stats.write_errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!(%error, "writing the new audit file's header failed");

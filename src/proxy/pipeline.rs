@@ -11,7 +11,7 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWrite;
 use tokio::time::Instant;
 
@@ -241,14 +241,23 @@ impl Pending {
     }
 }
 
-/// Bytes waiting to be written to one side, written with vectored writes without copying.
+/// Bytes waiting to be written to one side, written with vectored writes. Large pieces are
+/// queued without copying; small ones (a pipelined command, a short reply) are copied into one
+/// buffer, so that thousands of them cost one chunk each write and not one handle apiece.
 #[derive(Debug, Default)]
 pub struct WriteQueue {
     chunks: VecDeque<Bytes>,
+    /// Small pieces gathered after the last chunk.
+    tail: BytesMut,
     len: usize,
     /// Bytes ever pushed; offsets into the stream are counted in these.
     pushed: u64,
 }
+
+/// Pieces shorter than this are copied into the tail buffer.
+const COPY_BELOW: usize = 1024;
+/// A tail buffer this full becomes a chunk.
+const TAIL_MAX: usize = 64 * 1024;
 
 /// Most slices handed to one vectored write.
 const MAX_IO_SLICES: usize = 64;
@@ -256,10 +265,26 @@ const MAX_IO_SLICES: usize = 64;
 impl WriteQueue {
     /// Queues `bytes` behind what is already queued.
     pub fn push(&mut self, bytes: Bytes) {
-        if !bytes.is_empty() {
-            self.len += bytes.len();
-            self.pushed += bytes.len() as u64;
+        if bytes.is_empty() {
+            return;
+        }
+        self.len += bytes.len();
+        self.pushed += bytes.len() as u64;
+        if bytes.len() < COPY_BELOW {
+            self.tail.extend_from_slice(&bytes);
+            if self.tail.len() >= TAIL_MAX {
+                self.seal();
+            }
+        } else {
+            self.seal();
             self.chunks.push_back(bytes);
+        }
+    }
+
+    /// Makes the gathered small pieces a chunk.
+    fn seal(&mut self) {
+        if !self.tail.is_empty() {
+            self.chunks.push_back(self.tail.split().freeze());
         }
     }
 
@@ -290,6 +315,7 @@ impl WriteQueue {
         cx: &mut Context<'_>,
         limit: usize,
     ) -> Poll<io::Result<usize>> {
+        self.seal();
         let written = if self.chunks.len() == 1 || limit < self.chunks[0].len() {
             let chunk = &self.chunks[0];
             ready!(Pin::new(&mut *writer).poll_write(cx, &chunk[..chunk.len().min(limit)]))?
@@ -354,6 +380,29 @@ mod tests {
         }
         assert_eq!(out, b"hello big world");
         assert_eq!((queue.pushed(), queue.written()), (15, 15));
+    }
+
+    #[tokio::test]
+    async fn small_pieces_are_gathered_into_one_chunk() {
+        let mut queue = WriteQueue::default();
+        for _ in 0..1000 {
+            queue.push(Bytes::from_static(b"PING\n"));
+        }
+        queue.push(Bytes::from(vec![b'x'; COPY_BELOW]));
+        queue.push(Bytes::from_static(b"!"));
+        assert_eq!(queue.chunks.len(), 2, "the small pieces before the large one, then it");
+        let (mut writer, mut reader) = tokio::io::duplex(1 << 20);
+        std::future::poll_fn(|cx| queue.poll_write_to(&mut writer, cx, usize::MAX)).await.unwrap();
+        while !queue.is_empty() {
+            std::future::poll_fn(|cx| queue.poll_write_to(&mut writer, cx, usize::MAX))
+                .await
+                .unwrap();
+        }
+        drop(writer);
+        let mut out = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut out).await.unwrap();
+        assert_eq!(out.len(), 5000 + COPY_BELOW + 1);
+        assert!(out.starts_with(b"PING\nPING\n") && out.ends_with(b"x!"));
     }
 
     #[tokio::test]

@@ -416,11 +416,12 @@ where
         username: Bytes,
         command_name: &str,
     ) {
+        let cut = |value: Bytes| value.slice(..value.len().min(MAX_LOGGED_BYTES));
         let event = LogEvent {
             reason,
             context,
-            object: clip(object),
-            username: clip(username),
+            object: cut(object),
+            username: cut(username),
             client_info: self.client_info(command_name),
             time_ms: unix_millis(),
         };
@@ -489,10 +490,11 @@ impl Group {
     }
 }
 
-/// Keeps the first 256 bytes of a client-supplied name, key or channel for an event.
+/// Keeps the first 257 bytes of a client-supplied name, key or channel for an event: the
+/// audit line cuts it to 256 and says it did (`*_truncated`), and the ACL LOG cuts it too.
 fn clip(value: Bytes) -> Bytes {
     if value.len() > MAX_LOGGED_BYTES {
-        value.slice(..MAX_LOGGED_BYTES)
+        value.slice(..=MAX_LOGGED_BYTES)
     } else {
         value
     }
