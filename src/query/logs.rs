@@ -2,14 +2,21 @@
 //! as account activity), `GET /v1/session-logs` (sessions from their open, auth and close
 //! events), and `GET /api/v1/acl-log` (the durable ACL LOG: every security event), each
 //! newest first with `offset` / `limit` paging.
+//!
+//! The files are read from their ends and only as far as the page needs (plus a bounded
+//! count for `total`), and only the page's entries are kept: anyone who can make the proxy
+//! write security events (an unauthenticated client failing AUTH) can grow the trail to its
+//! retention limit, so neither the memory nor the time of a page may follow the trail's size.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::ops::ControlFlow;
 use std::path::Path;
 
+use serde::de::IgnoredAny;
 use serde_json::{json, Value};
 
-use super::{audit_files, contains, QueryError};
+use super::backward::Snapshot;
+use super::QueryError;
 
 /// `offset` and `limit` of a log query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +29,10 @@ pub struct Paging {
 
 /// Most records one page may hold.
 pub const MAX_LIMIT: u64 = 1000;
+
+/// Once the page is full, the lines after it are still counted for `total` until this many
+/// bytes have been read past the page; then `total` is `null` (unknown) and the scan stops.
+pub const COUNT_BUDGET_BYTES: u64 = 16 << 20;
 
 impl Paging {
     /// From query parameters: `offset` (default 0), `limit` (default 100, 1 to 1000).
@@ -38,129 +49,237 @@ impl Paging {
         }
         Ok(paging)
     }
+
+    /// The rank just past the page (an offset near `u64::MAX` gives an empty page).
+    fn end(self) -> u64 {
+        self.offset.saturating_add(self.limit)
+    }
 }
 
-/// Every line of the directory's files whose raw text contains `needle`, oldest first.
-fn lines_with(dir: &Path, needle: &[u8], mut each: impl FnMut(Value)) -> Result<(), QueryError> {
-    for path in audit_files(dir)? {
-        let Ok(file) = std::fs::File::open(&path) else { continue };
-        let mut reader = BufReader::with_capacity(1 << 20, file);
-        let mut line = Vec::with_capacity(1024);
-        loop {
-            line.clear();
-            let read = reader
-                .read_until(b'\n', &mut line)
-                .map_err(|source| QueryError::Io { path: path.display().to_string(), source })?;
-            if read == 0 || line.last() != Some(&b'\n') {
-                break;
-            }
-            if contains(&line, needle) {
-                if let Ok(value) = serde_json::from_slice(&line) {
-                    each(value);
-                }
+/// The value of the first `"<name>":"…"` of a line, up to the next quote. In the writer's
+/// lines the top-level `kind`, `action` and `session_id` come before any object that could
+/// hold a field of the same name, and a client's string cannot contain the pattern (its
+/// quotes are escaped), so the first occurrence is the record's own.
+fn first_string<'a>(line: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    let pattern = format!("\"{name}\":\"");
+    let from = memchr::memmem::find(line, pattern.as_bytes())? + pattern.len();
+    let len = memchr::memchr(b'"', &line[from..])?;
+    Some(&line[from..from + len])
+}
+
+/// `kind` and `action` of a line, without parsing it.
+fn head(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    Some((first_string(line, "kind")?, first_string(line, "action")?))
+}
+
+/// Ranks the lines of the endpoint's kind, newest first, and says which fall on the page.
+#[derive(Debug)]
+struct Pager {
+    paging: Paging,
+    /// Entries met so far (all ranks below this one are taken).
+    seen: u64,
+    /// Bytes read since the page was full.
+    past_page: u64,
+    /// The whole trail was read: `seen` is the total.
+    complete: bool,
+}
+
+impl Pager {
+    fn new(paging: Paging) -> Self {
+        Self { paging, seen: 0, past_page: 0, complete: false }
+    }
+
+    /// Called with every line before anything else: breaks once the page is full and the
+    /// count past it has used its budget.
+    fn budget(&mut self, line: &[u8]) -> ControlFlow<()> {
+        if self.seen >= self.paging.end() {
+            self.past_page += line.len() as u64 + 1;
+            if self.past_page > COUNT_BUDGET_BYTES {
+                return ControlFlow::Break(());
             }
         }
+        ControlFlow::Continue(())
     }
-    Ok(())
+
+    /// One entry's line: its record when it falls on the page. Every line that is valid
+    /// JSON counts, on the page or not, so pages and `total` agree.
+    fn rank(&mut self, line: &[u8]) -> Option<Value> {
+        let on_page = self.seen >= self.paging.offset && self.seen < self.paging.end();
+        if on_page {
+            let record = serde_json::from_slice::<Value>(line).ok()?;
+            self.seen += 1;
+            Some(record)
+        } else {
+            if serde_json::from_slice::<IgnoredAny>(line).is_ok() {
+                self.seen += 1;
+            }
+            None
+        }
+    }
+
+    /// The answer: the entries under `key`, the paging, `total` (`null` when the count
+    /// stopped at its budget) and `more` (false only when no entry follows the page).
+    fn answer(&self, key: &str, items: Vec<Value>) -> Value {
+        let total = if self.complete { json!(self.seen) } else { Value::Null };
+        let more = !self.complete || self.seen > self.paging.end();
+        json!({
+            key: items,
+            "offset": self.paging.offset,
+            "limit": self.paging.limit,
+            "total": total,
+            "more": more,
+        })
+    }
 }
 
-fn page_of(mut items: Vec<Value>, paging: Paging, key: &str) -> Value {
-    let total = items.len() as u64;
-    items.reverse(); // newest first
-    let start = (paging.offset.min(total)) as usize;
-    let end = ((paging.offset + paging.limit).min(total)) as usize;
-    json!({ key: items[start..end].to_vec(), "offset": paging.offset, "limit": paging.limit, "total": total })
+/// Pages the entries of `dir` whose head `wanted` accepts, made by `entry` from their record.
+fn page_of(
+    dir: &Path,
+    paging: Paging,
+    key: &str,
+    wanted: impl Fn(&[u8], &[u8]) -> bool,
+    entry: impl Fn(&Value) -> Value,
+) -> Result<Value, QueryError> {
+    let snapshot = Snapshot::open(dir)?;
+    let mut pager = Pager::new(paging);
+    let mut items = Vec::new();
+    let flow = snapshot.scan(|line| {
+        pager.budget(line)?;
+        if head(line).is_some_and(|(kind, action)| wanted(kind, action)) {
+            if let Some(record) = pager.rank(line) {
+                items.push(entry(&record));
+            }
+        }
+        ControlFlow::Continue(())
+    })?;
+    pager.complete = flow.is_continue();
+    Ok(pager.answer(key, items))
 }
 
 /// `GET /v1/logs`: security and system events as account activity.
 pub fn activity(dir: &Path, paging: Paging) -> Result<Value, QueryError> {
-    let mut items = Vec::new();
-    let mut each = |record: Value| {
-        let kind = record["kind"].as_str().unwrap_or("").to_owned();
-        if kind != "security" && kind != "system" {
-            return;
-        }
-        let action = format!("{kind}.{}", record["action"].as_str().unwrap_or(""));
-        let (resource, resource_id) = if kind == "security" {
-            ("acl", record["session_id"].clone())
-        } else {
-            ("proxy", record["instance_id"].clone())
-        };
-        let mut details = serde_json::Map::new();
-        for field in [
-            "reason",
-            "context",
-            "object",
-            "username",
-            "mode",
-            "source",
-            "policy_version",
-            "error",
-            "lost",
-            "file",
-            "command",
-            "endpoint",
-            "total",
-        ] {
-            if !record[field].is_null() {
-                details.insert(field.to_owned(), record[field].clone());
-            }
-        }
-        if !record["client"].is_null() {
-            details.insert("client".to_owned(), record["client"].clone());
-        }
-        items.push(json!({
-            "timestamp": record["time"],
-            "action": action,
-            "user": record["user"],
-            "resource": resource,
-            "resourceId": resource_id,
-            "details": details,
-            "status": record["outcome"],
-        }));
+    let wanted = |kind: &[u8], _: &[u8]| kind == b"security" || kind == b"system";
+    page_of(dir, paging, "logs", wanted, activity_entry)
+}
+
+/// One security or system event as a `logs[]` entry.
+fn activity_entry(record: &Value) -> Value {
+    let kind = record["kind"].as_str().unwrap_or("");
+    let action = format!("{kind}.{}", record["action"].as_str().unwrap_or(""));
+    let (resource, resource_id) = if kind == "security" {
+        ("acl", record["session_id"].clone())
+    } else {
+        ("proxy", record["instance_id"].clone())
     };
-    lines_with(dir, b"\"kind\":\"s", &mut each)?;
-    Ok(page_of(items, paging, "logs"))
+    let mut details = serde_json::Map::new();
+    for field in [
+        "reason",
+        "context",
+        "object",
+        "username",
+        "mode",
+        "source",
+        "policy_version",
+        "error",
+        "lost",
+        "file",
+        "command",
+        "endpoint",
+        "total",
+        "client",
+    ] {
+        if !record[field].is_null() {
+            details.insert(field.to_owned(), record[field].clone());
+        }
+    }
+    json!({
+        "timestamp": record["time"],
+        "action": action,
+        "user": record["user"],
+        "resource": resource,
+        "resourceId": resource_id,
+        "details": details,
+        "status": record["outcome"],
+    })
 }
 
 /// `GET /v1/session-logs`: one entry per session, from its open, auth and close events.
+///
+/// Sessions are paged by their open event. A session's later auth and close events are
+/// newer than its open, so they lie in the part of the trail read before the page's oldest
+/// open: a second pass over that part (the same snapshot) completes the page's sessions,
+/// and only theirs are kept.
 pub fn sessions(dir: &Path, paging: Paging) -> Result<Value, QueryError> {
-    let mut order: Vec<String> = Vec::new();
-    let mut by_id: HashMap<String, Value> = HashMap::new();
-    lines_with(dir, b"\"kind\":\"session\"", |record| {
-        let Some(id) = record["session_id"].as_str().map(str::to_owned) else { return };
-        let action = record["action"].as_str().unwrap_or("");
-        if action == "session_open" {
-            order.push(id.clone());
-            let agent = user_agent(&record["client"]);
-            let session_type = if record["tls"].is_object() { "resp+tls" } else { "resp" };
-            by_id.insert(
-                id.clone(),
-                json!({
-                    "sessionId": id,
-                    "user": record["user"],
-                    "ipAddress": record["client"]["ip"],
-                    "userAgent": agent,
-                    "startTime": record["time"],
-                    "endTime": null,
-                    "type": session_type,
-                }),
-            );
-            return;
+    let snapshot = Snapshot::open(dir)?;
+    let mut pager = Pager::new(paging);
+    let mut items = Vec::new();
+    let mut line_number = 0u64;
+    // Lines read up to and including the page's oldest open.
+    let mut reach = 0u64;
+    let flow = snapshot.scan(|line| {
+        pager.budget(line)?;
+        line_number += 1;
+        if matches!(head(line), Some((b"session", b"session_open"))) {
+            if let Some(record) = pager.rank(line) {
+                items.push(session_entry(&record));
+                reach = line_number;
+            }
         }
-        let Some(session) = by_id.get_mut(&id) else { return };
-        if action == "session_auth" {
+        ControlFlow::Continue(())
+    })?;
+    pager.complete = flow.is_continue();
+
+    let by_id: HashMap<String, usize> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(at, item)| Some((item["sessionId"].as_str()?.to_owned(), at)))
+        .collect();
+    // Newest first: the first auth met is the last the session made.
+    let mut authenticated = vec![false; items.len()];
+    let mut line_number = 0u64;
+    // Whether it stopped at `reach` or the start does not matter: both passes are done.
+    let _ = snapshot.scan(|line| {
+        line_number += 1;
+        if line_number > reach {
+            return ControlFlow::Break(());
+        }
+        let Some((b"session", action)) = head(line) else { return ControlFlow::Continue(()) };
+        if action != b"session_auth" && action != b"session_close" {
+            return ControlFlow::Continue(());
+        }
+        let id = first_string(line, "session_id").and_then(|id| std::str::from_utf8(id).ok());
+        let Some(&at) = id.and_then(|id| by_id.get(id)) else { return ControlFlow::Continue(()) };
+        let Ok(record) = serde_json::from_slice::<Value>(line) else {
+            return ControlFlow::Continue(());
+        };
+        let session = &mut items[at];
+        if action == b"session_auth" && !authenticated[at] {
+            authenticated[at] = true;
             session["user"] = record["user"].clone();
-        } else if action == "session_close" {
+        } else if action == b"session_close" {
             session["endTime"] = record["time"].clone();
             let agent = user_agent(&record["client"]);
             if !agent.is_null() {
                 session["userAgent"] = agent;
             }
         }
+        ControlFlow::Continue(())
     })?;
-    let items: Vec<Value> = order.into_iter().filter_map(|id| by_id.remove(&id)).collect();
-    Ok(page_of(items, paging, "sessions"))
+    Ok(pager.answer("sessions", items))
+}
+
+/// A `sessions[]` entry from the session's open event (still open, as first seen).
+fn session_entry(record: &Value) -> Value {
+    let session_type = if record["tls"].is_object() { "resp+tls" } else { "resp" };
+    json!({
+        "sessionId": record["session_id"],
+        "user": record["user"],
+        "ipAddress": record["client"]["ip"],
+        "userAgent": user_agent(&record["client"]),
+        "startTime": record["time"],
+        "endTime": null,
+        "type": session_type,
+    })
 }
 
 /// `CLIENT SETINFO` library and version, as a user agent (`redis-py/5.0.1`).
@@ -175,9 +294,9 @@ fn user_agent(client: &Value) -> Value {
 /// `GET /api/v1/acl-log`: every security event, with absolute times, beyond the in-memory
 /// `ACL LOG`.
 pub fn acl_log(dir: &Path, paging: Paging) -> Result<Value, QueryError> {
-    let mut items = Vec::new();
-    lines_with(dir, b"\"kind\":\"security\"", |record| {
-        items.push(json!({
+    let wanted = |kind: &[u8], _: &[u8]| kind == b"security";
+    page_of(dir, paging, "entries", wanted, |record| {
+        json!({
             "time": record["time"],
             "action": record["action"],
             "reason": record["reason"],
@@ -190,7 +309,31 @@ pub fn acl_log(dir: &Path, paging: Paging) -> Result<Value, QueryError> {
             "source": record["source"],
             "mode": record["mode"],
             "policy_version": record["policy_version"],
-        }));
-    })?;
-    Ok(page_of(items, paging, "entries"))
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_head_is_the_record_s_own_kind_and_action() {
+        let line = br#"{"schema":"redis-audit/1","kind":"security","action":"auth_failure","object":"\"kind\":\"system\"","client":{"kind":"x"}}"#;
+        assert_eq!(head(line), Some((&b"security"[..], &b"auth_failure"[..])));
+        assert_eq!(head(b"{\"kind\":1}"), None);
+        assert_eq!(first_string(b"{\"kind\":\"unterminated", "kind"), None);
+    }
+
+    #[test]
+    fn a_page_past_any_offset_is_empty_and_never_overflows() {
+        let paging = Paging { offset: u64::MAX, limit: MAX_LIMIT };
+        assert_eq!(paging.end(), u64::MAX);
+        let mut pager = Pager::new(paging);
+        assert_eq!(pager.rank(b"{}"), None, "rank 0 is before the page");
+        pager.complete = true;
+        let answer = pager.answer("logs", Vec::new());
+        assert_eq!(answer["total"], 1);
+        assert_eq!(answer["more"], false);
+    }
 }

@@ -3,6 +3,7 @@
 //! `GET /api/v1/audit-records`. Rotated files never change, so each gets a small index
 //! (time range, command count) beside it, and a query skips the files outside its range.
 
+pub mod backward;
 pub mod index;
 pub mod logs;
 pub mod params;

