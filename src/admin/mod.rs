@@ -1,7 +1,8 @@
 //! The admin plane: an HTTP server on its own (loopback) address for Prometheus metrics,
-//! liveness and readiness, and the admin API (reload), with optional API keys, bounded
-//! connections, request sizes and timeouts.
+//! liveness and readiness, and the admin API (reload, audit queries), with Host and Origin
+//! checks and optional API keys (`guard`), bounded connections, request sizes and timeouts.
 
+mod guard;
 pub mod metrics;
 
 use std::convert::Infallible;
@@ -20,8 +21,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::AdminConfig;
 use crate::proxy::ProxyContext;
+use guard::Access;
 
 /// What `POST /api/v1/reload` runs (the users file and the TLS certificates): `Ok` with
 /// details, or `Err` with them.
@@ -39,15 +40,6 @@ impl std::fmt::Debug for AdminState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminState").finish_non_exhaustive()
     }
-}
-
-/// What a caller's credentials allow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
-    /// Every endpoint.
-    Full,
-    /// Metrics and health only.
-    Metrics,
 }
 
 /// Serves the admin API on `listener` until `drain` fires.
@@ -107,7 +99,15 @@ pub async fn serve(
 async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let config = &state.ctx.config.admin;
     let path = request.uri().path().to_owned();
-    let access = match authorize(config, &request) {
+    // Before the keys: without keys, these are all that stands between a web page and the
+    // plane.
+    if let Err(message) = guard::check_host(config, &request) {
+        return error(StatusCode::MISDIRECTED_REQUEST, "MisdirectedRequest", message);
+    }
+    if let Err(message) = guard::check_origin(config, &request) {
+        return error(StatusCode::FORBIDDEN, "Forbidden", message);
+    }
+    let access = match guard::authorize(config, &request) {
         Ok(access) => access,
         Err(_) if config.open_endpoints.contains(&path) => Access::Full,
         Err(message) => return error(StatusCode::UNAUTHORIZED, "Unauthorized", message),
@@ -164,32 +164,6 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Full
         ) => error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "method not allowed"),
         _ => error(StatusCode::NOT_FOUND, "NotFound", "no such endpoint"),
     }
-}
-
-/// Checks `x-api-key` / `x-api-secret-key` against the configured keys (constant time).
-/// Without keys configured, everything is allowed.
-fn authorize(config: &AdminConfig, request: &Request<Incoming>) -> Result<Access, &'static str> {
-    if config.keys.is_empty() {
-        return Ok(Access::Full);
-    }
-    let header = |name: &str| request.headers().get(name).map(|v| v.as_bytes().to_vec());
-    let (Some(key), Some(secret)) = (header("x-api-key"), header("x-api-secret-key")) else {
-        return Err("missing x-api-key / x-api-secret-key");
-    };
-    let mut granted = None;
-    for configured in &config.keys {
-        // Compare every key fully, whatever matched before.
-        let matches = constant_time_eq(configured.key.as_bytes(), &key)
-            & constant_time_eq(&configured.secret.0, &secret);
-        if matches && granted.is_none() {
-            granted = Some(if configured.full { Access::Full } else { Access::Metrics });
-        }
-    }
-    granted.ok_or("wrong API key or secret")
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 /// `GET /api/v1/audit-records`: `DescribeAuditRecords` over the audit directory. The read

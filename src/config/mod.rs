@@ -151,6 +151,9 @@ pub struct AdminConfig {
     pub request_timeout: Duration,
     /// Largest request head.
     pub max_request_bytes: usize,
+    /// Host names accepted in `Host` and `Origin` besides IP addresses and `localhost`
+    /// (lower case, no port).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// One admin API key.
@@ -722,6 +725,18 @@ impl Config {
                 _ => return Err(invalid(key_name, "needs both the key and its secret".into())),
             }
         }
+        let mut allowed_hosts = Vec::new();
+        for host in &raw.admin.allowed_hosts {
+            let name = host.trim().trim_end_matches('.').to_ascii_lowercase();
+            let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_';
+            if name.is_empty() || !name.chars().all(valid) {
+                return Err(invalid(
+                    "admin.allowed_hosts",
+                    format!("\"{host}\" is not a host name (no scheme, port or path)"),
+                ));
+            }
+            allowed_hosts.push(name);
+        }
         let upstream_tls = match &raw.upstream.tls {
             None => None,
             Some(tls) => {
@@ -833,6 +848,7 @@ impl Config {
                 max_connections: raw.admin.max_connections.max(1) as usize,
                 request_timeout: Duration::from_millis(raw.admin.request_timeout_ms.max(1)),
                 max_request_bytes: raw.admin.max_request_bytes as usize,
+                allowed_hosts,
             },
             audit: AuditConfig {
                 enabled: raw.audit.enabled,
@@ -1032,6 +1048,18 @@ mod tests {
             error.to_string(),
             "p.toml: audit.durability: \"sync\" is not one of \"async\", \"write\", \"fsync\""
         );
+    }
+
+    #[test]
+    fn admin_allowed_hosts_are_bare_names() {
+        let text = "[admin]\nallowed_hosts = [\"Metrics.Internal.\", \"proxy-1\"]\n";
+        let config = Config::from_toml_str(text, "p.toml").unwrap();
+        assert_eq!(config.admin.allowed_hosts, ["metrics.internal", "proxy-1"]);
+        for bad in ["http://x", "x:9379", "", "a b", "x/y"] {
+            let text = format!("[admin]\nallowed_hosts = [\"{bad}\"]\n");
+            let error = Config::from_toml_str(&text, "p.toml").unwrap_err().to_string();
+            assert!(error.starts_with("p.toml: admin.allowed_hosts: "), "{bad}: {error}");
+        }
     }
 
     #[test]

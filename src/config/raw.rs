@@ -203,6 +203,9 @@ pub struct RawAdmin {
     pub request_timeout_ms: u64,
     /// Largest request head.
     pub max_request_bytes: u64,
+    /// Host names (no port) accepted in `Host` and, for POST, `Origin`, besides IP addresses
+    /// and `localhost`.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for RawAdmin {
@@ -217,6 +220,7 @@ impl Default for RawAdmin {
             max_connections: 64,
             request_timeout_ms: 10_000,
             max_request_bytes: 65_536,
+            allowed_hosts: Vec::new(),
         }
     }
 }

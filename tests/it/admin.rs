@@ -11,7 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
 
-/// One HTTP/1.1 request (`Connection: close`): status and body.
+/// One HTTP/1.1 request (`Connection: close`, `Host` the address, as `curl` sends it): status
+/// and body.
 async fn http(
     addr: SocketAddr,
     method: &str,
@@ -20,7 +21,7 @@ async fn http(
 ) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: 0\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n"
     );
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
@@ -296,13 +297,14 @@ async fn admin_connections_and_request_heads_are_bounded() {
     assert_eq!(status, 431, "request header fields too large");
     // One connection held open: a second one is closed without an answer.
     let mut held = tokio::net::TcpStream::connect(admin).await.unwrap();
-    held.write_all(b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    let head = format!("GET /livez HTTP/1.1\r\nHost: {admin}\r\n\r\n");
+    held.write_all(head.as_bytes()).await.unwrap();
     let mut first = [0u8; 64];
     let n =
         tokio::time::timeout(Duration::from_secs(5), held.read(&mut first)).await.unwrap().unwrap();
     assert!(first[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&first[..n]));
     let mut refused = tokio::net::TcpStream::connect(admin).await.unwrap();
-    let _ = refused.write_all(b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let _ = refused.write_all(head.as_bytes()).await;
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), refused.read_to_end(&mut answer)).await;
     assert!(answer.is_empty(), "over max_connections: {}", String::from_utf8_lossy(&answer));

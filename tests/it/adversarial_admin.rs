@@ -184,3 +184,82 @@ async fn log_pages_over_a_flooded_trail_read_only_what_the_page_needs() {
     drop(attacker);
     proxy.shutdown().await;
 }
+
+/// M2, DNS rebinding: with no API keys (the default), a web page whose own name resolves to
+/// 127.0.0.1 reaches the plane with that name as `Host`; every endpoint refuses it, open
+/// ones included, while addresses, `localhost` and `allowed_hosts` names are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_is_not_an_address_localhost_or_allowed_is_refused() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let toml = "[admin]\nallowed_hosts = [\"metrics.internal\"]\n";
+    let proxy = TestProxy::start_with(redis.addr, toml).await;
+    let admin = proxy.admin_addr();
+    let port = admin.port();
+
+    for (method, path) in
+        [("GET", "/metrics"), ("GET", "/livez"), ("GET", "/v1/logs"), ("POST", "/api/v1/reload")]
+    {
+        for host in ["evil.example".to_owned(), format!("evil.example:{port}")] {
+            let (status, body) = http(admin, method, path, &host, &[]).await;
+            assert_eq!(status, 421, "{method} {path} with Host {host}: {body}");
+        }
+    }
+    // An absolute-form target naming another host is refused too.
+    let (status, _) =
+        http(admin, "GET", "http://evil.example/metrics", &admin.to_string(), &[]).await;
+    assert_eq!(status, 421);
+    for host in [
+        admin.to_string(),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        "METRICS.internal".to_owned(),
+        "metrics.internal:9379".to_owned(),
+    ] {
+        let (status, body) = http(admin, "GET", "/livez", &host, &[]).await;
+        assert_eq!((status, body.as_str()), (200, "ok\n"), "Host {host}");
+    }
+    proxy.shutdown().await;
+}
+
+/// M2, CSRF: any web page can send a POST to another origin (a form) without reading the
+/// answer. `POST /api/v1/reload` from another origin is refused and reloads nothing; from
+/// the plane's own origin, or from a client that is not a browser, it reloads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_posted_from_another_origin_is_refused_and_reloads_nothing() {
+    crate::require_redis!();
+    let scratch = Scratch::new("adv-admin-csrf");
+    let users = users_file(&scratch, "user default on nopass ~* &* -@all +get\n");
+    let redis = RedisServer::start(&[]);
+    let toml = format!("[auth]\nusers_file = \"{}\"\n", users.display());
+    let proxy = TestProxy::start_with(redis.addr, &toml).await;
+    let admin = proxy.admin_addr();
+    let host = admin.to_string();
+    let mut client = RawClient::connect(proxy.addr).await;
+    assert!(client.call(&[b"SET", b"k", b"v"]).await.starts_with(b"-NOPERM"));
+
+    std::fs::write(&users, "user default on nopass ~* &* +@all\n").unwrap();
+    let evil: [&[(&str, &str)]; 5] = [
+        &[("Origin", "http://evil.example")],
+        &[("Origin", "null")],
+        &[("Origin", "http://localhost:3000")],
+        &[("Origin", "http://evil.example"), ("Content-Type", "application/json")],
+        &[("Sec-Fetch-Site", "cross-site")],
+    ];
+    for headers in evil {
+        let (status, body) = http(admin, "POST", "/api/v1/reload", &host, headers).await;
+        assert_eq!(status, 403, "{headers:?}: {body}");
+    }
+    assert!(
+        client.call(&[b"SET", b"k", b"v"]).await.starts_with(b"-NOPERM"),
+        "no refused POST reloaded the users file"
+    );
+    let own = format!("http://{host}");
+    let (status, body) =
+        http(admin, "POST", "/api/v1/reload", &host, &[("Origin", own.as_str())]).await;
+    assert_eq!(status, 200, "the plane's own origin: {body}");
+    assert_eq!(client.call(&[b"SET", b"k", b"v"]).await, b"+OK\r\n", "the new policy applies");
+    let (status, body) = http(admin, "POST", "/api/v1/reload", &host, &[]).await;
+    assert_eq!(status, 200, "curl sends no Origin: {body}");
+    proxy.shutdown().await;
+}
