@@ -19,7 +19,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use hyper::header::{HOST, ORIGIN};
 use hyper::{Method, Request};
 
-use crate::config::AdminConfig;
+use crate::config::{AdminConfig, ApiKey};
 
 /// What a caller's credentials allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,8 +123,9 @@ fn split_port(authority: &str) -> Option<(&str, bool)> {
     Some((name, false))
 }
 
-/// Checks `x-api-key` / `x-api-secret-key` against the configured keys (constant time).
-/// Without keys configured, everything is allowed.
+/// Checks `x-api-key` / `x-api-secret-key` against the configured keys: the digest of what
+/// was sent against each key's digest, every one of them, in constant time. Without keys
+/// configured, everything is allowed.
 pub(super) fn authorize<B>(
     config: &AdminConfig,
     request: &Request<B>,
@@ -132,24 +133,24 @@ pub(super) fn authorize<B>(
     if config.keys.is_empty() {
         return Ok(Access::Full);
     }
-    let header = |name: &str| request.headers().get(name).map(|v| v.as_bytes().to_vec());
+    let header = |name: &str| request.headers().get(name).map(|v| v.as_bytes());
     let (Some(key), Some(secret)) = (header("x-api-key"), header("x-api-secret-key")) else {
         return Err("missing x-api-key / x-api-secret-key");
     };
+    let sent = ApiKey::digest(key, secret);
     let mut granted = None;
     for configured in &config.keys {
         // Compare every key fully, whatever matched before.
-        let matches = constant_time_eq(configured.key.as_bytes(), &key)
-            & constant_time_eq(&configured.secret.0, &secret);
-        if matches && granted.is_none() {
+        if digests_equal(&configured.digest, &sent) && granted.is_none() {
             granted = Some(if configured.full { Access::Full } else { Access::Metrics });
         }
     }
     granted.ok_or("wrong API key or secret")
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+/// Equality of two digests in a time that does not depend on where they differ.
+fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -206,6 +207,31 @@ mod tests {
         let absolute = request("GET", "http://evil.example/metrics", &[("host", "127.0.0.1:9379")]);
         assert!(check_host(&config, &absolute).is_err());
         assert!(check_host(&config, &request("GET", "/", &[])).is_ok(), "no Host: no browser");
+    }
+
+    #[test]
+    fn keys_are_compared_as_digests_of_the_pair() {
+        let text = "[admin]\napi_key = \"ops\"\napi_secret = \"s3cret\"\n\
+                    metrics_api_key = \"scraper\"\nmetrics_api_secret = \"m\"\n";
+        let config = crate::config::Config::from_toml_str(text, "test").unwrap().admin;
+        let with = |key: &str, secret: &str| {
+            authorize(
+                &config,
+                &request("GET", "/", &[("x-api-key", key), ("x-api-secret-key", secret)]),
+            )
+        };
+        assert_eq!(with("ops", "s3cret"), Ok(Access::Full));
+        assert_eq!(with("scraper", "m"), Ok(Access::Metrics));
+        for (key, secret) in [
+            ("ops", "s3cre"),
+            ("ops", "s3crett"),
+            ("op", "ss3cret"),
+            ("ops", ""),
+            ("scraper", "s3cret"),
+        ] {
+            assert!(with(key, secret).is_err(), "{key} / {secret}");
+        }
+        assert!(authorize(&config, &request("GET", "/", &[("x-api-key", "ops")])).is_err());
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub async fn serve(
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(config.request_timeout)
-                .max_buf_size(config.max_request_bytes.max(8192))
+                .max_buf_size(config.max_request_bytes) // at least 8192: checked at configuration
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
@@ -262,21 +262,24 @@ fn percent_decode(text: &str) -> String {
     while at < bytes.len() {
         match bytes[at] {
             b'+' => out.push(b' '),
-            b'%' if at + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[at + 1..at + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(byte) => {
-                        out.push(byte);
-                        at += 2;
-                    }
-                    None => out.push(b'%'),
+            b'%' => match (bytes.get(at + 1).and_then(hex), bytes.get(at + 2).and_then(hex)) {
+                (Some(high), Some(low)) => {
+                    out.push(high << 4 | low);
+                    at += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             other => out.push(other),
         }
         at += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The value of one hexadecimal digit (`u8::from_str_radix` would also take a sign, so
+/// `%+1` would decode).
+fn hex(digit: &u8) -> Option<u8> {
+    (*digit as char).to_digit(16).map(|value| value as u8)
 }
 
 /// A request id in the seeds' shape (a random UUID-like hex string).
@@ -346,5 +349,9 @@ mod tests {
         assert_eq!(params["flag"], "");
         assert_eq!(percent_decode("%"), "%");
         assert_eq!(percent_decode("%4"), "%4");
+        assert_eq!(percent_decode("%41%4a%4A"), "AJJ");
+        // A sign is not a digit: `%+1` is not byte 1 (the `+` is then a space, as everywhere).
+        assert_eq!(percent_decode("%+1"), "% 1");
+        assert_eq!(percent_decode("%-1%1"), "%-1%1");
     }
 }

@@ -149,12 +149,16 @@ pub struct AdminConfig {
     pub max_connections: usize,
     /// Longest wait for a request's headers.
     pub request_timeout: Duration,
-    /// Largest request head.
+    /// Largest request head (at least [`MIN_ADMIN_REQUEST_BYTES`]).
     pub max_request_bytes: usize,
     /// Host names accepted in `Host` and `Origin` besides IP addresses and `localhost`
     /// (lower case, no port).
     pub allowed_hosts: Vec<String>,
 }
+
+/// The smallest request buffer the admin HTTP server (hyper) can work with: a smaller
+/// `admin.max_request_bytes` is refused rather than silently raised.
+pub const MIN_ADMIN_REQUEST_BYTES: u64 = 8192;
 
 /// One admin API key.
 #[derive(Debug, Clone)]
@@ -165,6 +169,23 @@ pub struct ApiKey {
     pub secret: Secret,
     /// Access to everything (`true`) or to metrics and health only.
     pub full: bool,
+    /// [`ApiKey::digest`] of the key and secret, what a request's headers are compared with.
+    pub digest: [u8; 32],
+}
+
+impl ApiKey {
+    /// SHA-256 of a key and its secret (the key's length first, so no other pair gives the
+    /// same input). Credentials are compared as these fixed-length digests, so the time of a
+    /// comparison says nothing about the configured lengths; the configured pair is hashed
+    /// once, at configuration.
+    pub fn digest(key: &[u8], secret: &[u8]) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut hasher = sha2::Sha256::new();
+        hasher.update((key.len() as u64).to_be_bytes());
+        hasher.update(key);
+        hasher.update(secret);
+        hasher.finalize().into()
+    }
 }
 
 /// The audit trail.
@@ -720,10 +741,21 @@ impl Config {
                     key: key.clone(),
                     secret: Secret(secret.as_bytes().to_vec()),
                     full,
+                    digest: ApiKey::digest(key.as_bytes(), secret.as_bytes()),
                 }),
                 (None, None) => {}
                 _ => return Err(invalid(key_name, "needs both the key and its secret".into())),
             }
+        }
+        if raw.admin.max_request_bytes < MIN_ADMIN_REQUEST_BYTES {
+            return Err(invalid(
+                "admin.max_request_bytes",
+                format!(
+                    "{} is below {MIN_ADMIN_REQUEST_BYTES}, the smallest request buffer the HTTP \
+                     server can work with",
+                    raw.admin.max_request_bytes
+                ),
+            ));
         }
         let mut allowed_hosts = Vec::new();
         for host in &raw.admin.allowed_hosts {
@@ -1048,6 +1080,18 @@ mod tests {
             error.to_string(),
             "p.toml: audit.durability: \"sync\" is not one of \"async\", \"write\", \"fsync\""
         );
+    }
+
+    #[test]
+    fn admin_request_heads_of_less_than_8192_bytes_are_refused() {
+        let error = Config::from_toml_str("[admin]\nmax_request_bytes = 8191\n", "p.toml");
+        assert_eq!(
+            error.unwrap_err().to_string(),
+            "p.toml: admin.max_request_bytes: 8191 is below 8192, the smallest request buffer \
+             the HTTP server can work with"
+        );
+        let config = Config::from_toml_str("[admin]\nmax_request_bytes = 8192\n", "p.toml");
+        assert_eq!(config.unwrap().admin.max_request_bytes, 8192);
     }
 
     #[test]

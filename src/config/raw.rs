@@ -201,7 +201,7 @@ pub struct RawAdmin {
     pub max_connections: u64,
     /// Longest wait for a request's headers.
     pub request_timeout_ms: u64,
-    /// Largest request head.
+    /// Largest request head (at least 8192).
     pub max_request_bytes: u64,
     /// Host names (no port) accepted in `Host` and, for POST, `Origin`, besides IP addresses
     /// and `localhost`.

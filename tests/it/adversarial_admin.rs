@@ -263,3 +263,53 @@ async fn a_reload_posted_from_another_origin_is_refused_and_reloads_nothing() {
     assert_eq!(status, 200, "curl sends no Origin: {body}");
     proxy.shutdown().await;
 }
+
+/// L8: an `admin.max_request_bytes` below what the HTTP server can work with (8192) is
+/// refused at configuration, not silently raised.
+#[test]
+fn an_admin_request_limit_below_8192_bytes_is_refused_at_configuration() {
+    use redis_audit_proxy::config::Config;
+    let error = Config::from_toml_str("[admin]\nmax_request_bytes = 1024\n", "p.toml")
+        .expect_err("1024 cannot be honoured");
+    assert!(error.to_string().starts_with("p.toml: admin.max_request_bytes: 1024 is below 8192"));
+    assert!(Config::from_toml_str("[admin]\nmax_request_bytes = 8192\n", "p.toml").is_ok());
+}
+
+/// `yyyy-MM-ddTHH:mm:ssZ`, `seconds` from now.
+fn utc_in(seconds: i64) -> String {
+    let now = std::time::SystemTime::now();
+    let at = if seconds < 0 {
+        now - Duration::from_secs(seconds.unsigned_abs())
+    } else {
+        now + Duration::from_secs(seconds as u64)
+    };
+    let text = redis_audit_proxy::audit::event::rfc3339_micros(at);
+    format!("{}Z", &text[..19])
+}
+
+/// L8: a query parameter's `%+1` is not an escape (a sign is not a hexadecimal digit): the
+/// `api_read` event records the parameter as sent, not as byte 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_percent_escape_is_not_decoded() {
+    crate::require_redis!();
+    let scratch = Scratch::new("adv-admin-escape");
+    let redis = RedisServer::start(&[]);
+    let dir = scratch.path().join("audit");
+    let (proxy, sink) = TestProxy::start_audited(redis.addr, &dir, "").await;
+    let path = format!(
+        "/api/v1/audit-records?StartTime={}&EndTime={}&AccountName=%+1&NodeId=%41%2b1",
+        utc_in(-3600),
+        utc_in(60)
+    );
+    let (status, body) = get(proxy.admin_addr(), &path).await;
+    assert_eq!(status, 200, "{body}");
+    sink.sync();
+    let read = crate::support::scratch::trail(&dir)
+        .into_iter()
+        .find(|line| line["action"] == "api_read")
+        .expect("the read is recorded");
+    let params = &read["params"];
+    assert_eq!(params["AccountName"], "% 1", "{read}");
+    assert_eq!(params["NodeId"], "A+1", "real escapes still decode: {read}");
+    proxy.shutdown().await;
+}
