@@ -4,10 +4,11 @@
 use std::fs::File;
 use std::io;
 use std::ops::ControlFlow;
-use std::os::unix::fs::FileExt as _;
+use std::os::unix::fs::{FileExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 
 use super::{audit_files, QueryError};
+use crate::audit::writer::ACTIVE_FILE;
 
 /// Longest line handed out. The writer's security, session and system lines are far shorter;
 /// a longer line is skipped rather than held.
@@ -16,51 +17,102 @@ pub const MAX_LINE_BYTES: usize = 1 << 20;
 /// How much of a file one read takes.
 const BLOCK_BYTES: usize = 64 * 1024;
 
-/// The audit files of a directory as they were when it was opened, newest first. Each file
-/// is held open with the length it had then, so a second pass reads exactly the same lines
-/// even if the writer appended, rotated or retention deleted in between.
+/// The audit files of a directory, newest first: the active file held open with the length
+/// it had when the snapshot was taken, so a second pass reads the same lines even if the
+/// writer appended or rotated in between, and the rotated files by name (they never change,
+/// and are opened one at a time while read, so a directory of thousands of files costs one
+/// descriptor at a time).
 #[derive(Debug)]
 pub struct Snapshot {
-    files: Vec<(PathBuf, File, u64)>,
+    active: Option<(PathBuf, File, u64)>,
+    rotated: Vec<PathBuf>,
 }
 
 impl Snapshot {
-    /// Opens the audit files of `dir` (a file deleted since the listing is left out).
+    /// Takes the snapshot of `dir`.
     pub fn open(dir: &Path) -> Result<Self, QueryError> {
-        let mut files = Vec::new();
+        // The active file first, then the listing: a rotation in between lists the file held
+        // open under its new name too, and that copy is left out.
+        let path = dir.join(ACTIVE_FILE);
+        let active = open(&path)?.map(|(file, len)| (path, file, len));
+        let held = match &active {
+            Some((path, file, _)) => Some(identity(path, file)?),
+            None => None,
+        };
+        let mut rotated = Vec::new();
         for path in audit_files(dir)?.into_iter().rev() {
-            let io_error = |source| QueryError::Io { path: path.display().to_string(), source };
-            let file = match File::open(&path) {
-                Ok(file) => file,
-                Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
-                Err(error) => return Err(io_error(error)),
+            if path.file_name().is_some_and(|name| name == ACTIVE_FILE) {
+                continue;
+            }
+            let same = match (held, std::fs::metadata(&path)) {
+                (Some(held), Ok(metadata)) => (metadata.dev(), metadata.ino()) == held,
+                _ => false,
             };
-            let len = file.metadata().map_err(io_error)?.len();
-            files.push((path, file, len));
+            if !same {
+                rotated.push(path);
+            }
         }
-        Ok(Self { files })
+        Ok(Self { active, rotated })
     }
 
     /// Calls `each` with every complete line (without its `\n`), newest first, until it
-    /// breaks. A last line still being written is not complete and is left out.
+    /// breaks. A last line still being written is not complete and is left out, and so is a
+    /// rotated file deleted (by retention) since the snapshot.
     pub fn scan(
         &self,
         mut each: impl FnMut(&[u8]) -> ControlFlow<()>,
     ) -> Result<ControlFlow<()>, QueryError> {
-        for (path, file, len) in &self.files {
-            let mut lines = Backward::new(file, *len);
-            loop {
-                let line = lines.next_line().map_err(|source| QueryError::Io {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-                let Some(line) = line else { break };
-                if each(line).is_break() {
-                    return Ok(ControlFlow::Break(()));
-                }
+        if let Some((path, file, len)) = &self.active {
+            if lines_of(path, file, *len, &mut each)?.is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        for path in &self.rotated {
+            let Some((file, len)) = open(path)? else { continue };
+            if lines_of(path, &file, len, &mut each)?.is_break() {
+                return Ok(ControlFlow::Break(()));
             }
         }
         Ok(ControlFlow::Continue(()))
+    }
+}
+
+/// `path` opened with its length; `None` when it is gone.
+fn open(path: &Path) -> Result<Option<(File, u64)>, QueryError> {
+    let io_error = |source| QueryError::Io { path: path.display().to_string(), source };
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(io_error(error)),
+    };
+    let len = file.metadata().map_err(io_error)?.len();
+    Ok(Some((file, len)))
+}
+
+/// The device and inode of an open file.
+fn identity(path: &Path, file: &File) -> Result<(u64, u64), QueryError> {
+    let metadata = file
+        .metadata()
+        .map_err(|source| QueryError::Io { path: path.display().to_string(), source })?;
+    Ok((metadata.dev(), metadata.ino()))
+}
+
+/// Hands the lines of one file to `each`, newest first.
+fn lines_of(
+    path: &Path,
+    file: &File,
+    len: u64,
+    each: &mut impl FnMut(&[u8]) -> ControlFlow<()>,
+) -> Result<ControlFlow<()>, QueryError> {
+    let mut lines = Backward::new(file, len);
+    loop {
+        let line = lines
+            .next_line()
+            .map_err(|source| QueryError::Io { path: path.display().to_string(), source })?;
+        let Some(line) = line else { return Ok(ControlFlow::Continue(())) };
+        if each(line).is_break() {
+            return Ok(ControlFlow::Break(()));
+        }
     }
 }
 
@@ -175,6 +227,45 @@ mod tests {
         assert!(lines_of(b"").is_empty());
         assert!(lines_of(b"no newline").is_empty());
         assert_eq!(lines_of(b"\n"), [Vec::<u8>::new()]);
+    }
+
+    #[test]
+    fn a_snapshot_reads_the_active_file_then_the_rotated_ones_newest_first() {
+        let dir = std::env::temp_dir().join(format!("snapshot-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("audit-20261122T000000.000Z-0001.log"), "1\n2\n").unwrap();
+        std::fs::write(dir.join("audit-20261123T000000.000Z-0002.log"), "3\n").unwrap();
+        std::fs::write(dir.join(ACTIVE_FILE), "4\n5\ntorn").unwrap();
+        // The active file held open and then listed under a rotated name (a rotation between
+        // the two) is read once.
+        std::fs::hard_link(dir.join(ACTIVE_FILE), dir.join("audit-20261124T000000.000Z-0003.log"))
+            .unwrap();
+        let snapshot = Snapshot::open(&dir).unwrap();
+        std::fs::write(dir.join(ACTIVE_FILE), "4\n5\nappended later\n").unwrap();
+        let mut lines = Vec::new();
+        let flow = snapshot
+            .scan(|line| {
+                lines.push(String::from_utf8(line.to_vec()).unwrap());
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert!(flow.is_continue());
+        assert_eq!(lines, ["5", "4", "3", "2", "1"]);
+        let mut first = Vec::new();
+        let flow = snapshot
+            .scan(|line| {
+                first.push(line.to_vec());
+                if first.len() == 3 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .unwrap();
+        assert!(flow.is_break());
+        assert_eq!(first, [b"5".to_vec(), b"4".to_vec(), b"3".to_vec()]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -207,8 +207,9 @@ fn activity_entry(record: &Value) -> Value {
 ///
 /// Sessions are paged by their open event. A session's later auth and close events are
 /// newer than its open, so they lie in the part of the trail read before the page's oldest
-/// open: a second pass over that part (the same snapshot) completes the page's sessions,
-/// and only theirs are kept.
+/// open: a second pass over as many lines of the same snapshot completes the page's
+/// sessions, and only theirs are kept. (Should retention delete a file between the passes,
+/// the second reads older lines instead, which hold no event of the page's sessions.)
 pub fn sessions(dir: &Path, paging: Paging) -> Result<Value, QueryError> {
     let snapshot = Snapshot::open(dir)?;
     let mut pager = Pager::new(paging);
