@@ -34,6 +34,10 @@ pub const MAX_LIMIT: u64 = 1000;
 /// bytes have been read past the page; then `total` is `null` (unknown) and the scan stops.
 pub const COUNT_BUDGET_BYTES: u64 = 16 << 20;
 
+/// Most bytes of audit lines one page is made from: past them the page ends before its
+/// `limit` (with `more` true), so a page of huge events cannot hold `limit` of them.
+pub const PAGE_MAX_BYTES: u64 = 16 << 20;
+
 impl Paging {
     /// From query parameters: `offset` (default 0), `limit` (default 100, 1 to 1000).
     pub fn from_params(params: &HashMap<String, String>) -> Result<Self, String> {
@@ -76,8 +80,13 @@ fn head(line: &[u8]) -> Option<(&[u8], &[u8])> {
 #[derive(Debug)]
 struct Pager {
     paging: Paging,
+    /// The rank just past the page: `offset + limit`, or less once the page holds
+    /// [`PAGE_MAX_BYTES`].
+    end: u64,
     /// Entries met so far (all ranks below this one are taken).
     seen: u64,
+    /// Bytes of the lines on the page.
+    page_bytes: u64,
     /// Bytes read since the page was full.
     past_page: u64,
     /// The whole trail was read: `seen` is the total.
@@ -86,13 +95,14 @@ struct Pager {
 
 impl Pager {
     fn new(paging: Paging) -> Self {
-        Self { paging, seen: 0, past_page: 0, complete: false }
+        let end = paging.end();
+        Self { paging, end, seen: 0, page_bytes: 0, past_page: 0, complete: false }
     }
 
     /// Called with every line before anything else: breaks once the page is full and the
     /// count past it has used its budget.
     fn budget(&mut self, line: &[u8]) -> ControlFlow<()> {
-        if self.seen >= self.paging.end() {
+        if self.seen >= self.end {
             self.past_page += line.len() as u64 + 1;
             if self.past_page > COUNT_BUDGET_BYTES {
                 return ControlFlow::Break(());
@@ -104,24 +114,28 @@ impl Pager {
     /// One entry's line: its record when it falls on the page. Every line that is valid
     /// JSON counts, on the page or not, so pages and `total` agree.
     fn rank(&mut self, line: &[u8]) -> Option<Value> {
-        let on_page = self.seen >= self.paging.offset && self.seen < self.paging.end();
-        if on_page {
-            let record = serde_json::from_slice::<Value>(line).ok()?;
-            self.seen += 1;
-            Some(record)
-        } else {
-            if serde_json::from_slice::<IgnoredAny>(line).is_ok() {
+        let len = line.len() as u64;
+        if self.seen >= self.paging.offset && self.seen < self.end {
+            if self.page_bytes > 0 && self.page_bytes + len > PAGE_MAX_BYTES {
+                self.end = self.seen; // the page is full before its limit; `more` says so
+            } else {
+                let record = serde_json::from_slice::<Value>(line).ok()?;
                 self.seen += 1;
+                self.page_bytes += len;
+                return Some(record);
             }
-            None
         }
+        if serde_json::from_slice::<IgnoredAny>(line).is_ok() {
+            self.seen += 1;
+        }
+        None
     }
 
     /// The answer: the entries under `key`, the paging, `total` (`null` when the count
     /// stopped at its budget) and `more` (false only when no entry follows the page).
     fn answer(&self, key: &str, items: Vec<Value>) -> Value {
         let total = if self.complete { json!(self.seen) } else { Value::Null };
-        let more = !self.complete || self.seen > self.paging.end();
+        let more = !self.complete || self.seen > self.end;
         json!({
             key: items,
             "offset": self.paging.offset,
@@ -324,6 +338,19 @@ mod tests {
         assert_eq!(head(line), Some((&b"security"[..], &b"auth_failure"[..])));
         assert_eq!(head(b"{\"kind\":1}"), None);
         assert_eq!(first_string(b"{\"kind\":\"unterminated", "kind"), None);
+    }
+
+    #[test]
+    fn a_page_ends_before_its_limit_once_it_holds_page_max_bytes() {
+        let mut pager = Pager::new(Paging { offset: 0, limit: 10 });
+        let big = format!("{{\"object\":\"{}\"}}", "x".repeat(PAGE_MAX_BYTES as usize / 2));
+        assert!(pager.rank(big.as_bytes()).is_some(), "the first entry always fits");
+        assert!(pager.rank(big.as_bytes()).is_none(), "the second would pass the bound");
+        assert!(pager.rank(b"{}").is_none(), "the page is closed");
+        pager.complete = true;
+        let answer = pager.answer("entries", vec![json!(1)]);
+        assert_eq!((answer["total"].as_u64(), answer["more"].as_bool()), (Some(3), Some(true)));
+        assert_eq!(answer["limit"], 10, "the limit asked for");
     }
 
     #[test]
