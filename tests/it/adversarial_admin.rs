@@ -129,22 +129,34 @@ async fn log_pages_over_a_flooded_trail_read_only_what_the_page_needs() {
     assert!(trail > 64 << 20, "the trail holds {trail} bytes");
 
     // The test process is the proxy: its peak memory over the requests is what they cost.
-    // Writing 5 to clear_refs resets the peak (VmHWM) to the current size.
+    // Writing 5 to clear_refs resets the peak (VmHWM) to the current size. Other tests of the
+    // suite share the process and may raise its peak, so the best of three tries is judged,
+    // each against the size before the first (freed memory is not always given back, so a
+    // try after one that grew the heap would seem to cost nothing).
+    let within = |(growth, elapsed): &(u64, Duration)| {
+        *growth < 50 << 20 && *elapsed < Duration::from_secs(20)
+    };
     let before = status_bytes("VmRSS");
-    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
-    let started = tokio::time::Instant::now();
-    let (status, logs) = get(admin, "/v1/logs?limit=1").await;
-    let (acl_status, acl) = get(admin, "/api/v1/acl-log?limit=1").await;
-    let (sessions_status, sessions) = get(admin, "/v1/session-logs?limit=1").await;
-    let elapsed = started.elapsed();
-    let peak = if reset { status_bytes("VmHWM") } else { status_bytes("VmRSS") };
-    let growth = peak.saturating_sub(before);
+    let mut tries = Vec::new();
+    let ((status, logs), (acl_status, acl), (sessions_status, sessions)) = loop {
+        let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+        let started = tokio::time::Instant::now();
+        let pages = (
+            get(admin, "/v1/logs?limit=1").await,
+            get(admin, "/api/v1/acl-log?limit=1").await,
+            get(admin, "/v1/session-logs?limit=1").await,
+        );
+        let elapsed = started.elapsed();
+        let peak = status_bytes(if reset { "VmHWM" } else { "VmRSS" });
+        tries.push((peak.saturating_sub(before), elapsed));
+        if tries.iter().any(within) || tries.len() == 3 {
+            break pages;
+        }
+    };
     assert!(
-        growth < 50 << 20,
-        "three one-entry pages over a {trail}-byte trail grew the process by {growth} bytes \
-         (reset peak: {reset})"
+        tries.iter().any(within),
+        "three one-entry pages over a {trail}-byte trail: (growth in bytes, time) {tries:?}"
     );
-    assert!(elapsed < Duration::from_secs(20), "three one-entry pages took {elapsed:?}");
 
     assert_eq!(status, 200, "{logs}");
     let entries = logs["logs"].as_array().expect("logs[]");
