@@ -114,7 +114,8 @@ where
 
     fn submit(&mut self, record: CommandRecord) {
         if let Some(ticket) = self.ctx.sink.record(record) {
-            // The reply's bytes are queued by now: its last byte waits for the record.
+            // The reply's bytes are framed by now: its last byte waits for the record.
+            self.flush_streamed();
             self.durability_gates.push_back((self.to_client.pushed(), ticket));
         }
     }

@@ -39,6 +39,19 @@ struct Classified {
     effect: Effect,
 }
 
+impl Classified {
+    /// Its slot (static class, keys, effect), and the bytes the client sent.
+    fn into_slot(self, now: Instant) -> (Slot, Bytes) {
+        let Request { raw, args, .. } = self.request;
+        let mut slot = Slot::client(args, raw.len() as u64, now);
+        slot.class = self.command.as_deref().map(Class::of);
+        slot.command = self.command;
+        slot.keys = self.keys;
+        slot.effect = self.effect;
+        (slot, raw)
+    }
+}
+
 impl<C> Connection<C>
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -147,7 +160,8 @@ where
             } else {
                 LocalReply::from_bytes(encode::error(&format!("ERR {}", self.upstream_error)))
             };
-            let slot = self.slot_for(&item, now);
+            let (mut slot, _) = item.into_slot(now);
+            slot.effect = Effect::None;
             self.push_local(slot, reply, now);
             return true;
         }
@@ -194,48 +208,40 @@ where
         true
     }
 
-    /// A slot for a client command, with what the table says about it.
-    fn slot_for(&self, item: &Classified, now: Instant) -> Slot {
-        let mut slot = Slot::client(item.request.args.clone(), item.request.raw.len() as u64, now);
-        slot.class = item.command.as_deref().map(Class::of);
-        slot.command = item.command.clone();
-        slot.keys = item.keys.clone();
-        slot
-    }
-
     /// Sends the client's own bytes to Redis.
     fn forward(&mut self, item: Classified, now: Instant) {
-        let mut slot = self.slot_for(&item, now);
-        slot.class = item.command.as_deref().map(|info| self.class_of(info, &item.request.args));
-        slot.expect = match item.effect {
+        let class = item.command.as_deref().map(|info| self.class_of(info, &item.request.args));
+        let effect = item.effect.clone();
+        let expect = match effect {
             Effect::Subscribe(family) | Effect::Unsubscribe(family) => Expect::Confirmations {
                 family,
-                subscribe: matches!(item.effect, Effect::Subscribe(_)),
+                subscribe: matches!(effect, Effect::Subscribe(_)),
                 named: item.request.args.len() as u64 - 1,
                 remaining: None,
             },
             _ => Expect::One,
         };
-        let probe = matches!(item.effect, Effect::ClientReply(ReplyMode::Off | ReplyMode::Skip))
+        let probe = matches!(effect, Effect::ClientReply(ReplyMode::Off | ReplyMode::Skip))
             && !self.session.in_multi;
-        slot.probe_follows = probe;
-        match &item.effect {
+        match &effect {
             Effect::Quit => self.reading_client = false,
             Effect::Auth(_) | Effect::Hello { user: Some(_), .. } => self.auth_in_flight += 1,
+            Effect::Replicate => {
+                self.replication = Some(super::replication::Replication::Handshake);
+            }
             _ => {}
         }
-        let reset = item.effect == Effect::Reset;
-        if item.effect == Effect::Replicate {
-            self.replication = Some(super::replication::Replication::Handshake);
-        }
-        slot.effect = item.effect;
-        self.to_upstream.push(item.request.raw);
+        let (mut slot, raw) = item.into_slot(now);
+        slot.class = class;
+        slot.expect = expect;
+        slot.probe_follows = probe;
+        self.to_upstream.push(raw);
         self.pending.push(slot);
         if probe {
             self.to_upstream.push(Bytes::from_static(REPLY_PROBE));
             self.pending.push(Slot::internal(Internal::ReplyProbe, now));
         }
-        if reset {
+        if effect == Effect::Reset {
             // Redis logs the connection out: log it in again as the reset session will be.
             let by_default = self.authenticated_by_default();
             self.login_upstream_as(b"default", by_default, now);
@@ -246,7 +252,8 @@ where
     /// transaction fails as Redis's own would. `grouped`: its record may count with identical
     /// refusals (the gate's, not the audit trail's own).
     fn refuse(&mut self, item: Classified, refusal: Refusal, grouped: bool, now: Instant) {
-        let mut slot = self.slot_for(&item, now);
+        let (mut slot, _) = item.into_slot(now);
+        slot.effect = Effect::None;
         slot.refused = grouped;
         let reply = LocalReply::from_bytes(refusal.reply);
         match refusal.abort {
@@ -267,7 +274,6 @@ where
 
     /// Commands the proxy answers itself.
     fn serve(&mut self, service: Service, item: Classified, now: Instant) {
-        let slot = self.slot_for(&item, now);
         let reply = match service {
             Service::AclLog => {
                 let resp3 = self.session.protocol == 3;
@@ -279,13 +285,10 @@ where
                 None => return self.forward(item, now),
             },
             Service::Authenticate => return self.authenticate(item, now),
-            Service::NoReply => {
-                let mut slot = slot;
-                slot.local = Some(LocalReply::from_bytes(Bytes::new()));
-                self.pending.push(slot);
-                return self.release_ready_slots(now);
-            }
+            Service::NoReply => LocalReply::from_bytes(Bytes::new()),
         };
+        let (mut slot, _) = item.into_slot(now);
+        slot.effect = Effect::None;
         self.push_local(slot, reply, now);
     }
 
@@ -324,11 +327,15 @@ where
     fn authenticate(&mut self, item: Classified, now: Instant) {
         let Some(policy) = self.current_policy() else { return self.forward(item, now) };
         let outcome = auth::authenticate(&policy, &item.request.args, self.session.logged_in);
-        let mut slot = self.slot_for(&item, now);
+        if outcome == Outcome::Forward {
+            return self.forward(item, now);
+        }
+        let object = item.request.args[0].clone();
+        let (mut slot, _) = item.into_slot(now);
+        slot.effect = Effect::None;
         match outcome {
             Outcome::Refused { reply, failure } => {
                 if let Some(failure) = failure {
-                    let object = item.request.args[0].clone();
                     self.authentication_failed(
                         "auth",
                         Some(failure.username),
@@ -340,7 +347,6 @@ where
                 self.push_local(slot, LocalReply::from_bytes(reply), now);
             }
             Outcome::LoggedIn { user, forward } => {
-                let object = item.request.args[0].clone();
                 self.authenticated_as(user, "auth", object, &policy);
                 if self.ctx.mirrors().is_some() {
                     self.login_upstream(now);
@@ -359,7 +365,7 @@ where
                     }
                 }
             }
-            Outcome::Forward => self.forward(item, now),
+            Outcome::Forward => {}
         }
     }
 

@@ -47,15 +47,25 @@ impl<C> Connection<C>
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    /// Frames the replies now in `upstream_in`, routes their bytes and pairs each.
+    /// Frames the replies now in `upstream_in`, routes their bytes and pairs each. Streamed
+    /// bytes of consecutive replies go to the client together, as one piece, at the end (or
+    /// before anything else is queued to the client).
     pub(super) fn frame_replies(&mut self, now: Instant) -> Result<(), ReplyError> {
         loop {
             if !self.scanner.is_mid_reply() {
-                if self.replicating() && self.forward_replication(now) {
-                    return Ok(());
+                if self.replicating() {
+                    self.flush_streamed();
+                    if self.forward_replication(now) {
+                        return Ok(());
+                    }
                 }
                 let Some(&first) = self.upstream_in.get(self.upstream_scanned) else { break };
-                self.route = self.route_for(first);
+                let route = self.route_for(first);
+                if route != Route::Stream {
+                    // This reply's bytes start at the front of `upstream_in`.
+                    self.flush_streamed();
+                }
+                self.route = route;
                 self.scanner.capture_children = self
                     .pending
                     .front()
@@ -64,19 +74,27 @@ where
             }
             let (used, done) = self.scanner.scan(&self.upstream_in[self.upstream_scanned..])?;
             self.upstream_scanned += used;
-            if self.route != Route::Hold {
-                let bytes = self.upstream_in.split_to(self.upstream_scanned).freeze();
+            if self.route == Route::Discard {
+                let _ = self.upstream_in.split_to(self.upstream_scanned);
                 self.upstream_scanned = 0;
-                if self.route == Route::Stream {
-                    self.to_client.push(bytes);
-                }
             }
             if !done {
                 break;
             }
             self.on_reply(now);
         }
+        // Cut-through: what is framed goes now, even part of a reply.
+        self.flush_streamed();
         Ok(())
+    }
+
+    /// Queues to the client the streamed bytes framed so far.
+    pub(super) fn flush_streamed(&mut self) {
+        if self.route == Route::Stream && self.upstream_scanned > 0 {
+            let bytes = self.upstream_in.split_to(self.upstream_scanned).freeze();
+            self.upstream_scanned = 0;
+            self.to_client.push(bytes);
+        }
     }
 
     /// Decides, from its first byte, where a reply's bytes go.
@@ -383,6 +401,7 @@ where
 
     /// Queues a reply the proxy wrote itself (see `has_room_for_requests`).
     fn queue_own_reply(&mut self, bytes: Bytes) {
+        self.flush_streamed();
         self.to_client.push(bytes);
         self.local_end = self.to_client.pushed();
     }
@@ -505,10 +524,7 @@ where
     fn drop_upstream(&mut self) {
         self.upstream = None;
         self.to_upstream = crate::proxy::pipeline::WriteQueue::default();
-        if self.route == Route::Stream && self.upstream_scanned > 0 {
-            let bytes = self.upstream_in.split_to(self.upstream_scanned).freeze();
-            self.to_client.push(bytes);
-        }
+        self.flush_streamed();
         self.upstream_scanned = 0;
         self.reading_client = false;
         self.close_when_flushed = true;
