@@ -992,11 +992,16 @@ fn rotated_name(dir: &Path, counter: &mut u32, after: Option<&str>) -> String {
         let compact: String = stamp[..23].chars().filter(|c| *c != '-' && *c != ':').collect();
         let mut name = format!("audit-{compact}Z-{:04}.log", *counter % 10_000);
         if let Some(after) = after.filter(|after| name.as_str() <= *after) {
-            // Keep the newest name's time and count on from its number.
+            // Keep the newest name's time and count on from its number (`get`: a name that is
+            // not ASCII, put there by someone else, must not panic the writer).
             let stem = after.len().saturating_sub("-0000.log".len());
-            let number: u32 =
-                after.get(stem + 1..after.len() - 4).and_then(|n| n.parse().ok()).unwrap_or(0);
-            name = format!("{}-{:04}.log", &after[..stem], (number + *counter) % 10_000);
+            let number: u32 = after
+                .get(stem + 1..after.len().saturating_sub(4))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            if let Some(prefix) = after.get(..stem).filter(|p| p.starts_with("audit-")) {
+                name = format!("{prefix}-{:04}.log", (number + *counter) % 10_000);
+            }
         }
         if !dir.join(&name).exists() {
             return name;
@@ -1036,4 +1041,23 @@ fn last_line_hash(path: &Path) -> io::Result<(Option<String>, bool)> {
         return Ok((Some("unknown".to_owned()), torn));
     }
     Ok((Some(hex_sha256(&complete[line_start..])), torn))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotated_names_sort_after_any_name_found_in_the_directory() {
+        let dir = std::env::temp_dir();
+        let mut counter = 0;
+        for odd in
+            ["audit-99999999T999999.999Z-0001.log", "audit-zzzzzzzzzzzzzé-0001.log", "é", "a"]
+        {
+            let name = rotated_name(&dir, &mut counter, Some(odd));
+            assert!(name.starts_with("audit-") && name.ends_with(".log"), "{odd} -> {name}");
+        }
+        let name = rotated_name(&dir, &mut counter, Some("audit-99999999T999999.999Z-0001.log"));
+        assert!(name.as_str() > "audit-99999999T999999.999Z-0001.log", "{name}");
+    }
 }

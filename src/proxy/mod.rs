@@ -142,7 +142,7 @@ impl ProxyContext {
         *self.mirrors.write().unwrap_or_else(PoisonError::into_inner) = mirrors.map(Arc::new);
     }
 
-    /// Asks for the command table to be read again (after MODULE LOAD / UNLOAD).
+    /// Asks for the command table to be read again (after MODULE LOAD / UNLOAD, on reload).
     pub fn refresh_commands(&self) {
         self.table_wanted.notify_one();
     }
@@ -176,6 +176,8 @@ impl ProxyContext {
         let Some(file) = &self.config.auth.users_file else {
             return Err("no users file is configured (auth.users_file)".to_owned());
         };
+        // A reload also reads Redis's command table again (it recompiles the policy too).
+        self.refresh_commands();
         let previous = self.policy().map(|p| Arc::clone(&p.version));
         let result = std::fs::read(&file.path)
             .map_err(|error| format!("{}: {error}", file.path.display()))

@@ -363,6 +363,9 @@ impl ReplyScanner {
             if kind != b';' {
                 return Err(ReplyError::InvalidType(kind));
             }
+        } else if kind == b'.' && !matches!(self.stack.last(), Some(Open::Streamed)) {
+            // `.` ends a streamed aggregate and is nothing anywhere else.
+            return Err(ReplyError::InvalidType(kind));
         } else if depth == 0 {
             // Reset lengths, not buffers: a reply is framed per call, and the heads are big.
             self.info.kind = kind;
@@ -670,6 +673,16 @@ $?\r\n;2\r\nab\r\n;0\r\n*?\r\n:1\r\n:2\r\n.\r\n*0\r\n%0\r\n";
             let mut scanner = ReplyScanner::new(8);
             assert!(scanner.scan(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn an_end_marker_outside_a_streamed_aggregate_is_an_error() {
+        for input in [&b".\r\n"[..], b"*1\r\n.\r\n", b"%1\r\n.\r\n"] {
+            let mut scanner = ReplyScanner::new(8);
+            assert_eq!(scanner.scan(input), Err(ReplyError::InvalidType(b'.')));
+        }
+        let mut scanner = ReplyScanner::new(8);
+        assert_eq!(scanner.scan(b"*?\r\n:1\r\n.\r\n"), Ok((11, true)));
     }
 
     #[test]
