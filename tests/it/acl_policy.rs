@@ -32,6 +32,7 @@ use redis_audit_proxy::config::AclMode;
 use tokio::time::Instant;
 
 use crate::support::client::{encode_command, reply_len, show};
+use crate::support::rng::Rng;
 use crate::support::{RawClient, RedisServer};
 
 /// The seed when `ACL_POLICY_SEED` is not set.
@@ -168,39 +169,6 @@ const FAVOURITE_CATEGORIES: &[&str] =
 /// Commands never generated (as the brief of this test: nothing that could stop the server
 /// or tie up the connection, even though DRYRUN runs nothing).
 const NOT_GENERATED: &[&str] = &["debug", "module", "shutdown", "monitor", "sync", "psync"];
-
-/// xorshift64*: small, seeded, good enough to draw test cases.
-#[derive(Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed.max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A number in `0..n`.
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// True `percent` times in 100.
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
 
 /// What the generators draw names from, all sorted so a seed always gives the same cases.
 struct Names {

@@ -758,7 +758,7 @@ impl Admin {
 
 /// `stream` with the volatile values replaced (see the module documentation). `masks` are the
 /// byte ranges of `CLIENT ID` replies the runner asked for.
-fn normalise(stream: &[u8], masks: &[(usize, usize)]) -> Vec<u8> {
+pub(crate) fn normalise(stream: &[u8], masks: &[(usize, usize)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(stream.len());
     let mut pos = 0;
     // The previous bulk payload: an integer after `id` is HELLO's client id.

@@ -74,6 +74,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::support::client::encode_command;
+use crate::support::rng::Rng;
 use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
 
 /// The seed when `RAP_STATEFUL_SEED` is not set.
@@ -134,33 +135,6 @@ fn show(bytes: &[u8]) -> String {
 
 // ------------------------------------------------------------------------------------------
 // Random numbers.
-
-/// xorshift64*, as in `acl_policy.rs`.
-#[derive(Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed.max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
 
 /// The seed of sequence `index` (splitmix64 of the base seed and the index).
 fn sequence_seed(base: u64, index: usize) -> u64 {
@@ -1223,7 +1197,7 @@ fn walk(stream: &[u8], preds: &[Pred]) -> Result<Walk, String> {
 /// lines are compared as a sorted list after the rest: they arrive unasked, and a reply the
 /// proxy writes itself may come before the line Redis writes just after a previous command.
 fn normalise(stream: &[u8]) -> Vec<u8> {
-    let sorted = sort_unsubscribe_runs(&normalise_lines(stream));
+    let sorted = sort_unsubscribe_runs(&crate::differential::normalise(stream, &[]));
     let (frames, _) = parse_all(&sorted);
     let (mut rest, mut lines) = (Vec::new(), Vec::new());
     for frame in &frames {
@@ -1269,73 +1243,6 @@ fn sort_unsubscribe_runs(stream: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(&stream[frames.last().map_or(0, |f| f.end)..]);
     out
-}
-
-fn normalise_lines(stream: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(stream.len());
-    let mut pos = 0;
-    let mut previous: &[u8] = b"";
-    while pos < stream.len() {
-        let Some(line_len) = memmem::find(&stream[pos..], b"\r\n") else { break };
-        let line = &stream[pos..pos + line_len];
-        let next = pos + line_len + 2;
-        match line.first() {
-            Some(b'$' | b'=' | b'!') => {
-                if let Some(size) =
-                    std::str::from_utf8(&line[1..]).ok().and_then(|s| s.parse().ok())
-                {
-                    let size: usize = size;
-                    if next + size + 2 > stream.len() {
-                        break;
-                    }
-                    out.extend_from_slice(&stream[pos..next + size + 2]);
-                    previous = &stream[next..next + size];
-                    pos = next + size + 2;
-                    continue;
-                }
-            }
-            Some(b'+') => {
-                if let Some(line) = normalise_monitor_line(line) {
-                    out.extend_from_slice(&line);
-                    out.extend_from_slice(b"\r\n");
-                    previous = b"";
-                    pos = next;
-                    continue;
-                }
-            }
-            Some(b':') if previous == b"id" => {
-                out.extend_from_slice(b":?\r\n");
-                previous = b"";
-                pos = next;
-                continue;
-            }
-            _ => {}
-        }
-        out.extend_from_slice(&stream[pos..next]);
-        previous = b"";
-        pos = next;
-    }
-    out.extend_from_slice(&stream[pos..]);
-    out
-}
-
-/// `+<secs>.<micros> [<db> <addr>] ...` with the time and the address replaced.
-fn normalise_monitor_line(line: &[u8]) -> Option<Vec<u8>> {
-    let rest = line.strip_prefix(b"+")?;
-    let space = rest.iter().position(|&b| b == b' ')?;
-    let (stamp, rest) = rest.split_at(space);
-    if !(stamp.contains(&b'.') && stamp.iter().all(|&b| b.is_ascii_digit() || b == b'.')) {
-        return None;
-    }
-    let rest = rest.strip_prefix(b" [")?;
-    let close = rest.iter().position(|&b| b == b']')?;
-    let (inside, tail) = rest.split_at(close);
-    let db = inside.split(|&b| b == b' ').next()?;
-    let mut out = b"+<time> [".to_vec();
-    out.extend_from_slice(db);
-    out.extend_from_slice(b" <addr>");
-    out.extend_from_slice(tail);
-    Some(out)
 }
 
 // ------------------------------------------------------------------------------------------

@@ -3,8 +3,10 @@
 pub mod adversary;
 pub mod certs;
 pub mod client;
+pub mod http;
 pub mod proxy;
 pub mod redis;
+pub mod rng;
 pub mod scratch;
 
 pub use client::RawClient;
