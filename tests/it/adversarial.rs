@@ -12,16 +12,23 @@ use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
 
 const ALICE_C1: &str = "on >secret ~app:* -@all +@read +@write +multi +exec +discard";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unauthenticated_wrong_arity_multi_lets_no_save_sync_or_psync_run_upstream() {
-    crate::require_redis!();
-    let scratch = Scratch::new("adv-c1");
+/// Proxy auth mode with `default` off and alice, in front of a Redis with the service login;
+/// a reference Redis holding alice. Both write any RDB into the scratch directory.
+async fn c1_setup(tag: &str) -> (Scratch, RedisServer, RedisServer, TestProxy) {
+    let scratch = Scratch::new(tag);
     let users = users_file(&scratch, &format!("user default off\nuser alice {ALICE_C1}\n"));
     let dir = scratch.path().display().to_string();
     // --dir: a SAVE or SYNC that gets through writes its RDB into the scratch directory.
     let behind = RedisServer::start(&["--requirepass", "service-secret", "--dir", &dir]);
     let (reference, _root) = reference(&[("alice", ALICE_C1)], &["--dir", &dir]).await;
     let proxy = TestProxy::start_with(behind.addr, &proxy_mode(&users, SERVICE)).await;
+    (scratch, behind, reference, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unauthenticated_wrong_arity_multi_lets_no_save_sync_or_psync_run_upstream() {
+    crate::require_redis!();
+    let (_scratch, behind, reference, proxy) = c1_setup("adv-c1").await;
 
     let script: [&[&[u8]]; 4] =
         [&[b"MULTI", b"x"], &[b"SAVE"], &[b"SYNC"], &[b"PSYNC", b"?", b"-1"]];
@@ -50,12 +57,7 @@ async fn an_unauthenticated_wrong_arity_multi_lets_no_save_sync_or_psync_run_ups
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restricted_user_s_save_inside_multi_is_answered_as_redis_does_and_never_runs() {
     crate::require_redis!();
-    let scratch = Scratch::new("adv-c1-multi");
-    let users = users_file(&scratch, &format!("user default off\nuser alice {ALICE_C1}\n"));
-    let dir = scratch.path().display().to_string();
-    let behind = RedisServer::start(&["--requirepass", "service-secret", "--dir", &dir]);
-    let (reference, _root) = reference(&[("alice", ALICE_C1)], &["--dir", &dir]).await;
-    let proxy = TestProxy::start_with(behind.addr, &proxy_mode(&users, SERVICE)).await;
+    let (_scratch, behind, reference, proxy) = c1_setup("adv-c1-multi").await;
 
     let script: [&[&[u8]]; 4] =
         [&[b"AUTH", b"alice", b"secret"], &[b"MULTI"], &[b"SAVE"], &[b"EXEC"]];
