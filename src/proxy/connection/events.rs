@@ -334,13 +334,7 @@ where
     /// Security events Redis's reply shows: an AUTH / HELLO AUTH accepted or refused, or a
     /// command refused for lack of permission (`-NOPERM`, Redis 7.0 and 7.2+ wordings).
     /// Refusals also enter the proxy's `ACL LOG`.
-    pub(super) fn note_security(
-        &mut self,
-        slot: &Slot,
-        status: ReplyStatus,
-        code: Option<&[u8]>,
-        _now: Instant,
-    ) {
+    pub(super) fn note_security(&mut self, slot: &Slot, status: ReplyStatus, code: Option<&[u8]>) {
         let attempted = match &slot.effect {
             Effect::Auth(user) | Effect::Hello { user: Some(user), .. } => Some(user.clone()),
             _ => None,

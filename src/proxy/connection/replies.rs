@@ -321,7 +321,7 @@ where
             self.learn_authentication(&slot, status, error_code.as_deref());
         }
         if forwarded_as_sent {
-            self.note_security(&slot, status, error_code.as_deref(), now);
+            self.note_security(&slot, status, error_code.as_deref());
         }
         // The record carries the user and database the command ran with.
         let record_user = self.session.user.clone();
