@@ -155,25 +155,25 @@ impl Metrics {
 
     /// Counts one command in its (command, class, outcome) series: under the read lock when
     /// the series was seen before, which is every time but the first.
-    fn count_command(&self, command: &str, class: usize, outcome: usize) {
+    fn count_command(&self, command: &str, class: usize, outcome: usize, count: u64) {
         let handles = self.command_handles.read().unwrap_or_else(PoisonError::into_inner);
         if let Some(counter) = handles.get(command).and_then(|h| h[class][outcome].as_ref()) {
-            counter.inc();
+            counter.inc_by(count);
             return;
         }
         drop(handles);
         let counter =
             self.commands.with_label_values(&[CLASSES[class], command, OUTCOMES[outcome]]);
-        counter.inc();
+        counter.inc_by(count);
         let mut handles = self.command_handles.write().unwrap_or_else(PoisonError::into_inner);
         handles.entry(command.into()).or_default()[class][outcome] = Some(counter);
     }
 
-    /// Counts one command.
+    /// Counts the command(s) a record stands for (a grouped refusal counts its repeats).
     pub fn command(&self, record: &CommandRecord) {
         let class = class_index(record.class);
         let command = record.command.as_deref().map_or("unknown", |info| info.name.as_str());
-        self.count_command(command, class, outcome_index(record.status));
+        self.count_command(command, class, outcome_index(record.status), record.count);
         self.latency[class].observe(record.latency.as_secs_f64());
     }
 

@@ -229,12 +229,16 @@ pub fn decide(view: &View<'_>, command: &Command<'_>, policy: Option<&Policy>) -
                 let reply = policy.noperm_reply(&denial, view.user, name);
                 return refuse(reply, Some(denial));
             }
-        } else if let (Some(info), Some(text)) = (command.info, sort_pattern_refused(name, args)) {
+        } else if let (Some(info), Some((text, at))) =
+            (command.info, sort_pattern_refused(name, args))
+        {
             if !policy.reads_every_key(view.user, info, args, command.keys) {
+                // Redis's own error text; a key denial (the pattern) for the security event.
+                let denial = Denial { reason: DenyReason::Key, arg_index: at };
                 if policy.mode_for(view.user) == AclMode::Enforce {
-                    return refuse(encode::error(text), None);
+                    return refuse(encode::error(text), Some(denial));
                 }
-                observed = Some(Denial { reason: DenyReason::Key, arg_index: 0 });
+                observed = Some(denial);
             }
         }
     }
@@ -364,9 +368,10 @@ const CONTAINERS: &[&str] = &[
 ];
 
 /// `SORT` / `SORT_RO` options that make Redis read keys named by a pattern: Redis refuses them
-/// (with this text) to a user without read access to every key. Follows `sortCommandGeneric`'s
-/// parse, so an earlier syntax or LIMIT error (which Redis answers first) yields `None`.
-pub fn sort_pattern_refused(name: &str, args: &[Bytes]) -> Option<&'static str> {
+/// (with this text) to a user without read access to every key; with the pattern's index.
+/// Follows `sortCommandGeneric`'s parse, so an earlier syntax or LIMIT error (which Redis
+/// answers first) yields `None`.
+pub fn sort_pattern_refused(name: &str, args: &[Bytes]) -> Option<(&'static str, usize)> {
     let readonly = match name {
         "sort" => false,
         "sort_ro" => true,
@@ -389,11 +394,13 @@ pub fn sort_pattern_refused(name: &str, args: &[Bytes]) -> Option<&'static str> 
             let pattern = &args[j + 1];
             let end = memchr::memchr(0, pattern).unwrap_or(pattern.len());
             if memchr::memchr(b'*', &pattern[..end]).is_some() {
-                return Some("ERR BY option of SORT denied due to insufficient ACL permissions.");
+                let text = "ERR BY option of SORT denied due to insufficient ACL permissions.";
+                return Some((text, j + 1));
             }
             j += 1;
         } else if is(b"get") && left >= 1 {
-            return Some("ERR GET option of SORT denied due to insufficient ACL permissions.");
+            let text = "ERR GET option of SORT denied due to insufficient ACL permissions.";
+            return Some((text, j + 1));
         } else {
             return None;
         }
