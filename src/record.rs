@@ -205,9 +205,12 @@ pub struct LogSink;
 
 impl CommandSink for LogSink {
     fn record(&self, record: CommandRecord) -> Option<u64> {
+        // Not the name as sent for an unknown command: a password typed on a line of its own
+        // is sent as a command name.
+        let command = record.command.as_deref().map_or("(unknown)", |info| info.name.as_str());
         tracing::debug!(
             conn = record.conn_id,
-            command = %record.command_name(),
+            command,
             class = record.class.map_or("unknown", Class::as_str),
             keys = record.keys.len(),
             db = record.db,

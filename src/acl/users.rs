@@ -87,11 +87,20 @@ impl Users {
             let rules = merge_selector_tokens(&words[2..])
                 .map_err(|_| fail("Unmatched parenthesis in selector definition".to_owned()))?;
             let mut user = User::new(name, ids);
+            // A password with a space is split into words: the words after a password rule
+            // may be the rest of it, so they are never echoed.
+            let mut after_password = false;
             for rule in rules {
                 let rule = trim(&rule, b"\t\r\n");
+                let shown = if after_password {
+                    "(a rule after a password, not shown)".to_owned()
+                } else {
+                    shown_rule(rule)
+                };
+                after_password |= rule.iter().any(|b| matches!(b, b'>' | b'<'));
                 user.apply(ids, rule).map_err(|error| UsersFileError {
                     unknown_name: error == crate::acl::RuleError::UnknownName,
-                    ..fail(format!("Error in ACL rule '{}': {error}", shown_rule(rule)))
+                    ..fail(format!("Error in ACL rule '{shown}': {error}"))
                 })?;
             }
             by_name.insert(name.clone(), user);
@@ -205,6 +214,8 @@ mod tests {
             error("user a on (~x \"\")"),
             "line 1: Error in ACL rule '(~x \"\")': Syntax error"
         );
+        let message = error("user a on >correct horse ~k");
+        assert!(!message.contains("horse"), "{message}");
         let message = error("user a <hunter2");
         assert!(!message.contains("hunter2"), "{message}");
         assert!(

@@ -475,12 +475,14 @@ impl Config {
         toml::from_str(text).map_err(|error| {
             let offset = error.span().map_or(0, |span| span.start);
             let (line, key) = locate_key(text, offset);
-            ConfigError::Parse {
-                file: file.to_owned(),
-                line,
-                key,
-                message: error.message().replace('\n', " "),
-            }
+            // A type error quotes the value: never a secret's.
+            let secret = ["password", "secret", "api_key"].iter().any(|word| key.contains(word));
+            let message = if secret {
+                "invalid value (not shown: it holds a secret); expected a string".to_owned()
+            } else {
+                error.message().replace('\n', " ")
+            };
+            ConfigError::Parse { file: file.to_owned(), line, key, message }
         })
     }
 
@@ -1072,6 +1074,17 @@ mod tests {
             "{error}"
         );
         assert!(!error.contains('\n'));
+        for (text, key) in [
+            ("[auth]\nupstream_password = 12345678\n", "auth.upstream_password"),
+            ("[upstream]\ntable_password = [98765]\n", "upstream.table_password"),
+            ("[admin]\napi_secret = 4242424242\n", "admin.api_secret"),
+        ] {
+            let error = Config::from_toml_str(text, "p.toml").unwrap_err().to_string();
+            assert!(error.starts_with(&format!("p.toml:2: {key}: invalid value")), "{error}");
+            for secret in ["12345678", "98765", "4242424242"] {
+                assert!(!error.contains(secret), "a secret in {error}");
+            }
+        }
         let error = Config::from_toml_str("[proxy]\nmax_clients = 0\n", "p.toml").unwrap_err();
         assert_eq!(error.to_string(), "p.toml: proxy.max_clients: must be at least 1");
         let error =

@@ -241,10 +241,22 @@ impl ProxyContext {
         };
         let text = policy.users_file_text();
         let path = &file.path;
-        let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
+        let mut random = [0u8; 8];
+        if let Ok(mut urandom) = std::fs::File::open("/dev/urandom") {
+            let _ = std::io::Read::read_exact(&mut urandom, &mut random);
+        }
+        let suffix = crate::acl::user::hex(&random);
+        let temporary = path.with_extension(format!("tmp-{}-{suffix}", std::process::id()));
         let write = || -> std::io::Result<()> {
             use std::io::Write as _;
-            let mut out = std::fs::File::create(&temporary)?;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            // New (never an existing file or a symlink planted there), readable by the
+            // proxy's user only: it holds password hashes.
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&temporary)?;
             out.write_all(text.as_bytes())?;
             out.sync_all()?;
             std::fs::rename(&temporary, path)
