@@ -42,10 +42,12 @@ pub fn secret_positions(args: &[Bytes]) -> Vec<usize> {
         // only the password.
         b"auth" => secret.extend(if args.len() >= 3 { 2..args.len() } else { 1..args.len() }),
         b"hello" => {
-            let mut i = 2;
+            // From 1: `HELLO AUTH user pass` (no version) is an error Redis answers, but the
+            // password is still on the line. An AUTH with one word after it has only that word.
+            let mut i = 1;
             while i < args.len() {
                 if is(i, "auth") {
-                    secret.push(i + 2);
+                    secret.push(if i + 2 < args.len() { i + 2 } else { i + 1 });
                     i += 3;
                 } else if is(i, "setname") {
                     i += 2;
@@ -82,6 +84,17 @@ pub fn secret_positions(args: &[Bytes]) -> Vec<usize> {
             let mut i = 2;
             while i + 1 < args.len() {
                 if is_secret_parameter(&args[i]) {
+                    secret.push(i + 1);
+                }
+                i += 2;
+            }
+        }
+        b"sentinel" if is(1, "config") && is(2, "set") => {
+            // SENTINEL CONFIG SET sentinel-pass | sentinel-user <value> ...
+            let mut i = 3;
+            while i + 1 < args.len() {
+                let parameter = args[i].to_ascii_lowercase();
+                if matches!(parameter.as_slice(), b"sentinel-pass" | b"sentinel-user") {
                     secret.push(i + 1);
                 }
                 i += 2;
@@ -143,6 +156,9 @@ mod tests {
             ("CONFIG SET requirepass pw maxmemory 10", &[3]),
             ("config set MASTERAUTH pw tls-key-file-pass kp", &[3, 5]),
             ("SENTINEL SET mymaster auth-pass pw quorum 2", &[4]),
+            ("SENTINEL CONFIG SET sentinel-pass pw resolve-hostnames yes", &[4]),
+            ("HELLO AUTH alice pw", &[3]),
+            ("HELLO 3 AUTH pw", &[3]),
             ("SET k v", &[]),
             ("CONFIG GET requirepass", &[]),
         ];
