@@ -92,8 +92,8 @@ impl Users {
             let mut after_password = false;
             for rule in rules {
                 let rule = trim(&rule, b"\t\r\n");
-                let shown = if after_password {
-                    "(a rule after a password, not shown)".to_owned()
+                let shown = if after_password && !looks_like_a_rule(rule) {
+                    "(a word after a password, not shown)".to_owned()
                 } else {
                     shown_rule(rule)
                 };
@@ -151,6 +151,31 @@ impl Users {
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
     }
+}
+
+/// True for a token with a rule's shape (a prefix such as `~`, `+`, `#`, or a keyword):
+/// after a password rule, anything else may be the rest of a password that had a space.
+fn looks_like_a_rule(token: &[u8]) -> bool {
+    const KEYWORDS: &[&str] = &[
+        "on",
+        "off",
+        "nopass",
+        "resetpass",
+        "reset",
+        "allkeys",
+        "resetkeys",
+        "allchannels",
+        "resetchannels",
+        "allcommands",
+        "nocommands",
+        "clearselectors",
+        "sanitize-payload",
+        "skip-sanitize-payload",
+    ];
+    matches!(
+        token.first(),
+        Some(b'~' | b'%' | b'&' | b'+' | b'-' | b'>' | b'<' | b'#' | b'!' | b'(')
+    ) || KEYWORDS.iter().any(|word| token.eq_ignore_ascii_case(word.as_bytes()))
 }
 
 /// A rule as an error message may show it: password rules are never echoed.

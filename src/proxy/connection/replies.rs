@@ -157,8 +157,10 @@ where
             self.release_ready_slots(now);
             return;
         }
-        let Some(slot) = self.pending.front_mut() else {
+        let Some(slot) = self.pending.front_mut().filter(|slot| slot.local.is_none()) else {
+            // Forwarded as it came (see `route_for`), paired with nothing.
             tracing::debug!("reply from the upstream with no command waiting for it");
+            self.release_ready_slots(now);
             return;
         };
         slot.reply_bytes += bytes;
