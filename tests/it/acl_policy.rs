@@ -673,7 +673,10 @@ async fn create_users(
                     .and_then(|rest| rest.split_once("': "));
                 if let Some((op, message)) = modifier {
                     created.messages_checked += 1;
+                    // Password rules, and plain words after one (maybe the rest of a password
+                    // with a space), are never echoed by the proxy.
                     let op_shown = ours.contains("(password rule, not shown)")
+                        || ours.contains("(a word after a password, not shown)")
                         || ours.contains(&format!("'{op}'"));
                     if !ours.ends_with(message) || !op_shown {
                         created
