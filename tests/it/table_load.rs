@@ -72,6 +72,24 @@ async fn embedded_table_when_command_is_renamed_away_or_refused() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_requirepass_the_first_accepted_auth_reads_the_live_table() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&["--requirepass", "pw"]);
+    let proxy = TestProxy::start(redis.addr).await;
+    assert_eq!(proxy.commands().source, TableSource::Embedded, "COMMAND needs a login");
+    let mut client = crate::support::RawClient::connect(proxy.addr).await;
+    assert_eq!(client.call(&[b"AUTH", b"wrong"]).await[..10], b"-WRONGPASS"[..]);
+    assert_eq!(client.call(&[b"AUTH", b"pw"]).await, b"+OK\r\n");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while proxy.commands().source == TableSource::Embedded {
+        assert!(std::time::Instant::now() < deadline, "the table stayed the embedded one");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(matches!(proxy.commands().source, TableSource::Live(_)));
+    proxy.shutdown().await;
+}
+
 /// A fake upstream of another "version": the embedded COMMAND reply with DECR's arity
 /// changed. It answers PING and COMMAND, nothing else.
 async fn other_version_upstream() -> std::net::SocketAddr {
