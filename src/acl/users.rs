@@ -239,6 +239,11 @@ mod tests {
             error("user a on (~x \"\")"),
             "line 1: Error in ACL rule '(~x \"\")': Syntax error"
         );
+        assert_eq!(
+            error("user a on +get|x\t+@all"),
+            "line 1: Error in ACL rule '+get|x\t+@all': Syntax error",
+            "a first-arg rule with a space would read as more rules once saved"
+        );
         let message = error("user a on >correct horse ~k");
         assert!(!message.contains("horse"), "{message}");
         let message = error("user a <hunter2");

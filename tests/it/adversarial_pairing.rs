@@ -294,3 +294,33 @@ async fn an_unauthenticated_function_load_does_not_change_how_fcall_is_classifie
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_reply_off_inside_multi_is_refused_and_the_transaction_fails() {
+    crate::require_redis!();
+    // Redis queues it and then silences the rest of EXEC's reply, whose header promised more:
+    // no client could pair what follows. The proxy refuses it inside MULTI (README).
+    let redis = RedisServer::start(&[]);
+    let proxy = TestProxy::start(redis.addr).await;
+    let script: [&[&[u8]]; 5] = [
+        &[b"MULTI"],
+        &[b"CLIENT", b"REPLY", b"OFF"],
+        &[b"SET", b"k", b"v"],
+        &[b"EXEC"],
+        &[b"PING"],
+    ];
+    let got = pipeline(&mut RawClient::connect(proxy.addr).await, &script, 5).await;
+    assert_eq!(
+        got,
+        [
+            show(b"+OK\r\n"),
+            show(b"-ERR 'client|reply' inside MULTI is not supported by the proxy\r\n"),
+            show(b"+QUEUED\r\n"),
+            show(b"-EXECABORT Transaction discarded because of previous errors.\r\n"),
+            show(b"+PONG\r\n"),
+        ]
+    );
+    let mut admin = RawClient::connect(redis.addr).await;
+    assert_eq!(admin.call(&[b"EXISTS", b"k"]).await, b":0\r\n", "the transaction did not run");
+    proxy.shutdown().await;
+}
