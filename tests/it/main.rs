@@ -27,6 +27,7 @@ mod corpus;
 mod differential;
 mod faults;
 mod framer_oracle;
+mod hostile;
 mod keys;
 mod keys_corpus;
 mod limits;

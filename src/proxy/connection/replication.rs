@@ -1,6 +1,7 @@
 //! A client that Redis replicates to (`SYNC` / `PSYNC`: a replica, `redis-cli --rdb`): the
 //! handshake reply, the RDB payload (length or EOF-marker form, after `\n` keep-alives), then
-//! the replication stream both ways, forwarded as raw bytes and recorded as one security event.
+//! the replication stream, forwarded as raw bytes, and from the replica only `REPLCONF` and
+//! keep-alives; the whole is recorded as one security event.
 //!
 //! Until Redis answers, nothing more is read from the client; if Redis refuses (an error
 //! reply), the connection goes on as an ordinary one.
@@ -181,11 +182,33 @@ where
         self.emit(slot, ReplyStatus::Ok, None, ReplySource::Upstream, now);
     }
 
-    /// Sends what the replica wrote (`REPLCONF ACK`, keep-alives) to Redis as it is.
+    /// Sends what the replica writes to Redis as it is: keep-alive newlines and `REPLCONF`
+    /// (ACK, GETACK answers). Redis would still run other commands that do not touch the
+    /// keyspace (CONFIG SET, ACL SETUSER, ...) from a replica, unanswered and unchecked by
+    /// the gate, so anything else closes the connection.
     pub(super) fn forward_replica_bytes(&mut self) {
-        if !self.client_in.is_empty() {
-            let bytes = self.client_in.split().freeze();
-            self.to_upstream.push(bytes);
+        loop {
+            let blank = self.client_in.iter().take_while(|&&b| matches!(b, b'\r' | b'\n')).count();
+            if blank > 0 {
+                let newlines = self.client_in.split_to(blank).freeze();
+                self.to_upstream.push(newlines);
+            }
+            if self.client_in.is_empty() {
+                return;
+            }
+            match self.decoder.decode(&mut self.client_in, true) {
+                Ok(Some(request)) if request.args[0].eq_ignore_ascii_case(b"replconf") => {
+                    self.to_upstream.push(request.raw);
+                }
+                Ok(None) => return,
+                Ok(Some(_)) | Err(_) => {
+                    tracing::warn!("a command other than REPLCONF on a replication link: closing");
+                    self.close_reason = Some("replication_misuse");
+                    self.client_in.clear();
+                    self.drop_upstream();
+                    return;
+                }
+            }
         }
     }
 }

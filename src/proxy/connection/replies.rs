@@ -523,7 +523,7 @@ where
         self.release_ready_slots(Instant::now());
     }
 
-    fn drop_upstream(&mut self) {
+    pub(super) fn drop_upstream(&mut self) {
         self.upstream = None;
         self.to_upstream = crate::proxy::pipeline::WriteQueue::default();
         self.flush_streamed();
