@@ -70,7 +70,7 @@ pub struct RawLimits {
     /// Largest unparsed request buffer (Redis `client-query-buffer-limit`).
     pub query_buffer_max_bytes: u64,
     /// Most commands forwarded and still waiting for their reply, per connection (each holds
-    /// about 400 bytes of the proxy's memory while it waits).
+    /// about 300 bytes of the proxy's memory while it waits).
     pub pipeline_max_depth: u64,
     /// Deepest nesting accepted in a reply from Redis (8 bytes of framer state per level;
     /// a Lua script can make Redis nest about 8,000 levels).
@@ -90,7 +90,7 @@ impl Default for RawLimits {
             unauthenticated_multibulk_max_len: 10,
             unauthenticated_bulk_max_bytes: 16 * 1024,
             query_buffer_max_bytes: 1024 * 1024 * 1024,
-            pipeline_max_depth: 50_000,
+            pipeline_max_depth: 20_000,
             reply_max_depth: 65_536,
             output_buffer_bytes: 1024 * 1024,
             script_cache_entries: 10_000,

@@ -95,10 +95,11 @@ pub struct Slot {
     pub effect: Effect,
     /// What Redis will send back.
     pub expect: Expect,
-    /// Set when the proxy answers instead of Redis.
-    pub local: Option<LocalReply>,
+    /// Set when the proxy answers instead of Redis (boxed, as the next: most slots wait for
+    /// Redis, and a pipeline of them should cost little each).
+    pub local: Option<Box<LocalReply>>,
     /// Set when Redis's reply is replaced: the client gets this instead.
-    pub substitute: Option<LocalReply>,
+    pub substitute: Option<Box<LocalReply>>,
     /// Set for the proxy's own commands.
     pub internal: Option<Internal>,
     /// A `CLIENT REPLY OFF|SKIP`: an [`Internal::ReplyProbe`] follows it.

@@ -266,7 +266,7 @@ where
                 };
                 self.to_upstream.push(Bytes::from_static(stand_in));
                 slot.effect = effect;
-                slot.substitute = Some(reply);
+                slot.substitute = Some(Box::new(reply));
                 self.pending.push(slot);
             }
         }
@@ -371,7 +371,7 @@ where
 
     /// Queues a command Redis will not see, answered with `reply` in its turn.
     pub(super) fn push_local(&mut self, mut slot: Slot, reply: LocalReply, now: Instant) {
-        slot.local = Some(reply);
+        slot.local = Some(Box::new(reply));
         self.pending.push(slot);
         self.release_ready_slots(now);
     }

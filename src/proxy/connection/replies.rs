@@ -269,13 +269,8 @@ where
             // An error is the CLIENT REPLY's own refusal; anything else is the probe's.
             return is_error && !self.session.silenced();
         }
-        if matches!(slot.expect, Expect::Confirmations { .. }) {
-            return true;
-        }
-        if is_error {
-            return !self.session.silenced();
-        }
-        slot.effect.answered_when(self.session.reply_mode)
+        let status = if is_error { ReplyStatus::Error } else { ReplyStatus::Ok };
+        self.delivered_in_turn(slot, status)
     }
 
     /// The head slot's status from the reply just framed (or its substitute).
@@ -307,9 +302,11 @@ where
         let (kind, is_null) = (info.kind, info.is_null());
         let protocol_error = info.head.as_bytes().starts_with(b"ERR Protocol error");
         let by_default = self.authenticated_by_default();
-        if let Some(substitute) = &slot.substitute {
+        if let Some(substitute) = slot.substitute.clone() {
             slot.reply_bytes = substitute.bytes.len() as u64;
-            self.queue_in_turn(substitute.bytes.clone(), &slot);
+            if self.delivered_in_turn(&slot, substitute.status) {
+                self.queue_own_reply(substitute.bytes);
+            }
         }
         if matches!(slot.effect, Effect::Auth(_) | Effect::Hello { user: Some(_), .. }) {
             self.auth_in_flight = self.auth_in_flight.saturating_sub(1);
@@ -391,14 +388,6 @@ where
             return !self.session.silenced();
         }
         slot.effect.answered_when(self.session.reply_mode)
-    }
-
-    /// Queues a proxy-written reply for `slot` unless the client is silenced.
-    fn queue_in_turn(&mut self, bytes: Bytes, slot: &Slot) {
-        let status = LocalReply::from_bytes(bytes.clone()).status;
-        if self.delivered_in_turn(slot, status) {
-            self.queue_own_reply(bytes);
-        }
     }
 
     /// Queues a reply the proxy wrote itself (see `has_room_for_requests`).
@@ -515,8 +504,11 @@ where
         for slot in self.pending.iter_mut() {
             if slot.local.is_none() {
                 let bytes = if slot.internal.is_some() { Bytes::new() } else { message.clone() };
-                slot.local =
-                    Some(LocalReply { bytes, status: ReplyStatus::Error, close_after: true });
+                slot.local = Some(Box::new(LocalReply {
+                    bytes,
+                    status: ReplyStatus::Error,
+                    close_after: true,
+                }));
             }
         }
         self.scanner = crate::resp::reply::ReplyScanner::new(1);
