@@ -76,8 +76,6 @@ pub enum Internal {
     /// `CLIENT REPLY ON` after a client's `CLIENT REPLY OFF|SKIP`: Redis keeps answering
     /// everything, and its `+OK` shows the client's command was accepted.
     ReplyProbe,
-    /// Stands in for a refused command inside MULTI so that the transaction fails.
-    Abort,
 }
 
 /// One command in flight.

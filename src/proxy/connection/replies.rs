@@ -302,7 +302,8 @@ where
         let (kind, is_null) = (info.kind, info.is_null());
         let protocol_error = info.head.as_bytes().starts_with(b"ERR Protocol error");
         let by_default = self.authenticated_by_default();
-        if let Some(substitute) = slot.substitute.clone() {
+        let forwarded_as_sent = slot.substitute.is_none();
+        if let Some(substitute) = slot.substitute.take() {
             slot.reply_bytes = substitute.bytes.len() as u64;
             if self.delivered_in_turn(&slot, substitute.status) {
                 self.queue_own_reply(substitute.bytes);
@@ -312,7 +313,6 @@ where
             self.auth_in_flight = self.auth_in_flight.saturating_sub(1);
         }
         let withheld = status != ReplyStatus::Skipped && !self.delivered_in_turn(&slot, status);
-        let forwarded_as_sent = slot.substitute.is_none();
         if status == ReplyStatus::Error && forwarded_as_sent {
             self.upstream_protocol_error = protocol_error;
         }
@@ -374,8 +374,7 @@ where
             self.close_reason.get_or_insert("quit");
         }
         let status = if withheld { ReplyStatus::Skipped } else { status };
-        let source =
-            if slot.substitute.is_some() { ReplySource::Proxy } else { ReplySource::Upstream };
+        let source = if forwarded_as_sent { ReplySource::Upstream } else { ReplySource::Proxy };
         self.emit_as(slot, status, error_code, source, now, record_user, record_db);
     }
 
