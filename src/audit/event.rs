@@ -1,5 +1,5 @@
 //! Audit events other than commands, and how each becomes one JSON line (schema
-//! `redis-audit/1`, documented in `docs/audit-schema.md`). Command lines, most of the trail,
+//! `redis-audit/2`, documented in `docs/audit-schema.md`). Command lines, most of the trail,
 //! are written straight from their records by [`crate::audit::line`].
 
 use std::net::SocketAddr;
@@ -14,8 +14,10 @@ use std::sync::Arc;
 
 use crate::audit::line;
 
-/// The schema every line declares.
-pub const SCHEMA: &str = "redis-audit/1";
+/// The schema the files are written in; each file's `file_open` line declares it.
+pub const SCHEMA: &str = "redis-audit/2";
+/// The schema of the files older versions wrote (read by `audit verify` and queries).
+pub const SCHEMA_V1: &str = "redis-audit/1";
 
 /// Total bytes of key names written in one command record before the rest are left out (and
 /// `keys_truncated` is set).
@@ -149,7 +151,7 @@ pub struct SystemEvent {
     pub detail: serde_json::Value,
 }
 
-/// What every line of one process shares.
+/// What every line of one process shares (written once per file, in its `file_open` line).
 #[derive(Debug, Clone)]
 pub struct Envelope {
     /// How key names are written.
@@ -160,12 +162,6 @@ pub struct Envelope {
     pub node: String,
     /// The upstream address.
     pub upstream: String,
-    /// `"instance_id":"…","node":"…",` as written on every line.
-    pub rendered_ids: Vec<u8>,
-    /// The upstream address as a JSON string.
-    pub rendered_upstream: Vec<u8>,
-    /// Where the node's value starts in `rendered_ids`.
-    pub node_value_at: usize,
 }
 
 impl Envelope {
@@ -176,15 +172,7 @@ impl Envelope {
         node: String,
         upstream: String,
     ) -> Self {
-        let mut rendered_ids = b"\"instance_id\":".to_vec();
-        line::push_str(&mut rendered_ids, &instance_id);
-        rendered_ids.extend_from_slice(b",\"node\":");
-        let node_value_at = rendered_ids.len();
-        line::push_str(&mut rendered_ids, &node);
-        rendered_ids.push(b',');
-        let mut rendered_upstream = Vec::new();
-        line::push_str(&mut rendered_upstream, &upstream);
-        Self { keys, instance_id, node, upstream, rendered_ids, rendered_upstream, node_value_at }
+        Self { keys, instance_id, node, upstream }
     }
 
     /// What session ids start with: the instance id's first eight characters.
@@ -200,18 +188,9 @@ impl Envelope {
 
 /// Appends one whole line (without its newline), chained to `prev_hash`: for the writer's own
 /// lines, which it renders knowing the hash.
-pub fn render(
-    event: &AuditEvent,
-    seq: Option<u64>,
-    envelope: &Envelope,
-    prev_hash: &str,
-    out: &mut Vec<u8>,
-) {
-    let start = out.len();
+pub fn render(event: &AuditEvent, seq: Option<u64>, envelope: &Envelope, out: &mut Vec<u8>) {
     line::push_head(out, &rfc3339_micros_bytes(event_time(event)), seq);
     render_body(event, envelope, out);
-    let prev = line::prev_range(out.len() - start);
-    out[start + prev.start..start + prev.end].copy_from_slice(prev_hash.as_bytes());
 }
 
 /// When an event happened (the time its line carries).
@@ -223,8 +202,7 @@ pub fn event_time(event: &AuditEvent) -> SystemTime {
     }
 }
 
-/// Appends an event's fields after the line's head (from `"instance_id"` to the end of the
-/// object), with the placeholder in `chain.prev`.
+/// Appends an event's fields after the line's head (from `"kind"` to the end of the object).
 pub fn render_body(event: &AuditEvent, envelope: &Envelope, out: &mut Vec<u8>) {
     let start = out.len();
     let mut serializer = serde_json::Serializer::new(&mut *out);
@@ -268,8 +246,6 @@ fn write_fields(
             ("system", system.action, if failed { "failure" } else { "success" })
         }
     };
-    map.serialize_entry("instance_id", &envelope.instance_id)?;
-    map.serialize_entry("node", &envelope.node)?;
     map.serialize_entry("kind", kind)?;
     map.serialize_entry("action", action)?;
     map.serialize_entry("outcome", outcome)?;
@@ -284,15 +260,7 @@ fn write_fields(
             }
         }
     }
-    // Its hash is filled in by whoever knows the previous line's.
-    let placeholder = std::str::from_utf8(line::PREV_PLACEHOLDER).unwrap_or_default();
-    map.serialize_entry("chain", &Chain { alg: "sha256", prev: placeholder })
-}
-
-#[derive(Serialize)]
-struct Chain<'a> {
-    alg: &'static str,
-    prev: &'a str,
+    Ok(())
 }
 
 /// A Redis string: a JSON string when valid UTF-8, else `{"b64": "..."}`.
@@ -395,7 +363,6 @@ fn write_session(
     );
     map.serialize_entry("client", &client)?;
     write_capped(map, "user", "user_truncated", &session.user)?;
-    map.serialize_entry("upstream", &envelope.upstream)?;
     if let Some(tls) = &session.tls {
         map.serialize_entry(
             "tls",
@@ -449,7 +416,7 @@ fn write_security(
     if let Some(version) = &security.policy_version {
         map.serialize_entry("policy_version", &**version)?;
     }
-    map.serialize_entry("upstream", &envelope.upstream)
+    Ok(())
 }
 
 /// `2026-11-22T04:40:00.123456Z`
@@ -551,7 +518,7 @@ mod tests {
             "r:6379".into(),
         );
         let mut line = Vec::new();
-        render(event, Some(1), &envelope, &"0".repeat(64), &mut line);
+        render(event, Some(1), &envelope, &mut line);
         assert!(line.len() < 16 * 1024, "a {} byte line", line.len());
         serde_json::from_slice(&line).unwrap()
     }

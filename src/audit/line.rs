@@ -15,36 +15,15 @@ use crate::config::KeyNames;
 use crate::query::index::{facet, FacetStarts};
 use crate::record::{CommandRecord, ReplySource, ReplyStatus};
 
-/// The `chain.prev` value a producer writes; the writer replaces it with the previous line's
-/// hash, which only it knows.
-pub const PREV_PLACEHOLDER: &[u8; 64] = &[b'0'; 64];
-
-/// What every line ends with: the chain field (its hash last) and the object's end.
-const CHAIN_HEAD: &[u8] = b"\"chain\":{\"alg\":\"sha256\",\"prev\":\"";
-const LINE_END: &[u8] = b"\"}}";
-
-/// Where the previous line's hash goes in a rendered line (without its newline).
-pub fn prev_range(line_len: usize) -> std::ops::Range<usize> {
-    let end = line_len - LINE_END.len();
-    end - PREV_PLACEHOLDER.len()..end
-}
-
-/// Appends the chain field, with the placeholder hash, and closes the line's object.
-pub fn push_chain_tail(out: &mut Vec<u8>) {
-    out.extend_from_slice(CHAIN_HEAD);
-    out.extend_from_slice(PREV_PLACEHOLDER);
-    out.extend_from_slice(LINE_END);
-}
-
 /// The longest head [`push_head`] writes.
-pub const HEAD_MAX_BYTES: usize = 96;
+pub const HEAD_MAX_BYTES: usize = 64;
 
-/// Appends what every line starts with: `{"schema":…,"time":…,` and `"seq":N,` when it has one.
-/// `time` is [`rfc3339_micros_bytes`](crate::audit::event::rfc3339_micros_bytes)'s text.
+/// Appends what every line but a file's first starts with: `{"time":…,` and `"seq":N,` when it
+/// has one. `time` is [`rfc3339_micros_bytes`](crate::audit::event::rfc3339_micros_bytes)'s
+/// text. (What every line of a file shares — schema, instance, node, upstream — is written
+/// once, in its `file_open` line.)
 pub fn push_head(out: &mut Vec<u8>, time: &[u8; 27], seq: Option<u64>) {
-    out.extend_from_slice(b"{\"schema\":\"");
-    out.extend_from_slice(crate::audit::event::SCHEMA.as_bytes());
-    out.extend_from_slice(b"\",\"time\":\"");
+    out.extend_from_slice(b"{\"time\":\"");
     out.extend_from_slice(time);
     out.extend_from_slice(b"\",");
     if let Some(seq) = seq {
@@ -198,10 +177,15 @@ pub fn command_time(record: &CommandRecord) -> SystemTime {
     record.time.checked_sub(record.latency).unwrap_or(record.time)
 }
 
-/// Appends a command line's fields after the head (`"instance_id"` to the end of the object,
-/// placeholder hash included). `capture_args` is the argument budget when arguments are
-/// captured; secrets are redacted even then. Returns where the values the query index counts
-/// start, from the start of what it appended.
+/// Appends a command line's fields after the head (`"kind"` to the end of the object).
+/// `capture_args` is the argument budget when arguments are captured; secrets are redacted
+/// even then. Returns where the values the query index counts start, from the start of what it
+/// appended (the node's is the file's: [`NODE_OF_FILE`]).
+///
+/// Schema `redis-audit/2` leaves out what a reader gets elsewhere: the action (always
+/// `command`), what the command table derives (`known`, `categories`), `key_count`,
+/// `key_bytes` and `keys_truncated` when the keys are listed whole and in clear (they restate
+/// `keys`), and the defaults `client.resp` 2 and `result.source` `upstream`.
 pub fn push_command_body(
     out: &mut Vec<u8>,
     record: &CommandRecord,
@@ -210,9 +194,8 @@ pub fn push_command_body(
 ) -> FacetStarts {
     let base = out.len();
     let mut starts = FacetStarts::default();
-    starts[facet::NODE] = envelope.node_value_at;
-    out.extend_from_slice(&envelope.rendered_ids);
-    out.extend_from_slice(b"\"kind\":\"command\",\"action\":\"command\",\"outcome\":\"");
+    starts[facet::NODE] = NODE_OF_FILE;
+    out.extend_from_slice(b"\"kind\":\"command\",\"outcome\":\"");
     out.extend_from_slice(match record.status {
         ReplyStatus::Ok | ReplyStatus::Queued | ReplyStatus::Skipped => b"success",
         ReplyStatus::Error => b"failure",
@@ -237,8 +220,10 @@ pub fn push_command_body(
             client_truncated |= value.len() > MAX_NAME_BYTES;
         }
     }
-    out.extend_from_slice(b",\"resp\":");
-    push_u64(out, u64::from(record.resp));
+    if record.resp != 2 {
+        out.extend_from_slice(b",\"resp\":");
+        push_u64(out, u64::from(record.resp));
+    }
     if client_truncated {
         out.extend_from_slice(b",\"truncated\":true");
     }
@@ -251,8 +236,6 @@ pub fn push_command_body(
     out.extend_from_slice(b",\"db\":");
     starts[facet::DB] = out.len() - base;
     push_u64(out, u64::from(record.db));
-    out.extend_from_slice(b",\"upstream\":");
-    out.extend_from_slice(&envelope.rendered_upstream);
     let (command_at, class_at) = push_command_info(out, record);
     starts[facet::COMMAND] = command_at - base;
     starts[facet::CLASS] = class_at - base;
@@ -284,18 +267,18 @@ pub fn push_command_body(
     if listed.is_some() {
         out.push(b']');
     }
-    out.extend_from_slice(b",\"key_count\":");
-    push_u64(out, record.keys.len() as u64);
     if let (Some(budget), Some(_)) = (capture_args, &record.command) {
         push_args(out, record, budget);
     }
-    out.extend_from_slice(b",\"key_bytes\":");
-    push_u64(out, key_bytes as u64);
-    out.extend_from_slice(if keys_truncated {
-        b",\"keys_truncated\":true"
-    } else {
-        b",\"keys_truncated\":false"
-    });
+    if keys_truncated || !matches!(envelope.keys, KeyNames::Clear) {
+        out.extend_from_slice(b",\"key_count\":");
+        push_u64(out, record.keys.len() as u64);
+        out.extend_from_slice(b",\"key_bytes\":");
+        push_u64(out, key_bytes as u64);
+        if keys_truncated {
+            out.extend_from_slice(b",\"keys_truncated\":true");
+        }
+    }
     out.extend_from_slice(b",\"result\":{\"status\":\"");
     out.extend_from_slice(record.status.as_str().as_bytes());
     out.push(b'"');
@@ -303,11 +286,10 @@ pub fn push_command_body(
         out.extend_from_slice(b",\"error_code\":");
         push_binary(out, code);
     }
-    out.extend_from_slice(match record.source {
-        ReplySource::Upstream => b",\"source\":\"upstream\"}",
-        ReplySource::Proxy => b",\"source\":\"proxy\"}",
-    });
-    out.extend_from_slice(b",\"duration_us\":");
+    if record.source == ReplySource::Proxy {
+        out.extend_from_slice(b",\"source\":\"proxy\"");
+    }
+    out.extend_from_slice(b"},\"duration_us\":");
     push_u64(out, record.latency.as_micros() as u64);
     out.extend_from_slice(b",\"request_bytes\":");
     push_u64(out, record.request_bytes);
@@ -317,32 +299,31 @@ pub fn push_command_body(
         out.extend_from_slice(b",\"count\":");
         push_u64(out, record.count);
     }
-    out.push(b',');
-    push_chain_tail(out);
+    out.push(b'}');
     starts
 }
 
-/// `"command":{"name","sub","known","name_bytes","class","categories"}`; where the name's and
-/// the class's values start.
+/// The start a command line gives its node: none in the line, the file's (`file_open`).
+pub const NODE_OF_FILE: usize = usize::MAX;
+
+/// `"command":{"name","sub","name_bytes","class"}`; where the name's and the class's values
+/// start.
 fn push_command_info(out: &mut Vec<u8>, record: &CommandRecord) -> (usize, usize) {
     out.extend_from_slice(b",\"command\":{\"name\":");
     let name_at = out.len();
     match &record.command {
-        Some(info) => {
-            match info.name.split_once('|') {
-                Some((name, sub)) => {
-                    push_str(out, name);
-                    out.extend_from_slice(b",\"sub\":");
-                    push_str(out, sub);
-                }
-                None => push_str(out, &info.name),
+        Some(info) => match info.name.split_once('|') {
+            Some((name, sub)) => {
+                push_str(out, name);
+                out.extend_from_slice(b",\"sub\":");
+                push_str(out, sub);
             }
-            out.extend_from_slice(b",\"known\":true");
-        }
+            None => push_str(out, &info.name),
+        },
         None => {
             // The name itself is not written: a client that sends a password on a line of its
             // own sends it as a command name.
-            out.extend_from_slice(b"\"(unknown)\",\"known\":false,\"name_bytes\":");
+            out.extend_from_slice(b"\"(unknown)\",\"name_bytes\":");
             push_u64(out, record.args.first().map_or(0, |name| name.len() as u64));
         }
     }
@@ -356,15 +337,7 @@ fn push_command_info(out: &mut Vec<u8>, record: &CommandRecord) -> (usize, usize
         }
         None => out.extend_from_slice(b"null"),
     }
-    out.extend_from_slice(b",\"categories\":[");
-    let categories = record.command.as_ref().map_or(&[][..], |info| &info.categories[..]);
-    for (i, category) in categories.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        push_str(out, category);
-    }
-    out.extend_from_slice(b"]}");
+    out.push(b'}');
     (name_at, class_at)
 }
 
@@ -480,57 +453,48 @@ mod tests {
         }
     }
 
-    /// The line `serde_json` writes for `record` (fields in the schema's order).
+    /// The line `serde_json` writes for `record` (fields in the schema's order), without its
+    /// head; `counts` when the keys are not listed in clear.
     fn expected(
         record: &CommandRecord,
         keys: serde_json::Value,
         args: Option<serde_json::Value>,
+        counts: bool,
     ) -> String {
         let info = record.command.as_ref().unwrap();
         let mut line = json!({
-            "instance_id": "406b1755-e9d8-4622-8038-cfaa54796898",
-            "node": "n\"1",
             "kind": "command",
-            "action": "command",
             "outcome": "failure",
             "session_id": "406b1755-7",
             "client": {"ip": "192.168.1.20", "port": 50000, "name": "worker\n1",
                        "lib_ver": {"b64": "/w=="}, "resp": 3},
             "user": "alice",
             "db": 3,
-            "upstream": "r:6379",
-            "command": {"name": info.name.split('|').next().unwrap(), "known": true,
-                        "class": "write", "categories": info.categories},
+            "command": {"name": info.name.split('|').next().unwrap(), "class": "write"},
         });
         let fields = line.as_object_mut().unwrap();
         if let Some((_, sub)) = info.name.split_once('|') {
             let command = fields["command"].as_object_mut().unwrap();
-            let rest: Vec<_> = ["known", "class", "categories"]
-                .iter()
-                .map(|k| (k.to_string(), command.remove(*k).unwrap()))
-                .collect();
+            let class = command.remove("class").unwrap();
             command.insert("sub".into(), json!(sub));
-            command.extend(rest);
+            command.insert("class".into(), class);
         }
         if !keys.is_null() {
             fields.insert("keys".into(), keys);
         }
-        fields.insert("key_count".into(), json!(record.keys.len()));
         if let Some(args) = args {
             fields.insert("args".into(), args);
             fields.insert("args_truncated".into(), json!(false));
         }
-        let key_bytes: usize = record.key_names().map(|k| k.len()).sum();
-        fields.insert("key_bytes".into(), json!(key_bytes));
-        fields.insert("keys_truncated".into(), json!(false));
-        fields.insert(
-            "result".into(),
-            json!({"status": "error", "error_code": "WRONGTYPE", "source": "upstream"}),
-        );
+        if counts {
+            fields.insert("key_count".into(), json!(record.keys.len()));
+            let key_bytes: usize = record.key_names().map(|k| k.len()).sum();
+            fields.insert("key_bytes".into(), json!(key_bytes));
+        }
+        fields.insert("result".into(), json!({"status": "error", "error_code": "WRONGTYPE"}));
         fields.insert("duration_us".into(), json!(180));
         fields.insert("request_bytes".into(), json!(45));
         fields.insert("response_bytes".into(), json!(70));
-        fields.insert("chain".into(), json!({"alg": "sha256", "prev": "0".repeat(64)}));
         let whole = line.to_string();
         whole[1..].to_owned()
     }
@@ -540,17 +504,17 @@ mod tests {
         let record = record("MSET k1 v1 k\u{e9} v2");
         let mut out = Vec::new();
         push_command_body(&mut out, &record, None, &envelope(KeyNames::Clear));
-        assert_eq!(text(&out), expected(&record, json!(["k1", "k\u{e9}"]), None));
+        assert_eq!(text(&out), expected(&record, json!(["k1", "k\u{e9}"]), None, false));
 
         let mut out = Vec::new();
         push_command_body(&mut out, &record, None, &envelope(KeyNames::Off));
-        assert_eq!(text(&out), expected(&record, serde_json::Value::Null, None));
+        assert_eq!(text(&out), expected(&record, serde_json::Value::Null, None, true));
 
         let record = self::record("CONFIG SET requirepass s3cret");
         let mut out = Vec::new();
         push_command_body(&mut out, &record, Some(1024), &envelope(KeyNames::Clear));
         let args = json!(["SET", "requirepass", {"redacted": true}]);
-        assert_eq!(text(&out), expected(&record, json!([]), Some(args)));
+        assert_eq!(text(&out), expected(&record, json!([]), Some(args), false));
         assert!(!text(&out).contains("s3cret"));
     }
 
@@ -565,7 +529,7 @@ mod tests {
         let mut hex = Vec::new();
         push_hex(&mut hex, &mac.finalize().into_bytes()[..16]);
         let hmac = text(&hex).to_owned();
-        assert_eq!(text(&out), expected(&record, json!([{"hmac": hmac}]), None));
+        assert_eq!(text(&out), expected(&record, json!([{"hmac": hmac}]), None, true));
     }
 
     #[test]
@@ -575,7 +539,10 @@ mod tests {
         let mut out = Vec::new();
         push_command_body(&mut out, &record, Some(1024), &envelope(KeyNames::Clear));
         let line = text(&out);
-        assert!(line.contains(r#""command":{"name":"(unknown)","known":false,"name_bytes":7,"class":null,"categories":[]}"#), "{line}");
+        assert!(
+            line.contains(r#""command":{"name":"(unknown)","name_bytes":7,"class":null}"#),
+            "{line}"
+        );
         assert!(!line.contains("hunter2") && !line.contains("\"args\""), "{line}");
     }
 
@@ -595,29 +562,31 @@ mod tests {
             let head = line.len();
             let starts = push_command_body(&mut line, &record, None, &envelope(KeyNames::Clear));
             searched.add_line(&line);
-            placed.add_command(&line, &starts.map(|at| at + head));
+            placed.add_command(&line, &starts.map(|at| at.saturating_add(head)));
         }
         let (searched, placed) = (searched.finish(), placed.finish());
         assert_eq!(searched.0.commands, 5);
-        assert_eq!(searched.0.facets.len(), 6, "{:?}", searched.0.facets);
+        assert_eq!(searched.0.facets.len(), 5, "{:?}", searched.0.facets);
         assert_eq!(placed, searched);
     }
 
     #[test]
-    fn the_chain_placeholder_is_where_prev_range_says() {
+    fn a_set_line_is_at_most_350_bytes() {
+        // redis-benchmark's SET: a 16-byte key, a 7-digit seq, a 5-digit connection.
+        let mut record = record("SET key:000000012345 xxx");
+        (record.conn_id, record.resp, record.status, record.error_code) =
+            (12_345, 2, ReplyStatus::Ok, None);
+        (record.client_name, record.client_lib_ver) = (None, None);
         let mut out = Vec::new();
         push_head(
             &mut out,
-            &crate::audit::event::rfc3339_micros_bytes(std::time::UNIX_EPOCH),
-            Some(9),
+            &crate::audit::event::rfc3339_micros_bytes(std::time::SystemTime::now()),
+            Some(1_234_567),
         );
-        push_command_body(&mut out, &record("GET k"), None, &envelope(KeyNames::Clear));
-        let range = prev_range(out.len());
-        assert_eq!(&out[range.clone()], PREV_PLACEHOLDER);
-        out[range].copy_from_slice(&[b'a'; 64]);
+        push_command_body(&mut out, &record, None, &envelope(KeyNames::Clear));
         let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(value["chain"]["prev"], "a".repeat(64));
-        assert_eq!(value["seq"], 9);
-        assert_eq!(value["time"], "1970-01-01T00:00:00.000000Z");
+        assert_eq!(value["seq"], 1_234_567);
+        assert_eq!(value["keys"], json!(["key:000000012345"]));
+        assert!(out.len() < 350, "{} bytes: {}", out.len(), text(&out));
     }
 }

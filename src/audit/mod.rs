@@ -1,15 +1,17 @@
 //! The audit trail: every command, session and system event as one JSON line in tailer-safe,
-//! hash-chained files (schema in `docs/audit-schema.md`).
+//! sealed (hash-chained) files (schema in `docs/audit-schema.md`).
 //!
 //! - [`event`]: session, security and system events and their JSON rendering.
 //! - [`mod@line`]: command lines rendered straight from their records; the line format's parts.
 //! - [`filter`]: which events are kept (`[audit.filters]`), and counts of the rest.
 //! - [`redact`]: which arguments may be shown when argument capture is on.
 //! - [`writer`]: the bounded queue, the writer thread, files, rotation, crash recovery.
+//! - [`chain`]: the seals that make the trail tamper-evident.
 //! - [`backlog`]: what the queue takes once full, and the `loss` records of what it drops.
 //! - [`verify`]: `audit verify`, which checks a directory's chain and sequence.
 
 pub mod backlog;
+pub mod chain;
 pub mod event;
 pub mod filter;
 pub mod line;
@@ -61,6 +63,9 @@ impl AuditSink {
                 queue_max_bytes: config.audit.queue_max_bytes,
                 fsync: config.audit.durability == Durability::Fsync,
                 checkpoint: config.audit.checkpoint.as_ref().map(|c| (c.key.clone(), c.every)),
+                chain_alg: config.audit.chain_alg,
+                seal_records: config.audit.seal_records,
+                seal_interval: config.audit.seal_interval,
                 coalesce: (config.audit.durability == Durability::Async
                     && !config.audit.coalesce.is_zero())
                 .then_some(config.audit.coalesce),

@@ -1,6 +1,6 @@
 //! The audit writer: a queue of rendered lines (bounded in bytes) feeding a dedicated thread
-//! that hash-chains, batches and appends them to `audit.log`, rotates it by rename, and recovers
-//! after a crash. The proxy's threads render their lines and enqueue them; they never touch the
+//! that batches and appends them to `audit.log`, seals them ([`chain`]), rotates the file by
+//! rename, and recovers after a crash. The proxy's threads render their lines and enqueue them; they never touch the
 //! file. The writer takes the whole queue at once (one lock, one swap), so a busy proxy costs it
 //! one wake-up per batch, not per line.
 //!
@@ -23,9 +23,12 @@ use std::time::{Duration, SystemTime};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use crate::audit::chain::{self, ChainAlg, Segment};
+
 use crate::audit::backlog::{self, Budget, Kind};
 use crate::audit::event::{
     event_time, render, render_body, rfc3339_micros_bytes, AuditEvent, Envelope, SystemEvent,
+    SCHEMA,
 };
 use crate::audit::line;
 use crate::config::Retention;
@@ -34,12 +37,10 @@ use crate::query::sidecar::FileFacts;
 
 /// The active file's name in the audit directory.
 pub const ACTIVE_FILE: &str = "audit.log";
-/// The `prev` hash of the very first line of a directory.
+/// The `prev` hash of the very first line of a `redis-audit/1` directory.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-/// A batch this large is written before the rest of what the writer took is chained.
+/// A batch this large is written before the rest of what the writer took is batched.
 const BATCH_WRITE_BYTES: usize = 4 << 20;
-/// How far back from the end of a file the last line is looked for at start-up.
-const TAIL_SCAN_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Settings of the writer.
 #[derive(Debug, Clone)]
@@ -59,6 +60,12 @@ pub struct WriterConfig {
     pub fsync: bool,
     /// HMAC checkpoints: the key, and every how many records (0: only at shutdown).
     pub checkpoint: Option<(Vec<u8>, u64)>,
+    /// The chain's hash function.
+    pub chain_alg: ChainAlg,
+    /// A seal at least every this many lines...
+    pub seal_records: u64,
+    /// ...and once the oldest unsealed line is this old.
+    pub seal_interval: Duration,
     /// With `durability = "async"` (no client waits for the file), how long the writer lets
     /// events gather after a batch that emptied the queue: one wake-up per batch instead of
     /// one per event, each of which would cost the sending connection a futex wake and the
@@ -110,8 +117,8 @@ enum Control {
     Rotate,
 }
 
-/// Lines rendered by the proxy's threads, in `seq` order, as the bytes they are written as:
-/// the writer only fills in each line's chain hash. Swapped whole between the two sides.
+/// Lines rendered by the proxy's threads, in `seq` order, as the bytes they are written as.
+/// Swapped whole between the two sides.
 #[derive(Debug, Default)]
 struct Lines {
     bytes: Vec<u8>,
@@ -125,8 +132,7 @@ impl Lines {
         self.lines.is_empty() && self.controls.is_empty()
     }
 
-    /// Appends one line: the head (with `seq`), then `body`, which ends with the chain field.
-    /// `facets` are positions in `body`.
+    /// Appends one line: the head (with `seq`), then `body`. `facets` are positions in `body`.
     fn push(
         &mut self,
         time: &[u8; 27],
@@ -140,7 +146,7 @@ impl Lines {
         self.bytes.extend_from_slice(body);
         self.bytes.push(b'\n');
         let len = self.bytes.len() - start;
-        let facets = facets.map(|starts| starts.map(|at| at + head));
+        let facets = facets.map(|starts| starts.map(|at| at.saturating_add(head)));
         self.lines.push(QueuedLine { len, seq, facets });
         len
     }
@@ -452,11 +458,16 @@ impl Drop for AuditLog {
     }
 }
 
-/// The lines hashed and not yet in the file: written together, or kept together for a retry
-/// (same bytes, same chain) when the disk fails.
+/// The lines not yet in the file: written together, or kept together for a retry (same
+/// bytes, same seals) when the disk fails.
 #[derive(Default)]
 struct Batch {
     bytes: Vec<u8>,
+    /// How much of `bytes` the open segment has taken (the rest is hashed before a seal or
+    /// the write, in one pass).
+    hashed: usize,
+    /// Lines in `bytes[hashed..]`.
+    unhashed_lines: u64,
     /// Their queue budget, released once written.
     queued: usize,
     events: u64,
@@ -469,42 +480,32 @@ struct Writer<'a> {
     files: ActiveFile,
     batch: Batch,
     shared: &'a Shared,
-    /// HMAC checkpoints: the key and their interval in records.
-    checkpoint: Option<(Vec<u8>, u64)>,
-    since_checkpoint: u64,
 }
 
 impl Writer<'_> {
-    /// Chains one queued line (without its newline) to the one before and adds it to the
-    /// batch, rotating first when it would not fit the active file.
-    fn append(&mut self, line: &mut [u8], queued: QueuedLine) {
+    /// Adds one queued line (without its newline) to the batch, rotating first when it would
+    /// not fit the active file, and seals when `seal_records` lines are unsealed.
+    fn append(&mut self, line: &[u8], queued: QueuedLine) {
         let Self { files, batch, shared, .. } = self;
         let size = files.size + (batch.bytes.len() + line.len() + 1) as u64;
         if size > files.rotate_bytes && write_batch(files, batch, shared) {
             files.rotate(&shared.envelope, &shared.stats);
         }
-        let prev = line::prev_range(line.len());
-        line[prev].copy_from_slice(files.last_hash.as_bytes());
-        hex_sha256_into(line, &mut files.last_hash);
         if let Some(starts) = &queued.facets {
             files.index.add_command(line, starts);
         }
         files.records_in_file += 1;
         batch.bytes.extend_from_slice(line);
         batch.bytes.push(b'\n');
+        batch.unhashed_lines += 1;
         batch.queued += queued.len;
         batch.events += 1;
         batch.last_seq = Some(queued.seq);
-        self.since_checkpoint += 1;
-        if let Some((key, every)) = &self.checkpoint {
-            if *every > 0 && self.since_checkpoint >= *every {
-                self.since_checkpoint = 0;
-                self.files.append_checkpoint(&self.shared.envelope, key, &mut self.batch.bytes);
-            }
+        if files.unsealed(batch) >= files.seal_records {
+            files.seal(batch);
         }
         // A long queue (after a stall) is written as it is taken, so its copy here stays small
         // and its first replies are released early; a failing disk is retried at the tick.
-        let Self { files, batch, shared, .. } = self;
         if batch.bytes.len() >= BATCH_WRITE_BYTES && !shared.failing.load(Ordering::Relaxed) {
             write_batch(files, batch, shared);
         }
@@ -518,7 +519,7 @@ impl Writer<'_> {
             while let Some((_, control)) = controls.next_if(|(at, _)| *at == index) {
                 self.control(control, acks);
             }
-            let line = &mut lines.bytes[offset..offset + queued.len - 1];
+            let line = &lines.bytes[offset..offset + queued.len - 1];
             offset += queued.len;
             self.append(line, *queued);
         }
@@ -542,14 +543,11 @@ impl Writer<'_> {
 fn run_writer(files: ActiveFile, shared: &Shared) {
     let stats = &shared.stats;
     let envelope = &shared.envelope;
-    let checkpoint = files.checkpoint.clone();
     let coalesce = files.coalesce;
     let mut writer = Writer {
         files,
         batch: Batch { bytes: Vec::with_capacity(1 << 20), ..Batch::default() },
         shared,
-        checkpoint,
-        since_checkpoint: 0,
     };
     let mut taken = Lines::default();
     let mut acks = Vec::new();
@@ -575,6 +573,10 @@ fn run_writer(files: ActiveFile, shared: &Shared) {
         let processed = taken.lines.len();
         writer.take(&mut taken, &mut acks);
         taken.clear();
+        let Writer { files, batch, .. } = &mut writer;
+        if files.unsealed(batch) > 0 && files.sealed_at.elapsed() >= files.seal_interval {
+            files.seal(batch);
+        }
         if write_batch(&mut writer.files, &mut writer.batch, shared) {
             writer.files.rotate_if_old(envelope, stats);
         }
@@ -591,11 +593,9 @@ fn run_writer(files: ActiveFile, shared: &Shared) {
             std::thread::sleep(pause);
         }
     }
-    let Writer { mut files, mut batch, checkpoint, .. } = writer;
-    if let Some((key, _)) = &checkpoint {
-        // The last line of a run is a checkpoint over everything before it.
-        files.append_checkpoint(envelope, key, &mut batch.bytes);
-    }
+    let Writer { mut files, mut batch, .. } = writer;
+    // The last line of a run is a seal over everything before it.
+    files.seal(&mut batch);
     write_batch(&mut files, &mut batch, shared);
 }
 
@@ -606,9 +606,11 @@ fn write_batch(files: &mut ActiveFile, batch: &mut Batch, shared: &Shared) -> bo
     if batch.bytes.is_empty() {
         return true;
     }
+    files.hash_batch(batch);
     let started = tokio::time::Instant::now();
     match files.write(&batch.bytes) {
         Ok(()) => {
+            files.note_last_line(&batch.bytes);
             if files.fsync {
                 // The write itself is a copy to the page cache; the time is the fsync's.
                 let micros = started.elapsed().as_micros() as u64;
@@ -622,7 +624,7 @@ fn write_batch(files: &mut ActiveFile, batch: &mut Batch, shared: &Shared) -> bo
                 shared.durable.advance(seq);
             }
             batch.bytes.clear();
-            (batch.queued, batch.events) = (0, 0);
+            (batch.queued, batch.events, batch.hashed) = (0, 0, 0);
             if shared.failing.swap(false, Ordering::SeqCst) {
                 tracing::warn!("writing the audit trail works again");
                 let errors = shared.stats.write_errors.load(Ordering::Relaxed);
@@ -647,13 +649,7 @@ pub fn checkpoint_key_id(key: &[u8]) -> String {
     hex_sha256(key)[..16].to_owned()
 }
 
-/// A checkpoint's HMAC: HMAC-SHA256(key, chain head as its hex text), in hex.
-pub fn checkpoint_hmac(key: &[u8], head: &str) -> String {
-    use hmac::Mac as _;
-    let mut mac = <hmac::Hmac<Sha256>>::new_from_slice(key).expect("HMAC takes keys of any length");
-    mac.update(head.as_bytes());
-    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use chain::checkpoint_hmac;
 
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn hex_sha256(bytes: &[u8]) -> String {
@@ -680,8 +676,18 @@ struct ActiveFile {
     file: File,
     size: u64,
     rotate_bytes: u64,
-    /// Hash of the last line written (the next line's `chain.prev`).
-    last_hash: String,
+    /// The lines written since the last seal (the open segment).
+    segment: Segment,
+    /// The hash seals are made with.
+    alg: ChainAlg,
+    /// `WriterConfig::seal_records` (at most `checkpoint_records` with a checkpoint key).
+    seal_records: u64,
+    /// `WriterConfig::seal_interval`.
+    seal_interval: Duration,
+    /// When the last seal was made.
+    sealed_at: tokio::time::Instant,
+    /// The last line written, for the query index's facts about a rotated file.
+    last_line: Vec<u8>,
     /// Counter that keeps rotated names unique within one second.
     rotation_counter: u32,
     /// When the active file was opened.
@@ -698,8 +704,8 @@ struct ActiveFile {
     fsync: bool,
     /// `WriterConfig::coalesce`.
     coalesce: Option<Duration>,
-    /// HMAC checkpoints: the key and their interval in records.
-    checkpoint: Option<(Vec<u8>, u64)>,
+    /// The HMAC checkpoint key: every seal then carries a checkpoint.
+    checkpoint_key: Option<Vec<u8>>,
     /// The active file's query index, built as its lines are written.
     index: IndexBuilder,
     /// Threads saving the indexes of rotated files; joined before the writer ends, so that a
@@ -732,24 +738,34 @@ impl ActiveFile {
         let mut counter = 0;
         let newest = newest_rotated(&config.dir)?;
         let (prev_file, torn) = if active.exists() {
-            let (_, torn) = last_line_hash(&active)?;
+            let torn = ends_torn(&active)?;
             let rotated = rotated_name(&config.dir, &mut counter, newest.as_deref());
             fs::rename(&active, config.dir.join(&rotated))?;
             (Some(rotated), torn)
         } else {
             (newest, false)
         };
-        // The chain goes on from the last complete line of the newest file that has one (an
-        // empty or header-less file, left by a crash, is skipped).
-        let last_hash = chain_anchor(&config.dir)?;
+        // The chain goes on from the newest file with a complete line (an empty file, left by
+        // a crash, is skipped): its last seal, and the lines after it, which this file's
+        // `file_open` seals.
+        let segment = chain_anchor(&config.dir, config.chain_alg)?;
         let newest_rotated_name = prev_file.clone();
         let file = create_active(&active)?;
+        let seal_records = match &config.checkpoint {
+            Some((_, every)) if *every > 0 => config.seal_records.min(*every),
+            _ => config.seal_records,
+        };
         let mut this = Self {
             dir: config.dir.clone(),
             file,
             size: 0,
             rotate_bytes: config.rotate_bytes.max(1),
-            last_hash,
+            segment,
+            alg: config.chain_alg,
+            seal_records: seal_records.max(1),
+            seal_interval: config.seal_interval,
+            sealed_at: tokio::time::Instant::now(),
+            last_line: Vec::new(),
             rotation_counter: counter,
             opened_at: SystemTime::now(),
             records_in_file: 0,
@@ -759,15 +775,15 @@ impl ActiveFile {
             _lock: lock,
             fsync: config.fsync,
             coalesce: config.coalesce,
-            checkpoint: config.checkpoint.clone(),
-            index: IndexBuilder::default(),
+            checkpoint_key: config.checkpoint.as_ref().map(|(key, _)| key.clone()),
+            index: IndexBuilder::for_node(&envelope.node),
             index_savers: Vec::new(),
         };
         this.write_file_open(envelope, prev_file.as_deref(), torn)?;
         Ok(this)
     }
 
-    /// Writes one unsequenced line of the writer's own (`file_open`, `file_delete`), chained.
+    /// Writes one unsequenced line of the writer's own (`file_delete`), in the open segment.
     fn write_marker(
         &mut self,
         envelope: &Envelope,
@@ -776,31 +792,49 @@ impl ActiveFile {
     ) -> io::Result<()> {
         let event = AuditEvent::System(SystemEvent { action, time: SystemTime::now(), detail });
         let mut line = Vec::with_capacity(512);
-        render(&event, None, envelope, &self.last_hash, &mut line);
-        self.last_hash = hex_sha256(&line);
+        render(&event, None, envelope, &mut line);
         line.push(b'\n');
         self.file.write_all(&line)?;
+        self.segment.update(&line, 1);
         self.size += line.len() as u64;
+        self.note_last_line(&line);
         Ok(())
     }
 
-    /// Appends a `checkpoint` line to `batch`: HMAC-SHA256 of the chain head, so a trail
-    /// rewritten with recomputed hashes is caught by whoever holds the key.
-    fn append_checkpoint(&mut self, envelope: &Envelope, key: &[u8], batch: &mut Vec<u8>) {
-        let detail = json!({
-            "key_id": checkpoint_key_id(key),
-            "hmac": checkpoint_hmac(key, &self.last_hash),
-        });
-        let event = AuditEvent::System(SystemEvent {
-            action: "checkpoint",
-            time: SystemTime::now(),
-            detail,
-        });
-        let mut line = Vec::with_capacity(512);
-        render(&event, None, envelope, &self.last_hash, &mut line);
-        self.last_hash = hex_sha256(&line);
-        batch.extend_from_slice(&line);
-        batch.push(b'\n');
+    /// Lines not yet sealed: those hashed into the open segment and those of `batch` not yet.
+    fn unsealed(&self, batch: &Batch) -> u64 {
+        self.segment.lines() + batch.unhashed_lines
+    }
+
+    /// Takes the batch's lines not yet hashed into the open segment.
+    fn hash_batch(&mut self, batch: &mut Batch) {
+        self.segment.update(&batch.bytes[batch.hashed..], batch.unhashed_lines);
+        (batch.hashed, batch.unhashed_lines) = (batch.bytes.len(), 0);
+    }
+
+    /// Appends a seal line to `batch`: the hash of every line since the last seal, chained to
+    /// it, with a checkpoint (an HMAC of that hash) when there is a key.
+    fn seal(&mut self, batch: &mut Batch) {
+        self.hash_batch(batch);
+        let start = batch.bytes.len();
+        line::push_head(&mut batch.bytes, &rfc3339_micros_bytes(SystemTime::now()), None);
+        batch
+            .bytes
+            .extend_from_slice(b"\"kind\":\"system\",\"action\":\"seal\",\"outcome\":\"success\",");
+        self.segment.push_seal_field(self.alg, self.checkpoint_key.as_deref(), &mut batch.bytes);
+        batch.bytes.push(b'}');
+        self.segment = Segment::new(self.alg, self.alg.hash(&batch.bytes[start..]));
+        batch.bytes.push(b'\n');
+        batch.hashed = batch.bytes.len();
+        self.sealed_at = tokio::time::Instant::now();
+    }
+
+    /// Keeps the last complete line of what was just written.
+    fn note_last_line(&mut self, written: &[u8]) {
+        let end = written.len().saturating_sub(1);
+        let start = memchr::memrchr(b'\n', &written[..end]).map_or(0, |at| at + 1);
+        self.last_line.clear();
+        self.last_line.extend_from_slice(&written[start..end]);
     }
 
     /// Rotates when the active file is older than `rotate_interval` and holds records (the
@@ -857,6 +891,8 @@ impl ActiveFile {
         }
     }
 
+    /// Writes a new file's first line: the schema and what every line of this run shares, the
+    /// previous file, and a seal over the lines left unsealed before it.
     fn write_file_open(
         &mut self,
         envelope: &Envelope,
@@ -864,11 +900,35 @@ impl ActiveFile {
         torn: bool,
     ) -> io::Result<()> {
         let detail = json!({
+            "instance_id": envelope.instance_id,
+            "node": envelope.node,
+            "upstream": envelope.upstream,
             "file": ACTIVE_FILE,
             "prev_file": prev_file,
             "recovered_torn_line": torn,
         });
-        self.write_marker(envelope, "file_open", detail)
+        let mut line = Vec::with_capacity(768);
+        line.extend_from_slice(b"{\"schema\":\"");
+        line.extend_from_slice(SCHEMA.as_bytes());
+        line.extend_from_slice(b"\",\"time\":\"");
+        line.extend_from_slice(&rfc3339_micros_bytes(SystemTime::now()));
+        line.extend_from_slice(
+            b"\",\"kind\":\"system\",\"action\":\"file_open\",\"outcome\":\"success\",",
+        );
+        // The detail's fields, without its braces.
+        let fields = detail.to_string();
+        line.extend_from_slice(&fields.as_bytes()[1..fields.len() - 1]);
+        line.push(b',');
+        self.segment.push_seal_field(self.alg, self.checkpoint_key.as_deref(), &mut line);
+        line.push(b'}');
+        let head = self.alg.hash(&line);
+        line.push(b'\n');
+        self.file.write_all(&line)?;
+        self.segment = Segment::new(self.alg, head);
+        self.sealed_at = tokio::time::Instant::now();
+        self.size += line.len() as u64;
+        self.note_last_line(&line);
+        Ok(())
     }
 
     /// Appends `bytes` (and fsyncs with `fsync`). On failure the file is cut back to what it
@@ -919,7 +979,7 @@ impl ActiveFile {
                 return;
             }
         };
-        let (closed_bytes, closed_last_hash) = (self.size, self.last_hash.clone());
+        let (closed_bytes, closed_last_hash) = (self.size, hex_sha256(&self.last_line));
         self.file = file;
         self.size = 0;
         self.opened_at = SystemTime::now();
@@ -930,7 +990,7 @@ impl ActiveFile {
         // writer thread, so that no query pays for it (best effort: a query builds a missing
         // one from the file).
         let closed = self.dir.join(&rotated);
-        let index = std::mem::take(&mut self.index);
+        let index = std::mem::replace(&mut self.index, IndexBuilder::for_node(&envelope.node));
         // Tied to the file as it was closed: what it holds and its last line's hash.
         let facts = FileFacts { bytes: closed_bytes, last_line_sha256: closed_last_hash };
         self.index_savers.retain(|saver| !saver.is_finished());
@@ -967,14 +1027,15 @@ fn lock_dir(dir: &Path) -> io::Result<File> {
     }
 }
 
-/// The hash of the last complete line in the directory's rotated files, newest first.
-fn chain_anchor(dir: &Path) -> io::Result<String> {
+/// Where the chain stands at the end of the directory's newest rotated file with a complete
+/// line: the segment a new file's `file_open` closes ([`chain::tail_of`]).
+fn chain_anchor(dir: &Path, alg: ChainAlg) -> io::Result<Segment> {
     for name in rotated_files(dir)?.iter().rev() {
-        if let (Some(hash), _) = last_line_hash(&dir.join(name))? {
-            return Ok(hash);
+        if let Some(tail) = chain::tail_of(&dir.join(name), alg)? {
+            return Ok(tail.segment);
         }
     }
-    Ok(GENESIS_HASH.to_owned())
+    Ok(Segment::new(alg, chain::GENESIS))
 }
 
 fn create_active(path: &Path) -> io::Result<File> {
@@ -1023,24 +1084,17 @@ fn newest_rotated(dir: &Path) -> io::Result<Option<String>> {
     Ok(rotated_files(dir)?.pop())
 }
 
-/// The hash of the last complete line of `path` (`None` when it has none), and whether a torn
-/// (unterminated) line follows it.
-fn last_line_hash(path: &Path) -> io::Result<(Option<String>, bool)> {
+/// Whether `path` ends with a torn (unterminated) line: the trace of a crash mid-write.
+fn ends_torn(path: &Path) -> io::Result<bool> {
     let mut file = File::open(path)?;
     let length = file.metadata()?.len();
-    let start = length.saturating_sub(TAIL_SCAN_BYTES);
-    file.seek(SeekFrom::Start(start))?;
-    let mut tail = Vec::with_capacity((length - start) as usize);
-    file.read_to_end(&mut tail)?;
-    let torn = !tail.is_empty() && tail.last() != Some(&b'\n');
-    let Some(end) = memchr::memrchr(b'\n', &tail) else { return Ok((None, torn)) };
-    let complete = &tail[..end];
-    let line_start = memchr::memrchr(b'\n', complete).map_or(0, |at| at + 1);
-    if line_start == 0 && start > 0 {
-        // The last line is longer than the scan: the chain cannot be linked.
-        return Ok((Some("unknown".to_owned()), torn));
+    if length == 0 {
+        return Ok(false);
     }
-    Ok((Some(hex_sha256(&complete[line_start..])), torn))
+    file.seek(SeekFrom::Start(length - 1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
 }
 
 #[cfg(test)]

@@ -223,6 +223,12 @@ pub struct AuditConfig {
     pub filters: crate::audit::filter::Filters,
     /// HMAC checkpoints: the key (a secret: never shown) and every how many records.
     pub checkpoint: Option<Checkpoints>,
+    /// `audit.chain_alg`: the hash of the chain's seals.
+    pub chain_alg: crate::audit::chain::ChainAlg,
+    /// `audit.seal_records`: a seal at least every this many lines.
+    pub seal_records: u64,
+    /// `audit.seal_interval_ms`: a seal once the oldest unsealed line is this old.
+    pub seal_interval: Duration,
 }
 
 /// `audit.checkpoint_key_file` / `audit.checkpoint_records`.
@@ -609,6 +615,16 @@ impl Config {
                 ))
             }
         };
+        let chain_alg =
+            crate::audit::chain::ChainAlg::from_name(&raw.audit.chain_alg).ok_or_else(|| {
+                invalid(
+                    "audit.chain_alg",
+                    format!("\"{}\" is not one of \"blake3\", \"sha256\"", raw.audit.chain_alg),
+                )
+            })?;
+        if raw.audit.seal_records == 0 {
+            return Err(invalid("audit.seal_records", "must be at least 1".into()));
+        }
         let on_full = match raw.audit.on_full.as_str() {
             "drop" => OnFull::Drop,
             "block" => OnFull::Block,
@@ -907,6 +923,11 @@ impl Config {
                 group_refusals_secs: raw.audit.group_refusals_secs,
                 filters,
                 checkpoint: checkpoint.map(|(key, every)| Checkpoints { key, every }),
+                chain_alg,
+                seal_records: raw.audit.seal_records,
+                seal_interval: Duration::from_millis(
+                    raw.audit.seal_interval_ms.clamp(1, 3_600_000),
+                ),
             },
             auth: AuthConfig {
                 mode: auth_mode,

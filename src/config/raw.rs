@@ -270,6 +270,12 @@ pub struct RawAudit {
     pub checkpoint_key_file: Option<String>,
     /// A checkpoint every this many records (0: only when the writer stops).
     pub checkpoint_records: u64,
+    /// The hash of the chain's seals: `blake3` or `sha256`.
+    pub chain_alg: String,
+    /// A seal at least every this many lines.
+    pub seal_records: u64,
+    /// A seal once the oldest unsealed line is this many milliseconds old.
+    pub seal_interval_ms: u64,
     /// `[audit.filters]`
     pub filters: RawFilters,
 }
@@ -336,6 +342,9 @@ impl Default for RawAudit {
             group_refusals_secs: 60,
             checkpoint_key_file: None,
             checkpoint_records: 10_000,
+            chain_alg: "blake3".into(),
+            seal_records: 1000,
+            seal_interval_ms: 1000,
             filters: RawFilters::default(),
         }
     }

@@ -7,6 +7,7 @@ use std::ops::ControlFlow;
 use std::os::unix::fs::{FileExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 
+use super::expand::FileContext;
 use super::{audit_files, QueryError};
 use crate::audit::writer::ACTIVE_FILE;
 
@@ -62,13 +63,26 @@ impl Snapshot {
         &self,
         mut each: impl FnMut(&[u8]) -> ControlFlow<()>,
     ) -> Result<ControlFlow<()>, QueryError> {
+        self.scan_with_context(|line, _| each(line))
+    }
+
+    /// [`Self::scan`], with each line the context of its file (`redis-audit/2`: what its
+    /// lines leave out, for [`expand`](super::expand::expand)).
+    pub fn scan_with_context(
+        &self,
+        mut each: impl FnMut(&[u8], Option<&FileContext>) -> ControlFlow<()>,
+    ) -> Result<ControlFlow<()>, QueryError> {
         if let Some((path, file, len)) = &self.active {
+            let context = FileContext::of_file(path);
+            let mut each = |line: &[u8]| each(line, context.as_ref());
             if lines_of(path, file, *len, &mut each)?.is_break() {
                 return Ok(ControlFlow::Break(()));
             }
         }
         for path in &self.rotated {
             let Some((file, len)) = open(path)? else { continue };
+            let context = FileContext::of_file(path);
+            let mut each = |line: &[u8]| each(line, context.as_ref());
             if lines_of(path, &file, len, &mut each)?.is_break() {
                 return Ok(ControlFlow::Break(()));
             }

@@ -156,6 +156,9 @@ pub struct IndexBuilder {
     facets: Vec<Facet>,
     command_kind: memchr::memmem::Finder<'static>,
     finders: Vec<memchr::memmem::Finder<'static>>,
+    /// The node of every command line of a `redis-audit/2` file (its `file_open` names it,
+    /// the lines do not), as JSON text.
+    file_node: Option<Box<[u8]>>,
 }
 
 impl Default for IndexBuilder {
@@ -180,32 +183,51 @@ impl Default for IndexBuilder {
                 .iter()
                 .map(|(_, prefix)| memchr::memmem::Finder::new(*prefix))
                 .collect(),
+            file_node: None,
         }
     }
 }
 
 impl IndexBuilder {
+    /// The index of a `redis-audit/2` file written on `node`.
+    pub fn for_node(node: &str) -> Self {
+        let node = serde_json::Value::String(node.to_owned()).to_string();
+        Self { file_node: Some(node.into_bytes().into()), ..Self::default() }
+    }
+
     /// Takes one line of the file, of any kind, searching it for its facets.
     pub fn add_line(&mut self, line: &[u8]) {
         if self.command_kind.find(line).is_none() {
+            if line.starts_with(crate::audit::chain::V2_FILE_PREFIX) {
+                self.file_node = field_text(line, &self.finders[facet::NODE]).map(Into::into);
+            }
             return;
         }
         let Some(rank) = self.add_time(line) else { return };
-        for (facet, finder) in self.facets.iter_mut().zip(&self.finders) {
+        for (index, (facet, finder)) in self.facets.iter_mut().zip(&self.finders).enumerate() {
             if facet.counting {
-                if let Some(value) = field_text(line, finder) {
+                let value = match field_text(line, finder) {
+                    None if index == facet::NODE => self.file_node.as_deref(),
+                    value => value,
+                };
+                if let Some(value) = value {
                     facet.add(value, rank);
                 }
             }
         }
     }
 
-    /// Takes one command line whose facet values start at `starts`.
+    /// Takes one command line whose facet values start at `starts` (the node's at
+    /// [`NODE_OF_FILE`](crate::audit::line::NODE_OF_FILE): the file's).
     pub fn add_command(&mut self, line: &[u8], starts: &FacetStarts) {
         let Some(rank) = self.add_time(line) else { return };
         for (facet, &start) in self.facets.iter_mut().zip(starts) {
             if facet.counting {
-                if let Some(value) = value_at(line, start) {
+                let value = match start {
+                    crate::audit::line::NODE_OF_FILE => self.file_node.as_deref(),
+                    start => value_at(line, start),
+                };
+                if let Some(value) = value {
                     facet.add(value, rank);
                 }
             }
@@ -306,10 +328,12 @@ pub fn build(file: &Path) -> io::Result<(Summary, Bitmaps)> {
     Ok(index.finish_file(FileFacts { bytes, last_line_sha256 }))
 }
 
-/// The `time` of an audit line, read from its fixed place.
+/// The `time` of an audit line, read from its fixed place (first in `redis-audit/2` lines,
+/// after the schema in `/1`).
 pub fn line_time(line: &[u8]) -> Option<&str> {
-    const PREFIX: &[u8] = b"{\"schema\":\"redis-audit/1\",\"time\":\"";
-    let rest = line.strip_prefix(PREFIX)?;
+    const PREFIX: &[u8] = b"{\"time\":\"";
+    const PREFIX_V1: &[u8] = b"{\"schema\":\"redis-audit/1\",\"time\":\"";
+    let rest = line.strip_prefix(PREFIX).or_else(|| line.strip_prefix(PREFIX_V1))?;
     let end = rest.iter().position(|&b| b == b'"')?;
     std::str::from_utf8(&rest[..end]).ok()
 }

@@ -16,6 +16,7 @@ use serde::de::IgnoredAny;
 use serde_json::{json, Value};
 
 use super::backward::Snapshot;
+use super::expand::expand;
 use super::QueryError;
 
 /// `offset` and `limit` of a log query.
@@ -157,11 +158,11 @@ fn page_of(
     let snapshot = Snapshot::open(dir)?;
     let mut pager = Pager::new(paging);
     let mut items = Vec::new();
-    let flow = snapshot.scan(|line| {
+    let flow = snapshot.scan_with_context(|line, context| {
         pager.budget(line)?;
         if head(line).is_some_and(|(kind, action)| wanted(kind, action)) {
             if let Some(record) = pager.rank(line) {
-                items.push(entry(&record));
+                items.push(entry(&expand(record, context)));
             }
         }
         ControlFlow::Continue(())
@@ -231,12 +232,12 @@ pub fn sessions(dir: &Path, paging: Paging) -> Result<Value, QueryError> {
     let mut line_number = 0u64;
     // Lines read up to and including the page's oldest open.
     let mut reach = 0u64;
-    let flow = snapshot.scan(|line| {
+    let flow = snapshot.scan_with_context(|line, context| {
         pager.budget(line)?;
         line_number += 1;
         if matches!(head(line), Some((b"session", b"session_open"))) {
             if let Some(record) = pager.rank(line) {
-                items.push(session_entry(&record));
+                items.push(session_entry(&expand(record, context)));
                 reach = line_number;
             }
         }

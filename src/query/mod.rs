@@ -4,6 +4,7 @@
 //! (time range, command count) beside it, and a query skips the files outside its range.
 
 pub mod backward;
+pub mod expand;
 pub mod index;
 pub mod logs;
 pub mod params;
@@ -125,6 +126,14 @@ fn scan_file(
         Err(error) => return Err(io_error(error)),
     };
     let mut reader = BufReader::with_capacity(1 << 20, file);
+    // A `redis-audit/2` file: its first line says what its lines leave out.
+    let mut first = Vec::new();
+    reader.read_until(b'\n', &mut first).map_err(io_error)?;
+    let context = expand::FileContext::from_first_line(&first);
+    if context.as_ref().is_some_and(|context| !query.node_matches(context.node())) {
+        return Ok(());
+    }
+    reader.seek(io::SeekFrom::Start(0)).map_err(io_error)?;
     // Where each matching line starts and how long it is: the count needs no parsing, and
     // only the page's lines are read again and parsed.
     let mut matches: Vec<(u64, usize)> = Vec::new();
@@ -136,7 +145,7 @@ fn scan_file(
         if read == 0 || line.last() != Some(&b'\n') {
             break; // the end, or a line still being written
         }
-        if query.line_matches(&line) {
+        if query.line_matches(&line, context.is_some()) {
             matches.push((offset, read));
         }
         offset += read as u64;
@@ -156,7 +165,7 @@ fn scan_file(
         file.seek(io::SeekFrom::Start(at)).map_err(io_error)?;
         file.read_exact(&mut raw).map_err(io_error)?;
         if let Ok(record) = serde_json::from_slice::<Value>(&raw) {
-            page.records.push(record);
+            page.records.push(expand::expand(record, context.as_ref()));
         }
     }
     Ok(())

@@ -46,6 +46,9 @@ pub struct AuditQuery {
     /// What each filter besides time looks like in a command line (the field's prefix as the
     /// index knows it, then the value's JSON text), made once for every line scanned.
     needles: Vec<Vec<u8>>,
+    /// The node filter's needle, apart: a `redis-audit/2` line does not name its node (its
+    /// file does, see [`Self::node_matches`]).
+    node_needle: Option<Vec<u8>>,
 }
 
 /// `yyyy-MM-ddTHH:mm:ssZ` (or `yyyy-MM-ddTHH:mmZ`) as seconds since the epoch, and the
@@ -226,6 +229,7 @@ impl AuditQuery {
             page_size,
             page_number,
             needles: Vec::new(),
+            node_needle: None,
         };
         query.needles = query
             .facet_filters()
@@ -237,7 +241,14 @@ impl AuditQuery {
                 if facet == "db" {
                     needle.push(b','); // a number: `"db":1` must not match `"db":12`
                 }
-                needle
+                (facet, needle)
+            })
+            .filter_map(|(facet, needle)| {
+                if facet == "node" {
+                    query.node_needle = Some(needle);
+                    return None;
+                }
+                Some(needle)
             })
             .collect();
         Ok(query)
@@ -291,7 +302,9 @@ impl AuditQuery {
     /// The test on a raw command line, exact for the writer's lines: each filtered field
     /// occurs once in a command record, and JSON strings cannot hide a bare quote, so the
     /// field and its whole value match only where they are.
-    pub fn line_matches(&self, line: &[u8]) -> bool {
+    ///
+    /// `v2`: the line is of a `redis-audit/2` file, whose node [`Self::node_matches`] checked.
+    pub fn line_matches(&self, line: &[u8], v2: bool) -> bool {
         if !super::contains(line, b"\"kind\":\"command\"") {
             return false;
         }
@@ -299,6 +312,12 @@ impl AuditQuery {
             return false;
         }
         self.needles.iter().all(|needle| super::contains(line, needle))
+            && (v2 || self.node_needle.as_ref().is_none_or(|needle| super::contains(line, needle)))
+    }
+
+    /// Whether a file's node (its `file_open`'s, in `redis-audit/2`) passes the node filter.
+    pub fn node_matches(&self, node: &serde_json::Value) -> bool {
+        self.node.as_deref().is_none_or(|wanted| node.as_str() == Some(wanted))
     }
 }
 

@@ -1,4 +1,4 @@
-//! The audit trail as it lands on disk (schema `redis-audit/1`, docs/audit-schema.md): every
+//! The audit trail as it lands on disk (schema `redis-audit/2`, docs/audit-schema.md): every
 //! command accounted for under concurrency, gapless `seq` with `loss` records for drops, a
 //! `tail -F` follower that sees every line exactly once across rotations, no secrets or values
 //! in any file, binary and truncated keys, and the chain continued by a restart.
@@ -13,14 +13,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis_audit_proxy::audit::AuditSink;
-use serde_json::Value;
-use sha2::{Digest, Sha256};
+use serde_json::{json, Value};
 
 use crate::support::client::encode_command;
 use crate::support::scratch::{audit_files, file_lines, parse, trail, trail_lines};
 use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
 
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+const GENESIS: [u8; 32] = [0; 32];
 
 fn lines(dir: &Path) -> Vec<Value> {
     trail(dir)
@@ -57,19 +56,41 @@ async fn wait_for_closes(
     wait_for(dir, sink, closed).await
 }
 
-fn sha256_hex(line: &str) -> String {
-    Sha256::digest(line.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Each line's `chain.prev` is the SHA-256 of the line before it; the first links to `first`.
-fn assert_chain(lines: &[String], first: &str) {
-    let mut prev = first.to_owned();
+fn blake3_of(bytes: &[u8]) -> [u8; 32] {
+    *blake3::hash(bytes).as_bytes()
+}
+
+/// The seals, checked independently of the proxy's code: each seal (a `seal` line or a
+/// `file_open`) has `prev` = the BLAKE3 of the seal before it (`first` before the first) and
+/// `hash` = BLAKE3(that ‖ every line since, with its newline); returns the last seal's hash.
+fn assert_chain(lines: &[String], first: [u8; 32]) -> [u8; 32] {
+    let (mut head, mut segment, mut count) = (first, Vec::new(), 0u64);
     for (index, line) in lines.iter().enumerate() {
         let value: Value = serde_json::from_str(line).unwrap();
-        assert_eq!(value["chain"]["alg"], "sha256");
-        assert_eq!(value["chain"]["prev"], prev.as_str(), "chain broken at line {index}: {line}");
-        prev = sha256_hex(line);
+        let seal = value["action"] == "seal" || value["action"] == "file_open";
+        if !seal {
+            assert!(value.get("chain").is_none(), "only seals carry the chain: {line}");
+            segment.extend_from_slice(line.as_bytes());
+            segment.push(b'\n');
+            count += 1;
+            continue;
+        }
+        let chain = &value["chain"];
+        assert_eq!(chain["alg"], "blake3");
+        assert_eq!(chain["prev"], hex(&head), "chain broken at line {index}: {line}");
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&head);
+        hasher.update(&segment);
+        assert_eq!(chain["hash"], hex(hasher.finalize().as_bytes()), "seal at line {index}");
+        assert_eq!(chain["lines"], count, "seal at line {index}");
+        (head, count) = (blake3_of(line.as_bytes()), 0);
+        segment.clear();
     }
+    head
 }
 
 /// `seq` of the lines that have one (all but the writer's own `file_open` lines).
@@ -231,7 +252,7 @@ async fn every_command_of_concurrent_clients_is_recorded_once_in_session_order()
     assert_eq!(lines_after.last().unwrap()["action"], "stop");
     let instance = lines_after[0]["instance_id"].as_str().unwrap();
     for line in &lines_after {
-        assert_eq!(line["schema"], "redis-audit/1");
+        assert_eq!(line["schema"], "redis-audit/2");
         assert_eq!(line["instance_id"], instance);
         assert!(is_rfc3339_micros_utc(line["time"].as_str().unwrap()), "{line}");
     }
@@ -745,9 +766,10 @@ async fn binary_keys_are_base64_and_long_key_lists_are_truncated() {
 
     let (binary, _) = commands[0];
     assert_eq!(binary["keys"], serde_json::json!([{"b64": "/wA="}]));
-    assert_eq!(binary["key_count"], 1);
-    assert_eq!(binary["key_bytes"], 2);
-    assert_eq!(binary["keys_truncated"], false);
+    // Keys listed whole and in clear: the counts would restate them, and are left out.
+    for restated in ["key_count", "key_bytes", "keys_truncated"] {
+        assert!(binary.get(restated).is_none(), "{restated}: {binary}");
+    }
 
     let (truncated, line) = commands[1];
     assert_eq!(truncated["key_count"], 20);
@@ -759,9 +781,17 @@ async fn binary_keys_are_base64_and_long_key_lists_are_truncated() {
     assert!(line.len() < 16 * 1024 + 2048, "the line stays bounded: {}", line.len());
 
     let (at_cap, _) = commands[2];
-    assert_eq!(at_cap["key_count"], 16);
-    assert_eq!(at_cap["keys_truncated"], false);
+    assert!(at_cap.get("key_count").is_none() && at_cap.get("keys_truncated").is_none());
     assert_eq!(key_strings(at_cap).len(), 16);
+    // A reader of the query API gets them back.
+    let records = trail(dir.path());
+    let records: Vec<&Value> = records.iter().filter(|l| l["kind"] == "command").collect();
+    assert_eq!((&records[0]["key_count"], &records[0]["key_bytes"]), (&json!(1), &json!(2)));
+    assert_eq!(
+        (&records[2]["key_count"], &records[2]["keys_truncated"]),
+        (&json!(16), &json!(false))
+    );
+    assert_eq!(records[1]["key_count"], 20);
     proxy.shutdown().await;
 }
 
@@ -775,8 +805,10 @@ async fn a_restart_continues_the_chain_with_a_new_instance() {
     first.shutdown().await;
     drop(sink);
     let before = file_lines(dir.path().join("audit.log"));
-    let old: Value = serde_json::from_str(before.last().unwrap()).unwrap();
+    let old: Value = serde_json::from_str(&before[before.len() - 2]).unwrap();
     assert_eq!(old["action"], "stop");
+    let last: Value = serde_json::from_str(before.last().unwrap()).unwrap();
+    assert_eq!(last["action"], "seal", "the last line of a run is a seal over all before it");
 
     let (second, sink) = TestProxy::start_audited(redis.addr, dir.path(), "").await;
     RawClient::connect(second.addr).await.call(&[b"PING"]).await;
@@ -789,12 +821,16 @@ async fn a_restart_continues_the_chain_with_a_new_instance() {
     assert_eq!(open["action"], "file_open");
     assert_eq!(open["prev_file"], files[0].file_name().unwrap().to_str().unwrap());
     assert_eq!(open["recovered_torn_line"], false);
-    assert_eq!(open["chain"]["prev"], sha256_hex(before.last().unwrap()));
-    assert_ne!(open["instance_id"], old["instance_id"], "a new instance");
+    assert_eq!(open["chain"]["prev"], hex(&blake3_of(before.last().unwrap().as_bytes())));
+    assert_eq!(open["chain"]["lines"], 0, "the old run sealed everything");
+    let old_open: Value = serde_json::from_str(&before[0]).unwrap();
+    assert_ne!(open["instance_id"], old_open["instance_id"], "a new instance");
     assert_chain(&trail_lines(dir.path()), GENESIS);
-    let values = parse(&after);
+    let values = trail(dir.path());
+    let values =
+        &values[values.iter().position(|v| v["instance_id"] == open["instance_id"]).unwrap()..];
     assert_eq!(values[1]["action"], "start");
-    let seq = seqs(&values);
+    let seq = seqs(values);
     assert_eq!(seq, (1..=seq.len() as u64).collect::<Vec<_>>(), "seq restarts at 1");
     assert!(values.iter().all(|v| v["instance_id"] == open["instance_id"]));
     second.shutdown().await;
@@ -811,7 +847,7 @@ async fn a_restart_after_a_torn_line_links_to_the_last_whole_line() {
     // A crash in the middle of a write leaves an unterminated line.
     let mut file =
         std::fs::OpenOptions::new().append(true).open(dir.path().join("audit.log")).unwrap();
-    std::io::Write::write_all(&mut file, b"{\"schema\":\"redis-audit/1\",\"ti").unwrap();
+    std::io::Write::write_all(&mut file, b"{\"time\":\"20").unwrap();
     drop(file);
 
     let (second, sink) = TestProxy::start_audited(redis.addr, dir.path(), "").await;
@@ -819,6 +855,9 @@ async fn a_restart_after_a_torn_line_links_to_the_last_whole_line() {
     let open: Value = serde_json::from_str(&file_lines(dir.path().join("audit.log"))[0]).unwrap();
     assert_eq!(open["action"], "file_open");
     assert_eq!(open["recovered_torn_line"], true);
-    assert_eq!(open["chain"]["prev"], sha256_hex(before.last().unwrap()));
+    // It seals what followed the last whole seal (nothing: the run stopped cleanly), skipping
+    // the torn line.
+    assert_eq!(open["chain"]["prev"], hex(&blake3_of(before.last().unwrap().as_bytes())));
+    assert_eq!(open["chain"]["lines"], 0);
     second.shutdown().await;
 }

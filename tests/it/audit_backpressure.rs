@@ -130,7 +130,7 @@ async fn a_long_queue_after_a_stall_is_written_whole_and_in_order() {
     let (proxy, audit) = TestProxy::start_audited(redis.addr, dir.path(), "").await;
     let mut client = RawClient::connect(proxy.addr).await;
     // About 6 MiB of lines queued while the writer is held: more than one of its 4 MiB batches.
-    const COMMANDS: usize = 9_000;
+    const COMMANDS: usize = 16_000;
     let stall = audit.stall();
     let mut pipeline = Vec::new();
     for i in 0..COMMANDS {

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use redis_audit_proxy::audit::verify::{verify_dir, Previous, Problem, VerifyError};
-use redis_audit_proxy::audit::writer::{hex_sha256, GENESIS_HASH};
 use serde_json::Value;
 
 use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
@@ -64,21 +63,66 @@ fn json(line: &[u8]) -> Value {
     serde_json::from_slice(line).unwrap()
 }
 
-/// Recomputes every `chain.prev` in order, as a forger who rewrites the whole trail would:
-/// only the sequence checks can then catch what was changed.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn blake3_hex(bytes: &[u8]) -> String {
+    hex(blake3::hash(bytes).as_bytes())
+}
+
+fn is_seal(line: &[u8]) -> bool {
+    let value = json(line);
+    value["action"] == "seal" || value["action"] == "file_open"
+}
+
+/// Recomputes every seal in order (its `prev`, `lines` and `hash`), as a forger who rewrites
+/// the whole trail would: only the sequence checks can then catch what was changed.
 fn reseal(dir: &Path) {
-    let mut prev = GENESIS_HASH.to_owned();
+    let (mut head, mut segment, mut count) = ([0u8; 32], Vec::new(), 0u64);
     for name in audit_files(dir) {
         let path = dir.join(&name);
         let mut all = lines(&path);
         for line in &mut all {
-            let at = line.len() - 67;
-            assert_eq!(&line[at - 8..at], b"\"prev\":\"", "chain.prev ends the line");
-            line[at..at + 64].copy_from_slice(prev.as_bytes());
-            prev = hex_sha256(line);
+            if !is_seal(line) {
+                segment.extend_from_slice(line);
+                segment.push(b'\n');
+                count += 1;
+                continue;
+            }
+            let mut value = json(line);
+            let mut hasher = blake3::Hasher::new();
+            hasher.update(&head);
+            hasher.update(&segment);
+            value["chain"]["prev"] = hex(&head).into();
+            value["chain"]["lines"] = count.into();
+            value["chain"]["hash"] = hex(hasher.finalize().as_bytes()).into();
+            *line = serde_json::to_vec(&value).unwrap();
+            head = *blake3::hash(line).as_bytes();
+            (segment, count) = (Vec::new(), 0);
         }
         write_lines(&path, &all);
     }
+}
+
+/// Every line of the trail in order, as (file, 1-based line, is a seal).
+fn positions(dir: &Path) -> Vec<(String, u64, bool)> {
+    let mut out = Vec::new();
+    for name in audit_files(dir) {
+        for (i, line) in lines(&dir.join(&name)).iter().enumerate() {
+            out.push((name.clone(), i as u64 + 1, is_seal(line)));
+        }
+    }
+    out
+}
+
+/// The seal that covers the line at (`file`, `line`), and the first line it covers.
+fn covering_seal(dir: &Path, file: &str, line: u64) -> ((String, u64), (String, u64)) {
+    let all = positions(dir);
+    let at = all.iter().position(|(f, l, _)| f == file && *l == line).unwrap();
+    let seal = all[at..].iter().find(|(_, _, seal)| *seal).expect("a seal after it");
+    let start = all[..at].iter().rposition(|(_, _, seal)| *seal).map_or(0, |i| i + 1);
+    ((seal.0.clone(), seal.1), (all[start].0.clone(), all[start].1))
 }
 
 fn verify_binary(dir: &Path) -> Output {
@@ -146,14 +190,17 @@ async fn an_intact_trail_verifies_with_its_counts() {
     assert_eq!(report.kinds.get("session"), Some(&2), "one session open and close");
     assert_eq!(report.kinds.get("system"), Some(&2), "start and stop");
     assert_eq!(report.records, 44);
-    assert_eq!(report.markers, files.len() as u64, "one file_open per file");
+    assert_eq!(report.markers, report.seals, "file_open and seal lines, no deletion");
+    assert!(report.seals > files.len() as u64, "a file_open per file, and the last seal");
+    assert_eq!(report.unsealed_lines, 0, "a stopped run ends with a seal");
     assert_eq!(report.lines, report.records + report.markers);
     assert_eq!((report.instances, report.unclean_instances), (1, 0));
     assert!(report.last_instance_stopped);
     assert_eq!((report.loss_records, report.lost_events, report.torn_lines_recovered), (0, 0, 0));
     assert_eq!(report.pruned_before, None);
     let last = lines(&dir.path().join("audit.log")).pop().unwrap();
-    assert_eq!(report.last_hash, hex_sha256(&last));
+    assert_eq!(json(&last)["action"], "seal");
+    assert_eq!(report.last_hash, blake3_hex(&last));
 
     let output = verify_binary(dir.path());
     let stdout = String::from_utf8(output.stdout).unwrap();
@@ -166,53 +213,119 @@ async fn an_intact_trail_verifies_with_its_counts() {
     assert!(stdout.contains("instances: 1, declared losses: 0"), "{stdout}");
 }
 
+/// A command line of `file` with a command line after it (lines 3.. of the file).
+fn command_line_in(dir: &Path, file: &str) -> usize {
+    let all = lines(&dir.join(file));
+    (2..all.len() - 1)
+        .find(|&i| json(&all[i])["kind"] == "command" && json(&all[i + 1])["kind"] == "command")
+        .expect("two command lines in a row")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_edited_byte_breaks_the_chain_at_the_next_line() {
+async fn one_edited_byte_breaks_the_seal_over_its_line() {
     crate::require_redis!();
     let (_redis, dir) = rotated_trail("edit", 40).await;
     let (_, file) = middle_file(dir.path());
     let path = dir.path().join(&file);
     let mut all = lines(&path);
-    // A command line that is not the file's last: change one byte of its key name.
-    let index = (1..all.len() - 1)
-        .find(|&i| memchr::memmem::find(&all[i], b"\"keys\":[\"key-").is_some())
-        .expect("a command line in the middle");
-    let original = all[index].clone();
+    // A command line: change one byte of its key name.
+    let index = command_line_in(dir.path(), &file);
     let at = memchr::memmem::find(&all[index], b"\"key-").unwrap() + 3;
     all[index][at] = b'z';
     write_lines(&path, &all);
-    let edited = index as u64 + 1;
-    let error = assert_broken(dir.path(), &file, Some(edited + 1), |problem| {
-        matches!(problem, Problem::ChainMismatch { previous: Previous::Line(line), .. }
-            if *line == edited)
-    });
-    let Problem::ChainMismatch { expected, found, .. } = error.problem else { unreachable!() };
-    assert_eq!(expected, hex_sha256(&all[index]), "the edited line's hash");
-    assert_eq!(found, hex_sha256(&original), "what the next line recorded");
+    let ((seal_file, seal_line), first) = covering_seal(dir.path(), &file, index as u64 + 1);
+    let error = assert_broken(
+        dir.path(),
+        &seal_file,
+        Some(seal_line),
+        |problem| matches!(problem, Problem::SealMismatch { declared, found, .. } if declared == found),
+    );
+    let Problem::SealMismatch { first: named, .. } = error.problem else { unreachable!() };
+    assert_eq!(named, Some(first), "the error names where the broken batch begins");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleted_and_reordered_lines_are_named() {
+async fn deleted_reordered_and_inserted_lines_are_named() {
     crate::require_redis!();
     let (_redis, dir) = rotated_trail("lines", 40).await;
     let (_, file) = middle_file(dir.path());
+    let index = command_line_in(dir.path(), &file);
 
+    let seq_of = |line: &[u8]| json(line)["seq"].as_u64().unwrap();
+    let with_seq = |line: &[u8], seq: u64| {
+        let mut value = json(line);
+        value["seq"] = seq.into();
+        serde_json::to_vec(&value).unwrap()
+    };
+
+    // Removed: the sequence names the line after it; with the sequence renumbered to hide
+    // that, the seal over it still breaks, counting one line less than it sealed.
     let deleted = dir.copy("deleted-line");
     let path = deleted.path().join(&file);
     let mut all = lines(&path);
-    all.remove(2); // line 3
+    let removed = all.remove(index);
     write_lines(&path, &all);
-    assert_broken(deleted.path(), &file, Some(3), |problem| {
-        matches!(problem, Problem::ChainMismatch { previous: Previous::Line(2), .. })
+    let (expected, found) = (seq_of(&removed), seq_of(&removed) + 1);
+    assert_broken(deleted.path(), &file, Some(index as u64 + 1), |problem| {
+        *problem == Problem::SeqGap { expected, found }
     });
+    for line in all.iter_mut().skip(index) {
+        if json(line).get("seq").is_some() {
+            *line = with_seq(line, seq_of(line) - 1);
+        }
+    }
+    write_lines(&path, &all);
+    let ((seal_file, seal_line), _) = covering_seal(deleted.path(), &file, index as u64);
+    assert_broken(
+        deleted.path(),
+        &seal_file,
+        Some(seal_line),
+        |problem| matches!(problem, Problem::SealMismatch { declared, found, .. } if *declared == found + 1),
+    );
 
+    // Reordered, keeping the sequence in order: the seal over them breaks.
     let swapped = dir.copy("swapped-lines");
     let path = swapped.path().join(&file);
     let mut all = lines(&path);
-    all.swap(2, 3); // lines 3 and 4
+    let (first, second) = (seq_of(&all[index]), seq_of(&all[index + 1]));
+    (all[index], all[index + 1]) =
+        (with_seq(&all[index + 1], first), with_seq(&all[index], second));
     write_lines(&path, &all);
-    assert_broken(swapped.path(), &file, Some(3), |problem| {
-        matches!(problem, Problem::ChainMismatch { previous: Previous::Line(2), .. })
+    let ((seal_file, seal_line), _) = covering_seal(swapped.path(), &file, index as u64 + 1);
+    assert_broken(
+        swapped.path(),
+        &seal_file,
+        Some(seal_line),
+        |problem| matches!(problem, Problem::SealMismatch { declared, found, .. } if declared == found),
+    );
+
+    // Inserted (a copy of a line): the sequence goes back at it.
+    let inserted = dir.copy("inserted-line");
+    let path = inserted.path().join(&file);
+    let mut all = lines(&path);
+    let copy = all[index].clone();
+    all.insert(index, copy);
+    write_lines(&path, &all);
+    let (expected, found) = (seq_of(&all[index]) + 1, seq_of(&all[index]));
+    assert_broken(inserted.path(), &file, Some(index as u64 + 2), |problem| {
+        *problem == Problem::SeqBackwards { expected, found }
+    });
+
+    // A seal altered (its prev): named, with the seal before it.
+    let altered = dir.copy("altered-seal");
+    let path = altered.path().join(&file);
+    let mut all = lines(&path);
+    let mut open = json(&all[0]);
+    open["chain"]["prev"] = "ab".repeat(32).into();
+    all[0] = serde_json::to_vec(&open).unwrap();
+    write_lines(&path, &all);
+    let files = audit_files(altered.path());
+    let before = files[files.iter().position(|f| *f == file).unwrap() - 1].clone();
+    let last =
+        positions(altered.path()).into_iter().rfind(|(f, _, seal)| *f == before && *seal).unwrap();
+    assert_broken(altered.path(), &file, Some(1), |problem| {
+        matches!(problem, Problem::ChainMismatch { previous: Previous::Seal(at), .. }
+            if at.0 == last.0 && at.1 == last.1)
     });
 
     // The original is untouched and still intact.
@@ -301,15 +414,15 @@ async fn a_deleted_active_file_is_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_appended_forged_line_is_caught_unless_its_chain_is_recomputed() {
+async fn an_appended_forged_line_is_caught_unless_its_seal_is_recomputed() {
     crate::require_redis!();
     let (_redis, dir) = rotated_trail("forged", 40).await;
     let honest = verify_dir(dir.path()).expect("intact");
     let path = dir.path().join("audit.log");
     let all = lines(&path);
     let n = all.len();
-    // A command record made from a real one: next seq, another key, and as prev a real hash
-    // of the trail (the line before the last), which looks right but is not the last line's.
+    // A command record made from a real one, with the next seq and another key, appended
+    // after the seal that ended the run.
     let files = audit_files(dir.path());
     let template = files
         .iter()
@@ -318,23 +431,28 @@ async fn an_appended_forged_line_is_caught_unless_its_chain_is_recomputed() {
         .find(|line| json(line)["kind"] == "command")
         .expect("a command line to imitate");
     let mut forged = json(&template);
-    let last_seq = json(&all[n - 1])["seq"].as_u64().unwrap();
-    forged["seq"] = (last_seq + 1).into();
+    let stop = json(&all[n - 2]);
+    assert_eq!(stop["action"], "stop");
+    forged["seq"] = (stop["seq"].as_u64().unwrap() + 1).into();
     forged["keys"] = serde_json::json!(["forged"]);
-    forged["chain"]["prev"] = hex_sha256(&all[n - 2]).into();
     let mut appended = all.clone();
     appended.push(serde_json::to_vec(&forged).unwrap());
     write_lines(&path, &appended);
     assert_broken(dir.path(), "audit.log", Some(n as u64 + 1), |problem| {
-        matches!(problem, Problem::ChainMismatch { previous: Previous::Line(line), found, .. }
-            if *line == n as u64 && *found == hex_sha256(&all[n - 2]))
+        *problem == Problem::AfterFinalSeal
     });
 
-    // With the right prev, a chain alone cannot tell: the last hash kept elsewhere can.
-    forged["chain"]["prev"] = hex_sha256(&all[n - 1]).into();
-    appended[n] = serde_json::to_vec(&forged).unwrap();
-    write_lines(&path, &appended);
-    let report = verify_dir(dir.path()).expect("a well-chained forgery passes");
+    // Inserted before the stop and resealed, the seals alone cannot tell (they have no key):
+    // the last hash kept elsewhere can.
+    let mut inserted = all;
+    forged["seq"] = stop["seq"].clone();
+    let mut stop = stop;
+    stop["seq"] = (forged["seq"].as_u64().unwrap() + 1).into();
+    inserted[n - 2] = serde_json::to_vec(&forged).unwrap();
+    inserted.insert(n - 1, serde_json::to_vec(&stop).unwrap());
+    write_lines(&path, &inserted);
+    reseal(dir.path());
+    let report = verify_dir(dir.path()).expect("a resealed forgery passes");
     assert_ne!(report.last_hash, honest.last_hash, "but the anchor moved");
 }
 
@@ -347,9 +465,13 @@ async fn a_crash_torn_line_is_recovered_by_the_next_run() {
     // Make it look like a crash mid-write: no `stop`, and half a line at the end.
     let active = dir.path().join("audit.log");
     let mut all = lines(&active);
+    assert_eq!(json(&all.pop().unwrap())["action"], "seal");
     let stop = all.pop().unwrap();
     assert_eq!(json(&stop)["action"], "stop");
-    let last_complete = all.last().unwrap().clone();
+    // The lines the crashed run left after its last seal: the next start seals them.
+    let last_seal = all.iter().rposition(|line| is_seal(line)).unwrap();
+    let unsealed = (all.len() - 1 - last_seal) as u64;
+    let last_seal = all[last_seal].clone();
     write_lines(&active, &all);
     let mut bytes = std::fs::read(&active).unwrap();
     bytes.extend_from_slice(&stop[..stop.len() / 2]);
@@ -381,7 +503,8 @@ async fn a_crash_torn_line_is_recovered_by_the_next_run() {
     assert_eq!(header["instance_id"], second.as_str());
     assert_eq!(header["recovered_torn_line"], true);
     assert_eq!(header["prev_file"], old_active.as_str());
-    assert_eq!(header["chain"]["prev"], hex_sha256(&last_complete).as_str());
+    assert_eq!(header["chain"]["prev"], blake3_hex(&last_seal).as_str());
+    assert_eq!(header["chain"]["lines"], unsealed);
 
     let output = verify_binary(dir.path());
     let stdout = String::from_utf8(output.stdout).unwrap();
@@ -434,7 +557,10 @@ async fn declared_losses_verify_and_resealed_sequence_damage_is_named() {
     let active = lines(&dir.path().join("audit.log"));
     let actions: Vec<String> =
         active.iter().map(|line| json(line)["action"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(actions, ["file_open", "start", "session_open", "loss", "session_close", "stop"]);
+    assert_eq!(
+        actions,
+        ["file_open", "start", "session_open", "loss", "session_close", "stop", "seal"]
+    );
     let loss = json(&active[3]);
     assert_eq!(loss["seq"], 8);
     assert_eq!(
@@ -570,18 +696,14 @@ async fn checkpoints_catch_a_rewritten_trail() {
         .expect("intact");
     assert!(report.checkpoints >= 3, "{report:?}");
     assert_eq!(report.checkpoints, report.checkpoints_verified);
-    // Rewrite a command's key and recompute every chain hash after it: the chain verifies...
+    // Rewrite a command's key and recompute every seal: the chain verifies...
     let path = dir.path().join("audit.log");
     let text = std::fs::read_to_string(&path).unwrap();
     let mut lines: Vec<String> = text.lines().map(String::from).collect();
     let target = lines.iter().position(|l| l.contains("\"kind\":\"command\"")).unwrap();
     lines[target] = lines[target].replacen("\"keys\":[\"", "\"keys\":[\"forged-", 1);
-    for i in target + 1..lines.len() {
-        let prev = redis_audit_proxy::audit::writer::hex_sha256(lines[i - 1].as_bytes());
-        let at = lines[i].rfind("\"prev\":\"").unwrap() + 8;
-        lines[i].replace_range(at..at + 64, &prev);
-    }
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    reseal(dir.path());
     redis_audit_proxy::audit::verify::verify_dir(dir.path()).expect("without the key it passes");
     // ...but not the checkpoints.
     let error = redis_audit_proxy::audit::verify::verify_dir_with_key(dir.path(), Some(key))

@@ -85,7 +85,12 @@ pub fn parse(lines: &[String]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Every line of every audit file, parsed.
+/// Every record of every audit file, parsed and whole: a `redis-audit/2` line gets what its
+/// file's `file_open` and the command table say (as the query API returns it), and the
+/// writer's seal lines are left out (`trail_lines` has every line as written).
 pub fn trail(dir: &Path) -> Vec<serde_json::Value> {
-    parse(&trail_lines(dir))
+    audit_files(dir)
+        .iter()
+        .flat_map(|file| redis_audit_proxy::query::expand::file_records(&parse(&file_lines(file))))
+        .collect()
 }

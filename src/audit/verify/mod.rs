@@ -1,13 +1,17 @@
-//! `audit verify`: owns checking a whole audit directory — the SHA-256 chain across all its
-//! files, each file's `file_open` header, every instance's `seq` with its declared losses, torn
-//! lines and their recovery, retention deletions — and naming the first place where it breaks.
+//! `audit verify`: owns checking a whole audit directory — the chain across all its files
+//! (seals in `redis-audit/2`, a SHA-256 per line in `/1` files), each file's `file_open`
+//! header, every instance's `seq` with its declared losses, torn lines and their recovery,
+//! retention deletions — and naming the first place where it breaks.
 //!
 //! The files are read once, in rotation order (rotated `audit-*.log` by name, then
 //! `audit.log`), streaming line by line. Every check is made in file order, so the error names
 //! the first line at which the directory stops being what the writer produces:
 //!
-//! - a line whose `chain.prev` is not the SHA-256 of the line before it (the line before was
-//!   altered, or lines were removed or reordered; across files, the previous file's last line);
+//! - a seal (a `seal` line or a `/2` `file_open`) whose `hash` is not that of the lines since
+//!   the seal before it (one of them was altered, removed, inserted or reordered: the error
+//!   names the seal and the first of its lines), or whose `prev` is not the hash of the seal
+//!   before it (a seal altered or removed, files reordered); in a `/1` file, a line whose
+//!   `chain.prev` is not the SHA-256 of the line before it;
 //! - a `file_open` header whose `prev_file` is not the file before it (a file is missing);
 //! - within one `instance_id`, a `seq` that skips numbers no `loss` record declares, or that
 //!   repeats or goes back; a new instance that does not start at `seq` 1 with `start`;
@@ -23,404 +27,29 @@
 //! resealed, or another file's) fails too, since a query that trusted it would leave records
 //! out.
 //!
-//! What a hash chain cannot show: whole lines removed from the end of the newest file, or a
-//! suffix rewritten with recomputed hashes. [`VerifyReport::last_hash`] is the value to keep
-//! elsewhere (an anchor) to detect those.
+//! What a chain cannot show: whole lines removed from the end of the newest file, or a suffix
+//! rewritten with recomputed hashes (checkpoints, keyed, close that gap). The lines after the
+//! last seal of a running proxy are not sealed yet ([`VerifyReport::unsealed_lines`]).
+//! [`VerifyReport::last_hash`] is the value to keep elsewhere (an anchor).
 
-use std::collections::{BTreeMap, HashSet};
-use std::fmt;
+mod report;
+
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader};
 use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use crate::audit::event::SCHEMA;
+use crate::audit::chain::{self, ChainAlg, Segment};
+use crate::audit::event::{SCHEMA, SCHEMA_V1};
 use crate::audit::writer::{hex_sha256, ACTIVE_FILE, GENESIS_HASH};
 use crate::query::index::IndexBuilder;
 use crate::query::sidecar::{self, has_index};
+pub use report::{Previous, Problem, VerifyError, VerifyReport};
 
 /// Longest line accepted (the writer's lines are far shorter: keys are capped at 16 KiB).
 pub const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
-
-/// What an intact directory holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct VerifyReport {
-    /// Audit files read (rotated ones and `audit.log`).
-    pub files: usize,
-    /// Complete (newline-terminated) lines.
-    pub lines: u64,
-    /// Sequenced records (every line but the `file_open` / `file_delete` markers).
-    pub records: u64,
-    /// Sequenced records per `kind` (`command`, `session`, `system`).
-    pub kinds: BTreeMap<String, u64>,
-    /// Unsequenced marker lines (`file_open`, `file_delete`).
-    pub markers: u64,
-    /// Distinct `instance_id`s (proxy runs).
-    pub instances: u64,
-    /// Runs that ended without a `stop` record before the next run began (crashes).
-    pub unclean_instances: u64,
-    /// Whether the newest run ended with `stop` (false: still running, or crashed).
-    pub last_instance_stopped: bool,
-    /// `loss` records.
-    pub loss_records: u64,
-    /// Events those `loss` records declare dropped.
-    pub lost_events: u64,
-    /// Torn lines left by a crash and recorded as recovered by the next `file_open`.
-    pub torn_lines_recovered: u64,
-    /// Empty files before the last one (a crash right after a file was created); the chain
-    /// passes over them.
-    pub empty_files: u64,
-    /// `file_delete` records (files removed by retention).
-    pub files_deleted: u64,
-    /// The file before the oldest one present, deleted by retention (recorded by a
-    /// `file_delete` line); the chain starts from that file's last line, not from genesis.
-    pub pruned_before: Option<String>,
-    /// SHA-256 of the last complete line: keep it elsewhere to detect later truncation.
-    pub last_hash: String,
-    /// `checkpoint` lines seen.
-    pub checkpoints: u64,
-    /// Of which checked against the key given (`--checkpoint-key-file`).
-    pub checkpoints_verified: u64,
-    /// Query indexes (`<file>.idx`) found to describe their files.
-    pub indexes: u64,
-}
-
-impl fmt::Display for VerifyReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kinds: Vec<String> =
-            self.kinds.iter().map(|(kind, count)| format!("{count} {kind}")).collect();
-        write!(
-            f,
-            "intact: {} files, {} lines, {} records ({}), instances: {}, declared losses: {} \
-             ({} events)",
-            self.files,
-            self.lines,
-            self.records,
-            kinds.join(", "),
-            self.instances,
-            self.loss_records,
-            self.lost_events,
-        )?;
-        if self.checkpoints > 0 {
-            write!(
-                f,
-                ", checkpoints: {} ({} verified with the key)",
-                self.checkpoints, self.checkpoints_verified
-            )?;
-        }
-        if self.indexes > 0 {
-            write!(f, ", query indexes matching their files: {}", self.indexes)?;
-        }
-        if self.torn_lines_recovered > 0 {
-            write!(f, ", torn lines recovered: {}", self.torn_lines_recovered)?;
-        }
-        if self.empty_files > 0 {
-            write!(f, ", empty files: {}", self.empty_files)?;
-        }
-        if self.unclean_instances > 0 {
-            write!(f, ", runs ended without stop: {}", self.unclean_instances)?;
-        }
-        if let Some(pruned) = &self.pruned_before {
-            write!(f, ", starts after {pruned} (deleted by retention)")?;
-        }
-        if !self.last_instance_stopped {
-            write!(f, ", last run not stopped (running or crashed)")?;
-        }
-        write!(f, ", last hash {}", self.last_hash)
-    }
-}
-
-/// The first place where a directory breaks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifyError {
-    /// File name inside the directory, when the problem is in one file.
-    pub file: Option<String>,
-    /// 1-based line number in `file`, when the problem is at one line.
-    pub line: Option<u64>,
-    /// What is wrong.
-    pub problem: Problem,
-}
-
-impl VerifyError {
-    /// `<dir>/<file>:<line>: <problem>` (the parts that apply), on one line.
-    pub fn display_in(&self, dir: &Path) -> String {
-        let mut out = match &self.file {
-            Some(file) => dir.join(file).display().to_string(),
-            None => dir.display().to_string(),
-        };
-        if let Some(line) = self.line {
-            out.push_str(&format!(":{line}"));
-        }
-        out.push_str(&format!(": {}", self.problem));
-        out
-    }
-}
-
-impl fmt::Display for VerifyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.file, self.line) {
-            (Some(file), Some(line)) => write!(f, "{file}:{line}: {}", self.problem),
-            (Some(file), None) => write!(f, "{file}: {}", self.problem),
-            _ => write!(f, "{}", self.problem),
-        }
-    }
-}
-
-impl std::error::Error for VerifyError {}
-
-/// What the chain of a line was compared with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Previous {
-    /// The very first line of the directory: the genesis hash.
-    Genesis,
-    /// The line before, in the same file.
-    Line(u64),
-    /// The last complete line of the file before.
-    FileEnd {
-        /// That file.
-        file: String,
-        /// Its last complete line.
-        line: u64,
-    },
-}
-
-/// What is wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Problem {
-    /// The directory or a file cannot be read.
-    #[error("{0}")]
-    Io(String),
-    /// No audit files at all.
-    #[error("no audit files here (no audit.log, no rotated audit-*.log)")]
-    EmptyDirectory,
-    /// Rotated files but no `audit.log`.
-    #[error(
-        "the active file audit.log is missing (the trail ends at {last}): deleted, or the \
-         proxy stopped while rotating"
-    )]
-    NoActiveFile {
-        /// The newest rotated file.
-        last: String,
-    },
-    /// An `audit-*.log` whose name is not a rotated file's.
-    #[error("not an audit file name (rotated files are audit-yyyymmddThhmmss.mmmZ-nnnn.log)")]
-    BadFileName,
-    /// The last file is empty: no `file_open` line.
-    #[error(
-        "empty file (no file_open line): a crash right after it was created, not yet \
-         recovered by a restart"
-    )]
-    EmptyFile,
-    /// A line longer than [`MAX_LINE_BYTES`].
-    #[error("line longer than {max} bytes")]
-    LineTooLong {
-        /// The limit.
-        max: usize,
-    },
-    /// Not parseable as JSON, or not an object.
-    #[error("not a JSON object: {error}")]
-    NotJson {
-        /// The parser's message.
-        error: String,
-    },
-    /// A partial line glued to the next record: a torn write in the middle of a file.
-    #[error("torn line in the middle of the file (a partial record followed by another record)")]
-    TornInMiddle,
-    /// A required field is absent or has the wrong type.
-    #[error("field \"{field}\" is missing or not {expected}")]
-    BadField {
-        /// The field (dotted path).
-        field: &'static str,
-        /// What it should be.
-        expected: &'static str,
-    },
-    /// `schema` is not ours.
-    #[error("schema is {found:?}, expected \"{SCHEMA}\"")]
-    Schema {
-        /// The value found.
-        found: String,
-    },
-    /// `chain` is not the line's last field.
-    #[error("\"chain\" is not the last field of the line")]
-    ChainNotLast,
-    /// `chain.alg` is not `sha256`.
-    #[error("chain.alg is {found:?}, expected \"sha256\"")]
-    ChainAlg {
-        /// The value found.
-        found: String,
-    },
-    /// `chain.prev` does not match the hash of what precedes the line.
-    #[error("{}", chain_message(expected, found, previous))]
-    ChainMismatch {
-        /// The hash of the previous line (or genesis).
-        expected: String,
-        /// The line's `chain.prev`.
-        found: String,
-        /// What the line should chain to.
-        previous: Previous,
-    },
-    /// The first line of a file is not a `file_open` header.
-    #[error("first line is {found}, not a system file_open header")]
-    NoFileOpen {
-        /// `kind/action` of the line.
-        found: String,
-    },
-    /// A `file_open` header that is not the first line of its file.
-    #[error("file_open header in the middle of a file")]
-    FileOpenNotFirst,
-    /// A line without `seq` that is not a file marker.
-    #[error("{found} record without \"seq\" (only file_open and file_delete lines have none)")]
-    Unsequenced {
-        /// `kind/action` of the line.
-        found: String,
-    },
-    /// A checkpoint whose HMAC does not match the chain head (the trail was rewritten) or that
-    /// was made with another key.
-    #[error("checkpoint does not verify: {why}")]
-    BadCheckpoint {
-        /// What does not match.
-        why: String,
-    },
-    /// A `file_open` / `file_delete` marker with a `seq`.
-    #[error("{action} line carries a \"seq\" (markers have none)")]
-    SequencedMarker {
-        /// The marker.
-        action: String,
-    },
-    /// `prev_file` names a file present, but not the one before this file.
-    #[error(
-        "file_open names prev_file {}, but the file before it is {}",
-        or_null(found),
-        or_null(expected)
-    )]
-    PrevFileMismatch {
-        /// The file before this one in rotation order (none for the first file).
-        expected: Option<String>,
-        /// The header's `prev_file`.
-        found: Option<String>,
-    },
-    /// `prev_file` names a file that is not in the directory.
-    #[error("missing file: file_open names prev_file {name}, which is not in the directory")]
-    MissingFile {
-        /// The missing file.
-        name: String,
-    },
-    /// The first file's `prev_file` is gone and no `file_delete` line records its deletion.
-    #[error(
-        "missing file: file_open names prev_file {name}, which is not in the directory, and \
-         no file_delete line records its deletion"
-    )]
-    UnrecordedDeletion {
-        /// The missing file.
-        name: String,
-    },
-    /// A torn last line nothing accounts for.
-    #[error("{}", torn_message(next))]
-    TornNotRecovered {
-        /// The next file, whose `file_open` says `recovered_torn_line: false`; none when this
-        /// is the last file.
-        next: Option<String>,
-    },
-    /// `recovered_torn_line: true` after a file that ends with a complete line.
-    #[error("file_open says recovered_torn_line, but {prev_file} ends with a complete line")]
-    SpuriousRecovery {
-        /// The previous file.
-        prev_file: String,
-    },
-    /// A `seq` larger than the next expected, with no `loss` record.
-    #[error(
-        "seq gap: expected {expected}, found {found}: seq {expected}..={} missing without a \
-         loss record",
-        found - 1
-    )]
-    SeqGap {
-        /// The next expected seq.
-        expected: u64,
-        /// The seq found.
-        found: u64,
-    },
-    /// A `seq` smaller than the next expected.
-    #[error("seq goes backwards: expected {expected}, found {found} (duplicated or reordered)")]
-    SeqBackwards {
-        /// The next expected seq.
-        expected: u64,
-        /// The seq found.
-        found: u64,
-    },
-    /// A `loss` record that does not describe the gap before it.
-    #[error("loss record does not match the gap: {why}")]
-    BadLoss {
-        /// What does not match.
-        why: String,
-    },
-    /// A run whose first record is not `seq` 1, `system` `start`.
-    #[error("instance {instance} begins with seq {seq} ({found}), expected seq 1, system start")]
-    InstanceStart {
-        /// The instance.
-        instance: String,
-        /// The seq found.
-        seq: u64,
-        /// `kind/action` found.
-        found: String,
-    },
-    /// A line of another instance without a `file_open` starting it.
-    #[error(
-        "instance_id changes from {expected} to {found} without a file_open (lines of another \
-         run spliced in?)"
-    )]
-    InstanceSwitch {
-        /// The current instance.
-        expected: String,
-        /// The line's instance.
-        found: String,
-    },
-    /// An instance that reappears after another one.
-    #[error("instance_id {instance} reappears after another run")]
-    InstanceReused {
-        /// The instance.
-        instance: String,
-    },
-    /// The query index beside a file does not describe it.
-    #[error("query index does not match the file: {why} (delete its .idx and .bits)")]
-    IndexMismatch {
-        /// What differs.
-        why: String,
-    },
-}
-
-fn or_null(name: &Option<String>) -> &str {
-    name.as_deref().unwrap_or("null")
-}
-
-fn chain_message(expected: &str, found: &str, previous: &Previous) -> String {
-    match previous {
-        Previous::Genesis => format!(
-            "chain broken: the first line of the directory has prev {found}, expected the \
-             genesis hash {expected}"
-        ),
-        Previous::Line(line) => format!(
-            "chain broken: prev is {found}, but line {line} hashes to {expected} (line {line} \
-             was altered, or lines were removed or reordered here)"
-        ),
-        Previous::FileEnd { file, line } => format!(
-            "chain broken between files: prev is {found}, but the last complete line of {file} \
-             (line {line}) hashes to {expected} (it was altered, or lines were removed)"
-        ),
-    }
-}
-
-fn torn_message(next: &Option<String>) -> String {
-    match next {
-        Some(next) => format!(
-            "torn line (no newline at the end of the file), but the next file {next} does not \
-             record recovering it (recovered_torn_line is false)"
-        ),
-        None => "torn line (no newline at the end of the last file): a write in progress, a \
-                 crash not yet recovered by a restart, or a truncated file"
-            .to_owned(),
-    }
-}
 
 /// Verifies the audit directory `dir`; see the module documentation.
 pub fn verify_dir(dir: &Path) -> Result<VerifyReport, VerifyError> {
@@ -500,8 +129,18 @@ struct Verifier<'a> {
     /// The key checkpoints are checked against, when given.
     checkpoint_key: Option<Vec<u8>>,
     report: VerifyReport,
-    /// The hash the next line must carry as `chain.prev`.
+    /// The chain's head: the hash the next `/1` line must carry as `chain.prev`, or the next
+    /// seal as `prev` (the hash of the last seal, or of the last `/1` line).
     last_hash: String,
+    /// Where the head was made, for messages.
+    head_at: Option<(usize, u64)>,
+    /// The lines since the last seal of a `/2` file, and where the first of them is.
+    segment: Option<(Segment, Option<(usize, u64)>)>,
+    /// The schema of the file being read, and the instance its `file_open` names (`/2`).
+    file_schema: &'static str,
+    file_instance: String,
+    /// The run's `stop` was sealed: the writer writes nothing after that seal.
+    final_seal: bool,
     /// Where the last complete line is, for messages.
     last_line: Option<(usize, u64)>,
     /// A torn line at the end of the previous file, waiting for the next `file_open`.
@@ -530,6 +169,11 @@ impl<'a> Verifier<'a> {
             checkpoint_key: None,
             report: VerifyReport { files: files.len(), ..VerifyReport::default() },
             last_hash: GENESIS_HASH.to_owned(),
+            head_at: None,
+            segment: None,
+            file_schema: SCHEMA,
+            file_instance: String::new(),
+            final_seal: false,
             last_line: None,
             torn: None,
             run: None,
@@ -613,7 +257,8 @@ impl<'a> Verifier<'a> {
             Ok(_) => return Err(at(Problem::NotJson { error: "not an object".to_owned() })),
             Err(error) => {
                 let rest = bytes.get(1..).unwrap_or_default();
-                let glued = memchr::memmem::find(rest, b"{\"schema\":").is_some();
+                let glued = memchr::memmem::find(rest, b"{\"schema\":").is_some()
+                    || memchr::memmem::find(rest, b"{\"time\":").is_some();
                 let problem = if glued {
                     Problem::TornInMiddle
                 } else {
@@ -622,8 +267,173 @@ impl<'a> Verifier<'a> {
                 return Err(at(problem));
             }
         };
-        let schema = text(&fields, "schema").ok_or_else(|| at(bad("schema", "a string")))?;
-        if schema != SCHEMA {
+        if number == 1 {
+            self.file_schema = match text(&fields, "schema") {
+                Some(SCHEMA) => SCHEMA,
+                Some(SCHEMA_V1) => SCHEMA_V1,
+                Some(other) => return Err(at(Problem::Schema { found: clip(other) })),
+                None => return Err(at(bad("schema", "a string"))),
+            };
+        }
+        if self.file_schema == SCHEMA_V1 {
+            self.line_v1(index, number, bytes, &fields)?;
+        } else {
+            self.line_v2(index, number, bytes, &fields)?;
+        }
+        self.last_line = Some((index, number));
+        self.report.lines += 1;
+        Ok(())
+    }
+
+    /// A line of a `redis-audit/2` file: the instance and schema are its `file_open`'s, the
+    /// chain is in its seals.
+    fn line_v2(
+        &mut self,
+        index: usize,
+        number: u64,
+        bytes: &[u8],
+        fields: &Fields,
+    ) -> Result<(), VerifyError> {
+        let files = self.files;
+        let at = |problem| locate(files, index, Some(number), problem);
+        let kind = text(fields, "kind").ok_or_else(|| at(bad("kind", "a string")))?;
+        let action = match (kind, text(fields, "action")) {
+            // A command line has no action: it is always `command`.
+            ("command", None) => "command",
+            (_, Some(action)) => action,
+            _ => return Err(at(bad("action", "a string"))),
+        };
+        let marker = kind == "system" && matches!(action, "file_open" | "file_delete" | "seal");
+        let is_open = kind == "system" && action == "file_open";
+        if std::mem::take(&mut self.final_seal) && !is_open {
+            return Err(at(Problem::AfterFinalSeal));
+        }
+        if number == 1 {
+            if !is_open {
+                return Err(at(Problem::NoFileOpen { found: format!("{kind}/{action}") }));
+            }
+            let instance =
+                text(fields, "instance_id").ok_or_else(|| at(bad("instance_id", "a string")))?;
+            text(fields, "node").ok_or_else(|| at(bad("node", "a string")))?;
+            self.file_instance = instance.to_owned();
+            let pruned = self.file_header(index, fields)?;
+            self.seal(index, number, fields, bytes, pruned)?;
+        } else if is_open {
+            return Err(at(Problem::FileOpenNotFirst));
+        }
+        let instance = std::mem::take(&mut self.file_instance);
+        let result = match fields.get("seq") {
+            None if marker && action == "seal" => {
+                self.final_seal = self.run.as_ref().is_some_and(|run| run.stopped);
+                self.seal(index, number, fields, bytes, false)
+            }
+            None if marker => self.marker(index, number, fields, action, &instance),
+            None => Err(at(Problem::Unsequenced { found: format!("{kind}/{action}") })),
+            Some(_) if marker => Err(at(Problem::SequencedMarker { action: action.to_owned() })),
+            Some(seq) => match seq.as_u64() {
+                Some(seq) => self.sequenced(fields, seq, kind, action, &instance).map_err(at),
+                None => Err(at(bad("seq", "a positive integer"))),
+            },
+        };
+        self.file_instance = instance;
+        result?;
+        if marker {
+            self.report.markers += 1;
+        } else {
+            self.report.records += 1;
+            *self.report.kinds.entry(kind.to_owned()).or_default() += 1;
+        }
+        if !(is_open || (marker && action == "seal")) {
+            // A line the next seal covers.
+            let (segment, start) = self.segment.get_or_insert_with(|| {
+                let head = chain::parse_hex(&self.last_hash).unwrap_or_default();
+                (Segment::new(ChainAlg::default(), head), None)
+            });
+            segment.update(bytes, 0);
+            segment.update(b"\n", 1);
+            start.get_or_insert((index, number));
+        }
+        Ok(())
+    }
+
+    /// A seal (a `seal` line, or the `file_open` that begins a file): its `prev` is the hash of
+    /// the seal before it, its `hash` that of the lines since then; with `pruned` (the first
+    /// file, whose predecessors retention deleted) neither can be checked.
+    fn seal(
+        &mut self,
+        index: usize,
+        number: u64,
+        fields: &Fields,
+        bytes: &[u8],
+        pruned: bool,
+    ) -> Result<(), VerifyError> {
+        let files = self.files;
+        let at = |problem| locate(files, index, Some(number), problem);
+        let chain = fields.get("chain").and_then(Value::as_object);
+        let chain = chain.ok_or_else(|| at(bad("chain", "an object")))?;
+        let alg = text(chain, "alg").ok_or_else(|| at(bad("chain.alg", "a string")))?;
+        let alg =
+            ChainAlg::from_name(alg).ok_or_else(|| at(Problem::ChainAlg { found: clip(alg) }))?;
+        let hex_field = |name: &str, label: &'static str| {
+            text(chain, name)
+                .filter(|value| is_hex_hash(value))
+                .ok_or_else(|| at(bad(label, "64 lowercase hex digits")))
+        };
+        let (prev, hash) = (hex_field("prev", "chain.prev")?, hex_field("hash", "chain.hash")?);
+        let lines = chain.get("lines").and_then(Value::as_u64);
+        let lines = lines.ok_or_else(|| at(bad("chain.lines", "a non-negative integer")))?;
+        let open = self.segment.take();
+        if !pruned {
+            if prev != self.last_hash {
+                let previous = match self.head_at {
+                    Some((file, line)) => {
+                        Previous::Seal(Box::new((self.files[file].clone(), line)))
+                    }
+                    None => Previous::Genesis,
+                };
+                return Err(at(Problem::ChainMismatch {
+                    expected: self.last_hash.clone(),
+                    found: clip(prev),
+                    previous,
+                }));
+            }
+            let (segment, start) = open.unwrap_or_else(|| {
+                let head = chain::parse_hex(prev).unwrap_or_default();
+                (Segment::new(alg, head), None)
+            });
+            if segment.lines() != lines || chain::hex(&segment.finish()) != hash {
+                let first = start.map(|(file, line)| (self.files[file].clone(), line));
+                return Err(at(Problem::SealMismatch {
+                    declared: lines,
+                    found: segment.lines(),
+                    first,
+                }));
+            }
+        }
+        if chain.contains_key("hmac") {
+            self.checkpoint(chain, hash).map_err(at)?;
+        }
+        self.report.seals += 1;
+        let head = alg.hash(bytes);
+        self.last_hash = chain::hex(&head);
+        self.head_at = Some((index, number));
+        self.segment = Some((Segment::new(alg, head), None));
+        Ok(())
+    }
+
+    /// A line of a `redis-audit/1` file: each carries the schema, its instance and the
+    /// SHA-256 of the line before it.
+    fn line_v1(
+        &mut self,
+        index: usize,
+        number: u64,
+        bytes: &[u8],
+        fields: &Fields,
+    ) -> Result<(), VerifyError> {
+        let files = self.files;
+        let at = |problem| locate(files, index, Some(number), problem);
+        let schema = text(fields, "schema").ok_or_else(|| at(bad("schema", "a string")))?;
+        if schema != SCHEMA_V1 {
             return Err(at(Problem::Schema { found: clip(schema) }));
         }
         let chain = fields.get("chain").and_then(Value::as_object);
@@ -636,10 +446,10 @@ impl<'a> Verifier<'a> {
             return Err(at(Problem::ChainAlg { found: clip(alg) }));
         }
         let prev = text(chain, "prev").ok_or_else(|| at(bad("chain.prev", "a string")))?;
-        let kind = text(&fields, "kind").ok_or_else(|| at(bad("kind", "a string")))?;
-        let action = text(&fields, "action").ok_or_else(|| at(bad("action", "a string")))?;
+        let kind = text(fields, "kind").ok_or_else(|| at(bad("kind", "a string")))?;
+        let action = text(fields, "action").ok_or_else(|| at(bad("action", "a string")))?;
         let instance =
-            text(&fields, "instance_id").ok_or_else(|| at(bad("instance_id", "a string")))?;
+            text(fields, "instance_id").ok_or_else(|| at(bad("instance_id", "a string")))?;
         let marker =
             kind == "system" && matches!(action, "file_open" | "file_delete" | "checkpoint");
 
@@ -647,7 +457,7 @@ impl<'a> Verifier<'a> {
             if !(kind == "system" && action == "file_open") {
                 return Err(at(Problem::NoFileOpen { found: format!("{kind}/{action}") }));
             }
-            self.file_open(index, &fields, prev)?;
+            self.file_open(index, fields, prev)?;
         } else {
             if kind == "system" && action == "file_open" {
                 return Err(at(Problem::FileOpenNotFirst));
@@ -663,11 +473,11 @@ impl<'a> Verifier<'a> {
 
         match fields.get("seq") {
             None if marker && action == "checkpoint" => {
-                self.checkpoint(&fields, prev).map_err(at)?;
+                self.checkpoint(fields, prev).map_err(at)?;
                 self.report.markers += 1;
             }
             None if marker => {
-                self.marker(index, number, &fields, action, instance)?;
+                self.marker(index, number, fields, action, instance)?;
                 self.report.markers += 1;
             }
             None => return Err(at(Problem::Unsequenced { found: format!("{kind}/{action}") })),
@@ -676,19 +486,48 @@ impl<'a> Verifier<'a> {
             }
             Some(seq) => {
                 let seq = seq.as_u64().ok_or_else(|| at(bad("seq", "a positive integer")))?;
-                self.sequenced(&fields, seq, kind, action, instance).map_err(at)?;
+                self.sequenced(fields, seq, kind, action, instance).map_err(at)?;
                 self.report.records += 1;
                 *self.report.kinds.entry(kind.to_owned()).or_default() += 1;
             }
         }
         self.last_hash = hex_sha256(bytes);
-        self.last_line = Some((index, number));
-        self.report.lines += 1;
         Ok(())
     }
 
-    /// The header of file `index`: torn-line recovery, `prev_file`, and the chain across files.
+    /// The header of a `/1` file `index`: [`Self::file_header`], and the chain across files.
     fn file_open(&mut self, index: usize, fields: &Fields, prev: &str) -> Result<(), VerifyError> {
+        let files = self.files;
+        let at = |problem| locate(files, index, Some(1), problem);
+        if self.file_header(index, fields)? {
+            // The oldest files were deleted by retention (to be confirmed by a file_delete
+            // line): the chain starts from their last line.
+            if !is_hex_hash(prev) {
+                return Err(at(bad("chain.prev", "64 lowercase hex digits")));
+            }
+            self.last_hash = prev.to_owned();
+            return Ok(());
+        }
+        if prev != self.last_hash {
+            let previous = match self.last_line {
+                Some((file, line)) if index > 0 => {
+                    Previous::FileEnd { file: self.files[file].clone(), line }
+                }
+                _ => Previous::Genesis,
+            };
+            return Err(at(Problem::ChainMismatch {
+                expected: self.last_hash.clone(),
+                found: clip(prev),
+                previous,
+            }));
+        }
+        Ok(())
+    }
+
+    /// The header of file `index`: torn-line recovery and `prev_file`. True when the file
+    /// before it is gone, deleted by retention (which a `file_delete` line must confirm): the
+    /// chain then starts at this header.
+    fn file_header(&mut self, index: usize, fields: &Fields) -> Result<bool, VerifyError> {
         let files = self.files;
         let at = |problem| locate(files, index, Some(1), problem);
         if text(fields, "file") != Some(ACTIVE_FILE) {
@@ -722,39 +561,21 @@ impl<'a> Verifier<'a> {
             return Err(match prev_file {
                 Some(name) if !self.files.contains(&name) => {
                     if index == 0 {
-                        // The oldest files were deleted by retention (to be confirmed by a
-                        // file_delete line): the chain starts from their last line.
-                        if !is_hex_hash(prev) {
-                            return Err(at(bad("chain.prev", "64 lowercase hex digits")));
-                        }
-                        self.last_hash = prev.to_owned();
                         self.pruned_head = Some(name);
-                        return Ok(());
+                        return Ok(true);
                     }
                     at(Problem::MissingFile { name })
                 }
                 found => at(Problem::PrevFileMismatch { expected: expected_file, found }),
             });
         }
-        if prev != self.last_hash {
-            let previous = match self.last_line {
-                Some((file, line)) if index > 0 => {
-                    Previous::FileEnd { file: self.files[file].clone(), line }
-                }
-                _ => Previous::Genesis,
-            };
-            return Err(at(Problem::ChainMismatch {
-                expected: self.last_hash.clone(),
-                found: clip(prev),
-                previous,
-            }));
-        }
-        Ok(())
+        Ok(false)
     }
 
-    /// A `file_open` or `file_delete` line: the run it belongs to, the deletion it records.
-    /// A `checkpoint` line: `hmac` = HMAC-SHA256(key, chain head), the head being its `prev`.
-    fn checkpoint(&mut self, fields: &Fields, prev: &str) -> Result<(), Problem> {
+    /// A checkpoint (a `/1` `checkpoint` line, a `/2` seal's `chain`): `hmac` =
+    /// HMAC-SHA256(key, `vouched`), the hex hash it vouches for (in `/1` the chain head, its
+    /// `prev`; in `/2` the seal's `hash`).
+    fn checkpoint(&mut self, fields: &Fields, vouched: &str) -> Result<(), Problem> {
         self.report.checkpoints += 1;
         let Some(key) = &self.checkpoint_key else { return Ok(()) };
         let bad = |why: String| Problem::BadCheckpoint { why };
@@ -765,7 +586,7 @@ impl<'a> Verifier<'a> {
                 return Err(bad(format!("made with key {found:?}, not with this one ({key_id})")))
             }
         }
-        let expected = crate::audit::writer::checkpoint_hmac(key, prev);
+        let expected = crate::audit::writer::checkpoint_hmac(key, vouched);
         if text(fields, "hmac") != Some(expected.as_str()) {
             return Err(bad(
                 "its hmac does not match the chain head: the lines before it were rewritten".into(),
@@ -775,6 +596,7 @@ impl<'a> Verifier<'a> {
         Ok(())
     }
 
+    /// A `file_open` or `file_delete` line: the run it belongs to, the deletion it records.
     fn marker(
         &mut self,
         index: usize,
@@ -879,6 +701,8 @@ impl<'a> Verifier<'a> {
             return Err(error);
         }
         self.report.last_instance_stopped = self.run.as_ref().is_some_and(|run| run.stopped);
+        self.report.unsealed_lines =
+            self.segment.as_ref().map_or(0, |(segment, _)| segment.lines());
         self.report.last_hash = self.last_hash;
         Ok(self.report)
     }

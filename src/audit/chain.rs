@@ -1,0 +1,340 @@
+//! The trail's tamper evidence in schema `redis-audit/2`: seals. A seal line hashes every line
+//! written since the seal before it (a segment, across files) and names that seal's hash, so
+//! the seals form a chain over the whole trail while the writer hashes each byte once, in bulk,
+//! instead of hashing and rewriting every line (`docs/audit-schema.md` §5).
+//!
+//! A segment's hash is `H(head ‖ segment bytes)`, `head` being the hash of the seal line that
+//! opened it (`H` of that line's bytes without its `\n`, with that line's `alg`); the first
+//! segment of a directory starts from [`GENESIS`], and the first after a `redis-audit/1` file
+//! from the SHA-256 of that file's last line (its chain head in `/1`). A file's `file_open`
+//! line is itself a seal: it closes the segment left at the end of the file before it (empty
+//! after a rotation that sealed it, the unsealed lines of a crashed run otherwise).
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use serde::Deserialize;
+use sha2::Digest as _;
+
+/// A hash as the chain holds it.
+pub type Hash = [u8; 32];
+
+/// The head before the first seal of a directory.
+pub const GENESIS: Hash = [0; 32];
+
+/// The hash function of the chain (`audit.chain_alg`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChainAlg {
+    /// BLAKE3 (default): hashes a batch several times faster than SHA-256 here (SIMD).
+    #[default]
+    Blake3,
+    /// SHA-256, for sites that require a FIPS-approved hash.
+    Sha256,
+}
+
+impl ChainAlg {
+    /// The name lines carry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Blake3 => "blake3",
+            Self::Sha256 => "sha256",
+        }
+    }
+
+    /// The algorithm a line names, if it is one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "blake3" => Some(Self::Blake3),
+            "sha256" => Some(Self::Sha256),
+            _ => None,
+        }
+    }
+
+    /// The hash of `bytes`.
+    pub fn hash(self, bytes: &[u8]) -> Hash {
+        match self {
+            Self::Blake3 => *blake3::hash(bytes).as_bytes(),
+            Self::Sha256 => sha2::Sha256::digest(bytes).into(),
+        }
+    }
+}
+
+/// The segment being hashed: the lines since the last seal.
+#[derive(Clone)]
+pub struct Segment {
+    alg: ChainAlg,
+    head: Hash,
+    state: State,
+    lines: u64,
+}
+
+#[derive(Clone)]
+enum State {
+    Blake3(Box<blake3::Hasher>),
+    Sha256(sha2::Sha256),
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment").field("alg", &self.alg).field("lines", &self.lines).finish()
+    }
+}
+
+impl Segment {
+    /// An empty segment after the seal whose hash is `head`, hashed with `alg`.
+    pub fn new(alg: ChainAlg, head: Hash) -> Self {
+        let state = match alg {
+            ChainAlg::Blake3 => {
+                let mut hasher = blake3::Hasher::new();
+                hasher.update(&head);
+                State::Blake3(Box::new(hasher))
+            }
+            ChainAlg::Sha256 => {
+                let mut hasher = sha2::Sha256::new();
+                hasher.update(head);
+                State::Sha256(hasher)
+            }
+        };
+        Self { alg, head, state, lines: 0 }
+    }
+
+    /// Adds whole lines (each with its `\n`).
+    pub fn update(&mut self, bytes: &[u8], lines: u64) {
+        match &mut self.state {
+            State::Blake3(hasher) => {
+                hasher.update(bytes);
+            }
+            State::Sha256(hasher) => hasher.update(bytes),
+        }
+        self.lines += lines;
+    }
+
+    /// Lines in it so far.
+    pub fn lines(&self) -> u64 {
+        self.lines
+    }
+
+    /// The hash of the seal it follows.
+    pub fn head(&self) -> &Hash {
+        &self.head
+    }
+
+    /// Its algorithm.
+    pub fn alg(&self) -> ChainAlg {
+        self.alg
+    }
+
+    /// Its hash, as the seal closing it carries.
+    pub fn finish(&self) -> Hash {
+        match &self.state {
+            State::Blake3(hasher) => *hasher.finalize().as_bytes(),
+            State::Sha256(hasher) => hasher.clone().finalize().into(),
+        }
+    }
+
+    /// What a seal closing it says: `"chain":{…}` (no leading comma), with a checkpoint when
+    /// there is a key; `alg` is the seal line's own (its hash, the next head, is made with it).
+    pub fn push_seal_field(&self, alg: ChainAlg, key: Option<&[u8]>, out: &mut Vec<u8>) {
+        let hash = self.finish();
+        out.extend_from_slice(b"\"chain\":{\"alg\":\"");
+        out.extend_from_slice(alg.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"prev\":\"");
+        push_hex(out, &self.head);
+        out.extend_from_slice(b"\",\"lines\":");
+        crate::audit::line::push_u64(out, self.lines);
+        out.extend_from_slice(b",\"hash\":\"");
+        push_hex(out, &hash);
+        out.push(b'"');
+        if let Some(key) = key {
+            out.extend_from_slice(b",\"key_id\":\"");
+            out.extend_from_slice(crate::audit::writer::checkpoint_key_id(key).as_bytes());
+            out.extend_from_slice(b"\",\"hmac\":\"");
+            out.extend_from_slice(checkpoint_hmac(key, &hex(&hash)).as_bytes());
+            out.push(b'"');
+        }
+        out.push(b'}');
+    }
+}
+
+/// A checkpoint's HMAC: HMAC-SHA256(key, the hex text of the hash it vouches for), in hex.
+pub fn checkpoint_hmac(key: &[u8], hash_hex: &str) -> String {
+    use hmac::Mac as _;
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256>>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(hash_hex.as_bytes());
+    hex(&mac.finalize().into_bytes())
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    crate::audit::line::push_hex(out, bytes);
+}
+
+/// A 64-digit lower-case hex hash, decoded.
+pub fn parse_hex(text: &str) -> Option<Hash> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        *byte = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
+
+/// What the first line of a `/2` file starts with (the `file_open` names the schema).
+pub const V2_FILE_PREFIX: &[u8] = b"{\"schema\":\"redis-audit/2\"";
+/// What every line of a `/1` file starts with.
+pub const V1_PREFIX: &[u8] = b"{\"schema\":\"redis-audit/1\"";
+
+/// The `alg` of a seal-bearing line (a `/2` `file_open` or `seal`), or `None` for any other
+/// line. Lines that a client's strings could imitate are told apart by parsing: a client's
+/// quote is always escaped, so the raw pattern only appears in the writer's own fields.
+pub fn seal_alg(line: &[u8]) -> Option<ChainAlg> {
+    let is_seal = line.starts_with(V2_FILE_PREFIX)
+        || memchr::memmem::find(line, b"\"kind\":\"system\",\"action\":\"seal\"").is_some();
+    if !is_seal {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_slice(line).ok()?;
+    ChainAlg::from_name(value.get("chain")?.get("alg")?.as_str()?)
+}
+
+/// Where the chain stands at the end of a file, for the writer that continues it.
+#[derive(Debug)]
+pub struct Tail {
+    /// The segment left open at the end: the lines after the file's last seal.
+    pub segment: Segment,
+    /// Whether the file ends with a torn (unterminated) line, which no segment includes.
+    pub torn: bool,
+}
+
+/// Reads where the chain stands at the end of `path` (a file with at least one complete line;
+/// `None` otherwise): after a `/1` file, the SHA-256 of its last line and nothing open; after a
+/// `/2` file, the hash of its last seal and the lines after it, hashed with that seal's `alg`.
+/// `alg` is used when the file has no seal (a file that is not the writer's).
+pub fn tail_of(path: &Path, alg: ChainAlg) -> io::Result<Option<Tail>> {
+    let mut reader = BufReader::with_capacity(1 << 16, File::open(path)?);
+    let mut line = Vec::new();
+    // (offset after the last seal, its hash, its alg) and the end of the last complete line.
+    let mut last_seal: Option<(u64, Hash, ChainAlg)> = None;
+    let mut last_line: Option<Vec<u8>> = None;
+    let (mut offset, mut complete_end, mut torn) = (0u64, 0u64, false);
+    let mut v1 = false;
+    loop {
+        line.clear();
+        let read = reader.read_until(b'\n', &mut line)?;
+        if read == 0 {
+            break;
+        }
+        offset += read as u64;
+        if line.last() != Some(&b'\n') {
+            torn = true;
+            break;
+        }
+        complete_end = offset;
+        let text = &line[..line.len() - 1];
+        if complete_end == read as u64 {
+            v1 = text.starts_with(V1_PREFIX);
+        }
+        if v1 {
+            last_line = Some(text.to_vec());
+        } else if let Some(seal) = seal_alg(text) {
+            last_seal = Some((offset, seal.hash(text), seal));
+        } else if last_seal.is_none() {
+            last_line = Some(text.to_vec());
+        }
+    }
+    if complete_end == 0 {
+        return Ok(None);
+    }
+    if v1 {
+        let head = ChainAlg::Sha256.hash(&last_line.unwrap_or_default());
+        return Ok(Some(Tail { segment: Segment::new(alg, head), torn }));
+    }
+    let Some((sealed_end, head, seal)) = last_seal else {
+        // Not a file the writer made: chain to its last line, as after a `/1` file.
+        let head = ChainAlg::Sha256.hash(&last_line.unwrap_or_default());
+        return Ok(Some(Tail { segment: Segment::new(alg, head), torn }));
+    };
+    let mut segment = Segment::new(seal, head);
+    let mut file = reader.into_inner();
+    file.seek(SeekFrom::Start(sealed_end))?;
+    let mut rest = vec![0u8; 1 << 16];
+    let mut left = complete_end - sealed_end;
+    while left > 0 {
+        let take = rest.len().min(left as usize);
+        file.read_exact(&mut rest[..take])?;
+        let lines = memchr::memchr_iter(b'\n', &rest[..take]).count() as u64;
+        segment.update(&rest[..take], lines);
+        left -= take as u64;
+    }
+    Ok(Some(Tail { segment, torn }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips_and_rejects_what_is_not_a_hash() {
+        let hash = ChainAlg::Blake3.hash(b"x");
+        assert_eq!(parse_hex(&hex(&hash)), Some(hash));
+        assert_eq!(parse_hex(&"A".repeat(64)), None, "upper case is not what the writer writes");
+        assert_eq!(parse_hex("00"), None);
+    }
+
+    #[test]
+    fn a_segment_hashes_its_head_then_its_lines() {
+        for alg in [ChainAlg::Blake3, ChainAlg::Sha256] {
+            let mut segment = Segment::new(alg, [7; 32]);
+            segment.update(b"a\n", 1);
+            segment.update(b"b\n", 1);
+            let mut whole = vec![7u8; 32];
+            whole.extend_from_slice(b"a\nb\n");
+            assert_eq!(segment.finish(), alg.hash(&whole));
+            assert_eq!(segment.lines(), 2);
+        }
+    }
+
+    #[test]
+    fn seal_fields_name_the_head_the_count_and_the_hash() {
+        let mut segment = Segment::new(ChainAlg::Blake3, GENESIS);
+        segment.update(b"{}\n", 1);
+        let mut out = b"{".to_vec();
+        segment.push_seal_field(ChainAlg::Sha256, Some(b"0123456789abcdef"), &mut out);
+        out.push(b'}');
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let chain = &value["chain"];
+        assert_eq!(chain["alg"], "sha256");
+        assert_eq!(chain["prev"], "0".repeat(64));
+        assert_eq!(chain["lines"], 1);
+        assert_eq!(chain["hash"], hex(&segment.finish()));
+        assert_eq!(
+            chain["hmac"],
+            checkpoint_hmac(b"0123456789abcdef", chain["hash"].as_str().unwrap())
+        );
+    }
+
+    #[test]
+    fn only_the_writers_own_seal_lines_count_as_seals() {
+        let seal = br#"{"time":"t","kind":"system","action":"seal","outcome":"success","chain":{"alg":"blake3","prev":"0","lines":0,"hash":"0"}}"#;
+        assert_eq!(seal_alg(seal), Some(ChainAlg::Blake3));
+        let key =
+            br#"{"time":"t","kind":"command","keys":["\"kind\":\"system\",\"action\":\"seal\""]}"#;
+        assert_eq!(seal_alg(key), None, "a key cannot hold an unescaped quote");
+    }
+}
