@@ -98,6 +98,7 @@ pub fn expand(record: Value, context: Option<&FileContext>) -> Value {
         out.insert("action".into(), Value::from("command"));
     }
     let sessionful = fields.contains_key("session_id");
+    let fields_have_counts = fields.contains_key("key_count");
     for (name, value) in fields {
         let value = match (command, name.as_str(), value) {
             (true, "client", Value::Object(mut client)) => {
@@ -113,17 +114,20 @@ pub fn expand(record: Value, context: Option<&FileContext>) -> Value {
         };
         let after_db = command && name == "db";
         let after_user = !command && sessionful && (name == "user" || name == "user_truncated");
+        let after_keys = command && name == "keys" && !fields_have_counts;
         out.insert(name, value);
         if after_db || after_user {
             out.insert("upstream".into(), context.upstream.clone());
         }
-    }
-    if command && !out.contains_key("key_count") {
-        let keys = out.get("keys").and_then(Value::as_array);
-        let count = keys.map_or(0, Vec::len);
-        let bytes: usize = keys.map_or(0, |keys| keys.iter().map(key_length).sum());
-        out.insert("key_count".into(), Value::from(count));
-        out.insert("key_bytes".into(), Value::from(bytes));
+        if after_keys {
+            // Listed whole and in clear: the counts are the list's.
+            let keys = out.get("keys").and_then(Value::as_array);
+            let count = keys.map_or(0, Vec::len);
+            let bytes: usize = keys.map_or(0, |keys| keys.iter().map(key_length).sum());
+            out.insert("key_count".into(), Value::from(count));
+            out.insert("key_bytes".into(), Value::from(bytes));
+            out.insert("keys_truncated".into(), Value::Bool(false));
+        }
     }
     if command && !out.contains_key("keys_truncated") {
         out.insert("keys_truncated".into(), Value::Bool(false));

@@ -7,6 +7,7 @@ use std::process::{Command, Output, Stdio};
 
 use redis_audit_proxy::audit::verify::{verify_dir, Previous, Problem, VerifyError};
 use serde_json::Value;
+use sha2::Digest as _;
 
 use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
 
@@ -715,4 +716,74 @@ async fn checkpoints_catch_a_rewritten_trail() {
     )
     .expect_err("another key");
     assert!(wrong.to_string().contains("made with key"), "{wrong}");
+}
+
+/// A trail written by the previous release (`redis-audit/1`, checked in under
+/// `tests/fixtures/audit-v1`: four files, a SET, an MSET, a GET, an LPUSH that failed, an
+/// INCR): it verifies, a run of this version chains onto it (its `file_open` seals from the
+/// last `/1` line's SHA-256), and queries return whole records from both schemas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v1_trail_verifies_and_a_v2_run_chains_onto_it() {
+    crate::require_redis!();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/audit-v1");
+    let dir = Scratch::new("v1");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    for entry in std::fs::read_dir(&fixture).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    let report = verify_dir(dir.path()).expect("the /1 trail verifies");
+    assert_eq!((report.kinds.get("command"), report.files, report.seals), (Some(&5), 4, 0));
+    assert_eq!(report.indexes, 3, "and so do its query indexes");
+    let v1_last = lines(&dir.path().join("audit.log")).pop().unwrap();
+    let v1_head: String =
+        sha2::Sha256::digest(&v1_last).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(report.last_hash, v1_head);
+
+    let redis = RedisServer::start(&[]);
+    record_run(&redis, dir.path(), "", 2).await;
+    let report = verify_dir(dir.path()).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!((report.kinds.get("command"), report.instances), (Some(&7), 2));
+    let files = audit_files(dir.path());
+    let open = json(&lines(&dir.path().join("audit.log"))[0]);
+    assert_eq!(open["schema"], "redis-audit/2");
+    assert_eq!(open["prev_file"], files[files.len() - 2].as_str());
+    assert_eq!(open["chain"]["prev"], v1_head.as_str());
+    assert_eq!(open["chain"]["lines"], 0);
+
+    // Queries: the same whole records from either schema.
+    let query = redis_audit_proxy::query::AuditQuery::new(
+        Some("2026-01-01T00:00:00Z"),
+        Some("2099-01-01T00:00:00Z"),
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        Some("100"),
+        None,
+        false,
+    )
+    .unwrap();
+    let page = redis_audit_proxy::query::run(dir.path(), &query).unwrap();
+    assert_eq!(page.total, 7);
+    let (new, old) = (&page.records[0], &page.records[6]);
+    assert_eq!(
+        (&new["schema"], &old["schema"]),
+        (&"redis-audit/2".into(), &"redis-audit/1".into())
+    );
+    let fields = |record: &Value| -> Vec<String> {
+        let mut names: Vec<String> = record.as_object().unwrap().keys().cloned().collect();
+        names.sort();
+        names
+    };
+    // Everything but the per-line chain, which /2 replaced with seals.
+    let old_fields: Vec<String> = fields(old).into_iter().filter(|f| f != "chain").collect();
+    assert_eq!(fields(new), old_fields, "{new}\n{old}");
+    assert_eq!(fields(&new["command"]), fields(&old["command"]));
+    assert_eq!(new["command"]["categories"], old["command"]["categories"], "both SETs");
+    assert_eq!(new["upstream"], redis.addr.to_string().as_str());
+    assert_eq!(new["instance_id"], open["instance_id"]);
+    assert_eq!((&new["key_count"], &new["keys_truncated"]), (&1.into(), &false.into()));
 }
