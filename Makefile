@@ -19,10 +19,11 @@ test: deps
 	$(CARGO) test --all-targets
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet
 
-## Throughput and latency against Redis directly and through the proxy (see docs/benchmarks.md).
+## Throughput, latency and CPU per request against Redis directly, through the proxy and through
+## HAProxy and twemproxy; regenerates docs/benchmarks.md's results (see that file).
 bench: deps
 	$(CARGO) bench --bench hot_path
-	bash scripts/bench.sh
+	python3 scripts/bench.py
 
 deps:
 	@bash scripts/ensure-redis.sh

@@ -1,0 +1,893 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark of redis-audit-proxy (`make bench`). Python 3.11 standard library only.
+
+What it measures
+----------------
+`redis-benchmark -c 50 -n N -r 100000 -t set,get -P p --csv` against one dedicated redis-server,
+directly and through each *arm* (the process in the middle):
+
+  direct           redis-server's plain port: the baseline.
+  proxy            this proxy, audit trail on (default settings: async writer, drop on full queue).
+  proxy-noaudit    the same binary with `[audit] enabled = false`: the cost of forwarding alone.
+  proxy-acl        audit on plus a 20-rule users file in enforce mode (every SET/GET is checked and
+                   allowed; the run fails if anything was denied).
+  proxy-b          audit on, another binary (--proxy-bin-b) and/or other keys (--set-b): A/B of two
+                   builds or configurations in one run.
+  haproxy          HAProxy in TCP mode, one upstream connection per client like this proxy: the
+                   reference for what forwarding bytes costs.
+  twemproxy        nutcracker, which multiplexes all clients over one Redis connection.
+  redis-tls        redis-server's own TLS port.
+  proxy-tls-plain  clients -> proxy over TLS, proxy -> Redis plain TCP (the sidecar shape).
+  proxy-tls-both   TLS on both sides (`[upstream.tls]` to redis-server's TLS port).
+
+Why this way
+------------
+redis-benchmark, redis-server and the middle process share the machine's cores, so throughput
+follows the total CPU spent per request, and the machine's load varies. Each round runs every arm
+once at each pipeline depth, the order rotated each round, so that a slow phase does not always hit
+the same arm; figures are medians over the rounds, and ratios are medians of ratios of two arms
+measured in the same round. Around each run the CPU time of every process is read (utime + stime
+from /proc/<pid>/stat; redis-benchmark's from getrusage of waited-for children) and divided by the
+requests: CPU µs per request, which explains throughput and compares across machines. For an
+auditing arm the reading after a run waits until its audit files stop growing, so that the writer
+thread's work is counted.
+
+Then: the audit trail the `proxy` arm wrote (bytes per record and per SET record), and on a fresh
+proxy its memory per idle connection (VmRSS) and its peak for a 64 MiB value (VmHWM).
+
+Output: target/bench/result.json (command line, machine, every run, medians, ratios, targets), a
+plain report on stdout, the part of docs/benchmarks.md between the bench:begin and bench:end
+markers, and docs/bench/chart.svg. `--render-only RESULT.json` re-renders them from a saved result.
+"""
+from __future__ import annotations
+
+import argparse, contextlib, csv, datetime, html, io, json, os, platform, resource, shlex, shutil
+import signal, socket, ssl, statistics, subprocess, sys, tempfile, time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC, CHART = ROOT / "docs/benchmarks.md", ROOT / "docs/bench/chart.svg"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+ALL_ARMS = ["direct", "proxy", "proxy-noaudit", "proxy-acl", "proxy-b", "haproxy", "twemproxy",
+            "redis-tls", "proxy-tls-plain", "proxy-tls-both"]
+TLS_ARMS = {"redis-tls", "proxy-tls-plain", "proxy-tls-both"}
+AUDIT_ARMS = {"proxy", "proxy-acl", "proxy-b", "proxy-tls-plain", "proxy-tls-both"}
+PROXY_ARMS = AUDIT_ARMS | {"proxy-noaudit"}
+TESTS, PROCS = ("SET", "GET"), ("redis-server", "middle", "redis-benchmark")
+ACL_USERS = ("user default on nopass ~key:* ~counter:* %R~cache:* %W~out:* &bench:* -@all +@read "
+             "+@string +@hash +@list +@connection -getdel +select|0 +config|get -flushall "
+             "(~s? +@stream) (~other:* +mget)")
+DASH = "—"
+# (name, numerator arm, denominator arm, metric): "rps" gives one ratio per test; "cpu" compares
+# the middle processes' µs/request, "cpu-diff" subtracts them.
+RATIOS = [("proxy/direct", "proxy", "direct", "rps"),
+          ("proxy-noaudit/direct", "proxy-noaudit", "direct", "rps"),
+          ("haproxy/direct", "haproxy", "direct", "rps"),
+          ("twemproxy/direct", "twemproxy", "direct", "rps"),
+          ("audit on/off", "proxy", "proxy-noaudit", "rps"),
+          ("audit CPU µs/request (proxy − proxy-noaudit)", "proxy", "proxy-noaudit", "cpu-diff"),
+          ("proxy-acl/proxy", "proxy-acl", "proxy", "rps"),
+          ("proxy-b/proxy", "proxy-b", "proxy", "rps"),
+          ("proxy-b/proxy CPU", "proxy-b", "proxy", "cpu"),
+          ("proxy-noaudit/haproxy CPU", "proxy-noaudit", "haproxy", "cpu"),
+          ("proxy-tls-plain/redis-tls", "proxy-tls-plain", "redis-tls", "rps"),
+          ("proxy-tls-both/redis-tls", "proxy-tls-both", "redis-tls", "rps")]
+
+
+class BenchError(Exception):
+    """A failure with a message for the user; every process started is stopped."""
+
+
+def die(message: str):
+    raise BenchError(message)
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+# ---- processes ---------------------------------------------------------------------------------
+@dataclass
+class Proc:
+    name: str
+    cmd: list[str]
+    popen: subprocess.Popen
+    log: Path
+
+
+@dataclass
+class Arm:
+    name: str
+    port: int = 0                    # where redis-benchmark connects
+    tls: bool = False
+    middle: Proc | None = None       # the process between redis-benchmark and redis-server
+    audit_dir: Path | None = None
+    config_file: str = ""
+    config: str = ""
+    unavailable: str | None = None   # why it could not run (its install failed)
+
+
+@dataclass
+class Run:
+    arm: str
+    pipeline: int
+    round: int
+    tests: dict[str, dict[str, float]]   # test -> rps, p50_ms, p99_ms
+    cpu_us: dict[str, float | None]      # process -> CPU µs per request
+    audit_lag_s: float | None            # how long the audit writer went on after the run
+    seconds: float
+
+
+class Supervisor:
+    """Starts servers in the work directory; stops every one of them on exit, whatever happens."""
+
+    def __init__(self, work: Path):
+        self.work, self.procs = work, []
+
+    def __enter__(self) -> Supervisor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for proc in reversed(list(self.procs)):
+            self.stop(proc)
+
+    def start(self, name: str, cmd: list[str]) -> Proc:
+        path = self.work / f"{name}.log"
+        with open(path, "ab") as out:
+            popen = subprocess.Popen(cmd, cwd=self.work, stdin=subprocess.DEVNULL, stdout=out,
+                                     stderr=subprocess.STDOUT)
+        self.procs.append(Proc(name, cmd, popen, path))
+        return self.procs[-1]
+
+    def stop(self, proc: Proc) -> None:
+        proc.popen.terminate()
+        try:
+            proc.popen.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.popen.kill()
+            proc.popen.wait()
+        self.procs.remove(proc)
+
+    def check_alive(self) -> None:
+        for proc in self.procs:
+            if proc.popen.poll() is not None:
+                die(f"{proc.name} exited (status {proc.popen.returncode}); its log:\n{tail(proc.log)}")
+
+
+def free_port(taken: set[int]) -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in taken:
+            taken.add(port)
+            return port
+
+
+def await_ready(proc: Proc, port: int, tls: ssl.SSLContext | None = None, hint: str = "") -> None:
+    """Waits until PING on the port (over TLS with a context) answers PONG; fails after 15 s."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            die(f"{proc.name} exited during startup{hint}; its log:\n{tail(proc.log)}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 2) as sock:
+            sock = tls.wrap_socket(sock, server_hostname="localhost") if tls else sock
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            if sock.recv(64).startswith(b"+PONG"):
+                return
+        time.sleep(0.1)
+    die(f"{proc.name} did not answer PING{' over TLS' if tls else ''} on 127.0.0.1:{port} within "
+        f"15 s{hint}; its log:\n{tail(proc.log)}")
+
+
+def cpu_seconds(proc: Proc) -> float:
+    """utime + stime of all its threads (fields 14 and 15 of /proc/<pid>/stat)."""
+    stat = Path(f"/proc/{proc.popen.pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def await_audit_settled(directory: Path) -> float:
+    """Waits until the audit files have not grown for 0.3 s; returns when they last grew (s)."""
+    start = last_change = time.monotonic()
+    previous, stable = -1, 0
+    while stable < 3:
+        size = 0
+        for path in directory.glob("*.log"):
+            with contextlib.suppress(FileNotFoundError):  # renamed by a rotation meanwhile
+                size += path.stat().st_size
+        now = time.monotonic()
+        if size != previous:
+            previous, stable, last_change = size, -1, now
+        stable += 1
+        if now - start > 60:
+            log(f"warning: {directory} was still growing 60 s after the run")
+            break
+        time.sleep(0.1)
+    return last_change - start
+
+
+# ---- setting up the arms -----------------------------------------------------------------------
+def run_tool(cmd: list[str], what: str, install: str) -> None:
+    """Runs a build or install step, its output on stderr; fails loudly, saying how to install."""
+    try:
+        status = subprocess.run(cmd, cwd=ROOT, stdout=sys.stderr).returncode
+    except FileNotFoundError:
+        die(f"{cmd[0]} is not installed; it is needed {what}. Install it: {install}")
+    if status != 0:
+        die(f"`{shlex.join(cmd)}` failed (status {status}); it is needed {what}. By hand: {install}")
+
+
+def install(name: str) -> str | None:
+    """Runs scripts/ensure-NAME.sh; returns why it failed (the arm is then reported unavailable)."""
+    done = subprocess.run(["bash", f"scripts/ensure-{name}.sh"], cwd=ROOT, capture_output=True, text=True)
+    if done.returncode == 0:
+        return None
+    reason = (f"scripts/ensure-{name}.sh failed (status {done.returncode}): "
+              f"{(done.stderr + done.stdout).strip()[-300:]}")
+    log(f"{name} unavailable: {reason}")
+    return reason
+
+
+def first_line(cmd: list[str]) -> str:
+    with contextlib.suppress(OSError, IndexError):
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        return (out.stdout + out.stderr).strip().splitlines()[0]
+    return "unknown"
+
+
+def make_certificates(tls_dir: Path) -> None:
+    """A CA and a server certificate for localhost and 127.0.0.1."""
+    tls_dir.mkdir()
+    (tls_dir / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for args in ("req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=bench-CA",
+                 "req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost",
+                 "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem "
+                 "-days 2 -extfile san.ext"):
+        done = subprocess.run(["openssl", *args.split()], cwd=tls_dir, capture_output=True, text=True)
+        if done.returncode != 0:
+            die(f"openssl {args} failed:\n{done.stderr}")
+
+
+def parse_sets(values: list[str]) -> dict[str, dict[str, str]]:
+    """`--set audit.coalesce_us=0` -> {"audit": {"coalesce_us": "0"}} (values are TOML literals)."""
+    sections: dict[str, dict[str, str]] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.strip().rpartition(".")
+        if not (sep and dot and section and name and value.strip()):
+            die(f"--set {item!r}: expected SECTION.KEY=TOML-VALUE, e.g. audit.durability='\"write\"'")
+        sections.setdefault(section, {})[name] = value.strip()
+    return sections
+
+
+def proxy_config(arm: str, port: int, upstream: int, tls_port: int | None,
+                 extra: dict[str, dict[str, str]]) -> str:
+    """The arm's TOML (paths relative to the work directory); its own keys win over --set."""
+    q = json.dumps
+    own = {"proxy": {"listen": q(f"127.0.0.1:{port}")}, "upstream": {"address": q(f"127.0.0.1:{upstream}")},
+           "admin": {"listen": q("127.0.0.1:0")}, "audit": {"dir": q(f"audit-{arm}")}}
+    if arm == "proxy-noaudit":
+        own["audit"] = {"enabled": "false"}
+    if arm == "proxy-acl":
+        own |= {"auth": {"users_file": q("users.acl")}, "acl": {"mode": q("enforce")}}
+    if tls_port:
+        own["tls"] = {"listen": q(f"127.0.0.1:{tls_port}"), "cert_file": q("tls/server.pem"),
+                      "key_file": q("tls/server.key")}
+    if arm == "proxy-tls-both":
+        own["upstream.tls"] = {"ca_file": q("tls/ca.pem"), "server_name": q("localhost")}
+    merged = {section: dict(keys) for section, keys in own.items()}
+    for section, keys in extra.items():
+        for key, value in keys.items():
+            merged.setdefault(section, {}).setdefault(key, value)
+    return "".join(f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
+                   for name, keys in merged.items() if keys)
+
+
+def start_middle(sup: Supervisor, arm: Arm, config_file: str, config: str, cmd: list[str],
+                 tls: ssl.SSLContext | None = None) -> Proc:
+    (sup.work / config_file).write_text(config)
+    arm.config, arm.config_file = config, config_file
+    arm.middle = sup.start(arm.name, cmd)
+    await_ready(arm.middle, arm.port, tls)
+    log(f"{arm.name} on 127.0.0.1:{arm.port} (pid {arm.middle.popen.pid})")
+    return arm.middle
+
+
+def start_arms(sup: Supervisor, names: list[str], opts, binaries: dict[str, str],
+               ports: set[int]) -> tuple[Proc, dict[str, Arm], dict[str, str]]:
+    """Starts redis-server and every arm's middle process; returns them and their versions."""
+    work, redis_port, tls_port, client_tls = sup.work, free_port(ports), None, None
+    cmd = ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+           "--appendonly", "no", "--dir", "."]
+    if TLS_ARMS & set(names):
+        make_certificates(work / "tls")
+        tls_port = free_port(ports)
+        cmd += ["--tls-port", str(tls_port), "--tls-cert-file", "tls/server.pem", "--tls-key-file",
+                "tls/server.key", "--tls-ca-cert-file", "tls/ca.pem", "--tls-auth-clients", "no"]
+        client_tls = ssl.create_default_context(cafile=str(work / "tls/ca.pem"))
+    redis = sup.start("redis-server", cmd)
+    await_ready(redis, redis_port)
+    if tls_port:
+        await_ready(redis, tls_port, client_tls, " (is redis-server built with TLS? Debian's is)")
+    versions = {"redis": "Redis " + first_line(["redis-server", "--version"]).split("v=")[-1].split()[0]}
+    (work / "users.acl").write_text(ACL_USERS + "\n")
+    arms: dict[str, Arm] = {}
+    for name in names:
+        arm = arms[name] = Arm(name, tls_port if name == "redis-tls" else redis_port, name in TLS_ARMS)
+        if name in PROXY_ARMS:
+            arm.port, listen_tls = free_port(ports), free_port(ports) if arm.tls else None
+            extra = parse_sets(opts.set + (opts.set_b if name == "proxy-b" else []))
+            config = proxy_config(name, arm.port, tls_port if name == "proxy-tls-both" else redis_port,
+                                  listen_tls, extra)
+            arm.port = listen_tls or arm.port
+            arm.audit_dir = work / f"audit-{name}" if name in AUDIT_ARMS else None
+            binary = binaries["b" if name == "proxy-b" else "a"]
+            proc = start_middle(sup, arm, f"{name}.toml", config, [binary, "--config", f"{name}.toml",
+                                "--log-level", "warn"], client_tls if arm.tls else None)
+            time.sleep(0.2)
+            if name == "proxy-noaudit" and "audit.enabled = false" not in proc.log.read_text():
+                die(f"proxy-noaudit did not report audit.enabled = false:\n{tail(proc.log)}")
+        elif name in ("haproxy", "twemproxy"):
+            arm.unavailable = install(name)
+            if arm.unavailable:
+                continue
+            arm.port = free_port(ports)
+            if name == "haproxy":  # maxconn must fit the open-file limit or HAProxy will not start
+                binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+                versions[name] = first_line([binary, "-v"]).split(" - ")[0]
+                maxconn = max(256, min(4096, (resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 256) // 2))
+                start_middle(sup, arm, "haproxy.cfg",
+                             f"global\n    maxconn {maxconn}\ndefaults\n    mode tcp\n"
+                             "    timeout connect 5s\n    timeout client 1h\n    timeout server 1h\n"
+                             f"listen redis\n    bind 127.0.0.1:{arm.port}\n"
+                             f"    server redis 127.0.0.1:{redis_port}\n",
+                             [binary, "-db", "-f", "haproxy.cfg"])
+            else:
+                binary = shutil.which("nutcracker") or "/usr/sbin/nutcracker"
+                versions[name] = first_line([binary, "-V"]).removeprefix("This is ")
+                start_middle(sup, arm, "nutcracker.yml",
+                             f"bench:\n  listen: 127.0.0.1:{arm.port}\n  hash: fnv1a_64\n  distribution: "
+                             f"ketama\n  redis: true\n  servers:\n    - 127.0.0.1:{redis_port}:1\n",
+                             [binary, "-c", "nutcracker.yml", "-s", str(free_port(ports)),
+                              "-a", "127.0.0.1"])
+    return redis, arms, versions
+
+
+# ---- measuring ---------------------------------------------------------------------------------
+def bench_cmd(arm: Arm, pipeline: int, opts) -> list[str]:
+    """redis-benchmark's command line (run from the work directory)."""
+    tls = ["--tls", "--cacert", "tls/ca.pem"] if arm.tls else []
+    return ["redis-benchmark", *tls, "-h", "127.0.0.1", "-p", str(arm.port), "-c", str(opts.clients),
+            "-n", str(opts.requests), "-r", "100000", "-P", str(pipeline), "-t", "set,get", "--csv"]
+
+
+def measure(sup: Supervisor, redis: Proc, arm: Arm, pipeline: int, rnd: int, opts) -> Run:
+    cmd = bench_cmd(arm, pipeline, opts)
+    redis0, client0 = cpu_seconds(redis), children_cpu_seconds()
+    middle0 = cpu_seconds(arm.middle) if arm.middle else 0.0
+    started = time.monotonic()
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=sup.work)
+    seconds = time.monotonic() - started
+    client, redis_cpu = children_cpu_seconds() - client0, cpu_seconds(redis) - redis0
+    lag = await_audit_settled(arm.audit_dir) if arm.audit_dir else None
+    middle = cpu_seconds(arm.middle) - middle0 if arm.middle else None
+    sup.check_alive()
+    if done.returncode != 0:
+        die(f"`{shlex.join(cmd)}` failed (status {done.returncode}):\n{done.stderr[-2000:]}")
+    for line in done.stderr.splitlines():  # twemproxy refuses CONFIG: a known, harmless warning
+        if line.strip() and "Could not fetch server CONFIG" not in line:
+            log(f"redis-benchmark: {line}")
+    tests = {row["test"]: {"rps": float(row["rps"]), "p50_ms": float(row["p50_latency_ms"]),
+                           "p99_ms": float(row["p99_latency_ms"])}
+             for row in csv.DictReader(io.StringIO(done.stdout))}
+    if set(TESTS) - set(tests):
+        die(f"`{shlex.join(cmd)}` printed no {'/'.join(TESTS)} results:\n{done.stdout}")
+    per_request = lambda s: None if s is None else s * 1e6 / (len(TESTS) * opts.requests)
+    return Run(arm.name, pipeline, rnd, {t: tests[t] for t in TESTS},
+               {"redis-server": per_request(redis_cpu), "middle": per_request(middle),
+                "redis-benchmark": per_request(client)}, lag, seconds)
+
+
+def scan_audit(directory: Path) -> dict:
+    """Lines, bytes and records of an audit directory, SET command lines apart."""
+    stats = dict.fromkeys(("files", "lines", "bytes", "command_records", "set_lines", "set_bytes",
+                           "lost_records", "acl_denied"), 0)
+    for path in sorted(directory.glob("*.log")):
+        stats["files"] += 1
+        with open(path, "rb") as f:
+            for line in f:
+                stats["lines"] += 1
+                stats["bytes"] += len(line)
+                if b'"kind":"command"' in line:
+                    stats["command_records"] += 1
+                    if b'"command":{"name":"set"' in line:
+                        stats["set_lines"] += 1
+                        stats["set_bytes"] += len(line)
+                elif b'"action":"loss"' in line:
+                    stats["lost_records"] += json.loads(line)["lost"]["count"]
+                elif b'"action":"acl_denied"' in line:
+                    stats["acl_denied"] += 1
+    stats["bytes_per_record"] = stats["bytes"] / stats["lines"] if stats["lines"] else None
+    stats["bytes_per_set_line"] = stats["set_bytes"] / stats["set_lines"] if stats["set_lines"] else None
+    return stats
+
+
+def status_kib(proc: Proc, key: str) -> int:
+    for line in Path(f"/proc/{proc.popen.pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    die(f"{key} is not in /proc/{proc.popen.pid}/status")
+
+
+def idle_memory(proc: Proc, port: int, count: int) -> dict:
+    """VmRSS of a fresh proxy before, with `count` idle clients, and after one PING each."""
+    fds = lambda: len(os.listdir(f"/proc/{proc.popen.pid}/fd"))
+    rss0, fds0, deadline = status_kib(proc, "VmRSS"), fds(), time.monotonic() + 60
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
+    try:
+        while fds() < fds0 + 2 * count:  # each client and its upstream connection
+            if time.monotonic() > deadline:
+                die(f"the proxy holds {fds() - fds0} new descriptors, expected {2 * count}")
+            time.sleep(0.05)
+        time.sleep(1.0)
+        rss_connected = status_kib(proc, "VmRSS")
+        for s in socks:
+            s.sendall(b"*1\r\n$4\r\nPING\r\n")
+        for s in socks:
+            got = b""
+            while not got.endswith(b"\r\n"):
+                got += s.recv(64) or die("the proxy closed an idle connection")
+            if got != b"+PONG\r\n":
+                die(f"PING: unexpected reply {got!r}")
+        time.sleep(1.0)
+        rss_ping = status_kib(proc, "VmRSS")
+    finally:
+        for s in socks:
+            s.close()
+    return {"connections": count, "rss_before_kib": rss0, "rss_connected_kib": rss_connected,
+            "rss_after_ping_kib": rss_ping, "kib_per_conn_connected": (rss_connected - rss0) / count,
+            "kib_per_conn_after_ping": (rss_ping - rss0) / count}
+
+
+def big_value_memory(proc: Proc, port: int, mib: int) -> dict:
+    """VmHWM of a fresh proxy around a SET then a GET of a `mib` MiB value."""
+    size = mib << 20
+    payload = bytes(range(256)) * (size // 256)
+    hwm0, rss0 = status_kib(proc, "VmHWM"), status_kib(proc, "VmRSS")
+    with socket.create_connection(("127.0.0.1", port)) as s, s.makefile("rb", buffering=1 << 20) as r:
+        started = time.monotonic()
+        s.sendall(b"*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$%d\r\n" % size + payload + b"\r\n")
+        if (reply := r.readline()) != b"+OK\r\n":
+            die(f"SET big: unexpected reply {reply[:200]!r}")
+        set_seconds, hwm_set = time.monotonic() - started, status_kib(proc, "VmHWM")
+        started = time.monotonic()
+        s.sendall(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n")
+        if (header := r.readline()) != b"$%d\r\n" % size:
+            die(f"GET big: unexpected reply {header[:200]!r}")
+        if r.read(size + 2) != payload + b"\r\n":
+            die("GET big: the value came back different")
+        get_seconds, hwm_get = time.monotonic() - started, status_kib(proc, "VmHWM")
+    time.sleep(1.0)
+    return {"mib": mib, "hwm_before_kib": hwm0, "rss_before_kib": rss0, "hwm_after_set_kib": hwm_set,
+            "hwm_after_get_kib": hwm_get, "rss_after_kib": status_kib(proc, "VmRSS"),
+            "set_seconds": set_seconds, "get_seconds": get_seconds,
+            "peak_multiple": (hwm_get - hwm0) / 1024 / mib}
+
+
+def memory_tests(sup: Supervisor, binary: str, redis_port: int, ports: set[int], opts) -> dict:
+    """Each test on a fresh auditing proxy configured as the `proxy` arm."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    result = {}
+    for test in ("idle", "big"):
+        port, name = free_port(ports), f"proxy-{test}"
+        config = proxy_config(name, port, redis_port, None, parse_sets(opts.set))
+        (sup.work / f"{name}.toml").write_text(config)
+        proc = sup.start(name, [binary, "--config", f"{name}.toml", "--log-level", "warn"])
+        await_ready(proc, port)
+        time.sleep(1.0)
+        if test == "idle":
+            count = min(opts.idle_conns, (soft - 256) // 2)  # two descriptors per proxied client
+            log(f"opening {count} idle connections to a fresh proxy")
+            result[test] = idle_memory(proc, port, count)
+        else:
+            log(f"SET/GET of a {opts.big_mib} MiB value through a fresh proxy")
+            result[test] = big_value_memory(proc, port, opts.big_mib)
+        sup.stop(proc)
+    return result
+
+
+# ---- one run -----------------------------------------------------------------------------------
+def prepare(opts) -> dict[str, str]:
+    """Installs what is missing and builds the proxy; returns the binaries of arms a and b."""
+    run_tool(["bash", "scripts/ensure-redis.sh"], "for every arm (redis-server, redis-benchmark, openssl)",
+             "apt-get install redis-server redis-tools openssl")
+    binary = opts.proxy_bin
+    if not binary:
+        log("building the proxy (cargo build --release)")
+        run_tool(["cargo", "build", "--release"], "to build the proxy (or pass --proxy-bin PATH)",
+                 "Rust from https://rustup.rs")
+        binary = ROOT / "target/release/redis-audit-proxy"
+    binaries = {"a": str(Path(binary).resolve()), "b": str(Path(opts.proxy_bin_b or binary).resolve())}
+    for path in set(binaries.values()):
+        if not os.access(path, os.X_OK):
+            die(f"{path} is not an executable proxy binary")
+    return binaries
+
+
+def run_bench(opts) -> dict:
+    """Every round of every arm, the audit trails, the memory tests: the raw part of the result."""
+    binaries = prepare(opts)
+    with contextlib.suppress(ValueError, OSError):  # children inherit it: proxies, HAProxy, ...
+        resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
+    work = Path(tempfile.mkdtemp(prefix="redis-audit-proxy-bench."))
+    need = len(AUDIT_ARMS & set(opts.arms)) * 2 * opts.requests * opts.rounds * len(opts.pipelines) * 800
+    ports: set[int] = set()
+    result: dict = {"binaries": binaries, "runs": []}
+    try:
+        if shutil.disk_usage(work).free < need + (1 << 30):
+            die(f"{work}: the audit trails need about {need >> 30} GiB free "
+                "(set TMPDIR, or use fewer --requests)")
+        with Supervisor(work) as sup:
+            redis, arms, result["versions"] = start_arms(sup, opts.arms, opts, binaries, ports)
+            ready = [name for name in opts.arms if not arms[name].unavailable]
+            started = time.monotonic()
+            for rnd in range(1, opts.rounds + 1):
+                order = ready[(rnd - 1) % len(ready):] + ready[:(rnd - 1) % len(ready)]
+                for pipeline in opts.pipelines:
+                    for name in order:
+                        log(f"round {rnd}/{opts.rounds}, pipeline {pipeline}, {name}")
+                        result["runs"].append(asdict(measure(sup, redis, arms[name], pipeline, rnd, opts)))
+            log(f"redis-benchmark runs took {time.monotonic() - started:.0f} s")
+            shown = lambda cmd: shlex.join(cmd).replace(str(ROOT) + "/", "")
+            result["arms"] = {name: {"port": a.port, "tls": a.tls, "config_file": a.config_file,
+                                     "config": a.config,
+                                     "command": shown(a.middle.cmd) if a.middle else None,
+                                     "unavailable": a.unavailable} for name, a in arms.items()}
+            result["redis_command"] = shown(redis.cmd)
+            result["commands"] = [shown(bench_cmd(arms[a], p, opts)) for p in opts.pipelines for a in ready]
+            if "proxy" in ready:
+                await_audit_settled(arms["proxy"].audit_dir)
+                result["audit"] = scan_audit(arms["proxy"].audit_dir)
+                result["audit"]["sent"] = 2 * opts.requests * opts.rounds * len(opts.pipelines)
+            if "proxy-acl" in ready:
+                result["acl"] = scan_audit(arms["proxy-acl"].audit_dir)
+            for arm in arms.values():
+                if arm.middle:
+                    sup.stop(arm.middle)
+            if not opts.skip_memory:
+                result["memory"] = memory_tests(sup, binaries["a"], int(redis.cmd[2]), ports, opts)
+    finally:
+        if opts.keep_work:
+            log(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+# ---- analysis ----------------------------------------------------------------------------------
+def median(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def paired(runs: list[dict], num: str, den: str, pipeline: int, metric: str) -> list[float]:
+    """For each round in which both arms ran: num / den (num − den for "cpu-diff")."""
+    value = lambda run: run["cpu_us"]["middle"] if metric.startswith("cpu") else run["tests"][metric]["rps"]
+    rounds: dict[int, dict[str, dict]] = {}
+    for run in runs:
+        if run["pipeline"] == pipeline:
+            rounds.setdefault(run["round"], {})[run["arm"]] = run
+    out = []
+    for arms in rounds.values():
+        a, b = (value(arms[x]) if x in arms else None for x in (num, den))
+        if a is not None and b is not None:
+            if metric == "cpu-diff":
+                out.append(a - b)
+            elif b:
+                out.append(a / b)
+    return out
+
+
+def analyse(result: dict) -> dict:
+    """Adds the medians per arm and pipeline, the paired ratios and the targets to a result."""
+    runs, pipelines = result["runs"], result["settings"]["pipelines"]
+    medians: dict[str, dict] = {}
+    for arm in ALL_ARMS:
+        for p in pipelines:
+            if mine := [r for r in runs if r["arm"] == arm and r["pipeline"] == p]:
+                entry = {t: {k: median([r["tests"][t][k] for r in mine]) for k in ("rps", "p50_ms", "p99_ms")}
+                         for t in TESTS}
+                entry["cpu_us"] = {proc: median([r["cpu_us"][proc] for r in mine]) for proc in PROCS}
+                medians.setdefault(arm, {})[str(p)] = entry
+    ratios: dict[str, dict] = {}
+    for p in pipelines:
+        for name, num, den, metric in RATIOS:
+            for key, m in ([(f"{name} {t}", t) for t in TESTS] if metric == "rps" else [(name, metric)]):
+                if values := paired(runs, num, den, p, m):
+                    ratios.setdefault(str(p), {})[key] = {"median": median(values), "per_round": values}
+    result |= {"medians": medians, "ratios": ratios}
+    result["targets"] = targets(result)
+    return result
+
+
+def targets(result: dict) -> list[dict]:
+    """Measured against the project's targets (issue 14 and earlier ones)."""
+    ratio = lambda p, key: result["ratios"].get(str(p), {}).get(key, {}).get("median")
+    memory, rows = result.get("memory") or {}, []
+
+    def add(target: str, pipeline: int | None, measured: float | None, op: str, goal: float) -> None:
+        met = None if measured is None else (measured <= goal if op == "≤" else measured >= goal)
+        rows.append({"target": target, "pipeline": pipeline, "measured": measured, "goal": f"{op} {goal}",
+                     "met": met})
+
+    for p, goal in ((1, 1.1), (16, 1.3)):
+        add("forwarding CPU: proxy-noaudit / haproxy (µs/request of the middle process)", p,
+            ratio(p, "proxy-noaudit/haproxy CPU"), "≤", goal)
+    for arm, goal in (("proxy-tls-plain", 0.85), ("proxy-tls-both", 0.6)):
+        for t in TESTS:
+            add(f"{arm} / redis-tls, {t} rps", 1, ratio(1, f"{arm}/redis-tls {t}"), "≥", goal)
+    for p in (1, 16):
+        for t in TESTS:
+            add(f"audit overhead: proxy / proxy-noaudit, {t} rps", p, ratio(p, f"audit on/off {t}"),
+                "≥", 0.9)
+    add("audit bytes per SET record (line and newline)", None,
+        (result.get("audit") or {}).get("bytes_per_set_line"), "≤", 350)
+    add("proxy memory per idle connection, KiB (after one PING)", None,
+        memory.get("idle", {}).get("kib_per_conn_after_ping"), "≤", 64)
+    add("peak memory for a big value, × its size", None, memory.get("big", {}).get("peak_multiple"),
+        "≤", 2)
+    return rows
+
+
+# ---- rendering ---------------------------------------------------------------------------------
+def fmt(value: float | None, spec: str = ",.0f") -> str:
+    return DASH if value is None else format(value, spec)
+
+
+def table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table padded to read as plain text too; columns of words are left-aligned."""
+    columns = list(zip(headers, *rows))
+    widths = [max(map(len, column)) for column in columns]
+    left = [any(cell[:1].isalpha() for cell in column[1:]) for column in columns]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) if l else c.rjust(w)
+                                           for c, w, l in zip(cells, widths, left)) + " |"
+    rule = "|" + "|".join("-" * (w + 2) if l else "-" * (w + 1) + ":" for w, l in zip(widths, left)) + "|"
+    return [line(headers), rule, *map(line, rows)]
+
+
+def render_markdown(result: dict, chart: str | None) -> str:
+    s, m, med, runs = result["settings"], result["machine"], result["medians"], result["runs"]
+    out = [f"## Latest run: {result['date']}, commit {result['git']}", "",
+           f"Generated by `{result['command_line']}` (every figure is in `target/bench/result.json`). "
+           f"{m['cpu']}, {m['nproc']} cores, Linux {m['kernel']}; {'; '.join(result['versions'].values())}. "
+           f"`redis-benchmark -c {s['clients']} -n {s['requests']} -r 100000 -t set,get -P <pipeline> "
+           "--csv`; "
+           f"{s['rounds']} round(s), each running every arm once, in an order rotated each round; medians "
+           "over the rounds; ratios are medians of the ratios of two arms within each round. CPU: "
+           "utime + stime of each process over a run divided by its requests, in µs (for auditing arms "
+           "read once the audit files stopped growing); middle = the proxy, HAProxy or twemproxy."]
+    out += ["", f"![Throughput and CPU per request per arm]({chart})"] if chart else []
+    out += ["", "Targets:", ""] + table(
+        ["target", "pipeline", "measured", "target", "met?"],
+        [[t["target"], fmt(t["pipeline"], "d"), fmt(t["measured"], ".2f"), t["goal"],
+          "not measured" if t["met"] is None else ("met" if t["met"] else "not met")]
+         for t in result["targets"]])
+    for p in s["pipelines"]:
+        rows = []
+        for arm in [a for a in ALL_ARMS if str(p) in med.get(a, {})]:
+            e, base = med[arm][str(p)], "redis-tls" if arm in TLS_ARMS else "direct"
+            x = [median(paired(runs, arm, base, p, t)) for t in TESTS]
+            cpu = e["cpu_us"]
+            rows.append([arm, fmt(e["SET"]["rps"]), fmt(x[0], ".2f"), fmt(e["GET"]["rps"]), fmt(x[1], ".2f"),
+                         f"{e['SET']['p50_ms']:.3f} / {e['GET']['p50_ms']:.3f}",
+                         f"{e['SET']['p99_ms']:.3f} / {e['GET']['p99_ms']:.3f}",
+                         *(fmt(cpu[proc], ".2f") for proc in PROCS),
+                         fmt(sum(c for c in cpu.values() if c is not None), ".2f")])
+        out += ["", f"Pipeline {p} (× base: to `direct`, or to `redis-tls` for the TLS arms; "
+                    "latencies in ms):", ""]
+        out += table(["arm", "SET rps", "× base", "GET rps", "× base", "p50 SET / GET", "p99 SET / GET",
+                      "CPU µs/req: redis-server", "middle", "redis-benchmark", "total"], rows)
+    keys = [k for name, *_, metric in RATIOS
+            for k in ([f"{name} {t}" for t in TESTS] if metric == "rps" else [name])
+            if any(k in r for r in result["ratios"].values())]
+    cell = lambda r: fmt(r["median"], ".2f") + " (" + ", ".join(f"{x:.2f}" for x in r["per_round"]) + ")"
+    out += ["", "Ratios within each round (median; per round in brackets):", ""] + table(
+        ["ratio", *(f"pipeline {p}" for p in s["pipelines"])],
+        [[k, *(cell(r) if (r := result["ratios"].get(str(p), {}).get(k)) else DASH for p in s["pipelines"])]
+         for k in keys]) + [""]
+    if a := result.get("audit"):
+        lags = [r["audit_lag_s"] for r in runs if r["arm"] == "proxy"]
+        out.append(f"- Audit trail of the `proxy` arm: {a['lines']:,} lines, {a['bytes']:,} bytes in "
+                   f"{a['files']} file(s), {fmt(a['bytes_per_record'], '.1f')} bytes per record; "
+                   f"{a['set_lines']:,} SET lines of {fmt(a['bytes_per_set_line'], '.1f')} bytes on "
+                   f"average; {a['command_records']:,} command "
+                   f"records for {a['sent']:,} SET/GET sent (plus redis-benchmark's CONFIG GETs), "
+                   f"{a['lost_records']:,} dropped (queue full); the writer went on at most "
+                   f"{max(lags):.1f} s after a run.")
+    if acl := result.get("acl"):
+        out.append(f"- `proxy-acl`, users file `{ACL_USERS}` in enforce mode: {acl['command_records']:,} "
+                   f"command records, {acl['acl_denied']} denied.")
+    if mem := result.get("memory"):
+        i, b = mem["idle"], mem["big"]
+        out.append(f"- Idle connections: {i['connections']} clients cost a fresh proxy "
+                   f"{i['kib_per_conn_connected']:.1f} KiB each once connected "
+                   f"(VmRSS {i['rss_before_kib']} → "
+                   f"{i['rss_connected_kib']} KiB), {i['kib_per_conn_after_ping']:.1f} KiB after one PING, "
+                   "upstream connection included.")
+        out.append(f"- {b['mib']} MiB value, SET then GET through a fresh proxy: peak RSS (VmHWM) "
+                   f"+{(b['hwm_after_set_kib'] - b['hwm_before_kib']) / 1024:.1f} MiB after the SET, "
+                   f"+{(b['hwm_after_get_kib'] - b['hwm_before_kib']) / 1024:.1f} MiB in all, "
+                   f"{b['peak_multiple']:.2f} × the value.")
+    out += [f"- `{name}` unavailable: {arm['unavailable']}" for name, arm in result["arms"].items()
+            if arm["unavailable"]]
+    out += ["", "<details><summary>Commands and configurations (ports picked per run)</summary>", "",
+            "```sh", result["redis_command"]]
+    for name, arm in result["arms"].items():
+        if arm["command"]:
+            out += [f"cat >{arm['config_file']} <<'EOF'", *arm["config"].splitlines(), "EOF", arm["command"]]
+    return "\n".join(out + [*result["commands"], "```", "", "</details>"]) + "\n"
+
+
+def render_svg(result: dict) -> str:
+    """Grouped horizontal bars: throughput and CPU per request per arm, one column per pipeline."""
+    med, pipes = result["medians"], [str(p) for p in result["settings"]["pipelines"]]
+    arms = [a for a in ALL_ARMS if a in med]
+    metrics = [("Throughput (requests/s)", lambda v: f"{v / 1000:,.0f}k",
+                [(t, color, lambda e, t=t: e[t]["rps"]) for t, color in zip(TESTS, ("#4e79a7", "#a0cbe8"))]),
+               ("CPU µs per request", lambda v: f"{v:.2f}",
+                [(proc if proc != "middle" else "middle (proxy, HAProxy, twemproxy)", color,
+                  lambda e, proc=proc: e["cpu_us"][proc])
+                 for proc, color in zip(PROCS, ("#59a14f", "#e15759", "#bab0ac"))])]
+    label_w, bar_w, value_w, bar_h = 110, 270, 50, 9
+    panel_w = label_w + bar_w + value_w
+    text = lambda x, y, t, extra="": f'<text x="{x:.0f}" y="{y:.0f}" {extra}>{html.escape(t)}</text>'
+    parts = [text(10, 22, f"redis-audit-proxy bench, {result['date']}, commit {result['git']}",
+                  'font-size="14" font-weight="bold"')]
+    y = 40
+    for title, label, series in metrics:
+        group_h = len(series) * bar_h + 8
+        for i, (name, color, _) in enumerate(series):
+            parts += [f'<rect x="{10 + i * 240}" y="{y}" width="10" height="10" fill="{color}"/>',
+                      text(24 + i * 240, y + 9, name)]
+        for col, p in enumerate(pipes):
+            x0 = 10 + col * panel_w
+            top = max([v for a in arms if p in med[a] for *_, fn in series if (v := fn(med[a][p]))] or [1])
+            parts.append(text(x0, y + 32, f"{title}, pipeline {p}", 'font-weight="bold"'))
+            for i, arm in enumerate(arms):
+                gy = y + 42 + i * group_h
+                parts.append(text(x0 + label_w - 6, gy + len(series) * bar_h / 2 + 4, arm,
+                                  'text-anchor="end"'))
+                for j, (_, color, fn) in enumerate(series):
+                    if p in med[arm] and (value := fn(med[arm][p])) is not None:
+                        w = bar_w * value / top
+                        parts += [f'<rect x="{x0 + label_w}" y="{gy + j * bar_h}" width="{w:.1f}" '
+                                  f'height="{bar_h - 1}" fill="{color}"/>',
+                                  text(x0 + label_w + w + 3, gy + (j + 1) * bar_h - 1, label(value),
+                                       'font-size="9"')]
+        y += 50 + len(arms) * group_h
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{10 + panel_w * len(pipes)}" height="{y}" '
+            'font-family="sans-serif" font-size="11">\n<rect width="100%" height="100%" fill="white"/>\n'
+            + "\n".join(parts) + "\n</svg>\n")
+
+
+def write_docs(result: dict) -> None:
+    """Replaces the text between the markers in docs/benchmarks.md; writes the chart."""
+    text = DOC.read_text()
+    if BEGIN not in text or END not in text:
+        die(f"{DOC} has no {BEGIN} ... {END} markers to write between")
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    section = render_markdown(result, os.path.relpath(CHART, DOC.parent))
+    DOC.write_text(text[:start] + "\n" + section + text[end:])
+    CHART.parent.mkdir(parents=True, exist_ok=True)
+    CHART.write_text(render_svg(result))
+    log(f"wrote {DOC.relative_to(ROOT)} (between the markers) and {CHART.relative_to(ROOT)}")
+
+
+# ---- command line ------------------------------------------------------------------------------
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    def positive(text: str) -> int:
+        if not text.isdigit() or int(text) < 1:
+            raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+        return int(text)
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arms", help=f"comma-separated subset of {','.join(ALL_ARMS)} (default: all; proxy-b "
+                                  "only with --proxy-bin-b or --set-b)")
+    p.add_argument("--pipelines", type=lambda t: [positive(x) for x in t.split(",")], default=[1, 16],
+                   help="pipeline depths (default 1,16)")
+    for flag, default, what in (("--requests", 200000, "requests per test and run"),
+                                ("--rounds", 3, "rounds"),
+                                ("--clients", 50, "redis-benchmark clients"),
+                                ("--idle-conns", 2000, "clients of the idle-memory test"),
+                                ("--big-mib", 64, "size of the big value, MiB")):
+        p.add_argument(flag, type=positive, default=default, help=f"{what} (default {default})")
+    p.add_argument("--skip-memory", action="store_true", help="skip the idle-connection and big-value tests")
+    p.add_argument("--skip-tls", action="store_true", help="leave the TLS arms out")
+    p.add_argument("--proxy-bin", help="proxy binary (default: cargo build --release and its binary)")
+    p.add_argument("--proxy-bin-b", help="binary of an extra arm proxy-b (audit on), for A/B in one run")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="config key for every proxy arm, the value in TOML (audit.coalesce_us=0, "
+                        "audit.durability='\"write\"'); repeatable")
+    p.add_argument("--set-b", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="config key for the proxy-b arm only (adds that arm); repeatable")
+    p.add_argument("--output", type=Path, default=ROOT / "target/bench/result.json",
+                   help="where to write the result (default target/bench/result.json)")
+    p.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md and the chart")
+    p.add_argument("--keep-work", action="store_true", help="keep the work directory (logs, audit trails)")
+    p.add_argument("--render-only", type=Path, metavar="RESULT.json", help="only render a saved result")
+    opts = p.parse_args(argv)
+    names = opts.arms.split(",") if opts.arms else [
+        a for a in ALL_ARMS if a != "proxy-b" or opts.proxy_bin_b or opts.set_b]
+    if unknown := set(names) - set(ALL_ARMS):
+        p.error(f"unknown arm(s) {', '.join(sorted(unknown))}; known: {', '.join(ALL_ARMS)}")
+    opts.arms = [a for a in ALL_ARMS if a in names and not (opts.skip_tls and a in TLS_ARMS)]
+    if not opts.arms and not opts.render_only:
+        p.error("no arm left to run")
+    try:
+        parse_sets(opts.set + opts.set_b)
+    except BenchError as error:
+        p.error(str(error))
+    return opts
+
+
+def describe() -> dict:
+    """The command line, date, commit and machine of this run."""
+    git = lambda *args: subprocess.run(["git", *args], cwd=ROOT, capture_output=True,
+                                       text=True).stdout.strip()
+    modified = git("status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock")
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.machine())
+    return {"command_line": shlex.join(["scripts/bench.py", *sys.argv[1:]]),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ"),
+            "git": (git("rev-parse", "--short", "HEAD") or "unknown") + (" (modified)" if modified else ""),
+            "machine": {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
+                        "rustc": first_line(["rustc", "--version"])}}
+
+
+def main(argv: list[str]) -> int:
+    def on_signal(signum: int, _frame) -> None:
+        log(f"stopped by signal {signum}; stopping every process started")
+        sys.exit(128 + signum)  # unwinds through the Supervisor
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+    opts = parse_args(argv)
+    try:
+        if opts.render_only:
+            result = analyse(json.loads(opts.render_only.read_text()))
+        else:
+            settings = {k: getattr(opts, k) for k in ("arms", "pipelines", "requests", "rounds", "clients",
+                                                      "idle_conns", "big_mib", "set", "set_b", "proxy_bin_b")}
+            result = analyse(describe() | {"settings": settings} | run_bench(opts))
+            opts.output.parent.mkdir(parents=True, exist_ok=True)
+            opts.output.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+            log(f"wrote {opts.output}")
+        print(render_markdown(result, None))
+        if not opts.no_docs:
+            write_docs(result)
+        if denied := (result.get("acl") or {}).get("acl_denied"):
+            die(f"the proxy-acl arm denied {denied} commands: its users file does not fit the benchmark")
+    except BenchError as error:
+        log(f"error: {error}")
+        return 1
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
