@@ -539,7 +539,7 @@ def run_bench(opts) -> dict:
     work = Path(tempfile.mkdtemp(prefix="redis-audit-proxy-bench."))
     need = len(AUDIT_ARMS & set(opts.arms)) * 2 * opts.requests * opts.rounds * len(opts.pipelines) * 800
     ports: set[int] = set()
-    result: dict = {"binaries": binaries, "runs": []}
+    result: dict = {"binaries": {k: v.replace(str(ROOT) + "/", "") for k, v in binaries.items()}, "runs": []}
     try:
         if shutil.disk_usage(work).free < need + (1 << 30):
             die(f"{work}: the audit trails need about {need >> 30} GiB free "
