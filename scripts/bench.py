@@ -742,7 +742,13 @@ def render_markdown(result: dict, docs: bool) -> str:
     out += [f"- `{name}` unavailable: {arm['unavailable']}" for name, arm in result["arms"].items()
             if arm["unavailable"]]
     out += ["", "<details><summary>Commands and configurations (ports picked per run)</summary>", "",
-            "```sh", result["redis_command"]]
+            "```sh"]
+    if TLS_ARMS & set(result["arms"]):
+        out.append("# tls/: a CA (ca.pem) and a certificate for localhost and 127.0.0.1 (server.pem, "
+                   "server.key), made with openssl req and openssl x509")
+    out.append(result["redis_command"])
+    if "proxy-acl" in result["arms"]:
+        out += ["cat >users.acl <<'EOF'", ACL_USERS, "EOF"]
     for name, arm in result["arms"].items():
         if arm["command"]:
             out += [f"cat >{arm['config_file']} <<'EOF'", *arm["config"].splitlines(), "EOF", arm["command"]]
