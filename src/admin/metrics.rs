@@ -3,7 +3,7 @@
 //! audit writer's counters, read at each scrape. Label values come only from closed sets:
 //! classes, outcomes, reasons, modes, and command names from the command table.
 
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -43,12 +43,23 @@ fn outcome_index(status: ReplyStatus) -> usize {
 /// Counters by (class, outcome) for one command name.
 type CommandCounters = [[Option<IntCounter>; OUTCOMES.len()]; CLASSES.len()];
 
+/// The same, resolved once each and then read without a lock.
+type ResolvedCounters = [[OnceLock<IntCounter>; OUTCOMES.len()]; CLASSES.len()];
+
+/// Commands whose counters are found by [`CommandInfo::stat_id`](crate::command::CommandInfo)
+/// in an array (Redis 7.2 has about 400 commands and subcommands; modules add theirs). Others,
+/// and unknown commands, by name in a map.
+const RESOLVED_COMMANDS: usize = 2048;
+
 /// Every metric the proxy exports.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     commands: IntCounterVec,
-    /// Resolved label handles, so the hot path hashes one name instead of three labels.
+    /// Label handles by command id, made at a command's first use: the hot path indexes an
+    /// array instead of hashing labels.
+    resolved: Box<[OnceLock<Box<ResolvedCounters>>]>,
+    /// Label handles of the commands past [`RESOLVED_COMMANDS`] and of unknown commands.
     command_handles: RwLock<FxHashMap<Box<str>, CommandCounters>>,
     latency: Vec<prometheus::Histogram>,
     denials: IntCounterVec,
@@ -119,6 +130,7 @@ impl Metrics {
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         Self {
             commands: counter_vec("commands_total", "Commands, by class, command (as the command table names it; unknown otherwise) and outcome", &["class", "command", "outcome"]),
+            resolved: (0..RESOLVED_COMMANDS).map(|_| OnceLock::new()).collect(),
             command_handles: RwLock::new(FxHashMap::default()),
             latency: CLASSES.iter().map(|class| latency_vec.with_label_values(&[class])).collect(),
             denials: counter_vec("acl_denials_total", "ACL denials, by reason (command, key, channel), mode (enforce, observe, none) and source (proxy, redis)", &["reason", "mode", "source"]),
@@ -172,8 +184,20 @@ impl Metrics {
     /// Counts the command(s) a record stands for (a grouped refusal counts its repeats).
     pub fn command(&self, record: &CommandRecord) {
         let class = class_index(record.class);
-        let command = record.command.as_deref().map_or("unknown", |info| info.name.as_str());
-        self.count_command(command, class, outcome_index(record.status), record.count);
+        let outcome = outcome_index(record.status);
+        match record.command.as_deref() {
+            Some(info) if info.stat_id < RESOLVED_COMMANDS => {
+                let counters = self.resolved[info.stat_id].get_or_init(Box::default);
+                counters[class][outcome]
+                    .get_or_init(|| {
+                        let labels = [CLASSES[class], info.name.as_str(), OUTCOMES[outcome]];
+                        self.commands.with_label_values(&labels)
+                    })
+                    .inc_by(record.count);
+            }
+            Some(info) => self.count_command(&info.name, class, outcome, record.count),
+            None => self.count_command("unknown", class, outcome, record.count),
+        }
         self.latency[class].observe(record.latency.as_secs_f64());
     }
 

@@ -7,12 +7,14 @@
 //! - [`redact`]: which arguments may be shown when argument capture is on.
 //! - [`writer`]: the bounded queue, the writer thread, files, rotation, crash recovery.
 //! - [`chain`]: the seals that make the trail tamper-evident.
+//! - [`files`]: the directory's file names, listing, lock, and where the chain stands in them.
 //! - [`backlog`]: what the queue takes once full, and the `loss` records of what it drops.
 //! - [`verify`]: `audit verify`, which checks a directory's chain and sequence.
 
 pub mod backlog;
 pub mod chain;
 pub mod event;
+pub mod files;
 pub mod filter;
 pub mod line;
 pub mod redact;
@@ -35,6 +37,8 @@ use writer::{AuditLog, WriterConfig};
 pub struct AuditSink {
     log: AuditLog,
     filters: filter::Filters,
+    /// The filters leave nothing out (checked once: the common case costs nothing per event).
+    keeps_everything: bool,
     /// Events the filters left out, by reason.
     pub filtered: filter::FilterCounts,
     /// `Some(args_max_bytes)` when arguments are captured.
@@ -92,6 +96,7 @@ impl AuditSink {
         Ok(Arc::new(Self {
             log,
             filters: config.audit.filters.clone(),
+            keeps_everything: config.audit.filters.keeps_everything(),
             filtered: filter::FilterCounts::default(),
             capture_args: config.audit.capture_args.then_some(config.audit.args_max_bytes),
             on_full: config.audit.on_full,
@@ -130,7 +135,7 @@ impl CommandSink for AuditSink {
     fn record(&self, record: CommandRecord) -> Option<u64> {
         // With block and reject, a command that ran is always recorded (the clients wait or are
         // refused, so this stays bounded); what the proxy answered itself may be dropped.
-        if !self.filters.keeps_everything() {
+        if !self.keeps_everything {
             if let Some(reason) = self.filters.command(&record) {
                 self.filtered.count(reason);
                 return None;

@@ -97,6 +97,20 @@ pub struct CommandInfo {
     pub is_readonly: bool,
     /// Has the `no_mandatory_keys` flag.
     pub no_mandatory_keys: bool,
+    /// A small number for the name, the same in every table this process reads
+    /// ([`stat_id`]): per-command counters are an array indexed by it, not a map of names.
+    pub stat_id: usize,
+}
+
+/// The process-wide number of a command's full name: dense from 0, in order of first sight,
+/// never reused, so a table read again (MODULE LOAD, reload) keeps its commands' numbers.
+pub fn stat_id(full_name: &str) -> usize {
+    static IDS: std::sync::Mutex<Option<std::collections::HashMap<String, usize>>> =
+        std::sync::Mutex::new(None);
+    let mut ids = IDS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let ids = ids.get_or_insert_with(Default::default);
+    let next = ids.len();
+    *ids.entry(full_name.to_owned()).or_insert(next)
 }
 
 impl CommandInfo {
@@ -354,6 +368,7 @@ fn parse_entry(entry: &OwnedFrame, parent: Option<&str>) -> Result<CommandInfo, 
     let has = |flag: &str| flags.iter().any(|f| f == flag);
     let getkeys = if parent.is_none() { GetKeys::for_command(&name) } else { None };
     Ok(CommandInfo {
+        stat_id: stat_id(&name),
         is_write: has("write"),
         is_readonly: has("readonly"),
         no_mandatory_keys: has("no_mandatory_keys"),

@@ -1,0 +1,125 @@
+//! The audit directory's files: the active file's name, how rotated files are named and listed
+//! (name order is rotation order), the lock that keeps one writer per directory, and what the
+//! newest files say about where the chain stands.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::SystemTime;
+
+use crate::audit::chain::{self, ChainAlg, Segment};
+
+/// The active file's name in the audit directory.
+pub const ACTIVE_FILE: &str = "audit.log";
+
+/// Where a rotation creates the next active file before renaming it into place.
+pub const NEXT_FILE: &str = "audit.log.new";
+
+/// Takes the directory's lock file: two proxies writing one directory would interleave lines.
+pub fn lock_dir(dir: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(dir.join(".lock"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!("audit directory {} is in use by another process", dir.display()),
+        )),
+    }
+}
+
+/// Where the chain stands at the end of the directory's newest rotated file with a complete
+/// line: the segment a new file's `file_open` closes ([`chain::tail_of`]).
+pub fn chain_anchor(dir: &Path, alg: ChainAlg) -> io::Result<Segment> {
+    for name in rotated_files(dir)?.iter().rev() {
+        if let Some(tail) = chain::tail_of(&dir.join(name), alg)? {
+            return Ok(tail.segment);
+        }
+    }
+    Ok(Segment::new(alg, chain::GENESIS))
+}
+
+/// Creates a new active file: never an existing one, mode 0600, appending.
+pub fn create_active(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create_new(true).append(true).mode(0o600).open(path)
+}
+
+/// `audit-<UTC yyyymmddThhmmss.mmm>Z-<nnnn>.log`, never an existing name, and always sorting
+/// after `after` (the newest rotated file) even when the clock stepped back: rotation order is
+/// name order.
+pub fn rotated_name(dir: &Path, counter: &mut u32, after: Option<&str>) -> String {
+    loop {
+        *counter += 1;
+        let stamp = crate::audit::event::rfc3339_micros(SystemTime::now());
+        // 2026-11-22T04:40:00.123456Z -> 20261122T044000.123Z
+        let compact: String = stamp[..23].chars().filter(|c| *c != '-' && *c != ':').collect();
+        let mut name = format!("audit-{compact}Z-{:04}.log", *counter % 10_000);
+        if let Some(after) = after.filter(|after| name.as_str() <= *after) {
+            // Keep the newest name's time and count on from its number (`get`: a name that is
+            // not ASCII, put there by someone else, must not panic the writer).
+            let stem = after.len().saturating_sub("-0000.log".len());
+            let number: u32 = after
+                .get(stem + 1..after.len().saturating_sub(4))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            if let Some(prefix) = after.get(..stem).filter(|p| p.starts_with("audit-")) {
+                name = format!("{prefix}-{:04}.log", (number + *counter) % 10_000);
+            }
+        }
+        if !dir.join(&name).exists() {
+            return name;
+        }
+    }
+}
+
+/// The rotated files of `dir`, oldest first.
+pub fn rotated_files(dir: &Path) -> io::Result<Vec<String>> {
+    let mut names: Vec<String> = fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with("audit-") && name.ends_with(".log"))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// The newest rotated file of `dir`, by name.
+pub fn newest_rotated(dir: &Path) -> io::Result<Option<String>> {
+    Ok(rotated_files(dir)?.pop())
+}
+
+/// Whether `path` ends with a torn (unterminated) line: the trace of a crash mid-write.
+pub fn ends_torn(path: &Path) -> io::Result<bool> {
+    let mut file = File::open(path)?;
+    let length = file.metadata()?.len();
+    if length == 0 {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::Start(length - 1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotated_names_sort_after_any_name_found_in_the_directory() {
+        let dir = std::env::temp_dir();
+        let mut counter = 0;
+        for odd in
+            ["audit-99999999T999999.999Z-0001.log", "audit-zzzzzzzzzzzzzé-0001.log", "é", "a"]
+        {
+            let name = rotated_name(&dir, &mut counter, Some(odd));
+            assert!(name.starts_with("audit-") && name.ends_with(".log"), "{odd} -> {name}");
+        }
+        let name = rotated_name(&dir, &mut counter, Some("audit-99999999T999999.999Z-0001.log"));
+        assert!(name.as_str() > "audit-99999999T999999.999Z-0001.log", "{name}");
+    }
+}
