@@ -8,7 +8,7 @@
 //!   subcommands the proxy answers.
 //! - [`admin`]: the admin HTTP plane: metrics, health, reload.
 //! - [`app`]: wiring; binds the listener, runs, drains on shutdown.
-//! - [`audit`]: the audit trail: events, writer thread, files, verify.
+//! - [`audit`]: the audit trail: events, writer thread, seals, files, verify.
 //! - [`cli`]: the command-line contract (clap).
 //! - [`command`]: the command table, keys and channels, read/write classification.
 //! - [`config`]: `proxy.toml` → raw → validated [`config::Config`].
