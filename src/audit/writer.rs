@@ -596,8 +596,11 @@ fn run_writer(files: ActiveFile, shared: &Shared) {
         }
     }
     let Writer { mut files, mut batch, .. } = writer;
-    // The last line of a run is a seal over everything before it.
-    files.seal(&mut batch);
+    // The last line of a run is a seal over everything before it (the one just made, when
+    // nothing came after it).
+    if files.unsealed(&batch) > 0 {
+        files.seal(&mut batch);
+    }
     write_batch(&mut files, &mut batch, shared);
 }
 

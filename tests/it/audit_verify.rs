@@ -787,3 +787,23 @@ async fn a_v1_trail_verifies_and_a_v2_run_chains_onto_it() {
     assert_eq!(new["instance_id"], open["instance_id"]);
     assert_eq!((&new["key_count"], &new["keys_truncated"]), (&1.into(), &false.into()));
 }
+
+/// A run that idles past `seal_interval_ms` before it stops: the seal the interval makes after
+/// `stop` is the run's last line, and no empty seal follows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_run_ends_with_one_seal_after_stop() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let dir = Scratch::new("idle-seal");
+    let (proxy, _sink) =
+        TestProxy::start_audited(redis.addr, dir.path(), "[audit]\nseal_interval_ms = 20\n").await;
+    RawClient::connect(proxy.addr).await.call(&[b"PING"]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    proxy.shutdown().await;
+    let all = lines(&dir.path().join("audit.log"));
+    let actions: Vec<Value> = all.iter().map(|line| json(line)["action"].clone()).collect();
+    assert_eq!(actions[actions.len() - 2..], ["stop", "seal"], "{actions:?}");
+    assert!(actions.iter().filter(|a| *a == "seal").count() >= 2, "interval seals: {actions:?}");
+    let report = verify_dir(dir.path()).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(report.unsealed_lines, 0);
+}
