@@ -11,7 +11,9 @@ use tokio_util::task::TaskTracker;
 use crate::audit::event::SystemEvent;
 use crate::command::table::EMBEDDED_VERSION;
 use crate::command::CommandTable;
+use crate::config::Runtime;
 use crate::config::{Config, Secret};
+use crate::proxy::cores::Cores;
 use crate::proxy::{listener, upstream, ProxyContext};
 use crate::record::CommandSink;
 
@@ -31,14 +33,35 @@ pub struct App {
     tracker: TaskTracker,
     drain: CancellationToken,
     hard_stop: CancellationToken,
-    accept_task: tokio::task::JoinHandle<()>,
+    /// The plain-TCP accept loop, or one per thread with `proxy.runtime = "per_core"`.
+    accept_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The per-core threads, with `proxy.runtime = "per_core"`.
+    cores: Option<Cores>,
+}
+
+/// The plain-TCP client listener(s), bound before anything else starts.
+enum ClientListeners {
+    /// One listener, its connections spawned on the runtime `App::start` runs on.
+    Shared(TcpListener),
+    /// One listener per thread (`proxy.runtime = "per_core"`).
+    PerCore(Cores),
 }
 
 impl App {
     /// Binds the listener and starts accepting clients.
     pub async fn start(config: Config, sink: Arc<dyn CommandSink>) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(config.proxy.listen).await?;
-        let local_addr = listener.local_addr()?;
+        let (listeners, local_addr) = match config.proxy.runtime {
+            Runtime::MultiThread => {
+                let listener = TcpListener::bind(config.proxy.listen).await?;
+                let address = listener.local_addr()?;
+                (ClientListeners::Shared(listener), address)
+            }
+            Runtime::PerCore => {
+                let cores = Cores::start(config.proxy.listen, config.proxy.threads)?;
+                let address = cores.local_addr();
+                (ClientListeners::PerCore(cores), address)
+            }
+        };
         let ctx = Arc::new(ProxyContext::new(Arc::new(config), sink));
         probe_upstream(&ctx).await;
         let tracker = TaskTracker::new();
@@ -105,14 +128,22 @@ impl App {
             drain.clone(),
         ));
         tracing::info!(listen = %admin_local_addr, "admin plane started");
-        let accept_task = tokio::spawn(listener::accept_loop(
-            listener,
-            None,
-            Arc::clone(&ctx),
-            tracker.clone(),
-            drain.clone(),
-            hard_stop.clone(),
-        ));
+        let (accept_tasks, cores) = match listeners {
+            ClientListeners::Shared(listener) => {
+                let task = tokio::spawn(listener::accept_loop(
+                    listener,
+                    None,
+                    Arc::clone(&ctx),
+                    tracker.clone(),
+                    drain.clone(),
+                    hard_stop.clone(),
+                ));
+                (vec![task], None)
+            }
+            ClientListeners::PerCore(mut cores) => {
+                (cores.accept(&ctx, &tracker, &drain, &hard_stop), Some(cores))
+            }
+        };
         if let Some(policy) = ctx.policy() {
             let detail = serde_json::json!({
                 "policy_version": &*policy.version,
@@ -130,7 +161,13 @@ impl App {
             });
             tracing::info!(policy_version = %policy.version, users = policy.users().len(), "ACL policy loaded");
         }
-        tracing::info!(listen = %local_addr, upstream = %ctx.config.upstream.address, "proxy started");
+        tracing::info!(
+            listen = %local_addr,
+            upstream = %ctx.config.upstream.address,
+            runtime = ctx.config.proxy.runtime.as_str(),
+            threads = ctx.config.proxy.threads,
+            "proxy started"
+        );
         Ok(Self {
             local_addr,
             admin_local_addr,
@@ -142,7 +179,8 @@ impl App {
             tracker,
             drain,
             hard_stop,
-            accept_task,
+            accept_tasks,
+            cores,
         })
     }
 
@@ -174,7 +212,9 @@ impl App {
     pub async fn shutdown(self) {
         let grace = self.ctx.config.proxy.shutdown_grace;
         self.drain.cancel();
-        let _ = self.accept_task.await;
+        for task in self.accept_tasks {
+            let _ = task.await;
+        }
         if let Some(task) = self.tls_accept_task {
             let _ = task.await;
         }
@@ -188,6 +228,9 @@ impl App {
             );
             self.hard_stop.cancel();
             self.tracker.wait().await;
+        }
+        if let Some(cores) = self.cores {
+            cores.stop().await;
         }
         self.ctx.sink.flush();
         tracing::info!("proxy stopped");

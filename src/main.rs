@@ -280,7 +280,10 @@ fn run(cli: &Cli) -> ExitCode {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
+    // With `proxy.runtime = "per_core"` this runtime keeps the admin plane, the TLS listener
+    // and the signals; `App::start` starts the per-core threads serving plain-TCP clients.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.proxy.threads)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

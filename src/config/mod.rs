@@ -43,9 +43,38 @@ pub struct ProxyConfig {
     pub idle_timeout: Option<Duration>,
     /// How long in-flight commands may take to finish on shutdown.
     pub shutdown_grace: Duration,
+    /// `proxy.runtime`: how client connections are spread over threads.
+    pub runtime: Runtime,
+    /// `proxy.threads`: threads serving clients (0 in the file = one per CPU, resolved here).
+    pub threads: usize,
     /// Per-connection bounds.
     pub limits: Limits,
 }
+
+/// `proxy.runtime`: how client connections are spread over threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Runtime {
+    /// One tokio multi-thread runtime (work stealing) serves every connection.
+    MultiThread,
+    /// One single-threaded runtime per thread, each with its own `SO_REUSEPORT` listener on
+    /// `proxy.listen`, serving the clients it accepted (and their upstream connections) on that
+    /// thread alone. The admin plane, the TLS listener and signals stay on a shared runtime.
+    PerCore,
+}
+
+impl Runtime {
+    /// The name `proxy.runtime` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MultiThread => "multi_thread",
+            Self::PerCore => "per_core",
+        }
+    }
+}
+
+/// Most `proxy.threads`.
+const MAX_THREADS: u64 = 1024;
 
 /// Per-connection bounds, each a `[proxy.limits]` key.
 #[derive(Debug, Clone, Copy)]
@@ -538,6 +567,16 @@ impl Config {
             Ok(value)
         };
         let max_clients = positive("proxy.max_clients", raw.proxy.max_clients)?;
+        if raw.proxy.threads > MAX_THREADS {
+            return Err(invalid(
+                "proxy.threads",
+                format!("{} is above {MAX_THREADS}", raw.proxy.threads),
+            ));
+        }
+        let threads = match raw.proxy.threads {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n => n as usize,
+        };
         let inline_max_bytes = positive("proxy.limits.inline_max_bytes", limits.inline_max_bytes)?;
         let bulk_max_bytes = positive("proxy.limits.bulk_max_bytes", limits.bulk_max_bytes)?;
         let multibulk_max_len =
@@ -881,6 +920,8 @@ impl Config {
                 idle_timeout: (raw.proxy.timeout > 0)
                     .then(|| Duration::from_secs(raw.proxy.timeout)),
                 shutdown_grace: Duration::from_millis(raw.proxy.shutdown_grace_ms),
+                runtime: raw.proxy.runtime,
+                threads,
                 limits,
             },
             upstream: UpstreamConfig {

@@ -37,6 +37,10 @@ pub struct RawProxy {
     pub timeout: u64,
     /// On SIGTERM/SIGINT, how long in-flight commands may take to finish.
     pub shutdown_grace_ms: u64,
+    /// How client connections are spread over threads.
+    pub runtime: super::Runtime,
+    /// Threads serving clients; 0 = one per CPU.
+    pub threads: u64,
     /// `[proxy.limits]`
     pub limits: RawLimits,
 }
@@ -48,6 +52,8 @@ impl Default for RawProxy {
             max_clients: 10_000,
             timeout: 0,
             shutdown_grace_ms: 10_000,
+            runtime: super::Runtime::MultiThread,
+            threads: 0,
             limits: RawLimits::default(),
         }
     }

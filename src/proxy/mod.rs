@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod connection;
+pub mod cores;
 pub mod gate;
 pub mod listener;
 pub mod mirror;
