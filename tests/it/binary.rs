@@ -42,7 +42,19 @@ fn start_proxy(
     audit_dir: &std::path::Path,
     stderr: Stdio,
 ) -> Child {
+    start_proxy_with(listen, upstream, audit_dir, stderr, &[])
+}
+
+/// As [`start_proxy`], with more arguments (`--config FILE`).
+fn start_proxy_with(
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    audit_dir: &std::path::Path,
+    stderr: Stdio,
+    extra: &[&str],
+) -> Child {
     Command::new(BINARY)
+        .args(extra)
         .args(["--listen", &listen.to_string(), "--upstream", &upstream.to_string()])
         .args(["--admin", "127.0.0.1:0"])
         .args(["--audit-dir", &audit_dir.display().to_string(), "--log-level", "warn"])
@@ -152,12 +164,22 @@ fn ping(addr: SocketAddr) -> std::io::Result<Vec<u8>> {
 
 #[test]
 fn runs_in_front_of_redis_and_exits_zero_on_sigterm() {
+    runs_and_exits_zero_on_sigterm(&[]);
+}
+
+#[test]
+fn per_core_runs_in_front_of_redis_and_exits_zero_on_sigterm() {
+    let config = config_file("[proxy]\nruntime = \"per_core\"\nthreads = 3\n");
+    runs_and_exits_zero_on_sigterm(&["--config", config.to_str().unwrap()]);
+}
+
+fn runs_and_exits_zero_on_sigterm(extra: &[&str]) {
     crate::require_redis!();
     let redis = RedisServer::start(&[]);
     let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let audit_dir = std::env::temp_dir().join(format!("rap-binary-{}", free_port()));
     let _ = std::fs::remove_dir_all(&audit_dir);
-    let child = start_proxy(listen, redis.addr, &audit_dir, Stdio::piped());
+    let child = start_proxy_with(listen, redis.addr, &audit_dir, Stdio::piped(), extra);
     let mut child = KillOnDrop(child);
 
     // Bounded wait for the listener to come up.

@@ -34,6 +34,7 @@ mod limits;
 mod query;
 mod records;
 mod replication;
+mod runtime;
 mod stateful;
 mod table_load;
 mod tls;
