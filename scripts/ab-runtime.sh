@@ -6,7 +6,8 @@
 #
 # Each arm starts its process, runs `redis-benchmark -c CLIENTS -n REQUESTS -r 100000 -t set,get
 # -P P` for each pipeline depth, and reads utime+stime (/proc/PID/stat, all threads) of the
-# process under test before and after each run: CPU µs per request = delta / (2 × REQUESTS).
+# process under test before and after each run: CPU µs per request = delta / (2 × REQUESTS)
+# (and the user part of it alone, where changes to the proxy's own code show with less noise).
 # With audit on, the reading after a run waits until the audit files stop growing, so that the
 # writer thread's CPU is counted. Then the process stops (SIGTERM) and the next arm starts.
 #
@@ -76,11 +77,12 @@ await_port() {
 }
 await_port "$REDIS_PORT" || die "redis-server did not start"
 
+# utime and stime of process $1, in clock ticks.
 cpu_ticks() {
   local stat fields
   read -r stat <"/proc/$1/stat"
   read -r -a fields <<<"${stat##*) }"
-  echo $((fields[11] + fields[12]))
+  echo "${fields[11]} ${fields[12]}"
 }
 
 # Waits until the files under $1 stop growing (the audit writer caught up).
@@ -152,7 +154,7 @@ stop_arm() {
   ARM_PID=
 }
 
-echo "round,arm,pipeline,set_rps,get_rps,cpu_us_per_request" >"$OUT"
+echo "round,arm,pipeline,set_rps,get_rps,cpu_us_per_request,user_us_per_request" >"$OUT"
 for round in $(seq 1 "$ROUNDS"); do
   # Rotate the order each round so that no arm always runs first or last.
   read -r -a order <<<"$ARMS"
@@ -164,15 +166,17 @@ for round in $(seq 1 "$ROUNDS"); do
     [[ $spec == *@* ]] && binary=${spec#*@}
     start_arm "$name" "$binary"
     for pipeline in $PIPELINES; do
-      before=0
+      before="0 0"
       [[ -n $ARM_PID ]] && before=$(cpu_ticks "$ARM_PID")
       csv=$(redis-benchmark -p "$ARM_PORT" -c "$CLIENTS" -n "$REQUESTS" -r 100000 \
         -t set,get -P "$pipeline" --csv 2>/dev/null)
-      cpu=
+      cpu=,
       if [[ -n $ARM_PID ]]; then
         [[ $name == *-on ]] && settle "$WORK/audit-$name"
         after=$(cpu_ticks "$ARM_PID")
-        cpu=$(python3 -c "print(f'{($after-$before)/$TICKS/(2*$REQUESTS)*1e6:.2f}')")
+        cpu=$(python3 -c "
+b, a, per = [int(x) for x in '$before'.split()], [int(x) for x in '$after'.split()], $TICKS * 2 * $REQUESTS / 1e6
+print(f'{(a[0] + a[1] - b[0] - b[1]) / per:.2f},{(a[0] - b[0]) / per:.2f}')")
       fi
       set_rps=$(awk -F'"' '$2=="SET"{print $4}' <<<"$csv")
       get_rps=$(awk -F'"' '$2=="GET"{print $4}' <<<"$csv")
@@ -189,8 +193,8 @@ arms = list(dict.fromkeys(r["arm"] for r in rows))
 pipelines = list(dict.fromkeys(r["pipeline"] for r in rows))
 for p in pipelines:
     print(f"\npipeline {p}: median over rounds (each round's value)")
-    print("| arm | proxy CPU µs/request | SET rps | GET rps |")
-    print("|---|---|---|---|")
+    print("| arm | proxy CPU µs/request | of which user | SET rps | GET rps |")
+    print("|---|---|---|---|---|")
     for arm in arms:
         sel = [r for r in rows if r["arm"] == arm and r["pipeline"] == p]
         def col(k):
@@ -198,6 +202,6 @@ for p in pipelines:
             if not vals:
                 return "-"
             each = " / ".join(r[k] for r in sel)
-            return f"{statistics.median(vals):.2f} ({each})" if k.startswith("cpu") else f"{statistics.median(vals):.0f}"
-        print(f"| {arm} | {col('cpu_us_per_request')} | {col('set_rps')} | {col('get_rps')} |")
+            return f"{statistics.median(vals):.2f} ({each})" if k.endswith("per_request") else f"{statistics.median(vals):.0f}"
+        print(f"| {arm} | {col('cpu_us_per_request')} | {col('user_us_per_request')} | {col('set_rps')} | {col('get_rps')} |")
 EOF
