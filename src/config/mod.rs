@@ -1242,6 +1242,21 @@ mod tests {
     }
 
     #[test]
+    fn runtime_and_threads() {
+        let config = Config::from_toml_str("", "p.toml").unwrap();
+        assert_eq!(config.proxy.runtime, Runtime::MultiThread);
+        assert!(config.proxy.threads >= 1, "0 = one per CPU");
+        let text = "[proxy]\nruntime = \"per_core\"\nthreads = 3\n";
+        let config = Config::from_toml_str(text, "p.toml").unwrap();
+        assert_eq!((config.proxy.runtime, config.proxy.threads), (Runtime::PerCore, 3));
+        let error = Config::from_toml_str("[proxy]\nruntime = \"per_thread\"\n", "p.toml");
+        let error = error.unwrap_err().to_string();
+        assert!(error.contains("proxy.runtime") && error.contains("per_core"), "{error}");
+        let error = Config::from_toml_str("[proxy]\nthreads = 5000\n", "p.toml").unwrap_err();
+        assert_eq!(error.to_string(), "p.toml: proxy.threads: 5000 is above 1024");
+    }
+
+    #[test]
     fn the_example_file_is_valid_and_complete() {
         let text = include_str!("../../proxy.toml.example");
         Config::from_toml_str(text, "proxy.toml.example").unwrap();
