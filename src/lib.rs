@@ -15,6 +15,8 @@
 //! - [`explain`]: the `explain` subcommand (class, categories, keys, channels of a command line).
 //! - [`proxy`]: the data plane.
 //!   - [`proxy::listener`], [`proxy::tls_listener`]: accept loops, `max_clients`, handshakes.
+//!   - [`proxy::cores`]: `proxy.runtime = "per_core"`: a runtime and a `SO_REUSEPORT` listener
+//!     per thread.
 //!   - [`proxy::connection`]: one client: the socket pump, request intake, reply pairing,
 //!     events.
 //!   - [`proxy::gate`]: the one pure decision per command (arity, NOAUTH, NO_MULTI, ACL).
