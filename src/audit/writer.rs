@@ -1,8 +1,8 @@
 //! The audit writer: a queue of rendered lines (bounded in bytes) feeding a dedicated thread
 //! that batches and appends them to `audit.log`, seals them ([`chain`]), rotates the file by
-//! rename, and recovers after a crash. The proxy's threads render their lines and enqueue them; they never touch the
-//! file. The writer takes the whole queue at once (one lock, one swap), so a busy proxy costs it
-//! one wake-up per batch, not per line.
+//! rename, and recovers after a crash. The proxy's threads render their lines and enqueue
+//! them; they never touch the file. The writer takes the whole queue at once (one lock, one
+//! swap), so a busy proxy costs it one wake-up per batch, not per line.
 //!
 //! Sequence numbers are taken under the same lock as the enqueue, so the file's order is the
 //! `seq` order. A line that does not fit the queue (its budget: [`backlog`]) is dropped but
@@ -22,13 +22,12 @@ use std::time::{Duration, SystemTime};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::audit::chain::{self, ChainAlg, Segment};
-
 use crate::audit::backlog::{self, Budget, Kind};
 use crate::audit::event::{
     event_time, render, render_body, rfc3339_micros_bytes, AuditEvent, Envelope, SystemEvent,
     SCHEMA,
 };
+use crate::audit::chain::{self, ChainAlg, Segment};
 use crate::audit::line;
 use crate::config::Retention;
 use crate::query::index::{FacetStarts, IndexBuilder};
