@@ -23,11 +23,11 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::audit::backlog::{self, Budget, Kind};
+use crate::audit::chain::{self, ChainAlg, Segment};
 use crate::audit::event::{
     event_time, render, render_body, rfc3339_micros_bytes, AuditEvent, Envelope, SystemEvent,
     SCHEMA,
 };
-use crate::audit::chain::{self, ChainAlg, Segment};
 use crate::audit::line;
 use crate::config::Retention;
 use crate::query::index::{FacetStarts, IndexBuilder};
