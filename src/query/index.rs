@@ -112,28 +112,44 @@ struct FacetValue {
 
 /// One field's values while a file is indexed. Counts stop (the field is left out of the
 /// summary) past [`MAX_FACET_VALUES`] values, bitmaps past [`MAX_BITMAP_VALUES`].
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Facet {
-    values: FxHashMap<Box<[u8]>, FacetValue>,
+    /// Each value's place in `values`.
+    places: FxHashMap<Box<[u8]>, usize>,
+    values: Vec<(Box<[u8]>, FacetValue)>,
+    /// The place of the value added last: consecutive lines often share a value (one
+    /// client's commands, one user), and comparing it is cheaper than hashing it.
+    last: usize,
     counting: bool,
     mapping: bool,
 }
 
 impl Facet {
+    fn new() -> Self {
+        Self { counting: true, mapping: true, ..Self::default() }
+    }
+
     fn add(&mut self, value: &[u8], rank: usize) {
-        let entry = match self.values.get_mut(value) {
-            Some(entry) => entry,
-            None if std::str::from_utf8(value).is_err() => return,
-            None => {
-                let distinct = self.values.len();
-                self.mapping &= distinct < MAX_BITMAP_VALUES;
-                self.counting &= distinct < MAX_FACET_VALUES;
-                if !self.counting {
-                    return;
+        let place = match self.values.get(self.last) {
+            Some((last, _)) if **last == *value => self.last,
+            _ => match self.places.get(value) {
+                Some(&place) => place,
+                None if std::str::from_utf8(value).is_err() => return,
+                None => {
+                    let distinct = self.values.len();
+                    self.mapping &= distinct < MAX_BITMAP_VALUES;
+                    self.counting &= distinct < MAX_FACET_VALUES;
+                    if !self.counting {
+                        return;
+                    }
+                    self.places.insert(value.into(), distinct);
+                    self.values.push((value.into(), FacetValue::default()));
+                    distinct
                 }
-                self.values.entry(value.into()).or_default()
-            }
+            },
         };
+        self.last = place;
+        let entry = &mut self.values[place].1;
         entry.count += 1;
         if self.mapping {
             if entry.bits.len() <= rank / 64 {
@@ -174,9 +190,7 @@ impl Default for IndexBuilder {
                 bits_sha256: String::new(),
                 seal: String::new(),
             },
-            facets: (0..FACETS.len())
-                .map(|_| Facet { values: FxHashMap::default(), counting: true, mapping: true })
-                .collect(),
+            facets: (0..FACETS.len()).map(|_| Facet::new()).collect(),
             // Built once: a finder per search, not per line.
             command_kind: memchr::memmem::Finder::new(b"\"kind\":\"command\""),
             finders: FACETS
