@@ -190,7 +190,7 @@ pub enum Problem {
          recovered by a restart"
     )]
     EmptyFile,
-    /// A line longer than [`MAX_LINE_BYTES`].
+    /// A line longer than [`MAX_LINE_BYTES`](super::MAX_LINE_BYTES).
     #[error("line longer than {max} bytes")]
     LineTooLong {
         /// The limit.
