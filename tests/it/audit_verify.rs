@@ -807,3 +807,49 @@ async fn an_idle_run_ends_with_one_seal_after_stop() {
     let report = verify_dir(dir.path()).unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(report.unsealed_lines, 0);
 }
+
+/// `audit.chain_alg = "sha256"` (for FIPS sites): its seals say so and verify, a directory
+/// whose runs used different algorithms verifies, and an edit is caught as with BLAKE3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sha256_seals_verify_and_mix_with_blake3_ones() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let dir = Scratch::new("sha256");
+    record_run(&redis, dir.path(), "[audit]\nrotate_bytes = 4096\n", 10).await;
+    let sha = "[audit]\nchain_alg = \"sha256\"\n";
+    record_run(&redis, dir.path(), sha, 10).await;
+    let report = verify_dir(dir.path()).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!((report.kinds.get("command"), report.instances), (Some(&20), 2));
+    let active = lines(&dir.path().join("audit.log"));
+    let open = json(&active[0]);
+    assert_eq!(open["chain"]["alg"], "sha256");
+    let last = active.last().unwrap();
+    assert_eq!(json(last)["chain"]["alg"], "sha256");
+    let head: String = sha2::Sha256::digest(last).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(report.last_hash, head, "the head is the last seal's SHA-256");
+
+    // The first seal of the second run closes a segment the first run opened (BLAKE3).
+    let files = audit_files(dir.path());
+    let second =
+        files.iter().position(|f| json(&lines(&dir.path().join(f))[0])["chain"]["alg"] == "sha256");
+    let second = second.expect("a file of the sha256 run");
+    assert!(
+        second > 0
+            && json(&lines(&dir.path().join(&files[second - 1]))[0])["chain"]["alg"] == "blake3"
+    );
+
+    // One byte of a command line of the sha256 run changed: its seal breaks.
+    let path = dir.path().join("audit.log");
+    let mut all = active.clone();
+    let index = command_line_in(dir.path(), "audit.log");
+    let at = memchr::memmem::find(&all[index], b"\"key-").unwrap() + 3;
+    all[index][at] = b'z';
+    write_lines(&path, &all);
+    let ((seal_file, seal_line), _) = covering_seal(dir.path(), "audit.log", index as u64 + 1);
+    assert_broken(
+        dir.path(),
+        &seal_file,
+        Some(seal_line),
+        |problem| matches!(problem, Problem::SealMismatch { declared, found, .. } if declared == found),
+    );
+}
