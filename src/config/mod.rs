@@ -1155,6 +1155,15 @@ mod tests {
             error.to_string(),
             "p.toml: audit.durability: \"sync\" is not one of \"async\", \"write\", \"fsync\""
         );
+        let error = Config::from_toml_str("[audit]\nchain_alg = \"md5\"\n", "p.toml").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "p.toml: audit.chain_alg: \"md5\" is not one of \"blake3\", \"sha256\""
+        );
+        let error = Config::from_toml_str("[audit]\nseal_records = 0\n", "p.toml").unwrap_err();
+        assert_eq!(error.to_string(), "p.toml: audit.seal_records: must be at least 1");
+        let config = Config::from_toml_str("[audit]\nchain_alg = \"sha256\"\n", "p.toml").unwrap();
+        assert_eq!(config.audit.chain_alg, crate::audit::chain::ChainAlg::Sha256);
     }
 
     #[test]
