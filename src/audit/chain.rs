@@ -213,62 +213,49 @@ pub fn seal_alg(line: &[u8]) -> Option<ChainAlg> {
     ChainAlg::from_name(value.get("chain")?.get("alg")?.as_str()?)
 }
 
-/// Where the chain stands at the end of a file, for the writer that continues it.
-#[derive(Debug)]
-pub struct Tail {
-    /// The segment left open at the end: the lines after the file's last seal.
-    pub segment: Segment,
-    /// Whether the file ends with a torn (unterminated) line, which no segment includes.
-    pub torn: bool,
-}
+/// The longest line [`tail_of`] reads: the writer's lines are far shorter (keys are cut at 16
+/// KiB); a longer one is not the writer's, and ends what is read of the file.
+const MAX_LINE_BYTES: u64 = 64 << 20;
 
-/// Reads where the chain stands at the end of `path` (a file with at least one complete line;
-/// `None` otherwise): after a `/1` file, the SHA-256 of its last line and nothing open; after a
-/// `/2` file, the hash of its last seal and the lines after it, hashed with that seal's `alg`.
-/// `alg` is used when the file has no seal (a file that is not the writer's).
-pub fn tail_of(path: &Path, alg: ChainAlg) -> io::Result<Option<Tail>> {
+/// Reads where the chain stands at the end of `path`, for the writer that continues it (`None`
+/// for a file without a complete line): after a `/1` file, the SHA-256 of its last line and
+/// nothing open; after a `/2` file, the hash of its last seal and the lines after it (the
+/// segment left open), hashed with that seal's `alg`. A torn last line is in no segment. `alg`
+/// is used when the file has no seal (a file that is not the writer's). Reads the file once,
+/// holding one line at a time.
+pub fn tail_of(path: &Path, alg: ChainAlg) -> io::Result<Option<Segment>> {
     let mut reader = BufReader::with_capacity(1 << 16, File::open(path)?);
     let mut line = Vec::new();
     // (offset after the last seal, its hash, its alg) and the end of the last complete line.
     let mut last_seal: Option<(u64, Hash, ChainAlg)> = None;
-    let mut last_line: Option<Vec<u8>> = None;
-    let (mut offset, mut complete_end, mut torn) = (0u64, 0u64, false);
+    let mut last_line = Vec::new();
+    let (mut offset, mut complete_end) = (0u64, 0u64);
     let mut v1 = false;
     loop {
         line.clear();
-        let read = reader.read_until(b'\n', &mut line)?;
-        if read == 0 {
-            break;
+        let read = (&mut reader).take(MAX_LINE_BYTES).read_until(b'\n', &mut line)?;
+        if read == 0 || line.last() != Some(&b'\n') {
+            break; // the end, a torn line, or a line too long to be the writer's
         }
         offset += read as u64;
-        if line.last() != Some(&b'\n') {
-            torn = true;
-            break;
-        }
         complete_end = offset;
         let text = &line[..line.len() - 1];
         if complete_end == read as u64 {
             v1 = text.starts_with(V1_PREFIX);
         }
-        if v1 {
-            last_line = Some(text.to_vec());
-        } else if let Some(seal) = seal_alg(text) {
+        if let (false, Some(seal)) = (v1, seal_alg(text)) {
             last_seal = Some((offset, seal.hash(text), seal));
-        } else if last_seal.is_none() {
-            last_line = Some(text.to_vec());
+        } else if v1 || last_seal.is_none() {
+            last_line.clear();
+            last_line.extend_from_slice(text);
         }
     }
     if complete_end == 0 {
         return Ok(None);
     }
-    if v1 {
-        let head = ChainAlg::Sha256.hash(&last_line.unwrap_or_default());
-        return Ok(Some(Tail { segment: Segment::new(alg, head), torn }));
-    }
-    let Some((sealed_end, head, seal)) = last_seal else {
-        // Not a file the writer made: chain to its last line, as after a `/1` file.
-        let head = ChainAlg::Sha256.hash(&last_line.unwrap_or_default());
-        return Ok(Some(Tail { segment: Segment::new(alg, head), torn }));
+    let Some((sealed_end, head, seal)) = last_seal.filter(|_| !v1) else {
+        // After a `/1` file (or one that is not the writer's): its last line's SHA-256.
+        return Ok(Some(Segment::new(alg, ChainAlg::Sha256.hash(&last_line))));
     };
     let mut segment = Segment::new(seal, head);
     let mut file = reader.into_inner();
@@ -282,7 +269,7 @@ pub fn tail_of(path: &Path, alg: ChainAlg) -> io::Result<Option<Tail>> {
         segment.update(&rest[..take], lines);
         left -= take as u64;
     }
-    Ok(Some(Tail { segment, torn }))
+    Ok(Some(segment))
 }
 
 #[cfg(test)]
@@ -327,6 +314,36 @@ mod tests {
             chain["hmac"],
             checkpoint_hmac(b"0123456789abcdef", chain["hash"].as_str().unwrap())
         );
+    }
+
+    #[test]
+    fn a_file_s_tail_is_what_follows_its_last_seal_without_a_torn_line() {
+        let dir = std::env::temp_dir().join(format!("rap-tail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f.log");
+        let open = br#"{"schema":"redis-audit/2","kind":"system","action":"file_open","chain":{"alg":"blake3"}}"#;
+        let seal = br#"{"time":"t","kind":"system","action":"seal","outcome":"success","chain":{"alg":"sha256"}}"#;
+        let mut file = Vec::new();
+        for line in [&open[..], b"{\"a\":1}", seal, b"{\"b\":2}", b"{\"c\":3}"] {
+            file.extend_from_slice(line);
+            file.push(b'\n');
+        }
+        file.extend_from_slice(b"{\"torn");
+        std::fs::write(&path, &file).unwrap();
+        let segment = tail_of(&path, ChainAlg::Blake3).unwrap().unwrap();
+        let mut expected = Segment::new(ChainAlg::Sha256, ChainAlg::Sha256.hash(seal));
+        expected.update(b"{\"b\":2}\n{\"c\":3}\n", 2);
+        assert_eq!((segment.alg(), segment.lines()), (ChainAlg::Sha256, 2));
+        assert_eq!(segment.finish(), expected.finish());
+
+        // A `/1` file: the head is its last line's SHA-256, nothing open.
+        let v1 = br#"{"schema":"redis-audit/1","kind":"system"}"#;
+        std::fs::write(&path, [&v1[..], b"\n"].concat()).unwrap();
+        let segment = tail_of(&path, ChainAlg::Blake3).unwrap().unwrap();
+        assert_eq!((segment.head(), segment.lines()), (&ChainAlg::Sha256.hash(v1), 0));
+        std::fs::write(&path, b"{\"torn").unwrap();
+        assert!(tail_of(&path, ChainAlg::Blake3).unwrap().is_none(), "no complete line");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

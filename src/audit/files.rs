@@ -37,8 +37,8 @@ pub fn lock_dir(dir: &Path) -> io::Result<File> {
 /// line: the segment a new file's `file_open` closes ([`chain::tail_of`]).
 pub fn chain_anchor(dir: &Path, alg: ChainAlg) -> io::Result<Segment> {
     for name in rotated_files(dir)?.iter().rev() {
-        if let Some(tail) = chain::tail_of(&dir.join(name), alg)? {
-            return Ok(tail.segment);
+        if let Some(segment) = chain::tail_of(&dir.join(name), alg)? {
+            return Ok(segment);
         }
     }
     Ok(Segment::new(alg, chain::GENESIS))
