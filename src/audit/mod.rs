@@ -5,12 +5,14 @@
 //! - [`mod@line`]: command lines rendered straight from their records; the line format's parts.
 //! - [`filter`]: which events are kept (`[audit.filters]`), and counts of the rest.
 //! - [`redact`]: which arguments may be shown when argument capture is on.
-//! - [`writer`]: the bounded queue, the writer thread, files, rotation, crash recovery.
+//! - [`writer`]: the bounded queue and the writer thread; `active`: the active file, its
+//!   batches and seals, rotation, retention.
 //! - [`chain`]: the seals that make the trail tamper-evident.
 //! - [`files`]: the directory's file names, listing, lock, and where the chain stands in them.
 //! - [`backlog`]: what the queue takes once full, and the `loss` records of what it drops.
 //! - [`verify`]: `audit verify`, which checks a directory's chain and sequence.
 
+mod active;
 pub mod backlog;
 pub mod chain;
 pub mod event;
