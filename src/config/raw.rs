@@ -344,7 +344,7 @@ impl Default for RawAudit {
             hmac_key_file: None,
             capture_args: false,
             args_max_bytes: 1024,
-            coalesce_us: 5000,
+            coalesce_us: 10000,
             group_refusals_secs: 60,
             checkpoint_key_file: None,
             checkpoint_records: 10_000,
