@@ -83,7 +83,8 @@ def analyse(result: dict) -> dict:
             if mine := [r for r in runs if r["arm"] == arm and r["pipeline"] == p]:
                 entry = {t: {k: median([r["tests"][t][k] for r in mine]) for k in ("rps", "p50_ms", "p99_ms")}
                          for t in TESTS}
-                entry["cpu_us"] = {proc: median([r["cpu_us"][proc] for r in mine]) for proc in PROCS}
+                entry["cpu_us"] = {proc: median([r["cpu_us"].get(proc) for r in mine])
+                                   for proc in (*PROCS, "audit-writer")}
                 medians.setdefault(arm, {})[str(p)] = entry
     ratios: dict[str, dict] = {}
     for p in pipelines:
@@ -194,6 +195,10 @@ def render_markdown(result: dict, docs: bool) -> str:
                    f"records for {a['sent']:,} SET/GET sent (plus redis-benchmark's CONFIG GETs), "
                    f"{a['lost_records']:,} dropped (queue full); the writer went on at most "
                    f"{max(lags):.1f} s after a run.")
+        writer = [(p, e["cpu_us"].get("audit-writer")) for p, e in result["medians"].get("proxy", {}).items()]
+        if shown := [f"{fmt(cpu, '.2f')} µs/request at pipeline {p}" for p, cpu in writer if cpu is not None]:
+            out.append(f"- The `proxy` arm's audit writer thread alone (its share of `middle`): "
+                       f"{', '.join(shown)}.")
     if acl := result.get("acl"):
         out.append(f"- `proxy-acl`, users file `{ACL_USERS}` in enforce mode: {acl['command_records']:,} "
                    f"command records, {acl['acl_denied']} denied.")
