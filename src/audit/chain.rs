@@ -17,6 +17,8 @@ use std::path::Path;
 use serde::Deserialize;
 use sha2::Digest as _;
 
+use crate::audit::line::push_hex;
+
 /// A hash as the chain holds it.
 pub type Hash = [u8; 32];
 
@@ -172,10 +174,6 @@ pub fn hex(bytes: &[u8]) -> String {
     let mut out = Vec::with_capacity(bytes.len() * 2);
     push_hex(&mut out, bytes);
     String::from_utf8(out).unwrap_or_default()
-}
-
-fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    crate::audit::line::push_hex(out, bytes);
 }
 
 /// A 64-digit lower-case hex hash, decoded.

@@ -14,6 +14,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 
 use crate::audit::chain::V2_FILE_PREFIX;
+use crate::audit::event::SCHEMA_V1;
 use crate::command::CommandTable;
 
 /// What every line of one `/2` file shares, from its `file_open` line.
@@ -32,7 +33,15 @@ impl FileContext {
         if !line.starts_with(V2_FILE_PREFIX) {
             return None;
         }
-        let fields: Map<String, Value> = serde_json::from_slice(line).ok()?;
+        Self::from_fields(&serde_json::from_slice(line).ok()?)
+    }
+
+    /// The context a parsed first line gives (a `/2` `file_open`: it has a `schema` and names
+    /// the instance).
+    fn from_fields(fields: &Map<String, Value>) -> Option<Self> {
+        if fields.get("schema")? == SCHEMA_V1 || !fields.contains_key("instance_id") {
+            return None;
+        }
         let take = |name: &str| fields.get(name).cloned().unwrap_or(Value::Null);
         Some(Self {
             schema: take("schema"),
@@ -191,10 +200,7 @@ pub fn is_seal(record: &Value) -> bool {
 /// Every record of the lines of one file, whole (seal lines left out): for readers that take
 /// a file at a time, such as tests and tools.
 pub fn file_records(lines: &[Value]) -> Vec<Value> {
-    let context = lines.first().and_then(|first| {
-        let text = serde_json::to_vec(first).ok()?;
-        FileContext::from_first_line(&text)
-    });
+    let context = lines.first().and_then(Value::as_object).and_then(FileContext::from_fields);
     lines
         .iter()
         .filter(|line| !is_seal(line))

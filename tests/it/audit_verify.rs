@@ -786,6 +786,30 @@ async fn a_v1_trail_verifies_and_a_v2_run_chains_onto_it() {
     assert_eq!(new["upstream"], redis.addr.to_string().as_str());
     assert_eq!(new["instance_id"], open["instance_id"]);
     assert_eq!((&new["key_count"], &new["keys_truncated"]), (&1.into(), &false.into()));
+
+    // The node filter: a `/1` line names its node, a `/2` file names it once, in its first line.
+    let on_node = |node: &str| {
+        let query = redis_audit_proxy::query::AuditQuery::new(
+            Some("2026-01-01T00:00:00Z"),
+            Some("2099-01-01T00:00:00Z"),
+            None,
+            None,
+            None,
+            None,
+            None,
+            Some(node),
+            Some("100"),
+            None,
+            false,
+        )
+        .unwrap();
+        redis_audit_proxy::query::run(dir.path(), &query).unwrap().total
+    };
+    let here = open["node"].as_str().unwrap();
+    let same = u64::from(here == "vm");
+    assert_eq!(on_node(here), 2 + 5 * same, "this run's node");
+    assert_eq!(on_node("vm"), 5 + 2 * same, "the fixture's node");
+    assert_eq!(on_node("no-such-node"), 0);
 }
 
 /// A run that idles past `seal_interval_ms` before it stops: the seal the interval makes after
