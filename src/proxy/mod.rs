@@ -6,6 +6,7 @@ pub mod cores;
 pub mod gate;
 pub mod listener;
 pub mod mirror;
+pub mod pin;
 pub mod pipeline;
 pub mod session;
 pub mod tls_listener;
