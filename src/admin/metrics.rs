@@ -68,6 +68,10 @@ pub struct Metrics {
     connections_open: IntGauge,
     connections_total: IntCounter,
     upstream_connect_errors: IntCounter,
+    upstream_connections: IntGaugeVec,
+    upstream_pins: IntCounterVec,
+    upstream_writes: IntCounter,
+    upstream_write_commands: IntCounter,
     policy_reloads: IntCounterVec,
     policy_info: IntGaugeVec,
     acl_log_entries: IntGauge,
@@ -139,6 +143,10 @@ impl Metrics {
             connections_open: gauge("connections_open", "Client connections open"),
             connections_total: counter("connections_total", "Client connections accepted"),
             upstream_connect_errors: counter("upstream_connect_errors_total", "Failed connections to the upstream Redis"),
+            upstream_connections: gauge_vec("upstream_connections", "Upstream connections open, by state: dedicated (upstream.pool = dedicated), shared, pinned (to one client), spare (kept for the next pin)", &["state"]),
+            upstream_pins: counter_vec("upstream_pins_total", "Clients pinned to an upstream connection of their own (upstream.pool = shared), by reason", &["reason"]),
+            upstream_writes: counter("upstream_writes_total", "Batches of commands written to shared upstream connections"),
+            upstream_write_commands: counter("upstream_write_commands_total", "Commands written to shared upstream connections (divide by upstream_writes_total for commands per write)"),
             policy_reloads: counter_vec("policy_reloads_total", "Users file loads and changes, by result", &["result"]),
             policy_info: gauge_vec("policy_info", "The users file version in force (1 for the current one)", &["version"]),
             acl_log_entries: gauge("acl_log_entries", "Entries in the proxy's ACL LOG"),
@@ -204,6 +212,22 @@ impl Metrics {
     /// Counts a failed connection to the upstream.
     pub fn upstream_connect_error(&self) {
         self.upstream_connect_errors.inc();
+    }
+
+    /// The gauge of upstream connections in `state`.
+    pub fn upstream_connections(&self, state: &str) -> IntGauge {
+        self.upstream_connections.with_label_values(&[state])
+    }
+
+    /// Counts a client pinned for `reason`.
+    pub fn upstream_pin(&self, reason: &str) {
+        self.upstream_pins.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts one batch of `commands` written to a shared upstream connection.
+    pub fn upstream_write(&self, commands: u64) {
+        self.upstream_writes.inc();
+        self.upstream_write_commands.inc_by(commands);
     }
 
     /// Sets the ACL LOG size (read at each scrape).

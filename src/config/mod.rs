@@ -73,6 +73,30 @@ impl Runtime {
     }
 }
 
+/// `upstream.pool`: how client connections map onto upstream connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolMode {
+    /// One upstream connection per client, for its whole life.
+    Dedicated,
+    /// Clients share a few upstream connections per state and get one of their own (are
+    /// pinned) while they need it: MULTI, WATCH, blocking, pub/sub, ... (`docs/pinning.md`).
+    Shared,
+}
+
+impl PoolMode {
+    /// The name `upstream.pool` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dedicated => "dedicated",
+            Self::Shared => "shared",
+        }
+    }
+}
+
+/// Most `upstream.pool_size`.
+const MAX_POOL_SIZE: u64 = 256;
+
 /// Most `proxy.threads`.
 const MAX_THREADS: u64 = 1024;
 
@@ -107,6 +131,14 @@ pub struct UpstreamConfig {
     pub table_login: Option<(String, Secret)>,
     /// `[upstream.tls]`: TLS to Redis.
     pub tls: Option<UpstreamTlsConfig>,
+    /// `upstream.pool`.
+    pub pool: PoolMode,
+    /// `upstream.pool_size`: shared connections per upstream state.
+    pub pool_size: usize,
+    /// `upstream.pool_idle_ms`.
+    pub pool_idle: Duration,
+    /// `upstream.pool_unread_max_bytes`.
+    pub pool_unread_max_bytes: usize,
 }
 
 /// `[upstream.tls]`.
@@ -627,6 +659,13 @@ impl Config {
         validate_host_port(&address).map_err(|m| invalid("upstream.address", m))?;
         let connect_timeout_ms =
             positive("upstream.connect_timeout_ms", raw.upstream.connect_timeout_ms)?;
+        let pool_size = positive("upstream.pool_size", raw.upstream.pool_size)?;
+        if pool_size > MAX_POOL_SIZE {
+            return Err(invalid("upstream.pool_size", format!("must be at most {MAX_POOL_SIZE}")));
+        }
+        let pool_idle_ms = positive("upstream.pool_idle_ms", raw.upstream.pool_idle_ms)?;
+        let pool_unread_max_bytes =
+            positive("upstream.pool_unread_max_bytes", raw.upstream.pool_unread_max_bytes)?;
         let admin_listen =
             parse_socket_addr(&raw.admin.listen).map_err(|m| invalid("admin.listen", m))?;
         if raw.audit.dir.trim().is_empty() {
@@ -930,6 +969,10 @@ impl Config {
                 reconnect_interval: Duration::from_millis(raw.upstream.reconnect_interval_ms),
                 table_login,
                 tls: upstream_tls,
+                pool: raw.upstream.pool,
+                pool_size: pool_size as usize,
+                pool_idle: Duration::from_millis(pool_idle_ms),
+                pool_unread_max_bytes: usize::try_from(pool_unread_max_bytes).unwrap_or(usize::MAX),
             },
             tls,
             admin: AdminConfig {

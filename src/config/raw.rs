@@ -121,6 +121,15 @@ pub struct RawUpstream {
     pub table_password: Option<String>,
     /// `[upstream.tls]`: present = TLS to Redis.
     pub tls: Option<RawUpstreamTls>,
+    /// `dedicated` (one upstream connection per client) or `shared`.
+    pub pool: super::PoolMode,
+    /// Shared connections per upstream state (database, protocol).
+    pub pool_size: u64,
+    /// A shared or spare connection no client used for this long is closed.
+    pub pool_idle_ms: u64,
+    /// Replies a shared connection holds for one client that does not read them, before that
+    /// client is closed (as Redis's `client-output-buffer-limit` closes it).
+    pub pool_unread_max_bytes: u64,
 }
 
 /// `[upstream.tls]`: how the proxy speaks TLS to Redis.
@@ -183,6 +192,10 @@ impl Default for RawUpstream {
             table_user: None,
             table_password: None,
             tls: None,
+            pool: super::PoolMode::Dedicated,
+            pool_size: 4,
+            pool_idle_ms: 60_000,
+            pool_unread_max_bytes: 1 << 30,
         }
     }
 }

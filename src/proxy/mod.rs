@@ -8,6 +8,7 @@ pub mod listener;
 pub mod mirror;
 pub mod pin;
 pub mod pipeline;
+pub mod pool;
 pub mod session;
 pub mod tls_listener;
 pub mod upstream;
@@ -56,6 +57,8 @@ pub struct ProxyContext {
     users_text: Mutex<Option<Vec<u8>>>,
     /// The `ACL LOG` the proxy serves.
     pub acl_log: Mutex<AclLog>,
+    /// The shared upstream connections (`upstream.pool = "shared"`).
+    pub pool: Option<Arc<pool::Pool>>,
     /// Client slots (`proxy.max_clients`), shared by the plain and TLS listeners.
     pub client_slots: Arc<tokio::sync::Semaphore>,
     /// TLS towards Redis (`[upstream.tls]`), rebuilt on reload.
@@ -77,7 +80,10 @@ impl ProxyContext {
         let metrics = Arc::new(crate::admin::metrics::Metrics::new());
         let sink: Arc<dyn CommandSink> =
             Arc::new(crate::admin::metrics::MeteredSink::new(sink, Arc::clone(&metrics)));
+        let pool = (config.upstream.pool == crate::config::PoolMode::Shared)
+            .then(|| Arc::new(pool::Pool::new(Arc::clone(&config), Arc::clone(&metrics))));
         Self {
+            pool,
             metrics,
             acl_log: Mutex::new(AclLog::new(config.acl.log_max_len)),
             client_slots: Arc::new(tokio::sync::Semaphore::new(config.proxy.max_clients)),

@@ -73,6 +73,12 @@ pub enum Internal {
         /// As a mirrored user.
         mirror: bool,
     },
+    /// Puts a connection a client pins to in the state the client is in (`HELLO 3`, `SELECT`,
+    /// `CLIENT SETINFO`); a `required` one refused fails the connection.
+    Setup {
+        /// Its refusal fails the connection.
+        required: bool,
+    },
     /// `CLIENT REPLY ON` after a client's `CLIENT REPLY OFF|SKIP`: Redis keeps answering
     /// everything, and its `+OK` shows the client's command was accepted.
     ReplyProbe,
@@ -179,6 +185,8 @@ pub struct Pending {
     user_changes: usize,
     multi_changes: usize,
     pubsub_changes: usize,
+    /// Slots ever pushed that wait for Redis (each is one command sent).
+    sent: u64,
 }
 
 impl Pending {
@@ -187,6 +195,7 @@ impl Pending {
         self.user_changes += usize::from(slot.unsettles_user());
         self.multi_changes += usize::from(slot.unsettles_multi());
         self.pubsub_changes += usize::from(slot.unsettles_pubsub());
+        self.sent += u64::from(slot.local.is_none());
         self.slots.push_back(slot);
     }
 
@@ -212,6 +221,11 @@ impl Pending {
     /// Every slot, oldest first, to give each a reply when the upstream is lost.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Slot> {
         self.slots.iter_mut()
+    }
+
+    /// How many commands were ever sent to Redis (slots pushed without a local reply).
+    pub fn sent(&self) -> u64 {
+        self.sent
     }
 
     /// Commands in flight.
@@ -305,6 +319,16 @@ impl WriteQueue {
     /// True when nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Moves everything queued in `other` behind what is queued here (`other` is left empty,
+    /// its stream offsets counting the bytes as written).
+    pub fn append(&mut self, other: &mut Self) {
+        other.seal();
+        other.len = 0;
+        for chunk in other.chunks.drain(..) {
+            self.push(chunk);
+        }
     }
 
     /// Writes as much as the writer takes in one call, but not more than `limit` bytes.

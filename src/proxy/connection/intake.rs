@@ -165,6 +165,10 @@ where
             self.push_local(slot, reply, now);
             return true;
         }
+        if !self.placed(item.command.as_deref(), &item.request.args) {
+            self.waiting = Some(item.request);
+            return false;
+        }
         let policy = self.current_policy();
         let view = gate::View {
             user: &self.session.user,
@@ -210,6 +214,13 @@ where
 
     /// Sends the client's own bytes to Redis.
     fn forward(&mut self, item: Classified, now: Instant) {
+        if item.command.is_some() {
+            if let Some(reply) = self.answer_shared(&item.effect, &item.request.args) {
+                let (mut slot, _) = item.into_slot(now);
+                slot.effect = Effect::None;
+                return self.push_local(slot, reply, now);
+            }
+        }
         let class = item.command.as_deref().map(|info| self.class_of(info, &item.request.args));
         let effect = item.effect.clone();
         let expect = match effect {

@@ -7,6 +7,7 @@
 
 mod events;
 mod intake;
+mod link;
 mod pump;
 mod replication;
 mod replies;
@@ -51,6 +52,8 @@ enum Exit {
     QueryBufferLimit,
     /// No upstream, commands are waiting, and it is time to try connecting again.
     Reconnect,
+    /// Nothing is in flight and the client moves between upstream connections (shared mode).
+    Relink,
 }
 
 /// Serves one accepted client until it leaves, the proxy stops, or `hard_stop` fires.
@@ -67,16 +70,28 @@ pub async fn serve<C>(
     let span = tracing::debug_span!("conn", id, client = %peer);
     async move {
         let started = Instant::now();
-        let upstream =
+        // Shared mode starts on a shared connection, unless the upstream login follows the
+        // client's user (mirrored users): then a connection of its own, unpinned later.
+        let shared = ctx.pool.is_some() && ctx.mirrors().is_none();
+        let upstream = if shared {
+            Err(String::new())
+        } else {
             match upstream::connect(&ctx.config.upstream, ctx.upstream_tls().as_deref()).await {
-                Ok(stream) => Ok(stream),
+                Ok(stream) => {
+                    let state = if ctx.pool.is_some() { "pinned" } else { "dedicated" };
+                    Ok(link::Link::dedicated(stream, &ctx.metrics, state))
+                }
                 Err(error) => {
                     tracing::warn!(%error, "client connected while the upstream is unavailable");
                     ctx.metrics.upstream_connect_error();
                     Err(error.to_string())
                 }
-            };
+            }
+        };
         let mut conn = Connection::new(ctx, id, peer, client, upstream, started);
+        if shared {
+            conn.link_shared(conn.state_key()).await;
+        }
         conn.local_addr = local_addr;
         conn.fd = fd;
         conn.tls = tls;
@@ -125,7 +140,18 @@ struct Connection<C> {
     peer: SocketAddr,
     client: C,
     /// `None` while Redis is unreachable; commands then get a proxy-written error.
-    upstream: Option<upstream::UpstreamStream>,
+    upstream: Option<link::Link>,
+    /// A move between upstream connections to make once nothing is in flight.
+    relink: Option<link::Relink>,
+    /// Shared mode: ran a command whose answer or effect ties it to its connection for good
+    /// (CLIENT ID, MONITOR, ...): never unpinned.
+    pinned_for_good: bool,
+    /// Shared mode: pin before the next command (after a WAIT sent on the shared connection).
+    pin_after: Option<crate::proxy::pin::PinReason>,
+    /// A WATCH was sent and no EXEC, DISCARD, UNWATCH or RESET answered since.
+    watching: bool,
+    /// `pending.sent()` as of the last submission to a shared connection.
+    submitted: u64,
     /// Why the upstream is unavailable, for those errors.
     upstream_error: String,
     last_connect_attempt: Instant,
@@ -205,7 +231,7 @@ where
         id: u64,
         peer: SocketAddr,
         client: C,
-        upstream: Result<upstream::UpstreamStream, String>,
+        upstream: Result<link::Link, String>,
         now: Instant,
     ) -> Self {
         let limits = ctx.config.proxy.limits;
@@ -220,6 +246,11 @@ where
             client,
             upstream,
             upstream_error,
+            relink: None,
+            pinned_for_good: false,
+            pin_after: None,
+            watching: false,
+            submitted: 0,
             last_connect_attempt: now,
             client_in: BytesMut::new(),
             upstream_in: BytesMut::new(),
@@ -302,6 +333,7 @@ where
             };
             match exit {
                 Exit::Reconnect => self.reconnect().await,
+                Exit::Relink => self.relink().await,
                 other => return other,
             }
         }
@@ -324,15 +356,18 @@ where
 
     async fn reconnect(&mut self) {
         self.last_connect_attempt = Instant::now();
+        if self.ctx.pool.is_some() && !self.pinned_for_good {
+            self.reset_upstream_reader();
+            self.link_shared(self.state_key()).await;
+            return;
+        }
         let tls = self.ctx.upstream_tls();
         match upstream::connect(&self.ctx.config.upstream, tls.as_deref()).await {
             Ok(stream) => {
                 tracing::info!("upstream reachable again");
-                self.upstream = Some(stream);
-                self.scanner = ReplyScanner::new(self.ctx.config.proxy.limits.reply_max_depth);
-                self.upstream_in.clear();
-                self.upstream_scanned = 0;
-                self.upstream_protocol_error = false;
+                let state = if self.ctx.pool.is_some() { "pinned" } else { "dedicated" };
+                self.upstream = Some(link::Link::dedicated(stream, &self.ctx.metrics, state));
+                self.reset_upstream_reader();
                 self.runs_as_mirror = false;
                 self.login_upstream(Instant::now());
             }
@@ -355,7 +390,9 @@ where
     /// user. A session that may run nothing (`default` off, not logged in) is not logged in
     /// at all: Redis then refuses its commands too.
     fn login_upstream_as(&mut self, user: &[u8], authenticated: bool, now: Instant) {
-        if self.ctx.config.auth.mode != AuthMode::Proxy || self.upstream.is_none() {
+        if self.ctx.config.auth.mode != AuthMode::Proxy
+            || !matches!(self.upstream, Some(link::Link::Dedicated { .. }))
+        {
             return;
         }
         self.runs_as_mirror = false;
@@ -385,6 +422,7 @@ where
     async fn finish(mut self, graceful: bool) {
         let now = Instant::now();
         self.flush_refusals(false);
+        self.give_back_pinned();
         while let Some(slot) = self.pending.pop_front() {
             self.emit(slot, ReplyStatus::Unanswered, None, ReplySource::Upstream, now);
         }

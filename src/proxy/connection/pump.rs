@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
+use super::link::Link;
 use super::{Connection, Exit};
 use crate::config::OnFull;
 
@@ -69,7 +70,18 @@ where
                 }
             }
 
-            if let Some(stream) = self.upstream.as_mut() {
+            if self.relink.is_some() {
+                return Poll::Ready(Exit::Relink);
+            }
+
+            if matches!(self.upstream, Some(Link::Shared(_))) {
+                if !self.to_upstream.is_empty() {
+                    progress = true;
+                    if !self.submit_shared() {
+                        return Poll::Ready(Exit::Relink);
+                    }
+                }
+            } else if let Some(Link::Dedicated { stream, .. }) = self.upstream.as_mut() {
                 if !self.to_upstream.is_empty() {
                     match self.to_upstream.poll_write_to(stream, cx, usize::MAX) {
                         Poll::Ready(Ok(_)) => {
@@ -95,16 +107,11 @@ where
             }
 
             if self.to_client.len() < limits.output_buffer_bytes {
-                if let Some(stream) = self.upstream.as_mut() {
+                if let Some(link) = self.upstream.as_mut() {
                     if self.upstream_in.capacity() - self.upstream_in.len() < READ_SIZE / 4 {
                         self.upstream_in.reserve(READ_SIZE);
                     }
-                    match tokio_util::io::poll_read_buf(Pin::new(stream), cx, &mut self.upstream_in)
-                    {
-                        Poll::Ready(Ok(0)) => {
-                            self.upstream_closed();
-                            progress = true;
-                        }
+                    match link.poll_read(cx, &mut self.upstream_in) {
                         Poll::Ready(Ok(_)) => {
                             progress = true;
                             if let Err(error) = self.frame_replies(Instant::now()) {
@@ -112,8 +119,8 @@ where
                                 self.upstream_lost(&format!("invalid reply: {error}"));
                             }
                         }
-                        Poll::Ready(Err(error)) => {
-                            self.upstream_lost(&error.to_string());
+                        Poll::Ready(Err(lost)) => {
+                            self.link_lost(lost);
                             progress = true;
                         }
                         Poll::Pending => {}

@@ -192,7 +192,9 @@ where
             slot.reply_bytes = 0;
             self.complete(slot, ReplyStatus::Skipped, None, now);
         } else if let Some(internal) = slot.internal {
-            if is_error && matches!(internal, Internal::Login { .. }) {
+            if is_error
+                && matches!(internal, Internal::Login { .. } | Internal::Setup { required: true })
+            {
                 let text =
                     String::from_utf8_lossy(self.scanner.reply().head.as_bytes()).into_owned();
                 tracing::error!(error = %text, "the upstream refused the proxy's login");
@@ -361,6 +363,7 @@ where
         if slot.effect == Effect::Reset && status == ReplyStatus::Ok {
             self.runs_as_mirror = false;
         }
+        self.track_watch(&slot);
         if slot.effect == Effect::Replicate {
             // Redis refused it: an ordinary connection again.
             self.replication = None;

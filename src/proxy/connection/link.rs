@@ -1,0 +1,361 @@
+//! How a client reaches Redis: an upstream connection of its own, or (`upstream.pool =
+//! "shared"`) a shared one, and the moves between the two: pinning before a command that
+//! needs a connection of its own (`proxy::pin`), unpinning once nothing holds it.
+//!
+//! A move happens only when nothing is in flight, so replies never come from two
+//! connections at once: a command that must pin waits until the commands before it are
+//! answered. The state shared connections are keyed by (database, protocol) is the session's,
+//! confirmed by Redis, so a client moves to shared connections in the state it is in.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use prometheus::IntGauge;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+
+use super::Connection;
+use crate::admin::metrics::Metrics;
+use crate::command::CommandInfo;
+use crate::config::AuthMode;
+use crate::proxy::pin::{self, PinReason};
+use crate::proxy::pipeline::{Internal, LocalReply, Slot};
+use crate::proxy::pool::{Lost, SharedLink, StateKey};
+use crate::proxy::session::Effect;
+use crate::proxy::upstream::UpstreamStream;
+use crate::record::ReplyStatus;
+use crate::resp::encode;
+
+/// The client's way to Redis.
+#[derive(Debug)]
+pub(super) enum Link {
+    /// An upstream connection of its own.
+    Dedicated {
+        /// The connection.
+        stream: UpstreamStream,
+        /// Counts it among the open connections in its state (dedicated or pinned).
+        _open: OpenGauge,
+    },
+    /// A shared upstream connection.
+    Shared(SharedLink),
+}
+
+/// A move to make before the next command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Relink {
+    /// To a connection of its own.
+    Pin(PinReason),
+    /// Back to the shared connections of its state.
+    Unpin,
+    /// To another shared connection: this one is gone, and nothing was in flight on it.
+    Replace,
+}
+
+/// Increments a gauge while it lives.
+#[derive(Debug)]
+pub(super) struct OpenGauge(IntGauge);
+
+impl OpenGauge {
+    fn new(gauge: IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl Link {
+    /// A connection of its own, counted as `state` (`dedicated` or `pinned`).
+    pub(super) fn dedicated(stream: UpstreamStream, metrics: &Metrics, state: &str) -> Self {
+        Self::Dedicated { stream, _open: OpenGauge::new(metrics.upstream_connections(state)) }
+    }
+
+    /// Reads what Redis sent into `buf`: `Err` when the connection is gone.
+    pub(super) fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<Result<usize, Lost>> {
+        match self {
+            Self::Dedicated { stream, .. } => {
+                match tokio_util::io::poll_read_buf(Pin::new(stream), cx, buf) {
+                    Poll::Ready(Ok(0)) => Poll::Ready(Err(Lost::Closed)),
+                    Poll::Ready(Ok(n)) => Poll::Ready(Ok(n)),
+                    Poll::Ready(Err(error)) => Poll::Ready(Err(Lost::Failed(error.to_string()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            Self::Shared(link) => link.poll_read(cx, buf),
+        }
+    }
+}
+
+/// What stands in for `CLIENT SETINFO`'s validation (Redis's `validateClientAttr`): printable
+/// ASCII without spaces, up to the first NUL (Redis reads the value as a C string).
+fn valid_client_attr(value: &[u8]) -> bool {
+    value.iter().take_while(|&&b| b != 0).all(|b| (b'!'..=b'~').contains(b))
+}
+
+impl<C> Connection<C>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    /// The state shared connections are keyed by, as Redis confirmed it for this session.
+    pub(super) fn state_key(&self) -> StateKey {
+        StateKey { db: self.session.db, protocol: self.session.protocol }
+    }
+
+    /// In shared mode, before the gate: false when the command must wait for a move (pin or
+    /// unpin), which `relink` then makes once nothing is in flight.
+    pub(super) fn placed(&mut self, command: Option<&CommandInfo>, args: &[Bytes]) -> bool {
+        if self.ctx.pool.is_none() {
+            return true;
+        }
+        // AUTH stays on the shared connection only when the proxy answers it and the
+        // upstream login does not follow the user.
+        let proxy_auth =
+            self.ctx.config.auth.mode == AuthMode::Proxy && self.ctx.mirrors().is_none();
+        let reason = command.and_then(|info| pin::pin_reason(info, args, proxy_auth));
+        if reason == Some(PinReason::Watch) {
+            // Until an EXEC, DISCARD, UNWATCH or RESET is answered (see `track_watch`).
+            self.watching = true;
+        }
+        let idle = self.pending.is_empty() && self.to_upstream.is_empty();
+        match &self.upstream {
+            Some(Link::Shared(_)) => {
+                // WAIT's answer counts the replicas that acknowledged this connection's writes:
+                // it runs where the client's writes went, and the client stays pinned after.
+                let reason = match reason {
+                    Some(PinReason::Wait) => {
+                        self.pin_after = Some(PinReason::Wait);
+                        return true;
+                    }
+                    Some(reason) => reason,
+                    None => match self.pin_after {
+                        Some(reason) => reason,
+                        None => return true,
+                    },
+                };
+                if idle {
+                    self.relink = Some(Relink::Pin(reason));
+                }
+                false
+            }
+            Some(Link::Dedicated { .. }) => {
+                if let Some(reason) = reason {
+                    self.pinned_for_good |= reason.for_good();
+                    return true;
+                }
+                if idle && self.unpinnable() {
+                    self.relink = Some(Relink::Unpin);
+                    return false;
+                }
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Shared mode, the client leaving: a connection it was pinned to goes back to the spares
+    /// when it is in the shared state.
+    pub(super) fn give_back_pinned(&mut self) {
+        let Some(pool) = self.ctx.pool.clone() else { return };
+        if !(self.pending.is_empty() && self.to_upstream.is_empty() && self.unpinnable()) {
+            return;
+        }
+        if let Some(Link::Dedicated { stream, .. }) = self.upstream.take() {
+            pool.give_back(self.state_key(), stream);
+        }
+    }
+
+    /// Nothing holds this client to its own connection any more.
+    fn unpinnable(&self) -> bool {
+        let login_is_shared = match self.ctx.config.auth.mode {
+            AuthMode::Passthrough => !self.session.logged_in,
+            AuthMode::Proxy => !self.runs_as_mirror && self.ctx.mirrors().is_none(),
+        };
+        login_is_shared
+            && !self.pinned_for_good
+            && self.pin_after.is_none()
+            && self.replication.is_none()
+            && !self.watching
+            && !self.session.in_multi
+            && !self.session.monitor
+            && !self.session.silenced()
+            && !self.session.subscriptions.any()
+            && self.session.name.is_none()
+    }
+
+    /// After a reply: an answered EXEC, DISCARD, UNWATCH or RESET ends a WATCH.
+    pub(super) fn track_watch(&mut self, slot: &Slot) {
+        if self.watching
+            && (matches!(slot.effect, Effect::Exec | Effect::Discard | Effect::Reset)
+                || slot.command.as_deref().is_some_and(|info| info.name == "unwatch"))
+        {
+            self.watching = false;
+        }
+    }
+
+    /// Makes the move `placed` asked for. Nothing is in flight (for `Replace`, nothing on
+    /// the connection that is gone).
+    pub(super) async fn relink(&mut self) {
+        let Some(relink) = self.relink.take() else { return };
+        let Some(pool) = self.ctx.pool.clone() else { return };
+        let key = self.state_key();
+        let tls = self.ctx.upstream_tls();
+        match relink {
+            Relink::Pin(reason) => match pool.dedicated(key, tls.as_deref()).await {
+                Ok((stream, fresh)) => {
+                    self.ctx.metrics.upstream_pin(reason.as_str());
+                    self.pinned_for_good |= reason.for_good();
+                    self.pin_after = None;
+                    self.upstream = Some(Link::dedicated(stream, &self.ctx.metrics, "pinned"));
+                    self.reset_upstream_reader();
+                    self.set_up_pinned(key, fresh, Instant::now());
+                }
+                Err(error) => self.upstream_unavailable(error.to_string()),
+            },
+            Relink::Unpin | Relink::Replace => {
+                if let Some(Link::Dedicated { stream, .. }) = self.upstream.take() {
+                    pool.give_back(key, stream);
+                    self.submitted = self.pending.sent();
+                }
+                self.reset_upstream_reader();
+                self.link_shared(key).await;
+            }
+        }
+    }
+
+    /// Takes a shared connection in state `key` (at start, after a move or a reconnect).
+    pub(super) async fn link_shared(&mut self, key: StateKey) {
+        let Some(pool) = self.ctx.pool.clone() else { return };
+        let tls = self.ctx.upstream_tls();
+        match pool.link(key, tls.as_deref()).await {
+            Ok(link) => self.upstream = Some(Link::Shared(link)),
+            Err(error) => self.upstream_unavailable(error),
+        }
+    }
+
+    fn upstream_unavailable(&mut self, error: String) {
+        tracing::warn!(%error, "no upstream connection for the client");
+        self.upstream = None;
+        self.upstream_error = error;
+        self.last_connect_attempt = Instant::now();
+    }
+
+    /// Puts a connection to pin to in the session's state before the client's command: a new
+    /// one (`fresh`) gets the proxy's login, protocol and database; every one gets the library
+    /// name and version the proxy answered `CLIENT SETINFO` with (a spare may carry another
+    /// client's: empty values clear them).
+    fn set_up_pinned(&mut self, key: StateKey, fresh: bool, now: Instant) {
+        let mut setup = Vec::new();
+        if fresh {
+            self.login_upstream(now);
+            if key.protocol == 3 {
+                setup.push((encode::command(&[b"HELLO", b"3"]), true));
+            }
+            if key.db != 0 {
+                setup.push((encode::command(&[b"SELECT", key.db.to_string().as_bytes()]), true));
+            }
+        }
+        let setinfo = [Bytes::from_static(b"client"), Bytes::from_static(b"setinfo")];
+        if self.commands.resolve(&setinfo).is_some() {
+            for (option, value) in [
+                (&b"LIB-NAME"[..], &self.session.lib_name),
+                (&b"LIB-VER"[..], &self.session.lib_ver),
+            ] {
+                if value.is_some() || !fresh {
+                    let value = value.as_deref().unwrap_or_default();
+                    setup.push((encode::command(&[b"CLIENT", b"SETINFO", option, value]), false));
+                }
+            }
+        }
+        for (command, required) in setup {
+            self.to_upstream.push(command);
+            self.pending.push(Slot::internal(Internal::Setup { required }, now));
+        }
+    }
+
+    pub(super) fn reset_upstream_reader(&mut self) {
+        self.scanner =
+            crate::resp::reply::ReplyScanner::new(self.ctx.config.proxy.limits.reply_max_depth);
+        self.upstream_in.clear();
+        self.upstream_scanned = 0;
+        self.upstream_protocol_error = false;
+    }
+
+    /// Hands what waits in `to_upstream` to the shared connection. False: the shared
+    /// connection is gone with nothing of this client's on it, so the client moves.
+    pub(super) fn submit_shared(&mut self) -> bool {
+        let Some(Link::Shared(link)) = &self.upstream else { return true };
+        let replies = self.pending.sent() - self.submitted;
+        match link.submit(&mut self.to_upstream, u32::try_from(replies).unwrap_or(u32::MAX)) {
+            Ok(()) => {
+                self.submitted = self.pending.sent();
+                true
+            }
+            Err(_) if !link.is_lost() => {
+                self.relink = Some(Relink::Replace);
+                false
+            }
+            Err(lost) => {
+                self.link_lost(lost);
+                true
+            }
+        }
+    }
+
+    /// The upstream connection is gone with commands of this client on it (or, dedicated,
+    /// at all).
+    pub(super) fn link_lost(&mut self, lost: Lost) {
+        match lost {
+            Lost::Closed => self.upstream_closed(),
+            Lost::Failed(cause) => self.upstream_lost(&cause),
+            Lost::Overflow => {
+                tracing::warn!("closing client that left more replies unread than upstream.pool_unread_max_bytes");
+                self.close_reason.get_or_insert("output_buffer_limit");
+                self.drop_upstream();
+            }
+        }
+    }
+
+    /// Shared mode answers QUIT (it would close the connection for every client on it) and
+    /// `CLIENT SETINFO` (kept in the session and replayed on a connection the client pins
+    /// to) itself: the reply, when it does.
+    pub(super) fn answer_shared(&mut self, effect: &Effect, args: &[Bytes]) -> Option<LocalReply> {
+        if !matches!(self.upstream, Some(Link::Shared(_))) {
+            return None;
+        }
+        match effect {
+            Effect::Quit => {
+                self.reading_client = false;
+                Some(LocalReply {
+                    bytes: Bytes::from_static(encode::OK),
+                    status: ReplyStatus::Ok,
+                    close_after: true,
+                })
+            }
+            Effect::SetInfo { lib_name, value } => {
+                if !valid_client_attr(value) {
+                    let attr = String::from_utf8_lossy(&args[2]);
+                    return Some(LocalReply::from_bytes(encode::error(&format!(
+                        "ERR {attr} cannot contain spaces, newlines or special characters."
+                    ))));
+                }
+                let value = (!value.is_empty()).then(|| value.clone());
+                if *lib_name {
+                    self.session.lib_name = value;
+                } else {
+                    self.session.lib_ver = value;
+                }
+                Some(LocalReply::from_bytes(Bytes::from_static(encode::OK)))
+            }
+            _ => None,
+        }
+    }
+}

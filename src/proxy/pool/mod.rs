@@ -1,0 +1,265 @@
+//! `upstream.pool = "shared"`: the upstream connections clients share, grouped by the state
+//! Redis holds per connection (database, protocol), and the spare connections clients are
+//! pinned to while they need one of their own.
+//!
+//! The login is not part of the key: a shared connection runs as the connection's default
+//! user (in passthrough, not logged in; with `auth.mode = "proxy"`, the service user), and a
+//! client whose upstream login differs stays pinned (see `proxy::connection::link`).
+
+mod shared;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use prometheus::IntGauge;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::time::Instant;
+
+pub use shared::{Lost, SharedLink};
+
+use crate::admin::metrics::Metrics;
+use crate::config::{AuthMode, Config};
+use crate::proxy::upstream::{self, UpstreamError, UpstreamStream, UpstreamTls};
+use crate::resp::encode;
+
+/// The name shared connections give themselves, so that `CLIENT LIST` tells them apart.
+pub const SHARED_NAME: &str = "redis-audit-proxy-shared";
+
+/// What Redis holds per connection that decides which shared connections a client may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StateKey {
+    /// The selected database.
+    pub db: u32,
+    /// The RESP version.
+    pub protocol: u8,
+}
+
+/// The shared and spare upstream connections of one process.
+#[derive(Debug)]
+pub struct Pool {
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    groups: Mutex<HashMap<StateKey, Group>>,
+    /// Held while a shared connection is being opened, so that a thousand clients arriving
+    /// together open `pool_size` connections, not a thousand.
+    opening: tokio::sync::Mutex<()>,
+    next_id: AtomicU64,
+    /// The last failure to open a shared connection: clients arriving within
+    /// `upstream.reconnect_interval` of it get its error without trying again.
+    last_failure: Mutex<Option<(Instant, String)>>,
+    shared_gauge: IntGauge,
+    spare_gauge: IntGauge,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    shared: Vec<Arc<shared::SharedConn>>,
+    spares: Vec<Spare>,
+}
+
+#[derive(Debug)]
+struct Spare {
+    stream: UpstreamStream,
+    since: Instant,
+}
+
+impl shared::Observer for Metrics {
+    fn wrote(&self, commands: u64) {
+        self.upstream_write(commands);
+    }
+}
+
+impl Pool {
+    /// An empty pool for `config`'s upstream.
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            shared_gauge: metrics.upstream_connections("shared"),
+            spare_gauge: metrics.upstream_connections("spare"),
+            config,
+            metrics,
+            groups: Mutex::new(HashMap::new()),
+            opening: tokio::sync::Mutex::new(()),
+            next_id: AtomicU64::new(1),
+            last_failure: Mutex::new(None),
+        }
+    }
+
+    fn groups(&self) -> MutexGuard<'_, HashMap<StateKey, Group>> {
+        self.groups.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A link to a shared connection in state `key`: the one with the fewest clients once the
+    /// group is full, else an idle one, else a new one.
+    pub async fn link(
+        &self,
+        key: StateKey,
+        tls: Option<&UpstreamTls>,
+    ) -> Result<SharedLink, String> {
+        if let Some(link) = self.pick(key) {
+            return Ok(link);
+        }
+        let _opening = self.opening.lock().await;
+        if let Some(link) = self.pick(key) {
+            return Ok(link);
+        }
+        if let Some((at, error)) =
+            &*self.last_failure.lock().unwrap_or_else(PoisonError::into_inner)
+        {
+            if at.elapsed() < self.config.upstream.reconnect_interval {
+                return Err(error.clone());
+            }
+        }
+        let conn = match self.open_shared(key, tls).await {
+            Ok(conn) => conn,
+            Err(error) => {
+                *self.last_failure.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some((Instant::now(), error.clone()));
+                return Err(error);
+            }
+        };
+        let link = SharedLink::attach(&conn, self.config.upstream.pool_unread_max_bytes);
+        self.groups().entry(key).or_default().shared.push(conn);
+        Ok(link)
+    }
+
+    fn pick(&self, key: StateKey) -> Option<SharedLink> {
+        let mut groups = self.groups();
+        let group = groups.entry(key).or_default();
+        group.shared.retain(|conn| !conn.is_dead());
+        let least = group.shared.iter().min_by_key(|conn| conn.clients())?;
+        if least.clients() > 0 && group.shared.len() < self.config.upstream.pool_size {
+            return None;
+        }
+        Some(SharedLink::attach(least, self.config.upstream.pool_unread_max_bytes))
+    }
+
+    /// Opens a connection, puts it in state `key` and starts its task.
+    async fn open_shared(
+        &self,
+        key: StateKey,
+        tls: Option<&UpstreamTls>,
+    ) -> Result<Arc<shared::SharedConn>, String> {
+        let config = &self.config.upstream;
+        let mut stream = upstream::connect(config, tls).await.map_err(|error| {
+            self.metrics.upstream_connect_error();
+            error.to_string()
+        })?;
+        tokio::time::timeout(config.connect_timeout, self.set_up(&mut stream, key))
+            .await
+            .map_err(|_| format!("upstream {} unavailable: setup timed out", config.address))??;
+        let conn = shared::SharedConn::new(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let gauge = self.shared_gauge.clone();
+        gauge.inc();
+        let driver = shared::Driver {
+            conn: Arc::clone(&conn),
+            stream,
+            reply_max_depth: self.config.proxy.limits.reply_max_depth,
+            idle: config.pool_idle,
+            observer: Arc::clone(&self.metrics) as Arc<dyn shared::Observer>,
+        };
+        tracing::debug!(
+            shared = conn.id,
+            db = key.db,
+            protocol = key.protocol,
+            "shared upstream connection opened"
+        );
+        tokio::spawn(async move {
+            driver.run().await;
+            gauge.dec();
+        });
+        Ok(conn)
+    }
+
+    /// The service login (`auth.mode = "proxy"`), the connection's name, the protocol and the
+    /// database. Only a refused login or database fails it.
+    async fn set_up(&self, stream: &mut UpstreamStream, key: StateKey) -> Result<(), String> {
+        let address = &self.config.upstream.address;
+        let refused = |what: &str, reply: &[u8]| {
+            let text = String::from_utf8_lossy(reply.get(1..).unwrap_or_default());
+            format!(
+                "upstream {address} refused the shared connection's {what}: {}",
+                text.trim_end()
+            )
+        };
+        let io = |error: upstream::FetchTableError| format!("upstream {address}: {error}");
+        if self.config.auth.mode == AuthMode::Proxy {
+            if let Some((user, password)) = &self.config.auth.upstream_login {
+                let login = encode::command(&[b"AUTH", user.as_bytes(), &password.0]);
+                let reply = upstream::read_reply(stream, &login).await.map_err(io)?;
+                if reply.starts_with(b"-") {
+                    return Err(refused("login", b"-the service login"));
+                }
+            }
+        }
+        let name = encode::command(&[b"CLIENT", b"SETNAME", SHARED_NAME.as_bytes()]);
+        // A service user without +client|setname leaves it unnamed; nothing else changes.
+        upstream::read_reply(stream, &name).await.map_err(io)?;
+        if key.protocol == 3 {
+            let reply = upstream::read_reply(stream, b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n")
+                .await
+                .map_err(io)?;
+            if reply.starts_with(b"-") {
+                return Err(refused("HELLO 3", &reply));
+            }
+        }
+        if key.db != 0 {
+            let db = key.db.to_string();
+            let select = encode::command(&[b"SELECT", db.as_bytes()]);
+            let reply = upstream::read_reply(stream, &select).await.map_err(io)?;
+            if reply.starts_with(b"-") {
+                return Err(refused("SELECT", &reply));
+            }
+        }
+        Ok(())
+    }
+
+    /// A connection for a client to pin: a spare in state `key` (`false`), or a new one that
+    /// the client must put in that state itself (`true`).
+    pub async fn dedicated(
+        &self,
+        key: StateKey,
+        tls: Option<&UpstreamTls>,
+    ) -> Result<(UpstreamStream, bool), UpstreamError> {
+        loop {
+            let spare = self.groups().get_mut(&key).and_then(|group| group.spares.pop());
+            let Some(mut spare) = spare else { break };
+            self.spare_gauge.dec();
+            if spare.since.elapsed() < self.config.upstream.pool_idle
+                && still_open(&mut spare.stream)
+            {
+                return Ok((spare.stream, false));
+            }
+        }
+        let stream = upstream::connect(&self.config.upstream, tls).await.inspect_err(|_| {
+            self.metrics.upstream_connect_error();
+        })?;
+        Ok((stream, true))
+    }
+
+    /// A client unpinned: its connection, in state `key`, is kept as a spare while there is
+    /// room, else closed.
+    pub fn give_back(&self, key: StateKey, stream: UpstreamStream) {
+        let mut groups = self.groups();
+        let group = groups.entry(key).or_default();
+        let now = Instant::now();
+        let idle = self.config.upstream.pool_idle;
+        let before = group.spares.len();
+        group.spares.retain(|spare| now.saturating_duration_since(spare.since) < idle);
+        self.spare_gauge.sub((before - group.spares.len()) as i64);
+        if group.spares.len() < self.config.upstream.pool_size {
+            group.spares.push(Spare { stream, since: now });
+            self.spare_gauge.inc();
+        }
+    }
+}
+
+/// Whether a spare connection is still open: nothing may arrive on an idle connection but
+/// its close (Redis's `timeout`, a restart, `CLIENT KILL`).
+fn still_open(stream: &mut UpstreamStream) -> bool {
+    let mut byte = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut byte);
+    let mut cx = Context::from_waker(Waker::noop());
+    matches!(std::pin::Pin::new(stream).poll_read(&mut cx, &mut buf), Poll::Pending)
+}

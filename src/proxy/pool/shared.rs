@@ -1,0 +1,410 @@
+//! One shared upstream connection: the task that writes many clients' commands to Redis in
+//! one write and hands each reply back to the client whose command it answers.
+//!
+//! Every command sent on a shared connection gets exactly one reply (commands that get more,
+//! or none, pin their client to a connection of its own first: `proxy::pin`), so replies are
+//! paired with clients by position alone, as a client pairs them with its commands. A client
+//! submits its commands with the number of replies they will get ([`SharedLink::submit`]);
+//! the task frames what Redis sends and appends each reply's bytes, as they are framed, to
+//! that client's [`Inbox`], which the client reads as it would read its own socket.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWrite;
+use tokio::time::Instant;
+
+use crate::proxy::pipeline::WriteQueue;
+use crate::proxy::upstream::UpstreamStream;
+use crate::resp::reply::ReplyScanner;
+
+/// Room kept free in the read buffer before each read.
+const READ_SIZE: usize = 64 * 1024;
+
+/// Why a client's shared connection can no longer answer it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lost {
+    /// Redis closed the connection.
+    Closed,
+    /// The connection failed (I/O error, a reply that is not RESP).
+    Failed(String),
+    /// The client left more than `upstream.pool_unread_max_bytes` of replies unread.
+    Overflow,
+}
+
+/// What a shared connection's task reports to the pool.
+pub(super) trait Observer: Send + Sync {
+    /// One write to Redis carried `commands` commands.
+    fn wrote(&self, commands: u64);
+}
+
+/// The part of a shared connection clients reach: the submission queue.
+#[derive(Debug)]
+pub(super) struct SharedConn {
+    /// Its number in the pool, for logs.
+    pub(super) id: u64,
+    queue: Mutex<Queue>,
+    /// Clients attached to it (balance and idle detection).
+    clients: AtomicUsize,
+    /// Set once it failed or closed: the pool stops handing it out.
+    dead: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    writes: WriteQueue,
+    routes: Vec<Route>,
+    /// Commands submitted since the task last took the queue.
+    commands: u64,
+    /// The task, waiting for submissions.
+    waker: Option<Waker>,
+    /// Set when the connection is gone: submissions are refused with it.
+    lost: Option<Lost>,
+}
+
+/// Where the next `replies` replies go.
+#[derive(Debug)]
+struct Route {
+    inbox: Arc<Inbox>,
+    replies: u32,
+}
+
+/// The replies for one client, waiting for it to read them.
+#[derive(Debug)]
+pub(super) struct Inbox {
+    state: Mutex<InboxState>,
+    /// `upstream.pool_unread_max_bytes`.
+    limit: usize,
+}
+
+#[derive(Debug, Default)]
+struct InboxState {
+    chunks: VecDeque<Bytes>,
+    len: usize,
+    lost: Option<Lost>,
+    waker: Option<Waker>,
+    /// The client is gone: what arrives for it is dropped.
+    abandoned: bool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Inbox {
+    fn deliver(&self, bytes: Bytes) {
+        let mut state = lock(&self.state);
+        if state.abandoned || state.lost.is_some() {
+            return;
+        }
+        state.len += bytes.len();
+        if state.len > self.limit {
+            // The client does not read: closed, as Redis closes a client past its
+            // output buffer limit, and what it was owed is dropped.
+            state.chunks.clear();
+            state.len = 0;
+            state.lost = Some(Lost::Overflow);
+        } else {
+            state.chunks.push_back(bytes);
+        }
+        if let Some(waker) = state.waker.take() {
+            drop(state);
+            waker.wake();
+        }
+    }
+
+    fn lose(&self, lost: &Lost) {
+        let mut state = lock(&self.state);
+        if state.lost.is_none() {
+            state.lost = Some(lost.clone());
+        }
+        if let Some(waker) = state.waker.take() {
+            drop(state);
+            waker.wake();
+        }
+    }
+}
+
+/// A client's handle on a shared connection.
+#[derive(Debug)]
+pub struct SharedLink {
+    conn: Arc<SharedConn>,
+    inbox: Arc<Inbox>,
+}
+
+impl SharedLink {
+    pub(super) fn attach(conn: &Arc<SharedConn>, limit: usize) -> Self {
+        conn.clients.fetch_add(1, Ordering::Relaxed);
+        let inbox = Arc::new(Inbox { state: Mutex::new(InboxState::default()), limit });
+        Self { conn: Arc::clone(conn), inbox }
+    }
+
+    /// The shared connection's number in the pool.
+    pub fn id(&self) -> u64 {
+        self.conn.id
+    }
+
+    /// Moves every command queued in `commands` to the shared connection; `replies` is how
+    /// many replies they get. Refused, with nothing moved, once the connection is gone.
+    pub fn submit(&self, commands: &mut WriteQueue, replies: u32) -> Result<(), Lost> {
+        let mut queue = lock(&self.conn.queue);
+        if let Some(lost) = &queue.lost {
+            return Err(lost.clone());
+        }
+        queue.writes.append(commands);
+        queue.commands += u64::from(replies);
+        match queue.routes.last_mut() {
+            // Consecutive submissions of one client share a route.
+            Some(last) if Arc::ptr_eq(&last.inbox, &self.inbox) => last.replies += replies,
+            _ => queue.routes.push(Route { inbox: Arc::clone(&self.inbox), replies }),
+        }
+        if let Some(waker) = queue.waker.take() {
+            drop(queue);
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Appends the reply bytes waiting for this client to `buf`; `Err` once the connection is
+    /// gone and everything that arrived before was read.
+    pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<Result<usize, Lost>> {
+        let mut state = lock(&self.inbox.state);
+        if state.chunks.is_empty() {
+            if let Some(lost) = &state.lost {
+                return Poll::Ready(Err(lost.clone()));
+            }
+            if !state.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                state.waker = Some(cx.waker().clone());
+            }
+            return Poll::Pending;
+        }
+        buf.reserve(state.len);
+        for chunk in state.chunks.drain(..) {
+            buf.extend_from_slice(&chunk);
+        }
+        Poll::Ready(Ok(std::mem::take(&mut state.len)))
+    }
+
+    /// True when the connection failed while this client had commands on it.
+    pub fn is_lost(&self) -> bool {
+        lock(&self.inbox.state).lost.is_some()
+    }
+}
+
+impl Drop for SharedLink {
+    fn drop(&mut self) {
+        lock(&self.inbox.state).abandoned = true;
+        if self.conn.clients.fetch_sub(1, Ordering::Relaxed) == 1 {
+            // The last client left: the task starts its idle timer.
+            let waker = lock(&self.conn.queue).waker.take();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+}
+
+impl SharedConn {
+    pub(super) fn new(id: u64) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            queue: Mutex::new(Queue::default()),
+            clients: AtomicUsize::new(0),
+            dead: AtomicBool::new(false),
+        })
+    }
+
+    /// Clients attached.
+    pub(super) fn clients(&self) -> usize {
+        self.clients.load(Ordering::Relaxed)
+    }
+
+    /// Failed or closed.
+    pub(super) fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire)
+    }
+
+    /// Marks it gone: no more submissions; every client with commands on it (sent or queued)
+    /// is told why.
+    fn fail(&self, lost: &Lost, routes: impl IntoIterator<Item = Route>) {
+        self.dead.store(true, Ordering::Release);
+        let queued = {
+            let mut queue = lock(&self.queue);
+            queue.lost = Some(lost.clone());
+            queue.writes = WriteQueue::default();
+            std::mem::take(&mut queue.routes)
+        };
+        for route in routes.into_iter().chain(queued) {
+            route.inbox.lose(lost);
+        }
+    }
+}
+
+/// The task's side of a shared connection.
+pub(super) struct Driver {
+    pub(super) conn: Arc<SharedConn>,
+    pub(super) stream: UpstreamStream,
+    pub(super) reply_max_depth: usize,
+    pub(super) idle: Duration,
+    pub(super) observer: Arc<dyn Observer>,
+}
+
+impl Driver {
+    /// Serves the connection until Redis closes it, it fails, or no client used it for
+    /// `idle`.
+    pub(super) async fn run(self) {
+        let Self { conn, mut stream, reply_max_depth, idle, observer } = self;
+        let mut state = State {
+            out: WriteQueue::default(),
+            needs_flush: false,
+            routes: VecDeque::new(),
+            input: BytesMut::with_capacity(READ_SIZE),
+            scanned: 0,
+            scanner: ReplyScanner::new(reply_max_depth),
+            idle_timer: Box::pin(tokio::time::sleep(idle)),
+            idle_armed: false,
+            yielded: false,
+            idle,
+        };
+        let lost = poll_fn(|cx| state.poll(cx, &conn, &mut stream, observer.as_ref())).await;
+        tracing::debug!(shared = conn.id, ?lost, "shared upstream connection closed");
+        conn.fail(&lost, state.routes.drain(..));
+    }
+}
+
+struct State {
+    out: WriteQueue,
+    needs_flush: bool,
+    /// Clients owed replies, in the order their commands were written.
+    routes: VecDeque<Route>,
+    input: BytesMut,
+    /// Bytes at the front of `input` framed but not yet handed to a client.
+    scanned: usize,
+    scanner: ReplyScanner,
+    idle_timer: Pin<Box<tokio::time::Sleep>>,
+    /// The timer runs from the moment the connection last became idle.
+    idle_armed: bool,
+    /// Submissions were seen and the task yielded once before taking them.
+    yielded: bool,
+    idle: Duration,
+}
+
+impl State {
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        conn: &SharedConn,
+        stream: &mut UpstreamStream,
+        observer: &dyn Observer,
+    ) -> Poll<Lost> {
+        loop {
+            let mut progress = false;
+            {
+                let mut queue = lock(&conn.queue);
+                if queue.commands > 0 && !self.yielded {
+                    // Let the other clients ready in this turn submit too, then write them all
+                    // at once: a task that wakes itself goes to the back of the run queue.
+                    self.yielded = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                self.yielded = false;
+                if queue.commands > 0 {
+                    self.out.append(&mut queue.writes);
+                    self.routes.extend(queue.routes.drain(..));
+                    observer.wrote(std::mem::take(&mut queue.commands));
+                } else if !queue.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    queue.waker = Some(cx.waker().clone());
+                }
+            }
+            if !self.out.is_empty() {
+                match self.out.poll_write_to(stream, cx, usize::MAX) {
+                    Poll::Ready(Ok(_)) => {
+                        progress = true;
+                        self.needs_flush = true;
+                    }
+                    Poll::Ready(Err(error)) => return Poll::Ready(Lost::Failed(error.to_string())),
+                    Poll::Pending => {}
+                }
+            } else if self.needs_flush {
+                match Pin::new(&mut *stream).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => self.needs_flush = false,
+                    Poll::Ready(Err(error)) => return Poll::Ready(Lost::Failed(error.to_string())),
+                    Poll::Pending => {}
+                }
+            }
+            if self.input.capacity() - self.input.len() < READ_SIZE / 4 {
+                self.input.reserve(READ_SIZE);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut self.input) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Lost::Closed),
+                Poll::Ready(Ok(_)) => {
+                    progress = true;
+                    if let Err(lost) = self.dispatch() {
+                        return Poll::Ready(lost);
+                    }
+                }
+                Poll::Ready(Err(error)) => return Poll::Ready(Lost::Failed(error.to_string())),
+                Poll::Pending => {}
+            }
+            if progress {
+                continue;
+            }
+            if self.routes.is_empty() && self.out.is_empty() && conn.clients() == 0 {
+                if !self.idle_armed {
+                    self.idle_armed = true;
+                    self.idle_timer.as_mut().reset(Instant::now() + self.idle);
+                }
+                if std::future::Future::poll(self.idle_timer.as_mut(), cx).is_ready() {
+                    return Poll::Ready(Lost::Closed);
+                }
+            } else {
+                self.idle_armed = false;
+            }
+            return Poll::Pending;
+        }
+    }
+
+    /// Frames what was read and hands each reply's bytes, as they are framed, to the client
+    /// it answers.
+    fn dispatch(&mut self) -> Result<(), Lost> {
+        while self.scanned < self.input.len() {
+            let Some(head) = self.routes.front_mut() else {
+                return Err(Lost::Failed("a reply with no command waiting for it".into()));
+            };
+            let (used, done) = self
+                .scanner
+                .scan(&self.input[self.scanned..])
+                .map_err(|error| Lost::Failed(format!("invalid reply: {error}")))?;
+            self.scanned += used;
+            if !done {
+                break;
+            }
+            head.replies -= 1;
+            if head.replies == 0 {
+                let route = self.routes.pop_front().expect("the head route");
+                let same_client =
+                    self.routes.front().is_some_and(|next| Arc::ptr_eq(&next.inbox, &route.inbox));
+                if !same_client {
+                    route.inbox.deliver(self.input.split_to(self.scanned).freeze());
+                    self.scanned = 0;
+                }
+            }
+        }
+        // Cut-through: part of a reply (or whole replies of a client with more to come) goes
+        // to its client now.
+        if self.scanned > 0 {
+            if let Some(head) = self.routes.front() {
+                head.inbox.deliver(self.input.split_to(self.scanned).freeze());
+                self.scanned = 0;
+            }
+        }
+        Ok(())
+    }
+}
