@@ -41,7 +41,10 @@ pub struct StateKey {
 pub struct Pool {
     config: Arc<Config>,
     metrics: Arc<Metrics>,
-    groups: Mutex<HashMap<StateKey, Group>>,
+    groups: Mutex<HashMap<GroupKey, Group>>,
+    /// `proxy.runtime = "per_core"`: each thread has connections of its own, so that a client
+    /// and its shared connection are served by one thread, with no wake-up across threads.
+    per_thread: bool,
     /// Held while a shared connection is being opened, so that a thousand clients arriving
     /// together open `pool_size` connections, not a thousand.
     opening: tokio::sync::Mutex<()>,
@@ -52,6 +55,9 @@ pub struct Pool {
     shared_gauge: IntGauge,
     spare_gauge: IntGauge,
 }
+
+/// A group of connections: a state, and with `per_core` the thread they are served on.
+type GroupKey = (StateKey, Option<std::thread::ThreadId>);
 
 #[derive(Debug, Default)]
 struct Group {
@@ -77,6 +83,7 @@ impl Pool {
         Self {
             shared_gauge: metrics.upstream_connections("shared"),
             spare_gauge: metrics.upstream_connections("spare"),
+            per_thread: config.proxy.runtime == crate::config::Runtime::PerCore,
             config,
             metrics,
             groups: Mutex::new(HashMap::new()),
@@ -86,8 +93,12 @@ impl Pool {
         }
     }
 
-    fn groups(&self) -> MutexGuard<'_, HashMap<StateKey, Group>> {
+    fn groups(&self) -> MutexGuard<'_, HashMap<GroupKey, Group>> {
         self.groups.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn group_key(&self, key: StateKey) -> GroupKey {
+        (key, self.per_thread.then(|| std::thread::current().id()))
     }
 
     /// A link to a shared connection in state `key`: the one with the fewest clients once the
@@ -120,13 +131,13 @@ impl Pool {
             }
         };
         let link = SharedLink::attach(&conn, self.config.upstream.pool_unread_max_bytes);
-        self.groups().entry(key).or_default().shared.push(conn);
+        self.groups().entry(self.group_key(key)).or_default().shared.push(conn);
         Ok(link)
     }
 
     fn pick(&self, key: StateKey) -> Option<SharedLink> {
         let mut groups = self.groups();
-        let group = groups.entry(key).or_default();
+        let group = groups.entry(self.group_key(key)).or_default();
         group.shared.retain(|conn| !conn.is_dead());
         let least = group.shared.iter().min_by_key(|conn| conn.clients())?;
         if least.clients() > 0 && group.shared.len() < self.config.upstream.pool_size {
@@ -223,7 +234,7 @@ impl Pool {
         tls: Option<&UpstreamTls>,
     ) -> Result<(UpstreamStream, bool), UpstreamError> {
         loop {
-            let spare = self.groups().get_mut(&key).and_then(|group| group.spares.pop());
+            let spare = self.groups().get_mut(&self.group_key(key)).and_then(|g| g.spares.pop());
             let Some(mut spare) = spare else { break };
             self.spare_gauge.dec();
             if spare.since.elapsed() < self.config.upstream.pool_idle
@@ -242,7 +253,7 @@ impl Pool {
     /// room, else closed.
     pub fn give_back(&self, key: StateKey, stream: UpstreamStream) {
         let mut groups = self.groups();
-        let group = groups.entry(key).or_default();
+        let group = groups.entry(self.group_key(key)).or_default();
         let now = Instant::now();
         let idle = self.config.upstream.pool_idle;
         let before = group.spares.len();
