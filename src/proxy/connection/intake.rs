@@ -165,10 +165,6 @@ where
             self.push_local(slot, reply, now);
             return true;
         }
-        if !self.placed(item.command.as_deref(), &item.request.args) {
-            self.waiting = Some(item.request);
-            return false;
-        }
         let policy = self.current_policy();
         let view = gate::View {
             user: &self.session.user,
@@ -190,7 +186,18 @@ where
             keys: &item.keys,
             effect: &item.effect,
         };
-        match gate::decide(&view, &command, policy.as_deref()) {
+        let decision = gate::decide(&view, &command, policy.as_deref());
+        let may_forward = matches!(
+            decision,
+            Decision::Forward { .. } | Decision::Serve(Service::AclCommand | Service::Authenticate)
+        );
+        // Shared mode: a command Redis will run may first need a connection of its own (the
+        // gate is pure: it decides the same again once the move is made).
+        if may_forward && !self.placed(item.command.as_deref(), &item.request.args) {
+            self.waiting = Some(item.request);
+            return false;
+        }
+        match decision {
             Decision::Wait => {
                 self.waiting = Some(item.request);
                 return false;
