@@ -74,6 +74,9 @@ pub struct CommandRecord {
     pub error_code: Option<Bytes>,
     /// Who answered.
     pub source: ReplySource,
+    /// With `upstream.pool = "shared"`: the number of the shared upstream connection that
+    /// carried it; `None` for a connection of the client's own (or a proxy answer).
+    pub upstream_conn: Option<u64>,
     /// Bytes of the request on the wire.
     pub request_bytes: u64,
     /// Bytes of the reply (all replies, for SUBSCRIBE-like commands).

@@ -289,6 +289,10 @@ pub fn push_command_body(
     if record.source == ReplySource::Proxy {
         out.extend_from_slice(b",\"source\":\"proxy\"");
     }
+    if let Some(conn) = record.upstream_conn {
+        out.extend_from_slice(b",\"upstream_conn\":");
+        push_u64(out, conn);
+    }
     out.extend_from_slice(b"},\"duration_us\":");
     push_u64(out, record.latency.as_micros() as u64);
     out.extend_from_slice(b",\"request_bytes\":");
@@ -441,6 +445,7 @@ mod tests {
             status: ReplyStatus::Error,
             error_code: Some(Bytes::from_static(b"WRONGTYPE")),
             source: ReplySource::Upstream,
+            upstream_conn: None,
             request_bytes: 45,
             reply_bytes: 70,
             latency: std::time::Duration::from_micros(180),

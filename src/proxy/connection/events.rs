@@ -81,7 +81,16 @@ where
         self.totals.bytes_in += slot.request_bytes;
         self.totals.bytes_out += slot.reply_bytes;
         let refused = slot.refused && source == ReplySource::Proxy;
+        // Replies arrive on the link the command went out on: links change only when nothing
+        // is in flight.
+        let upstream_conn = match &self.upstream {
+            Some(super::link::Link::Shared(link)) if source == ReplySource::Upstream => {
+                Some(link.id())
+            }
+            _ => None,
+        };
         let record = CommandRecord {
+            upstream_conn,
             conn_id: self.session.id,
             client_addr: self.peer,
             user,
