@@ -418,7 +418,7 @@ pub enum AuthMode {
 }
 
 /// A value that must never be printed (`Debug` shows `***`).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Secret(pub Vec<u8>);
 
 impl std::fmt::Debug for Secret {

@@ -19,9 +19,10 @@ use super::Connection;
 use crate::admin::metrics::Metrics;
 use crate::command::CommandInfo;
 use crate::config::AuthMode;
+use crate::config::Secret;
 use crate::proxy::pin::{self, PinReason};
 use crate::proxy::pipeline::{Internal, LocalReply, Slot};
-use crate::proxy::pool::{Lost, SharedLink, StateKey};
+use crate::proxy::pool::{Login, Lost, SharedLink, StateKey};
 use crate::proxy::session::Effect;
 use crate::proxy::upstream::UpstreamStream;
 use crate::record::ReplyStatus;
@@ -107,7 +108,37 @@ where
 {
     /// The state shared connections are keyed by, as Redis confirmed it for this session.
     pub(super) fn state_key(&self) -> StateKey {
-        StateKey { db: self.session.db, protocol: self.session.protocol }
+        let login = match self.ctx.config.auth.mode {
+            AuthMode::Passthrough => self.client_login.clone(),
+            AuthMode::Proxy if self.runs_as_mirror => {
+                match self.ctx.mirrors().and_then(|m| m.login(&self.session.user)) {
+                    Some((user, password)) => {
+                        Login::As { user, password: Secret(password.into_bytes()) }
+                    }
+                    None => Login::Default,
+                }
+            }
+            AuthMode::Proxy => Login::Default,
+        };
+        StateKey { login, db: self.session.db, protocol: self.session.protocol }
+    }
+
+    /// Passthrough: after a reply to a command sent as the client wrote it, the login Redis
+    /// confirmed (AUTH and HELLO AUTH), or a RESET's return to a new connection's.
+    pub(super) fn track_login(&mut self, slot: &Slot, status: ReplyStatus) {
+        if self.ctx.config.auth.mode != AuthMode::Passthrough || status != ReplyStatus::Ok {
+            return;
+        }
+        match &slot.effect {
+            Effect::Auth(user) | Effect::Hello { user: Some(user), .. } => {
+                if let Some(password) = super::replies::password_of(&slot.args) {
+                    let password = Secret(password.to_vec());
+                    self.client_login = Login::As { user: user.clone(), password };
+                }
+            }
+            Effect::Reset => self.client_login = Login::Default,
+            _ => {}
+        }
     }
 
     /// In shared mode, before the gate: false when the command must wait for a move (pin or
@@ -169,15 +200,18 @@ where
             return;
         }
         if let Some(Link::Dedicated { stream, .. }) = self.upstream.take() {
-            pool.give_back(self.state_key(), stream);
+            pool.give_back(&self.state_key(), stream);
         }
     }
 
     /// Nothing holds this client to its own connection any more.
     fn unpinnable(&self) -> bool {
+        // A login the key does not name (AUTH inside MULTI) keeps the client where it is.
         let login_is_shared = match self.ctx.config.auth.mode {
-            AuthMode::Passthrough => !self.session.logged_in,
-            AuthMode::Proxy => !self.runs_as_mirror && self.ctx.mirrors().is_none(),
+            AuthMode::Passthrough => {
+                !self.session.logged_in || matches!(self.client_login, Login::As { .. })
+            }
+            AuthMode::Proxy => true,
         };
         login_is_shared
             && !self.pinned_for_good
@@ -209,20 +243,20 @@ where
         let key = self.state_key();
         let tls = self.ctx.upstream_tls();
         match relink {
-            Relink::Pin(reason) => match pool.dedicated(key, tls.as_deref()).await {
+            Relink::Pin(reason) => match pool.dedicated(&key, tls.as_deref()).await {
                 Ok((stream, fresh)) => {
                     self.ctx.metrics.upstream_pin(reason.as_str());
                     self.pinned_for_good |= reason.for_good();
                     self.pin_after = None;
                     self.upstream = Some(Link::dedicated(stream, &self.ctx.metrics, "pinned"));
                     self.reset_upstream_reader();
-                    self.set_up_pinned(key, fresh, Instant::now());
+                    self.set_up_pinned(&key, fresh, Instant::now());
                 }
                 Err(error) => self.upstream_unavailable(error.to_string()),
             },
             Relink::Unpin | Relink::Replace => {
                 if let Some(Link::Dedicated { stream, .. }) = self.upstream.take() {
-                    pool.give_back(key, stream);
+                    pool.give_back(&key, stream);
                     self.submitted = self.pending.sent();
                 }
                 self.reset_upstream_reader();
@@ -252,10 +286,15 @@ where
     /// one (`fresh`) gets the proxy's login, protocol and database; every one gets the library
     /// name and version the proxy answered `CLIENT SETINFO` with (a spare may carry another
     /// client's: empty values clear them).
-    fn set_up_pinned(&mut self, key: StateKey, fresh: bool, now: Instant) {
+    fn set_up_pinned(&mut self, key: &StateKey, fresh: bool, now: Instant) {
         let mut setup = Vec::new();
         if fresh {
             self.login_upstream(now);
+            if let (AuthMode::Passthrough, Login::As { user, password }) =
+                (self.ctx.config.auth.mode, &key.login)
+            {
+                setup.push((encode::command(&[b"AUTH", user, &password.0]), true));
+            }
             if key.protocol == 3 {
                 setup.push((encode::command(&[b"HELLO", b"3"]), true));
             }

@@ -152,6 +152,9 @@ struct Connection<C> {
     watching: bool,
     /// `pending.sent()` as of the last submission to a shared connection.
     submitted: u64,
+    /// Passthrough: the credentials Redis last accepted from this client (the key of the
+    /// shared connections it may use).
+    client_login: crate::proxy::pool::Login,
     /// Why the upstream is unavailable, for those errors.
     upstream_error: String,
     last_connect_attempt: Instant,
@@ -251,6 +254,7 @@ where
             pin_after: None,
             watching: false,
             submitted: 0,
+            client_login: crate::proxy::pool::Login::Default,
             last_connect_attempt: now,
             client_in: BytesMut::new(),
             upstream_in: BytesMut::new(),

@@ -364,6 +364,9 @@ where
             self.runs_as_mirror = false;
         }
         self.track_watch(&slot);
+        if forwarded_as_sent {
+            self.track_login(&slot, status);
+        }
         if slot.effect == Effect::Replicate {
             // Redis refused it: an ordinary connection again.
             self.replication = None;
@@ -528,7 +531,7 @@ where
 }
 
 /// The password of an `AUTH [user] pass` or `HELLO ... AUTH user pass`.
-fn password_of(args: &[Bytes]) -> Option<&Bytes> {
+pub(super) fn password_of(args: &[Bytes]) -> Option<&Bytes> {
     if args.first()?.eq_ignore_ascii_case(b"auth") {
         return args.last();
     }

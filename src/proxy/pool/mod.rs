@@ -1,10 +1,10 @@
 //! `upstream.pool = "shared"`: the upstream connections clients share, grouped by the state
-//! Redis holds per connection (database, protocol), and the spare connections clients are
-//! pinned to while they need one of their own.
+//! Redis holds per connection (login, database, protocol), and the spare connections clients
+//! are pinned to while they need one of their own.
 //!
-//! The login is not part of the key: a shared connection runs as the connection's default
-//! user (in passthrough, not logged in; with `auth.mode = "proxy"`, the service user), and a
-//! client whose upstream login differs stays pinned (see `proxy::connection::link`).
+//! A login other than a new connection's is the credentials Redis accepted from a client
+//! (passthrough) or the client's mirrored user (`auth.mode = "proxy"`): the pool keeps them in
+//! memory, as the key of the connections it opens with them, and never prints them.
 
 mod shared;
 
@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
+use bytes::Bytes;
 use prometheus::IntGauge;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Instant;
@@ -20,16 +21,33 @@ use tokio::time::Instant;
 pub use shared::{Lost, SharedLink};
 
 use crate::admin::metrics::Metrics;
-use crate::config::{AuthMode, Config};
+use crate::config::{AuthMode, Config, Secret};
 use crate::proxy::upstream::{self, UpstreamError, UpstreamStream, UpstreamTls};
 use crate::resp::encode;
 
 /// The name shared connections give themselves, so that `CLIENT LIST` tells them apart.
 pub const SHARED_NAME: &str = "redis-audit-proxy-shared";
 
+/// Who a connection is logged in as.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Login {
+    /// As a new connection is: not logged in (passthrough), or the service login
+    /// (`auth.mode = "proxy"`).
+    Default,
+    /// `AUTH user password`, which Redis accepted before.
+    As {
+        /// The user.
+        user: Bytes,
+        /// The password (`Debug` hides it).
+        password: Secret,
+    },
+}
+
 /// What Redis holds per connection that decides which shared connections a client may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StateKey {
+    /// Who the connection is logged in as.
+    pub login: Login,
     /// The selected database.
     pub db: u32,
     /// The RESP version.
@@ -108,11 +126,11 @@ impl Pool {
         key: StateKey,
         tls: Option<&UpstreamTls>,
     ) -> Result<SharedLink, String> {
-        if let Some(link) = self.pick(key) {
+        if let Some(link) = self.pick(&key) {
             return Ok(link);
         }
         let _opening = self.opening.lock().await;
-        if let Some(link) = self.pick(key) {
+        if let Some(link) = self.pick(&key) {
             return Ok(link);
         }
         if let Some((at, error)) =
@@ -122,7 +140,7 @@ impl Pool {
                 return Err(error.clone());
             }
         }
-        let conn = match self.open_shared(key, tls).await {
+        let conn = match self.open_shared(&key, tls).await {
             Ok(conn) => conn,
             Err(error) => {
                 *self.last_failure.lock().unwrap_or_else(PoisonError::into_inner) =
@@ -135,9 +153,9 @@ impl Pool {
         Ok(link)
     }
 
-    fn pick(&self, key: StateKey) -> Option<SharedLink> {
+    fn pick(&self, key: &StateKey) -> Option<SharedLink> {
         let mut groups = self.groups();
-        let group = groups.entry(self.group_key(key)).or_default();
+        let group = groups.entry(self.group_key(key.clone())).or_default();
         group.shared.retain(|conn| !conn.is_dead());
         let least = group.shared.iter().min_by_key(|conn| conn.clients())?;
         if least.clients() > 0 && group.shared.len() < self.config.upstream.pool_size {
@@ -149,7 +167,7 @@ impl Pool {
     /// Opens a connection, puts it in state `key` and starts its task.
     async fn open_shared(
         &self,
-        key: StateKey,
+        key: &StateKey,
         tls: Option<&UpstreamTls>,
     ) -> Result<Arc<shared::SharedConn>, String> {
         let config = &self.config.upstream;
@@ -185,7 +203,7 @@ impl Pool {
 
     /// The service login (`auth.mode = "proxy"`), the connection's name, the protocol and the
     /// database. Only a refused login or database fails it.
-    async fn set_up(&self, stream: &mut UpstreamStream, key: StateKey) -> Result<(), String> {
+    async fn set_up(&self, stream: &mut UpstreamStream, key: &StateKey) -> Result<(), String> {
         let address = &self.config.upstream.address;
         let refused = |what: &str, reply: &[u8]| {
             let text = String::from_utf8_lossy(reply.get(1..).unwrap_or_default());
@@ -195,13 +213,22 @@ impl Pool {
             )
         };
         let io = |error: upstream::FetchTableError| format!("upstream {address}: {error}");
-        if self.config.auth.mode == AuthMode::Proxy {
-            if let Some((user, password)) = &self.config.auth.upstream_login {
-                let login = encode::command(&[b"AUTH", user.as_bytes(), &password.0]);
-                let reply = upstream::read_reply(stream, &login).await.map_err(io)?;
-                if reply.starts_with(b"-") {
-                    return Err(refused("login", b"-the service login"));
-                }
+        let login = match (&key.login, &self.config.auth.upstream_login) {
+            (Login::As { user, password }, _) => {
+                Some(encode::command(&[b"AUTH", user, &password.0]))
+            }
+            (Login::Default, Some((user, password)))
+                if self.config.auth.mode == AuthMode::Proxy =>
+            {
+                Some(encode::command(&[b"AUTH", user.as_bytes(), &password.0]))
+            }
+            (Login::Default, _) => None,
+        };
+        if let Some(login) = login {
+            let reply = upstream::read_reply(stream, &login).await.map_err(io)?;
+            if reply.starts_with(b"-") {
+                // Redis's words, which never hold the password.
+                return Err(refused("login", &reply));
             }
         }
         let name = encode::command(&[b"CLIENT", b"SETNAME", SHARED_NAME.as_bytes()]);
@@ -230,11 +257,12 @@ impl Pool {
     /// the client must put in that state itself (`true`).
     pub async fn dedicated(
         &self,
-        key: StateKey,
+        key: &StateKey,
         tls: Option<&UpstreamTls>,
     ) -> Result<(UpstreamStream, bool), UpstreamError> {
+        let group = self.group_key(key.clone());
         loop {
-            let spare = self.groups().get_mut(&self.group_key(key)).and_then(|g| g.spares.pop());
+            let spare = self.groups().get_mut(&group).and_then(|g| g.spares.pop());
             let Some(mut spare) = spare else { break };
             self.spare_gauge.dec();
             if spare.since.elapsed() < self.config.upstream.pool_idle
@@ -251,9 +279,10 @@ impl Pool {
 
     /// A client unpinned: its connection, in state `key`, is kept as a spare while there is
     /// room, else closed.
-    pub fn give_back(&self, key: StateKey, stream: UpstreamStream) {
+    pub fn give_back(&self, key: &StateKey, stream: UpstreamStream) {
+        let group = self.group_key(key.clone());
         let mut groups = self.groups();
-        let group = groups.entry(self.group_key(key)).or_default();
+        let group = groups.entry(group).or_default();
         let now = Instant::now();
         let idle = self.config.upstream.pool_idle;
         let before = group.spares.len();
