@@ -13,6 +13,8 @@ directly and through each *arm* (the process in the middle):
                    allowed; the run fails if anything was denied).
   proxy-b          audit on, another binary (--proxy-bin-b) and/or other keys (--set-b): A/B of two
                    builds or configurations in one run.
+  proxy-shared     audit on, `upstream.pool = "shared"`: clients share 4 upstream connections.
+  proxy-shared-pc  the same with `proxy.runtime = "per_core"` (shared connections per thread).
   haproxy          HAProxy in TCP mode, one upstream connection per client like this proxy: the
                    reference for what forwarding bytes costs.
   twemproxy        nutcracker, which multiplexes all clients over one Redis connection.
@@ -35,7 +37,8 @@ auditing arm the reading after a run waits until its audit files stop growing, s
 thread's work is counted.
 
 Then: the audit trail the `proxy` arm wrote (bytes per record and per SET record), and on a fresh
-proxy its memory per idle connection (VmRSS) and its peak for a 64 MiB value (VmHWM).
+proxy its memory per idle connection (VmRSS) and its peak for a 64 MiB value (VmHWM); and on a
+fresh shared-pool proxy, how many upstream connections serve 10,000 clients that each sent a PING.
 
 Output: target/bench/result.json (command line, machine, every run, medians, ratios, targets), a
 plain report on stdout, the part of docs/benchmarks.md between the bench:begin and bench:end
@@ -260,6 +263,10 @@ def proxy_config(arm: str, port: int, upstream: int, tls_port: int | None,
         own["audit"] = {"enabled": "false"}
     if arm == "proxy-acl":
         own |= {"auth": {"users_file": q("users.acl")}, "acl": {"mode": q("enforce")}}
+    if arm.startswith("proxy-shared"):
+        own["upstream"]["pool"] = q("shared")
+    if arm == "proxy-shared-pc":
+        own["proxy"]["runtime"] = q("per_core")
     if tls_port:
         own["tls"] = {"listen": q(f"127.0.0.1:{tls_port}"), "cert_file": q("tls/server.pem"),
                       "key_file": q("tls/server.key")}
@@ -477,6 +484,50 @@ def big_value_memory(proc: Proc, port: int, mib: int) -> dict:
             "peak_multiple": (hwm_get - hwm0) / 1024 / mib}
 
 
+def redis_clients(port: int) -> list[str]:
+    """CLIENT LIST of the redis-server on `port`, one line per connection (this one included)."""
+    with socket.create_connection(("127.0.0.1", port)) as s, s.makefile("rb") as r:
+        s.sendall(b"*2\r\n$6\r\nCLIENT\r\n$4\r\nLIST\r\n")
+        header = r.readline()
+        if not header.startswith(b"$"):
+            die(f"CLIENT LIST: unexpected reply {header[:200]!r}")
+        return r.read(int(header[1:]) + 2).decode().split("\n")[:-1]
+
+
+def shared_fanin(sup: Supervisor, binary: str, redis_port: int, ports: set[int], opts) -> dict:
+    """A fresh `pool = "shared"` proxy: `count` clients each PING and stay connected; how many
+    connections Redis then has from the proxy."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    count = min(opts.fanin_clients, soft - 512)  # one descriptor here and one in the proxy each
+    port, name = free_port(ports), "proxy-shared-fanin"
+    config = proxy_config("proxy-shared", port, redis_port, None, parse_sets(opts.set))
+    (sup.work / f"{name}.toml").write_text(config.replace("audit-proxy-shared", "audit-fanin"))
+    proc = sup.start(name, [binary, "--config", f"{name}.toml", "--log-level", "warn"])
+    await_ready(proc, port)
+    time.sleep(1.0)  # the start-up's command-table connection closes
+    log(f"{count} clients, each sending a PING, through a fresh shared-pool proxy")
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"*1\r\n$4\r\nPING\r\n")
+            socks.append(s)
+        for s in socks:
+            got = b""
+            while not got.endswith(b"\r\n"):
+                got += s.recv(64) or die("the shared-pool proxy closed a client")
+            if got != b"+PONG\r\n":
+                die(f"PING through the shared pool: unexpected reply {got!r}")
+        lines = redis_clients(redis_port)
+        upstream = len(lines) - 1  # every arm stopped: all but this one are the proxy's
+        named = sum("name=redis-audit-proxy-shared" in line for line in lines)
+    finally:
+        for s in socks:
+            s.close()
+        sup.stop(proc)
+    return {"clients": count, "upstream_connections": upstream, "named_shared": named}
+
+
 def memory_tests(sup: Supervisor, binary: str, redis_port: int, ports: set[int], opts) -> dict:
     """Each test on a fresh auditing proxy configured as the `proxy` arm."""
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -561,6 +612,8 @@ def run_bench(opts) -> dict:
                     sup.stop(arm.middle)
             if not opts.skip_memory:
                 result["memory"] = memory_tests(sup, binaries["a"], int(redis.cmd[2]), ports, opts)
+            if opts.fanin_clients:
+                result["shared_fanin"] = shared_fanin(sup, binaries["a"], int(redis.cmd[2]), ports, opts)
     finally:
         if opts.keep_work:
             log(f"work directory kept: {work}")
@@ -587,6 +640,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                 ("--idle-conns", 2000, "clients of the idle-memory test"),
                                 ("--big-mib", 64, "size of the big value, MiB")):
         p.add_argument(flag, type=positive, default=default, help=f"{what} (default {default})")
+    p.add_argument("--fanin-clients", type=int, default=10_000,
+                   help="clients of the shared-pool fan-in test, 0 to skip it (default 10000)")
     p.add_argument("--skip-memory", action="store_true", help="skip the idle-connection and big-value tests")
     p.add_argument("--skip-tls", action="store_true", help="leave the TLS arms out")
     p.add_argument("--proxy-bin", help="proxy binary (default: cargo build --release and its binary)")
@@ -643,7 +698,8 @@ def main(argv: list[str]) -> int:
             result = analyse(json.loads(opts.render_only.read_text()))
         else:
             settings = {k: getattr(opts, k) for k in ("arms", "pipelines", "requests", "rounds", "clients",
-                                                      "idle_conns", "big_mib", "set", "set_b", "proxy_bin_b")}
+                                                      "idle_conns", "big_mib", "fanin_clients", "set", "set_b",
+                                                      "proxy_bin_b")}
             result = analyse(describe() | {"settings": settings} | run_bench(opts))
             opts.output.parent.mkdir(parents=True, exist_ok=True)
             opts.output.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")

@@ -10,10 +10,12 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs/benchmarks.md"
 CHART, DOC_JSON = ROOT / "docs/bench/chart.svg", ROOT / "docs/bench/result.json"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
-ALL_ARMS = ["direct", "proxy", "proxy-noaudit", "proxy-acl", "proxy-b", "haproxy", "twemproxy",
-            "redis-tls", "proxy-tls-plain", "proxy-tls-both", "haproxy-tls"]
+ALL_ARMS = ["direct", "proxy", "proxy-noaudit", "proxy-acl", "proxy-b", "proxy-shared",
+            "proxy-shared-pc", "haproxy", "twemproxy", "redis-tls", "proxy-tls-plain", "proxy-tls-both",
+            "haproxy-tls"]
 TLS_ARMS = {"redis-tls", "proxy-tls-plain", "proxy-tls-both", "haproxy-tls"}
-AUDIT_ARMS = {"proxy", "proxy-acl", "proxy-b", "proxy-tls-plain", "proxy-tls-both"}
+AUDIT_ARMS = {"proxy", "proxy-acl", "proxy-b", "proxy-shared", "proxy-shared-pc", "proxy-tls-plain",
+              "proxy-tls-both"}
 PROXY_ARMS = AUDIT_ARMS | {"proxy-noaudit"}
 TESTS, PROCS = ("SET", "GET"), ("redis-server", "middle", "redis-benchmark")
 ACL_USERS = ("user default on nopass ~key:* ~counter:* %R~cache:* %W~out:* &bench:* -@all +@read "
@@ -21,11 +23,17 @@ ACL_USERS = ("user default on nopass ~key:* ~counter:* %R~cache:* %W~out:* &benc
              "(~s? +@stream) (~other:* +mget)")
 DASH = "—"
 # (name, numerator arm, denominator arm, metric): "rps" gives one ratio per test; "cpu" compares
-# the middle processes' µs/request, "cpu-diff" subtracts them.
+# the middle processes' µs/request, "cpu-diff" subtracts them, "cpu-redis" compares redis-server's.
 RATIOS = [("proxy/direct", "proxy", "direct", "rps"),
           ("proxy-noaudit/direct", "proxy-noaudit", "direct", "rps"),
           ("haproxy/direct", "haproxy", "direct", "rps"),
           ("twemproxy/direct", "twemproxy", "direct", "rps"),
+          ("proxy-shared/direct", "proxy-shared", "direct", "rps"),
+          ("proxy-shared-pc/direct", "proxy-shared-pc", "direct", "rps"),
+          ("proxy-shared/proxy CPU", "proxy-shared", "proxy", "cpu"),
+          ("proxy-shared-pc/proxy CPU", "proxy-shared-pc", "proxy", "cpu"),
+          ("redis CPU: proxy-shared/proxy", "proxy-shared", "proxy", "cpu-redis"),
+          ("redis CPU: proxy-shared-pc/proxy", "proxy-shared-pc", "proxy", "cpu-redis"),
           ("audit on/off", "proxy", "proxy-noaudit", "rps"),
           ("audit CPU µs/request (proxy − proxy-noaudit)", "proxy", "proxy-noaudit", "cpu-diff"),
           ("proxy-acl/proxy", "proxy-acl", "proxy", "rps"),
@@ -58,7 +66,8 @@ def median(values: list) -> float | None:
 
 def paired(runs: list[dict], num: str, den: str, pipeline: int, metric: str) -> list[float]:
     """For each round in which both arms ran: num / den (num − den for "cpu-diff")."""
-    value = lambda run: run["cpu_us"]["middle"] if metric.startswith("cpu") else run["tests"][metric]["rps"]
+    proc = "redis-server" if metric == "cpu-redis" else "middle"
+    value = lambda run: run["cpu_us"][proc] if metric.startswith("cpu") else run["tests"][metric]["rps"]
     rounds: dict[int, dict[str, dict]] = {}
     for run in runs:
         if run["pipeline"] == pipeline:
@@ -98,7 +107,7 @@ def analyse(result: dict) -> dict:
 
 
 def targets(result: dict) -> list[dict]:
-    """Measured against the project's targets (issue 14 and earlier ones)."""
+    """Measured against the project's targets (issues 14 and 15 and earlier ones)."""
     ratio = lambda p, key: result["ratios"].get(str(p), {}).get(key, {}).get("median")
     memory, rows = result.get("memory") or {}, []
 
@@ -119,6 +128,14 @@ def targets(result: dict) -> list[dict]:
         for t in TESTS:
             add(f"audit overhead: proxy / proxy-noaudit, {t} rps", p, ratio(p, f"audit on/off {t}"),
                 "≥", goal)
+    for arm in ("proxy-shared", "proxy-shared-pc"):
+        for p, goal in ((1, 1.0), (16, 0.9)):
+            for t in TESTS:
+                add(f"{arm} / direct, {t} rps", p, ratio(p, f"{arm}/direct {t}"), "≥", goal)
+        add(f"redis-server CPU µs/request: {arm} / proxy", 1, ratio(1, f"redis CPU: {arm}/proxy"), "≤", 0.5)
+    fanin = result.get("shared_fanin") or {}
+    add("upstream connections for 10,000 clients (upstream.pool = shared)", None,
+        fanin.get("upstream_connections") if fanin.get("clients", 0) >= 10_000 else None, "≤", 16)
     add("audit bytes per SET record (line and newline)", None,
         (result.get("audit") or {}).get("bytes_per_set_line"), "≤", 350)
     add("proxy memory per idle connection, KiB (after one PING)", None,
@@ -213,6 +230,10 @@ def render_markdown(result: dict, docs: bool) -> str:
                    f"+{(b['hwm_after_set_kib'] - b['hwm_before_kib']) / 1024:.1f} MiB after the SET, "
                    f"+{(b['hwm_after_get_kib'] - b['hwm_before_kib']) / 1024:.1f} MiB in all, "
                    f"{b['peak_multiple']:.2f} × the value.")
+    if fanin := result.get("shared_fanin"):
+        out.append(f"- Shared pool fan-in: {fanin['clients']:,} clients, each after a PING, were served by "
+                   f"{fanin['upstream_connections']} upstream connections "
+                   f"({fanin['named_shared']} of them named redis-audit-proxy-shared).")
     out += [f"- `{name}` unavailable: {arm['unavailable']}" for name, arm in result["arms"].items()
             if arm["unavailable"]]
     out += ["", "<details><summary>Commands and configurations (ports picked per run)</summary>", "",
