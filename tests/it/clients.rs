@@ -13,8 +13,8 @@ use tokio::io::AsyncWriteExt;
 use crate::support::client::encode_command;
 use crate::support::{RawClient, RedisServer, TestProxy};
 
-const REDIS_CLI: &str = "/usr/bin/redis-cli";
-const REDIS_BENCHMARK: &str = "/usr/bin/redis-benchmark";
+pub(crate) const REDIS_CLI: &str = "/usr/bin/redis-cli";
+pub(crate) const REDIS_BENCHMARK: &str = "/usr/bin/redis-benchmark";
 
 /// Fails the calling test, saying how to install it, when `program` is not installed.
 macro_rules! require_program {
@@ -29,7 +29,7 @@ macro_rules! require_program {
 
 /// Runs `program` with `args`, feeding it `stdin` (closed afterwards); fails the test when it
 /// has not exited within 30 s.
-async fn run(program: &str, args: &[&str], stdin: &[u8]) -> Output {
+pub(crate) async fn run(program: &str, args: &[&str], stdin: &[u8]) -> Output {
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .stdin(Stdio::piped())
@@ -61,7 +61,7 @@ async fn cli(addr: SocketAddr, args: &[&str], stdin: &[u8]) -> Output {
 }
 
 /// Runs redis-cli and returns its stdout, failing the test on a non-zero exit.
-async fn cli_stdout(addr: SocketAddr, args: &[&str]) -> String {
+pub(crate) async fn cli_stdout(addr: SocketAddr, args: &[&str]) -> String {
     let output = cli(addr, args, b"").await;
     assert!(
         output.status.success(),
@@ -205,7 +205,7 @@ async fn redis_cli_pipe_mass_insertion() {
 }
 
 /// The `NAME: <rate> requests per second...` line redis-benchmark -q prints for `name`.
-fn benchmark_line<'a>(stdout: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn benchmark_line<'a>(stdout: &'a str, name: &str) -> Option<&'a str> {
     stdout
         .split(['\r', '\n'])
         .map(str::trim)

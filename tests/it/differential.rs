@@ -15,6 +15,14 @@
 //! so the scripts, the normalisation and the comparison are the same; the admin connection
 //! stays plain, on Redis's plain port.
 //!
+//! Every group also runs with `[upstream] pool = "shared"` (in [`crate::differential_shared`]):
+//! the script connections then share two upstream connections per state and are pinned to one
+//! of their own when they need it, and every byte must still be the same. Two things change in
+//! the harness, nothing in the scripts: the admin counts the connections left from a run
+//! without the pool's own (named `redis-audit-proxy-shared`, they stay open between runs), and
+//! the proxied stream loses the CLIENT LIST lines of those pool connections (any client of a
+//! pooling proxy sees them; they are the proxy's, not another client's).
+//!
 //! `DIFFERENTIAL_SHOW=1 cargo test --test it differential -- --nocapture` prints what every
 //! script received directly (normalised), to review what a script really exercises.
 
@@ -132,6 +140,7 @@ async fn unauthenticated() {
     check_with(
         corpus::unauthenticated(),
         Over::Plain,
+        Pool::Dedicated,
         &["--requirepass", corpus::PASSWORD],
         Some(corpus::PASSWORD),
     )
@@ -203,6 +212,7 @@ async fn unauthenticated_over_tls() {
     check_with(
         corpus::unauthenticated(),
         Over::Tls,
+        Pool::Dedicated,
         &["--requirepass", corpus::PASSWORD],
         Some(corpus::PASSWORD),
     )
@@ -257,25 +267,60 @@ fn normalisation_touches_only_volatile_values() {
     assert_eq!(normalise(b":5\r\n:5\r\n", &[(4, 8)]), b":5\r\n:?\r\n".to_vec());
     let truncated = b"$10\r\nabc";
     assert_eq!(normalise(truncated, &[]), truncated.to_vec());
+    // The shared pool's lines go only when asked, and only theirs.
+    let list = b"$58\r\nid=3 name=redis-audit-proxy-shared db=0\nid=4 name=me db=0\n\r\n";
+    assert_eq!(normalise_with(list, &[], true), b"$?\r\nid=? name=me db=0\n\r\n".to_vec());
+    assert_eq!(
+        normalise(list, &[]),
+        b"$?\r\nid=? name=redis-audit-proxy-shared db=0\nid=? name=me db=0\n\r\n".to_vec()
+    );
+    let named_alike = b"$43\r\nid=5 name=redis-audit-proxy-shared-not db=0\r\n";
+    assert_eq!(
+        normalise_with(named_alike, &[], true),
+        b"$?\r\nid=? name=redis-audit-proxy-shared-not db=0\r\n".to_vec()
+    );
 }
 
 /// Plays every script directly and through the proxy, and fails with every difference.
 async fn check(scripts: Vec<Script>) {
-    check_with(scripts, Over::Plain, &[], None).await;
+    check_with(scripts, Over::Plain, Pool::Dedicated, &[], None).await;
 }
 
 /// [`check`] over TLS on both sides.
 async fn check_tls(scripts: Vec<Script>) {
-    check_with(scripts, Over::Tls, &[], None).await;
+    check_with(scripts, Over::Tls, Pool::Dedicated, &[], None).await;
 }
 
 /// Plain TCP everywhere, or TLS on both sides of the proxy.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Over {
+pub(crate) enum Over {
     Plain,
     /// TLS from the client to Redis's TLS port or to the proxy's TLS listener, and from the
     /// proxy to Redis's TLS port.
     Tls,
+}
+
+/// How the proxy holds its upstream connections.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Pool {
+    /// One upstream connection per client (the default).
+    Dedicated,
+    /// `pool = "shared"` with two shared connections per (db, protocol) state: the scripts
+    /// with several connections then share one more often than not.
+    Shared,
+}
+
+/// The name the shared pool gives its own upstream connections (`CLIENT SETNAME`).
+pub(crate) const POOL_NAME: &str = "redis-audit-proxy-shared";
+
+impl Pool {
+    /// The proxy's configuration for this mode.
+    fn toml(self) -> &'static str {
+        match self {
+            Self::Dedicated => "",
+            Self::Shared => "[upstream]\npool = \"shared\"\npool_size = 2\n",
+        }
+    }
 }
 
 /// How a script connection is opened.
@@ -288,6 +333,7 @@ enum Transport {
 
 /// A redis-server and the proxy in front of it, as `over` asks.
 struct Setup {
+    pool: Pool,
     redis: RedisServer,
     proxy: TestProxy,
     /// Where the script connections go directly (Redis's plain or TLS port)...
@@ -301,14 +347,15 @@ struct Setup {
 
 impl Setup {
     /// Starts Redis (debug commands enabled, plus `extra` arguments) and the proxy.
-    async fn start(over: Over, extra: &[&str]) -> Self {
+    async fn start(over: Over, pool: Pool, extra: &[&str]) -> Self {
         let mut args: Vec<String> = vec!["--enable-debug-command".into(), "yes".into()];
         args.extend(extra.iter().map(|&arg| arg.to_owned()));
         if over == Over::Plain {
             let redis = RedisServer::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
-            let proxy = TestProxy::start(redis.addr).await;
+            let proxy = TestProxy::start_with(redis.addr, pool.toml()).await;
             let (direct, proxied) = (redis.addr, proxy.addr);
             return Self {
+                pool,
                 redis,
                 proxy,
                 direct,
@@ -339,7 +386,7 @@ impl Setup {
         let redis_tls = SocketAddr::from(([127, 0, 0, 1], tls_port));
         // The proxy's TLS listener with the same certificate, and TLS to Redis's TLS port.
         let toml = format!(
-            r#"
+            r#"{pool}
 [tls]
 listen = "127.0.0.1:0"
 cert_file = "{cert}"
@@ -354,21 +401,29 @@ server_name = "localhost"
             cert = server.cert_file.display(),
             key = server.key_file.display(),
             ca = ca.ca_file.display(),
+            pool = pool.toml(),
         );
         let proxy = TestProxy::start_with(redis_tls, &toml).await;
         let proxied = proxy.tls_addr();
         let transport = Transport::Tls(certs::client_config(&ca.ca_file, None));
-        Self { redis, proxy, direct: redis_tls, proxied, transport, _scratch: Some(scratch) }
+        Self { pool, redis, proxy, direct: redis_tls, proxied, transport, _scratch: Some(scratch) }
     }
 }
 
-/// [`check`] `over` plain or TLS, against a server started with `extra` arguments;
-/// `password` is for the admin.
-async fn check_with(scripts: Vec<Script>, over: Over, extra: &[&str], password: Option<&str>) {
+/// [`check`] `over` plain or TLS, the proxy's upstream connections as `pool` says, against a
+/// server started with `extra` arguments; `password` is for the admin.
+pub(crate) async fn check_with(
+    scripts: Vec<Script>,
+    over: Over,
+    pool: Pool,
+    extra: &[&str],
+    password: Option<&str>,
+) {
     crate::require_redis!();
     let started = Instant::now();
-    let setup = Setup::start(over, extra).await;
-    let mut admin = Admin::connect(setup.redis.addr, password).await.expect("admin connection");
+    let setup = Setup::start(over, pool, extra).await;
+    let mut admin =
+        Admin::connect(setup.redis.addr, password, pool).await.expect("admin connection");
     let mut failures = Vec::new();
     for script in &scripts {
         // Boxed: the futures of a script run are large in debug builds.
@@ -378,7 +433,7 @@ async fn check_with(scripts: Vec<Script>, over: Over, extra: &[&str], password: 
         }
     }
     setup.proxy.shutdown().await;
-    eprintln!("{} scripts over {over:?} in {:?}", scripts.len(), started.elapsed());
+    eprintln!("{} scripts over {over:?}, {pool:?}, in {:?}", scripts.len(), started.elapsed());
     assert!(
         failures.is_empty(),
         "{} of {} scripts differ:\n\n{}",
@@ -416,9 +471,11 @@ async fn differ(script: &Script, setup: &Setup, admin: &mut Admin) -> Result<(),
             ));
         }
     }
+    // Only the proxied stream can show the pool's connections (see the module documentation).
+    let drop_pool_lines = setup.pool == Pool::Shared;
     for conn in 0..script.connections() {
         let a = normalise(&direct.streams[conn], &direct.masks[conn]);
-        let b = normalise(&proxied.streams[conn], &proxied.masks[conn]);
+        let b = normalise_with(&proxied.streams[conn], &proxied.masks[conn], drop_pool_lines);
         if a != b {
             problems.push(describe_difference(conn, &a, &b));
         }
@@ -684,12 +741,13 @@ async fn read_all(mut reader: impl AsyncRead + Unpin, inbox: Arc<Inbox>) {
     }
 }
 
-/// A connection straight to Redis for resetting state and polling, never part of a script.
-struct Admin(Conn);
+/// A connection straight to Redis for resetting state and polling, never part of a script;
+/// `pool` says which connections a reset waits for.
+struct Admin(Conn, Pool);
 
 impl Admin {
-    async fn connect(addr: SocketAddr, password: Option<&str>) -> Result<Self, String> {
-        let mut admin = Self(Conn::open(addr, &Transport::Plain).await?);
+    async fn connect(addr: SocketAddr, password: Option<&str>, pool: Pool) -> Result<Self, String> {
+        let mut admin = Self(Conn::open(addr, &Transport::Plain).await?, pool);
         if let Some(password) = password {
             admin.expect_ok(&[b"AUTH", password.as_bytes()]).await?;
         }
@@ -747,10 +805,43 @@ impl Admin {
         self.wait_clients_field("blocked_clients", count).await
     }
 
+    /// How many clients `CLIENT LIST` shows that are not the shared pool's own connections.
+    async fn clients_but_pool(&mut self) -> Result<u64, String> {
+        let reply = self.call(&[b"CLIENT", b"LIST"]).await?;
+        let text = String::from_utf8_lossy(&reply);
+        let pool_name = format!(" name={POOL_NAME} ");
+        let others =
+            text.lines().filter(|line| line.contains(" addr=") && !line.contains(&pool_name));
+        Ok(others.count() as u64)
+    }
+
+    /// Polls until the only client left is the admin, the shared pool's connections aside:
+    /// they stay open between runs (until `pool_idle_ms`), and carry no state of a script.
+    async fn wait_pool_only(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + WAIT_LIMIT;
+        loop {
+            let now = self.clients_but_pool().await?;
+            if now == 1 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let list = self.call(&[b"CLIENT", b"LIST"]).await?;
+                return Err(format!(
+                    "{now} clients besides the pool's, expected only the admin: {}",
+                    show(&list)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     /// Waits until the previous run's connections are gone (the admin is the only client
-    /// left), then flushes every database and the script cache.
+    /// left, the shared pool's aside), then flushes every database and the script cache.
     async fn reset(&mut self) -> Result<(), String> {
-        self.wait_clients_field("connected_clients", 1).await?;
+        match self.1 {
+            Pool::Dedicated => self.wait_clients_field("connected_clients", 1).await?,
+            Pool::Shared => self.wait_pool_only().await?,
+        }
         self.expect_ok(&[b"FLUSHALL"]).await?;
         self.expect_ok(&[b"SCRIPT", b"FLUSH"]).await
     }
@@ -759,6 +850,12 @@ impl Admin {
 /// `stream` with the volatile values replaced (see the module documentation). `masks` are the
 /// byte ranges of `CLIENT ID` replies the runner asked for.
 pub(crate) fn normalise(stream: &[u8], masks: &[(usize, usize)]) -> Vec<u8> {
+    normalise_with(stream, masks, false)
+}
+
+/// [`normalise`], also dropping the CLIENT LIST lines of the shared pool's own connections
+/// when `drop_pool_lines`.
+fn normalise_with(stream: &[u8], masks: &[(usize, usize)], drop_pool_lines: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(stream.len());
     let mut pos = 0;
     // The previous bulk payload: an integer after `id` is HELLO's client id.
@@ -782,7 +879,7 @@ pub(crate) fn normalise(stream: &[u8], masks: &[(usize, usize)]) -> Vec<u8> {
                         break; // truncated: the rest is compared as it is
                     }
                     let payload = &stream[next..next + size];
-                    match normalise_client_lines(payload) {
+                    match normalise_client_lines(payload, drop_pool_lines) {
                         Cow::Borrowed(_) => out.extend_from_slice(&stream[pos..next + size]),
                         Cow::Owned(changed) => {
                             out.push(*kind);
@@ -822,8 +919,9 @@ pub(crate) fn normalise(stream: &[u8], masks: &[(usize, usize)]) -> Vec<u8> {
 }
 
 /// CLIENT INFO / CLIENT LIST text (`id=... addr=...` lines, possibly as a `txt:` verbatim
-/// string) with the volatile fields replaced by `?`.
-fn normalise_client_lines(payload: &[u8]) -> Cow<'_, [u8]> {
+/// string) with the volatile fields replaced by `?`, and without the lines of connections
+/// named [`POOL_NAME`] when `drop_pool_lines`.
+fn normalise_client_lines(payload: &[u8], drop_pool_lines: bool) -> Cow<'_, [u8]> {
     let (prefix, body) = match payload.strip_prefix(b"txt:") {
         Some(body) => (&b"txt:"[..], body),
         None => (&b""[..], payload),
@@ -831,10 +929,17 @@ fn normalise_client_lines(payload: &[u8]) -> Cow<'_, [u8]> {
     if !body.starts_with(b"id=") {
         return Cow::Borrowed(payload);
     }
+    let pool_field = format!("name={POOL_NAME}");
     let mut out = prefix.to_vec();
-    for (index, line) in body.split(|&b| b == b'\n').enumerate() {
-        if index > 0 {
-            out.push(b'\n');
+    // Each line with its `\n` (the last may have none), so a dropped line leaves no trace.
+    for line in body.split_inclusive(|&b| b == b'\n') {
+        let (line, newline) = match line.strip_suffix(b"\n") {
+            Some(line) => (line, &b"\n"[..]),
+            None => (line, &b""[..]),
+        };
+        if drop_pool_lines && line.split(|&b| b == b' ').any(|field| field == pool_field.as_bytes())
+        {
+            continue;
         }
         for (index, field) in line.split(|&b| b == b' ').enumerate() {
             if index > 0 {
@@ -848,6 +953,7 @@ fn normalise_client_lines(payload: &[u8]) -> Cow<'_, [u8]> {
                 out.extend_from_slice(field);
             }
         }
+        out.extend_from_slice(newline);
     }
     Cow::Owned(out)
 }
