@@ -300,6 +300,52 @@ async fn client_id_is_stable_and_names_the_clients_own_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_reply_modes_and_tracking_stay_with_their_client() {
+    let (redis, proxy) = start(1).await;
+    let mut admin = RawClient::connect(redis.addr).await;
+    let mut a = RawClient::connect(proxy.addr).await;
+    let mut b = RawClient::connect(proxy.addr).await;
+    assert_eq!(call(&mut b, &["SET", "k", "v"]).await, reply(b"+OK\r\n"));
+
+    // A name is the client's, not the shared connection's.
+    assert_eq!(call(&mut a, &["CLIENT", "SETNAME", "app-a"]).await, reply(b"+OK\r\n"));
+    assert_eq!(call(&mut b, &["CLIENT", "GETNAME"]).await, reply(b"$-1\r\n"));
+    assert_eq!(call(&mut a, &["GET", "k"]).await, reply(b"$1\r\nv\r\n"));
+    assert_eq!(call(&mut a, &["CLIENT", "GETNAME"]).await, reply(b"$5\r\napp-a\r\n"));
+    let list = client_list(&mut admin).await;
+    assert!(
+        list.iter().any(|line| is_pool(line)),
+        "the pool's connection lost its name: {list:#?}"
+    );
+
+    // CLIENT REPLY OFF silences B only, until its CLIENT REPLY ON (sent behind a command
+    // whose reply B must never see).
+    let args: [&[&[u8]]; 2] = [&[b"CLIENT", b"REPLY", b"OFF"], &[b"SET", b"k", b"quiet"]];
+    send_quietly(&mut b, &args.iter().flat_map(|args| encode_command(args)).collect::<Vec<_>>())
+        .await;
+    assert_eq!(call(&mut a, &["PING"]).await, reply(b"+PONG\r\n"));
+    assert_eq!(call(&mut b, &["CLIENT", "REPLY", "ON"]).await, reply(b"+OK\r\n"));
+    assert_eq!(call(&mut b, &["GET", "k"]).await, reply(b"$5\r\nquiet\r\n"));
+    assert_eq!(call(&mut a, &["GET", "k"]).await, reply(b"$5\r\nquiet\r\n"));
+
+    // Tracking on A (RESP3 pushes): the invalidation for B's write reaches A, and only A.
+    let mut c = RawClient::connect(proxy.addr).await;
+    assert_eq!(call(&mut c, &["PING"]).await, reply(b"+PONG\r\n"));
+    assert!(call(&mut a, &["HELLO", "3"]).await.starts_with('%'));
+    assert_eq!(call(&mut a, &["CLIENT", "TRACKING", "ON"]).await, reply(b"+OK\r\n"));
+    assert_eq!(call(&mut a, &["GET", "k"]).await, reply(b"$5\r\nquiet\r\n"));
+    assert_eq!(call(&mut b, &["SET", "k", "new"]).await, reply(b"+OK\r\n"));
+    assert_eq!(
+        next_reply(&mut a, LIVENESS).await,
+        reply(b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n")
+    );
+    assert_eq!(call(&mut c, &["GET", "k"]).await, reply(b"$3\r\nnew\r\n"));
+    for (name, client) in [("B", &mut b), ("C", &mut c)] {
+        assert_eq!(next_reply(client, SILENCE).await, "<no reply>", "{name} got bytes unasked");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn select_and_hello_move_a_client_to_connections_of_its_state() {
     let (redis, proxy) = start(1).await;
     let mut admin = RawClient::connect(redis.addr).await;
