@@ -655,7 +655,8 @@ async fn metrics_count_pins_shared_connections_and_their_writes() {
         sample(&metrics, &format!("redis_audit_proxy_upstream_pins_total{{reason=\"{reason}\"}}"))
     };
     assert!(pins("transaction") >= 1.0, "{metrics}");
-    assert!(pins("pub_sub") >= 1.0, "{metrics}");
+    // The label docs/pinning.md gives SUBSCRIBE's reason.
+    assert!(pins("pubsub") >= 1.0, "{metrics}");
     let writes = sample(&metrics, "redis_audit_proxy_upstream_writes_total");
     let commands = sample(&metrics, "redis_audit_proxy_upstream_write_commands_total");
     assert!(writes > 0.0, "{metrics}");
