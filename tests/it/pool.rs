@@ -593,28 +593,36 @@ async fn killed_shared_connections_are_replaced_and_pinned_clients_keep_theirs()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_shared_connections_close_and_reopen_on_demand() {
+async fn connections_without_clients_close_after_pool_idle_ms_and_reopen_on_demand() {
     crate::require_redis!();
     let redis = RedisServer::start(&[]);
     let toml = format!("{}pool_idle_ms = 200\n", shared(2));
     let proxy = TestProxy::start_with(redis.addr, &toml).await;
     let mut admin = RawClient::connect(redis.addr).await;
-    let mut client = RawClient::connect(proxy.addr).await;
-    assert_eq!(call(&mut client, &["SET", "k", "v"]).await, reply(b"+OK\r\n"));
+    let mut a = RawClient::connect(proxy.addr).await;
+    let mut b = RawClient::connect(proxy.addr).await;
+    assert_eq!(call(&mut a, &["SET", "k", "v"]).await, reply(b"+OK\r\n"));
+    // B is pinned for its transaction; its connection then goes back to the spares.
+    assert_eq!(call(&mut b, &["MULTI"]).await, reply(b"+OK\r\n"));
+    assert_eq!(call(&mut b, &["EXEC"]).await, reply(b"*0\r\n"));
     let list = client_list(&mut admin).await;
     assert!(list.iter().any(|line| is_pool(line)), "no shared connection in use: {list:#?}");
 
-    // The client stays connected but sends nothing: its shared connection goes.
+    // Every client gone: the shared and spare connections close (only the admin is left).
+    drop((a, b));
     let mut list = Vec::new();
     for _ in 0..100 {
         list = client_list(&mut admin).await;
-        if !list.iter().any(|line| is_pool(line)) {
+        if list.len() == 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(!list.iter().any(|line| is_pool(line)), "idle for 10 s, still open: {list:#?}");
-    assert_eq!(call(&mut client, &["GET", "k"]).await, reply(b"$1\r\nv\r\n"));
+    assert_eq!(list.len(), 1, "10 s without clients, still open: {list:#?}");
+    let mut c = RawClient::connect(proxy.addr).await;
+    assert_eq!(call(&mut c, &["GET", "k"]).await, reply(b"$1\r\nv\r\n"));
+    let list = client_list(&mut admin).await;
+    assert!(list.iter().any(|line| is_pool(line)), "no shared connection reopened: {list:#?}");
 }
 
 /// The value of one sample line (`name{labels} value`) of a metrics page, 0 when absent.
