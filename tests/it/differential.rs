@@ -18,9 +18,12 @@
 //! Every group also runs with `[upstream] pool = "shared"` (in [`crate::differential_shared`]):
 //! the script connections then share two upstream connections per state and are pinned to one
 //! of their own when they need it, and every byte must still be the same. Two things change in
-//! the harness, nothing in the scripts: the admin counts the connections left from a run
-//! without the pool's own (named `redis-audit-proxy-shared`, they stay open between runs), and
-//! the proxied stream loses the CLIENT LIST lines of those pool connections (any client of a
+//! the harness, nothing in the scripts: the admin's reset waits until the connections Redis
+//! lists, its own aside, are no more than the pool's own (shared and spare connections stay
+//! open between runs; the proxy's `/metrics` counts them, as pinned connections must be none,
+//! and `CLIENT LIST` cannot tell them all apart: a shared connection that Redis refused its
+//! `CLIENT SETNAME` before any login, and a spare, have no name); and the proxied stream loses
+//! the CLIENT LIST lines of the connections named `redis-audit-proxy-shared` (any client of a
 //! pooling proxy sees them; they are the proxy's, not another client's).
 //!
 //! `DIFFERENTIAL_SHOW=1 cargo test --test it differential -- --nocapture` prints what every
@@ -41,6 +44,7 @@ use tokio::time::Instant;
 use crate::corpus::{self, Script, Step};
 use crate::support::certs::{self, Authority};
 use crate::support::client::{encode_command, reply_len};
+use crate::support::http::http;
 use crate::support::{RedisServer, Scratch, TestProxy};
 
 /// Longest any single wait may take before the run fails.
@@ -423,7 +427,7 @@ pub(crate) async fn check_with(
     let started = Instant::now();
     let setup = Setup::start(over, pool, extra).await;
     let mut admin =
-        Admin::connect(setup.redis.addr, password, pool).await.expect("admin connection");
+        Admin::connect(setup.redis.addr, password, &setup).await.expect("admin connection");
     let mut failures = Vec::new();
     for script in &scripts {
         // Boxed: the futures of a script run are large in debug builds.
@@ -742,12 +746,18 @@ async fn read_all(mut reader: impl AsyncRead + Unpin, inbox: Arc<Inbox>) {
 }
 
 /// A connection straight to Redis for resetting state and polling, never part of a script;
-/// `pool` says which connections a reset waits for.
-struct Admin(Conn, Pool);
+/// with the shared pool, also the address of the proxy's admin plane, whose metrics count the
+/// pool's connections.
+struct Admin(Conn, Option<SocketAddr>);
 
 impl Admin {
-    async fn connect(addr: SocketAddr, password: Option<&str>, pool: Pool) -> Result<Self, String> {
-        let mut admin = Self(Conn::open(addr, &Transport::Plain).await?, pool);
+    async fn connect(
+        addr: SocketAddr,
+        password: Option<&str>,
+        setup: &Setup,
+    ) -> Result<Self, String> {
+        let metrics = (setup.pool == Pool::Shared).then(|| setup.proxy.admin_addr());
+        let mut admin = Self(Conn::open(addr, &Transport::Plain).await?, metrics);
         if let Some(password) = password {
             admin.expect_ok(&[b"AUTH", password.as_bytes()]).await?;
         }
@@ -805,33 +815,46 @@ impl Admin {
         self.wait_clients_field("blocked_clients", count).await
     }
 
-    /// How many clients `CLIENT LIST` shows that are not the shared pool's own connections.
-    async fn clients_but_pool(&mut self) -> Result<u64, String> {
+    /// How many connections `CLIENT LIST` shows (the admin's among them).
+    async fn connections(&mut self) -> Result<u64, String> {
         let reply = self.call(&[b"CLIENT", b"LIST"]).await?;
         let text = String::from_utf8_lossy(&reply);
-        let pool_name = format!(" name={POOL_NAME} ");
-        let others =
-            text.lines().filter(|line| line.contains(" addr=") && !line.contains(&pool_name));
-        Ok(others.count() as u64)
+        Ok(text.lines().filter(|line| line.contains(" addr=")).count() as u64)
     }
 
-    /// Polls until the only client left is the admin, the shared pool's connections aside:
-    /// they stay open between runs (until `pool_idle_ms`), and carry no state of a script.
-    async fn wait_pool_only(&mut self) -> Result<(), String> {
+    /// Polls until the only connections left are the admin and the pool's own: the proxy
+    /// counts no pinned connection, and Redis no more connections than the admin plus the
+    /// shared and spare ones the proxy counts (fewer when a spare was closed by Redis and the
+    /// proxy has not looked at it yet).
+    async fn wait_pool_only(&mut self, metrics: SocketAddr) -> Result<(), String> {
         let deadline = Instant::now() + WAIT_LIMIT;
         loop {
-            let now = self.clients_but_pool().await?;
-            if now == 1 {
+            let (status, page) = http(metrics, "GET", "/metrics", &metrics.to_string(), &[]).await;
+            if status != 200 {
+                return Err(format!("the proxy's /metrics answered {status}: {page}"));
+            }
+            // A state's series appears once a connection was in it: absent is 0.
+            let gauge = |state: &str| {
+                let series =
+                    format!("redis_audit_proxy_upstream_connections{{state=\"{state}\"}} ");
+                page.lines()
+                    .find_map(|line| line.strip_prefix(&series)?.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            let (shared, spare, pinned) = (gauge("shared"), gauge("spare"), gauge("pinned"));
+            let connections = self.connections().await?;
+            if pinned == 0 && connections <= 1 + shared + spare {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 let list = self.call(&[b"CLIENT", b"LIST"]).await?;
                 return Err(format!(
-                    "{now} clients besides the pool's, expected only the admin: {}",
+                    "Redis lists {connections} connections, the proxy counts {shared} shared, \
+                     {spare} spare and {pinned} pinned ones: {}",
                     show(&list)
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -839,8 +862,8 @@ impl Admin {
     /// left, the shared pool's aside), then flushes every database and the script cache.
     async fn reset(&mut self) -> Result<(), String> {
         match self.1 {
-            Pool::Dedicated => self.wait_clients_field("connected_clients", 1).await?,
-            Pool::Shared => self.wait_pool_only().await?,
+            None => self.wait_clients_field("connected_clients", 1).await?,
+            Some(metrics) => self.wait_pool_only(metrics).await?,
         }
         self.expect_ok(&[b"FLUSHALL"]).await?;
         self.expect_ok(&[b"SCRIPT", b"FLUSH"]).await
