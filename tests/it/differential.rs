@@ -309,7 +309,7 @@ pub(crate) enum Over {
 pub(crate) enum Pool {
     /// One upstream connection per client (the default).
     Dedicated,
-    /// `pool = "shared"` with two shared connections per (db, protocol) state: the scripts
+    /// `pool = "shared"` with two shared connections per (login, db, protocol) state: the scripts
     /// with several connections then share one more often than not.
     Shared,
 }
