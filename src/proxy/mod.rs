@@ -81,7 +81,7 @@ impl ProxyContext {
         let sink: Arc<dyn CommandSink> =
             Arc::new(crate::admin::metrics::MeteredSink::new(sink, Arc::clone(&metrics)));
         let pool = (config.upstream.pool == crate::config::PoolMode::Shared)
-            .then(|| Arc::new(pool::Pool::new(Arc::clone(&config), Arc::clone(&metrics))));
+            .then(|| pool::Pool::new(Arc::clone(&config), Arc::clone(&metrics)));
         Self {
             pool,
             metrics,

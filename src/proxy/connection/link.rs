@@ -254,13 +254,22 @@ where
                 }
                 Err(error) => self.upstream_unavailable(error.to_string()),
             },
-            Relink::Unpin | Relink::Replace => {
+            Relink::Unpin => {
                 if let Some(Link::Dedicated { stream, .. }) = self.upstream.take() {
                     pool.give_back(&key, stream);
                     self.submitted = self.pending.sent();
                 }
                 self.reset_upstream_reader();
                 self.link_shared(key).await;
+            }
+            Relink::Replace => {
+                self.reset_upstream_reader();
+                self.link_shared(key).await;
+                if self.upstream.is_none() {
+                    // Redis is gone (or refuses this login now): a direct client's connection
+                    // would have closed with it, commands written or not.
+                    self.upstream_closed();
+                }
             }
         }
     }

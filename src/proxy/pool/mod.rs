@@ -70,6 +70,10 @@ pub struct Pool {
     /// The last failure to open a shared connection: clients arriving within
     /// `upstream.reconnect_interval` of it get its error without trying again.
     last_failure: Mutex<Option<(Instant, String)>>,
+    /// The pool itself, for the task that closes spares idle for `pool_idle` (started with
+    /// the first spare).
+    me: std::sync::Weak<Self>,
+    sweeping: std::sync::atomic::AtomicBool,
     shared_gauge: IntGauge,
     spare_gauge: IntGauge,
 }
@@ -97,8 +101,10 @@ impl shared::Observer for Metrics {
 
 impl Pool {
     /// An empty pool for `config`'s upstream.
-    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Self {
-        Self {
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            sweeping: std::sync::atomic::AtomicBool::new(false),
             shared_gauge: metrics.upstream_connections("shared"),
             spare_gauge: metrics.upstream_connections("spare"),
             per_thread: config.proxy.runtime == crate::config::Runtime::PerCore,
@@ -108,7 +114,7 @@ impl Pool {
             opening: tokio::sync::Mutex::new(()),
             next_id: AtomicU64::new(1),
             last_failure: Mutex::new(None),
-        }
+        })
     }
 
     fn groups(&self) -> MutexGuard<'_, HashMap<GroupKey, Group>> {
@@ -283,15 +289,37 @@ impl Pool {
         let group = self.group_key(key.clone());
         let mut groups = self.groups();
         let group = groups.entry(group).or_default();
-        let now = Instant::now();
-        let idle = self.config.upstream.pool_idle;
-        let before = group.spares.len();
-        group.spares.retain(|spare| now.saturating_duration_since(spare.since) < idle);
-        self.spare_gauge.sub((before - group.spares.len()) as i64);
         if group.spares.len() < self.config.upstream.pool_size {
-            group.spares.push(Spare { stream, since: now });
+            group.spares.push(Spare { stream, since: Instant::now() });
             self.spare_gauge.inc();
         }
+        drop(groups);
+        if !self.sweeping.swap(true, Ordering::Relaxed) {
+            let pool = self.me.clone();
+            let every =
+                (self.config.upstream.pool_idle / 2).max(std::time::Duration::from_millis(10));
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let Some(pool) = pool.upgrade() else { return };
+                    pool.sweep();
+                }
+            });
+        }
+    }
+
+    /// Closes the spares no client took for `pool_idle`, and forgets empty groups.
+    fn sweep(&self) {
+        let idle = self.config.upstream.pool_idle;
+        let now = Instant::now();
+        let mut groups = self.groups();
+        for group in groups.values_mut() {
+            let before = group.spares.len();
+            group.spares.retain(|spare| now.saturating_duration_since(spare.since) < idle);
+            self.spare_gauge.sub((before - group.spares.len()) as i64);
+            group.shared.retain(|conn| !conn.is_dead());
+        }
+        groups.retain(|_, group| !(group.spares.is_empty() && group.shared.is_empty()));
     }
 }
 
