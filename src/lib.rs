@@ -22,6 +22,8 @@
 //!   - [`proxy::gate`]: the one pure decision per command (arity, NOAUTH, NO_MULTI, ACL).
 //!   - [`proxy::auth`]: AUTH and HELLO answered by the proxy (`auth.mode = "proxy"`).
 //!   - [`proxy::mirror`]: Redis users mirroring the proxy's, provisioned upstream.
+//!   - [`proxy::pin`], [`proxy::pool`]: `upstream.pool = "shared"`: which commands need a
+//!     connection of their own, and the shared and spare upstream connections.
 //!   - [`proxy::pipeline`]: the in-order queue of commands in flight, write queues.
 //!   - [`proxy::session`]: confirmed per-connection state (db, user, protocol, MULTI, ...).
 //!   - [`proxy::upstream`]: connecting (and logging in) to Redis.

@@ -1,0 +1,295 @@
+//! The shared pool's logins, what never reaches a shared connection, CLIENT SETINFO, metrics
+//! and bad settings.
+
+use super::*;
+
+/// A Redis whose default user needs a password, with users `alice` (keys `alice:*`) and
+/// `bob` (keys `bob:*`), and an admin connection logged in.
+async fn with_users() -> (RedisServer, RawClient) {
+    crate::require_redis!();
+    let redis = RedisServer::start(&["--requirepass", "adminpw"]);
+    let mut admin = RawClient::connect(redis.addr).await;
+    assert_eq!(admin.call(&[b"AUTH", b"adminpw"]).await, b"+OK\r\n");
+    for (user, password, keys) in [("alice", ">a", "~alice:*"), ("bob", ">b", "~bob:*")] {
+        let rules: [&[u8]; 7] = [
+            b"ACL",
+            b"SETUSER",
+            user.as_bytes(),
+            b"on",
+            password.as_bytes(),
+            keys.as_bytes(),
+            b"+@all",
+        ];
+        assert_eq!(admin.call(&rules).await, b"+OK\r\n", "{user}");
+    }
+    (redis, admin)
+}
+
+/// Clients logged in as different users, one with a wrong password and one not logged in,
+/// taking turns; every reply in order.
+async fn logins_exchange(addr: SocketAddr) -> Vec<String> {
+    let mut a = RawClient::connect(addr).await;
+    let mut b = RawClient::connect(addr).await;
+    let mut c = RawClient::connect(addr).await;
+    let mut d = RawClient::connect(addr).await;
+    let mut replies = vec![
+        call(&mut a, &["AUTH", "alice", "a"]).await,
+        call(&mut b, &["AUTH", "bob", "b"]).await,
+        call(&mut d, &["AUTH", "alice", "wrong"]).await,
+    ];
+    for round in ["1", "2"] {
+        replies.extend([
+            call(&mut a, &["SET", "alice:k", round]).await,
+            call(&mut b, &["SET", "bob:k", round]).await,
+            call(&mut c, &["GET", "alice:k"]).await,
+            call(&mut d, &["GET", "alice:k"]).await,
+            call(&mut a, &["GET", "bob:k"]).await,
+            call(&mut b, &["GET", "alice:k"]).await,
+            call(&mut a, &["ACL", "WHOAMI"]).await,
+            call(&mut b, &["ACL", "WHOAMI"]).await,
+            call(&mut a, &["GET", "alice:k"]).await,
+        ]);
+    }
+    // RESET logs A out: it must not stay on alice's connections.
+    replies.extend([
+        call(&mut a, &["RESET"]).await,
+        call(&mut a, &["GET", "alice:k"]).await,
+        call(&mut b, &["GET", "bob:k"]).await,
+        call(&mut d, &["AUTH", "bob", "b"]).await,
+        call(&mut d, &["GET", "bob:k"]).await,
+        call(&mut d, &["GET", "alice:k"]).await,
+    ]);
+    replies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_share_only_connections_logged_in_as_their_own_user() {
+    let (redis, mut admin) = with_users().await;
+    let proxy = TestProxy::start_with(redis.addr, &shared(1)).await;
+    let direct = logins_exchange(redis.addr).await;
+    assert_eq!(admin.call(&[b"FLUSHALL"]).await, b"+OK\r\n");
+    let proxied = logins_exchange(proxy.addr).await;
+    // The oracle says what a login allows; spot checks that it is the exchange meant.
+    assert!(direct[5].starts_with("-NOAUTH"), "{direct:?}");
+    assert!(direct[7].starts_with("-NOPERM"), "{direct:?}");
+    assert_eq!(direct[9], reply(b"$5\r\nalice\r\n"), "{direct:?}");
+    assert_eq!(proxied, direct, "through the shared pool (pool_size = 1), then directly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_user_loses_its_shared_connections() {
+    let (redis, mut admin) = with_users().await;
+    let proxy = TestProxy::start_with(redis.addr, &shared(1)).await;
+    let mut direct = RawClient::connect(redis.addr).await;
+    let mut proxied = RawClient::connect(proxy.addr).await;
+    for client in [&mut direct, &mut proxied] {
+        assert_eq!(call(client, &["AUTH", "alice", "a"]).await, reply(b"+OK\r\n"));
+        assert_eq!(call(client, &["SET", "alice:k", "v"]).await, reply(b"+OK\r\n"));
+    }
+    // Redis closes every connection logged in as a deleted user.
+    assert_eq!(admin.call(&[b"ACL", b"DELUSER", b"alice"]).await, b":1\r\n");
+    let direct_next = call(&mut direct, &["GET", "alice:k"]).await;
+    assert!(direct_next.starts_with("<closed"), "the oracle: {direct_next}");
+    // Closed as directly, or refused: never run as alice, never left without an answer.
+    let next = call(&mut proxied, &["GET", "alice:k"]).await;
+    assert!(
+        next.starts_with("<closed") || next.starts_with('-'),
+        "after ACL DELUSER alice, alice's client got {next} for GET alice:k"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_under_shared_clients_leaves_none_waiting() {
+    crate::require_redis!();
+    let mut redis = RedisServer::start(&[]);
+    let toml = format!("{}reconnect_interval_ms = 100\n", shared(2));
+    let proxy = TestProxy::start_with(redis.addr, &toml).await;
+    let mut admin = RawClient::connect(redis.addr).await;
+    let mut idle = RawClient::connect(proxy.addr).await;
+    let mut blocked = RawClient::connect(proxy.addr).await;
+    assert_eq!(call(&mut idle, &["SET", "k", "v"]).await, reply(b"+OK\r\n"));
+    send(&mut blocked, &["BLPOP", "q", "0"]).await;
+    wait_blocked(&mut admin, 1).await;
+
+    redis.kill();
+    // The blocked client's own connection is gone: closed, as directly.
+    let shown = next_reply(&mut blocked, LIVENESS).await;
+    assert!(shown.starts_with("<closed"), "the blocked client got {shown}");
+    // The idle client may be closed too, or answered with an error: never left waiting.
+    let shown = call(&mut idle, &["GET", "k"]).await;
+    assert!(shown.starts_with("<closed") || shown.starts_with('-'), "the idle client got {shown}");
+
+    redis.restart();
+    let mut fresh = RawClient::connect(proxy.addr).await;
+    let mut answered = String::new();
+    // The proxy retries every 100 ms; a few refusals while Redis starts are fine.
+    for _ in 0..50 {
+        answered = call(&mut fresh, &["PING"]).await;
+        if answered == reply(b"+PONG\r\n") {
+            break;
+        }
+        assert!(answered.starts_with("-ERR upstream"), "{answered}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(answered, reply(b"+PONG\r\n"));
+    assert_eq!(call(&mut fresh, &["SET", "k", "again"]).await, reply(b"+OK\r\n"));
+    if !shown.starts_with("<closed") {
+        // Still connected: the idle client is served again too.
+        let mut again = String::new();
+        for _ in 0..50 {
+            again = call(&mut idle, &["GET", "k"]).await;
+            if !again.starts_with("-ERR upstream") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(again, reply(b"$5\r\nagain\r\n"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_broken_or_unfinished_command_never_reaches_the_shared_connection() {
+    let (redis, proxy) = start(1).await;
+    let mut admin = RawClient::connect(redis.addr).await;
+    let mut a = RawClient::connect(proxy.addr).await;
+    assert_eq!(call(&mut a, &["SET", "k", "v"]).await, reply(b"+OK\r\n"));
+    let shared_ids = |list: &[String]| -> Vec<String> {
+        let pool = list.iter().filter(|line| is_pool(line));
+        pool.filter_map(|line| field(line, "id").map(str::to_owned)).collect()
+    };
+    let before = shared_ids(&client_list(&mut admin).await);
+    assert_eq!(before.len(), 1, "one shared connection");
+
+    // A protocol error: B gets Redis's error and is closed; the shared connection stays.
+    let mut b = RawClient::connect(proxy.addr).await;
+    assert_eq!(call(&mut b, &["GET", "k"]).await, reply(b"$1\r\nv\r\n"));
+    send_quietly(&mut b, b"*1\r\n$x\r\n").await;
+    let error = next_reply(&mut b, LIVENESS).await;
+    assert!(error.starts_with("-ERR Protocol error"), "{error}");
+    assert!(next_reply(&mut b, LIVENESS).await.starts_with("<closed"));
+
+    // An unfinished command (a SET whose value never comes), then C leaves: not one byte of
+    // it may be on the shared connection, or A's next command would become its value.
+    let mut c = RawClient::connect(proxy.addr).await;
+    assert_eq!(call(&mut c, &["GET", "k"]).await, reply(b"$1\r\nv\r\n"));
+    send_quietly(&mut c, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$20\r\nonly-ten-b").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(c);
+
+    // D leaves with many large replies still coming: none of them reaches A.
+    let mut d = RawClient::connect(proxy.addr).await;
+    assert_eq!(call(&mut d, &["SET", "big", &"x".repeat(256 * 1024)]).await, reply(b"+OK\r\n"));
+    let gets: Vec<u8> = (0..200).flat_map(|_| encode_command(&[b"GET", b"big"])).collect();
+    send_quietly(&mut d, &gets).await;
+    drop(d);
+
+    for _ in 0..3 {
+        assert_eq!(call(&mut a, &["GET", "k"]).await, reply(b"$1\r\nv\r\n"));
+        assert_eq!(call(&mut a, &["PING"]).await, reply(b"+PONG\r\n"));
+    }
+    assert_eq!(next_reply(&mut a, SILENCE).await, "<no reply>");
+    let after = shared_ids(&client_list(&mut admin).await);
+    assert_eq!(after, before, "the shared connection was closed or replaced");
+}
+
+/// `CLIENT SETINFO` in its forms, then `CLIENT INFO`'s library fields; every reply in order.
+async fn setinfo_exchange(addr: SocketAddr) -> Vec<String> {
+    let mut client = RawClient::connect(addr).await;
+    let mut replies = Vec::new();
+    for args in [
+        &["CLIENT", "SETINFO", "LIB-NAME", "mylib"][..],
+        &["CLIENT", "SETINFO", "lib-ver", "1.0"],
+        &["CLIENT", "SETINFO", "LIB-NAME", "bad name"],
+        &["CLIENT", "SETINFO", "LIB-NAME"],
+        &["CLIENT", "SETINFO", "nosuch", "x"],
+        &["CLIENT", "SETINFO"],
+    ] {
+        replies.push(call(&mut client, args).await);
+    }
+    // CLIENT INFO's lib-name= and lib-ver= fields only (Redis 7.2 and later show them).
+    let info = call(&mut client, &["CLIENT", "INFO"]).await;
+    let libs: Vec<&str> = info.split(' ').filter(|field| field.starts_with("lib-")).collect();
+    replies.push(libs.join(" "));
+    replies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_setinfo_answers_as_redis_does() {
+    let (redis, proxy) = start(1).await;
+    let direct = setinfo_exchange(redis.addr).await;
+    let proxied = setinfo_exchange(proxy.addr).await;
+    assert_eq!(proxied, direct, "through the shared pool, then directly");
+}
+
+/// The value of one sample line (`name{labels} value`) of a metrics page, 0 when absent.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_pins_shared_connections_and_their_writes() {
+    let (_redis, proxy) = start(2).await;
+    let mut a = RawClient::connect(proxy.addr).await;
+    let mut b = RawClient::connect(proxy.addr).await;
+    let mut c = RawClient::connect(proxy.addr).await;
+    assert_eq!(call(&mut a, &["MULTI"]).await, reply(b"+OK\r\n"));
+    assert_eq!(call(&mut a, &["INCR", "n"]).await, reply(b"+QUEUED\r\n"));
+    assert_eq!(call(&mut a, &["EXEC"]).await, reply(b"*1\r\n:1\r\n"));
+    assert_eq!(
+        call(&mut b, &["SUBSCRIBE", "c"]).await,
+        reply(b"*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n")
+    );
+    // A pipeline on the shared connections: writes that may carry several commands each.
+    let pipeline: Vec<u8> =
+        (0..20).flat_map(|i| encode_command(&[b"SET", format!("k{i}").as_bytes(), b"v"])).collect();
+    send_quietly(&mut c, &pipeline).await;
+    for _ in 0..20 {
+        assert_eq!(next_reply(&mut c, LIVENESS).await, reply(b"+OK\r\n"));
+    }
+
+    let admin = proxy.admin_addr();
+    let (status, metrics) =
+        crate::support::http::http(admin, "GET", "/metrics", &admin.to_string(), &[]).await;
+    assert_eq!(status, 200, "{metrics}");
+    let pins = |reason: &str| {
+        sample(&metrics, &format!("redis_audit_proxy_upstream_pins_total{{reason=\"{reason}\"}}"))
+    };
+    assert!(pins("transaction") >= 1.0, "{metrics}");
+    // The label docs/pinning.md gives SUBSCRIBE's reason.
+    assert!(pins("pubsub") >= 1.0, "{metrics}");
+    let writes = sample(&metrics, "redis_audit_proxy_upstream_writes_total");
+    let commands = sample(&metrics, "redis_audit_proxy_upstream_write_commands_total");
+    assert!(writes > 0.0, "{metrics}");
+    assert!(commands >= writes, "{commands} commands in {writes} writes: {metrics}");
+    assert!(commands >= 20.0, "the 20 SETs went through shared connections: {metrics}");
+    let connections = |state: &str| {
+        sample(&metrics, &format!("redis_audit_proxy_upstream_connections{{state=\"{state}\"}}"))
+    };
+    assert!((1.0..=2.0).contains(&connections("shared")), "{metrics}");
+    assert!(connections("pinned") >= 1.0, "B is subscribed: {metrics}");
+}
+
+#[test]
+fn bad_pool_settings_are_refused_naming_the_key() {
+    for (text, key) in [
+        ("[upstream]\npool = \"bogus\"\n", "upstream.pool"),
+        ("[upstream]\npool = \"shared\"\npool_size = 0\n", "upstream.pool_size"),
+    ] {
+        let error = Config::from_toml_str(text, "p.toml").expect_err(text).to_string();
+        assert!(error.contains(key), "{text:?}: {error:?} does not name {key}");
+        assert!(error.contains("p.toml"), "{text:?}: {error:?} does not name the file");
+    }
+    for text in [
+        "[upstream]\npool = \"dedicated\"\n",
+        "[upstream]\npool = \"shared\"\n",
+        "[upstream]\npool = \"shared\"\npool_size = 1\npool_idle_ms = 500\n",
+    ] {
+        if let Err(error) = Config::from_toml_str(text, "p.toml") {
+            panic!("{text:?} refused: {error}");
+        }
+    }
+}
