@@ -14,6 +14,7 @@ run: deps redis
 ## Install what the tests need, then run formatting, lints, unit and integration tests.
 test: deps
 	@bash scripts/ensure-prometheus.sh
+	@bash scripts/ensure-redis-py.sh
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test --all-targets

@@ -4,8 +4,8 @@
 //!
 //! A move happens only when nothing is in flight, so replies never come from two
 //! connections at once: a command that must pin waits until the commands before it are
-//! answered. The state shared connections are keyed by (database, protocol) is the session's,
-//! confirmed by Redis, so a client moves to shared connections in the state it is in.
+//! answered. The state shared connections are keyed by (login, database, protocol) is the
+//! session's, confirmed by Redis, so a client moves to shared connections in the state it is in.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -18,8 +18,7 @@ use tokio::time::Instant;
 use super::Connection;
 use crate::admin::metrics::Metrics;
 use crate::command::CommandInfo;
-use crate::config::AuthMode;
-use crate::config::Secret;
+use crate::config::{AuthMode, Secret};
 use crate::proxy::pin::{self, PinReason};
 use crate::proxy::pipeline::{Internal, LocalReply, Slot};
 use crate::proxy::pool::{Login, Lost, SharedLink, StateKey};
@@ -141,8 +140,8 @@ where
         }
     }
 
-    /// In shared mode, before the gate: false when the command must wait for a move (pin or
-    /// unpin), which `relink` then makes once nothing is in flight.
+    /// In shared mode, for a command the gate lets through to Redis: false when it must wait
+    /// for a move (pin or unpin), which `relink` then makes once nothing is in flight.
     pub(super) fn placed(&mut self, command: Option<&CommandInfo>, args: &[Bytes]) -> bool {
         if self.ctx.pool.is_none() {
             return true;

@@ -408,3 +408,67 @@ impl State {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inbox() -> Arc<Inbox> {
+        Arc::new(Inbox { state: Mutex::new(InboxState::default()), limit: 1 << 20 })
+    }
+
+    fn received(inbox: &Inbox) -> Vec<u8> {
+        lock(&inbox.state).chunks.iter().flat_map(|chunk| chunk.iter().copied()).collect()
+    }
+
+    fn state(routes: Vec<Route>) -> State {
+        State {
+            out: WriteQueue::default(),
+            needs_flush: false,
+            routes: routes.into(),
+            input: BytesMut::new(),
+            scanned: 0,
+            scanner: ReplyScanner::new(16),
+            idle_timer: Box::pin(tokio::time::sleep(Duration::from_secs(60))),
+            idle_armed: false,
+            yielded: false,
+            idle: Duration::from_secs(60),
+        }
+    }
+
+    #[tokio::test]
+    async fn replies_go_to_their_clients_in_order_whatever_the_cuts() {
+        let stream: &[u8] = b"+OK\r\n$5\r\nhello\r\n*2\r\n:1\r\n$1\r\nx\r\n-ERR no\r\n:7\r\n";
+        for cut in 1..stream.len() {
+            let (a, b) = (inbox(), inbox());
+            let route = |inbox: &Arc<Inbox>, replies| Route { inbox: Arc::clone(inbox), replies };
+            let mut state = state(vec![route(&a, 2), route(&b, 1), route(&a, 1), route(&b, 1)]);
+            for piece in [&stream[..cut], &stream[cut..]] {
+                state.input.extend_from_slice(piece);
+                state.dispatch().expect("valid replies");
+            }
+            assert_eq!(received(&a), b"+OK\r\n$5\r\nhello\r\n-ERR no\r\n", "cut at {cut}");
+            assert_eq!(received(&b), b"*2\r\n:1\r\n$1\r\nx\r\n:7\r\n", "cut at {cut}");
+            assert!(state.routes.is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reply_nobody_waits_for_fails_the_connection() {
+        let a = inbox();
+        let mut state = state(vec![Route { inbox: Arc::clone(&a), replies: 1 }]);
+        state.input.extend_from_slice(b"+OK\r\n+SURPRISE\r\n");
+        assert!(matches!(state.dispatch(), Err(Lost::Failed(_))));
+        assert_eq!(received(&a), b"+OK\r\n");
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_past_its_limit_is_lost_and_holds_nothing() {
+        let inbox = Inbox { state: Mutex::new(InboxState::default()), limit: 10 };
+        inbox.deliver(Bytes::from_static(b"+OK\r\n"));
+        inbox.deliver(Bytes::from_static(b"$3\r\nabc\r\n"));
+        let state = lock(&inbox.state);
+        assert_eq!(state.lost, Some(Lost::Overflow));
+        assert!(state.chunks.is_empty() && state.len == 0);
+    }
+}

@@ -243,3 +243,57 @@ async fn connections_without_clients_close_after_pool_idle_ms_and_reopen_on_dema
     let list = client_list(&mut admin).await;
     assert!(list.iter().any(|line| is_pool(line)), "no shared connection reopened: {list:#?}");
 }
+
+/// Debian's Python, which its `python3-redis` package is for.
+const PYTHON: &str = "/usr/bin/python3";
+/// redis-py's connection-pool script (see the file).
+const REDIS_PY_SCRIPT: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/redis_py_pool.py");
+
+/// The script's transcript against `addr`; fails the test when the script fails.
+async fn redis_py_transcript(addr: SocketAddr) -> String {
+    let port = addr.port().to_string();
+    let output = run(PYTHON, &[REDIS_PY_SCRIPT, &port], b"").await;
+    assert!(
+        output.status.success(),
+        "redis-py against {addr} exited with {}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("the script prints text")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_py_connection_pool_through_the_shared_pool() {
+    let (redis, proxy) = start(4).await;
+    assert!(
+        std::path::Path::new(PYTHON).exists(),
+        "{PYTHON} is not installed: `make test` installs it with redis-py \
+         (scripts/ensure-redis-py.sh, or `apt-get install python3-redis`)"
+    );
+    let check = run(PYTHON, &["-c", "import redis"], b"").await;
+    assert!(
+        check.status.success(),
+        "redis-py is not installed: `make test` installs it (scripts/ensure-redis-py.sh, or \
+         `apt-get install python3-redis`): {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let mut admin = RawClient::connect(redis.addr).await;
+    assert_eq!(call(&mut admin, &["FLUSHALL"]).await, reply(b"+OK\r\n"));
+    let direct = redis_py_transcript(redis.addr).await;
+    assert_eq!(call(&mut admin, &["FLUSHALL"]).await, reply(b"+OK\r\n"));
+    let proxied = redis_py_transcript(proxy.addr).await;
+    assert_eq!(proxied, direct, "redis-py through the shared pool and directly");
+    assert!(direct.contains("total b'640'"), "16 threads × 40 WATCH increments: {direct}");
+    let admin_addr = proxy.admin_addr();
+    let host = admin_addr.to_string();
+    let (status, metrics) =
+        crate::support::http::http(admin_addr, "GET", "/metrics", &host, &[]).await;
+    assert_eq!(status, 200, "{metrics}");
+    // WATCH finds its client pinned already by the MULTI before it, so it counts no pin of its
+    // own; SELECT (db=2) and CLIENT SETNAME (client_name) come from redis-py's connect.
+    for reason in ["transaction", "pubsub", "blocking", "connection_state", "client_identity"] {
+        let series = format!("redis_audit_proxy_upstream_pins_total{{reason=\"{reason}\"}}");
+        assert!(metrics.contains(&series), "no {reason} pin counted:\n{metrics}");
+    }
+}
