@@ -445,6 +445,20 @@ pub struct AclConfig {
     pub observe_users: Vec<String>,
     /// Most entries of the proxy's `ACL LOG`.
     pub log_max_len: usize,
+    /// `acl.log_source`.
+    pub log_source: LogSource,
+}
+
+/// `acl.log_source`: without a users file, whose log `ACL LOG` shows (with one, always the
+/// proxy's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogSource {
+    /// The proxy's: the denials and failed logins Redis answered through the proxy, with the
+    /// real client's address. Redis still decides who may run `ACL LOG`.
+    Proxy,
+    /// Redis's own, whose entries name the proxy's address.
+    Upstream,
 }
 
 /// `acl.mode`.
@@ -1025,6 +1039,7 @@ impl Config {
                 mode,
                 observe_users: raw.acl.observe_users.clone(),
                 log_max_len: usize::try_from(raw.acl.log_max_len).unwrap_or(usize::MAX),
+                log_source: raw.acl.log_source,
             },
         })
     }

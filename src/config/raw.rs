@@ -415,10 +415,17 @@ pub struct RawAcl {
     pub observe_users: Vec<String>,
     /// Most entries the proxy's `ACL LOG` keeps (Redis's `acllog-max-len`).
     pub log_max_len: u64,
+    /// Without a users file, whose log `ACL LOG` shows: `proxy` or `upstream`.
+    pub log_source: super::LogSource,
 }
 
 impl Default for RawAcl {
     fn default() -> Self {
-        Self { mode: "enforce".into(), observe_users: Vec::new(), log_max_len: 128 }
+        Self {
+            mode: "enforce".into(),
+            observe_users: Vec::new(),
+            log_max_len: 128,
+            log_source: super::LogSource::Proxy,
+        }
     }
 }

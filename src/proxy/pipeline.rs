@@ -108,6 +108,9 @@ pub struct Slot {
     pub internal: Option<Internal>,
     /// A `CLIENT REPLY OFF|SKIP`: an [`Internal::ReplyProbe`] follows it.
     pub probe_follows: bool,
+    /// An `ACL LOG` without a users file (`acl.log_source = "proxy"`): Redis decides whether
+    /// the client may run it, and its successful reply is replaced by the proxy's log.
+    pub proxy_acl_log: bool,
     /// Refused by the proxy's policy or gate (its record may be grouped with repeats).
     pub refused: bool,
     /// Request size on the wire.
@@ -132,6 +135,7 @@ impl Slot {
             substitute: None,
             internal: None,
             probe_follows: false,
+            proxy_acl_log: false,
             refused: false,
             request_bytes,
             reply_bytes: 0,

@@ -8,6 +8,7 @@ mod support;
 
 mod acl_auth;
 mod acl_enforce;
+mod acl_log_passthrough;
 mod acl_policy;
 mod admin;
 mod adversarial;

@@ -376,15 +376,31 @@ where
                 Some(Bytes::copy_from_slice(command.name.as_bytes()))
             }
             // Redis does not name the key or channel: the policy, when it has this user,
-            // finds the one Redis refused.
-            (SecurityAction::AclDenied, Some(command)) => policy.as_ref().and_then(|policy| {
-                match policy.decide(&self.session.user, command, &slot.args, &slot.keys) {
-                    Verdict::Deny { denial, .. } if denial.reason.as_str() == reason => {
-                        Some(Bytes::copy_from_slice(denial.object(&command.name, &slot.args)))
+            // finds the one Redis refused; without one, a command with a single key or
+            // channel names it.
+            (SecurityAction::AclDenied, Some(command)) => policy
+                .as_ref()
+                .and_then(|policy| {
+                    match policy.decide(&self.session.user, command, &slot.args, &slot.keys) {
+                        Verdict::Deny { denial, .. } if denial.reason.as_str() == reason => {
+                            Some(Bytes::copy_from_slice(denial.object(&command.name, &slot.args)))
+                        }
+                        _ => None,
                     }
-                    _ => None,
-                }
-            }),
+                })
+                .or_else(|| {
+                    let only = match reason {
+                        "key" => match slot.keys.as_slice() {
+                            [key] => Some(key.index),
+                            _ => None,
+                        },
+                        _ => match crate::command::extract_channels(command, &slot.args)[..] {
+                            [channel] => Some(channel.index),
+                            _ => None,
+                        },
+                    };
+                    only.and_then(|index| slot.args.get(index).cloned())
+                }),
             (SecurityAction::AclDenied, None) => None,
             _ => slot.args.first().cloned(),
         }

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::Connection;
 use crate::acl::commands::{self, Answer};
 use crate::command::{extract_keys, Class, CommandInfo, Keys};
-use crate::config::{AuthMode, OnError, OnFull};
+use crate::config::{AuthMode, LogSource, OnError, OnFull};
 use crate::proxy::auth::{self, Outcome};
 use crate::proxy::gate::{self, Abort, Decision, Refusal, Service};
 use crate::proxy::pipeline::{Expect, Internal, LocalReply, Slot};
@@ -249,10 +249,14 @@ where
             }
             _ => {}
         }
+        let proxy_acl_log = self.policy.is_none()
+            && self.ctx.config.acl.log_source == LogSource::Proxy
+            && item.command.as_deref().is_some_and(|info| info.name == "acl|log");
         let (mut slot, raw) = item.into_slot(now);
         slot.class = class;
         slot.expect = expect;
         slot.probe_follows = probe;
+        slot.proxy_acl_log = proxy_acl_log;
         self.to_upstream.push(raw);
         self.pending.push(slot);
         if probe {

@@ -103,7 +103,7 @@ where
             None => Route::Stream,
             Some(slot) if slot.local.is_some() => Route::Stream,
             Some(slot) if slot.substitute.is_some() || slot.internal.is_some() => Route::Discard,
-            Some(slot) if slot.probe_follows => Route::Hold,
+            Some(slot) if slot.probe_follows || slot.proxy_acl_log => Route::Hold,
             Some(slot) if matches!(slot.expect, Expect::Confirmations { .. }) => Route::Stream,
             Some(slot) if self.session.silenced() => {
                 // `CLIENT REPLY ON` (and RESET under OFF) answer a silenced client, unless
@@ -267,8 +267,9 @@ where
         if slot.substitute.is_some() || slot.internal.is_some() {
             return false;
         }
-        if slot.probe_follows {
-            // An error is the CLIENT REPLY's own refusal; anything else is the probe's.
+        if slot.probe_follows || slot.proxy_acl_log {
+            // An error is the CLIENT REPLY's own refusal; anything else is the probe's. Or:
+            // Redis refused the ACL LOG; anything else is replaced by the proxy's log.
             return is_error && !self.session.silenced();
         }
         let status = if is_error { ReplyStatus::Error } else { ReplyStatus::Ok };
@@ -305,6 +306,21 @@ where
         let protocol_error = info.head.as_bytes().starts_with(b"ERR Protocol error");
         let by_default = self.authenticated_by_default();
         let forwarded_as_sent = slot.substitute.is_none();
+        let mut replaced = false;
+        if slot.proxy_acl_log && status == ReplyStatus::Ok {
+            let resp3 = self.session.protocol == 3;
+            let bytes = self
+                .ctx
+                .acl_log
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .command(&slot.args, resp3, super::intake::unix_millis());
+            slot.reply_bytes = bytes.len() as u64;
+            if self.delivered_in_turn(&slot, ReplyStatus::Ok) {
+                self.queue_own_reply(bytes);
+            }
+            replaced = true;
+        }
         if let Some(substitute) = slot.substitute.take() {
             slot.reply_bytes = substitute.bytes.len() as u64;
             if self.delivered_in_turn(&slot, substitute.status) {
@@ -380,7 +396,8 @@ where
             self.close_reason.get_or_insert("quit");
         }
         let status = if withheld { ReplyStatus::Skipped } else { status };
-        let source = if forwarded_as_sent { ReplySource::Upstream } else { ReplySource::Proxy };
+        let source =
+            if forwarded_as_sent && !replaced { ReplySource::Upstream } else { ReplySource::Proxy };
         self.emit_as(slot, status, error_code, source, now, record_user, record_db);
     }
 
