@@ -133,6 +133,24 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// What enforcing would refuse (the observe-mode denials, grouped) and what each user ran.
+    Report {
+        /// Audit directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Start time (yyyy-MM-ddTHH:mm:ssZ).
+        #[arg(long, value_name = "T")]
+        start: Option<String>,
+        /// End time (yyyy-MM-ddTHH:mm:ssZ).
+        #[arg(long, value_name = "T")]
+        end: Option<String>,
+        /// The users file, to show the line defining each denied user (passwords masked).
+        #[arg(long, value_name = "FILE")]
+        users: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the audit files for gaps, torn lines and tampering.
     Verify {
         /// Audit directory.

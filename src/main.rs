@@ -59,6 +59,9 @@ fn main() -> ExitCode {
             audit_verify(dir, checkpoint_key_file.as_deref())
         }
         Some(Command::HashPassword) => hash_password(),
+        Some(Command::Audit { command: AuditCommand::Report { dir, start, end, users, json } }) => {
+            audit_report(dir, start.as_deref(), end.as_deref(), users.as_deref(), *json)
+        }
         Some(Command::Audit {
             command:
                 AuditCommand::Query {
@@ -100,6 +103,48 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `audit report`: the observe-mode denials grouped, and what each user ran, as text or JSON.
+fn audit_report(
+    dir: &Path,
+    start: Option<&str>,
+    end: Option<&str>,
+    users: Option<&Path>,
+    json: bool,
+) -> ExitCode {
+    let range = match redis_audit_proxy::query::AuditQuery::new(
+        start, end, None, None, None, None, None, None, None, None, false,
+    ) {
+        Ok(range) => range,
+        Err(error) => {
+            eprintln!("redis-audit-proxy: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let users_file = match users.map(std::fs::read) {
+        Some(Ok(text)) => Some(text),
+        Some(Err(error)) => {
+            eprintln!("redis-audit-proxy: --users: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        None => None,
+    };
+    let report = match redis_audit_proxy::query::report::build(dir, &range, users_file.as_deref()) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("redis-audit-proxy: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = if json {
+        writeln!(out, "{}", serde_json::to_string(&report).unwrap_or_default())
+    } else {
+        write!(out, "{}", report.to_text())
+    };
+    ExitCode::SUCCESS
 }
 
 /// `audit query`: one page of matching command records, newest first, as a table or as the

@@ -147,6 +147,7 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Full
         (&Method::GET, "/api/v1/acl-log") => {
             log_page(state, "/api/v1/acl-log", request.uri().query()).await
         }
+        (&Method::GET, "/api/v1/report") => report(state, request.uri().query()).await,
         (&Method::POST, "/api/v1/reload") => match (state.reload)() {
             Ok(detail) => json_response(StatusCode::OK, &detail),
             Err(detail) => json_response(StatusCode::INTERNAL_SERVER_ERROR, &detail),
@@ -160,7 +161,8 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Full
             | "/api/v1/audit-records"
             | "/v1/logs"
             | "/v1/session-logs"
-            | "/api/v1/acl-log",
+            | "/api/v1/acl-log"
+            | "/api/v1/report",
         ) => error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "method not allowed"),
         _ => error(StatusCode::NOT_FOUND, "NotFound", "no such endpoint"),
     }
@@ -203,6 +205,56 @@ async fn audit_records(state: &AdminState, query_string: &str) -> Response<Full<
         }),
     });
     json_response(StatusCode::OK, &page.to_tair(&query, &request_id))
+}
+
+/// `GET /api/v1/report?start=&end=`: what `audit report --json` prints for the audit directory,
+/// with the users file in force naming each denied user's line. The read is recorded.
+async fn report(state: &AdminState, query_string: Option<&str>) -> Response<Full<Bytes>> {
+    let params = parse_query_string(query_string.unwrap_or(""));
+    let (start, end) = (params.get("start").cloned(), params.get("end").cloned());
+    let range = match crate::query::AuditQuery::new(
+        start.as_deref(),
+        end.as_deref(),
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        false,
+    ) {
+        Ok(range) => range,
+        Err(refused) => {
+            return error(StatusCode::BAD_REQUEST, "InvalidParameter", &refused.message)
+        }
+    };
+    let dir = state.ctx.config.audit.dir.clone();
+    let users = state.ctx.users_text();
+    let outcome = tokio::task::spawn_blocking(move || {
+        crate::query::report::build(&dir, &range, users.as_deref())
+    })
+    .await;
+    let report = match outcome {
+        Ok(Ok(report)) => report,
+        Ok(Err(failure)) => {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", &failure.to_string())
+        }
+        Err(_) => {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "report failed")
+        }
+    };
+    state.ctx.sink.system(crate::audit::event::SystemEvent {
+        action: "api_read",
+        time: std::time::SystemTime::now(),
+        detail: json!({
+            "endpoint": "/api/v1/report",
+            "params": {"start": start, "end": end},
+            "total": report.denials.len(),
+        }),
+    });
+    json_response(StatusCode::OK, &serde_json::to_value(&report).unwrap_or_default())
 }
 
 /// The Redis Cloud shapes (`/v1/logs`, `/v1/session-logs`) and the ACL LOG history, with

@@ -79,6 +79,9 @@ pub struct SecurityEvent {
     /// What was refused: the command's full name, the key or channel, or the auth command
     /// as sent.
     pub object: Option<Bytes>,
+    /// For an ACL denial: the full name of the command refused (`get`, `config|set`), which a
+    /// key or channel denial's `object` does not name.
+    pub command: Option<String>,
     /// Who decided: `redis` (the upstream answered it) or `proxy`.
     pub source: &'static str,
     /// For the proxy's own denials: `enforce` (refused) or `observe` (forwarded anyway).
@@ -409,6 +412,9 @@ fn write_security(
     if let Some(object) = &security.object {
         write_capped(map, "object", "object_truncated", object)?;
     }
+    if let Some(command) = &security.command {
+        map.serialize_entry("command", command)?;
+    }
     map.serialize_entry("source", security.source)?;
     if let Some(mode) = security.mode {
         map.serialize_entry("mode", mode)?;
@@ -569,6 +575,7 @@ mod tests {
             source: "proxy",
             mode: Some("enforce"),
             policy_version: None,
+            command: None,
         };
         let line = rendered(&AuditEvent::Security(Box::new(security)));
         assert_eq!((&line["user"], &line["user_truncated"]), (&json!(cut), &json!(true)));

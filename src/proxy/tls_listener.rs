@@ -76,6 +76,7 @@ impl TlsListener {
         let (reason, message) = failure;
         tracing::info!(client = %peer, reason, %message, "TLS handshake failed");
         ctx.sink.security(SecurityEvent {
+            command: None,
             action: SecurityAction::TlsRejected,
             time: std::time::SystemTime::now(),
             conn_id: 0,

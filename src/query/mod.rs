@@ -8,6 +8,7 @@ pub mod expand;
 pub mod index;
 pub mod logs;
 pub mod params;
+pub mod report;
 pub mod sidecar;
 
 use std::fs::File;

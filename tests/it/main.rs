@@ -37,6 +37,7 @@ mod pool;
 mod query;
 mod records;
 mod replication;
+mod report;
 mod runtime;
 mod stateful;
 mod table_load;

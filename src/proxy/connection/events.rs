@@ -296,6 +296,7 @@ where
             reason,
             context: "toplevel",
             object: Some(clip(object)),
+            command: None,
             source: "proxy",
             mode: None,
             policy_version: Some(Arc::clone(&policy.version)),
@@ -327,6 +328,7 @@ where
             reason: denial.reason.as_str(),
             context,
             object: Some(object.clone()),
+            command: Some(name.clone()),
             source: "proxy",
             mode: Some(if enforced { "enforce" } else { "observe" }),
             policy_version: Some(Arc::clone(&policy.version)),
@@ -416,6 +418,9 @@ where
             reason,
             context,
             object: object.clone(),
+            command: (action == SecurityAction::AclDenied)
+                .then(|| slot.command.as_ref().map(|c| c.name.clone()))
+                .flatten(),
             source: "redis",
             mode: None,
             policy_version: policy.map(|p| Arc::clone(&p.version)),

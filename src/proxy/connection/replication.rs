@@ -163,6 +163,7 @@ where
         let Some(slot) = self.pending.pop_front() else { return };
         let policy = self.current_policy();
         let event = SecurityEvent {
+            command: None,
             action: SecurityAction::Replication,
             time: std::time::SystemTime::now(),
             conn_id: self.session.id,
