@@ -151,6 +151,25 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A users file granting each user in the trail what it ran and nothing else.
+    SuggestAcl {
+        /// Audit directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Only this user.
+        #[arg(long, value_name = "U")]
+        user: Option<String>,
+        /// Start time (yyyy-MM-ddTHH:mm:ssZ).
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// End time (yyyy-MM-ddTHH:mm:ssZ).
+        #[arg(long, value_name = "T")]
+        until: Option<String>,
+        /// The users file in force, whose password rules are carried over (cleartext as its
+        /// SHA-256).
+        #[arg(long, value_name = "FILE")]
+        users: Option<PathBuf>,
+    },
     /// Check the audit files for gaps, torn lines and tampering.
     Verify {
         /// Audit directory.

@@ -59,6 +59,15 @@ fn main() -> ExitCode {
             audit_verify(dir, checkpoint_key_file.as_deref())
         }
         Some(Command::HashPassword) => hash_password(),
+        Some(Command::Audit {
+            command: AuditCommand::SuggestAcl { dir, user, since, until, users },
+        }) => audit_suggest(
+            dir,
+            user.as_deref(),
+            since.as_deref(),
+            until.as_deref(),
+            users.as_deref(),
+        ),
         Some(Command::Audit { command: AuditCommand::Report { dir, start, end, users, json } }) => {
             audit_report(dir, start.as_deref(), end.as_deref(), users.as_deref(), *json)
         }
@@ -144,6 +153,58 @@ fn audit_report(
     } else {
         write!(out, "{}", report.to_text())
     };
+    ExitCode::SUCCESS
+}
+
+/// `audit suggest-acl`: the suggested users file on stdout, checked to compile against the
+/// embedded command table first.
+fn audit_suggest(
+    dir: &Path,
+    user: Option<&str>,
+    since: Option<&str>,
+    until: Option<&str>,
+    users: Option<&Path>,
+) -> ExitCode {
+    let range = match redis_audit_proxy::query::AuditQuery::new(
+        since, until, None, None, None, None, None, None, None, None, false,
+    ) {
+        Ok(range) => range,
+        Err(error) => {
+            eprintln!("redis-audit-proxy: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let users_file = match users.map(std::fs::read) {
+        Some(Ok(text)) => Some(text),
+        Some(Err(error)) => {
+            eprintln!("redis-audit-proxy: --users: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        None => None,
+    };
+    let table = redis_audit_proxy::command::CommandTable::embedded();
+    let suggested = match redis_audit_proxy::query::suggest::suggest(
+        dir,
+        &range,
+        user,
+        users_file.as_deref(),
+        &table,
+    ) {
+        Ok(text) => text,
+        Err(error) => {
+            eprintln!("redis-audit-proxy: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ids = redis_audit_proxy::acl::command_ids::CommandIds::new(&table);
+    if let Err(error) = redis_audit_proxy::acl::users::Users::parse(suggested.as_bytes(), &ids) {
+        eprintln!(
+            "redis-audit-proxy: the suggested users file does not load ({error}):\n{suggested}"
+        );
+        return ExitCode::FAILURE;
+    }
+    use std::io::Write as _;
+    let _ = write!(std::io::stdout().lock(), "{suggested}");
     ExitCode::SUCCESS
 }
 

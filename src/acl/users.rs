@@ -43,8 +43,10 @@ impl Users {
         Self { by_name }
     }
 
-    /// Parses a users file. Lines are trimmed, blank lines skipped, words split on single
-    /// spaces (no quoting), and every line must be `user <name> [rules...]`. The first error
+    /// Parses a users file. Lines are trimmed, blank lines and comment lines (`#` first: the
+    /// proxy's one addition to Redis's format, for `audit suggest-acl`'s evidence) skipped,
+    /// words split on single spaces (no quoting), and every other line must be
+    /// `user <name> [rules...]`. The first error
     /// stops loading; without a `default` line Redis's built-in default user is added.
     pub fn parse(text: &[u8], ids: &CommandIds) -> Result<Self, UsersFileError> {
         Self::parse_with(text, ids, MissingDefault::Open)
@@ -62,7 +64,7 @@ impl Users {
             let fail =
                 |message: String| UsersFileError { line: index + 1, message, unknown_name: false };
             let line = trim(line, b" \t\r\n");
-            if line.is_empty() {
+            if line.is_empty() || line.starts_with(b"#") {
                 continue;
             }
             let words: Vec<Vec<u8>> = line.split(|&b| b == b' ').map(<[u8]>::to_vec).collect();
@@ -222,9 +224,11 @@ mod tests {
         let ids = ids();
         let error = |text: &str| Users::parse(text.as_bytes(), &ids).unwrap_err().to_string();
         assert_eq!(
-            error("user a on\n# comment\n"),
+            error("user a on\nusers b on\n"),
             "line 2: should start with user keyword followed by the username"
         );
+        // Comment lines are the proxy's one addition to Redis's format.
+        assert_eq!(Users::parse(b"# evidence\nuser a on\n  # more\n", &ids).unwrap().len(), 2);
         assert_eq!(
             error("user a +nosuchcommand"),
             "line 1: Error in ACL rule '+nosuchcommand': Unknown command or category name in ACL"

@@ -162,6 +162,42 @@ pub fn push_address(out: &mut Vec<u8>, address: &std::net::SocketAddr) -> usize 
 }
 
 /// A key name as the first 128 bits of its HMAC-SHA256, hex.
+/// `,"channels":[...]` for the pub/sub commands that name channels (as `keys` are written: in
+/// clear or as HMACs, within the same byte budget; `channels_truncated` when some were left out).
+fn push_channels(
+    out: &mut Vec<u8>,
+    names: &KeyNames,
+    info: &crate::command::CommandInfo,
+    args: &[bytes::Bytes],
+) {
+    let channels = crate::command::extract_channels(info, args);
+    if channels.is_empty() {
+        return;
+    }
+    out.extend_from_slice(b",\"channels\":[");
+    let mut total = 0;
+    let mut truncated = false;
+    for (i, channel) in channels.iter().enumerate() {
+        let name = &args[channel.index];
+        total += name.len();
+        if total > MAX_KEY_BYTES {
+            truncated = true;
+            break;
+        }
+        if i > 0 {
+            out.push(b',');
+        }
+        match names {
+            KeyNames::Hmac(secret) => push_hmac_key(out, secret, name),
+            KeyNames::Clear | KeyNames::Off => push_binary(out, name),
+        }
+    }
+    out.push(b']');
+    if truncated {
+        out.extend_from_slice(b",\"channels_truncated\":true");
+    }
+}
+
 fn push_hmac_key(out: &mut Vec<u8>, secret: &[u8], key: &[u8]) {
     use hmac::Mac as _;
     let mut mac =
@@ -266,6 +302,9 @@ pub fn push_command_body(
     }
     if listed.is_some() {
         out.push(b']');
+    }
+    if let (Some(names), Some(info)) = (listed, &record.command) {
+        push_channels(out, names, info, &record.args);
     }
     if let (Some(budget), Some(_)) = (capture_args, &record.command) {
         push_args(out, record, budget);

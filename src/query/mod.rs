@@ -10,6 +10,7 @@ pub mod logs;
 pub mod params;
 pub mod report;
 pub mod sidecar;
+pub mod suggest;
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek};

@@ -40,5 +40,6 @@ mod replication;
 mod report;
 mod runtime;
 mod stateful;
+mod suggest;
 mod table_load;
 mod tls;
