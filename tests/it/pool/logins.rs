@@ -293,3 +293,44 @@ fn bad_pool_settings_are_refused_naming_the_key() {
         }
     }
 }
+
+/// Each pin reason with a command that pins for it (what runs first, then the pinning
+/// command); the replies must be Redis's own, and the reason's counter must move.
+const PIN_CASES: &[(&str, &[&[&str]])] = &[
+    ("transaction", &[&["MULTI"], &["SET", "k", "v"], &["EXEC"]]),
+    ("watch", &[&["WATCH", "k"], &["UNWATCH"]]),
+    ("blocking", &[&["BLPOP", "empty", "0.01"]]),
+    ("wait", &[&["SET", "k", "v"], &["WAIT", "0", "0"], &["PING"]]),
+    ("pubsub", &[&["SUBSCRIBE", "c"], &["UNSUBSCRIBE", "c"]]),
+    ("monitor", &[&["MONITOR"]]),
+    ("client_reply", &[&["CLIENT", "REPLY", "ON"]]),
+    ("tracking", &[&["CLIENT", "TRACKING", "ON"], &["CLIENT", "TRACKING", "OFF"]]),
+    ("client_identity", &[&["CLIENT", "GETNAME"]]),
+    ("client_control", &[&["CLIENT", "KILL", "ID", "999999"]]),
+    ("connection_state", &[&["SELECT", "1"], &["GET", "k"]]),
+    ("cluster", &[&["READONLY"]]),
+    ("debug", &[&["DEBUG", "SLEEP", "0"]]),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_pin_reason_pins_and_answers_as_redis_does() {
+    let (redis, proxy) = start(2).await;
+    let admin_addr = proxy.admin_addr();
+    let host = admin_addr.to_string();
+    for (reason, commands) in PIN_CASES {
+        let series = format!("redis_audit_proxy_upstream_pins_total{{reason=\"{reason}\"}}");
+        let (_, before) =
+            crate::support::http::http(admin_addr, "GET", "/metrics", &host, &[]).await;
+        let mut direct = RawClient::connect(redis.addr).await;
+        let mut through = RawClient::connect(proxy.addr).await;
+        // A first command on the shared connection, so that the pin is a move.
+        assert_eq!(call(&mut through, &["PING"]).await, reply(b"+PONG\r\n"));
+        for command in *commands {
+            let want = call(&mut direct, command).await;
+            assert_eq!(call(&mut through, command).await, want, "{reason}: {command:?}");
+        }
+        let (_, after) =
+            crate::support::http::http(admin_addr, "GET", "/metrics", &host, &[]).await;
+        assert_eq!(sample(&after, &series), sample(&before, &series) + 1.0, "{reason}");
+    }
+}
