@@ -189,7 +189,8 @@ pub struct Pending {
     user_changes: usize,
     multi_changes: usize,
     pubsub_changes: usize,
-    /// Slots ever pushed that wait for Redis (each is one command sent).
+    /// Replies ever expected from Redis: one per command sent, and for an (un)subscribe one per
+    /// channel it names (at least one).
     sent: u64,
 }
 
@@ -199,7 +200,14 @@ impl Pending {
         self.user_changes += usize::from(slot.unsettles_user());
         self.multi_changes += usize::from(slot.unsettles_multi());
         self.pubsub_changes += usize::from(slot.unsettles_pubsub());
-        self.sent += u64::from(slot.local.is_none());
+        if slot.local.is_none() {
+            // An UNSUBSCRIBE naming channels is answered once per channel even when nothing
+            // is subscribed, the only state in which a client's commands share a connection.
+            self.sent += match slot.expect {
+                Expect::One => 1,
+                Expect::Confirmations { named, .. } => named.max(1),
+            };
+        }
         self.slots.push_back(slot);
     }
 
@@ -227,7 +235,8 @@ impl Pending {
         self.slots.iter_mut()
     }
 
-    /// How many commands were ever sent to Redis (slots pushed without a local reply).
+    /// How many replies were ever expected from Redis for the slots pushed without a local
+    /// reply (what a shared connection must route to this client).
     pub fn sent(&self) -> u64 {
         self.sent
     }

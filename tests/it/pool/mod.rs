@@ -385,3 +385,43 @@ async fn select_and_hello_move_a_client_to_connections_of_its_state() {
 
 mod logins;
 mod scale;
+
+/// An UNSUBSCRIBE naming three channels, of a client that is not subscribed, gets three
+/// confirmations: twenty clients sending it with a PING on one shared connection each get
+/// exactly their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_channel_unsubscribes_of_shared_clients_keep_every_reply_with_its_client() {
+    let (redis, proxy) = start(1).await;
+    let mut direct = RawClient::connect(redis.addr).await;
+    let mut expected = Vec::new();
+    for command in [&["UNSUBSCRIBE", "a", "b", "c"][..], &["PING"]] {
+        send(&mut direct, command).await;
+    }
+    for _ in 0..4 {
+        expected.push(next_reply(&mut direct, LIVENESS).await);
+    }
+    let barrier = Arc::new(Barrier::new(20));
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (barrier, expected) = (Arc::clone(&barrier), expected.clone());
+        let addr = proxy.addr;
+        tasks.push(tokio::spawn(async move {
+            let mut client = RawClient::connect(addr).await;
+            barrier.wait().await;
+            for _ in 0..50 {
+                let pipeline: Vec<u8> = [
+                    encode_command(&[b"UNSUBSCRIBE", b"a", b"b", b"c"]),
+                    encode_command(&[b"PING"]),
+                ]
+                .concat();
+                send_quietly(&mut client, &pipeline).await;
+                for want in &expected {
+                    assert_eq!(&next_reply(&mut client, LIVENESS).await, want);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("every client got its own replies");
+    }
+}
