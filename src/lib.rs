@@ -22,6 +22,7 @@
 //!   - [`proxy::gate`]: the one pure decision per command (arity, NOAUTH, NO_MULTI, ACL).
 //!   - [`proxy::auth`]: AUTH and HELLO answered by the proxy (`auth.mode = "proxy"`).
 //!   - [`proxy::mirror`]: Redis users mirroring the proxy's, provisioned upstream.
+//!   - [`proxy::cluster`]: Redis Cluster sidecars: node addresses rewritten to the proxies'.
 //!   - [`proxy::pin`], [`proxy::pool`]: `upstream.pool = "shared"`: which commands need a
 //!     connection of their own, and the shared and spare upstream connections.
 //!   - [`proxy::pipeline`]: the in-order queue of commands in flight, write queues.

@@ -283,7 +283,7 @@ impl Metrics {
             SecurityAction::TlsRejected => {
                 self.tls_rejected.with_label_values(&[event.reason]).inc()
             }
-            SecurityAction::Replication => {}
+            SecurityAction::Replication | SecurityAction::ClusterBypass => {}
         }
     }
 

@@ -55,6 +55,9 @@ pub enum SecurityAction {
     /// Redis started replicating to the client (`SYNC` / `PSYNC`): reason `full` (a copy of
     /// the whole dataset, then every write) or `partial` (writes from an offset on).
     Replication,
+    /// `cluster.mode = "sidecar"`: a reply named a cluster node without a sidecar, and was not
+    /// delivered (the client would have gone around the proxies).
+    ClusterBypass,
 }
 
 /// An authentication or an access denial, with the real client's address.
@@ -240,6 +243,7 @@ fn write_fields(
                 SecurityAction::AclDenied => ("acl_denied", "failure"),
                 SecurityAction::TlsRejected => ("tls_rejected", "failure"),
                 SecurityAction::Replication => ("replication", "success"),
+                SecurityAction::ClusterBypass => ("cluster_bypass", "failure"),
             };
             ("security", action, outcome)
         }

@@ -4,6 +4,7 @@
 //! [`Config`] is what the proxy runs on, with addresses parsed, limits checked and durations
 //! typed. Every error names where the value came from, the key and what is wrong, on one line.
 
+pub mod cluster;
 pub mod raw;
 
 use std::net::SocketAddr;
@@ -30,6 +31,8 @@ pub struct Config {
     pub acl: AclConfig,
     /// `[tls]`: a client-facing TLS listener.
     pub tls: Option<TlsConfig>,
+    /// `[cluster]`: Redis Cluster through per-node sidecars.
+    pub cluster: cluster::ClusterConfig,
 }
 
 /// The client-facing side.
@@ -966,7 +969,9 @@ impl Config {
             }
         };
 
+        let cluster = raw.cluster.validate().map_err(|(key, message)| invalid(key, message))?;
         Ok(Self {
+            cluster,
             proxy: ProxyConfig {
                 listen,
                 max_clients: max_clients as usize,

@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub acl: RawAcl,
     /// `[tls]`: present = a client-facing TLS listener.
     pub tls: Option<RawTls>,
+    /// `[cluster]`
+    pub cluster: super::cluster::RawCluster,
 }
 
 /// `[proxy]`: the client-facing side.

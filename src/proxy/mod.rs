@@ -1,6 +1,7 @@
 //! The data plane: listener, per-client connections, upstream connections, and what they share.
 
 pub mod auth;
+pub mod cluster;
 pub mod connection;
 pub mod cores;
 pub mod gate;

@@ -24,6 +24,7 @@ mod audit_retention;
 mod audit_verify;
 mod binary;
 mod clients;
+mod cluster;
 mod corpus;
 mod differential;
 mod differential_shared;

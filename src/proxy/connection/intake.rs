@@ -10,8 +10,10 @@ use tokio::time::Instant;
 use super::Connection;
 use crate::acl::commands::{self, Answer};
 use crate::command::{extract_keys, Class, CommandInfo, Keys};
+use crate::config::cluster::ClusterMode;
 use crate::config::{AuthMode, LogSource, OnError, OnFull};
 use crate::proxy::auth::{self, Outcome};
+use crate::proxy::cluster::TOPOLOGY_COMMANDS;
 use crate::proxy::gate::{self, Abort, Decision, Refusal, Service};
 use crate::proxy::pipeline::{Expect, Internal, LocalReply, Slot};
 use crate::proxy::session::{Effect, ReplyMode};
@@ -197,6 +199,16 @@ where
             self.waiting = Some(item.request);
             return false;
         }
+        let topology = self.ctx.config.cluster.mode == ClusterMode::Sidecar
+            && item
+                .command
+                .as_deref()
+                .is_some_and(|c| TOPOLOGY_COMMANDS.contains(&c.name.as_str()));
+        if topology && may_forward && self.pending.multi_unsettled() {
+            // Refused inside MULTI (below): whether it is inside depends on the MULTI in flight.
+            self.waiting = Some(item.request);
+            return false;
+        }
         match decision {
             Decision::Wait => {
                 self.waiting = Some(item.request);
@@ -205,6 +217,17 @@ where
             Decision::Forward { observed } => {
                 if let (Some(denial), Some(policy)) = (observed, &policy) {
                     self.record_denial(policy, &denial, &item.command, &item.request.args, false);
+                }
+                if topology && self.session.in_multi {
+                    // EXEC's reply would carry the topology nested, past the rewrite.
+                    let name = item.command.as_deref().map_or("", |c| c.name.as_str());
+                    let text = format!(
+                        "ERR '{name}' inside MULTI is not supported by the proxy in cluster sidecar mode"
+                    );
+                    let refusal =
+                        Refusal { reply: encode::error(&text), denial: None, abort: Abort::Queued };
+                    self.refuse(item, refusal, false, now);
+                    return true;
                 }
                 self.forward(item, now);
             }

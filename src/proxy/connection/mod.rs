@@ -11,6 +11,7 @@ mod link;
 mod pump;
 mod replication;
 mod replies;
+mod topology;
 
 use std::collections::VecDeque;
 use std::future::poll_fn;

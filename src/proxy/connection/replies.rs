@@ -104,6 +104,7 @@ where
             Some(slot) if slot.local.is_some() => Route::Stream,
             Some(slot) if slot.substitute.is_some() || slot.internal.is_some() => Route::Discard,
             Some(slot) if slot.probe_follows || slot.proxy_acl_log => Route::Hold,
+            Some(slot) if self.cluster_holds(slot, first) => Route::Hold,
             Some(slot) if matches!(slot.expect, Expect::Confirmations { .. }) => Route::Stream,
             Some(slot) if self.session.silenced() => {
                 // `CLIENT REPLY ON` (and RESET under OFF) answer a silenced client, unless
@@ -142,8 +143,14 @@ where
                 Kind::Unsolicited { silenceable } => !(silenceable && self.session.silenced()),
                 Kind::Paired => self.paired_reply_delivered(is_error),
             };
-            let held = self.upstream_in.split_to(self.upstream_scanned).freeze();
+            let mut held = self.upstream_in.split_to(self.upstream_scanned).freeze();
             self.upstream_scanned = 0;
+            if kind == Kind::Paired {
+                if let Some(slot) = self.pending.front().filter(|s| self.cluster_holds(s, held[0]))
+                {
+                    held = self.cluster_rewrite(slot, held);
+                }
+            }
             if deliver {
                 self.to_client.push(held);
             } else {

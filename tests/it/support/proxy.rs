@@ -70,9 +70,18 @@ impl TestProxy {
     }
 
     fn config(upstream: SocketAddr, toml: &str, audit_dir: Option<&std::path::Path>) -> Config {
+        Self::config_on(upstream, "127.0.0.1:0", toml, audit_dir)
+    }
+
+    fn config_on(
+        upstream: SocketAddr,
+        listen: &str,
+        toml: &str,
+        audit_dir: Option<&std::path::Path>,
+    ) -> Config {
         let raw = toml::from_str(toml).expect("test config parses");
         let overrides = Overrides {
-            listen: Some("127.0.0.1:0".into()),
+            listen: Some(listen.into()),
             admin: Some("127.0.0.1:0".into()),
             upstream: Some(upstream.to_string()),
             audit_dir: audit_dir.map(|d| d.display().to_string()),
@@ -84,6 +93,15 @@ impl TestProxy {
     /// A proxy in front of `upstream`; `toml` is extra configuration (e.g. `[proxy.limits]` keys).
     pub async fn start_with(upstream: SocketAddr, toml: &str) -> Self {
         let config = Self::config(upstream, toml, None);
+        let sink = Arc::new(CollectSink::default());
+        let app = App::start(config, sink.clone()).await.expect("proxy starts");
+        Self { addr: app.local_addr, sink, app: Some(app) }
+    }
+
+    /// [`start_with`](Self::start_with), listening on `listen` (a port picked beforehand, when
+    /// other proxies' configurations must name it).
+    pub async fn start_on(upstream: SocketAddr, listen: SocketAddr, toml: &str) -> Self {
+        let config = Self::config_on(upstream, &listen.to_string(), toml, None);
         let sink = Arc::new(CollectSink::default());
         let app = App::start(config, sink.clone()).await.expect("proxy starts");
         Self { addr: app.local_addr, sink, app: Some(app) }

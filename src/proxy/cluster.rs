@@ -1,0 +1,366 @@
+//! `cluster.mode = "sidecar"`: node addresses in what Redis Cluster tells clients — `-MOVED` and
+//! `-ASK` redirects, `CLUSTER SLOTS`, `CLUSTER SHARDS`, `CLUSTER NODES`, `CLUSTER REPLICAS` /
+//! `SLAVES` — replaced by their sidecars' (`cluster.announce`, `cluster.port_offset`), in RESP2
+//! and RESP3, so that no cluster client is sent around the proxies. A reply naming a node
+//! without a sidecar is not delivered at all ([`Rewrite::Unmapped`]).
+
+use bytes::Bytes;
+
+use crate::config::cluster::ClusterConfig;
+
+/// What becomes of a reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rewrite {
+    /// Nothing in it names a node: as it is.
+    Unchanged,
+    /// The reply with every node address replaced.
+    Replaced(Bytes),
+    /// It names this node (`host:port`), which has no sidecar.
+    Unmapped(String),
+}
+
+/// The commands whose replies describe the topology (full names).
+pub const TOPOLOGY_COMMANDS: &[&str] =
+    &["cluster|slots", "cluster|shards", "cluster|nodes", "cluster|replicas", "cluster|slaves"];
+
+/// `-MOVED <slot> <host>:<port>` or `-ASK ...` with the sidecar's address.
+pub fn redirect(reply: &[u8], cluster: &ClusterConfig) -> Rewrite {
+    let Some(line) = reply.strip_suffix(b"\r\n") else { return Rewrite::Unchanged };
+    let text = String::from_utf8_lossy(line);
+    let mut words = text.splitn(3, ' ');
+    let (Some(kind @ ("-MOVED" | "-ASK")), Some(slot), Some(address)) =
+        (words.next(), words.next(), words.next())
+    else {
+        return Rewrite::Unchanged;
+    };
+    match map_address(address, cluster) {
+        Ok(Some(mapped)) => Rewrite::Replaced(Bytes::from(format!("{kind} {slot} {mapped}\r\n"))),
+        Ok(None) => Rewrite::Unchanged,
+        Err(unmapped) => Rewrite::Unmapped(unmapped),
+    }
+}
+
+/// `host:port` (IPv6 without brackets, as Redis writes it) → the sidecar's, in the same form;
+/// `Ok(None)` for an address that names no reachable node (port 0, or no host: `?`, empty).
+fn map_address(address: &str, cluster: &ClusterConfig) -> Result<Option<String>, String> {
+    let Some((host, port)) = address.rsplit_once(':') else { return Ok(None) };
+    let Ok(port) = port.parse::<u16>() else { return Ok(None) };
+    map_host_port(host, port, cluster)
+        .map(|mapped| mapped.map(|(host, port)| format!("{host}:{port}")))
+}
+
+fn map_host_port(
+    host: &str,
+    port: u16,
+    cluster: &ClusterConfig,
+) -> Result<Option<(String, u16)>, String> {
+    if port == 0 || host.is_empty() || host == "?" {
+        return Ok(None);
+    }
+    cluster.sidecar_of(host, port).map(Some).ok_or_else(|| format!("{host}:{port}"))
+}
+
+/// The reply of the topology command `command` (a full name of [`TOPOLOGY_COMMANDS`]) with
+/// every node address replaced.
+pub fn topology(command: &str, reply: &[u8], cluster: &ClusterConfig) -> Rewrite {
+    let Some((mut value, used)) = Value::parse(reply) else { return Rewrite::Unchanged };
+    if used != reply.len() {
+        return Rewrite::Unchanged;
+    }
+    let outcome = match command {
+        "cluster|slots" => value.items_mut().iter_mut().try_for_each(|range| {
+            // [start, end, node, replica...]: a node is [host, port, id, metadata?].
+            range.items_mut().iter_mut().skip(2).try_for_each(|node| slots_node(node, cluster))
+        }),
+        "cluster|shards" => value.items_mut().iter_mut().try_for_each(|shard| {
+            let nodes = shard.field_mut("nodes").map(Value::items_mut);
+            nodes.into_iter().flatten().try_for_each(|node| shards_node(node, cluster))
+        }),
+        "cluster|nodes" => match &mut value {
+            Value::Bulk(_, text) => nodes_text(text, cluster),
+            _ => Ok(()),
+        },
+        "cluster|replicas" | "cluster|slaves" => {
+            value.items_mut().iter_mut().try_for_each(|line| match line {
+                Value::Bulk(_, text) => nodes_text(text, cluster),
+                _ => Ok(()),
+            })
+        }
+        _ => return Rewrite::Unchanged,
+    };
+    match outcome {
+        Ok(()) => {
+            let mut out = Vec::with_capacity(reply.len() + 64);
+            value.encode(&mut out);
+            if out == reply {
+                Rewrite::Unchanged
+            } else {
+                Rewrite::Replaced(Bytes::from(out))
+            }
+        }
+        Err(unmapped) => Rewrite::Unmapped(unmapped),
+    }
+}
+
+/// A `CLUSTER SLOTS` node: `[host, port, id, metadata]`; the metadata's `ip` and `hostname`
+/// become the sidecar's host too.
+fn slots_node(node: &mut Value, cluster: &ClusterConfig) -> Result<(), String> {
+    let items = node.items_mut();
+    let (Some(host), Some(port)) =
+        (items.first().and_then(Value::text), items.get(1).and_then(Value::integer))
+    else {
+        return Ok(());
+    };
+    let Some((new_host, new_port)) = map_host_port(&host, port as u16, cluster)? else {
+        return Ok(());
+    };
+    items[0].set_text(&new_host);
+    items[1] = Value::Line(b':', new_port.to_string().into_bytes());
+    if let Some(metadata) = items.get_mut(3) {
+        for key in ["ip", "hostname"] {
+            if let Some(value) = metadata.field_mut(key) {
+                value.set_text(&new_host);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A `CLUSTER SHARDS` node map: `endpoint`, `ip`, `hostname`, `port` (and `tls-port`).
+fn shards_node(node: &mut Value, cluster: &ClusterConfig) -> Result<(), String> {
+    let host = ["ip", "endpoint", "hostname"]
+        .iter()
+        .find_map(|key| node.field_mut(key).and_then(|v| v.text()).filter(|h| !h.is_empty()));
+    let port =
+        ["port", "tls-port"].iter().find_map(|key| node.field_mut(key).and_then(|v| v.integer()));
+    let (Some(host), Some(port)) = (host, port) else { return Ok(()) };
+    let Some((new_host, new_port)) = map_host_port(&host, port as u16, cluster)? else {
+        return Ok(());
+    };
+    for key in ["ip", "endpoint", "hostname"] {
+        if let Some(value) = node.field_mut(key) {
+            value.set_text(&new_host);
+        }
+    }
+    for key in ["port", "tls-port"] {
+        if let Some(value) = node.field_mut(key) {
+            *value = Value::Line(b':', new_port.to_string().into_bytes());
+        }
+    }
+    Ok(())
+}
+
+/// `CLUSTER NODES` lines: the second field `host:port@cport[,hostname]` of each.
+fn nodes_text(text: &mut Vec<u8>, cluster: &ClusterConfig) -> Result<(), String> {
+    // A RESP3 verbatim string starts with its format, `txt:`.
+    let (prefix, body) = match text.strip_prefix(b"txt:") {
+        Some(body) => (&b"txt:"[..], body),
+        None => (&b""[..], &text[..]),
+    };
+    let body = String::from_utf8_lossy(body).into_owned();
+    let mut out = String::with_capacity(body.len() + 64);
+    for line in body.split_inclusive('\n') {
+        let (content, end) = match line.strip_suffix('\n') {
+            Some(content) => (content, "\n"),
+            None => (line, ""),
+        };
+        let mut fields: Vec<String> = content.split(' ').map(str::to_owned).collect();
+        if let Some(address) = fields.get_mut(1) {
+            let (endpoint, hostname) = match address.split_once(',') {
+                Some((endpoint, hostname)) => (endpoint.to_owned(), Some(hostname.to_owned())),
+                None => (address.clone(), None),
+            };
+            let (host_port, bus) = match endpoint.split_once('@') {
+                Some((host_port, bus)) => (host_port.to_owned(), format!("@{bus}")),
+                None => (endpoint.clone(), String::new()),
+            };
+            if let Some(mapped) = map_address(&host_port, cluster)? {
+                let host = mapped.rsplit_once(':').map_or("", |(host, _)| host).to_owned();
+                let hostname = hostname.map(|_| format!(",{host}")).unwrap_or_default();
+                *address = format!("{mapped}{bus}{hostname}");
+            }
+        }
+        out.push_str(&fields.join(" "));
+        out.push_str(end);
+    }
+    let mut replaced = prefix.to_vec();
+    replaced.extend_from_slice(out.as_bytes());
+    *text = replaced;
+    Ok(())
+}
+
+/// A RESP2 / RESP3 value, kept as written so that what is not replaced encodes to the same
+/// bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Value {
+    /// `+ - : _ , # (` lines, and the null forms `$-1` / `*-1`: kind and the line.
+    Line(u8, Vec<u8>),
+    /// `$ = !` strings.
+    Bulk(u8, Vec<u8>),
+    /// `* ~ >` aggregates, and `% |` maps (their pairs flattened).
+    Aggregate(u8, Vec<Self>),
+}
+
+/// Deepest nesting parsed (topology replies are 4 deep).
+const MAX_DEPTH: usize = 16;
+
+impl Value {
+    fn parse(input: &[u8]) -> Option<(Self, usize)> {
+        Self::parse_at(input, 0)
+    }
+
+    fn parse_at(input: &[u8], depth: usize) -> Option<(Self, usize)> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        let kind = *input.first()?;
+        let end = memchr::memmem::find(input, b"\r\n")?;
+        let line = &input[1..end];
+        let mut used = end + 2;
+        let count = || std::str::from_utf8(line).ok()?.parse::<i64>().ok();
+        match kind {
+            b'$' | b'=' | b'!' => {
+                let Ok(len) = usize::try_from(count()?) else {
+                    return Some((Self::Line(kind, line.to_vec()), used));
+                };
+                let body = input.get(used..used + len)?.to_vec();
+                (input.get(used + len..used + len + 2)? == b"\r\n").then_some(())?;
+                used += len + 2;
+                Some((Self::Bulk(kind, body), used))
+            }
+            b'*' | b'~' | b'>' | b'%' | b'|' => {
+                let Ok(n) = usize::try_from(count()?) else {
+                    return Some((Self::Line(kind, line.to_vec()), used));
+                };
+                let n = if matches!(kind, b'%' | b'|') { n.checked_mul(2)? } else { n };
+                let mut items = Vec::with_capacity(n.min(1024));
+                for _ in 0..n {
+                    let (item, len) = Self::parse_at(&input[used..], depth + 1)?;
+                    items.push(item);
+                    used += len;
+                }
+                Some((Self::Aggregate(kind, items), used))
+            }
+            b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => {
+                Some((Self::Line(kind, line.to_vec()), used))
+            }
+            _ => None,
+        }
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Line(kind, line) => {
+                out.push(*kind);
+                out.extend_from_slice(line);
+                out.extend_from_slice(b"\r\n");
+            }
+            Self::Bulk(kind, body) => {
+                out.push(*kind);
+                out.extend_from_slice(body.len().to_string().as_bytes());
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(body);
+                out.extend_from_slice(b"\r\n");
+            }
+            Self::Aggregate(kind, items) => {
+                let n = if matches!(kind, b'%' | b'|') { items.len() / 2 } else { items.len() };
+                out.push(*kind);
+                out.extend_from_slice(n.to_string().as_bytes());
+                out.extend_from_slice(b"\r\n");
+                for item in items {
+                    item.encode(out);
+                }
+            }
+        }
+    }
+
+    fn items_mut(&mut self) -> &mut [Self] {
+        match self {
+            Self::Aggregate(_, items) => items,
+            _ => &mut [],
+        }
+    }
+
+    /// In a map, or a RESP2 array of alternating names and values: the value of `name`.
+    fn field_mut(&mut self, name: &str) -> Option<&mut Self> {
+        let items = self.items_mut();
+        let at = (0..items.len() / 2).find(|i| items[2 * i].text().as_deref() == Some(name))?;
+        items.get_mut(2 * at + 1)
+    }
+
+    fn text(&self) -> Option<String> {
+        match self {
+            Self::Line(b'+', bytes) | Self::Bulk(b'$', bytes) => {
+                Some(String::from_utf8_lossy(bytes).into_owned())
+            }
+            _ => None,
+        }
+    }
+
+    fn integer(&self) -> Option<i64> {
+        match self {
+            Self::Line(b':', bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
+            _ => None,
+        }
+    }
+
+    fn set_text(&mut self, text: &str) {
+        match self {
+            Self::Line(b'+', bytes) | Self::Bulk(b'$', bytes) => *bytes = text.as_bytes().to_vec(),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::cluster::{ClusterMode, RawCluster};
+
+    fn offset(offset: i64) -> ClusterConfig {
+        RawCluster { mode: ClusterMode::Sidecar, port_offset: offset, ..RawCluster::default() }
+            .validate()
+            .unwrap()
+    }
+
+    #[test]
+    fn redirects_name_the_sidecar() {
+        let cluster = offset(1000);
+        assert_eq!(
+            redirect(b"-MOVED 3999 127.0.0.1:6381\r\n", &cluster),
+            Rewrite::Replaced(Bytes::from_static(b"-MOVED 3999 127.0.0.1:7381\r\n"))
+        );
+        assert_eq!(
+            redirect(b"-ASK 12 ::1:6379\r\n", &cluster),
+            Rewrite::Replaced(Bytes::from_static(b"-ASK 12 ::1:7379\r\n"))
+        );
+        assert_eq!(redirect(b"-ERR nope\r\n", &cluster), Rewrite::Unchanged);
+        assert_eq!(
+            redirect(b"-MOVED 1 h:65000\r\n", &cluster),
+            Rewrite::Unmapped("h:65000".into())
+        );
+    }
+
+    #[test]
+    fn slots_shards_and_nodes_are_rewritten_and_nothing_else_changes() {
+        let cluster = offset(1);
+        let slots = b"*1\r\n*4\r\n:0\r\n:5460\r\n*4\r\n$9\r\n127.0.0.1\r\n:30001\r\n$2\r\nid\r\n*0\r\n*4\r\n$9\r\n127.0.0.1\r\n:30004\r\n$2\r\nix\r\n*2\r\n$8\r\nhostname\r\n$1\r\nh\r\n";
+        let Rewrite::Replaced(out) = topology("cluster|slots", slots, &cluster) else { panic!() };
+        assert_eq!(
+            &out[..],
+            &b"*1\r\n*4\r\n:0\r\n:5460\r\n*4\r\n$9\r\n127.0.0.1\r\n:30002\r\n$2\r\nid\r\n*0\r\n*4\r\n$9\r\n127.0.0.1\r\n:30005\r\n$2\r\nix\r\n*2\r\n$8\r\nhostname\r\n$9\r\n127.0.0.1\r\n"[..]
+        );
+        let shards = b"*1\r\n%2\r\n$5\r\nslots\r\n*0\r\n$5\r\nnodes\r\n*1\r\n%3\r\n$4\r\nport\r\n:30001\r\n$2\r\nip\r\n$9\r\n127.0.0.1\r\n$8\r\nendpoint\r\n$9\r\n127.0.0.1\r\n";
+        let Rewrite::Replaced(out) = topology("cluster|shards", shards, &cluster) else { panic!() };
+        assert!(memchr::memmem::find(&out, b":30002\r\n").is_some());
+        let nodes =
+            b"$65\r\nabc 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460\n\r\n";
+        let Rewrite::Replaced(out) = topology("cluster|nodes", nodes, &cluster) else { panic!() };
+        assert_eq!(
+            &out[..],
+            &b"$65\r\nabc 127.0.0.1:30002@40001 myself,master - 0 0 1 connected 0-5460\n\r\n"[..]
+        );
+        let unknown = offset(-40000);
+        assert!(matches!(topology("cluster|slots", slots, &unknown), Rewrite::Unmapped(_)));
+    }
+}

@@ -1,0 +1,178 @@
+//! `cluster.mode = "sidecar"` in front of a real 3-node Redis Cluster (`redis-cli --cluster
+//! create`), a proxy per node: `redis-cli -c` follows redirects from proxy to proxy only, every
+//! command Redis ran went through a proxy (Redis's command counts equal the proxies' records),
+//! `CLUSTER SLOTS` / `NODES` / `SHARDS` name only the proxies, and a node without a sidecar is
+//! never handed to a client.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::clients::{run, REDIS_CLI};
+use crate::support::redis::free_port;
+use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
+
+const NODES: usize = 3;
+
+/// Three cluster-enabled servers, their slots assigned, the cluster `ok` on each.
+async fn cluster(scratch: &Scratch) -> Vec<RedisServer> {
+    crate::require_redis!();
+    let servers: Vec<RedisServer> = (0..NODES)
+        .map(|i| {
+            let conf = scratch.path().join(format!("nodes-{i}.conf"));
+            RedisServer::start(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                conf.to_str().unwrap(),
+                "--cluster-node-timeout",
+                "5000",
+            ])
+        })
+        .collect();
+    let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
+    args.extend(servers.iter().map(|s| s.addr.to_string()));
+    args.extend(["--cluster-replicas".into(), "0".into(), "--cluster-yes".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = run(REDIS_CLI, &args, b"").await;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    for server in &servers {
+        let mut admin = RawClient::connect(server.addr).await;
+        let mut ok = false;
+        for _ in 0..200 {
+            let info = admin.call(&[b"CLUSTER", b"INFO"]).await;
+            if String::from_utf8_lossy(&info).contains("cluster_state:ok") {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(ok, "cluster not ok on {}", server.addr);
+    }
+    servers
+}
+
+/// `[cluster.announce]` entries mapping each node to its proxy.
+fn announce(servers: &[RedisServer], proxies: &[SocketAddr]) -> String {
+    let mut toml = "[cluster]\nmode = \"sidecar\"\n[cluster.announce]\n".to_owned();
+    for (server, proxy) in servers.iter().zip(proxies) {
+        toml.push_str(&format!("\"{}\" = \"{proxy}\"\n", server.addr));
+    }
+    toml
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_clients_reach_the_nodes_only_through_their_sidecars() {
+    let scratch = Scratch::new("cluster");
+    std::fs::create_dir_all(scratch.path()).unwrap();
+    let servers = cluster(&scratch).await;
+    let addresses: Vec<SocketAddr> =
+        (0..NODES).map(|_| SocketAddr::from(([127, 0, 0, 1], free_port()))).collect();
+    let toml = announce(&servers, &addresses);
+    let mut proxies = Vec::new();
+    for (server, listen) in servers.iter().zip(&addresses) {
+        proxies.push(TestProxy::start_on(server.addr, *listen, &toml).await);
+    }
+
+    // redis-cli -c, through the first proxy only, sets keys that live on every node.
+    let port = addresses[0].port().to_string();
+    for i in 0..60 {
+        let key = format!("key:{i}");
+        let args = ["-c", "-h", "127.0.0.1", "-p", port.as_str(), "SET", key.as_str(), "v"];
+        let output = run(REDIS_CLI, &args, b"").await;
+        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "OK", "SET {key}");
+    }
+    // Every SET Redis ran came through a proxy: the nodes' counts equal the proxies' records.
+    let mut ran = 0;
+    for server in &servers {
+        let mut admin = RawClient::connect(server.addr).await;
+        let stats =
+            String::from_utf8_lossy(&admin.call(&[b"INFO", b"commandstats"]).await).into_owned();
+        ran += stats
+            .lines()
+            .find_map(|line| line.strip_prefix("cmdstat_set:calls="))
+            .and_then(|rest| rest.split(',').next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    let recorded: u64 = proxies
+        .iter()
+        .map(|proxy| {
+            proxy
+                .sink
+                .records()
+                .iter()
+                .filter(|r| {
+                    r.command.as_ref().is_some_and(|c| c.name == "set") && r.error_code.is_none()
+                })
+                .count() as u64
+        })
+        .sum();
+    assert_eq!((ran, recorded), (60, 60));
+    let moved: usize = proxies
+        .iter()
+        .map(|p| {
+            p.sink.records().iter().filter(|r| r.error_code.as_deref() == Some(b"MOVED")).count()
+        })
+        .sum();
+    assert!(moved > 0, "some keys live on other nodes: redirects were followed");
+
+    // The topology names only the proxies, in RESP2 and RESP3.
+    let node_ports: Vec<String> = servers.iter().map(|s| s.addr.port().to_string()).collect();
+    let mut client = RawClient::connect(addresses[0]).await;
+    for command in [
+        &[&b"CLUSTER"[..], b"SLOTS"][..],
+        &[b"CLUSTER", b"NODES"],
+        &[b"CLUSTER", b"SHARDS"],
+        &[b"HELLO", b"3"],
+        &[b"CLUSTER", b"SLOTS"],
+        &[b"CLUSTER", b"SHARDS"],
+        &[b"CLUSTER", b"NODES"],
+    ] {
+        let reply = String::from_utf8_lossy(&client.call(command).await).into_owned();
+        if command[0] == b"HELLO" {
+            continue;
+        }
+        assert!(!reply.starts_with('-'), "{reply}");
+        for port in &node_ports {
+            assert!(!reply.contains(&format!(":{port}")), "node port {port} in {reply}");
+            assert!(!reply.contains(&format!(":{port}\r")), "node port {port} in {reply}");
+        }
+        for proxy in &addresses {
+            assert!(reply.contains(&proxy.port().to_string()), "{proxy} missing from {reply}");
+        }
+    }
+    // A MOVED for a key elsewhere names a proxy.
+    let mut plain = RawClient::connect(addresses[0]).await;
+    let mut saw_moved = false;
+    for i in 0..60 {
+        let reply = plain.call(&[b"GET", format!("key:{i}").as_bytes()]).await;
+        if reply.starts_with(b"-MOVED") {
+            saw_moved = true;
+            let text = String::from_utf8_lossy(&reply).into_owned();
+            assert!(addresses.iter().any(|a| text.contains(&a.to_string())), "{text}");
+        }
+    }
+    assert!(saw_moved);
+    // Inside MULTI the topology would come back nested in EXEC's reply: refused.
+    assert_eq!(plain.call(&[b"MULTI"]).await, b"+OK\r\n");
+    let refused = plain.call(&[b"CLUSTER", b"SLOTS"]).await;
+    assert!(refused.starts_with(b"-ERR 'cluster|slots' inside MULTI"), "{refused:?}");
+    assert!(plain.call(&[b"EXEC"]).await.starts_with(b"-EXECABORT"));
+
+    // A proxy that knows only its own node never hands the others out.
+    let lonely = format!(
+        "[cluster]\nmode = \"sidecar\"\n[cluster.announce]\n\"{}\" = \"127.0.0.1:1\"\n",
+        servers[0].addr
+    );
+    let partial = TestProxy::start_with(servers[0].addr, &lonely).await;
+    let mut client = RawClient::connect(partial.addr).await;
+    let reply = String::from_utf8_lossy(&client.call(&[b"CLUSTER", b"SLOTS"]).await).into_owned();
+    assert!(reply.starts_with("-ERR redis-audit-proxy: cluster node"), "{reply}");
+    assert!(reply.contains("has no sidecar"));
+    for port in &node_ports {
+        assert!(!reply.contains(&format!(":{port} ")) || reply.contains("cluster node"));
+    }
+    partial.shutdown().await;
+    for proxy in proxies {
+        proxy.shutdown().await;
+    }
+}
