@@ -1,6 +1,7 @@
 //! `cluster.mode = "sidecar"`: node addresses in what Redis Cluster tells clients — `-MOVED` and
 //! `-ASK` redirects, `CLUSTER SLOTS`, `CLUSTER SHARDS`, `CLUSTER NODES`, `CLUSTER REPLICAS` /
-//! `SLAVES` — replaced by their sidecars' (`cluster.announce`, `cluster.port_offset`), in RESP2
+//! `SLAVES`, and the primary's and replicas' addresses in `ROLE` and `INFO` — replaced by their
+//! sidecars' (`cluster.announce`, `cluster.port_offset`), in RESP2
 //! and RESP3, so that no cluster client is sent around the proxies. A reply naming a node
 //! without a sidecar is not delivered at all ([`Rewrite::Unmapped`]).
 
@@ -19,9 +20,16 @@ pub enum Rewrite {
     Unmapped(String),
 }
 
-/// The commands whose replies describe the topology (full names).
-pub const TOPOLOGY_COMMANDS: &[&str] =
-    &["cluster|slots", "cluster|shards", "cluster|nodes", "cluster|replicas", "cluster|slaves"];
+/// The commands whose replies name nodes (full names).
+pub const TOPOLOGY_COMMANDS: &[&str] = &[
+    "cluster|slots",
+    "cluster|shards",
+    "cluster|nodes",
+    "cluster|replicas",
+    "cluster|slaves",
+    "role",
+    "info",
+];
 
 /// `-MOVED <slot> <host>:<port>` or `-ASK ...` with the sidecar's address.
 pub fn redirect(reply: &[u8], cluster: &ClusterConfig) -> Rewrite {
@@ -86,6 +94,11 @@ pub fn topology(command: &str, reply: &[u8], cluster: &ClusterConfig) -> Rewrite
                 _ => Ok(()),
             })
         }
+        "role" => role(&mut value, cluster),
+        "info" => match &mut value {
+            Value::Bulk(_, text) => info_text(text, cluster),
+            _ => Ok(()),
+        },
         _ => return Rewrite::Unchanged,
     };
     match outcome {
@@ -148,6 +161,112 @@ fn shards_node(node: &mut Value, cluster: &ClusterConfig) -> Result<(), String> 
         }
     }
     Ok(())
+}
+
+/// `ROLE`: a primary's replicas `[ip, port, offset]` (port as text), or a replica's primary
+/// (`slave`, ip, port, ...).
+fn role(value: &mut Value, cluster: &ClusterConfig) -> Result<(), String> {
+    let items = value.items_mut();
+    match items.first().and_then(Value::text).as_deref() {
+        Some("master") => {
+            for replica in items.get_mut(2).map(Value::items_mut).into_iter().flatten() {
+                let entry = replica.items_mut();
+                let (Some(host), Some(port)) = (
+                    entry.first().and_then(Value::text),
+                    entry.get(1).and_then(Value::text).and_then(|p| p.parse::<u16>().ok()),
+                ) else {
+                    continue;
+                };
+                if let Some((host, port)) = map_host_port(&host, port, cluster)? {
+                    entry[0].set_text(&host);
+                    entry[1].set_text(&port.to_string());
+                }
+            }
+        }
+        Some("slave") => {
+            let (Some(host), Some(port)) =
+                (items.get(1).and_then(Value::text), items.get(2).and_then(Value::integer))
+            else {
+                return Ok(());
+            };
+            if let Some((host, port)) = map_host_port(&host, port as u16, cluster)? {
+                items[1].set_text(&host);
+                items[2] = Value::Line(b':', port.to_string().into_bytes());
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `INFO`'s replication section: `master_host` / `master_port`, and `slaveN:ip=...,port=...`.
+fn info_text(text: &mut Vec<u8>, cluster: &ClusterConfig) -> Result<(), String> {
+    let (prefix, body) = match text.strip_prefix(b"txt:") {
+        Some(body) => (&b"txt:"[..], body),
+        None => (&b""[..], &text[..]),
+    };
+    let body = String::from_utf8_lossy(body).into_owned();
+    let field = |name: &str| {
+        body.lines().find_map(|line| line.strip_prefix(name)).map(|v| v.trim_end().to_owned())
+    };
+    let primary = match (field("master_host:"), field("master_port:")) {
+        (Some(host), Some(port)) => match port.parse::<u16>() {
+            Ok(port) => map_host_port(&host, port, cluster)?,
+            Err(_) => None,
+        },
+        _ => None,
+    };
+    let mut out = String::with_capacity(body.len() + 64);
+    for line in body.split_inclusive('\n') {
+        let (content, end) = match line.strip_suffix("\r\n") {
+            Some(content) => (content, "\r\n"),
+            None => match line.strip_suffix('\n') {
+                Some(content) => (content, "\n"),
+                None => (line, ""),
+            },
+        };
+        let replaced = match &primary {
+            Some((host, _)) if content.starts_with("master_host:") => format!("master_host:{host}"),
+            Some((_, port)) if content.starts_with("master_port:") => format!("master_port:{port}"),
+            _ if content.starts_with("slave") && content.contains(":ip=") => {
+                replica_line(content, cluster)?
+            }
+            _ => content.to_owned(),
+        };
+        out.push_str(&replaced);
+        out.push_str(end);
+    }
+    let mut replaced = prefix.to_vec();
+    replaced.extend_from_slice(out.as_bytes());
+    *text = replaced;
+    Ok(())
+}
+
+/// `slave0:ip=10.0.0.2,port=6379,state=online,...` with the sidecar's ip and port.
+fn replica_line(line: &str, cluster: &ClusterConfig) -> Result<String, String> {
+    let Some((name, fields)) = line.split_once(':') else { return Ok(line.to_owned()) };
+    let value = |key: &str| fields.split(',').find_map(|f| f.strip_prefix(key)).map(str::to_owned);
+    let (Some(host), Some(port)) =
+        (value("ip="), value("port=").and_then(|p| p.parse::<u16>().ok()))
+    else {
+        return Ok(line.to_owned());
+    };
+    let Some((host, port)) = map_host_port(&host, port, cluster)? else {
+        return Ok(line.to_owned());
+    };
+    let fields: Vec<String> = fields
+        .split(',')
+        .map(|f| {
+            if f.starts_with("ip=") {
+                format!("ip={host}")
+            } else if f.starts_with("port=") {
+                format!("port={port}")
+            } else {
+                f.to_owned()
+            }
+        })
+        .collect();
+    Ok(format!("{name}:{}", fields.join(",")))
 }
 
 /// `CLUSTER NODES` lines: the second field `host:port@cport[,hostname]` of each.
@@ -360,6 +479,12 @@ mod tests {
             &out[..],
             &b"$65\r\nabc 127.0.0.1:30002@40001 myself,master - 0 0 1 connected 0-5460\n\r\n"[..]
         );
+        let info = b"$72\r\n# Replication\r\nrole:slave\r\nmaster_host:10.0.0.1\r\nmaster_port:6379\r\nx:1\r\n\r\n";
+        let Rewrite::Replaced(out) = topology("info", info, &cluster) else { panic!() };
+        assert!(memchr::memmem::find(&out, b"master_port:6380\r\n").is_some(), "{out:?}");
+        let role = b"*3\r\n$6\r\nmaster\r\n:10\r\n*1\r\n*3\r\n$9\r\n127.0.0.1\r\n$4\r\n7000\r\n$2\r\n10\r\n";
+        let Rewrite::Replaced(out) = topology("role", role, &cluster) else { panic!() };
+        assert!(memchr::memmem::find(&out, b"$4\r\n7001\r\n").is_some(), "{out:?}");
         let unknown = offset(-40000);
         assert!(matches!(topology("cluster|slots", slots, &unknown), Rewrite::Unmapped(_)));
     }
