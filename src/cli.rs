@@ -35,6 +35,10 @@ pub struct Cli {
     /// Log filter: error, warn, info, debug, trace, or a tracing directive.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Log lines on stderr: `text` (coloured only on a terminal) or `json` (one object a line,
+    /// for log agents).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
     /// What to do; without one, run the proxy.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -52,6 +56,15 @@ impl Cli {
             mode: self.mode,
         }
     }
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 /// Subcommands.
@@ -205,9 +218,12 @@ mod tests {
             "observe",
             "--log-level",
             "debug",
+            "--log-format",
+            "json",
         ])
         .unwrap();
         assert_eq!(cli.overrides().mode, Some(AclMode::Observe));
+        assert_eq!(cli.log_format, LogFormat::Json);
         assert_eq!(cli.overrides().upstream.as_deref(), Some("r:6379"));
         let cli = Cli::try_parse_from([
             "redis-audit-proxy",

@@ -11,7 +11,7 @@ use clap::Parser;
 use redis_audit_proxy::app::App;
 use redis_audit_proxy::audit::verify::verify_dir_with_key;
 use redis_audit_proxy::audit::AuditSink;
-use redis_audit_proxy::cli::{AuditCommand, Cli, Command};
+use redis_audit_proxy::cli::{AuditCommand, Cli, Command, LogFormat};
 use redis_audit_proxy::command::table::EMBEDDED_VERSION;
 use redis_audit_proxy::command::CommandTable;
 use redis_audit_proxy::config::{read_key_file, Config, OnError, Overrides};
@@ -375,7 +375,15 @@ fn run(cli: &Cli) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Logs go to stderr (stdout may carry the audit trail: `type = "stdout"` sinks), with
+    // colour codes only when a person reads them on a terminal.
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => {
+            logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+        }
+        LogFormat::Json => logs.json().with_ansi(false).init(),
+    }
     match serve(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -200,6 +200,8 @@ pub struct SinkStats {
     pub fsyncs: u64,
     /// Microseconds spent writing and syncing those batches.
     pub fsync_micros: u64,
+    /// The counters of each `[[audit.sinks]]` sink.
+    pub sinks: Vec<crate::audit::sinks::SinkSnapshot>,
 }
 
 /// Logs each record at `debug` level, without arguments.

@@ -85,6 +85,14 @@ pub struct Metrics {
     audit_deletions: IntCounter,
     audit_fsyncs: IntCounter,
     audit_fsync_seconds: prometheus::Counter,
+    /// `[[audit.sinks]]`, by `sink` (its configured name; never an error's text).
+    sink_sent: IntCounterVec,
+    sink_dropped: IntCounterVec,
+    sink_queue_bytes: IntGaugeVec,
+    sink_reconnects: IntCounterVec,
+    sink_errors: IntCounterVec,
+    sink_last_error: IntGaugeVec,
+    sink_truncated: IntCounterVec,
     /// The audit counters as of the last scrape (the registry's counters grow by the delta).
     last_stats: Mutex<SinkStats>,
 }
@@ -168,6 +176,13 @@ impl Metrics {
                 registry.register(Box::new(metric.clone())).expect("unique metric");
                 metric
             },
+            sink_sent: counter_vec("audit_sink_sent_total", "Audit lines a sink delivered to its destination", &["sink"]),
+            sink_dropped: counter_vec("audit_sink_dropped_total", "Audit lines a sink missed (queue full, or in flight on a broken connection), each declared by a loss record", &["sink"]),
+            sink_queue_bytes: gauge_vec("audit_sink_queue_bytes", "Bytes of audit lines held for a sink, not yet sent", &["sink"]),
+            sink_reconnects: counter_vec("audit_sink_reconnects_total", "Connections a sink made after its first", &["sink"]),
+            sink_errors: counter_vec("audit_sink_errors_total", "Failed connection attempts and writes of a sink", &["sink"]),
+            sink_last_error: gauge_vec("audit_sink_last_error_timestamp_seconds", "When a sink last failed (Unix time; 0: never); the error itself is in the log", &["sink"]),
+            sink_truncated: counter_vec("audit_sink_truncated_total", "Records a sink cut to fit max_message_bytes", &["sink"]),
             last_stats: Mutex::new(SinkStats::default()),
             registry,
         }
@@ -259,6 +274,22 @@ impl Metrics {
         let seconds = stats.fsync_micros.saturating_sub(last.fsync_micros) as f64 / 1e6;
         self.audit_fsync_seconds.inc_by(seconds);
         self.audit_queue_bytes.set(stats.queue_bytes as i64);
+        for sink in &stats.sinks {
+            let before =
+                last.sinks.iter().find(|s| s.name == sink.name).cloned().unwrap_or_default();
+            let label = [sink.name.as_str()];
+            grow(&self.sink_sent.with_label_values(&label), sink.sent, before.sent);
+            grow(&self.sink_dropped.with_label_values(&label), sink.dropped, before.dropped);
+            grow(
+                &self.sink_reconnects.with_label_values(&label),
+                sink.reconnects,
+                before.reconnects,
+            );
+            grow(&self.sink_errors.with_label_values(&label), sink.errors, before.errors);
+            grow(&self.sink_truncated.with_label_values(&label), sink.truncated, before.truncated);
+            self.sink_queue_bytes.with_label_values(&label).set(sink.queue_bytes as i64);
+            self.sink_last_error.with_label_values(&label).set(sink.last_error_unix as i64);
+        }
         *last = stats.clone();
     }
 

@@ -82,6 +82,8 @@ pub(super) struct ActiveFile {
     /// Threads saving the indexes of rotated files; joined before the writer ends, so that a
     /// stopped proxy leaves no half-written sidecar behind.
     pub(super) index_savers: Vec<std::thread::JoinHandle<()>>,
+    /// The sinks each line written is handed to, once it is in the file.
+    pub(super) sinks: std::sync::Arc<crate::audit::sinks::Sinks>,
 }
 
 impl Drop for ActiveFile {
@@ -101,7 +103,11 @@ impl ActiveFile {
     /// Opens a fresh active file: an `audit.log` left by an earlier run is first rotated away
     /// (noting a torn last line, the trace of a crash mid-write), and the new file's first line
     /// links to the last complete line before it.
-    pub(super) fn open(config: &WriterConfig, envelope: &Envelope) -> io::Result<Self> {
+    pub(super) fn open(
+        config: &WriterConfig,
+        envelope: &Envelope,
+        sinks: std::sync::Arc<crate::audit::sinks::Sinks>,
+    ) -> io::Result<Self> {
         let lock = lock_dir(&config.dir)?;
         let active = config.dir.join(ACTIVE_FILE);
         // A rotation interrupted before its rename leaves at most a header here, never a record.
@@ -149,6 +155,7 @@ impl ActiveFile {
             checkpoint_key: config.checkpoint.as_ref().map(|(key, _)| key.clone()),
             index: IndexBuilder::for_node(&envelope.node),
             index_savers: Vec::new(),
+            sinks,
         };
         this.write_file_open(envelope, prev_file.as_deref(), torn)?;
         Ok(this)
@@ -166,6 +173,7 @@ impl ActiveFile {
         render(&event, None, envelope, &mut line);
         line.push(b'\n');
         self.file.write_all(&line)?;
+        self.sinks.offer(&line);
         self.segment.update(&line, 1);
         self.size += line.len() as u64;
         self.note_last_line(&line);
@@ -295,6 +303,7 @@ impl ActiveFile {
         let head = self.alg.hash(&line);
         line.push(b'\n');
         self.file.write_all(&line)?;
+        self.sinks.offer(&line);
         self.segment = Segment::new(self.alg, head);
         self.sealed_at = tokio::time::Instant::now();
         self.size += line.len() as u64;
@@ -315,6 +324,7 @@ impl ActiveFile {
         match result {
             Ok(()) => {
                 self.size += bytes.len() as u64;
+                self.sinks.offer(bytes);
                 Ok(())
             }
             Err(error) => {

@@ -248,8 +248,10 @@ fn write_fields(
             ("security", action, outcome)
         }
         AuditEvent::System(system) => {
-            let failed =
-                matches!(system.action, "loss" | "policy_reload_failed" | "tls_reload_failed");
+            let failed = matches!(
+                system.action,
+                "loss" | "sink_loss" | "policy_reload_failed" | "tls_reload_failed"
+            );
             ("system", system.action, if failed { "failure" } else { "success" })
         }
     };

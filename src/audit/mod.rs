@@ -10,6 +10,7 @@
 //! - [`chain`]: the seals that make the trail tamper-evident.
 //! - [`files`]: the directory's file names, listing, lock, and where the chain stands in them.
 //! - [`backlog`]: what the queue takes once full, and the `loss` records of what it drops.
+//! - [`sinks`]: copies of the trail beside the files (`[[audit.sinks]]`: syslog, stdout).
 //! - [`verify`]: `audit verify`, which checks a directory's chain and sequence.
 
 mod active;
@@ -20,6 +21,7 @@ pub mod files;
 pub mod filter;
 pub mod line;
 pub mod redact;
+pub mod sinks;
 pub mod verify;
 pub mod writer;
 
@@ -75,6 +77,7 @@ impl AuditSink {
                 coalesce: (config.audit.durability == Durability::Async
                     && !config.audit.coalesce.is_zero())
                 .then_some(config.audit.coalesce),
+                sinks: config.audit.sinks.clone(),
             },
             envelope.clone(),
         )?;
@@ -189,6 +192,7 @@ impl CommandSink for AuditSink {
             deletions: stats.deletions.load(Relaxed),
             fsyncs: stats.fsyncs.load(Relaxed),
             fsync_micros: stats.fsync_micros.load(Relaxed),
+            sinks: self.log.sink_snapshots(),
         })
     }
 

@@ -28,6 +28,7 @@ use crate::audit::event::{
     event_time, render_body, rfc3339_micros_bytes, AuditEvent, Envelope, SystemEvent,
 };
 use crate::audit::line;
+use crate::audit::sinks::{SinkSnapshot, Sinks};
 use crate::config::Retention;
 use crate::query::index::FacetStarts;
 
@@ -68,6 +69,8 @@ pub struct WriterConfig {
     /// one per event, each of which would cost the sending connection a futex wake and the
     /// machine a context switch. `None`: write as soon as an event arrives.
     pub coalesce: Option<Duration>,
+    /// `[[audit.sinks]]`: copies of what is written, sent beside the file.
+    pub sinks: Vec<crate::config::sinks::SinkConfig>,
 }
 
 /// How often the writer wakes up without events, to rotate by time.
@@ -193,6 +196,8 @@ struct Shared {
     /// Signalled at the first failure of a run of them (`on_error = "shutdown"` waits on it).
     failed: tokio::sync::Notify,
     envelope: Envelope,
+    /// The sinks the writer hands what it wrote to.
+    sinks: Arc<Sinks>,
 }
 
 impl Shared {
@@ -263,6 +268,26 @@ impl Shared {
         );
     }
 
+    /// Queues a system event after the log closed (the writer's last words: losses of sinks
+    /// it stopped), sequenced like the rest.
+    fn system_after_close(&self, action: &'static str, detail: serde_json::Value) {
+        let event = AuditEvent::System(SystemEvent { action, time: SystemTime::now(), detail });
+        let mut body = Vec::with_capacity(512);
+        render_body(&event, &self.envelope, &mut body);
+        let mut queue = self.lock();
+        let seq = queue.next_seq;
+        queue.next_seq += 1;
+        let len = queue.pending.push(&rfc3339_micros_bytes(event_time(&event)), seq, &body, None);
+        self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+    }
+
+    /// Records, as `sink_loss` system events, what sinks declared lost since the last look.
+    fn record_sink_losses(&self) {
+        for missed in self.sinks.take_file_notes() {
+            self.system("sink_loss", missed.detail());
+        }
+    }
+
     fn control(&self, control: Control) -> bool {
         let mut queue = self.lock();
         if !queue.open {
@@ -289,7 +314,8 @@ impl AuditLog {
     pub fn open(config: WriterConfig, envelope: Envelope) -> io::Result<Self> {
         std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
             .create(&config.dir)?;
-        let files = ActiveFile::open(&config, &envelope)?;
+        let sinks = Arc::new(Sinks::start(&config.sinks, envelope.clone())?);
+        let files = ActiveFile::open(&config, &envelope, Arc::clone(&sinks))?;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 next_seq: 1,
@@ -307,6 +333,7 @@ impl AuditLog {
             failing: AtomicBool::new(false),
             failed: tokio::sync::Notify::new(),
             envelope,
+            sinks,
         });
         let thread = {
             let shared = Arc::clone(&shared);
@@ -385,8 +412,15 @@ impl AuditLog {
         self.shared.control(Control::Rotate);
     }
 
-    /// Writes what is queued and stops the writer thread.
+    /// Counters of the `[[audit.sinks]]` sinks.
+    pub fn sink_snapshots(&self) -> Vec<SinkSnapshot> {
+        self.shared.sinks.snapshots()
+    }
+
+    /// Writes what is queued and stops the writer thread (and the sinks, once they sent what
+    /// they hold or their grace ran out).
     pub fn close(&self) {
+        self.shared.sinks.begin_close();
         {
             let mut queue = self.shared.lock();
             queue.open = false;
@@ -560,6 +594,7 @@ fn run_writer(files: ActiveFile, shared: &Shared) {
         if write_batch(&mut writer.files, &mut writer.batch, shared) {
             writer.files.rotate_if_old(envelope, stats);
         }
+        shared.record_sink_losses();
         let waited_on = !acks.is_empty();
         if waited_on {
             // A flush also waits for the indexes of files already rotated.
@@ -580,6 +615,22 @@ fn run_writer(files: ActiveFile, shared: &Shared) {
         files.seal(&mut batch);
     }
     write_batch(&mut files, &mut batch, shared);
+    // The sinks get their grace to send what they hold; what they could not is recorded in the
+    // file, after the seal they were sent, under a seal of its own.
+    shared.sinks.close();
+    let losses = shared.sinks.take_file_notes();
+    if !losses.is_empty() {
+        for missed in losses {
+            shared.system_after_close("sink_loss", missed.detail());
+        }
+        let mut writer = Writer { files, batch, shared };
+        let mut last = Lines::default();
+        std::mem::swap(&mut shared.lock().pending, &mut last);
+        writer.take(&mut last, &mut Vec::new());
+        let Writer { mut files, mut batch, .. } = writer;
+        files.seal(&mut batch);
+        write_batch(&mut files, &mut batch, shared);
+    }
 }
 
 /// Writes the batch; on failure keeps it for the next try (its queue budget stays taken, so a

@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod raw;
+pub mod sinks;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -293,6 +294,8 @@ pub struct AuditConfig {
     pub seal_records: u64,
     /// `audit.seal_interval_ms`: a seal once the oldest unsealed line is this old.
     pub seal_interval: Duration,
+    /// `[[audit.sinks]]`: the copies sent beside the files.
+    pub sinks: Vec<sinks::SinkConfig>,
 }
 
 /// `audit.checkpoint_key_file` / `audit.checkpoint_records`.
@@ -751,6 +754,8 @@ impl Config {
             }
         };
         let filters = validate_filters(&raw.audit.filters).map_err(|(key, m)| invalid(key, m))?;
+        let audit_sinks =
+            sinks::validate_sinks(&raw.audit.sinks).map_err(|(key, m)| invalid(key, m))?;
         let checkpoint = match &raw.audit.checkpoint_key_file {
             Some(path) => Some((
                 read_key_file("audit.checkpoint_key_file", path).map_err(|(k, m)| invalid(k, m))?,
@@ -1031,6 +1036,7 @@ impl Config {
                 seal_interval: Duration::from_millis(
                     raw.audit.seal_interval_ms.clamp(1, 3_600_000),
                 ),
+                sinks: audit_sinks,
             },
             auth: AuthConfig {
                 mode: auth_mode,
@@ -1335,6 +1341,28 @@ mod tests {
         // Every key of the schema appears, uncommented and with its default, in the example.
         let example: toml::Table = toml::from_str(text).unwrap();
         let defaults = toml::Table::try_from(RawConfig::default()).unwrap();
+        assert_eq!(example, defaults);
+    }
+
+    #[test]
+    fn the_example_sink_lists_every_key_with_its_default() {
+        // `[[audit.sinks]]` is an array (empty by default), so the example shows one table
+        // commented out: uncommented, it must hold every key of a sink with its default, apart
+        // from the TLS files, whose default is none.
+        let text = include_str!("../../proxy.toml.example");
+        let start = text.find("# [[audit.sinks]]\n").expect("the example shows a sink");
+        let table: String = text[start..]
+            .lines()
+            .skip(1)
+            .take_while(|line| line.starts_with("# "))
+            .filter(|line| !line.starts_with("#  "))
+            .map(|line| format!("{}\n", &line[2..]))
+            .collect();
+        let mut example: toml::Table = toml::from_str(&table).unwrap();
+        for optional in ["ca_file", "cert_file", "key_file", "server_name"] {
+            assert!(example.remove(optional).is_some(), "{optional} is shown");
+        }
+        let defaults = toml::Table::try_from(sinks::RawSink::default()).unwrap();
         assert_eq!(example, defaults);
     }
 }

@@ -299,6 +299,10 @@ pub struct RawAudit {
     pub seal_interval_ms: u64,
     /// `[audit.filters]`
     pub filters: RawFilters,
+    /// `[[audit.sinks]]`: copies of the trail sent beside the files (none by default; the
+    /// example file shows one commented out, with every key and its default).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sinks: Vec<super::sinks::RawSink>,
 }
 
 /// `[audit.filters]`: what the trail leaves out (always counted; system events always kept).
@@ -367,6 +371,7 @@ impl Default for RawAudit {
             seal_records: 1000,
             seal_interval_ms: 1000,
             filters: RawFilters::default(),
+            sinks: Vec::new(),
         }
     }
 }
