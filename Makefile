@@ -15,6 +15,7 @@ run: deps redis
 test: deps
 	@bash scripts/ensure-prometheus.sh
 	@bash scripts/ensure-redis-py.sh
+	@bash scripts/ensure-rsyslog.sh
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test --all-targets

@@ -268,9 +268,9 @@ impl Shared {
         );
     }
 
-    /// Queues a system event after the log closed (the writer's last words: losses of sinks
-    /// it stopped), sequenced like the rest.
-    fn system_after_close(&self, action: &'static str, detail: serde_json::Value) {
+    /// Queues a system event of the writer's own, even once the log is closing (the losses of
+    /// sinks, found while it writes its last batches), sequenced like the rest.
+    fn system_from_writer(&self, action: &'static str, detail: serde_json::Value) {
         let event = AuditEvent::System(SystemEvent { action, time: SystemTime::now(), detail });
         let mut body = Vec::with_capacity(512);
         render_body(&event, &self.envelope, &mut body);
@@ -284,7 +284,7 @@ impl Shared {
     /// Records, as `sink_loss` system events, what sinks declared lost since the last look.
     fn record_sink_losses(&self) {
         for missed in self.sinks.take_file_notes() {
-            self.system("sink_loss", missed.detail());
+            self.system_from_writer("sink_loss", missed.detail());
         }
     }
 
@@ -621,7 +621,7 @@ fn run_writer(files: ActiveFile, shared: &Shared) {
     let losses = shared.sinks.take_file_notes();
     if !losses.is_empty() {
         for missed in losses {
-            shared.system_after_close("sink_loss", missed.detail());
+            shared.system_from_writer("sink_loss", missed.detail());
         }
         let mut writer = Writer { files, batch, shared };
         let mut last = Lines::default();

@@ -40,6 +40,7 @@ mod records;
 mod replication;
 mod report;
 mod runtime;
+mod sinks;
 mod stateful;
 mod suggest;
 mod table_load;

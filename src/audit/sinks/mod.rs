@@ -26,7 +26,7 @@ use crate::audit::event::{render, AuditEvent, Envelope, SystemEvent};
 use crate::config::sinks::{SinkConfig, SinkKind, SinkOnFull};
 
 /// How long closing waits for the sinks to send what they hold.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
+pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Lines a sink missed: their seq range (lines without a seq, such as seals, are counted but
 /// have none) and why.
@@ -370,6 +370,14 @@ impl Sinks {
         self.begin_close();
         self.closed.store(true, Ordering::SeqCst);
         for sink in &self.sinks {
+            let mut queue = sink.lock();
+            if let Some(missed) = queue.missed.take() {
+                // The last gap is declared to the copy too, past the queue's budget by one
+                // line: nothing else will come to declare it.
+                missed.render_line(&self.envelope, &mut queue.bytes);
+                sink.file_notes.lock().unwrap_or_else(PoisonError::into_inner).push(missed);
+            }
+            drop(queue);
             sink.closing.store(true, Ordering::SeqCst);
             sink.ready.notify_all();
         }

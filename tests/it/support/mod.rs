@@ -7,6 +7,7 @@ pub mod http;
 pub mod proxy;
 pub mod redis;
 pub mod rng;
+pub mod rsyslog;
 pub mod scratch;
 
 pub use client::RawClient;

@@ -1,0 +1,170 @@
+//! A real `rsyslogd` as the collector of a syslog sink: its own config file on a free loopback
+//! port (`imtcp`, plain or TLS through the `gtls` driver), writing what it receives to a file as
+//! `PRI|MSGID|MSG` lines; stopped (SIGTERM, so it writes what it read) and started again on
+//! the same port and file.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where Debian's package puts the daemon.
+pub const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
+
+/// Fails the calling test, saying how to install it, when rsyslogd (with its gtls driver) is
+/// missing: a sink test never passes without the real collector.
+pub fn require() {
+    let gtls = ["/usr/lib/x86_64-linux-gnu/rsyslog", "/usr/lib/aarch64-linux-gnu/rsyslog"]
+        .iter()
+        .any(|dir| Path::new(dir).join("lmnsd_gtls.so").exists());
+    assert!(
+        Path::new(RSYSLOGD).exists() && gtls,
+        "rsyslogd with its gtls driver is not installed: `make test` installs it \
+         (scripts/ensure-rsyslog.sh, or `apt-get install rsyslog rsyslog-gnutls`)"
+    );
+}
+
+/// The TLS files of a collector: its CA, certificate and key.
+#[derive(Debug, Clone)]
+pub struct CollectorTls {
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// A running rsyslogd (killed on drop).
+#[derive(Debug)]
+pub struct Rsyslog {
+    pub addr: SocketAddr,
+    /// What it received, one `PRI|MSGID|MSG` line per message.
+    pub output: PathBuf,
+    config: PathBuf,
+    pid_file: PathBuf,
+    child: Option<Child>,
+}
+
+impl Rsyslog {
+    /// Starts one in `dir`, on a free port.
+    pub fn start(dir: &Path, tls: Option<&CollectorTls>) -> Self {
+        require();
+        std::fs::create_dir_all(dir.join("work")).unwrap();
+        let port = crate::support::redis::free_port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let output = dir.join("received.log");
+        let driver = match tls {
+            Some(tls) => format!(
+                "global(DefaultNetstreamDriverCAFile=\"{}\" DefaultNetstreamDriverCertFile=\"{}\" \
+                 DefaultNetstreamDriverKeyFile=\"{}\")\n\
+                 module(load=\"imtcp\" StreamDriver.Name=\"gtls\" StreamDriver.Mode=\"1\" \
+                 StreamDriver.AuthMode=\"anon\")\n",
+                tls.ca_file.display(),
+                tls.cert_file.display(),
+                tls.key_file.display()
+            ),
+            None => "module(load=\"imtcp\")\n".to_owned(),
+        };
+        // The main queue is direct: what rsyslogd read is written before it reads more, so a
+        // stopped collector has lost only what was still in the sockets, never a queue.
+        let config = format!(
+            "global(workDirectory=\"{work}\" maxMessageSize=\"64k\")\n\
+             main_queue(queue.type=\"Direct\")\n\
+             {driver}\
+             input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\")\n\
+             template(name=\"audit\" type=\"string\" string=\"%pri%|%msgid%|%msg%\\n\")\n\
+             action(type=\"omfile\" file=\"{output}\" template=\"audit\" flushOnTXEnd=\"on\")\n",
+            work = dir.join("work").display(),
+            output = output.display(),
+        );
+        let config_path = dir.join("rsyslog.conf");
+        std::fs::write(&config_path, config).unwrap();
+        let mut this = Self {
+            addr,
+            output,
+            config: config_path,
+            pid_file: dir.join("rsyslogd.pid"),
+            child: None,
+        };
+        this.restart();
+        this
+    }
+
+    /// Starts the daemon (again) and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        let child = Command::new(RSYSLOGD)
+            .args(["-n", "-f"])
+            .arg(&self.config)
+            .arg("-i")
+            .arg(&self.pid_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {RSYSLOGD}: {e}"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(self.addr).is_err() {
+            let exited = self.child.as_mut().and_then(|c| c.try_wait().unwrap());
+            assert!(
+                exited.is_none(),
+                "rsyslogd exited: {exited:?} (config {})",
+                self.config.display()
+            );
+            assert!(Instant::now() < deadline, "rsyslogd never listened on {}", self.addr);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops it with SIGTERM (it writes what it read) and waits for it to exit.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = std::fs::remove_file(&self.pid_file);
+    }
+
+    /// The messages received so far: `(pri, msgid, msg)`.
+    pub fn received(&self) -> Vec<(u32, String, String)> {
+        let text = std::fs::read_to_string(&self.output).unwrap_or_default();
+        text.lines()
+            .map(|line| {
+                let mut parts = line.splitn(3, '|');
+                let pri = parts.next().unwrap().parse().unwrap_or_else(|_| panic!("{line}"));
+                let msgid = parts.next().unwrap_or_default().to_owned();
+                (pri, msgid, parts.next().unwrap_or_default().trim_start().to_owned())
+            })
+            .collect()
+    }
+
+    /// Waits until it received at least `count` messages and nothing more came for 300 ms.
+    pub fn wait_for(&self, count: usize) -> Vec<(u32, String, String)> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen = 0;
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = self.received().len();
+            if now >= count && now == seen {
+                return self.received();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rsyslogd received {now} messages, expected {count}"
+            );
+            seen = now;
+        }
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
