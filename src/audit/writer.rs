@@ -608,6 +608,16 @@ fn run_writer(files: ActiveFile, shared: &Shared) {
             std::thread::sleep(pause);
         }
     }
+    if !shared.sinks.is_empty() {
+        // Everything up to `stop` goes to the sinks, which get their grace to send it; what
+        // they could not is recorded before the final seal, which they get too.
+        write_batch(&mut writer.files, &mut writer.batch, shared);
+        shared.sinks.drain();
+        shared.record_sink_losses();
+        let mut last = Lines::default();
+        std::mem::swap(&mut shared.lock().pending, &mut last);
+        writer.take(&mut last, &mut acks);
+    }
     let Writer { mut files, mut batch, .. } = writer;
     // The last line of a run is a seal over everything before it (the one just made, when
     // nothing came after it).
@@ -615,23 +625,19 @@ fn run_writer(files: ActiveFile, shared: &Shared) {
         files.seal(&mut batch);
     }
     write_batch(&mut files, &mut batch, shared);
-    // The sinks get their grace to send what they hold; what they could not is recorded in the
-    // file, after the seal they were sent, under a seal of its own.
-    shared.sinks.close();
-    let losses = shared.sinks.take_file_notes();
-    if !losses.is_empty() {
-        for missed in losses {
-            shared.system_from_writer("sink_loss", missed.detail());
-        }
-        let mut writer = Writer { files, batch, shared };
-        let mut last = Lines::default();
-        std::mem::swap(&mut shared.lock().pending, &mut last);
-        writer.take(&mut last, &mut Vec::new());
-        let Writer { mut files, mut batch, .. } = writer;
-        files.seal(&mut batch);
-        write_batch(&mut files, &mut batch, shared);
+    shared.sinks.close(CLOSE_SEAL_GRACE);
+    let late: u64 = shared.sinks.take_file_notes().iter().map(|missed| missed.lines).sum();
+    if late > 0 {
+        // Nothing can follow the final seal in the file: the log says it.
+        tracing::warn!(
+            lines = late,
+            "audit sinks could not send the end of the run (counted in audit_sink_dropped_total)"
+        );
     }
 }
+
+/// How long the sinks get to send the final seal, after they sent the rest of a run.
+const CLOSE_SEAL_GRACE: Duration = Duration::from_secs(1);
 
 /// Writes the batch; on failure keeps it for the next try (its queue budget stays taken, so a
 /// failing disk fills the queue and `on_full` applies). Notes failure and recovery as system

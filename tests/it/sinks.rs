@@ -314,3 +314,122 @@ fn log_format_json_writes_one_object_a_line_on_stderr() {
         assert!(log["level"].is_string() && log["fields"].is_object(), "{line}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_never_reads_costs_the_proxy_nothing_with_drop() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let dir = Scratch::new("sink-stuck");
+    // Accepts connections and never reads from them.
+    let stuck = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stuck_addr = stuck.local_addr().unwrap();
+    let held = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = stuck.accept() {
+            held.push(stream);
+            if held.len() >= 8 {
+                break;
+            }
+        }
+    });
+    let toml = format!(
+        "[audit]\n[[audit.sinks]]\ntype = \"syslog\"\naddress = \"{stuck_addr}\"\n\
+         transport = \"tcp\"\nqueue_bytes = 65536\nconnect_timeout_ms = 300\n"
+    );
+    let audit_dir = dir.path().join("audit");
+    let (proxy, audit) =
+        crate::support::TestProxy::start_audited(redis.addr, &audit_dir, &toml).await;
+    let mut client = RawClient::connect(proxy.addr).await;
+    let sink_stats =
+        || redis_audit_proxy::record::CommandSink::stats(&*audit).unwrap().sinks[0].clone();
+    for round in 0..10 {
+        run_sets(&mut client, round * 2_000, 2_000).await;
+        // Its queue and what its thread holds stay within twice queue_bytes.
+        let stats = sink_stats();
+        assert!(stats.queue_bytes <= 2 * 65536, "{stats:?}");
+    }
+    drop(client);
+    proxy.shutdown().await;
+    let stats = sink_stats();
+    assert!(stats.dropped > 10_000, "the stuck sink missed most lines: {stats:?}");
+    // The file has everything: the sink's troubles are in it as sink_loss records.
+    let file = trail_lines(&audit_dir);
+    let commands = file.iter().filter(|l| l.contains("\"kind\":\"command\"")).count();
+    assert_eq!(commands, 20_000);
+    assert!(file.iter().any(|l| l.contains("\"action\":\"sink_loss\"")));
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_block_a_collector_that_comes_up_late_misses_nothing() {
+    crate::require_redis!();
+    crate::support::rsyslog::require();
+    let redis = RedisServer::start(&[]);
+    let dir = Scratch::new("sink-block");
+    // The collector's port is known, but nothing listens on it yet.
+    let mut collector = Rsyslog::start(&dir.path().join("rsyslog"), None);
+    collector.stop();
+    let toml = format!(
+        "[audit]\n[[audit.sinks]]\ntype = \"syslog\"\naddress = \"{}\"\ntransport = \"tcp\"\n\
+         on_full = \"block\"\nqueue_bytes = 65536\nreconnect_min_ms = 20\nreconnect_max_ms = 100\n",
+        collector.addr
+    );
+    let audit_dir = dir.path().join("audit");
+    let (proxy, audit) =
+        crate::support::TestProxy::start_audited(redis.addr, &audit_dir, &toml).await;
+    let mut client = RawClient::connect(proxy.addr).await;
+    run_sets(&mut client, 0, 3_000).await;
+    collector.restart();
+    run_sets(&mut client, 3_000, 3_000).await;
+    drop(client);
+    proxy.shutdown().await;
+    let file = trail_lines(&audit_dir);
+    let received = collector.wait_for(file.len());
+    let copy: Vec<&String> = received.iter().map(|(_, _, msg)| msg).collect();
+    assert_eq!(copy.len(), file.len(), "nothing missed, nothing added");
+    assert!(copy.iter().zip(&file).all(|(msg, line)| *msg == line), "the same lines in order");
+    let stats = &redis_audit_proxy::record::CommandSink::stats(&*audit).unwrap().sinks[0];
+    assert_eq!(stats.dropped, 0);
+    assert!(stats.errors >= 1, "it did wait for the collector: {stats:?}");
+}
+
+#[test]
+fn udp_sends_one_datagram_per_line() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let dir = Scratch::new("sink-udp");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let collector = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    collector.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let config = dir.path().join("proxy.toml");
+    let sink = format!(
+        "[[audit.sinks]]\ntype = \"syslog\"\ntransport = \"udp\"\naddress = \"{}\"\nfacility = \"local3\"\n",
+        collector.local_addr().unwrap()
+    );
+    std::fs::write(&config, sink).unwrap();
+    let audit_dir = dir.path().join("audit");
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut child = start_binary(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--upstream",
+            &redis.addr.to_string(),
+            "--audit-dir",
+            audit_dir.to_str().unwrap(),
+        ],
+        listen,
+    );
+    let stdout = read_all_of(&mut child);
+    blocking_sets(listen, 50);
+    let _ = stop_binary(&mut child, stdout);
+    let file = trail_lines(&audit_dir);
+    let mut datagram = vec![0u8; 65536];
+    for line in &file {
+        let len = collector.recv(&mut datagram).expect("a datagram per line");
+        let message = std::str::from_utf8(&datagram[..len]).unwrap();
+        // local3 = 19: <19*8+severity>1 TIME HOST APP PROCID MSGID - MSG, unframed.
+        assert!(message.starts_with("<15"), "{message}");
+        assert!(message.ends_with(line.as_str()), "{message} / {line}");
+    }
+}

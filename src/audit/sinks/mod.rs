@@ -194,6 +194,8 @@ impl SinkShared {
             queue = self.ready.wait_timeout(queue, wait).unwrap_or_else(PoisonError::into_inner).0;
         }
         std::mem::swap(&mut queue.bytes, out);
+        // Under the lock, so that the lines are always counted on one side or the other.
+        self.counters.queue_bytes.store(out.len(), Ordering::SeqCst);
         let closing = self.closing.load(Ordering::SeqCst);
         drop(queue);
         self.room.notify_all();
@@ -215,6 +217,7 @@ impl SinkShared {
     /// Queues `bytes` (whole lines) as the sink's `on_full` says.
     fn offer(&self, bytes: &[u8], envelope: &Envelope) {
         let mut queue = self.lock();
+        let mut room = self.capacity.saturating_sub(queue.bytes.len());
         if self.on_full == SinkOnFull::Block {
             let waiting_since = Instant::now();
             // A batch larger than the whole queue is taken once the queue is empty.
@@ -228,8 +231,12 @@ impl SinkShared {
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
             }
+            room = self.capacity.saturating_sub(queue.bytes.len());
+            if queue.bytes.is_empty() {
+                // A batch larger than the whole queue is taken whole once the queue is empty.
+                room = room.max(bytes.len());
+            }
         }
-        let room = self.capacity.saturating_sub(queue.bytes.len());
         let fits = if bytes.len() <= room {
             bytes.len()
         } else {
@@ -363,10 +370,23 @@ impl Sinks {
         }
     }
 
-    /// Lets the sinks send what they hold, for up to [`CLOSE_GRACE`], and stops them. A sink
-    /// still busy then (a collector that stopped reading) is left behind; what it held is
-    /// declared lost. Undeclared losses are left for [`take_file_notes`](Self::take_file_notes).
-    pub fn close(&self) {
+    /// Waits, up to [`CLOSE_GRACE`], until every sink sent what it was handed.
+    pub fn drain(&self) {
+        let deadline = Instant::now() + CLOSE_GRACE;
+        for sink in &self.sinks {
+            while Instant::now() < deadline
+                && (!sink.lock().bytes.is_empty()
+                    || sink.counters.queue_bytes.load(Ordering::SeqCst) > 0)
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+
+    /// Lets the sinks send what they hold, for up to `grace`, and stops them. A sink still busy
+    /// then (a collector that stopped reading) is left behind; what it held is declared lost.
+    /// Undeclared losses are left for [`take_file_notes`](Self::take_file_notes).
+    pub fn close(&self, grace: Duration) {
         self.begin_close();
         self.closed.store(true, Ordering::SeqCst);
         for sink in &self.sinks {
@@ -381,7 +401,7 @@ impl Sinks {
             sink.closing.store(true, Ordering::SeqCst);
             sink.ready.notify_all();
         }
-        let deadline = Instant::now() + CLOSE_GRACE;
+        let deadline = Instant::now() + grace;
         let threads =
             std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
         for (sink, thread) in self.sinks.iter().zip(threads) {

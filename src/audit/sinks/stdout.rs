@@ -18,7 +18,6 @@ pub(super) fn run(shared: &SinkShared, envelope: &Envelope) {
         if taken.is_empty() {
             continue;
         }
-        counters.queue_bytes.store(taken.len(), Ordering::Relaxed);
         let lines = memchr::memchr_iter(b'\n', &taken).count() as u64;
         let mut out = std::io::stdout().lock();
         match out.write_all(&taken).and_then(|()| out.flush()) {

@@ -194,7 +194,6 @@ pub(super) fn run(shared: &SinkShared, config: &SyslogConfig, envelope: &Envelop
             if !shared.take(&mut pending, TICK) {
                 break;
             }
-            counters.queue_bytes.store(pending.len(), Ordering::Relaxed);
             if pending.is_empty() {
                 continue;
             }
@@ -267,9 +266,10 @@ pub(super) fn run(shared: &SinkShared, config: &SyslogConfig, envelope: &Envelop
                 }
             }
         }
-        counters.queue_bytes.store(pending.len() - sent_to.min(pending.len()), Ordering::Relaxed);
+        let left = pending.len() - sent_to.min(pending.len());
         if !stream {
             counters.sent.fetch_add(chunk.lines, Ordering::Relaxed);
+            counters.queue_bytes.store(left, Ordering::SeqCst);
             declare.clear();
             continue;
         }
@@ -290,6 +290,7 @@ pub(super) fn run(shared: &SinkShared, config: &SyslogConfig, envelope: &Envelop
             }
             None => {}
         }
+        counters.queue_bytes.store(left, Ordering::SeqCst);
     }
     if sent_to < pending.len() {
         let mut missed = Missed::new(shared.name(), "closed");
