@@ -35,7 +35,8 @@ pub struct RawSink {
     pub hostname: String,
     /// syslog: the longest message sent; longer records have their long fields cut.
     pub max_message_bytes: u64,
-    /// syslog: longest connection attempt (TLS handshake included).
+    /// syslog: longest connection attempt (TLS handshake included), and longest wait of one
+    /// write for a collector that does not read.
     pub connect_timeout_ms: u64,
     /// syslog: first wait before reconnecting; doubled at each failure...
     pub reconnect_min_ms: u64,
