@@ -214,6 +214,18 @@ impl SinkShared {
         &self.name
     }
 
+    /// Declares the gap not yet declared (nothing more may come to declare it: the log is
+    /// closing), past the queue's budget by one line.
+    fn declare_pending(&self, envelope: &Envelope) {
+        let mut queue = self.lock();
+        if let Some(missed) = queue.missed.take() {
+            missed.render_line(envelope, &mut queue.bytes);
+            self.file_notes.lock().unwrap_or_else(PoisonError::into_inner).push(missed);
+        }
+        drop(queue);
+        self.ready.notify_one();
+    }
+
     /// Queues `bytes` (whole lines) as the sink's `on_full` says.
     fn offer(&self, bytes: &[u8], envelope: &Envelope) {
         let mut queue = self.lock();
@@ -274,16 +286,6 @@ pub struct Sinks {
 }
 
 impl Sinks {
-    /// No sinks (the file alone).
-    pub fn none(envelope: Envelope) -> Self {
-        Self {
-            sinks: Vec::new(),
-            threads: Mutex::new(Vec::new()),
-            envelope,
-            closed: AtomicBool::new(false),
-        }
-    }
-
     /// Starts one thread per sink. Failing to connect is not an error here: a sink connects
     /// (and reconnects) on its thread, and misses what its queue cannot hold meanwhile.
     pub fn start(configs: &[SinkConfig], envelope: Envelope) -> std::io::Result<Self> {
@@ -380,6 +382,9 @@ impl Sinks {
             {
                 std::thread::sleep(Duration::from_millis(2));
             }
+            // What it missed last is declared now, so that the file records it before its
+            // final seal.
+            sink.declare_pending(&self.envelope);
         }
     }
 
@@ -390,14 +395,7 @@ impl Sinks {
         self.begin_close();
         self.closed.store(true, Ordering::SeqCst);
         for sink in &self.sinks {
-            let mut queue = sink.lock();
-            if let Some(missed) = queue.missed.take() {
-                // The last gap is declared to the copy too, past the queue's budget by one
-                // line: nothing else will come to declare it.
-                missed.render_line(&self.envelope, &mut queue.bytes);
-                sink.file_notes.lock().unwrap_or_else(PoisonError::into_inner).push(missed);
-            }
-            drop(queue);
+            sink.declare_pending(&self.envelope);
             sink.closing.store(true, Ordering::SeqCst);
             sink.ready.notify_all();
         }
