@@ -363,8 +363,11 @@ impl ReplyScanner {
             if kind != b';' {
                 return Err(ReplyError::InvalidType(kind));
             }
-        } else if kind == b'.' && !matches!(self.stack.last(), Some(Open::Streamed)) {
-            // `.` ends a streamed aggregate and is nothing anywhere else.
+        } else if kind == b';'
+            || (kind == b'.' && !matches!(self.stack.last(), Some(Open::Streamed)))
+        {
+            // `;` is a chunk of a streamed string and `.` ends a streamed aggregate: they are
+            // nothing anywhere else (a `;` read as a value never ended its reply).
             return Err(ReplyError::InvalidType(kind));
         } else if depth == 0 {
             // Reset lengths, not buffers: a reply is framed per call, and the heads are big.
@@ -591,6 +594,16 @@ $?\r\n;2\r\nab\r\n;0\r\n*?\r\n:1\r\n:2\r\n.\r\n*0\r\n%0\r\n";
         for step in 1..40 {
             assert_eq!(frames(EVERY_TYPE, step).unwrap(), whole, "step {step}");
         }
+    }
+
+    #[test]
+    fn a_chunk_outside_a_streamed_string_is_refused() {
+        // Found by fuzz/fuzz_targets/reply_framer.rs: `;` at the top (or in an aggregate) was
+        // read as a chunk that never ends its reply, where the oracle reads one value.
+        for input in [&b";3\r\nab\r\r\n:1\r\n"[..], b"*1\r\n;1\r\na\r\n"] {
+            assert_eq!(frames(input, input.len()), Err(ReplyError::InvalidType(b';')));
+        }
+        assert!(frames(b"$?\r\n;1\r\na\r\n;0\r\n", 3).is_ok());
     }
 
     #[test]
