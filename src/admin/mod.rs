@@ -171,7 +171,7 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Full
 /// `GET /api/v1/audit-records`: `DescribeAuditRecords` over the audit directory. The read
 /// is itself recorded, as an `api_read` system event.
 async fn audit_records(state: &AdminState, query_string: &str) -> Response<Full<Bytes>> {
-    let params = parse_query_string(query_string);
+    let params = crate::query::params::parse_query_string(query_string);
     let request_id = request_id();
     let query = match crate::query::AuditQuery::from_params(&params) {
         Ok(query) => query,
@@ -264,7 +264,7 @@ async fn log_page(
     endpoint: &'static str,
     query_string: Option<&str>,
 ) -> Response<Full<Bytes>> {
-    let params = parse_query_string(query_string.unwrap_or(""));
+    let params = crate::query::params::parse_query_string(query_string.unwrap_or(""));
     let paging = match crate::query::logs::Paging::from_params(&params) {
         Ok(paging) => paging,
         Err(message) => return error(StatusCode::BAD_REQUEST, "InvalidParameter", &message),
@@ -293,45 +293,6 @@ async fn log_page(
         }),
     });
     json_response(StatusCode::OK, &body)
-}
-
-/// `a=b&c=d` with percent-decoding (and `+` as a space); later duplicates win.
-fn parse_query_string(query: &str) -> std::collections::HashMap<String, String> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(name), percent_decode(value))
-        })
-        .collect()
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut at = 0;
-    while at < bytes.len() {
-        match bytes[at] {
-            b'+' => out.push(b' '),
-            b'%' => match (bytes.get(at + 1).and_then(hex), bytes.get(at + 2).and_then(hex)) {
-                (Some(high), Some(low)) => {
-                    out.push(high << 4 | low);
-                    at += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            other => out.push(other),
-        }
-        at += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The value of one hexadecimal digit (`u8::from_str_radix` would also take a sign, so
-/// `%+1` would decode).
-fn hex(digit: &u8) -> Option<u8> {
-    (*digit as char).to_digit(16).map(|value| value as u8)
 }
 
 /// A request id in the seeds' shape (a random UUID-like hex string).
@@ -385,25 +346,4 @@ fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full
 /// An error in the shape of the seeds' APIs: `{"Code": ..., "Message": ...}`.
 fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
     json_response(status, &json!({"Code": code, "Message": message}))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_strings_are_percent_decoded() {
-        let params =
-            parse_query_string("StartTime=2026-11-22T00%3A00%3A00Z&AccountName=a+b&x=%zz&flag");
-        assert_eq!(params["StartTime"], "2026-11-22T00:00:00Z");
-        assert_eq!(params["AccountName"], "a b");
-        assert_eq!(params["x"], "%zz", "a bad escape stays as it is");
-        assert_eq!(params["flag"], "");
-        assert_eq!(percent_decode("%"), "%");
-        assert_eq!(percent_decode("%4"), "%4");
-        assert_eq!(percent_decode("%41%4a%4A"), "AJJ");
-        // A sign is not a digit: `%+1` is not byte 1 (the `+` is then a space, as everywhere).
-        assert_eq!(percent_decode("%+1"), "% 1");
-        assert_eq!(percent_decode("%-1%1"), "%-1%1");
-    }
 }

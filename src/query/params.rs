@@ -321,6 +321,48 @@ impl AuditQuery {
     }
 }
 
+/// The admin API's query string: `a=b&c=d` with percent-decoding (and `+` as a space); later
+/// duplicates win.
+pub fn parse_query_string(query: &str) -> HashMap<String, String> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(name), percent_decode(value))
+        })
+        .collect()
+}
+
+/// Percent-decoding as query strings use it (`+` is a space; a bad escape stays as it is;
+/// bytes that are not UTF-8 become U+FFFD).
+pub fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        match bytes[at] {
+            b'+' => out.push(b' '),
+            b'%' => match (bytes.get(at + 1).and_then(hex), bytes.get(at + 2).and_then(hex)) {
+                (Some(high), Some(low)) => {
+                    out.push(high << 4 | low);
+                    at += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            other => out.push(other),
+        }
+        at += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The value of one hexadecimal digit (`u8::from_str_radix` would also take a sign, so
+/// `%+1` would decode).
+fn hex(digit: &u8) -> Option<u8> {
+    (*digit as char).to_digit(16).map(|value| value as u8)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,5 +427,21 @@ mod tests {
         assert!(!q.contains("2026-11-22T04:56:15.000000Z"));
         assert_eq!(parse_time("1970-01-02T00:00:00Z").map(|(s, _)| s), Some(86_400));
         assert_eq!(parse_time("2026-02-29T00:00:00Z"), None, "not a leap year");
+    }
+
+    #[test]
+    fn query_strings_are_percent_decoded() {
+        let params =
+            parse_query_string("StartTime=2026-11-22T00%3A00%3A00Z&AccountName=a+b&x=%zz&flag");
+        assert_eq!(params["StartTime"], "2026-11-22T00:00:00Z");
+        assert_eq!(params["AccountName"], "a b");
+        assert_eq!(params["x"], "%zz", "a bad escape stays as it is");
+        assert_eq!(params["flag"], "");
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("%4"), "%4");
+        assert_eq!(percent_decode("%41%4a%4A"), "AJJ");
+        // A sign is not a digit: `%+1` is not byte 1 (the `+` is then a space, as everywhere).
+        assert_eq!(percent_decode("%+1"), "% 1");
+        assert_eq!(percent_decode("%-1%1"), "%-1%1");
     }
 }
