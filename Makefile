@@ -4,7 +4,9 @@ CARGO ?= cargo
 REDIS_PORT ?= 6379
 CONFIG ?= proxy.toml.example
 
-.PHONY: run test bench fmt lint doc deps redis clean
+.PHONY: run test bench fuzz fuzz-smoke fmt lint doc deps redis clean
+FUZZ_SECONDS ?= 600
+FUZZ_JOBS ?= 1
 
 ## Start the proxy on 127.0.0.1:6380 in front of a redis-server on 127.0.0.1:$(REDIS_PORT),
 ## installing and starting one if none answers there.
@@ -26,6 +28,16 @@ test: deps
 bench: deps
 	$(CARGO) bench --bench hot_path
 	python3 scripts/bench.py
+
+## Every fuzz target (fuzz/, cargo-fuzz) for FUZZ_SECONDS each, FUZZ_JOBS at a time; figures
+## in docs/reliability.md. fuzz-smoke: 20 s per target.
+fuzz:
+	@bash scripts/ensure-cargo-fuzz.sh
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) bash scripts/fuzz.sh
+
+fuzz-smoke:
+	@bash scripts/ensure-cargo-fuzz.sh
+	FUZZ_SECONDS=20 FUZZ_JOBS=$(FUZZ_JOBS) bash scripts/fuzz.sh
 
 deps:
 	@bash scripts/ensure-redis.sh

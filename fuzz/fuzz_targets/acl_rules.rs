@@ -1,0 +1,122 @@
+//! Fuzz target: the users-file parser and `ACL SETUSER` rules. Whatever parses must describe
+//! itself as a file (`ACL SAVE`, `ACL LIST`) that parses back to the same users, and
+//! describing that gives the same text; an error never shows a password.
+//!
+//! Byte 0 picks the mode: even, the rest is a users file; odd, the rest is one `ACL SETUSER
+//! alice` whose arguments are separated by NUL bytes (an argument may hold spaces there).
+#![no_main]
+
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use redis_audit_proxy::acl::command_ids::CommandIds;
+use redis_audit_proxy::acl::user::{merge_selector_tokens, Selector, User};
+use redis_audit_proxy::acl::users::Users;
+use redis_audit_proxy::command::CommandTable;
+
+fn ids() -> &'static CommandIds {
+    static IDS: OnceLock<CommandIds> = OnceLock::new();
+    IDS.get_or_init(|| CommandIds::new(&CommandTable::embedded()))
+}
+
+fn lower_first_args(selector: &Selector) -> Vec<(u16, Vec<Vec<u8>>)> {
+    let lower = |args: &Vec<Vec<u8>>| args.iter().map(|a| a.to_ascii_lowercase()).collect();
+    selector.first_args.iter().map(|(id, args)| (*id, lower(args))).collect()
+}
+
+/// The same users: names, flags, passwords and every selector's permissions.
+fn assert_same(one: &Users, two: &Users, text: &str) {
+    assert_eq!(one.len(), two.len(), "{text}");
+    for (x, y) in one.iter().zip(two.iter()) {
+        assert_eq!(x.name, y.name, "{text}");
+        assert_eq!(
+            (x.enabled, x.nopass, &x.password_hashes),
+            (y.enabled, y.nopass, &y.password_hashes),
+            "{text}"
+        );
+        assert_eq!(x.selectors.len(), y.selectors.len(), "{text}");
+        for (a, b) in x.selectors.iter().zip(&y.selectors) {
+            assert_eq!(
+                (&a.allowed, &a.keys, &a.channels),
+                (&b.allowed, &b.keys, &b.channels),
+                "{text}"
+            );
+            // First arguments are compared without case, as the check compares them (Redis's
+            // `strcasecmp`), and described lower-cased: only their lower case must survive.
+            assert_eq!(lower_first_args(a), lower_first_args(b), "{text}");
+            assert_eq!(
+                (a.all_keys, a.all_channels, a.future_commands),
+                (b.all_keys, b.all_channels, b.future_commands),
+                "{text}"
+            );
+        }
+    }
+}
+
+/// Parses the description back; it must be the same users, described the same way.
+fn round_trip(users: &Users) {
+    let text = users.to_file_text();
+    let again = Users::parse(text.as_bytes(), ids())
+        .unwrap_or_else(|error| panic!("the description does not parse: {error}\n{text}"));
+    assert_same(users, &again, &text);
+    assert_eq!(again.to_file_text(), text);
+}
+
+/// Descriptions are text: a name or pattern that is not UTF-8 cannot survive them (see the
+/// report in docs/reliability.md), so the round trip is checked on UTF-8 input only.
+fn is_utf8(bytes: &[u8]) -> bool {
+    std::str::from_utf8(bytes).is_ok()
+}
+
+/// Password rules' passwords in `input` (words after `user <name>`, split as the parser
+/// splits them) that seeing in a message cannot be a coincidence: long enough, and found
+/// nowhere else in the input.
+fn passwords(input: &[u8]) -> Vec<&[u8]> {
+    let count = |needle: &[u8]| input.windows(needle.len()).filter(|w| *w == needle).count();
+    input
+        .split(|&b| b == b'\n')
+        .flat_map(|line| line.split(|&b| b == b' ').filter(|w| !w.is_empty()).skip(2))
+        .filter_map(|w| match w.first() {
+            Some(b'>' | b'<') => Some(&w[1..]),
+            _ => None,
+        })
+        .filter(|p| p.len() >= 12 && count(p) == 1)
+        .collect()
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, input)) = data.split_first() else { return };
+    if mode % 2 == 0 {
+        match Users::parse(input, ids()) {
+            Ok(users) if is_utf8(input) => round_trip(&users),
+            Ok(_) => {}
+            Err(error) => {
+                let message = error.to_string();
+                assert!(error.line >= 1 && error.line <= input.split(|&b| b == b'\n').count());
+                // Compared as text: a message shows bytes that are not UTF-8 as U+FFFD, which
+                // any other such bytes (a user name's) would match.
+                for password in passwords(input) {
+                    if let Ok(password) = std::str::from_utf8(password) {
+                        assert!(!message.contains(password), "{message}");
+                    }
+                }
+            }
+        }
+    } else {
+        let args: Vec<Vec<u8>> = input.split(|&b| b == 0).map(<[u8]>::to_vec).collect();
+        let Ok(rules) = merge_selector_tokens(&args) else { return };
+        let mut user = User::new(b"alice", ids());
+        for rule in &rules {
+            if user.apply(ids(), rule).is_err() {
+                // Redis applies none of a refused ACL SETUSER; nothing to describe.
+                return;
+            }
+        }
+        if !is_utf8(input) {
+            return;
+        }
+        let mut users = Users::parse(b"", ids()).unwrap();
+        users.insert(user);
+        round_trip(&users);
+    }
+});

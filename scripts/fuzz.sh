@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Runs every fuzz target (fuzz/fuzz_targets/) for FUZZ_SECONDS each, FUZZ_JOBS at a time,
+# over its working corpus (fuzz/corpus/<target>, not checked in) and its checked-in seeds
+# (fuzz/seeds/<target>); prints one line per target: executions, seconds, crashes.
+# Used by `make fuzz` (FUZZ_SECONDS=600) and `make fuzz-smoke` (FUZZ_SECONDS=20).
+# A crash leaves its input in fuzz/artifacts/<target>/ and fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+# cargo-fuzz passes `-Z` flags (sanitizer, coverage): allowed on the stable toolchain so.
+export RUSTC_BOOTSTRAP=1
+SECONDS_EACH="${FUZZ_SECONDS:-600}"
+JOBS="${FUZZ_JOBS:-1}"
+TARGETS="${FUZZ_TARGETS:-$(cargo fuzz list --fuzz-dir fuzz)}"
+cargo fuzz build --fuzz-dir fuzz >/dev/null
+mkdir -p fuzz/logs
+run_one() {
+  local target="$1"
+  mkdir -p "fuzz/corpus/$target" "fuzz/artifacts/$target"
+  local log="fuzz/logs/$target.log"
+  local status=0
+  cargo fuzz run --fuzz-dir fuzz "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
+    -max_total_time="$SECONDS_EACH" -print_final_stats=1 >"$log" 2>&1 || status=$?
+  local execs
+  execs=$(grep -a 'stat::number_of_executed_units' "$log" | awk '{print $2}' | tail -1)
+  local crashes
+  crashes=$(find "fuzz/artifacts/$target" -type f | wc -l)
+  echo "$target: ${execs:-?} executions in ${SECONDS_EACH} s, exit $status, crash inputs: $crashes"
+  [ "$status" = 0 ] && [ "$crashes" = 0 ]
+}
+failed=0
+running=0
+for target in $TARGETS; do
+  run_one "$target" &
+  running=$((running + 1))
+  if [ "$running" -ge "$JOBS" ]; then
+    wait -n || failed=1
+    running=$((running - 1))
+  fi
+done
+while [ "$running" -gt 0 ]; do
+  wait -n || failed=1
+  running=$((running - 1))
+done
+if [ "$failed" != 0 ]; then
+  echo "fuzzing found crashes: see fuzz/logs/ and fuzz/artifacts/" >&2
+  exit 1
+fi
