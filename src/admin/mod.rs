@@ -210,7 +210,7 @@ async fn audit_records(state: &AdminState, query_string: &str) -> Response<Full<
 /// `GET /api/v1/report?start=&end=`: what `audit report --json` prints for the audit directory,
 /// with the users file in force naming each denied user's line. The read is recorded.
 async fn report(state: &AdminState, query_string: Option<&str>) -> Response<Full<Bytes>> {
-    let params = parse_query_string(query_string.unwrap_or(""));
+    let params = crate::query::params::parse_query_string(query_string.unwrap_or(""));
     let (start, end) = (params.get("start").cloned(), params.get("end").cloned());
     let range = match crate::query::AuditQuery::new(
         start.as_deref(),
