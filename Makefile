@@ -18,6 +18,7 @@ test: deps
 	@bash scripts/ensure-prometheus.sh
 	@bash scripts/ensure-redis-py.sh
 	@bash scripts/ensure-rsyslog.sh
+	@bash scripts/ensure-chromium.sh
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test --all-targets
