@@ -1,7 +1,9 @@
 //! The admin plane: an HTTP server on its own (loopback) address for Prometheus metrics,
-//! liveness and readiness, and the admin API (reload, audit queries), with Host and Origin
-//! checks and optional API keys (`guard`), bounded connections, request sizes and timeouts.
+//! liveness and readiness, the admin API (reload, audit queries) and the console (`/ui`,
+//! `console`), with Host and Origin checks and optional API keys (`guard`), bounded
+//! connections, request sizes and timeouts.
 
+mod console;
 mod guard;
 pub mod metrics;
 
@@ -106,6 +108,14 @@ async fn handle(state: &AdminState, request: Request<Incoming>) -> Response<Full
     }
     if let Err(message) = guard::check_origin(config, &request) {
         return error(StatusCode::FORBIDDEN, "Forbidden", message);
+    }
+    // The console's static files hold no data and must load before the browser can ask for
+    // a key; what they fetch is checked below like any request.
+    if console::is_asset(&path) {
+        return match *request.method() {
+            Method::GET => console::serve(&path),
+            _ => error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "method not allowed"),
+        };
     }
     let access = match guard::authorize(config, &request) {
         Ok(access) => access,
