@@ -1,7 +1,7 @@
 //! The one integration-test binary (ripgrep style): every suite is a module here.
 //! Tests start a real `redis-server` on a free loopback port and the proxy in-process on
-//! port 0; a test whose tool (`redis-server`, `redis-cli`, Prometheus) is missing fails and
-//! says how to install it (`make test` installs them all).
+//! port 0; a test whose tool (`redis-server`, `redis-cli`, Prometheus, Chromium) is missing
+//! fails and says how to install it (`make test` installs them all).
 #![allow(missing_docs, clippy::disallowed_types, unreachable_pub)]
 
 mod support;
@@ -25,6 +25,7 @@ mod audit_verify;
 mod binary;
 mod clients;
 mod cluster;
+mod console;
 mod corpus;
 mod differential;
 mod differential_shared;

@@ -9,6 +9,7 @@ pub mod redis;
 pub mod rng;
 pub mod rsyslog;
 pub mod scratch;
+pub mod webdriver;
 
 pub use client::RawClient;
 
