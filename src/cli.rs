@@ -136,6 +136,9 @@ pub enum AuditCommand {
         /// read, write or non_read_write.
         #[arg(long, value_name = "CLASS")]
         class: Option<String>,
+        /// ok, error, queued, skipped or unanswered.
+        #[arg(long, value_name = "STATUS")]
+        status: Option<String>,
         /// Records per page.
         #[arg(long, value_name = "N")]
         page_size: Option<u32>,

@@ -82,6 +82,7 @@ fn main() -> ExitCode {
                     db,
                     keyword,
                     class,
+                    status,
                     page_size,
                     page,
                     json,
@@ -102,7 +103,8 @@ fn main() -> ExitCode {
                 page_size.as_deref(),
                 page.as_deref(),
                 false,
-            );
+            )
+            .and_then(|query| query.with_status(status.as_deref()));
             match query {
                 Ok(query) => audit_query(dir, &query, *json),
                 Err(error) => {

@@ -88,7 +88,7 @@ pub fn run(dir: &Path, query: &AuditQuery) -> Result<Page, QueryError> {
             // Entirely inside the range with at most one other filter: the index has the
             // count, and the lines are only read when the page falls in this file.
             let inside = query.contains(&summary.first_time) && query.contains(&summary.last_time);
-            let indexed_count = if !inside {
+            let indexed_count = if !inside || !query.index_counts() {
                 None
             } else if !query.has_field_filters() {
                 Some(summary.commands)

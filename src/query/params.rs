@@ -38,6 +38,7 @@ pub struct AuditQuery {
     db: Option<u64>,
     keyword: Option<String>,
     class: Option<String>,
+    status: Option<String>,
     node: Option<String>,
     /// Records per page: 30, 50 or 100.
     pub page_size: u32,
@@ -118,7 +119,28 @@ impl AuditQuery {
             get("PageSize"),
             get("PageNumber"),
             true,
-        )
+        )?
+        .with_status(get("Status"))
+    }
+
+    /// Only records with this `result.status` (`ok`, `error`, `queued`, `skipped`,
+    /// `unanswered`): the one filter beyond Tair's, which the files' indexes do not count.
+    pub fn with_status(mut self, status: Option<&str>) -> Result<Self, ParamError> {
+        let Some(status) = status else { return Ok(self) };
+        if !matches!(status, "ok" | "error" | "queued" | "skipped" | "unanswered") {
+            return Err(refuse(
+                "InvalidStatus.Malformed",
+                "Status is one of ok, error, queued, skipped, unanswered.",
+            ));
+        }
+        self.needles.push(format!("\"result\":{{\"status\":\"{status}\"").into_bytes());
+        self.status = Some(status.to_owned());
+        Ok(self)
+    }
+
+    /// Whether a file's index can count this query's matches (it has no `result.status`).
+    pub fn index_counts(&self) -> bool {
+        self.status.is_none()
     }
 
     /// From any source; `bounded` applies the one-day limit (the API's; the CLI has none).
@@ -226,6 +248,7 @@ impl AuditQuery {
             keyword: keyword.map(|k| k.trim().to_ascii_lowercase()),
             class,
             node: node.map(str::to_owned),
+            status: None,
             page_size,
             page_number,
             needles: Vec::new(),
@@ -274,6 +297,7 @@ impl AuditQuery {
             || self.keyword.is_some()
             || self.class.is_some()
             || self.node.is_some()
+            || self.status.is_some()
     }
 
     /// With exactly one filter besides time: the index field it is on and the value's JSON

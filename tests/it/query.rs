@@ -67,6 +67,9 @@ async fn filters_paging_errors_and_the_cli_agree() {
             client.call(&[b"SET", key.as_bytes(), b"v"]).await;
             client.call(&[b"GET", key.as_bytes()]).await;
         }
+        // One error each (WRONGTYPE), for the Status filter.
+        let key = format!("{user}:0");
+        client.call(&[b"LPUSH", key.as_bytes(), b"x"]).await;
         client.call(&[b"CONFIG", b"GET", b"maxmemory"]).await;
     }
     sink.sync();
@@ -116,6 +119,23 @@ async fn filters_paging_errors_and_the_cli_agree() {
     let (status, all) = get(proxy.admin_addr(), &api(""), &ops).await;
     assert_eq!(status, 200, "{all}");
     assert_eq!(all["TotalRecordCount"], count(&|_| true));
+    // Status, the one filter beyond Tair's: the indexes cannot count it, the files are read.
+    let errors = count(&|r| r["result"]["status"] == "error");
+    assert_eq!(errors, 3);
+    for (extra, want) in [
+        ("&Status=error", errors),
+        ("&Status=ok", count(&|r| r["result"]["status"] == "ok")),
+        ("&Status=error&AccountName=alice", 1),
+    ] {
+        let (status, page) = get(proxy.admin_addr(), &api(extra), &ops).await;
+        assert_eq!(
+            (status, page["TotalRecordCount"].as_u64()),
+            (200, Some(want)),
+            "{extra}: {page}"
+        );
+    }
+    let (status, refused) = get(proxy.admin_addr(), &api("&Status=fine"), &ops).await;
+    assert_eq!((status, refused["Code"].as_str()), (400, Some("InvalidStatus.Malformed")));
     assert_eq!(all["PageSize"], 30);
     assert_eq!(all["Items"]["SQL"].as_array().unwrap().len(), 30);
     let first = &all["Items"]["SQL"][0];
