@@ -1,6 +1,7 @@
 //! `audit suggest-acl`: a users file (Redis ACL syntax) that grants each user seen in the audit
 //! trail what it used and nothing else — its commands (a category only where it used every
-//! command of one), its keys by prefix (`%R~` where it only read them), its channels — with the
+//! command of one), its keys by prefix (`%R~` / `%W~` where it only read / wrote them), its
+//! channels — with the
 //! evidence for each rule as comments.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::report::pattern_of;
 use super::{audit_files, AuditQuery, QueryError};
-use crate::command::CommandTable;
+use crate::command::{CommandTable, KeyFlags};
 
 /// Most users, and most commands, key and channel patterns per user, the suggestion keeps
 /// apart: clients choose keys and channels, so the trail could otherwise make it hold anything.
@@ -64,7 +65,7 @@ pub fn suggest(
                 continue;
             }
             records += 1;
-            users.entry(name).or_default().add(&record);
+            users.entry(name).or_default().add(&record, table);
         }
     }
     let mut out = format!(
@@ -85,16 +86,17 @@ pub fn suggest(
 }
 
 impl Seen {
-    fn add(&mut self, record: &Value) {
+    fn add(&mut self, record: &Value, table: &CommandTable) {
         self.commands += 1;
         let name = record["command"]["name"].as_str().unwrap_or_default().to_owned();
+        let specs =
+            command_info(table, &name).map(|info| info.key_specs.clone()).unwrap_or_default();
         if self.names.len() < MAX_DISTINCT || self.names.contains_key(&name) {
             *self.names.entry(name).or_default() += 1;
         }
-        // A read needs %R, anything else (a write, or a command of neither class that names
-        // keys) both: never narrower than what ran.
-        let read_only = record["command"]["class"] == "read";
-        for key in record["keys"].as_array().into_iter().flatten() {
+        let keys = record["keys"].as_array().map_or(&[][..], Vec::as_slice);
+        for (index, key) in keys.iter().enumerate() {
+            let (read, write) = permissions(&specs, index, keys.len());
             let Some(key) = key.as_str() else {
                 // `{"hmac": ...}` (audit.keys = "hmac") or `{"b64": ...}` (not UTF-8): no
                 // pattern can be written for it in a users file.
@@ -111,12 +113,8 @@ impl Seen {
                 continue;
             }
             let counts = self.keys.entry(pattern).or_default();
-            if read_only {
-                counts.0 += 1;
-            } else {
-                counts.0 += 1;
-                counts.1 += 1;
-            }
+            counts.0 += u64::from(read);
+            counts.1 += u64::from(write);
         }
         if record.get("key_count").is_some() && record.get("keys").is_none() {
             self.all_keys = Some("keys not recorded (audit.keys = \"off\")");
@@ -156,7 +154,11 @@ impl Seen {
             None => {
                 for (pattern, (reads, writes)) in &self.keys {
                     let _ = writeln!(out, "#   {pattern}: {reads} reads, {writes} writes");
-                    let prefix = if *writes == 0 { "%R~" } else { "~" };
+                    let prefix = match (*reads > 0, *writes > 0) {
+                        (true, false) => "%R~",
+                        (false, true) => "%W~",
+                        _ => "~",
+                    };
                     rules.push(format!("{prefix}{pattern}"));
                 }
             }
@@ -198,6 +200,48 @@ impl Seen {
         }
         let _ = writeln!(out, "{}", rules.join(" "));
     }
+}
+
+/// The table's entry for a full name (`get`, `config|get`).
+fn command_info<'t>(
+    table: &'t CommandTable,
+    name: &str,
+) -> Option<&'t crate::command::CommandInfo> {
+    let (parent, sub) = match name.split_once('|') {
+        Some((parent, sub)) => (parent, Some(sub)),
+        None => (name, None),
+    };
+    let info = table.get(parent.as_bytes())?;
+    match sub {
+        None => Some(info),
+        Some(sub) => info.subcommands.get(sub.as_bytes()).map(|sub| &**sub),
+    }
+}
+
+/// Whether the key at `index` of `count` keys needs read and write permission, as Redis's ACL
+/// check reads its key spec's flags (`access` → read; `insert`, `update`, `delete` → write;
+/// neither: any pattern, so read). The record lists the keys, not which spec found each: with
+/// one spec, or one key per spec, that is known; otherwise (or with flags that depend on the
+/// arguments) both, never narrower than what ran.
+fn permissions(
+    specs: &[crate::command::table::KeySpec],
+    index: usize,
+    count: usize,
+) -> (bool, bool) {
+    let spec = match specs.len() {
+        1 => specs.first(),
+        n if n == count => specs.get(index),
+        _ => None,
+    };
+    let Some(flags) = spec.map(|spec| spec.flags) else { return (true, true) };
+    if flags.contains(KeyFlags::VARIABLE_FLAGS) {
+        return (true, true);
+    }
+    let write = [KeyFlags::INSERT, KeyFlags::UPDATE, KeyFlags::DELETE]
+        .iter()
+        .any(|flag| flags.contains(*flag));
+    let read = flags.contains(KeyFlags::ACCESS) || !write;
+    (read, write)
 }
 
 /// Names (of categories or commands) with how many commands they stand for.
