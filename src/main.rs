@@ -116,6 +116,26 @@ fn main() -> ExitCode {
     }
 }
 
+/// The time range of `audit report` / `suggest-acl` and the users file they were given; the
+/// exit code of a usage error, said on stderr.
+fn range_and_users(
+    start: Option<&str>,
+    end: Option<&str>,
+    users: Option<&Path>,
+) -> Result<(redis_audit_proxy::query::AuditQuery, Option<Vec<u8>>), ExitCode> {
+    let usage = |what: String| {
+        eprintln!("redis-audit-proxy: {what}");
+        ExitCode::from(EXIT_USAGE)
+    };
+    let range = redis_audit_proxy::query::AuditQuery::new(
+        start, end, None, None, None, None, None, None, None, None, false,
+    )
+    .map_err(|error| usage(error.to_string()))?;
+    let users_file =
+        users.map(std::fs::read).transpose().map_err(|error| usage(format!("--users: {error}")))?;
+    Ok((range, users_file))
+}
+
 /// `audit report`: the observe-mode denials grouped, and what each user ran, as text or JSON.
 fn audit_report(
     dir: &Path,
@@ -124,22 +144,9 @@ fn audit_report(
     users: Option<&Path>,
     json: bool,
 ) -> ExitCode {
-    let range = match redis_audit_proxy::query::AuditQuery::new(
-        start, end, None, None, None, None, None, None, None, None, false,
-    ) {
-        Ok(range) => range,
-        Err(error) => {
-            eprintln!("redis-audit-proxy: {error}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    let users_file = match users.map(std::fs::read) {
-        Some(Ok(text)) => Some(text),
-        Some(Err(error)) => {
-            eprintln!("redis-audit-proxy: --users: {error}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-        None => None,
+    let (range, users_file) = match range_and_users(start, end, users) {
+        Ok(both) => both,
+        Err(code) => return code,
     };
     let report = match redis_audit_proxy::query::report::build(dir, &range, users_file.as_deref()) {
         Ok(report) => report,
@@ -167,22 +174,9 @@ fn audit_suggest(
     until: Option<&str>,
     users: Option<&Path>,
 ) -> ExitCode {
-    let range = match redis_audit_proxy::query::AuditQuery::new(
-        since, until, None, None, None, None, None, None, None, None, false,
-    ) {
-        Ok(range) => range,
-        Err(error) => {
-            eprintln!("redis-audit-proxy: {error}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    let users_file = match users.map(std::fs::read) {
-        Some(Ok(text)) => Some(text),
-        Some(Err(error)) => {
-            eprintln!("redis-audit-proxy: --users: {error}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-        None => None,
+    let (range, users_file) = match range_and_users(since, until, users) {
+        Ok(both) => both,
+        Err(code) => return code,
     };
     let table = redis_audit_proxy::command::CommandTable::embedded();
     let suggested = match redis_audit_proxy::query::suggest::suggest(

@@ -266,14 +266,20 @@ pub fn pattern_of(key: &str) -> String {
     }
 }
 
-/// The line of `users_file` that defines `user`, its secrets masked.
-fn users_file_line(users_file: &[u8], user: &str) -> Option<UsersFileLine> {
+/// The line of `users_file` that defines `user`: its 1-based number and its text.
+pub(super) fn find_user_line(users_file: &[u8], user: &str) -> Option<(usize, String)> {
     let text = String::from_utf8_lossy(users_file);
     text.lines().enumerate().find_map(|(index, line)| {
         let mut words = line.split_whitespace();
         (words.next() == Some("user") && words.next() == Some(user))
-            .then(|| UsersFileLine { number: index + 1, text: mask_secrets(line.trim()) })
+            .then(|| (index + 1, line.trim().to_owned()))
     })
+}
+
+/// The line of `users_file` that defines `user`, its secrets masked.
+fn users_file_line(users_file: &[u8], user: &str) -> Option<UsersFileLine> {
+    find_user_line(users_file, user)
+        .map(|(number, line)| UsersFileLine { number, text: mask_secrets(&line) })
 }
 
 /// `>password`, `<password`, `#hash`, `!hash` shown as `>***` and so on.

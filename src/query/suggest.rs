@@ -308,11 +308,7 @@ fn glob_of(pattern: &str) -> String {
 /// The password rules of `user` in a users file: `nopass`, `#hash`, `<`/`!` removals as they
 /// are, and `>password` as its SHA-256 (`#...`), so the suggestion holds no cleartext.
 fn password_rules(users_file: &[u8], user: &str) -> Option<Vec<String>> {
-    let text = String::from_utf8_lossy(users_file);
-    let line = text.lines().find(|line| {
-        let mut words = line.split_whitespace();
-        words.next() == Some("user") && words.next() == Some(user)
-    })?;
+    let (_, line) = super::report::find_user_line(users_file, user)?;
     Some(
         line.split_whitespace()
             .skip(2)
