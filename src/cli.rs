@@ -188,11 +188,14 @@ pub enum AuditCommand {
     },
     /// Check the audit files for gaps, torn lines and tampering.
     Verify {
-        /// Audit directory.
-        #[arg(long, value_name = "DIR")]
-        dir: PathBuf,
-        /// Also check the HMAC checkpoints with this key file.
+        /// Audit directory (with --syslog-export: the trail to compare the copy with).
+        #[arg(long, value_name = "DIR", required_unless_present = "syslog_export")]
+        dir: Option<PathBuf>,
+        /// Check a collector's export of a sink's copy instead (RFC 5424 or JSON lines).
         #[arg(long, value_name = "FILE")]
+        syslog_export: Option<PathBuf>,
+        /// Also check the HMAC checkpoints with this key file.
+        #[arg(long, value_name = "FILE", conflicts_with = "syslog_export")]
         checkpoint_key_file: Option<String>,
     },
 }

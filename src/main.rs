@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use redis_audit_proxy::app::App;
-use redis_audit_proxy::audit::verify::verify_dir_with_key;
+use redis_audit_proxy::audit::verify::{verify_dir_with_key, verify_export};
 use redis_audit_proxy::audit::AuditSink;
 use redis_audit_proxy::cli::{AuditCommand, Cli, Command, LogFormat};
 use redis_audit_proxy::command::table::EMBEDDED_VERSION;
@@ -55,9 +55,13 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Some(Command::Audit { command: AuditCommand::Verify { dir, checkpoint_key_file } }) => {
-            audit_verify(dir, checkpoint_key_file.as_deref())
-        }
+        Some(Command::Audit {
+            command: AuditCommand::Verify { dir, syslog_export, checkpoint_key_file },
+        }) => match (syslog_export, dir) {
+            (Some(export), dir) => audit_verify_export(export, dir.as_deref()),
+            (None, Some(dir)) => audit_verify(dir, checkpoint_key_file.as_deref()),
+            (None, None) => ExitCode::from(EXIT_USAGE),
+        },
         Some(Command::HashPassword) => hash_password(),
         Some(Command::Audit {
             command: AuditCommand::SuggestAcl { dir, user, since, until, users },
@@ -284,6 +288,21 @@ fn audit_verify(dir: &Path, checkpoint_key_file: Option<&str>) -> ExitCode {
         }
         Err(error) => {
             eprintln!("redis-audit-proxy: {}", error.display_in(dir));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `audit verify --syslog-export FILE [--dir DIR]`: as [`audit_verify`], for a sink's copy.
+#[allow(clippy::print_stdout)]
+fn audit_verify_export(export: &Path, dir: Option<&Path>) -> ExitCode {
+    match verify_export(export, dir) {
+        Ok(report) => {
+            println!("{}: {report}", export.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("redis-audit-proxy: {error}");
             ExitCode::FAILURE
         }
     }

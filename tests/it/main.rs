@@ -42,6 +42,7 @@ mod replication;
 mod report;
 mod runtime;
 mod sinks;
+mod sinks_export;
 mod stateful;
 mod suggest;
 mod table_load;

@@ -187,6 +187,15 @@ async fn a_collector_stopped_mid_run_misses_exactly_what_loss_records_declare() 
     for loss in declared.iter().filter(|l| l["reason"] == "connection_lost") {
         assert!(loss["lines"].as_u64().unwrap() < (1 << 20) / 100, "{loss}");
     }
+    // The collector's RFC 5424 export of the copy verifies, alone and against the file: its
+    // gaps are all inside the ranges its loss lines declare.
+    use redis_audit_proxy::audit::verify::verify_export;
+    for against in [None, Some(audit_dir.as_path())] {
+        let report = verify_export(&collector.export, against)
+            .unwrap_or_else(|error| panic!("the export verifies: {error}"));
+        assert_eq!(report.loss_lines, declared.len() as u64, "{report}");
+        assert_eq!(report.records, seqs.len() as u64, "{report}");
+    }
 }
 
 /// Sends `count` SETs on a blocking connection, pipelined 500 at a time.

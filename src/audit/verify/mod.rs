@@ -32,6 +32,7 @@
 //! last seal of a running proxy are not sealed yet ([`VerifyReport::unsealed_lines`]).
 //! [`VerifyReport::last_hash`] is the value to keep elsewhere (an anchor).
 
+mod export;
 mod report;
 
 use std::collections::HashSet;
@@ -46,6 +47,7 @@ use crate::audit::event::{SCHEMA, SCHEMA_V1};
 use crate::audit::writer::{hex_sha256, ACTIVE_FILE, GENESIS_HASH};
 use crate::query::index::IndexBuilder;
 use crate::query::sidecar::{self, has_index};
+pub use export::{strip_header, verify_export, ExportReport};
 pub use report::{Previous, Problem, VerifyError, VerifyReport};
 
 /// Longest line accepted (the writer's lines are far shorter: keys are capped at 16 KiB).

@@ -373,6 +373,34 @@ pub enum Problem {
         /// The instance.
         instance: String,
     },
+    /// A line of a collector's export that is neither an RFC 5424 message nor a JSON line.
+    #[error("neither an RFC 5424 syslog message nor a JSON line")]
+    NotSyslog,
+    /// A line of the file trail missing from a sink's copy where no `loss` line declares it.
+    #[error(
+        "the copy lacks {file}:{line} ({}) here and no loss line declares it: that line was \
+         removed, edited or reordered in the copy",
+        seq.map_or("no seq".to_owned(), |seq| format!("seq {seq}"))
+    )]
+    CopyLacks {
+        /// The trail's file.
+        file: String,
+        /// Its line.
+        line: u64,
+        /// Its seq.
+        seq: Option<u64>,
+    },
+    /// A line of a sink's copy that is not byte for byte the trail's line with its seq.
+    #[error("differs from {file}:{line}, the file's line with the same seq: edited in the copy")]
+    CopyDiffers {
+        /// The trail's file.
+        file: String,
+        /// Its line.
+        line: u64,
+    },
+    /// A line of a sink's copy found nowhere in the file trail.
+    #[error("not in the audit directory (from another trail, or edited)")]
+    NotInTrail,
     /// The query index beside a file does not describe it.
     #[error("query index does not match the file: {why} (delete its .idx and .bits)")]
     IndexMismatch {

@@ -38,6 +38,9 @@ pub struct Rsyslog {
     pub addr: SocketAddr,
     /// What it received, one `PRI|MSGID|MSG` line per message.
     pub output: PathBuf,
+    /// The same messages as a collector exports them: RFC 5424, one a line
+    /// (`RSYSLOG_SyslogProtocol23Format`).
+    pub export: PathBuf,
     config: PathBuf,
     pid_file: PathBuf,
     child: Option<Child>,
@@ -51,6 +54,7 @@ impl Rsyslog {
         let port = crate::support::redis::free_port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let output = dir.join("received.log");
+        let export = dir.join("export.log");
         let driver = match tls {
             Some(tls) => format!(
                 "global(DefaultNetstreamDriverCAFile=\"{}\" DefaultNetstreamDriverCertFile=\"{}\" \
@@ -71,15 +75,19 @@ impl Rsyslog {
              {driver}\
              input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\")\n\
              template(name=\"audit\" type=\"string\" string=\"%pri%|%msgid%|%msg%\\n\")\n\
-             action(type=\"omfile\" file=\"{output}\" template=\"audit\" flushOnTXEnd=\"on\")\n",
+             action(type=\"omfile\" file=\"{output}\" template=\"audit\" flushOnTXEnd=\"on\")\n\
+             action(type=\"omfile\" file=\"{export}\" template=\"RSYSLOG_SyslogProtocol23Format\" \
+             flushOnTXEnd=\"on\")\n",
             work = dir.join("work").display(),
             output = output.display(),
+            export = export.display(),
         );
         let config_path = dir.join("rsyslog.conf");
         std::fs::write(&config_path, config).unwrap();
         let mut this = Self {
             addr,
             output,
+            export,
             config: config_path,
             pid_file: dir.join("rsyslogd.pid"),
             child: None,
