@@ -73,6 +73,10 @@ pub struct WriterConfig {
     pub sinks: Vec<crate::config::sinks::SinkConfig>,
 }
 
+/// Bytes kept free in the active file for the seal that may follow its last line (a seal line
+/// with an HMAC checkpoint is about 330 bytes).
+const SEAL_ROOM: usize = 512;
+
 /// How often the writer wakes up without events, to rotate by time.
 const TICK: Duration = Duration::from_secs(1);
 
@@ -498,10 +502,13 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     /// Adds one queued line (without its newline) to the batch, rotating first when it would
-    /// not fit the active file, and seals when `seal_records` lines are unsealed.
+    /// not fit the active file with a seal after it, and seals when `seal_records` lines are
+    /// unsealed.
     fn append(&mut self, line: &[u8], queued: QueuedLine) {
         let Self { files, batch, shared, .. } = self;
-        let size = files.size + (batch.bytes.len() + line.len() + 1) as u64;
+        // A seal may follow any line (every `seal_records`, at the interval, at stop), and a
+        // seal is never rotated away from the lines it seals: room is kept for one.
+        let size = files.size + (batch.bytes.len() + line.len() + 1 + SEAL_ROOM) as u64;
         if size > files.rotate_bytes && write_batch(files, batch, shared) {
             files.rotate(&shared.envelope, &shared.stats);
         }
