@@ -15,6 +15,8 @@ directly and through each *arm* (the process in the middle):
                    builds or configurations in one run.
   proxy-shared     audit on, `upstream.pool = "shared"`: clients share 4 upstream connections.
   proxy-shared-pc  the same with `proxy.runtime = "per_core"` (shared connections per thread).
+  proxy-syslog     audit on plus an `[[audit.sinks]]` syslog sink over TLS to a collector in this
+                   script that reads and discards: what the copy costs the proxy.
   haproxy          HAProxy in TCP mode, one upstream connection per client like this proxy: the
                    reference for what forwarding bytes costs.
   twemproxy        nutcracker, which multiplexes all clients over one Redis connection.
@@ -48,7 +50,7 @@ markers, docs/bench/chart.svg and a copy of the JSON beside it (docs/bench/resul
 from __future__ import annotations
 
 import argparse, contextlib, csv, datetime, io, json, os, platform, resource, shlex, shutil
-import signal, socket, ssl, subprocess, sys, tempfile, time
+import signal, socket, ssl, subprocess, sys, tempfile, threading, time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -254,7 +256,7 @@ def parse_sets(values: list[str]) -> dict[str, dict[str, str]]:
 
 
 def proxy_config(arm: str, port: int, upstream: int, tls_port: int | None,
-                 extra: dict[str, dict[str, str]]) -> str:
+                 extra: dict[str, dict[str, str]], syslog_port: int | None = None) -> str:
     """The arm's TOML (paths relative to the work directory); its own keys win over --set."""
     q = json.dumps
     own = {"proxy": {"listen": q(f"127.0.0.1:{port}")}, "upstream": {"address": q(f"127.0.0.1:{upstream}")},
@@ -276,8 +278,32 @@ def proxy_config(arm: str, port: int, upstream: int, tls_port: int | None,
     for section, keys in extra.items():
         for key, value in keys.items():
             merged.setdefault(section, {}).setdefault(key, value)
-    return "".join(f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
+    text = "".join(f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
                    for name, keys in merged.items() if keys)
+    if arm == "proxy-syslog" and syslog_port:
+        text += ("[[audit.sinks]]\ntype = \"syslog\"\ntransport = \"tls\"\n"
+                 f"address = \"127.0.0.1:{syslog_port}\"\nca_file = \"tls/ca.pem\"\n"
+                 "server_name = \"localhost\"\n")
+    return text
+
+
+def discard_collector(tls_dir: Path, port: int) -> None:
+    """A TLS syslog collector that accepts and reads everything, keeping nothing (a thread)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(tls_dir / "server.pem"), str(tls_dir / "server.key"))
+    listener = socket.create_server(("127.0.0.1", port))
+
+    def serve(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError, ssl.SSLError), context.wrap_socket(conn, server_side=True) as tls:
+            while tls.recv(1 << 16):
+                pass
+
+    def accept() -> None:
+        while True:
+            conn, _ = listener.accept()
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
 
 
 def start_middle(sup: Supervisor, arm: Arm, config_file: str, config: str, cmd: list[str],
@@ -296,8 +322,13 @@ def start_arms(sup: Supervisor, names: list[str], opts, binaries: dict[str, str]
     work, redis_port, tls_port, client_tls = sup.work, free_port(ports), None, None
     cmd = ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
            "--appendonly", "no", "--dir", "."]
-    if TLS_ARMS & set(names):
+    syslog_port = None
+    if (TLS_ARMS | {"proxy-syslog"}) & set(names):
         make_certificates(work / "tls")
+    if "proxy-syslog" in names:
+        syslog_port = free_port(ports)
+        discard_collector(work / "tls", syslog_port)
+    if TLS_ARMS & set(names):
         tls_port = free_port(ports)
         cmd += ["--tls-port", str(tls_port), "--tls-cert-file", "tls/server.pem", "--tls-key-file",
                 "tls/server.key", "--tls-ca-cert-file", "tls/ca.pem", "--tls-auth-clients", "no"]
@@ -315,7 +346,7 @@ def start_arms(sup: Supervisor, names: list[str], opts, binaries: dict[str, str]
             arm.port, listen_tls = free_port(ports), free_port(ports) if arm.tls else None
             extra = parse_sets(opts.set + (opts.set_b if name == "proxy-b" else []))
             config = proxy_config(name, arm.port, tls_port if name == "proxy-tls-both" else redis_port,
-                                  listen_tls, extra)
+                                  listen_tls, extra, syslog_port)
             arm.port = listen_tls or arm.port
             arm.audit_dir = work / f"audit-{name}" if name in AUDIT_ARMS else None
             binary = binaries["b" if name == "proxy-b" else "a"]

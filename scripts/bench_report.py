@@ -11,11 +11,11 @@ DOC = ROOT / "docs/benchmarks.md"
 CHART, DOC_JSON = ROOT / "docs/bench/chart.svg", ROOT / "docs/bench/result.json"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 ALL_ARMS = ["direct", "proxy", "proxy-noaudit", "proxy-acl", "proxy-b", "proxy-shared",
-            "proxy-shared-pc", "haproxy", "twemproxy", "redis-tls", "proxy-tls-plain", "proxy-tls-both",
-            "haproxy-tls"]
+            "proxy-shared-pc", "proxy-syslog", "haproxy", "twemproxy", "redis-tls", "proxy-tls-plain",
+            "proxy-tls-both", "haproxy-tls"]
 TLS_ARMS = {"redis-tls", "proxy-tls-plain", "proxy-tls-both", "haproxy-tls"}
-AUDIT_ARMS = {"proxy", "proxy-acl", "proxy-b", "proxy-shared", "proxy-shared-pc", "proxy-tls-plain",
-              "proxy-tls-both"}
+AUDIT_ARMS = {"proxy", "proxy-acl", "proxy-b", "proxy-shared", "proxy-shared-pc", "proxy-syslog",
+              "proxy-tls-plain", "proxy-tls-both"}
 PROXY_ARMS = AUDIT_ARMS | {"proxy-noaudit"}
 TESTS, PROCS = ("SET", "GET"), ("redis-server", "middle", "redis-benchmark")
 ACL_USERS = ("user default on nopass ~key:* ~counter:* %R~cache:* %W~out:* &bench:* -@all +@read "
@@ -37,6 +37,7 @@ RATIOS = [("proxy/direct", "proxy", "direct", "rps"),
           ("audit on/off", "proxy", "proxy-noaudit", "rps"),
           ("audit CPU µs/request (proxy − proxy-noaudit)", "proxy", "proxy-noaudit", "cpu-diff"),
           ("proxy-acl/proxy", "proxy-acl", "proxy", "rps"),
+          ("syslog sink CPU µs/request (proxy-syslog − proxy)", "proxy-syslog", "proxy", "cpu-diff"),
           ("proxy-b/proxy", "proxy-b", "proxy", "rps"),
           ("proxy-b/proxy CPU", "proxy-b", "proxy", "cpu"),
           ("proxy-noaudit/haproxy CPU", "proxy-noaudit", "haproxy", "cpu"),
@@ -136,6 +137,9 @@ def targets(result: dict) -> list[dict]:
     fanin = result.get("shared_fanin") or {}
     add("upstream connections for 10,000 clients (upstream.pool = shared)", None,
         fanin.get("upstream_connections") if fanin.get("clients", 0) >= 10_000 else None, "≤", 16)
+    for p in (1, 16):
+        add("syslog-over-TLS sink CPU: proxy-syslog − proxy (µs/request of the middle process)", p,
+            ratio(p, "syslog sink CPU µs/request (proxy-syslog − proxy)"), "≤", 0.5)
     add("audit bytes per SET record (line and newline)", None,
         (result.get("audit") or {}).get("bytes_per_set_line"), "≤", 350)
     add("proxy memory per idle connection, KiB (after one PING)", None,
