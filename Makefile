@@ -4,7 +4,7 @@ CARGO ?= cargo
 REDIS_PORT ?= 6379
 CONFIG ?= proxy.toml.example
 
-.PHONY: run test bench fuzz fuzz-smoke fmt lint doc deps redis clean
+.PHONY: run test bench fuzz fuzz-smoke fuzz-differential fmt lint doc deps redis clean
 FUZZ_SECONDS ?= 600
 FUZZ_JOBS ?= 1
 
@@ -39,6 +39,14 @@ fuzz:
 fuzz-smoke:
 	@bash scripts/ensure-cargo-fuzz.sh
 	FUZZ_SECONDS=20 FUZZ_JOBS=$(FUZZ_JOBS) bash scripts/fuzz.sh
+
+## Differential fuzzing against Redis (tests/it/differential_fuzz.rs): DIFFERENTIAL_FUZZ_STREAMS
+## random request streams, sent directly and through the proxy, with a fresh seed (printed).
+DIFFERENTIAL_FUZZ_STREAMS ?= 100000
+fuzz-differential: deps
+	DIFFERENTIAL_FUZZ_STREAMS=$(DIFFERENTIAL_FUZZ_STREAMS) \
+	  DIFFERENTIAL_FUZZ_SEED=$${DIFFERENTIAL_FUZZ_SEED:-$$(date +%s%N)} \
+	  $(CARGO) test --test it differential_fuzz -- --exact differential_fuzz::differential_fuzz --nocapture
 
 deps:
 	@bash scripts/ensure-redis.sh

@@ -28,6 +28,7 @@ mod cluster;
 mod console;
 mod corpus;
 mod differential;
+mod differential_fuzz;
 mod differential_shared;
 mod faults;
 mod framer_oracle;
