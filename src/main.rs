@@ -131,10 +131,8 @@ fn range_and_users(
         eprintln!("redis-audit-proxy: {what}");
         ExitCode::from(EXIT_USAGE)
     };
-    let range = redis_audit_proxy::query::AuditQuery::new(
-        start, end, None, None, None, None, None, None, None, None, false,
-    )
-    .map_err(|error| usage(error.to_string()))?;
+    let range = redis_audit_proxy::query::AuditQuery::range(start, end)
+        .map_err(|error| usage(error.to_string()))?;
     let users_file =
         users.map(std::fs::read).transpose().map_err(|error| usage(format!("--users: {error}")))?;
     Ok((range, users_file))

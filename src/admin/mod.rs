@@ -222,19 +222,7 @@ async fn audit_records(state: &AdminState, query_string: &str) -> Response<Full<
 async fn report(state: &AdminState, query_string: Option<&str>) -> Response<Full<Bytes>> {
     let params = crate::query::params::parse_query_string(query_string.unwrap_or(""));
     let (start, end) = (params.get("start").cloned(), params.get("end").cloned());
-    let range = match crate::query::AuditQuery::new(
-        start.as_deref(),
-        end.as_deref(),
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        false,
-    ) {
+    let range = match crate::query::AuditQuery::range(start.as_deref(), end.as_deref()) {
         Ok(range) => range,
         Err(refused) => {
             return error(StatusCode::BAD_REQUEST, "InvalidParameter", &refused.message)

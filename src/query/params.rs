@@ -143,6 +143,12 @@ impl AuditQuery {
         self.status.is_none()
     }
 
+    /// Only a time range (either end open), no other filter and no one-day limit: what
+    /// `audit report`, `audit suggest-acl` and `GET /api/v1/report` read.
+    pub fn range(start: Option<&str>, end: Option<&str>) -> Result<Self, ParamError> {
+        Self::new(start, end, None, None, None, None, None, None, None, None, false)
+    }
+
     /// From any source; `bounded` applies the one-day limit (the API's; the CLI has none).
     #[allow(clippy::too_many_arguments)]
     pub fn new(

@@ -252,20 +252,9 @@ async fn filters_paging_errors_and_the_cli_agree() {
     proxy.shutdown().await;
 
     // Indexes let a query skip rotated files outside its range.
-    let query = redis_audit_proxy::query::AuditQuery::new(
-        Some(&after_end),
-        Some("2099-01-01T00:00:00Z"),
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        false,
-    )
-    .unwrap();
+    let query =
+        redis_audit_proxy::query::AuditQuery::range(Some(&after_end), Some("2099-01-01T00:00:00Z"))
+            .unwrap();
     let page = redis_audit_proxy::query::run(&dir, &query).unwrap();
     assert_eq!(page.total, 0);
     assert!(page.files_skipped >= rotated, "{} skipped of {rotated}", page.files_skipped);

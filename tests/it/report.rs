@@ -55,8 +55,7 @@ async fn the_report_groups_observed_denials_and_counts_what_users_ran() {
     }
     sink.sync();
 
-    let everything =
-        AuditQuery::new(None, None, None, None, None, None, None, None, None, None, false).unwrap();
+    let everything = AuditQuery::range(None, None).unwrap();
     let built = report::build(&audit_dir, &everything, Some(USERS_FILE.as_bytes())).unwrap();
     let groups: Vec<(&str, &str, Option<&str>, &str, u64)> = built
         .denials

@@ -115,8 +115,7 @@ async fn the_suggested_users_file_lets_the_workload_through_and_nothing_more() {
     let table = proxy.commands();
     proxy.shutdown().await;
 
-    let everything =
-        AuditQuery::new(None, None, None, None, None, None, None, None, None, None, false).unwrap();
+    let everything = AuditQuery::range(None, None).unwrap();
     let suggested =
         redis_audit_proxy::query::suggest::suggest(&audit_dir, &everything, None, None, &table)
             .unwrap();
