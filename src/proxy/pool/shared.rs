@@ -232,15 +232,21 @@ impl SharedConn {
 
     /// Marks it gone: no more submissions; every client with commands on it (sent or queued)
     /// is told why.
+    ///
+    /// Every such client is told before a submission can see the connection gone: a client
+    /// refused with its inbox not lost moves to another connection at once (`Relink::Replace`),
+    /// which is right only when nothing of its was on this one — else the replies to its new
+    /// commands would be paired with the old ones.
     fn fail(&self, lost: &Lost, routes: impl IntoIterator<Item = Route>) {
         self.dead.store(true, Ordering::Release);
-        let queued = {
-            let mut queue = lock(&self.queue);
-            queue.lost = Some(lost.clone());
-            queue.writes = WriteQueue::default();
-            std::mem::take(&mut queue.routes)
-        };
-        for route in routes.into_iter().chain(queued) {
+        for route in routes {
+            route.inbox.lose(lost);
+        }
+        let mut queue = lock(&self.queue);
+        queue.lost = Some(lost.clone());
+        queue.writes = WriteQueue::default();
+        // Under the queue's lock, which every submission takes first.
+        for route in std::mem::take(&mut queue.routes) {
             route.inbox.lose(lost);
         }
     }
