@@ -73,6 +73,9 @@ pub fn run(dir: &Path, query: &AuditQuery) -> Result<Page, QueryError> {
     let first = (query.page_number as u64 - 1) * query.page_size as u64;
     let wanted = first..first + query.page_size as u64;
     let mut page = Page { total: 0, records: Vec::new(), files_scanned: 0, files_skipped: 0 };
+    // A rotation renames `audit.log` while the directory is listed: one file may then be
+    // listed under both names. Each file (device, inode) is counted once.
+    let mut seen = std::collections::HashSet::new();
     // Newest file first, newest line first.
     for path in files.iter().rev() {
         let rotated = path.file_name().is_some_and(|n| n != ACTIVE_FILE);
@@ -100,8 +103,14 @@ pub fn run(dir: &Path, query: &AuditQuery) -> Result<Page, QueryError> {
                 sidecar::bitmaps_of(path, summary).ok().and_then(|bitmaps| bitmaps.count(&filters))
             };
             if let (true, Some(count)) = (inside, indexed_count) {
+                // Rotated files are never renamed again: their name is a stable handle.
+                let id = std::fs::metadata(path).ok().map(|meta| file_id(&meta));
+                if id.is_some_and(|id| seen.contains(&id)) {
+                    continue;
+                }
                 let here = page.total..page.total + count;
                 if count == 0 || here.end <= wanted.start || here.start >= wanted.end {
+                    seen.extend(id);
                     page.total += count;
                     page.files_skipped += 1;
                     continue;
@@ -109,9 +118,15 @@ pub fn run(dir: &Path, query: &AuditQuery) -> Result<Page, QueryError> {
             }
         }
         page.files_scanned += 1;
-        scan_file(path, query, &wanted, &mut page)?;
+        scan_file(path, query, &wanted, &mut page, &mut seen)?;
     }
     Ok(page)
+}
+
+/// What names a file whatever its name: its device and inode.
+fn file_id(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt as _;
+    (meta.dev(), meta.ino())
 }
 
 fn scan_file(
@@ -119,6 +134,7 @@ fn scan_file(
     query: &AuditQuery,
     wanted: &std::ops::Range<u64>,
     page: &mut Page,
+    seen: &mut std::collections::HashSet<(u64, u64)>,
 ) -> Result<(), QueryError> {
     let io_error = |source| QueryError::Io { path: path.display().to_string(), source };
     let file = match File::open(path) {
@@ -127,6 +143,10 @@ fn scan_file(
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(error) => return Err(io_error(error)),
     };
+    // The file opened, not the name listed: `audit.log` may be a newer file by now.
+    if !seen.insert(file_id(&file.metadata().map_err(io_error)?)) {
+        return Ok(());
+    }
     let mut reader = BufReader::with_capacity(1 << 20, file);
     // A `redis-audit/2` file: its first line says what its lines leave out.
     let mut first = Vec::new();
