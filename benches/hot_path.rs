@@ -113,7 +113,7 @@ fn main() {
     let command = table.resolve(&args).cloned();
     let mut keys = Keys::new();
     extract_keys(command.as_deref().expect("known"), &args, &mut keys);
-    let record = redis_audit_proxy::record::CommandRecord {
+    let record = redis_audit_proxy::event::CommandRecord {
         upstream_conn: None,
         conn_id: 42,
         client_addr: "127.0.0.1:50000".parse().expect("address"),
@@ -123,9 +123,9 @@ fn main() {
         command,
         class: Some(Class::Write),
         keys,
-        status: redis_audit_proxy::record::ReplyStatus::Ok,
+        status: redis_audit_proxy::event::ReplyStatus::Ok,
         error_code: None,
-        source: redis_audit_proxy::record::ReplySource::Upstream,
+        source: redis_audit_proxy::event::ReplySource::Upstream,
         request_bytes: 45,
         reply_bytes: 5,
         latency: std::time::Duration::from_micros(180),

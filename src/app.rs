@@ -8,14 +8,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::audit::event::SystemEvent;
 use crate::command::table::EMBEDDED_VERSION;
 use crate::command::CommandTable;
 use crate::config::Runtime;
 use crate::config::{Config, Secret};
+use crate::event::EventSink;
+use crate::event::SystemEvent;
 use crate::proxy::cores::Cores;
 use crate::proxy::{listener, upstream, ProxyContext};
-use crate::record::CommandSink;
 
 /// A running proxy.
 #[derive(Debug)]
@@ -49,7 +49,7 @@ enum ClientListeners {
 
 impl App {
     /// Binds the listener and starts accepting clients.
-    pub async fn start(config: Config, sink: Arc<dyn CommandSink>) -> std::io::Result<Self> {
+    pub async fn start(config: Config, sink: Arc<dyn EventSink>) -> std::io::Result<Self> {
         let (listeners, local_addr) = match config.proxy.runtime {
             Runtime::MultiThread => {
                 let listener = TcpListener::bind(config.proxy.listen).await?;
@@ -154,11 +154,7 @@ impl App {
                 },
             });
             let time = std::time::SystemTime::now();
-            ctx.sink.system(crate::audit::event::SystemEvent {
-                action: "policy_load",
-                time,
-                detail,
-            });
+            ctx.sink.system(crate::event::SystemEvent { action: "policy_load", time, detail });
             tracing::info!(policy_version = %policy.version, users = policy.users().len(), "ACL policy loaded");
         }
         tracing::info!(

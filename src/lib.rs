@@ -6,13 +6,16 @@
 //!
 //! - [`acl`]: ACL users and selectors, the permission check, the policy, ACL LOG, the ACL
 //!   subcommands the proxy answers.
-//! - [`admin`]: the admin HTTP plane: metrics, health, reload.
+//! - [`admin`]: the admin HTTP plane: metrics page, health, reload, audit queries, console.
 //! - [`app`]: wiring; binds the listener, runs, drains on shutdown.
 //! - [`audit`]: the audit trail: events, writer thread, seals, files, verify.
 //! - [`cli`]: the command-line contract (clap).
 //! - [`command`]: the command table, keys and channels, read/write classification.
 //! - [`config`]: `proxy.toml` → raw → validated [`config::Config`].
+//! - [`event`]: what the proxy reports (command records; session, security and system
+//!   events) and the [`event::EventSink`] they go to.
 //! - [`explain`]: the `explain` subcommand (class, categories, keys, channels of a command line).
+//! - [`metrics`]: the Prometheus counters, an [`event::EventSink`] wrapper that counts.
 //! - [`proxy`]: the data plane.
 //!   - [`proxy::listener`], [`proxy::tls_listener`]: accept loops, `max_clients`, handshakes.
 //!   - [`proxy::cores`]: `proxy.runtime = "per_core"`: a runtime and a `SO_REUSEPORT` listener
@@ -31,8 +34,7 @@
 //! - [`resp`]: our request decoder, reply framer and proxy-written replies.
 //! - [`tls`]: rustls configurations for both sides, and what a handshake tells the audit.
 //! - [`query`]: audit queries over the files (DescribeAuditRecords filters and paging).
-//! - [`record`]: the per-command record and the sink interface.
-
+//!
 pub mod acl;
 pub mod admin;
 pub mod app;
@@ -40,10 +42,12 @@ pub mod audit;
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod event;
 pub mod explain;
+pub mod metrics;
 pub mod proxy;
 pub mod query;
-pub mod record;
+
 pub mod resp;
 pub mod tls;
 

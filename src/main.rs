@@ -15,8 +15,8 @@ use redis_audit_proxy::cli::{AuditCommand, Cli, Command, LogFormat};
 use redis_audit_proxy::command::table::EMBEDDED_VERSION;
 use redis_audit_proxy::command::CommandTable;
 use redis_audit_proxy::config::{read_key_file, Config, OnError, Overrides};
+use redis_audit_proxy::event::{EventSink, LogSink};
 use redis_audit_proxy::proxy::upstream::fetch_command_table;
-use redis_audit_proxy::record::{CommandSink, LogSink};
 use redis_audit_proxy::EXIT_USAGE;
 
 fn main() -> ExitCode {
@@ -419,15 +419,16 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let on_error = config.audit.on_error;
         let audit = if config.audit.enabled {
             let dir = config.audit.dir.display().to_string();
-            let sink = AuditSink::open(&config)
-                .with_context(|| format!("cannot open the audit directory {dir}"))?;
+            let sink =
+                AuditSink::open(&config.audit, &config.upstream.address, config.proxy.listen)
+                    .with_context(|| format!("cannot open the audit directory {dir}"))?;
             tracing::info!(dir, instance_id = %sink.envelope.instance_id, "audit trail open");
             Some(sink)
         } else {
             tracing::warn!("audit.enabled = false: commands are not recorded");
             None
         };
-        let sink: Arc<dyn CommandSink> = match &audit {
+        let sink: Arc<dyn EventSink> = match &audit {
             Some(audit) => audit.clone(),
             None => Arc::new(LogSink),
         };

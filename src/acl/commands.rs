@@ -149,7 +149,7 @@ fn getuser_reply(user: &User, resp3: bool) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::AclMode;
+    use crate::acl::config::AclMode;
 
     fn args(line: &str) -> Vec<Bytes> {
         line.split(' ').map(|w| Bytes::copy_from_slice(w.as_bytes())).collect()

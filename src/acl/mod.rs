@@ -4,6 +4,7 @@
 pub mod check;
 pub mod command_ids;
 pub mod commands;
+pub mod config;
 pub mod glob;
 pub mod log;
 pub mod policy;

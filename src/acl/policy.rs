@@ -9,10 +9,10 @@ use sha2::{Digest, Sha256};
 
 use crate::acl::check::{allows_reading_every_key, check, Denial, DenyReason};
 use crate::acl::command_ids::CommandIds;
+use crate::acl::config::AclMode;
 use crate::acl::user::User;
 use crate::acl::users::{MissingDefault, Users, UsersFileError};
 use crate::command::{CommandInfo, CommandTable, Keys};
-use crate::config::AclMode;
 use crate::resp::encode;
 
 /// The outcome for one command.

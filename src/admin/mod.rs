@@ -5,7 +5,6 @@
 
 mod console;
 mod guard;
-pub mod metrics;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -204,7 +203,7 @@ async fn audit_records(state: &AdminState, query_string: &str) -> Response<Full<
     };
     let mut shown: Vec<(&String, &String)> = params.iter().collect();
     shown.sort();
-    state.ctx.sink.system(crate::audit::event::SystemEvent {
+    state.ctx.sink.system(crate::event::SystemEvent {
         action: "api_read",
         time: std::time::SystemTime::now(),
         detail: json!({
@@ -243,7 +242,7 @@ async fn report(state: &AdminState, query_string: Option<&str>) -> Response<Full
             return error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "report failed")
         }
     };
-    state.ctx.sink.system(crate::audit::event::SystemEvent {
+    state.ctx.sink.system(crate::event::SystemEvent {
         action: "api_read",
         time: std::time::SystemTime::now(),
         detail: json!({
@@ -281,7 +280,7 @@ async fn log_page(
         }
         Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "query failed"),
     };
-    state.ctx.sink.system(crate::audit::event::SystemEvent {
+    state.ctx.sink.system(crate::event::SystemEvent {
         action: "api_read",
         time: std::time::SystemTime::now(),
         detail: json!({

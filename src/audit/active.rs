@@ -11,18 +11,17 @@ use std::time::{Duration, SystemTime};
 use serde_json::json;
 
 use crate::audit::chain::{ChainAlg, Segment};
-use crate::audit::event::{
-    render, rfc3339_micros_bytes, AuditEvent, Envelope, SystemEvent, SCHEMA,
-};
+use crate::audit::config::Retention;
+use crate::audit::event::{render, rfc3339_micros_bytes, AuditEvent, Envelope, SCHEMA};
 use crate::audit::files::{
     chain_anchor, create_active, ends_torn, lock_dir, newest_rotated, rotated_files, rotated_name,
     ACTIVE_FILE, NEXT_FILE,
 };
+use crate::audit::index::sidecar::FileFacts;
+use crate::audit::index::IndexBuilder;
 use crate::audit::line;
 use crate::audit::writer::{hex_sha256, AuditStats, WriterConfig};
-use crate::config::Retention;
-use crate::query::index::IndexBuilder;
-use crate::query::sidecar::FileFacts;
+use crate::event::SystemEvent;
 
 /// The lines not yet in the file: written together, or kept together for a retry (same
 /// bytes, same seals) when the disk fails.
@@ -377,7 +376,7 @@ impl ActiveFile {
         self.index_savers.retain(|saver| !saver.is_finished());
         let saver = std::thread::Builder::new().name("audit-index".into()).spawn(move || {
             let (summary, bitmaps) = index.finish_file(facts);
-            crate::query::sidecar::save_index(&closed, &summary, &bitmaps);
+            crate::audit::index::sidecar::save_index(&closed, &summary, &bitmaps);
         });
         self.index_savers.extend(saver.ok());
         if let Err(error) = self.write_file_open(envelope, Some(&rotated), false) {

@@ -13,7 +13,8 @@ use std::time::SystemTime;
 
 use serde_json::json;
 
-use crate::audit::event::{AuditEvent, SystemEvent};
+use crate::audit::event::AuditEvent;
+use crate::event::SystemEvent;
 
 /// The smallest reserve for session and security events: a small queue (a test's, or a
 /// deployment's that would rather drop commands) still takes those of a short stall.

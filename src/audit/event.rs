@@ -3,16 +3,15 @@
 //! are written straight from their records by [`crate::audit::line`].
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use bytes::Bytes;
 use serde::ser::{SerializeMap, Serializer as _};
 use serde::Serialize;
 
-use std::sync::Arc;
-
 use crate::audit::line;
+use crate::event::{SecurityAction, SecurityEvent, SessionAction, SessionEvent, SystemEvent};
 
 /// The schema the files are written in; each file's `file_open` line declares it.
 pub const SCHEMA: &str = "redis-audit/2";
@@ -41,127 +40,11 @@ pub enum AuditEvent {
 /// at most 6 × 256 bytes).
 pub const MAX_NAME_BYTES: usize = 256;
 
-/// What a security event reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SecurityAction {
-    /// AUTH or HELLO AUTH succeeded.
-    AuthSuccess,
-    /// AUTH or HELLO AUTH was refused (`-WRONGPASS`).
-    AuthFailure,
-    /// A command was refused for lack of permission.
-    AclDenied,
-    /// A TLS client was turned away: failed handshake, rejected or unmapped certificate.
-    TlsRejected,
-    /// Redis started replicating to the client (`SYNC` / `PSYNC`): reason `full` (a copy of
-    /// the whole dataset, then every write) or `partial` (writes from an offset on).
-    Replication,
-    /// `cluster.mode = "sidecar"`: a reply named a cluster node without a sidecar, and was not
-    /// delivered (the client would have gone around the proxies).
-    ClusterBypass,
-}
-
-/// An authentication or an access denial, with the real client's address.
-#[derive(Debug, Clone)]
-pub struct SecurityEvent {
-    /// What happened.
-    pub action: SecurityAction,
-    /// When.
-    pub time: SystemTime,
-    /// Proxy connection id.
-    pub conn_id: u64,
-    /// The client.
-    pub client_addr: SocketAddr,
-    /// The user the connection had (for auth: before the attempt).
-    pub user: Bytes,
-    /// For auth: the user the client tried to become.
-    pub username: Option<Bytes>,
-    /// `auth`, `command`, `key` or `channel` (as ACL LOG says).
-    pub reason: &'static str,
-    /// `toplevel` or `multi` (queued inside MULTI).
-    pub context: &'static str,
-    /// What was refused: the command's full name, the key or channel, or the auth command
-    /// as sent.
-    pub object: Option<Bytes>,
-    /// For an ACL denial: the full name of the command refused (`get`, `config|set`), which a
-    /// key or channel denial's `object` does not name.
-    pub command: Option<String>,
-    /// Who decided: `redis` (the upstream answered it) or `proxy`.
-    pub source: &'static str,
-    /// For the proxy's own denials: `enforce` (refused) or `observe` (forwarded anyway).
-    pub mode: Option<&'static str>,
-    /// The users file version (`policy_version`) in force, when there is one.
-    pub policy_version: Option<Arc<str>>,
-}
-
-/// Session lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionAction {
-    /// Connection accepted.
-    Open,
-    /// The connection's user changed (AUTH, HELLO AUTH, RESET).
-    Auth,
-    /// Connection closed.
-    Close,
-}
-
-/// A session event.
-#[derive(Debug, Clone)]
-pub struct SessionEvent {
-    /// Open or close.
-    pub action: SessionAction,
-    /// When it happened.
-    pub time: SystemTime,
-    /// Proxy connection id.
-    pub conn_id: u64,
-    /// The client's address.
-    pub client_addr: SocketAddr,
-    /// The user at that moment.
-    pub user: Bytes,
-    /// CLIENT SETNAME / CLIENT SETINFO facts at that moment.
-    pub client_name: Option<Bytes>,
-    /// Library name.
-    pub client_lib: Option<Bytes>,
-    /// Library version.
-    pub client_lib_ver: Option<Bytes>,
-    /// For `Close`: why, how long, and what happened.
-    pub close: Option<CloseStats>,
-    /// For a client on the TLS listener: the handshake's facts.
-    pub tls: Option<Arc<crate::tls::TlsFacts>>,
-}
-
-/// What a closing session did.
-#[derive(Debug, Clone, Default)]
-pub struct CloseStats {
-    /// Why it closed (`client_closed`, `upstream_closed`, `quit`, `protocol_error`, ...).
-    pub reason: &'static str,
-    /// How long it lasted.
-    pub duration: Duration,
-    /// Commands recorded.
-    pub commands: u64,
-    /// Of which answered with an error.
-    pub errors: u64,
-    /// Request bytes.
-    pub bytes_in: u64,
-    /// Reply bytes.
-    pub bytes_out: u64,
-}
-
-/// A system event.
-#[derive(Debug, Clone)]
-pub struct SystemEvent {
-    /// `start`, `stop`, `loss`, ...
-    pub action: &'static str,
-    /// When it happened.
-    pub time: SystemTime,
-    /// Action-specific fields.
-    pub detail: serde_json::Value,
-}
-
 /// What every line of one process shares (written once per file, in its `file_open` line).
 #[derive(Debug, Clone)]
 pub struct Envelope {
     /// How key names are written.
-    pub keys: crate::config::KeyNames,
+    pub keys: crate::audit::config::KeyNames,
     /// New at each start (UUID v4 form).
     pub instance_id: String,
     /// Host name.
@@ -173,7 +56,7 @@ pub struct Envelope {
 impl Envelope {
     /// The envelope of one process.
     pub fn new(
-        keys: crate::config::KeyNames,
+        keys: crate::audit::config::KeyNames,
         instance_id: String,
         node: String,
         upstream: String,
@@ -497,6 +380,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::time::Duration;
 
     #[test]
     fn rfc3339_formats_utc_with_micros() {
@@ -524,7 +408,7 @@ mod tests {
 
     fn rendered(event: &AuditEvent) -> serde_json::Value {
         let envelope = Envelope::new(
-            crate::config::KeyNames::Clear,
+            crate::audit::config::KeyNames::Clear,
             "406b1755-e9d8-4622-8038-cfaa54796898".into(),
             "n".into(),
             "r:6379".into(),

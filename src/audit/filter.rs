@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::json;
 
-use crate::audit::event::SessionEvent;
 use crate::command::Class;
-use crate::record::CommandRecord;
+use crate::event::CommandRecord;
+use crate::event::SessionEvent;
 
 /// A client network, `a.b.c.d/n` or `x::/n`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

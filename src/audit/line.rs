@@ -9,11 +9,11 @@ use std::time::SystemTime;
 
 use base64::Engine as _;
 
+use crate::audit::config::KeyNames;
 use crate::audit::event::{Envelope, MAX_KEY_BYTES, MAX_NAME_BYTES};
+use crate::audit::index::{facet, FacetStarts};
 use crate::audit::redact::{shown_args, ShownArg};
-use crate::config::KeyNames;
-use crate::query::index::{facet, FacetStarts};
-use crate::record::{CommandRecord, ReplySource, ReplyStatus};
+use crate::event::{CommandRecord, ReplySource, ReplyStatus};
 
 /// The longest head [`push_head`] writes.
 pub const HEAD_MAX_BYTES: usize = 64;
@@ -592,7 +592,7 @@ mod tests {
 
     #[test]
     fn facet_positions_index_lines_as_searching_them_does() {
-        use crate::query::index::IndexBuilder;
+        use crate::audit::index::IndexBuilder;
         let (mut searched, mut placed) = (IndexBuilder::default(), IndexBuilder::default());
         let time = crate::audit::event::rfc3339_micros_bytes(std::time::SystemTime::now());
         for (i, command) in

@@ -16,9 +16,11 @@
 mod active;
 pub mod backlog;
 pub mod chain;
+pub mod config;
 pub mod event;
 pub mod files;
 pub mod filter;
+pub mod index;
 pub mod line;
 pub mod redact;
 pub mod sinks;
@@ -31,9 +33,9 @@ use std::time::SystemTime;
 
 use serde_json::json;
 
-use crate::config::{Config, Durability, OnFull};
-use crate::record::{CommandRecord, CommandSink, ReplySource};
-use event::{AuditEvent, Envelope, SessionEvent, SystemEvent};
+use crate::event::{CommandRecord, EventSink, ReplySource, SessionEvent, SystemEvent};
+use config::{AuditConfig, Durability, OnFull};
+use event::{AuditEvent, Envelope};
 use writer::{AuditLog, WriterConfig};
 
 /// The sink that writes the audit trail.
@@ -54,30 +56,30 @@ pub struct AuditSink {
 }
 
 impl AuditSink {
-    /// Opens the audit directory of `config` and writes the `start` event.
-    pub fn open(config: &Config) -> std::io::Result<Arc<Self>> {
-        let envelope = Envelope::new(
-            config.audit.keys.clone(),
-            new_instance_id(),
-            node_name(),
-            config.upstream.address.clone(),
-        );
+    /// Opens the audit directory of `config` and writes the `start` event, which names the
+    /// proxy's `listen` address; `upstream` goes in every file's `file_open` line.
+    pub fn open(
+        config: &AuditConfig,
+        upstream: &str,
+        listen: std::net::SocketAddr,
+    ) -> std::io::Result<Arc<Self>> {
+        let envelope =
+            Envelope::new(config.keys.clone(), new_instance_id(), node_name(), upstream.to_owned());
         let log = AuditLog::open(
             WriterConfig {
-                dir: config.audit.dir.clone(),
-                rotate_bytes: config.audit.rotate_bytes,
-                rotate_interval: config.audit.rotate_interval,
-                retention: config.audit.retention,
-                queue_max_bytes: config.audit.queue_max_bytes,
-                fsync: config.audit.durability == Durability::Fsync,
-                checkpoint: config.audit.checkpoint.as_ref().map(|c| (c.key.clone(), c.every)),
-                chain_alg: config.audit.chain_alg,
-                seal_records: config.audit.seal_records,
-                seal_interval: config.audit.seal_interval,
-                coalesce: (config.audit.durability == Durability::Async
-                    && !config.audit.coalesce.is_zero())
-                .then_some(config.audit.coalesce),
-                sinks: config.audit.sinks.clone(),
+                dir: config.dir.clone(),
+                rotate_bytes: config.rotate_bytes,
+                rotate_interval: config.rotate_interval,
+                retention: config.retention,
+                queue_max_bytes: config.queue_max_bytes,
+                fsync: config.durability == Durability::Fsync,
+                checkpoint: config.checkpoint.as_ref().map(|c| (c.key.clone(), c.every)),
+                chain_alg: config.chain_alg,
+                seal_records: config.seal_records,
+                seal_interval: config.seal_interval,
+                coalesce: (config.durability == Durability::Async && !config.coalesce.is_zero())
+                    .then_some(config.coalesce),
+                sinks: config.sinks.clone(),
             },
             envelope.clone(),
         )?;
@@ -88,8 +90,8 @@ impl AuditSink {
                 detail: json!({
                     "version": env!("CARGO_PKG_VERSION"),
                     "pid": std::process::id(),
-                    "listen": config.proxy.listen.to_string(),
-                    "durability": match config.audit.durability {
+                    "listen": listen.to_string(),
+                    "durability": match config.durability {
                     Durability::Async => "async",
                     Durability::Write => "write",
                     Durability::Fsync => "fsync",
@@ -100,12 +102,12 @@ impl AuditSink {
         );
         Ok(Arc::new(Self {
             log,
-            filters: config.audit.filters.clone(),
-            keeps_everything: config.audit.filters.keeps_everything(),
+            filters: config.filters.clone(),
+            keeps_everything: config.filters.keeps_everything(),
             filtered: filter::FilterCounts::default(),
-            capture_args: config.audit.capture_args.then_some(config.audit.args_max_bytes),
-            on_full: config.audit.on_full,
-            durability: config.audit.durability,
+            capture_args: config.capture_args.then_some(config.args_max_bytes),
+            on_full: config.on_full,
+            durability: config.durability,
             envelope,
         }))
     }
@@ -136,7 +138,7 @@ impl AuditSink {
     }
 }
 
-impl CommandSink for AuditSink {
+impl EventSink for AuditSink {
     fn record(&self, record: CommandRecord) -> Option<u64> {
         // With block and reject, a command that ran is always recorded (the clients wait or are
         // refused, so this stays bounded); what the proxy answered itself may be dropped.
@@ -172,16 +174,16 @@ impl CommandSink for AuditSink {
         self.log.submit(&AuditEvent::System(event), false);
     }
 
-    fn security(&self, event: event::SecurityEvent) {
+    fn security(&self, event: crate::event::SecurityEvent) {
         // Never filtered: this is the durable ACL LOG. Dropped (and declared) only past the
         // queue's reserve, when the disk has stalled long enough to fill it (see `backlog`).
         self.log.submit(&AuditEvent::Security(Box::new(event)), false);
     }
 
-    fn stats(&self) -> Option<crate::record::SinkStats> {
+    fn stats(&self) -> Option<crate::event::SinkStats> {
         use std::sync::atomic::Ordering::Relaxed;
         let stats = self.log.stats();
-        Some(crate::record::SinkStats {
+        Some(crate::event::SinkStats {
             written: stats.written.load(Relaxed),
             dropped_queue_full: stats.dropped_queue_full.load(Relaxed),
             filtered: self.filtered.counts().collect(),

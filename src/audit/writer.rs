@@ -24,13 +24,12 @@ use sha2::{Digest, Sha256};
 
 use crate::audit::backlog::{self, Budget, Kind};
 use crate::audit::chain::{self, ChainAlg};
-use crate::audit::event::{
-    event_time, render_body, rfc3339_micros_bytes, AuditEvent, Envelope, SystemEvent,
-};
+use crate::audit::config::Retention;
+use crate::audit::event::{event_time, render_body, rfc3339_micros_bytes, AuditEvent, Envelope};
+use crate::audit::index::FacetStarts;
 use crate::audit::line;
-use crate::audit::sinks::{SinkSnapshot, Sinks};
-use crate::config::Retention;
-use crate::query::index::FacetStarts;
+use crate::audit::sinks::Sinks;
+use crate::event::{SinkSnapshot, SystemEvent};
 
 use crate::audit::active::{ActiveFile, Batch};
 pub use crate::audit::files::rotated_files;
@@ -70,7 +69,7 @@ pub struct WriterConfig {
     /// machine a context switch. `None`: write as soon as an event arrives.
     pub coalesce: Option<Duration>,
     /// `[[audit.sinks]]`: copies of what is written, sent beside the file.
-    pub sinks: Vec<crate::config::sinks::SinkConfig>,
+    pub sinks: Vec<crate::audit::sinks::config::SinkConfig>,
 }
 
 /// Bytes kept free in the active file for the seal that may follow its last line (a seal line

@@ -15,6 +15,12 @@ use std::time::Duration;
 use crate::resp::request::RequestLimits;
 use raw::RawConfig;
 
+pub use crate::acl::config::{AclConfig, AclMode, LogSource};
+pub use crate::audit::config::{
+    AuditConfig, Checkpoints, Durability, KeyNames, OnError, OnFull, Retention,
+};
+pub use crate::tls::config::{ClientAuth, TlsConfig, UpstreamTlsConfig, UserFrom};
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -145,62 +151,6 @@ pub struct UpstreamConfig {
     pub pool_unread_max_bytes: usize,
 }
 
-/// `[upstream.tls]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamTlsConfig {
-    /// CA bundle for Redis's certificate; `None`: the system roots.
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate chain presented to Redis.
-    pub cert_file: Option<PathBuf>,
-    /// Its key.
-    pub key_file: Option<PathBuf>,
-    /// Name checked against Redis's certificate and sent as SNI.
-    pub server_name: String,
-    /// Accept any certificate (labs only).
-    pub insecure_skip_verify: bool,
-}
-
-/// `[tls]`: the client-facing TLS listener.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsConfig {
-    /// Its address.
-    pub listen: SocketAddr,
-    /// Certificate chain.
-    pub cert_file: PathBuf,
-    /// Key.
-    pub key_file: PathBuf,
-    /// CA bundle for client certificates.
-    pub ca_file: Option<PathBuf>,
-    /// Whether client certificates are asked for.
-    pub client_auth: ClientAuth,
-    /// Which certificate name becomes the ACL user.
-    pub user_from: UserFrom,
-    /// Longest handshake.
-    pub handshake_timeout: Duration,
-}
-
-/// `tls.client_auth`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuth {
-    /// No client certificate is asked for.
-    None,
-    /// Asked for; a client without one may still connect.
-    Optional,
-    /// Required, and verified against `tls.ca_file`.
-    Required,
-}
-
-/// `tls.user_from`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UserFrom {
-    /// Certificates name no user.
-    None,
-    /// The subject's common name.
-    Cn,
-    /// The first DNS name or e-mail of the subject alternative names.
-    San,
-}
-
 /// The admin plane.
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
@@ -251,136 +201,6 @@ impl ApiKey {
         hasher.update(secret);
         hasher.finalize().into()
     }
-}
-
-/// The audit trail.
-#[derive(Debug, Clone)]
-pub struct AuditConfig {
-    /// Write it at all.
-    pub enabled: bool,
-    /// Directory of the audit files.
-    pub dir: PathBuf,
-    /// Rotate the active file before it passes this size.
-    pub rotate_bytes: u64,
-    /// Rotate the active file when it is this old.
-    pub rotate_interval: Option<Duration>,
-    /// What to keep of the rotated files.
-    pub retention: Retention,
-    /// Bytes of events queued before `on_full` applies.
-    pub queue_max_bytes: usize,
-    /// What happens to commands while the queue is full.
-    pub on_full: OnFull,
-    /// What happens while writing the trail fails.
-    pub on_error: OnError,
-    /// When a command's reply may go to the client, relative to its record.
-    pub durability: Durability,
-    /// How key names are written.
-    pub keys: KeyNames,
-    /// Record command arguments (secrets redacted).
-    pub capture_args: bool,
-    /// Most bytes of arguments recorded per command.
-    pub args_max_bytes: usize,
-    /// `audit.coalesce_us`: how long the async writer lets events gather.
-    pub coalesce: Duration,
-    /// `audit.group_refusals_secs`: identical refusals within this window share one record.
-    pub group_refusals_secs: u64,
-    /// What the trail leaves out.
-    pub filters: crate::audit::filter::Filters,
-    /// HMAC checkpoints: the key (a secret: never shown) and every how many records.
-    pub checkpoint: Option<Checkpoints>,
-    /// `audit.chain_alg`: the hash of the chain's seals.
-    pub chain_alg: crate::audit::chain::ChainAlg,
-    /// `audit.seal_records`: a seal at least every this many lines.
-    pub seal_records: u64,
-    /// `audit.seal_interval_ms`: a seal once the oldest unsealed line is this old.
-    pub seal_interval: Duration,
-    /// `[[audit.sinks]]`: the copies sent beside the files.
-    pub sinks: Vec<sinks::SinkConfig>,
-}
-
-/// `audit.checkpoint_key_file` / `audit.checkpoint_records`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Checkpoints {
-    /// The HMAC key.
-    pub key: Vec<u8>,
-    /// A checkpoint every this many records (0: only at shutdown).
-    pub every: u64,
-}
-
-impl std::fmt::Debug for Checkpoints {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Checkpoints {{ key: <redacted>, every: {} }}", self.every)
-    }
-}
-
-/// `audit.keys`: how key names appear in records (they may be personal data).
-#[derive(Clone, PartialEq, Eq)]
-pub enum KeyNames {
-    /// As they are.
-    Clear,
-    /// As HMAC-SHA256 with this key (equal keys give equal values; the key never leaves).
-    Hmac(Vec<u8>),
-    /// Not at all (counts and sizes only).
-    Off,
-}
-
-impl std::fmt::Debug for KeyNames {
-    // The HMAC key is a secret.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Clear => "Clear",
-            Self::Hmac(_) => "Hmac(<redacted>)",
-            Self::Off => "Off",
-        })
-    }
-}
-
-/// `audit.on_error`: what happens while writing the trail fails (disk full, I/O error). In
-/// every case the lines that could not be written are kept and retried every second; they
-/// fill the queue, so `on_full` applies too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnError {
-    /// Keep serving.
-    Continue,
-    /// Refuse new commands with `-ERR` until a write succeeds again.
-    Reject,
-    /// Stop the proxy (drain, then exit with status 1).
-    Shutdown,
-}
-
-/// `audit.durability`: what a crash can lose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// Records are written shortly after replies; a proxy crash loses what was queued.
-    Async,
-    /// A reply reaches the client only after its record is written (to the page cache): a
-    /// proxy crash loses no record of an answered command; a host crash may.
-    Write,
-    /// As `Write`, and the file is fsynced first (group commit: one fsync per batch): neither
-    /// a proxy nor a host crash loses the record of an answered command.
-    Fsync,
-}
-
-/// `audit.on_full`: what happens while the audit queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnFull {
-    /// Commands go on; their records are dropped, counted, and declared by a `loss` record.
-    Drop,
-    /// The proxy stops reading clients until the writer catches up.
-    Block,
-    /// New commands are refused with `-ERR` and not run (fail-closed).
-    Reject,
-}
-
-/// Which rotated audit files are kept; each limit is off when `None`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Retention {
-    /// Most rotated files.
-    pub files: Option<u64>,
-    /// Most bytes of audit files, the active one included.
-    pub bytes: Option<u64>,
-    /// Oldest rotated file.
-    pub age: Option<Duration>,
 }
 
 /// Identity.
@@ -440,40 +260,6 @@ pub struct UsersFile {
     pub path: PathBuf,
     /// What it held when the configuration was loaded.
     pub text: Vec<u8>,
-}
-
-/// Policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AclConfig {
-    /// Enforce or only observe.
-    pub mode: AclMode,
-    /// Users kept in observe mode whatever `mode` says.
-    pub observe_users: Vec<String>,
-    /// Most entries of the proxy's `ACL LOG`.
-    pub log_max_len: usize,
-    /// `acl.log_source`.
-    pub log_source: LogSource,
-}
-
-/// `acl.log_source`: without a users file, whose log `ACL LOG` shows (with one, always the
-/// proxy's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogSource {
-    /// The proxy's: the denials and failed logins Redis answered through the proxy, with the
-    /// real client's address. Redis still decides who may run `ACL LOG`.
-    Proxy,
-    /// Redis's own, whose entries name the proxy's address.
-    Upstream,
-}
-
-/// `acl.mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum AclMode {
-    /// Deny with `-NOPERM` as Redis would.
-    Enforce,
-    /// Forward, and record the would-be denial.
-    Observe,
 }
 
 /// Values given on the command line; each replaces its key from the file.

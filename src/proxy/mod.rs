@@ -22,11 +22,11 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::acl::log::AclLog;
 use crate::acl::{MissingDefault, Policy};
-use crate::audit::event::SystemEvent;
 use crate::command::{Class, CommandTable};
 use crate::config::{AuthMode, Config, Secret};
+use crate::event::EventSink;
+use crate::event::SystemEvent;
 use crate::proxy::mirror::Mirrors;
-use crate::record::CommandSink;
 
 /// What every connection shares: configuration, the record sink, and what was learned
 /// about the upstream.
@@ -35,9 +35,9 @@ pub struct ProxyContext {
     /// The validated configuration.
     pub config: Arc<Config>,
     /// Where per-command records go (counted into [`metrics`](Self::metrics) on the way).
-    pub sink: Arc<dyn CommandSink>,
+    pub sink: Arc<dyn EventSink>,
     /// The Prometheus metrics.
-    pub metrics: Arc<crate::admin::metrics::Metrics>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Learned from Redis's replies: a new connection must AUTH before anything else
     /// (so Redis's tighter unauthenticated request limits apply to it).
     pub auth_required: AtomicBool,
@@ -75,12 +75,12 @@ pub struct ProxyContext {
 
 impl ProxyContext {
     /// A context for `config`, sending records to `sink`.
-    pub fn new(config: Arc<Config>, sink: Arc<dyn CommandSink>) -> Self {
+    pub fn new(config: Arc<Config>, sink: Arc<dyn EventSink>) -> Self {
         let table = CommandTable::embedded();
         let policy = compile_policy(&config, &table).map(Arc::new);
-        let metrics = Arc::new(crate::admin::metrics::Metrics::new());
-        let sink: Arc<dyn CommandSink> =
-            Arc::new(crate::admin::metrics::MeteredSink::new(sink, Arc::clone(&metrics)));
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let sink: Arc<dyn EventSink> =
+            Arc::new(crate::metrics::MeteredSink::new(sink, Arc::clone(&metrics)));
         let pool = (config.upstream.pool == crate::config::PoolMode::Shared)
             .then(|| pool::Pool::new(Arc::clone(&config), Arc::clone(&metrics)));
         Self {

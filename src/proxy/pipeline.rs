@@ -18,8 +18,8 @@ use tokio::time::Instant;
 use std::sync::Arc;
 
 use crate::command::{Class, CommandInfo, Keys};
+use crate::event::ReplyStatus;
 use crate::proxy::session::{Effect, PubSubFamily};
-use crate::record::ReplyStatus;
 
 /// How many replies a slot waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,8 +8,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use crate::audit::event::{SecurityAction, SecurityEvent};
 use crate::config::TlsConfig;
+use crate::event::{SecurityAction, SecurityEvent};
 use crate::proxy::connection::Accepted;
 use crate::proxy::ProxyContext;
 use crate::tls::{describe_handshake_error, server_config, TlsError, TlsFacts};

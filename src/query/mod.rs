@@ -5,11 +5,9 @@
 
 pub mod backward;
 pub mod expand;
-pub mod index;
 pub mod logs;
 pub mod params;
 pub mod report;
-pub mod sidecar;
 pub mod suggest;
 
 use std::fs::File;
@@ -19,6 +17,7 @@ use std::path::{Path, PathBuf};
 use memchr::memmem;
 use serde_json::{json, Value};
 
+use crate::audit::index::sidecar;
 use crate::audit::writer::ACTIVE_FILE;
 pub use params::{AuditQuery, ParamError};
 

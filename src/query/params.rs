@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::index::{line_time, FACETS};
+use crate::audit::index::{line_time, FACETS};
 
 /// A refused parameter: the seed's error code and message (HTTP 400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

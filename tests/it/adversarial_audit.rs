@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use redis_audit_proxy::audit::event::rfc3339_micros;
+use redis_audit_proxy::audit::index::sidecar;
+use redis_audit_proxy::audit::index::{Bitmaps, Summary};
 use redis_audit_proxy::audit::verify::{verify_dir, Problem};
-use redis_audit_proxy::query::index::{Bitmaps, Summary};
-use redis_audit_proxy::query::sidecar;
+use redis_audit_proxy::event::EventSink;
 use redis_audit_proxy::query::AuditQuery;
-use redis_audit_proxy::record::CommandSink;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -110,7 +110,7 @@ async fn m1_security_events_from_a_flood_stay_within_the_queue_reserve_while_the
     let redis = RedisServer::start(&[]);
     let toml = format!("[audit]\nqueue_max_bytes = {QUEUE_MAX}\n");
     let (proxy, sink) = TestProxy::start_audited(redis.addr, scratch.path(), &toml).await;
-    let queue_bytes = || CommandSink::stats(&*sink).unwrap().queue_bytes;
+    let queue_bytes = || EventSink::stats(&*sink).unwrap().queue_bytes;
 
     let stall = sink.stall();
     // Each refused AUTH is a command record (dropped once the queue is full) and an

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis_audit_proxy::command::Class;
-use redis_audit_proxy::record::ReplyStatus;
+use redis_audit_proxy::event::ReplyStatus;
 
 use crate::support::adversary::*;
 use crate::support::client::show;

@@ -141,7 +141,7 @@ async fn a_long_queue_after_a_stall_is_written_whole_and_in_order() {
     for _ in 0..COMMANDS {
         assert_eq!(client.read_reply().await, b"+OK\r\n");
     }
-    let queued = redis_audit_proxy::record::CommandSink::stats(&*audit).unwrap().queue_bytes;
+    let queued = redis_audit_proxy::event::EventSink::stats(&*audit).unwrap().queue_bytes;
     assert!(queued > 5 << 20, "queued: {queued}");
     drop(stall);
     proxy.shutdown().await;

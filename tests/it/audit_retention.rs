@@ -76,12 +76,22 @@ async fn one_proxy_per_audit_directory() {
         },
     )
     .unwrap();
-    let error = redis_audit_proxy::audit::AuditSink::open(&config).unwrap_err();
+    let error = redis_audit_proxy::audit::AuditSink::open(
+        &config.audit,
+        &config.upstream.address,
+        config.proxy.listen,
+    )
+    .unwrap_err();
     assert!(error.to_string().contains("in use by another process"), "{error}");
     proxy.shutdown().await;
     // Released with the first proxy; a leftover of an interrupted rotation is cleaned up.
     std::fs::write(dir.path().join("audit.log.new"), b"").unwrap();
-    let second = redis_audit_proxy::audit::AuditSink::open(&config).expect("lock released");
+    let second = redis_audit_proxy::audit::AuditSink::open(
+        &config.audit,
+        &config.upstream.address,
+        config.proxy.listen,
+    )
+    .expect("lock released");
     assert!(!dir.path().join("audit.log.new").exists());
     drop(second);
 }

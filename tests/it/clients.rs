@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use redis_audit_proxy::record::ReplyStatus;
+use redis_audit_proxy::event::ReplyStatus;
 use tokio::io::AsyncWriteExt;
 
 use crate::support::client::encode_command;

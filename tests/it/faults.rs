@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use redis_audit_proxy::record::{CommandRecord, ReplySource, ReplyStatus};
+use redis_audit_proxy::event::{CommandRecord, ReplySource, ReplyStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;

@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use redis_audit_proxy::record::{ReplySource, ReplyStatus};
+use redis_audit_proxy::event::{ReplySource, ReplyStatus};
 
 use crate::support::client::encode_command;
 use crate::support::client::show;

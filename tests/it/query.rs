@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use redis_audit_proxy::query::{index, sidecar};
+use redis_audit_proxy::audit::index::{self, sidecar};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -1,6 +1,6 @@
 //! Every command yields exactly one record, in order, with the session's state.
 
-use redis_audit_proxy::record::{ReplySource, ReplyStatus};
+use redis_audit_proxy::event::{ReplySource, ReplyStatus};
 
 use crate::support::{RawClient, RedisServer, TestProxy};
 
@@ -36,7 +36,7 @@ async fn every_command_yields_one_record_in_order() {
 }
 
 /// Names and statuses of the records, for compact assertions.
-fn summary(records: &[redis_audit_proxy::record::CommandRecord]) -> Vec<(String, &'static str)> {
+fn summary(records: &[redis_audit_proxy::event::CommandRecord]) -> Vec<(String, &'static str)> {
     records.iter().map(|r| (r.command_name().to_lowercase(), r.status.as_str())).collect()
 }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use redis_audit_proxy::record::CommandRecord;
+use redis_audit_proxy::event::CommandRecord;
 
 use crate::support::client::{encode_command, show};
 use crate::support::{RawClient, RedisServer, Scratch, TestProxy};

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use redis_audit_proxy::record::ReplyStatus;
+use redis_audit_proxy::event::ReplyStatus;
 use tokio::task::JoinSet;
 
 use crate::support::client::encode_command;

@@ -89,7 +89,7 @@ async fn rsyslog_over_tls_receives_every_line_of_the_file_in_order() {
     // constants) and ends with the seal over the run.
     assert_eq!(json(&received[0].2)["action"], "file_open");
     assert_eq!(json(&received.last().unwrap().2)["action"], "seal");
-    let stats = &redis_audit_proxy::record::CommandSink::stats(&*audit).unwrap().sinks[0];
+    let stats = &redis_audit_proxy::event::EventSink::stats(&*audit).unwrap().sinks[0];
     assert_eq!((stats.name.as_str(), stats.sent, stats.dropped), ("siem", file.len() as u64, 0));
 }
 
@@ -179,7 +179,7 @@ async fn a_collector_stopped_mid_run_misses_exactly_what_loss_records_declare() 
     for loss in &declared {
         assert!(file_losses.contains(loss), "{loss} is not in the file: {file_losses:?}");
     }
-    let stats = &redis_audit_proxy::record::CommandSink::stats(&*audit).unwrap().sinks[0];
+    let stats = &redis_audit_proxy::event::EventSink::stats(&*audit).unwrap().sinks[0];
     let lost_lines: u64 = file_losses.iter().map(|l| l["lines"].as_u64().unwrap()).sum();
     assert_eq!(stats.dropped, lost_lines);
     assert!(stats.reconnects >= 1 && stats.errors >= 1, "{stats:?}");
@@ -350,7 +350,7 @@ async fn a_collector_that_never_reads_costs_the_proxy_nothing_with_drop() {
         crate::support::TestProxy::start_audited(redis.addr, &audit_dir, &toml).await;
     let mut client = RawClient::connect(proxy.addr).await;
     let sink_stats =
-        || redis_audit_proxy::record::CommandSink::stats(&*audit).unwrap().sinks[0].clone();
+        || redis_audit_proxy::event::EventSink::stats(&*audit).unwrap().sinks[0].clone();
     for round in 0..10 {
         run_sets(&mut client, round * 2_000, 2_000).await;
         // Its queue and what its thread holds stay within twice queue_bytes.
@@ -397,7 +397,7 @@ async fn with_block_a_collector_that_comes_up_late_misses_nothing() {
     let copy: Vec<&String> = received.iter().map(|(_, _, msg)| msg).collect();
     assert_eq!(copy.len(), file.len(), "nothing missed, nothing added");
     assert!(copy.iter().zip(&file).all(|(msg, line)| *msg == line), "the same lines in order");
-    let stats = &redis_audit_proxy::record::CommandSink::stats(&*audit).unwrap().sinks[0];
+    let stats = &redis_audit_proxy::event::EventSink::stats(&*audit).unwrap().sinks[0];
     assert_eq!(stats.dropped, 0);
     assert!(stats.errors >= 1, "it did wait for the collector: {stats:?}");
 }

@@ -68,7 +68,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use memchr::memmem;
-use redis_audit_proxy::record::{CommandRecord, ReplyStatus};
+use redis_audit_proxy::event::{CommandRecord, ReplyStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;

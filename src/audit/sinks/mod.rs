@@ -9,6 +9,7 @@
 //! thread. A sink whose queue is full misses lines (`on_full = "drop"`) or makes the writer wait
 //! (`"block"`), and nothing else: a collector that is down never stops the file.
 
+pub mod config;
 mod stdout;
 pub mod syslog;
 mod transport;
@@ -22,8 +23,9 @@ use tokio::time::Instant;
 
 use serde_json::json;
 
-use crate::audit::event::{render, AuditEvent, Envelope, SystemEvent};
-use crate::config::sinks::{SinkConfig, SinkKind, SinkOnFull};
+use crate::audit::event::{render, AuditEvent, Envelope};
+use crate::audit::sinks::config::{SinkConfig, SinkKind, SinkOnFull};
+use crate::event::{SinkSnapshot, SystemEvent};
 
 /// How long closing waits for the sinks to send what they hold.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -112,27 +114,6 @@ pub struct SinkCounters {
     pub last_error_unix: AtomicU64,
     /// Records cut to fit `max_message_bytes`.
     pub truncated: AtomicU64,
-}
-
-/// A snapshot of one sink's counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SinkSnapshot {
-    /// The sink's name.
-    pub name: String,
-    /// See [`SinkCounters`].
-    pub sent: u64,
-    /// See [`SinkCounters`].
-    pub dropped: u64,
-    /// See [`SinkCounters`].
-    pub queue_bytes: u64,
-    /// See [`SinkCounters`].
-    pub reconnects: u64,
-    /// See [`SinkCounters`].
-    pub errors: u64,
-    /// See [`SinkCounters`].
-    pub last_error_unix: u64,
-    /// See [`SinkCounters`].
-    pub truncated: u64,
 }
 
 /// What the writer and one sink's thread share.
@@ -427,10 +408,10 @@ impl Sinks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::sinks::SinkOnFull;
+    use crate::audit::sinks::config::SinkOnFull;
 
     fn envelope() -> Envelope {
-        Envelope::new(crate::config::KeyNames::Clear, "i".into(), "n".into(), "u".into())
+        Envelope::new(crate::audit::config::KeyNames::Clear, "i".into(), "n".into(), "u".into())
     }
 
     fn sink(capacity: usize) -> SinkShared {

@@ -21,7 +21,7 @@ use rustls_pki_types::ServerName;
 use super::syslog::{push_octet_counted, Header};
 use super::{line_seq, Missed, SinkShared};
 use crate::audit::event::Envelope;
-use crate::config::sinks::{SyslogConfig, SyslogTransport};
+use crate::audit::sinks::config::{SyslogConfig, SyslogTransport};
 
 /// Bytes of framed messages written at once.
 const CHUNK_BYTES: usize = 64 * 1024;

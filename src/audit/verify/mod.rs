@@ -44,9 +44,9 @@ use serde_json::{Map, Value};
 
 use crate::audit::chain::{self, ChainAlg, Segment};
 use crate::audit::event::{SCHEMA, SCHEMA_V1};
+use crate::audit::index::sidecar::{self, has_index};
+use crate::audit::index::IndexBuilder;
 use crate::audit::writer::{hex_sha256, ACTIVE_FILE, GENESIS_HASH};
-use crate::query::index::IndexBuilder;
-use crate::query::sidecar::{self, has_index};
 pub use export::{strip_header, verify_export, ExportReport};
 pub use report::{Previous, Problem, VerifyError, VerifyReport};
 

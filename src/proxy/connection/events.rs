@@ -13,11 +13,11 @@ use super::intake::unix_millis;
 use super::Connection;
 use crate::acl::log::LogEvent;
 use crate::acl::{Denial, Policy, Verdict};
-use crate::audit::event::{CloseStats, SecurityAction, SecurityEvent, SessionAction, SessionEvent};
 use crate::command::CommandInfo;
+use crate::event::{CloseStats, SecurityAction, SecurityEvent, SessionAction, SessionEvent};
+use crate::event::{CommandRecord, ReplySource, ReplyStatus};
 use crate::proxy::pipeline::Slot;
 use crate::proxy::session::Effect;
-use crate::record::{CommandRecord, ReplySource, ReplyStatus};
 
 /// Kinds of refusal (user, command, error) counted at once per connection; a new kind beyond
 /// them closes the oldest group.

@@ -12,12 +12,12 @@ use crate::acl::commands::{self, Answer};
 use crate::command::{extract_keys, Class, CommandInfo, Keys};
 use crate::config::cluster::ClusterMode;
 use crate::config::{AuthMode, LogSource, OnError, OnFull};
+use crate::event::ReplyStatus;
 use crate::proxy::auth::{self, Outcome};
 use crate::proxy::cluster::TOPOLOGY_COMMANDS;
 use crate::proxy::gate::{self, Abort, Decision, Refusal, Service};
 use crate::proxy::pipeline::{Expect, Internal, LocalReply, Slot};
 use crate::proxy::session::{Effect, ReplyMode};
-use crate::record::ReplyStatus;
 use crate::resp::encode;
 use crate::resp::request::Request;
 

@@ -16,15 +16,15 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use super::Connection;
-use crate::admin::metrics::Metrics;
 use crate::command::CommandInfo;
 use crate::config::{AuthMode, Secret};
+use crate::event::ReplyStatus;
+use crate::metrics::Metrics;
 use crate::proxy::pin::{self, PinReason};
 use crate::proxy::pipeline::{Internal, LocalReply, Slot};
 use crate::proxy::pool::{Login, Lost, SharedLink, StateKey};
 use crate::proxy::session::Effect;
 use crate::proxy::upstream::UpstreamStream;
-use crate::record::ReplyStatus;
 use crate::resp::encode;
 
 /// The client's way to Redis.

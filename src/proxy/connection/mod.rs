@@ -27,13 +27,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::acl::Policy;
-use crate::audit::event::{CloseStats, SessionAction};
 use crate::command::CommandTable;
 use crate::config::AuthMode;
+use crate::event::{CloseStats, SessionAction};
+use crate::event::{ReplySource, ReplyStatus};
 use crate::proxy::pipeline::{Internal, Pending, Slot, WriteQueue};
 use crate::proxy::session::Session;
 use crate::proxy::{upstream, ProxyContext};
-use crate::record::{ReplySource, ReplyStatus};
 use crate::resp::encode;
 use crate::resp::reply::ReplyScanner;
 use crate::resp::request::{Request, RequestDecoder};

@@ -11,9 +11,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use super::Connection;
-use crate::audit::event::{SecurityAction, SecurityEvent};
+use crate::event::{ReplySource, ReplyStatus};
+use crate::event::{SecurityAction, SecurityEvent};
 use crate::proxy::session::Effect;
-use crate::record::{ReplySource, ReplyStatus};
 
 /// Length of the marker that ends a diskless (`$EOF:<marker>`) payload.
 const EOF_MARK_LEN: usize = 40;

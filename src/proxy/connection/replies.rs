@@ -12,9 +12,9 @@ use tokio::time::Instant;
 use super::Connection;
 use crate::command::Class;
 use crate::config::AuthMode;
+use crate::event::{ReplySource, ReplyStatus};
 use crate::proxy::pipeline::{Expect, Internal, LocalReply, Slot};
 use crate::proxy::session::{Effect, PubSubFamily};
-use crate::record::{ReplySource, ReplyStatus};
 use crate::resp::encode;
 use crate::resp::reply::{ReplyError, ReplyInfo};
 
@@ -395,7 +395,7 @@ where
             self.replication = None;
         }
         if self.session.user != record_user {
-            let event = self.session_event(crate::audit::event::SessionAction::Auth, None);
+            let event = self.session_event(crate::event::SessionAction::Auth, None);
             self.ctx.sink.session(event);
         }
         if slot.effect == Effect::Quit {

@@ -7,8 +7,8 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Connection;
-use crate::audit::event::{SecurityAction, SecurityEvent};
 use crate::config::cluster::ClusterMode;
+use crate::event::{SecurityAction, SecurityEvent};
 use crate::proxy::cluster::{self, Rewrite, TOPOLOGY_COMMANDS};
 use crate::proxy::pipeline::Slot;
 use crate::resp::encode;

@@ -20,8 +20,8 @@ use tokio::time::Instant;
 
 pub use shared::{Lost, SharedLink};
 
-use crate::admin::metrics::Metrics;
 use crate::config::{AuthMode, Config, Secret};
+use crate::metrics::Metrics;
 use crate::proxy::upstream::{self, UpstreamError, UpstreamStream, UpstreamTls};
 use crate::resp::encode;
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis_audit_proxy::config::Config;
-use redis_audit_proxy::record::ReplyStatus;
+use redis_audit_proxy::event::ReplyStatus;
 use tokio::net::TcpStream;
 use tokio::sync::Barrier;
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use redis_audit_proxy::record::CommandRecord;
+use redis_audit_proxy::event::CommandRecord;
 use tokio::io::AsyncReadExt;
 
 use crate::support::client::{encode_command, reply_len, show};

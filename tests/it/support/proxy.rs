@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use redis_audit_proxy::app::App;
 use redis_audit_proxy::config::{Config, Overrides};
-use redis_audit_proxy::record::{CommandRecord, CommandSink};
+use redis_audit_proxy::event::{CommandRecord, EventSink};
 
 /// Keeps every record, in arrival order.
 #[derive(Debug, Default)]
@@ -14,7 +14,7 @@ pub struct CollectSink {
     records: Mutex<Vec<CommandRecord>>,
 }
 
-impl CommandSink for CollectSink {
+impl EventSink for CollectSink {
     fn record(&self, record: CommandRecord) -> Option<u64> {
         self.records.lock().unwrap().push(record);
         None
@@ -62,7 +62,12 @@ impl TestProxy {
         toml: &str,
     ) -> (Self, Arc<redis_audit_proxy::audit::AuditSink>) {
         let config = Self::config(upstream, toml, Some(dir));
-        let audit = redis_audit_proxy::audit::AuditSink::open(&config).expect("audit dir opens");
+        let audit = redis_audit_proxy::audit::AuditSink::open(
+            &config.audit,
+            &config.upstream.address,
+            config.proxy.listen,
+        )
+        .expect("audit dir opens");
         let app = App::start(config, audit.clone()).await.expect("proxy starts");
         let proxy =
             Self { addr: app.local_addr, sink: Arc::new(CollectSink::default()), app: Some(app) };

@@ -1,7 +1,9 @@
 //! The index of one rotated audit file: its first and last command times, how many command
 //! records it holds, and counts and bitmaps per value of the fields queries filter on. Built
-//! as the writer writes the file (or from the file), kept beside it ([`super::sidecar`]:
+//! as the writer writes the file (or from the file), kept beside it ([`sidecar`]:
 //! rotated files never change, so it is built once).
+
+pub mod sidecar;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -11,8 +13,8 @@ use std::path::Path;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::sidecar::{self, FileFacts};
 use crate::audit::writer::hex_sha256;
+use sidecar::FileFacts;
 
 /// What a query needs to know of a file without reading it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

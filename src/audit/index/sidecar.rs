@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::index::{build, Bitmaps, IndexBuilder, Summary, INDEX_VERSION};
+use super::{build, Bitmaps, IndexBuilder, Summary, INDEX_VERSION};
 use crate::audit::writer::hex_sha256;
 
 /// What ties an index to the file it indexes.

@@ -11,11 +11,11 @@ use prometheus::{
 };
 use rustc_hash::FxHashMap;
 
-use crate::audit::event::{
-    SecurityAction, SecurityEvent, SessionAction, SessionEvent, SystemEvent,
-};
 use crate::command::Class;
-use crate::record::{CommandRecord, CommandSink, ReplyStatus, SinkStats};
+use crate::event::{
+    CommandRecord, EventSink, ReplyStatus, SecurityAction, SecurityEvent, SessionAction,
+    SessionEvent, SinkStats, SystemEvent,
+};
 
 const CLASSES: [&str; 4] = ["read", "write", "non_read_write", "unknown"];
 const OUTCOMES: [&str; 5] = ["ok", "error", "queued", "skipped", "unanswered"];
@@ -343,18 +343,18 @@ impl Default for Metrics {
 /// A sink that counts what passes through it, then hands it on.
 #[derive(Debug)]
 pub struct MeteredSink {
-    inner: Arc<dyn CommandSink>,
+    inner: Arc<dyn EventSink>,
     metrics: Arc<Metrics>,
 }
 
 impl MeteredSink {
     /// Counts into `metrics`, then forwards to `inner`.
-    pub fn new(inner: Arc<dyn CommandSink>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(inner: Arc<dyn EventSink>, metrics: Arc<Metrics>) -> Self {
         Self { inner, metrics }
     }
 }
 
-impl CommandSink for MeteredSink {
+impl EventSink for MeteredSink {
     fn record(&self, record: CommandRecord) -> Option<u64> {
         self.metrics.command(&record);
         self.inner.record(record)

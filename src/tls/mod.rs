@@ -2,6 +2,8 @@
 //! PEM files (optionally verifying client certificates), the upstream client configuration,
 //! and what a handshake tells the audit trail (version, cipher, client certificate).
 
+pub mod config;
+
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use sha2::{Digest, Sha256};
 
-use crate::config::{ClientAuth, TlsConfig, UpstreamTlsConfig, UserFrom};
+use config::{ClientAuth, TlsConfig, UpstreamTlsConfig, UserFrom};
 
 /// A TLS configuration that cannot be built; its `Display` names the file and the problem.
 #[derive(Debug, thiserror::Error)]

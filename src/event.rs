@@ -1,11 +1,13 @@
-//! The per-command record a connection produces after each reply, and the sink it goes to.
+//! What the proxy reports: the per-command record a connection produces after each reply,
+//! the session, security and system events, and the [`EventSink`] they all go to (the audit
+//! trail, metrics and tests are sinks).
 //!
 //! The contract: every command yields exactly one record, in the order the client sent it —
 //! except identical refused commands, whose repeats share one record with a `count`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
@@ -135,7 +137,7 @@ impl CommandRecord {
 }
 
 /// Where command records go. Called on the connection's task: it must not block.
-pub trait CommandSink: Send + Sync + std::fmt::Debug + 'static {
+pub trait EventSink: Send + Sync + std::fmt::Debug + 'static {
     /// Takes one record. Returns a ticket when the client must not get the command's reply
     /// before the record is durable (`audit.durability = "write"` or `"fsync"`): see
     /// [`poll_durable`](Self::poll_durable).
@@ -147,13 +149,13 @@ pub trait CommandSink: Send + Sync + std::fmt::Debug + 'static {
     }
 
     /// Takes one session event (connection opened, authenticated or closed).
-    fn session(&self, _event: crate::audit::event::SessionEvent) {}
+    fn session(&self, _event: SessionEvent) {}
 
     /// Takes one security event (authentication, denial).
-    fn security(&self, _event: crate::audit::event::SecurityEvent) {}
+    fn security(&self, _event: SecurityEvent) {}
 
     /// Takes one system event (policy reload, ...).
-    fn system(&self, _event: crate::audit::event::SystemEvent) {}
+    fn system(&self, _event: SystemEvent) {}
 
     /// The sink's own counters, for metrics (`None`: it keeps none).
     fn stats(&self) -> Option<SinkStats> {
@@ -201,14 +203,14 @@ pub struct SinkStats {
     /// Microseconds spent writing and syncing those batches.
     pub fsync_micros: u64,
     /// The counters of each `[[audit.sinks]]` sink.
-    pub sinks: Vec<crate::audit::sinks::SinkSnapshot>,
+    pub sinks: Vec<SinkSnapshot>,
 }
 
 /// Logs each record at `debug` level, without arguments.
 #[derive(Debug, Default)]
 pub struct LogSink;
 
-impl CommandSink for LogSink {
+impl EventSink for LogSink {
     fn record(&self, record: CommandRecord) -> Option<u64> {
         // Not the name as sent for an unknown command: a password typed on a line of its own
         // is sent as a command name.
@@ -226,4 +228,141 @@ impl CommandSink for LogSink {
         );
         None
     }
+}
+
+/// A snapshot of one sink's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkSnapshot {
+    /// The sink's name.
+    pub name: String,
+    /// See `audit::sinks::SinkCounters`.
+    pub sent: u64,
+    /// See `audit::sinks::SinkCounters`.
+    pub dropped: u64,
+    /// See `audit::sinks::SinkCounters`.
+    pub queue_bytes: u64,
+    /// See `audit::sinks::SinkCounters`.
+    pub reconnects: u64,
+    /// See `audit::sinks::SinkCounters`.
+    pub errors: u64,
+    /// See `audit::sinks::SinkCounters`.
+    pub last_error_unix: u64,
+    /// See `audit::sinks::SinkCounters`.
+    pub truncated: u64,
+}
+
+/// What a security event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityAction {
+    /// AUTH or HELLO AUTH succeeded.
+    AuthSuccess,
+    /// AUTH or HELLO AUTH was refused (`-WRONGPASS`).
+    AuthFailure,
+    /// A command was refused for lack of permission.
+    AclDenied,
+    /// A TLS client was turned away: failed handshake, rejected or unmapped certificate.
+    TlsRejected,
+    /// Redis started replicating to the client (`SYNC` / `PSYNC`): reason `full` (a copy of
+    /// the whole dataset, then every write) or `partial` (writes from an offset on).
+    Replication,
+    /// `cluster.mode = "sidecar"`: a reply named a cluster node without a sidecar, and was not
+    /// delivered (the client would have gone around the proxies).
+    ClusterBypass,
+}
+
+/// An authentication or an access denial, with the real client's address.
+#[derive(Debug, Clone)]
+pub struct SecurityEvent {
+    /// What happened.
+    pub action: SecurityAction,
+    /// When.
+    pub time: SystemTime,
+    /// Proxy connection id.
+    pub conn_id: u64,
+    /// The client.
+    pub client_addr: SocketAddr,
+    /// The user the connection had (for auth: before the attempt).
+    pub user: Bytes,
+    /// For auth: the user the client tried to become.
+    pub username: Option<Bytes>,
+    /// `auth`, `command`, `key` or `channel` (as ACL LOG says).
+    pub reason: &'static str,
+    /// `toplevel` or `multi` (queued inside MULTI).
+    pub context: &'static str,
+    /// What was refused: the command's full name, the key or channel, or the auth command
+    /// as sent.
+    pub object: Option<Bytes>,
+    /// For an ACL denial: the full name of the command refused (`get`, `config|set`), which a
+    /// key or channel denial's `object` does not name.
+    pub command: Option<String>,
+    /// Who decided: `redis` (the upstream answered it) or `proxy`.
+    pub source: &'static str,
+    /// For the proxy's own denials: `enforce` (refused) or `observe` (forwarded anyway).
+    pub mode: Option<&'static str>,
+    /// The users file version (`policy_version`) in force, when there is one.
+    pub policy_version: Option<Arc<str>>,
+}
+
+/// Session lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionAction {
+    /// Connection accepted.
+    Open,
+    /// The connection's user changed (AUTH, HELLO AUTH, RESET).
+    Auth,
+    /// Connection closed.
+    Close,
+}
+
+/// A session event.
+#[derive(Debug, Clone)]
+pub struct SessionEvent {
+    /// Open or close.
+    pub action: SessionAction,
+    /// When it happened.
+    pub time: SystemTime,
+    /// Proxy connection id.
+    pub conn_id: u64,
+    /// The client's address.
+    pub client_addr: SocketAddr,
+    /// The user at that moment.
+    pub user: Bytes,
+    /// CLIENT SETNAME / CLIENT SETINFO facts at that moment.
+    pub client_name: Option<Bytes>,
+    /// Library name.
+    pub client_lib: Option<Bytes>,
+    /// Library version.
+    pub client_lib_ver: Option<Bytes>,
+    /// For `Close`: why, how long, and what happened.
+    pub close: Option<CloseStats>,
+    /// For a client on the TLS listener: the handshake's facts.
+    pub tls: Option<Arc<crate::tls::TlsFacts>>,
+}
+
+/// What a closing session did.
+#[derive(Debug, Clone, Default)]
+pub struct CloseStats {
+    /// Why it closed (`client_closed`, `upstream_closed`, `quit`, `protocol_error`, ...).
+    pub reason: &'static str,
+    /// How long it lasted.
+    pub duration: Duration,
+    /// Commands recorded.
+    pub commands: u64,
+    /// Of which answered with an error.
+    pub errors: u64,
+    /// Request bytes.
+    pub bytes_in: u64,
+    /// Reply bytes.
+    pub bytes_out: u64,
+}
+
+/// A system event.
+#[derive(Debug, Clone)]
+pub struct SystemEvent {
+    /// `start`, `stop`, `loss`, ...
+    pub action: &'static str,
+    /// When it happened.
+    pub time: SystemTime,
+    /// Action-specific fields.
+    pub detail: serde_json::Value,
 }
