@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use crate::resp::args::string2ll;
 use crate::resp::encode::{bulk, integer};
-use crate::resp::request::string2ll;
 
 /// Events within this many milliseconds of an entry's last update join it.
 const GROUPING_WINDOW_MS: i64 = 60_000;

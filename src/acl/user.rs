@@ -4,7 +4,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::acl::command_ids::CommandIds;
-use crate::resp::request::split_args;
+use crate::resp::args::split_args;
 
 /// Why a rule token was refused; each displays as Redis's message for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

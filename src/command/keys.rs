@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use crate::command::table::{BeginSearch, CommandInfo, FindKeys};
-use crate::resp::request::string2ll;
+use crate::resp::args::string2ll;
 
 /// Key flags, as Redis names them and in Redis's order.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]

@@ -315,7 +315,7 @@ fn text(frame: &OwnedFrame) -> Option<&[u8]> {
 fn integer(frame: &OwnedFrame) -> Option<i64> {
     match frame {
         OwnedFrame::Integer(n) => Some(*n),
-        other => text(other).and_then(crate::resp::request::string2ll),
+        other => text(other).and_then(crate::resp::args::string2ll),
     }
 }
 

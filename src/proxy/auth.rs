@@ -5,8 +5,9 @@
 use bytes::Bytes;
 
 use crate::acl::Policy;
+use crate::resp::args::string2ll;
 use crate::resp::encode;
-use crate::resp::request::{string2ll, Request, RequestForm};
+use crate::resp::request::{Request, RequestForm};
 
 /// What an AUTH or HELLO comes to.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,8 +13,8 @@ use crate::acl::{Denial, DenyReason, Policy, Verdict};
 use crate::command::{CommandInfo, Keys};
 use crate::config::{AclMode, AuthMode};
 use crate::proxy::session::{Effect, ReplyMode};
+use crate::resp::args::string2ll;
 use crate::resp::encode;
-use crate::resp::request::string2ll;
 
 /// What the gate knows about the session.
 #[derive(Debug, Clone, Copy)]

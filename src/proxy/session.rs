@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 
-use crate::resp::request::string2ll;
+use crate::resp::args::string2ll;
 
 /// The pub/sub families, each with its own subscribe / unsubscribe pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -369,7 +369,7 @@ impl Session {
     /// Applies the effects of queued commands whose EXEC element is not an error. A queued
     /// (un)subscribe (one channel: the gate refuses more inside MULTI) is counted from the
     /// total its confirmation carries.
-    pub fn apply_exec(&mut self, elements: &[crate::resp::reply::Child], by_default: bool) {
+    pub fn apply_exec(&mut self, elements: &[crate::resp::summary::Child], by_default: bool) {
         let queued = std::mem::take(&mut self.queued);
         for (index, effect) in &queued {
             let Some(element) = elements.get(*index) else { continue };
@@ -494,8 +494,8 @@ mod tests {
         session.queue(&Effect::Select(2));
         session.queue(&Effect::None);
         session.queue(&Effect::Select(99));
-        let ok = crate::resp::reply::Child { kind: b'+', ..Default::default() };
-        let error = crate::resp::reply::Child { kind: b'-', ..Default::default() };
+        let ok = crate::resp::summary::Child { kind: b'+', ..Default::default() };
+        let error = crate::resp::summary::Child { kind: b'-', ..Default::default() };
         session.apply_exec(&[ok, ok, error], true);
         assert_eq!(session.db, 2);
         assert!(!session.in_multi);

@@ -222,7 +222,7 @@ fn payload_of(header: &[u8]) -> Option<Replication> {
         }
         return Some(Replication::PayloadUntil { marker: marker.to_vec(), tail: Vec::new() });
     }
-    let length = crate::resp::request::string2ll(header)?;
+    let length = crate::resp::args::string2ll(header)?;
     Some(match u64::try_from(length).ok()? {
         0 => Replication::Stream,
         length => Replication::Payload(length),

@@ -16,7 +16,8 @@ use crate::event::{ReplySource, ReplyStatus};
 use crate::proxy::pipeline::{Expect, Internal, LocalReply, Slot};
 use crate::proxy::session::{Effect, PubSubFamily};
 use crate::resp::encode;
-use crate::resp::reply::{ReplyError, ReplyInfo};
+use crate::resp::reply::ReplyError;
+use crate::resp::summary::ReplyInfo;
 
 /// Where the bytes of the reply being framed go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
