@@ -1,10 +1,11 @@
 //! One client connection: its state, its life (open, serve, reconnect, drain, close) and the
-//! upstream logins; the socket pump, request intake, reply pairing and event emission live in
-//! the submodules.
+//! upstream logins; the socket pump, request intake, reply framing and pairing, completion
+//! and event emission live in the submodules.
 //!
 //! Both sockets are driven from one task by a poll loop (as `tokio::io::copy_bidirectional`
 //! does): no channel, no lock, no second task per client.
 
+mod complete;
 mod events;
 mod intake;
 mod link;
