@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use crate::resp::args::string2ll;
-use crate::resp::encode::{bulk, integer};
+use crate::resp::encode::{self, bulk, header, integer, map_header};
 
 /// Events within this many milliseconds of an entry's last update join it.
 const GROUPING_WINDOW_MS: i64 = 60_000;
@@ -111,19 +111,16 @@ impl AclLog {
                 }
             },
             _ => {
-                let message = format!(
-                    "-ERR unknown subcommand or wrong number of arguments for '{}'. Try {} HELP.\r\n",
+                return encode::error(&format!(
+                    "ERR unknown subcommand or wrong number of arguments for '{}'. Try {} HELP.",
                     String::from_utf8_lossy(&args[1]),
                     String::from_utf8_lossy(&args[0]).to_ascii_uppercase()
-                );
-                return Bytes::from(
-                    message.replace(['\r', '\n'], " ").trim_end().to_owned() + "\r\n",
-                );
+                ));
             }
         };
         let count = count.min(self.entries.len());
         let mut out = Vec::with_capacity(64 + count * 512);
-        out.extend_from_slice(format!("*{count}\r\n").as_bytes());
+        header(&mut out, b'*', count);
         for entry in self.entries.iter().take(count) {
             encode_entry(&mut out, entry, resp3, now_ms);
         }
@@ -133,7 +130,7 @@ impl AclLog {
 
 fn encode_entry(out: &mut Vec<u8>, entry: &Entry, resp3: bool, now_ms: i64) {
     let event = &entry.event;
-    out.extend_from_slice(if resp3 { b"%10\r\n" } else { b"*20\r\n" });
+    map_header(out, 10, resp3);
     bulk(out, b"count");
     integer(out, entry.count as i64);
     bulk(out, b"reason");
