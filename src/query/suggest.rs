@@ -328,10 +328,15 @@ mod tests {
 
     #[test]
     fn patterns_are_written_as_users_files_can_hold_them() {
-        assert_eq!(glob_of("app:user:*"), "app:user:*");
-        assert_eq!(glob_of("plain"), "plain");
-        assert_eq!(glob_of("we ird[1]:*"), "we?ird\\[1\\]:*");
-        assert_eq!(glob_of("caf\u{e9}:*"), "caf??:*");
+        let cases = [
+            ("app:user:*", "app:user:*"),
+            ("plain", "plain"),
+            ("we ird[1]:*", "we?ird\\[1\\]:*"),
+            ("caf\u{e9}:*", "caf??:*"),
+        ];
+        for (pattern, glob) in cases {
+            assert_eq!(glob_of(pattern), glob, "{pattern}");
+        }
     }
 
     #[test]

@@ -56,18 +56,21 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
             return Some(args);
         }
         let mut current = Vec::new();
-        let (mut in_double, mut in_single) = (false, false);
+        // The quote of the quoted part being read, if any: `"` (with escapes) or `'`.
+        let mut quote: Option<u8> = None;
         loop {
             let c = at(p);
-            if in_double {
-                if c == b'\\'
+            if let Some(open) = quote {
+                let double = open == b'"';
+                if double
+                    && c == b'\\'
                     && at(p + 1) == b'x'
                     && at(p + 2).is_ascii_hexdigit()
                     && at(p + 3).is_ascii_hexdigit()
                 {
                     current.push(hex_value(at(p + 2)) * 16 + hex_value(at(p + 3)));
                     p += 3;
-                } else if c == b'\\' && at(p + 1) != 0 {
+                } else if double && c == b'\\' && at(p + 1) != 0 {
                     p += 1;
                     current.push(match at(p) {
                         b'n' => b'\n',
@@ -77,23 +80,11 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
                         b'a' => 0x07,
                         other => other,
                     });
-                } else if c == b'"' {
-                    // The closing quote must be followed by a space or nothing at all.
-                    if at(p + 1) != 0 && !is_space(at(p + 1)) {
-                        return None;
-                    }
-                    p += 1;
-                    break;
-                } else if c == 0 {
-                    return None;
-                } else {
-                    current.push(c);
-                }
-            } else if in_single {
-                if c == b'\\' && at(p + 1) == b'\'' {
+                } else if !double && c == b'\\' && at(p + 1) == b'\'' {
                     p += 1;
                     current.push(b'\'');
-                } else if c == b'\'' {
+                } else if c == open {
+                    // The closing quote must be followed by a space or nothing at all.
                     if at(p + 1) != 0 && !is_space(at(p + 1)) {
                         return None;
                     }
@@ -112,8 +103,7 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
                         }
                         break;
                     }
-                    b'"' => in_double = true,
-                    b'\'' => in_single = true,
+                    b'"' | b'\'' => quote = Some(c),
                     other => current.push(other),
                 }
             }

@@ -82,8 +82,7 @@ where
             self.note_security(&slot, status, error_code.as_deref());
         }
         // The record carries the user and database the command ran with.
-        let record_user = self.session.user.clone();
-        let record_db = self.session.db;
+        let ran_as = self.ran_as();
         self.session.end_of_command();
         match status {
             ReplyStatus::Queued => {
@@ -128,7 +127,7 @@ where
             // Redis refused it: an ordinary connection again.
             self.replication = None;
         }
-        if self.session.user != record_user {
+        if self.session.user != ran_as.user {
             let event = self.session_event(crate::event::SessionAction::Auth, None);
             self.ctx.sink.session(event);
         }
@@ -139,7 +138,7 @@ where
         let status = if withheld { ReplyStatus::Skipped } else { status };
         let source =
             if forwarded_as_sent && !replaced { ReplySource::Upstream } else { ReplySource::Proxy };
-        self.emit_as(slot, status, error_code, source, now, record_user, record_db);
+        self.emit(slot, status, error_code, source, now, ran_as);
     }
 
     /// Whether the reply of the slot completing now went to the client.
@@ -237,7 +236,7 @@ where
             }
             let status = if delivered { reply.status } else { ReplyStatus::Skipped };
             let code = (status == ReplyStatus::Error).then(|| error_code_of(&reply.bytes));
-            self.emit(slot, status, code, ReplySource::Proxy, now);
+            self.emit(slot, status, code, ReplySource::Proxy, now, self.ran_as());
         }
     }
 }

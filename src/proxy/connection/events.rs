@@ -44,11 +44,24 @@ struct Group {
     count: u64,
 }
 
+/// The user and database a command ran with, as its record shows them.
+#[derive(Debug)]
+pub(super) struct RanAs {
+    pub(super) user: Bytes,
+    pub(super) db: u32,
+}
+
 impl<C> Connection<C>
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    /// Emits the record of `slot` as of now (user and database included).
+    /// Who is running commands now: what a record carries unless the command changed it.
+    pub(super) fn ran_as(&self) -> RanAs {
+        RanAs { user: self.session.user.clone(), db: self.session.db }
+    }
+
+    /// Emits the record of `slot`, run as `ran_as` (the user and database before the command,
+    /// for one that changes them).
     pub(super) fn emit(
         &mut self,
         slot: Slot,
@@ -56,23 +69,9 @@ where
         error_code: Option<Bytes>,
         source: ReplySource,
         now: Instant,
+        ran_as: RanAs,
     ) {
-        let (user, db) = (self.session.user.clone(), self.session.db);
-        self.emit_as(slot, status, error_code, source, now, user, db);
-    }
-
-    /// Emits the record of `slot`, run as `user` on `db`.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn emit_as(
-        &mut self,
-        slot: Slot,
-        status: ReplyStatus,
-        error_code: Option<Bytes>,
-        source: ReplySource,
-        now: Instant,
-        user: Bytes,
-        db: u32,
-    ) {
+        let RanAs { user, db } = ran_as;
         if slot.args.is_empty() {
             return; // the proxy's own command: not the client's
         }

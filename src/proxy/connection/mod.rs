@@ -430,7 +430,14 @@ where
         self.flush_refusals(false);
         self.give_back_pinned();
         while let Some(slot) = self.pending.pop_front() {
-            self.emit(slot, ReplyStatus::Unanswered, None, ReplySource::Upstream, now);
+            self.emit(
+                slot,
+                ReplyStatus::Unanswered,
+                None,
+                ReplySource::Upstream,
+                now,
+                self.ran_as(),
+            );
         }
         if graceful {
             let _ = self.client.shutdown().await;

@@ -180,7 +180,7 @@ where
         self.ctx.sink.security(event);
         tracing::info!(partial, "replicating to the client");
         self.close_reason.get_or_insert("replication");
-        self.emit(slot, ReplyStatus::Ok, None, ReplySource::Upstream, now);
+        self.emit(slot, ReplyStatus::Ok, None, ReplySource::Upstream, now, self.ran_as());
     }
 
     /// Sends what the replica writes to Redis as it is: keep-alive newlines and `REPLCONF`
