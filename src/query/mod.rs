@@ -66,6 +66,21 @@ pub fn audit_files(dir: &Path) -> Result<Vec<PathBuf>, QueryError> {
     Ok(rotated)
 }
 
+/// Calls `visit` with each line of the audit files of `dir` that is JSON, oldest file first. A
+/// torn last line, or one that is not JSON, is passed over: `audit verify` is for those.
+pub fn for_each_line(dir: &Path, mut visit: impl FnMut(Value)) -> Result<(), QueryError> {
+    for path in audit_files(dir)? {
+        let io_error = |source| QueryError::Io { path: path.display().to_string(), source };
+        let file = File::open(&path).map_err(io_error)?;
+        for line in BufReader::new(file).split(b'\n') {
+            if let Ok(record) = serde_json::from_slice::<Value>(&line.map_err(io_error)?) {
+                visit(record);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs `query` over the audit files of `dir`.
 pub fn run(dir: &Path, query: &AuditQuery) -> Result<Page, QueryError> {
     let files = audit_files(dir)?;

@@ -3,14 +3,12 @@
 //! ran (top commands and key prefixes), from the audit files of a time range.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{audit_files, AuditQuery, QueryError};
+use super::{for_each_line, AuditQuery, QueryError};
 
 /// Sample client addresses kept per denial group.
 const SAMPLE_CLIENTS: usize = 3;
@@ -98,43 +96,36 @@ pub fn build(
     let mut activity: HashMap<String, Activity> = HashMap::new();
     let mut lines = 0;
     let mut truncated = false;
-    for path in audit_files(dir)? {
-        let io_error = |source| QueryError::Io { path: path.display().to_string(), source };
-        let file = File::open(&path).map_err(io_error)?;
-        for line in BufReader::new(file).split(b'\n') {
-            let line = line.map_err(io_error)?;
-            // A torn last line, or one that is not JSON: `audit verify` is for those.
-            let Ok(record) = serde_json::from_slice::<Value>(&line) else { continue };
-            let Some(time) = record["time"].as_str() else { continue };
-            if !range.contains(time) {
-                continue;
-            }
-            lines += 1;
-            let user = text(&record["user"]);
-            match (record["kind"].as_str(), record["action"].as_str()) {
-                (Some("security"), Some("acl_denied")) if record["mode"] == "observe" => {
-                    let reason = text(&record["reason"]);
-                    let object = text(&record["object"]);
-                    let pattern = if reason == "command" { object } else { pattern_of(&object) };
-                    let command = record["command"].as_str().map(str::to_owned);
-                    let mut key = (user, reason, command, pattern);
-                    if groups.len() >= MAX_DISTINCT && !groups.contains_key(&key) {
-                        truncated = true;
-                        key = (key.0, key.1, None, OTHER.to_owned());
-                    }
-                    groups.entry(key).or_default().add(&record, time);
-                }
-                (Some("command"), _) | (None, _) if record["command"].is_object() => {
-                    if activity.len() >= MAX_DISTINCT && !activity.contains_key(&user) {
-                        truncated = true;
-                        continue;
-                    }
-                    truncated |= activity.entry(user).or_default().add(&record);
-                }
-                _ => {}
-            }
+    for_each_line(dir, |record| {
+        let Some(time) = record["time"].as_str() else { return };
+        if !range.contains(time) {
+            return;
         }
-    }
+        lines += 1;
+        let user = text(&record["user"]);
+        match (record["kind"].as_str(), record["action"].as_str()) {
+            (Some("security"), Some("acl_denied")) if record["mode"] == "observe" => {
+                let reason = text(&record["reason"]);
+                let object = text(&record["object"]);
+                let pattern = if reason == "command" { object } else { pattern_of(&object) };
+                let command = record["command"].as_str().map(str::to_owned);
+                let mut key = (user, reason, command, pattern);
+                if groups.len() >= MAX_DISTINCT && !groups.contains_key(&key) {
+                    truncated = true;
+                    key = (key.0, key.1, None, OTHER.to_owned());
+                }
+                groups.entry(key).or_default().add(&record, time);
+            }
+            (Some("command"), _) | (None, _) if record["command"].is_object() => {
+                if activity.len() >= MAX_DISTINCT && !activity.contains_key(&user) {
+                    truncated = true;
+                    return;
+                }
+                truncated |= activity.entry(user).or_default().add(&record);
+            }
+            _ => {}
+        }
+    })?;
     let mut denials: Vec<DenialGroup> = groups
         .into_iter()
         .map(|((user, reason, command, pattern), group)| DenialGroup {

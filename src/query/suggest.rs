@@ -6,15 +6,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::report::pattern_of;
-use super::{audit_files, AuditQuery, QueryError};
+use super::{for_each_line, AuditQuery, QueryError};
 use crate::command::{CommandTable, KeyFlags};
 
 /// Most users, and most commands, key and channel patterns per user, the suggestion keeps
@@ -47,27 +45,21 @@ pub fn suggest(
 ) -> Result<String, QueryError> {
     let mut users: BTreeMap<String, Seen> = BTreeMap::new();
     let mut records = 0;
-    for path in audit_files(dir)? {
-        let io_error = |source| QueryError::Io { path: path.display().to_string(), source };
-        let file = File::open(&path).map_err(io_error)?;
-        for line in BufReader::new(file).split(b'\n') {
-            let line = line.map_err(io_error)?;
-            let Ok(record) = serde_json::from_slice::<Value>(&line) else { continue };
-            if record["kind"] != "command" || !record["command"].is_object() {
-                continue;
-            }
-            let Some(time) = record["time"].as_str() else { continue };
-            let name = record["user"].as_str().unwrap_or_default().to_owned();
-            if !range.contains(time) || user.is_some_and(|wanted| wanted != name) {
-                continue;
-            }
-            if users.len() >= MAX_DISTINCT && !users.contains_key(&name) {
-                continue;
-            }
-            records += 1;
-            users.entry(name).or_default().add(&record, table);
+    for_each_line(dir, |record| {
+        if record["kind"] != "command" || !record["command"].is_object() {
+            return;
         }
-    }
+        let Some(time) = record["time"].as_str() else { return };
+        let name = record["user"].as_str().unwrap_or_default().to_owned();
+        if !range.contains(time) || user.is_some_and(|wanted| wanted != name) {
+            return;
+        }
+        if users.len() >= MAX_DISTINCT && !users.contains_key(&name) {
+            return;
+        }
+        records += 1;
+        users.entry(name).or_default().add(&record, table);
+    })?;
     let mut out = format!(
         "# Suggested by `redis-audit-proxy audit suggest-acl` from {} ({records} command records{}).\n\
          # Each user is granted what it ran and nothing else; the comments give the evidence.\n\
