@@ -182,14 +182,14 @@ impl App {
 
     /// Reads the users file again (SIGHUP): the new policy applies to every connection's next
     /// command; on error the policy in force stays. Returns the new policy version.
-    pub fn reload_policy(&self) -> Result<Arc<str>, String> {
+    pub fn reload_policy(&self) -> Result<Arc<str>, crate::proxy::PolicyError> {
         self.ctx.reload_policy()
     }
 
     /// Reads the TLS certificates and keys again (SIGHUP), both sides: new handshakes use
     /// them, open connections keep theirs. On an error the ones in force stay; either way a
     /// system event says what happened.
-    pub fn reload_tls(&self) -> Result<(), String> {
+    pub fn reload_tls(&self) -> Result<(), TlsReloadFailed> {
         reload_tls(&self.ctx, self.tls.as_ref())
     }
 
@@ -233,7 +233,16 @@ impl App {
     }
 }
 
-fn reload_tls(ctx: &ProxyContext, tls: Option<&listener::TlsListener>) -> Result<(), String> {
+/// The TLS reload failed on one side or both (`tls: ...; upstream.tls: ...`); the
+/// certificates in force stay.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("; "))]
+pub struct TlsReloadFailed(Vec<String>);
+
+fn reload_tls(
+    ctx: &ProxyContext,
+    tls: Option<&listener::TlsListener>,
+) -> Result<(), TlsReloadFailed> {
     let mut errors = Vec::new();
     if let Some(tls) = tls {
         if let Err(error) = tls.reload() {
@@ -264,7 +273,7 @@ fn reload_tls(ctx: &ProxyContext, tls: Option<&listener::TlsListener>) -> Result
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(errors.join("; "))
+        Err(TlsReloadFailed(errors))
     }
 }
 
@@ -280,7 +289,7 @@ fn admin_reloader(
                 Ok(version) => serde_json::json!({"ok": true, "policy_version": &*version}),
                 Err(error) => {
                     ok = false;
-                    serde_json::json!({"ok": false, "error": error})
+                    serde_json::json!({"ok": false, "error": error.to_string()})
                 }
             }
         } else {
@@ -290,7 +299,7 @@ fn admin_reloader(
             Ok(()) => serde_json::json!({"ok": true}),
             Err(error) => {
                 ok = false;
-                serde_json::json!({"ok": false, "error": error})
+                serde_json::json!({"ok": false, "error": error.to_string()})
             }
         };
         let detail = serde_json::json!({"policy": policy, "tls": tls});

@@ -83,7 +83,7 @@ pub fn answer(
                 bulk(&mut out, text.as_bytes());
                 reply(out)
             }
-            Err(text) => error(&text),
+            Err(text) => error(&text.0),
         },
         "acl|setuser" => match policy.setuser(args) {
             Ok(text) => Some(Answer::ChangeUsers {
@@ -91,7 +91,7 @@ pub fn answer(
                 command: "acl setuser",
                 then: Bytes::from_static(encode::OK),
             }),
-            Err(text) => error(&text),
+            Err(text) => error(&text.0),
         },
         "acl|deluser" => match policy.deluser(rest) {
             Ok((_, 0)) => reply(b":0\r\n".to_vec()),
@@ -100,7 +100,7 @@ pub fn answer(
                 encode::integer(&mut then, removed as i64);
                 Some(Answer::ChangeUsers { text, command: "acl deluser", then: Bytes::from(then) })
             }
-            Err(text) => error(&text),
+            Err(text) => error(&text.0),
         },
         "acl|load" => Some(Answer::Load),
         "acl|save" => Some(Answer::Save),

@@ -13,7 +13,7 @@ use crate::acl::config::AclMode;
 use crate::acl::user::User;
 use crate::acl::users::{MissingDefault, Users, UsersFileError};
 use crate::command::{CommandInfo, CommandTable, Keys};
-use crate::resp::encode;
+use crate::resp::encode::{self, ErrorReply};
 
 /// The outcome for one command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,20 +195,22 @@ impl Policy {
     /// `ACL SETUSER <name> [rules...]` (`args` from the name on), atomic as in Redis: the
     /// users file text with that user created or changed, or Redis's error (without the `-`).
     /// A password rule is never echoed in an error.
-    pub fn setuser(&self, full_args: &[Bytes]) -> Result<String, String> {
+    pub fn setuser(&self, full_args: &[Bytes]) -> Result<String, ErrorReply> {
         let Some(name) = full_args.get(2) else {
-            return Err("ERR wrong number of arguments for 'acl|setuser' command".to_owned());
+            return Err(ErrorReply::from(
+                "ERR wrong number of arguments for 'acl|setuser' command",
+            ));
         };
         if crate::acl::user::has_spaces(name) {
-            return Err("ERR Usernames can't contain spaces or null characters".to_owned());
+            return Err(ErrorReply::from("ERR Usernames can't contain spaces or null characters"));
         }
         let tokens: Vec<Vec<u8>> = full_args[3..].iter().map(|a| a.to_vec()).collect();
         let tokens = crate::acl::user::merge_selector_tokens(&tokens).map_err(|index| {
             let shown = full_args.get(index + 3).map(|a| String::from_utf8_lossy(a).into_owned());
-            format!(
+            ErrorReply(format!(
                 "ERR Unmatched parenthesis in acl selector starting at '{}'.",
                 crate::acl::users::shown_rule(shown.unwrap_or_default().as_bytes())
-            )
+            ))
         })?;
         let mut user = match self.users.get(name) {
             Some(existing) => existing.clone(),
@@ -216,10 +218,10 @@ impl Policy {
         };
         for token in &tokens {
             user.apply(&self.ids, token).map_err(|error| {
-                format!(
+                ErrorReply(format!(
                     "ERR Error in ACL SETUSER modifier '{}': {error}",
                     crate::acl::users::shown_rule(token)
-                )
+                ))
             })?;
         }
         let mut users = self.users.clone();
@@ -229,9 +231,9 @@ impl Policy {
 
     /// `ACL DELUSER <name>...`: the users file text without them and how many existed, or
     /// Redis's error for `default`.
-    pub fn deluser(&self, names: &[Bytes]) -> Result<(String, usize), String> {
+    pub fn deluser(&self, names: &[Bytes]) -> Result<(String, usize), ErrorReply> {
         if names.iter().any(|name| &name[..] == b"default") {
-            return Err("ERR The 'default' user cannot be removed".to_owned());
+            return Err(ErrorReply::from("ERR The 'default' user cannot be removed"));
         }
         let mut users = self.users.clone();
         let removed = names.iter().filter(|name| users.remove(name)).count();
@@ -250,23 +252,33 @@ impl Policy {
     /// `ACL DRYRUN <user> <command> [args...]` (`args` from the user on) as Redis 7.0
     /// answers it: `Ok(None)` when allowed, `Ok(Some(text))` for a denial (a bulk string),
     /// `Err` for Redis's errors.
-    pub fn dry_run(&self, table: &CommandTable, args: &[Bytes]) -> Result<Option<String>, String> {
+    pub fn dry_run(
+        &self,
+        table: &CommandTable,
+        args: &[Bytes],
+    ) -> Result<Option<String>, ErrorReply> {
         let (Some(user), Some(command_args)) =
             (args.first(), args.get(1..).filter(|a| !a.is_empty()))
         else {
-            return Err("ERR wrong number of arguments for 'acl|dryrun' command".to_owned());
+            return Err(ErrorReply::from("ERR wrong number of arguments for 'acl|dryrun' command"));
         };
         if self.users.get(user).is_none() {
-            return Err(format!("ERR User '{}' not found", String::from_utf8_lossy(user)));
+            return Err(ErrorReply(format!(
+                "ERR User '{}' not found",
+                String::from_utf8_lossy(user)
+            )));
         }
         let Some(command) = table.resolve(command_args) else {
-            return Err(format!(
+            return Err(ErrorReply(format!(
                 "ERR Command '{}' not found",
                 String::from_utf8_lossy(&command_args[0])
-            ));
+            )));
         };
         if !command.arity_ok(command_args.len()) {
-            return Err(format!("ERR wrong number of arguments for '{}' command", command.name));
+            return Err(ErrorReply(format!(
+                "ERR wrong number of arguments for '{}' command",
+                command.name
+            )));
         }
         let mut keys = Keys::new();
         crate::command::extract_keys(command, command_args, &mut keys);

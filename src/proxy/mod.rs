@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::acl::log::AclLog;
-use crate::acl::{MissingDefault, Policy};
+use crate::acl::{MissingDefault, Policy, UsersFileError};
 use crate::command::{Class, CommandTable};
 use crate::config::{AuthMode, Config, Secret};
 use crate::event::EventSink;
@@ -132,8 +132,8 @@ impl ProxyContext {
         *self.commands.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
     }
 
-    fn compile(&self, text: &[u8], table: &CommandTable) -> Result<Policy, String> {
-        compile(&self.config, text, table).map_err(|e| e.to_string())
+    fn compile(&self, text: &[u8], table: &CommandTable) -> Result<Policy, UsersFileError> {
+        compile(&self.config, text, table)
     }
 
     /// The users file text the policy in force was compiled from.
@@ -181,19 +181,20 @@ impl ProxyContext {
 
     /// Reads the users file again and swaps the new policy in. On any error the policy in
     /// force stays. Either way a system event says what happened.
-    pub fn reload_policy(&self) -> Result<Arc<str>, String> {
+    pub fn reload_policy(&self) -> Result<Arc<str>, PolicyError> {
         let Some(file) = &self.config.auth.users_file else {
-            return Err("no users file is configured (auth.users_file)".to_owned());
+            return Err(PolicyError::NoUsersFile);
         };
         // A reload also reads Redis's command table again (it recompiles the policy too).
         self.refresh_commands();
         let previous = self.policy().map(|p| Arc::clone(&p.version));
+        let path = || file.path.display().to_string();
         let result = std::fs::read(&file.path)
-            .map_err(|error| format!("{}: {error}", file.path.display()))
+            .map_err(|source| PolicyError::Read { path: path(), source })
             .and_then(|text| {
                 let policy = self
                     .compile(&text, &self.commands())
-                    .map_err(|error| format!("{}: {error}", file.path.display()))?;
+                    .map_err(|source| PolicyError::FileRefused { path: path(), source })?;
                 Ok((text, policy))
             });
         let time = std::time::SystemTime::now();
@@ -215,7 +216,7 @@ impl ProxyContext {
             Err(error) => {
                 tracing::warn!(%error, "users file reload failed: the policy in force stays");
                 let detail = serde_json::json!({
-                    "error": &error,
+                    "error": error.to_string(),
                     "policy_version": previous.as_deref(),
                 });
                 self.sink.system(SystemEvent { action: "policy_reload_failed", time, detail });
@@ -226,7 +227,7 @@ impl ProxyContext {
 
     /// Replaces the users with those of `text` (from `ACL SETUSER` / `ACL DELUSER`): compiled,
     /// swapped in, and recorded as a `policy_change` system event naming the command.
-    pub fn change_users(&self, text: String, command: &str) -> Result<(), String> {
+    pub fn change_users(&self, text: String, command: &str) -> Result<(), UsersFileError> {
         let policy = self.compile(text.as_bytes(), &self.commands())?;
         let previous = self.policy().map(|p| Arc::clone(&p.version));
         let detail = serde_json::json!({
@@ -244,9 +245,9 @@ impl ProxyContext {
 
     /// `ACL SAVE`: writes the users in force to the users file, atomically (a temporary file
     /// in the same directory, synced, then renamed over it).
-    pub fn save_users(&self) -> Result<(), String> {
+    pub fn save_users(&self) -> Result<(), PolicyError> {
         let (Some(file), Some(policy)) = (&self.config.auth.users_file, self.policy()) else {
-            return Err("no users file is configured (auth.users_file)".to_owned());
+            return Err(PolicyError::NoUsersFile);
         };
         let text = policy.users_file_text();
         let path = &file.path;
@@ -270,10 +271,10 @@ impl ProxyContext {
             out.sync_all()?;
             std::fs::rename(&temporary, path)
         };
-        write().map_err(|error| {
+        write().map_err(|source| {
             let _ = std::fs::remove_file(&temporary);
-            tracing::warn!(file = %path.display(), %error, "ACL SAVE failed");
-            format!("{}: {error}", path.display())
+            tracing::warn!(file = %path.display(), error = %source, "ACL SAVE failed");
+            PolicyError::Write { path: path.display().to_string(), source }
         })
     }
 
@@ -289,14 +290,10 @@ impl ProxyContext {
 
     /// Rebuilds the upstream TLS configuration from its files (SIGHUP): new connections use
     /// it; on an error the one in force stays, and the error is returned.
-    pub fn reload_upstream_tls(&self) -> Result<(), String> {
-        match upstream::UpstreamTls::from_config(&self.config.upstream) {
-            Ok(tls) => {
-                *self.upstream_tls.write().unwrap_or_else(PoisonError::into_inner) = tls;
-                Ok(())
-            }
-            Err(error) => Err(error.to_string()),
-        }
+    pub fn reload_upstream_tls(&self) -> Result<(), crate::tls::TlsError> {
+        let tls = upstream::UpstreamTls::from_config(&self.config.upstream)?;
+        *self.upstream_tls.write().unwrap_or_else(PoisonError::into_inner) = tls;
+        Ok(())
     }
 
     /// Watches the policy generation.
@@ -367,6 +364,38 @@ impl ProxyContext {
 
 /// The configured users file compiled against `table`; `None` without one, or when it does not
 /// compile (the error is logged; configuration loading already refused such a file).
+/// Why the users file could not be reloaded or saved; the policy in force stays.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// `auth.users_file` is not set.
+    #[error("no users file is configured (auth.users_file)")]
+    NoUsersFile,
+    /// The users file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The users file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The users file does not compile.
+    #[error("{path}: {source}")]
+    FileRefused {
+        /// The users file.
+        path: String,
+        /// The line and rule refused.
+        source: UsersFileError,
+    },
+    /// `ACL SAVE` could not write it.
+    #[error("{path}: {source}")]
+    Write {
+        /// The users file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
 fn compile_policy(config: &Config, table: &CommandTable) -> Option<Policy> {
     let file = config.auth.users_file.as_ref()?;
     match compile(config, &file.text, table) {
@@ -384,7 +413,7 @@ pub fn compile(
     config: &Config,
     text: &[u8],
     table: &CommandTable,
-) -> Result<Policy, crate::acl::UsersFileError> {
+) -> Result<Policy, UsersFileError> {
     let acl = &config.acl;
     let missing = match config.auth.mode {
         AuthMode::Proxy => MissingDefault::Off,

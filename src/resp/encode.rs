@@ -11,6 +11,18 @@ pub const OK: &[u8] = b"+OK\r\n";
 /// Redis's reply when `maxclients` is reached.
 pub const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reached\r\n";
 
+/// The text of an error reply the proxy answers as Redis would (`ERR ...`, without the `-`);
+/// [`error`] writes it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ErrorReply(pub String);
+
+impl From<&str> for ErrorReply {
+    fn from(text: &str) -> Self {
+        Self(text.to_owned())
+    }
+}
+
 /// `-<message>\r\n`, with CR and LF turned into spaces as Redis's `addReplyError` does, so a
 /// message can never break the reply stream.
 pub fn error(message: &str) -> Bytes {

@@ -124,12 +124,12 @@ impl TestProxy {
 
     /// Reloads the TLS certificates (as SIGHUP does).
     pub fn reload_tls(&self) -> Result<(), String> {
-        self.app.as_ref().expect("running").reload_tls()
+        self.app.as_ref().expect("running").reload_tls().map_err(|error| error.to_string())
     }
 
     /// Reloads the users file (as SIGHUP does).
     pub fn reload_policy(&self) -> Result<std::sync::Arc<str>, String> {
-        self.app.as_ref().expect("running").reload_policy()
+        self.app.as_ref().expect("running").reload_policy().map_err(|error| error.to_string())
     }
 
     /// The command table the proxy uses.
