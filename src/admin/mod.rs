@@ -264,7 +264,7 @@ async fn log_page(
     let params = crate::query::params::parse_query_string(query_string.unwrap_or(""));
     let paging = match crate::query::logs::Paging::from_params(&params) {
         Ok(paging) => paging,
-        Err(message) => return error(StatusCode::BAD_REQUEST, "InvalidParameter", &message),
+        Err(refused) => return error(StatusCode::BAD_REQUEST, refused.code, &refused.message),
     };
     let dir = state.ctx.config.audit.dir.clone();
     let outcome = tokio::task::spawn_blocking(move || match endpoint {

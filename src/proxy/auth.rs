@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use crate::acl::Policy;
 use crate::resp::args::string2ll;
-use crate::resp::encode;
+use crate::resp::encode::{self, ErrorReply};
 use crate::resp::request::{Request, RequestForm};
 
 /// What an AUTH or HELLO comes to.
@@ -64,7 +64,7 @@ pub fn authenticate(policy: &Policy, args: &[Bytes], logged_in: bool) -> Outcome
             return Outcome::Forward;
         }
         match parse_hello(args) {
-            Err(text) => return refused(&text),
+            Err(text) => return refused(&text.0),
             Ok(Hello { credentials: None, .. }) => {
                 if logged_in || policy.default_is_open() {
                     return Outcome::Forward;
@@ -96,7 +96,7 @@ struct Hello<'a> {
 
 /// `HELLO [protover [AUTH user pass] [SETNAME name]]` as Redis 7.0 parses it. `Err` is
 /// Redis's error.
-fn parse_hello(args: &[Bytes]) -> Result<Hello<'_>, String> {
+fn parse_hello(args: &[Bytes]) -> Result<Hello<'_>, ErrorReply> {
     let mut forward: Vec<Bytes> = vec![args[0].clone()];
     if let Some(version) = args.get(1) {
         match string2ll(version) {
@@ -120,10 +120,10 @@ fn parse_hello(args: &[Bytes]) -> Result<Hello<'_>, String> {
             forward.push(args[at + 1].clone());
             at += 2;
         } else {
-            return Err(format!(
+            return Err(ErrorReply(format!(
                 "ERR Syntax error in HELLO option '{}'",
                 String::from_utf8_lossy(option)
-            ));
+            )));
         }
     }
     let words: Vec<&[u8]> = forward.iter().map(|arg| &arg[..]).collect();

@@ -20,6 +20,10 @@ pub enum Rewrite {
     Unmapped(String),
 }
 
+/// A node address (`host:port`) with no sidecar: the reply naming it is not delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Unmapped(String);
+
 /// The commands whose replies name nodes (full names).
 pub const TOPOLOGY_COMMANDS: &[&str] = &[
     "cluster|slots",
@@ -44,13 +48,13 @@ pub fn redirect(reply: &[u8], cluster: &ClusterConfig) -> Rewrite {
     match map_address(address, cluster) {
         Ok(Some(mapped)) => Rewrite::Replaced(Bytes::from(format!("{kind} {slot} {mapped}\r\n"))),
         Ok(None) => Rewrite::Unchanged,
-        Err(unmapped) => Rewrite::Unmapped(unmapped),
+        Err(Unmapped(address)) => Rewrite::Unmapped(address),
     }
 }
 
 /// `host:port` (IPv6 without brackets, as Redis writes it) → the sidecar's, in the same form;
 /// `Ok(None)` for an address that names no reachable node (port 0, or no host: `?`, empty).
-fn map_address(address: &str, cluster: &ClusterConfig) -> Result<Option<String>, String> {
+fn map_address(address: &str, cluster: &ClusterConfig) -> Result<Option<String>, Unmapped> {
     let Some((host, port)) = address.rsplit_once(':') else { return Ok(None) };
     let Ok(port) = port.parse::<u16>() else { return Ok(None) };
     map_host_port(host, port, cluster)
@@ -61,11 +65,11 @@ fn map_host_port(
     host: &str,
     port: u16,
     cluster: &ClusterConfig,
-) -> Result<Option<(String, u16)>, String> {
+) -> Result<Option<(String, u16)>, Unmapped> {
     if port == 0 || host.is_empty() || host == "?" {
         return Ok(None);
     }
-    cluster.sidecar_of(host, port).map(Some).ok_or_else(|| format!("{host}:{port}"))
+    cluster.sidecar_of(host, port).map(Some).ok_or_else(|| Unmapped(format!("{host}:{port}")))
 }
 
 /// The reply of the topology command `command` (a full name of [`TOPOLOGY_COMMANDS`]) with
@@ -111,13 +115,13 @@ pub fn topology(command: &str, reply: &[u8], cluster: &ClusterConfig) -> Rewrite
                 Rewrite::Replaced(Bytes::from(out))
             }
         }
-        Err(unmapped) => Rewrite::Unmapped(unmapped),
+        Err(Unmapped(address)) => Rewrite::Unmapped(address),
     }
 }
 
 /// A `CLUSTER SLOTS` node: `[host, port, id, metadata]`; the metadata's `ip` and `hostname`
 /// become the sidecar's host too.
-fn slots_node(node: &mut Value, cluster: &ClusterConfig) -> Result<(), String> {
+fn slots_node(node: &mut Value, cluster: &ClusterConfig) -> Result<(), Unmapped> {
     let items = node.items_mut();
     let (Some(host), Some(port)) =
         (items.first().and_then(Value::text), items.get(1).and_then(Value::integer))
@@ -140,7 +144,7 @@ fn slots_node(node: &mut Value, cluster: &ClusterConfig) -> Result<(), String> {
 }
 
 /// A `CLUSTER SHARDS` node map: `endpoint`, `ip`, `hostname`, `port` (and `tls-port`).
-fn shards_node(node: &mut Value, cluster: &ClusterConfig) -> Result<(), String> {
+fn shards_node(node: &mut Value, cluster: &ClusterConfig) -> Result<(), Unmapped> {
     let host = ["ip", "endpoint", "hostname"]
         .iter()
         .find_map(|key| node.field_mut(key).and_then(|v| v.text()).filter(|h| !h.is_empty()));
@@ -165,7 +169,7 @@ fn shards_node(node: &mut Value, cluster: &ClusterConfig) -> Result<(), String> 
 
 /// `ROLE`: a primary's replicas `[ip, port, offset]` (port as text), or a replica's primary
 /// (`slave`, ip, port, ...).
-fn role(value: &mut Value, cluster: &ClusterConfig) -> Result<(), String> {
+fn role(value: &mut Value, cluster: &ClusterConfig) -> Result<(), Unmapped> {
     let items = value.items_mut();
     match items.first().and_then(Value::text).as_deref() {
         Some("master") => {
@@ -200,7 +204,7 @@ fn role(value: &mut Value, cluster: &ClusterConfig) -> Result<(), String> {
 }
 
 /// `INFO`'s replication section: `master_host` / `master_port`, and `slaveN:ip=...,port=...`.
-fn info_text(text: &mut Vec<u8>, cluster: &ClusterConfig) -> Result<(), String> {
+fn info_text(text: &mut Vec<u8>, cluster: &ClusterConfig) -> Result<(), Unmapped> {
     let (prefix, body) = match text.strip_prefix(b"txt:") {
         Some(body) => (&b"txt:"[..], body),
         None => (&b""[..], &text[..]),
@@ -243,7 +247,7 @@ fn info_text(text: &mut Vec<u8>, cluster: &ClusterConfig) -> Result<(), String> 
 }
 
 /// `slave0:ip=10.0.0.2,port=6379,state=online,...` with the sidecar's ip and port.
-fn replica_line(line: &str, cluster: &ClusterConfig) -> Result<String, String> {
+fn replica_line(line: &str, cluster: &ClusterConfig) -> Result<String, Unmapped> {
     let Some((name, fields)) = line.split_once(':') else { return Ok(line.to_owned()) };
     let value = |key: &str| fields.split(',').find_map(|f| f.strip_prefix(key)).map(str::to_owned);
     let (Some(host), Some(port)) =
@@ -270,7 +274,7 @@ fn replica_line(line: &str, cluster: &ClusterConfig) -> Result<String, String> {
 }
 
 /// `CLUSTER NODES` lines: the second field `host:port@cport[,hostname]` of each.
-fn nodes_text(text: &mut Vec<u8>, cluster: &ClusterConfig) -> Result<(), String> {
+fn nodes_text(text: &mut Vec<u8>, cluster: &ClusterConfig) -> Result<(), Unmapped> {
     // A RESP3 verbatim string starts with its format, `txt:`.
     let (prefix, body) = match text.strip_prefix(b"txt:") {
         Some(body) => (&b"txt:"[..], body),

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use super::backward::Snapshot;
 use super::expand::expand;
-use super::QueryError;
+use super::{ParamError, QueryError};
 
 /// `offset` and `limit` of a log query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,16 +41,20 @@ pub const PAGE_MAX_BYTES: u64 = 16 << 20;
 
 impl Paging {
     /// From query parameters: `offset` (default 0), `limit` (default 100, 1 to 1000).
-    pub fn from_params(params: &HashMap<String, String>) -> Result<Self, String> {
+    pub fn from_params(params: &HashMap<String, String>) -> Result<Self, ParamError> {
         let number = |name: &str, default: u64| match params.get(name) {
             None => Ok(default),
-            Some(text) => {
-                text.parse::<u64>().map_err(|_| format!("{name} must be a non-negative integer"))
-            }
+            Some(text) => text.parse::<u64>().map_err(|_| ParamError {
+                code: "InvalidParameter",
+                message: format!("{name} must be a non-negative integer"),
+            }),
         };
         let paging = Self { offset: number("offset", 0)?, limit: number("limit", 100)? };
         if paging.limit == 0 || paging.limit > MAX_LIMIT {
-            return Err(format!("limit must be between 1 and {MAX_LIMIT}"));
+            return Err(ParamError {
+                code: "InvalidParameter",
+                message: format!("limit must be between 1 and {MAX_LIMIT}"),
+            });
         }
         Ok(paging)
     }

@@ -279,7 +279,7 @@ where
         let tls = self.ctx.upstream_tls();
         match pool.link(key, tls.as_deref()).await {
             Ok(link) => self.upstream = Some(Link::Shared(link)),
-            Err(error) => self.upstream_unavailable(error),
+            Err(error) => self.upstream_unavailable(error.to_string()),
         }
     }
 

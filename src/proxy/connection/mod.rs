@@ -76,17 +76,17 @@ pub async fn serve<C>(
         // client's user (mirrored users): then a connection of its own, unpinned later.
         let shared = ctx.pool.is_some() && ctx.mirrors().is_none();
         let upstream = if shared {
-            Err(String::new())
+            FirstLink::Shared
         } else {
             match upstream::connect(&ctx.config.upstream, ctx.upstream_tls().as_deref()).await {
                 Ok(stream) => {
                     let state = if ctx.pool.is_some() { "pinned" } else { "dedicated" };
-                    Ok(link::Link::dedicated(stream, &ctx.metrics, state))
+                    FirstLink::Dedicated(link::Link::dedicated(stream, &ctx.metrics, state))
                 }
                 Err(error) => {
                     tracing::warn!(%error, "client connected while the upstream is unavailable");
                     ctx.metrics.upstream_connect_error();
-                    Err(error.to_string())
+                    FirstLink::Unavailable(error)
                 }
             }
         };
@@ -227,6 +227,16 @@ struct Connection<C> {
     replication: Option<replication::Replication>,
 }
 
+/// A new client's upstream connection, before its first command.
+enum FirstLink {
+    /// `upstream.pool = "shared"`: a shared connection is taken next.
+    Shared,
+    /// A connection of its own.
+    Dedicated(link::Link),
+    /// Redis could not be reached: the client's commands get this error until it can.
+    Unavailable(upstream::UpstreamError),
+}
+
 impl<C> Connection<C>
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -236,15 +246,16 @@ where
         id: u64,
         peer: SocketAddr,
         client: C,
-        upstream: Result<link::Link, String>,
+        upstream: FirstLink,
         now: Instant,
     ) -> Self {
         let limits = ctx.config.proxy.limits;
         let policy = ctx.policy();
         let authenticated = authenticated_by_default(&ctx, policy.as_deref());
         let (upstream, upstream_error) = match upstream {
-            Ok(stream) => (Some(stream), String::new()),
-            Err(error) => (None, error),
+            FirstLink::Dedicated(link) => (Some(link), String::new()),
+            FirstLink::Shared => (None, String::new()),
+            FirstLink::Unavailable(error) => (None, error.to_string()),
         };
         Self {
             peer,

@@ -25,6 +25,39 @@ use crate::metrics::Metrics;
 use crate::proxy::upstream::{self, UpstreamError, UpstreamStream, UpstreamTls};
 use crate::resp::encode;
 
+/// Why a client could not have a shared connection; its `Display` is the `-ERR` text the
+/// client's commands get (and is never a password: Redis's refusals do not echo one).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PoolError {
+    /// Redis could not be reached.
+    #[error("{0}")]
+    Connect(Arc<UpstreamError>),
+    /// Putting a new connection in its state took longer than `upstream.connect_timeout`.
+    #[error("upstream {address} unavailable: setup timed out")]
+    SetupTimedOut {
+        /// The configured address.
+        address: String,
+    },
+    /// Redis refused the login, `HELLO 3` or `SELECT` of a new shared connection.
+    #[error("upstream {address} refused the shared connection's {what}: {text}")]
+    Refused {
+        /// The configured address.
+        address: String,
+        /// `login`, `HELLO 3` or `SELECT`.
+        what: &'static str,
+        /// Redis's error.
+        text: String,
+    },
+    /// The connection failed while being set up.
+    #[error("upstream {address}: {source}")]
+    Setup {
+        /// The configured address.
+        address: String,
+        /// Why.
+        source: Arc<upstream::FetchTableError>,
+    },
+}
+
 /// The name shared connections give themselves, so that `CLIENT LIST` tells them apart.
 pub const SHARED_NAME: &str = "redis-audit-proxy-shared";
 
@@ -69,7 +102,7 @@ pub struct Pool {
     next_id: AtomicU64,
     /// The last failure to open a shared connection: clients arriving within
     /// `upstream.reconnect_interval` of it get its error without trying again.
-    last_failure: Mutex<Option<(Instant, String)>>,
+    last_failure: Mutex<Option<(Instant, PoolError)>>,
     /// The pool itself, for the task that closes spares idle for `pool_idle` (started with
     /// the first spare).
     me: std::sync::Weak<Self>,
@@ -131,7 +164,7 @@ impl Pool {
         &self,
         key: StateKey,
         tls: Option<&UpstreamTls>,
-    ) -> Result<SharedLink, String> {
+    ) -> Result<SharedLink, PoolError> {
         if let Some(link) = self.pick(&key) {
             return Ok(link);
         }
@@ -175,15 +208,15 @@ impl Pool {
         &self,
         key: &StateKey,
         tls: Option<&UpstreamTls>,
-    ) -> Result<Arc<shared::SharedConn>, String> {
+    ) -> Result<Arc<shared::SharedConn>, PoolError> {
         let config = &self.config.upstream;
         let mut stream = upstream::connect(config, tls).await.map_err(|error| {
             self.metrics.upstream_connect_error();
-            error.to_string()
+            PoolError::Connect(Arc::new(error))
         })?;
         tokio::time::timeout(config.connect_timeout, self.set_up(&mut stream, key))
             .await
-            .map_err(|_| format!("upstream {} unavailable: setup timed out", config.address))??;
+            .map_err(|_| PoolError::SetupTimedOut { address: config.address.clone() })??;
         let conn = shared::SharedConn::new(self.next_id.fetch_add(1, Ordering::Relaxed));
         let gauge = self.shared_gauge.clone();
         gauge.inc();
@@ -209,16 +242,16 @@ impl Pool {
 
     /// The service login (`auth.mode = "proxy"`), the connection's name, the protocol and the
     /// database. Only a refused login or database fails it.
-    async fn set_up(&self, stream: &mut UpstreamStream, key: &StateKey) -> Result<(), String> {
+    async fn set_up(&self, stream: &mut UpstreamStream, key: &StateKey) -> Result<(), PoolError> {
         let address = &self.config.upstream.address;
-        let refused = |what: &str, reply: &[u8]| {
+        let refused = |what: &'static str, reply: &[u8]| {
             let text = String::from_utf8_lossy(reply.get(1..).unwrap_or_default());
-            format!(
-                "upstream {address} refused the shared connection's {what}: {}",
-                text.trim_end()
-            )
+            PoolError::Refused { address: address.clone(), what, text: text.trim_end().to_owned() }
         };
-        let io = |error: upstream::FetchTableError| format!("upstream {address}: {error}");
+        let io = |error: upstream::FetchTableError| PoolError::Setup {
+            address: address.clone(),
+            source: Arc::new(error),
+        };
         let login = match (&key.login, &self.config.auth.upstream_login) {
             (Login::As { user, password }, _) => {
                 Some(encode::command(&[b"AUTH", user, &password.0]))
