@@ -8,6 +8,7 @@
 use bytes::Bytes;
 
 use crate::config::cluster::ClusterConfig;
+use crate::resp::value::Value;
 
 /// What becomes of a reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -310,129 +311,6 @@ fn nodes_text(text: &mut Vec<u8>, cluster: &ClusterConfig) -> Result<(), Unmappe
     replaced.extend_from_slice(out.as_bytes());
     *text = replaced;
     Ok(())
-}
-
-/// A RESP2 / RESP3 value, kept as written so that what is not replaced encodes to the same
-/// bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Value {
-    /// `+ - : _ , # (` lines, and the null forms `$-1` / `*-1`: kind and the line.
-    Line(u8, Vec<u8>),
-    /// `$ = !` strings.
-    Bulk(u8, Vec<u8>),
-    /// `* ~ >` aggregates, and `% |` maps (their pairs flattened).
-    Aggregate(u8, Vec<Self>),
-}
-
-/// Deepest nesting parsed (topology replies are 4 deep).
-const MAX_DEPTH: usize = 16;
-
-impl Value {
-    fn parse(input: &[u8]) -> Option<(Self, usize)> {
-        Self::parse_at(input, 0)
-    }
-
-    fn parse_at(input: &[u8], depth: usize) -> Option<(Self, usize)> {
-        if depth > MAX_DEPTH {
-            return None;
-        }
-        let kind = *input.first()?;
-        let end = memchr::memmem::find(input, b"\r\n")?;
-        let line = &input[1..end];
-        let mut used = end + 2;
-        let count = || std::str::from_utf8(line).ok()?.parse::<i64>().ok();
-        match kind {
-            b'$' | b'=' | b'!' => {
-                let Ok(len) = usize::try_from(count()?) else {
-                    return Some((Self::Line(kind, line.to_vec()), used));
-                };
-                let body = input.get(used..used + len)?.to_vec();
-                (input.get(used + len..used + len + 2)? == b"\r\n").then_some(())?;
-                used += len + 2;
-                Some((Self::Bulk(kind, body), used))
-            }
-            b'*' | b'~' | b'>' | b'%' | b'|' => {
-                let Ok(n) = usize::try_from(count()?) else {
-                    return Some((Self::Line(kind, line.to_vec()), used));
-                };
-                let n = if matches!(kind, b'%' | b'|') { n.checked_mul(2)? } else { n };
-                let mut items = Vec::with_capacity(n.min(1024));
-                for _ in 0..n {
-                    let (item, len) = Self::parse_at(&input[used..], depth + 1)?;
-                    items.push(item);
-                    used += len;
-                }
-                Some((Self::Aggregate(kind, items), used))
-            }
-            b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => {
-                Some((Self::Line(kind, line.to_vec()), used))
-            }
-            _ => None,
-        }
-    }
-
-    fn encode(&self, out: &mut Vec<u8>) {
-        match self {
-            Self::Line(kind, line) => {
-                out.push(*kind);
-                out.extend_from_slice(line);
-                out.extend_from_slice(b"\r\n");
-            }
-            Self::Bulk(kind, body) => {
-                out.push(*kind);
-                out.extend_from_slice(body.len().to_string().as_bytes());
-                out.extend_from_slice(b"\r\n");
-                out.extend_from_slice(body);
-                out.extend_from_slice(b"\r\n");
-            }
-            Self::Aggregate(kind, items) => {
-                let n = if matches!(kind, b'%' | b'|') { items.len() / 2 } else { items.len() };
-                out.push(*kind);
-                out.extend_from_slice(n.to_string().as_bytes());
-                out.extend_from_slice(b"\r\n");
-                for item in items {
-                    item.encode(out);
-                }
-            }
-        }
-    }
-
-    fn items_mut(&mut self) -> &mut [Self] {
-        match self {
-            Self::Aggregate(_, items) => items,
-            _ => &mut [],
-        }
-    }
-
-    /// In a map, or a RESP2 array of alternating names and values: the value of `name`.
-    fn field_mut(&mut self, name: &str) -> Option<&mut Self> {
-        let items = self.items_mut();
-        let at = (0..items.len() / 2).find(|i| items[2 * i].text().as_deref() == Some(name))?;
-        items.get_mut(2 * at + 1)
-    }
-
-    fn text(&self) -> Option<String> {
-        match self {
-            Self::Line(b'+', bytes) | Self::Bulk(b'$', bytes) => {
-                Some(String::from_utf8_lossy(bytes).into_owned())
-            }
-            _ => None,
-        }
-    }
-
-    fn integer(&self) -> Option<i64> {
-        match self {
-            Self::Line(b':', bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
-            _ => None,
-        }
-    }
-
-    fn set_text(&mut self, text: &str) {
-        match self {
-            Self::Line(b'+', bytes) | Self::Bulk(b'$', bytes) => *bytes = text.as_bytes().to_vec(),
-            _ => {}
-        }
-    }
 }
 
 #[cfg(test)]

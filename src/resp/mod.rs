@@ -6,3 +6,4 @@ pub mod encode;
 pub mod reply;
 pub mod request;
 pub mod summary;
+pub mod value;
