@@ -8,6 +8,7 @@
 //! with sleeps alone.
 
 use crate::support::client::encode_command;
+use crate::support::rng::Rng;
 
 /// One thing the runner does.
 #[derive(Clone)]
@@ -191,31 +192,10 @@ pub fn cmds(list: &[&[&str]]) -> Vec<u8> {
     list.iter().flat_map(|args| cmd(args)).collect()
 }
 
-/// A deterministic pseudo-random sequence (Knuth's MMIX LCG).
-#[derive(Debug, Clone)]
-pub struct Lcg(u64);
-
-impl Lcg {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 =
-            self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-        self.0 >> 33
-    }
-
-    /// A number in `0..bound`.
-    pub fn below(&mut self, bound: usize) -> usize {
-        (self.next_u64() % bound as u64) as usize
-    }
-}
-
 /// `count` distinct cut points in `1..len`, sorted.
 pub fn random_splits(len: usize, count: usize, seed: u64) -> Vec<usize> {
-    let mut lcg = Lcg::new(seed);
-    let mut cuts: Vec<usize> = (0..count).map(|_| 1 + lcg.below(len - 1)).collect();
+    let mut rng = Rng::new(seed);
+    let mut cuts: Vec<usize> = (0..count).map(|_| 1 + rng.below(len - 1)).collect();
     cuts.sort_unstable();
     cuts.dedup();
     cuts
@@ -232,9 +212,8 @@ pub fn awkward_splits(bytes: &[u8], count: usize, seed: u64) -> Vec<usize> {
                 || (bytes[at - 1].is_ascii_digit() && bytes[at].is_ascii_digit())
         })
         .collect();
-    let mut lcg = Lcg::new(seed);
-    let mut cuts: Vec<usize> =
-        (0..count).map(|_| candidates[lcg.below(candidates.len())]).collect();
+    let mut rng = Rng::new(seed);
+    let mut cuts: Vec<usize> = (0..count).map(|_| *rng.pick(&candidates)).collect();
     cuts.sort_unstable();
     cuts.dedup();
     cuts
@@ -247,8 +226,7 @@ pub fn every_byte(bytes: &[u8]) -> Vec<usize> {
 
 /// `count` pseudo-random bytes.
 pub fn random_bytes(count: usize, seed: u64) -> Vec<u8> {
-    let mut lcg = Lcg::new(seed);
-    (0..count).map(|_| lcg.next_u64() as u8).collect()
+    Rng::new(seed).fill(count)
 }
 
 /// Every byte value once, 0 to 255.

@@ -5,41 +5,24 @@
 use redis_audit_proxy::resp::reply::ReplyScanner;
 use redis_protocol::resp3::types::{OwnedFrame, VerbatimStringFormat};
 
-/// Small deterministic generator (no rand dependency): a 64-bit LCG.
-struct Lcg(u64);
+use crate::support::rng::Rng;
 
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn bytes(&mut self, max: u64) -> Vec<u8> {
-        let len = self.below(max + 1);
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-
-    fn text(&mut self, max: u64) -> Vec<u8> {
-        let len = self.below(max + 1);
-        (0..len).map(|_| b'a' + self.below(26) as u8).collect()
-    }
+/// A small number (31 bits), for the integers and doubles of replies.
+fn small(rng: &mut Rng) -> u64 {
+    rng.next() >> 33
 }
 
-fn random_key(rng: &mut Lcg) -> OwnedFrame {
+fn random_key(rng: &mut Rng) -> OwnedFrame {
     match rng.below(3) {
         0 => OwnedFrame::SimpleString { data: rng.text(8), attributes: None },
         1 => OwnedFrame::BlobString { data: rng.bytes(8), attributes: None },
-        _ => OwnedFrame::Number { data: rng.next() as i64 - (1 << 30), attributes: None },
+        _ => OwnedFrame::Number { data: small(rng) as i64 - (1 << 30), attributes: None },
     }
 }
 
 /// A random reply; pushes only at the top (`top`): a push written inside an aggregate is out
 /// of band, not one of its elements, as Redis writes it (see `resp::reply`'s tests).
-fn random_frame(rng: &mut Lcg, depth: u32, top: bool) -> OwnedFrame {
+fn random_frame(rng: &mut Rng, depth: u32, top: bool) -> OwnedFrame {
     let attributes = if depth > 0 && rng.below(10) == 0 {
         let mut map = redis_protocol::resp3::types::FrameMap::default();
         map.insert(random_key(rng), random_frame(rng, depth - 1, false));
@@ -56,8 +39,8 @@ fn random_frame(rng: &mut Lcg, depth: u32, top: bool) -> OwnedFrame {
                 data: format!("ERR {}", String::from_utf8(rng.text(30)).unwrap()),
                 attributes,
             },
-            3 => OwnedFrame::Number { data: rng.next() as i64 * -7, attributes },
-            4 => OwnedFrame::Double { data: rng.next() as f64 / 7.0, attributes },
+            3 => OwnedFrame::Number { data: small(rng) as i64 * -7, attributes },
+            4 => OwnedFrame::Double { data: small(rng) as f64 / 7.0, attributes },
             5 => OwnedFrame::Boolean { data: rng.below(2) == 0, attributes },
             6 => OwnedFrame::Null,
             7 => OwnedFrame::BlobError { data: rng.bytes(50), attributes },
@@ -109,7 +92,7 @@ fn encode(frame: &OwnedFrame) -> Vec<u8> {
 
 #[test]
 fn reply_boundaries_match_the_oracle_for_random_replies_in_random_pieces() {
-    let mut rng = Lcg(0x5eed);
+    let mut rng = Rng::new(0x5eed);
     for round in 0..200 {
         let mut stream = Vec::new();
         let mut lengths = Vec::new();
@@ -135,7 +118,7 @@ fn reply_boundaries_match_the_oracle_for_random_replies_in_random_pieces() {
         let mut seen = Vec::new();
         let mut at = 0;
         while at < stream.len() {
-            let piece = (1 + rng.below(200) as usize).min(stream.len() - at);
+            let piece = (1 + rng.below(200)).min(stream.len() - at);
             let chunk = &stream[at..at + piece];
             let mut used = 0;
             while used < chunk.len() {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use redis_audit_proxy::event::CommandRecord;
 
 use crate::support::client::{encode_command, show};
+use crate::support::rng::Rng;
 use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
 
 const REDIS_CLI: &str = "/usr/bin/redis-cli";
@@ -35,19 +36,6 @@ fn require_program(path: &str) {
     );
 }
 
-/// Deterministic bytes LZF cannot compress (xorshift64), so the RDB really carries `len` bytes.
-fn noise(len: usize, mut seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        out.extend_from_slice(&seed.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 /// The value [`populate`] gives `key:{i}`.
 fn small_value(i: usize) -> String {
     format!("value-{i}-{}", "x".repeat(i % 50))
@@ -69,7 +57,8 @@ async fn populate(addr: SocketAddr) -> Vec<u8> {
         let reply = client.read_reply().await;
         assert!(matches!(reply.first(), Some(b'+' | b':')), "populate reply {n}: {}", show(&reply));
     }
-    let big = noise(BIG_LEN, 0x9e37_79b9_7f4a_7c15);
+    // Random bytes LZF cannot compress, so the RDB really carries `BIG_LEN` bytes.
+    let big = Rng::new(0x9e37_79b9_7f4a_7c15).fill(BIG_LEN);
     assert_eq!(client.call(&[b"SET", b"big", &big]).await, b"+OK\r\n", "SET big");
     assert_eq!(client.call(&[b"DBSIZE"]).await, format!(":{POPULATED}\r\n").as_bytes());
     big
