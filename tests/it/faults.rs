@@ -1,18 +1,18 @@
 //! Upstream faults: Redis killed under connected clients, Redis down when the proxy starts,
 //! an upstream that closes mid-reply or sends bytes that are not RESP; and graceful shutdown
-//! with commands in flight. Faults a real server cannot produce use a small fake upstream.
+//! with commands in flight. Faults a real server cannot produce use
+//! [`MockRedis`](crate::support::mock::MockRedis).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use redis_audit_proxy::event::{CommandRecord, ReplySource, ReplyStatus};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::support::client::reply_len;
 use crate::support::client::show;
+use crate::support::mock::MockRedis;
 use crate::support::{RawClient, RedisServer, TestProxy};
 
 /// Longest a test waits for the proxy to close a connection.
@@ -158,66 +158,9 @@ async fn proxy_started_while_redis_is_down_answers_errors_then_recovers() {
     assert_eq!((last.command_name(), last.source), ("GET".to_owned(), ReplySource::Upstream));
 }
 
-/// A stand-in for Redis that misbehaves on cue. Per connection, for each request:
-/// `PING` → `+PONG`; `HALF` → half of a bulk reply, then close; `GARBAGE` → `@@@\r\n` (not
-/// RESP), leaving the connection open; `BADTAIL` → an array whose second element is garbage.
-struct FakeUpstream {
-    addr: SocketAddr,
-    task: JoinHandle<()>,
-}
-
-impl FakeUpstream {
-    async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(Self::serve(stream));
-            }
-        });
-        Self { addr, task }
-    }
-
-    async fn serve(mut stream: TcpStream) {
-        let mut buffer = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let Some(len) = reply_len(&buffer) else {
-                match stream.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-                }
-                continue;
-            };
-            let request: Vec<u8> = buffer.drain(..len).collect();
-            // `*1\r\n$4\r\nNAME\r\n`: the name is the third line.
-            let name = request.split(|&b| b == b'\n').nth(2).unwrap_or_default();
-            let result = match name {
-                b"PING\r" => stream.write_all(b"+PONG\r\n").await,
-                b"HALF\r" => {
-                    let _ = stream.write_all(b"$10\r\nhello").await;
-                    return;
-                }
-                b"GARBAGE\r" => stream.write_all(b"@@@\r\n").await,
-                b"BADTAIL\r" => stream.write_all(b"*2\r\n$1\r\na\r\n@@@\r\n").await,
-                _ => stream.write_all(b"-ERR fake upstream\r\n").await,
-            };
-            if result.is_err() {
-                return;
-            }
-        }
-    }
-}
-
-impl Drop for FakeUpstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 #[tokio::test]
 async fn upstream_closing_mid_reply_forwards_the_partial_bytes_then_closes() {
-    let upstream = FakeUpstream::start().await;
+    let upstream = MockRedis::faulty().await;
     let proxy = TestProxy::start(upstream.addr).await;
     let mut bystander = RawClient::connect(proxy.addr).await;
     assert_eq!(bystander.call(&[b"PING"]).await, b"+PONG\r\n");
@@ -236,7 +179,7 @@ async fn upstream_closing_mid_reply_forwards_the_partial_bytes_then_closes() {
 
 #[tokio::test]
 async fn upstream_sending_garbage_closes_that_client_only() {
-    let upstream = FakeUpstream::start().await;
+    let upstream = MockRedis::faulty().await;
     let proxy = TestProxy::start(upstream.addr).await;
     let mut bystander = RawClient::connect(proxy.addr).await;
     assert_eq!(bystander.call(&[b"PING"]).await, b"+PONG\r\n");

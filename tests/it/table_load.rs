@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use redis_audit_proxy::command::TableSource;
 
+use crate::support::mock::{Answer, MockRedis};
 use crate::support::{RedisServer, TestProxy};
 
 /// Captures the log lines emitted on this thread while the guard lives.
@@ -91,41 +92,27 @@ async fn behind_requirepass_the_first_accepted_auth_reads_the_live_table() {
 }
 
 /// A fake upstream of another "version": the embedded COMMAND reply with DECR's arity
-/// changed. It answers PING and COMMAND, nothing else.
-async fn other_version_upstream() -> std::net::SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// changed. It answers COMMAND with that table and anything else with `+PONG`.
+async fn other_version_upstream() -> MockRedis {
     let embedded = include_bytes!("../../src/command/embedded.resp");
     let original = b"$4\r\ndecr\r\n:2\r\n";
     let at = embedded.windows(original.len()).position(|w| w == original).expect("decr entry");
     let mut reply = embedded.to_vec();
     reply[at + original.len() - 3] = b'3';
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let reply = reply.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 256];
-                while let Ok(n @ 1..) = stream.read(&mut buf).await {
-                    let request = &buf[..n];
-                    let answer: &[u8] = if request.windows(7).any(|w| w == b"COMMAND") {
-                        &reply
-                    } else {
-                        b"+PONG\r\n"
-                    };
-                    if stream.write_all(answer).await.is_err() {
-                        return;
-                    }
-                }
-            });
+    MockRedis::start(move |args| {
+        if args.first().is_some_and(|name| name.eq_ignore_ascii_case(b"COMMAND")) {
+            Answer::Reply(reply.clone())
+        } else {
+            Answer::Reply(b"+PONG\r\n".to_vec())
         }
-    });
-    addr
+    })
+    .await
 }
 
 #[tokio::test]
 async fn a_warning_names_the_commands_that_differ() {
-    let upstream = other_version_upstream().await;
+    let mock = other_version_upstream().await;
+    let upstream = mock.addr;
     let log = Captured::default();
     let guard = log.start();
     let proxy = TestProxy::start(upstream).await;

@@ -4,6 +4,7 @@ pub mod adversary;
 pub mod certs;
 pub mod client;
 pub mod http;
+pub mod mock;
 pub mod proxy;
 pub mod redis;
 pub mod rng;
