@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::support::client::encode_command;
 use crate::support::scratch::{audit_files, file_lines, parse, trail, trail_lines};
-use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
+use crate::support::{AuditedProxy, RawClient, TestProxy};
 
 const GENESIS: [u8; 32] = [0; 32];
 
@@ -227,10 +227,8 @@ async fn accounting_client(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_command_of_concurrent_clients_is_recorded_once_in_session_order() {
-    crate::require_redis!();
-    let redis = RedisServer::start(&[]);
-    let dir = Scratch::new("accounting");
-    let (proxy, sink) = TestProxy::start_audited(redis.addr, dir.path(), "").await;
+    let AuditedProxy { redis, dir, proxy, audit: sink } =
+        AuditedProxy::start("accounting", "").await;
     let tasks: Vec<_> =
         (0..4).map(|c| tokio::spawn(accounting_client(proxy.addr, redis.addr, c))).collect();
     let mut clients = Vec::new();
@@ -321,11 +319,8 @@ fn lines_with_stop(dir: &Path, before: &[Value]) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn records_dropped_by_a_full_queue_are_declared_by_loss_records() {
-    crate::require_redis!();
-    let redis = RedisServer::start(&[]);
-    let dir = Scratch::new("loss");
-    let (proxy, sink) =
-        TestProxy::start_audited(redis.addr, dir.path(), "[audit]\nqueue_max_bytes = 2048\n").await;
+    let AuditedProxy { redis: _redis, dir, proxy, audit: sink } =
+        AuditedProxy::start("loss", "[audit]\nqueue_max_bytes = 2048\n").await;
     const CLIENTS: usize = 4;
     const COMMANDS: usize = 300;
     let tasks: Vec<_> = (0..CLIENTS)
@@ -513,11 +508,9 @@ fn follow(dir: &Path, stop: &AtomicBool) -> Followed {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tail_follower_sees_every_line_once_across_rotations() {
-    crate::require_redis!();
-    let redis = RedisServer::start(&[]);
-    let dir = Scratch::new("rotation");
     let config = "[audit]\nrotate_bytes = 8192\nretain_files = 0\n";
-    let (proxy, sink) = TestProxy::start_audited(redis.addr, dir.path(), config).await;
+    let AuditedProxy { redis: _redis, dir, proxy, audit: sink } =
+        AuditedProxy::start("rotation", config).await;
     let stop = Arc::new(AtomicBool::new(false));
     let follower = {
         let (dir, stop) = (dir.path().to_path_buf(), Arc::clone(&stop));
@@ -595,10 +588,8 @@ async fn call(client: &mut RawClient, args: &[&str]) -> Vec<u8> {
 
 #[tokio::test]
 async fn passwords_and_values_never_reach_the_trail() {
-    crate::require_redis!();
-    let redis = RedisServer::start(&[]);
-    let dir = Scratch::new("secrets");
-    let (proxy, sink) = TestProxy::start_audited(redis.addr, dir.path(), "").await;
+    let AuditedProxy { redis: _redis, dir, proxy, audit: sink } =
+        AuditedProxy::start("secrets", "").await;
     let secret = "canary-secret-7f3a";
     let value = "canary-value-9b2c";
     let mut client = RawClient::connect(proxy.addr).await;
@@ -682,10 +673,8 @@ fn parse_time(time: &str) -> SystemTime {
 /// A command's `time` is when its request arrived, not when its reply came.
 #[tokio::test]
 async fn command_time_is_when_the_request_arrived() {
-    crate::require_redis!();
-    let redis = RedisServer::start(&[]);
-    let dir = Scratch::new("time");
-    let (proxy, sink) = TestProxy::start_audited(redis.addr, dir.path(), "").await;
+    let AuditedProxy { redis: _redis, dir, proxy, audit: sink } =
+        AuditedProxy::start("time", "").await;
     let mut client = RawClient::connect(proxy.addr).await;
     let sent_at = SystemTime::now();
     assert_eq!(call(&mut client, &["BLPOP", "nothing", "0.3"]).await, b"*-1\r\n");
@@ -710,10 +699,8 @@ async fn command_time_is_when_the_request_arrived() {
 /// upper-case token such as an AWS access key id looks like a code).
 #[tokio::test]
 async fn script_error_text_never_reaches_the_trail() {
-    crate::require_redis!();
-    let redis = RedisServer::start(&[]);
-    let dir = Scratch::new("script-error");
-    let (proxy, sink) = TestProxy::start_audited(redis.addr, dir.path(), "").await;
+    let AuditedProxy { redis: _redis, dir, proxy, audit: sink } =
+        AuditedProxy::start("script-error", "").await;
     let values = ["canary-value-5e1d", "AKIACANARY5E1D7F3A"];
     let mut client = RawClient::connect(proxy.addr).await;
     for value in values {
@@ -744,10 +731,8 @@ async fn script_error_text_never_reaches_the_trail() {
 
 #[tokio::test]
 async fn binary_keys_are_base64_and_long_key_lists_are_truncated() {
-    crate::require_redis!();
-    let redis = RedisServer::start(&[]);
-    let dir = Scratch::new("keys");
-    let (proxy, sink) = TestProxy::start_audited(redis.addr, dir.path(), "").await;
+    let AuditedProxy { redis: _redis, dir, proxy, audit: sink } =
+        AuditedProxy::start("keys", "").await;
     let mut client = RawClient::connect(proxy.addr).await;
     assert_eq!(client.call(&[b"SET", b"\xff\x00", b"v"]).await, b"+OK\r\n");
     let long: Vec<Vec<u8>> =
@@ -797,10 +782,8 @@ async fn binary_keys_are_base64_and_long_key_lists_are_truncated() {
 
 #[tokio::test]
 async fn a_restart_continues_the_chain_with_a_new_instance() {
-    crate::require_redis!();
-    let redis = RedisServer::start(&[]);
-    let dir = Scratch::new("restart");
-    let (first, sink) = TestProxy::start_audited(redis.addr, dir.path(), "").await;
+    let AuditedProxy { redis, dir, proxy: first, audit: sink } =
+        AuditedProxy::start("restart", "").await;
     RawClient::connect(first.addr).await.call(&[b"PING"]).await;
     first.shutdown().await;
     drop(sink);
@@ -838,10 +821,8 @@ async fn a_restart_continues_the_chain_with_a_new_instance() {
 
 #[tokio::test]
 async fn a_restart_after_a_torn_line_links_to_the_last_whole_line() {
-    crate::require_redis!();
-    let redis = RedisServer::start(&[]);
-    let dir = Scratch::new("torn");
-    let (first, _sink) = TestProxy::start_audited(redis.addr, dir.path(), "").await;
+    let AuditedProxy { redis, dir, proxy: first, audit: _sink } =
+        AuditedProxy::start("torn", "").await;
     first.shutdown().await;
     let before = file_lines(dir.path().join("audit.log"));
     // A crash in the middle of a write leaves an unterminated line.

@@ -4,19 +4,13 @@
 use std::time::Duration;
 
 use crate::support::scratch::trail;
-use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
+use crate::support::{AuditedProxy, RawClient};
 
 #[tokio::test]
 async fn reject_refuses_commands_it_cannot_record_and_runs_none_of_them() {
-    crate::require_redis!();
-    let redis = RedisServer::start(&[]);
-    let dir = Scratch::new("reject");
-    let (proxy, audit) = TestProxy::start_audited(
-        redis.addr,
-        dir.path(),
-        "[audit]\non_full = \"reject\"\nqueue_max_bytes = 4096\n",
-    )
-    .await;
+    let AuditedProxy { redis, dir, proxy, audit } =
+        AuditedProxy::start("reject", "[audit]\non_full = \"reject\"\nqueue_max_bytes = 4096\n")
+            .await;
     let mut client = RawClient::connect(proxy.addr).await;
     let stall = audit.stall();
     let (mut accepted, mut refused) = (0, 0);
@@ -62,15 +56,9 @@ async fn reject_refuses_commands_it_cannot_record_and_runs_none_of_them() {
 
 #[tokio::test]
 async fn block_stalls_clients_until_the_writer_catches_up_and_loses_nothing() {
-    crate::require_redis!();
-    let redis = RedisServer::start(&[]);
-    let dir = Scratch::new("block");
-    let (proxy, audit) = TestProxy::start_audited(
-        redis.addr,
-        dir.path(),
-        "[audit]\non_full = \"block\"\nqueue_max_bytes = 4096\n",
-    )
-    .await;
+    let AuditedProxy { redis: _redis, dir, proxy, audit } =
+        AuditedProxy::start("block", "[audit]\non_full = \"block\"\nqueue_max_bytes = 4096\n")
+            .await;
     let mut client = RawClient::connect(proxy.addr).await;
     let stall = audit.stall();
     // The proxy reads no more from a client while the queue is full: one command at a time,
@@ -96,11 +84,8 @@ async fn block_stalls_clients_until_the_writer_catches_up_and_loses_nothing() {
 
 #[tokio::test]
 async fn drop_keeps_serving_and_declares_what_it_dropped() {
-    crate::require_redis!();
-    let redis = RedisServer::start(&[]);
-    let dir = Scratch::new("drop");
-    let (proxy, audit) =
-        TestProxy::start_audited(redis.addr, dir.path(), "[audit]\nqueue_max_bytes = 4096\n").await;
+    let AuditedProxy { redis: _redis, dir, proxy, audit } =
+        AuditedProxy::start("drop", "[audit]\nqueue_max_bytes = 4096\n").await;
     let mut client = RawClient::connect(proxy.addr).await;
     let stall = audit.stall();
     for i in 1..=100 {
@@ -124,10 +109,8 @@ async fn drop_keeps_serving_and_declares_what_it_dropped() {
 
 #[tokio::test]
 async fn a_long_queue_after_a_stall_is_written_whole_and_in_order() {
-    crate::require_redis!();
-    let redis = RedisServer::start(&[]);
-    let dir = Scratch::new("long-queue");
-    let (proxy, audit) = TestProxy::start_audited(redis.addr, dir.path(), "").await;
+    let AuditedProxy { redis: _redis, dir, proxy, audit } =
+        AuditedProxy::start("long-queue", "").await;
     let mut client = RawClient::connect(proxy.addr).await;
     // About 6 MiB of lines queued while the writer is held: more than one of its 4 MiB batches.
     const COMMANDS: usize = 16_000;

@@ -1,7 +1,7 @@
 //! `audit.keys`: key names in clear, as HMAC-SHA256, or not at all.
 
 use crate::support::scratch::trail;
-use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
+use crate::support::{AuditedProxy, RawClient, RedisServer, Scratch, TestProxy};
 
 async fn keys_written(redis: &RedisServer, toml: &str) -> Vec<serde_json::Value> {
     let dir = Scratch::new("keys");
@@ -46,15 +46,8 @@ async fn keys_in_clear_as_hmac_or_off() {
 
 #[tokio::test]
 async fn captured_arguments_never_show_secrets() {
-    crate::require_redis!();
-    let redis = RedisServer::start(&[]);
-    let dir = Scratch::new("capture");
-    let (proxy, _audit) = TestProxy::start_audited(
-        redis.addr,
-        dir.path(),
-        "[audit]\ncapture_args = true\nargs_max_bytes = 64\n",
-    )
-    .await;
+    let AuditedProxy { redis: _redis, dir, proxy, audit: _audit } =
+        AuditedProxy::start("capture", "[audit]\ncapture_args = true\nargs_max_bytes = 64\n").await;
     let mut client = RawClient::connect(proxy.addr).await;
     let secret = "canary-secret-31c7";
     let lines: Vec<Vec<&[u8]>> = vec![

@@ -4,19 +4,12 @@
 use std::time::Duration;
 
 use crate::support::scratch::{rotated_files, trail};
-use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
+use crate::support::{AuditedProxy, RawClient};
 
 #[tokio::test]
 async fn retention_keeps_the_newest_files_and_records_deletions() {
-    crate::require_redis!();
-    let redis = RedisServer::start(&[]);
-    let dir = Scratch::new("retention");
-    let (proxy, audit) = TestProxy::start_audited(
-        redis.addr,
-        dir.path(),
-        "[audit]\nrotate_bytes = 4096\nretain_files = 2\n",
-    )
-    .await;
+    let AuditedProxy { redis: _redis, dir, proxy, audit } =
+        AuditedProxy::start("retention", "[audit]\nrotate_bytes = 4096\nretain_files = 2\n").await;
     let mut client = RawClient::connect(proxy.addr).await;
     for i in 0..200 {
         client.call(&[b"SET", format!("key{i}").as_bytes(), b"v"]).await;
@@ -42,11 +35,8 @@ async fn retention_keeps_the_newest_files_and_records_deletions() {
 
 #[tokio::test]
 async fn the_active_file_rotates_by_age() {
-    crate::require_redis!();
-    let redis = RedisServer::start(&[]);
-    let dir = Scratch::new("interval");
-    let (proxy, audit) =
-        TestProxy::start_audited(redis.addr, dir.path(), "[audit]\nrotate_interval = 1\n").await;
+    let AuditedProxy { redis: _redis, dir, proxy, audit } =
+        AuditedProxy::start("interval", "[audit]\nrotate_interval = 1\n").await;
     let mut client = RawClient::connect(proxy.addr).await;
     client.call(&[b"PING"]).await;
     audit.sync();
@@ -63,10 +53,8 @@ async fn the_active_file_rotates_by_age() {
 
 #[tokio::test]
 async fn one_proxy_per_audit_directory() {
-    crate::require_redis!();
-    let redis = RedisServer::start(&[]);
-    let dir = Scratch::new("lock");
-    let (proxy, _audit) = TestProxy::start_audited(redis.addr, dir.path(), "").await;
+    let AuditedProxy { redis: _redis, dir, proxy, audit: _audit } =
+        AuditedProxy::start("lock", "").await;
     let config = redis_audit_proxy::config::Config::validate(
         Default::default(),
         "test",
@@ -98,10 +86,7 @@ async fn one_proxy_per_audit_directory() {
 
 #[tokio::test]
 async fn the_trail_rotates_on_request_and_stays_verifiable() {
-    crate::require_redis!();
-    let redis = RedisServer::start(&[]);
-    let dir = Scratch::new("reopen");
-    let (proxy, audit) = TestProxy::start_audited(redis.addr, dir.path(), "").await;
+    let AuditedProxy { redis: _redis, dir, proxy, audit } = AuditedProxy::start("reopen", "").await;
     let mut client = RawClient::connect(proxy.addr).await;
     client.call(&[b"PING"]).await;
     audit.reopen();

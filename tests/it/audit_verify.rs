@@ -9,7 +9,7 @@ use redis_audit_proxy::audit::verify::{verify_dir, Previous, Problem, VerifyErro
 use serde_json::Value;
 use sha2::Digest as _;
 
-use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
+use crate::support::{AuditedProxy, RawClient, RedisServer, Scratch, TestProxy};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_redis-audit-proxy");
 
@@ -816,11 +816,8 @@ async fn a_v1_trail_verifies_and_a_v2_run_chains_onto_it() {
 /// `stop` is the run's last line, and no empty seal follows it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_run_ends_with_one_seal_after_stop() {
-    crate::require_redis!();
-    let redis = RedisServer::start(&[]);
-    let dir = Scratch::new("idle-seal");
-    let (proxy, _sink) =
-        TestProxy::start_audited(redis.addr, dir.path(), "[audit]\nseal_interval_ms = 20\n").await;
+    let AuditedProxy { redis: _redis, dir, proxy, audit: _sink } =
+        AuditedProxy::start("idle-seal", "[audit]\nseal_interval_ms = 20\n").await;
     RawClient::connect(proxy.addr).await.call(&[b"PING"]).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     proxy.shutdown().await;

@@ -1,6 +1,7 @@
 //! Test harness: real Redis servers, the proxy in-process, raw RESP clients, a collecting sink.
 
 pub mod adversary;
+pub mod audited;
 pub mod certs;
 pub mod client;
 pub mod http;
@@ -27,6 +28,7 @@ impl Drop for KillOnDrop {
     }
 }
 
+pub use audited::AuditedProxy;
 pub use proxy::TestProxy;
 pub use redis::RedisServer;
 pub use scratch::Scratch;
