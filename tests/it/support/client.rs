@@ -99,12 +99,30 @@ pub fn reply_len(buf: &[u8]) -> Option<usize> {
     }
 }
 
-/// Bytes for assertion messages: escaped, and cut short when long.
+/// Streams up to this many bytes are shown whole by [`show`].
+pub const SHOW_WHOLE: usize = 2048;
+
+/// Bytes for assertion messages, escaped: whole when up to [`SHOW_WHOLE`] bytes, else their
+/// size, [`fnv1a`] hash, head and tail (two long streams differ in the hash at least).
 pub fn show(bytes: &[u8]) -> String {
-    let text = bytes.escape_ascii().to_string();
-    if text.len() > 300 {
-        format!("{}... ({} bytes)", &text[..300], bytes.len())
+    if bytes.len() <= SHOW_WHOLE {
+        format!("\"{}\"", bytes.escape_ascii())
     } else {
-        text
+        let head = &bytes[..SHOW_WHOLE / 2];
+        let tail = &bytes[bytes.len() - 256..];
+        format!(
+            "{} bytes, fnv1a {:016x}: \"{}\" ... \"{}\"",
+            bytes.len(),
+            fnv1a(bytes),
+            head.escape_ascii(),
+            tail.escape_ascii()
+        )
     }
+}
+
+/// FNV-1a, to tell large streams apart without printing them.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
