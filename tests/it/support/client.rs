@@ -102,11 +102,12 @@ pub fn reply_len(buf: &[u8]) -> Option<usize> {
 /// Streams up to this many bytes are shown whole by [`show`].
 pub const SHOW_WHOLE: usize = 2048;
 
-/// Bytes for assertion messages, escaped: whole when up to [`SHOW_WHOLE`] bytes, else their
-/// size, [`fnv1a`] hash, head and tail (two long streams differ in the hash at least).
+/// Bytes for assertion messages, escaped: whole when up to [`SHOW_WHOLE`] bytes (as they are:
+/// `+PONG\r\n`), else their size, [`fnv1a`] hash, and quoted head and tail (two long streams
+/// differ in the hash at least).
 pub fn show(bytes: &[u8]) -> String {
     if bytes.len() <= SHOW_WHOLE {
-        format!("\"{}\"", bytes.escape_ascii())
+        bytes.escape_ascii().to_string()
     } else {
         let head = &bytes[..SHOW_WHOLE / 2];
         let tail = &bytes[bytes.len() - 256..];
