@@ -31,7 +31,7 @@ impl std::fmt::Display for Answer {
 }
 
 /// `text` between `start` and `end` when it is `...<start>X<end>`.
-pub(super) fn between<'a>(text: &'a [u8], start: &[u8], end: &[u8]) -> Option<&'a [u8]> {
+fn between<'a>(text: &'a [u8], start: &[u8], end: &[u8]) -> Option<&'a [u8]> {
     let at = text.windows(start.len()).position(|w| w == start)? + start.len();
     text[at..].strip_suffix(end)
 }
@@ -74,7 +74,7 @@ pub(super) fn our_answer(verdict: Verdict, info: &CommandInfo, args: &[Bytes]) -
 
 /// One reply at the start of `buf`: its type byte, payload (the line of `+`, `-`, `:`, the
 /// body of `$`; the whole reply otherwise) and length; `None` until it is all there.
-pub(super) fn next_reply(buf: &[u8]) -> Option<(u8, &[u8], usize)> {
+fn next_reply(buf: &[u8]) -> Option<(u8, &[u8], usize)> {
     let kind = *buf.first()?;
     let line_end = buf.windows(2).position(|w| w == b"\r\n")?;
     match kind {

@@ -4,16 +4,16 @@
 use super::*;
 
 /// Denials of each reason really sent to Redis (an even spread of those DRYRUN gives).
-pub(super) const PER_REASON: usize = 2000;
+const PER_REASON: usize = 2000;
 /// Denials of each reason that must be compared, at the least.
-pub(super) const MIN_PER_REASON: usize = 20;
+const MIN_PER_REASON: usize = 20;
 /// Denials that must be compared, at the least.
-pub(super) const MIN_DENIALS: usize = 300;
+const MIN_DENIALS: usize = 300;
 
 /// The fields of the newest entry of an `ACL LOG` reply (Redis 7.0: `count`, `reason`,
 /// `context`, `object`, `username`, `age-seconds`, `client-info`); `Err` with the reply when
 /// it is not a non-empty list of such entries.
-pub(super) fn newest_log_entry(reply: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, String> {
+fn newest_log_entry(reply: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, String> {
     use redis_protocol::resp2::types::OwnedFrame;
     let value = |frame: &OwnedFrame| match frame {
         OwnedFrame::BulkString(b) | OwnedFrame::SimpleString(b) => b.clone(),
@@ -37,7 +37,7 @@ pub(super) fn newest_log_entry(reply: &[u8]) -> Result<BTreeMap<String, Vec<u8>>
 /// [`Policy::noperm_reply`]): that error, except for EXEC, which Redis 7.0 refuses with
 /// `-EXECABORT Transaction discarded because of: <error>` inside MULTI or not
 /// (`rejectCommand` calls `execCommandAbort` for any EXEC).
-pub(super) fn denied_reply(noperm: &[u8], full_name: &str) -> Vec<u8> {
+fn denied_reply(noperm: &[u8], full_name: &str) -> Vec<u8> {
     match noperm.strip_prefix(b"-") {
         Some(error) if full_name == "exec" => {
             [&b"-EXECABORT Transaction discarded because of: "[..], error].concat()
@@ -47,7 +47,7 @@ pub(super) fn denied_reply(noperm: &[u8], full_name: &str) -> Vec<u8> {
 }
 
 /// A denial as a log entry shows it: `reason=... context=... object=... username=...`.
-pub(super) fn shown_entry(entry: &BTreeMap<String, Vec<u8>>) -> String {
+fn shown_entry(entry: &BTreeMap<String, Vec<u8>>) -> String {
     ["count", "reason", "context", "object", "username"]
         .iter()
         .map(|field| {

@@ -13,7 +13,7 @@ pub(super) struct Names {
     /// The commands and subcommands the command generator draws from.
     pub(super) generated: Vec<Arc<CommandInfo>>,
     /// The [`FAVOURITES`] the table knows.
-    pub(super) favourites: Vec<Arc<CommandInfo>>,
+    favourites: Vec<Arc<CommandInfo>>,
 }
 
 impl Names {
@@ -53,7 +53,7 @@ impl Names {
 }
 
 /// Upper case, sometimes: rule words and command names are case-insensitive.
-pub(super) fn cased(rng: &mut Rng, word: &str) -> String {
+fn cased(rng: &mut Rng, word: &str) -> String {
     if rng.chance(10) {
         word.to_uppercase()
     } else {
@@ -80,7 +80,7 @@ pub(super) fn user_rules(rng: &mut Rng, names: &Names) -> Vec<String> {
 }
 
 /// One rule of `ACL SETUSER`.
-pub(super) fn user_rule(rng: &mut Rng, names: &Names) -> String {
+fn user_rule(rng: &mut Rng, names: &Names) -> String {
     match rng.below(100) {
         0..=3 => cased_pick(rng, &["on", "off"]),
         4..=8 => password_rule(rng),
@@ -92,17 +92,17 @@ pub(super) fn user_rule(rng: &mut Rng, names: &Names) -> String {
     }
 }
 
-pub(super) fn rng_pick_str<'a>(rng: &mut Rng, items: &[&'a str]) -> &'a str {
+fn rng_pick_str<'a>(rng: &mut Rng, items: &[&'a str]) -> &'a str {
     items[rng.below(items.len())]
 }
 
 /// One of `items`, sometimes in upper case.
-pub(super) fn cased_pick(rng: &mut Rng, items: &[&str]) -> String {
+fn cased_pick(rng: &mut Rng, items: &[&str]) -> String {
     let word = rng_pick_str(rng, items);
     cased(rng, word)
 }
 
-pub(super) fn password_rule(rng: &mut Rng) -> String {
+fn password_rule(rng: &mut Rng) -> String {
     // Removing a password the user does not have is an error: rarer than adding one.
     match rng.below(8) {
         0 => cased(rng, "nopass"),
@@ -115,7 +115,7 @@ pub(super) fn password_rule(rng: &mut Rng) -> String {
 }
 
 /// `( ... )`: selector rules only, now and then one that is not allowed in a selector.
-pub(super) fn selector(rng: &mut Rng, names: &Names) -> String {
+fn selector(rng: &mut Rng, names: &Names) -> String {
     let count = rng.below(5);
     let mut tokens: Vec<String> = (0..count).map(|_| selector_rule(rng, names)).collect();
     if rng.chance(5) {
@@ -125,7 +125,7 @@ pub(super) fn selector(rng: &mut Rng, names: &Names) -> String {
     format!("({})", tokens.join(" "))
 }
 
-pub(super) fn category_rule(rng: &mut Rng, names: &Names, sign: &str) -> String {
+fn category_rule(rng: &mut Rng, names: &Names, sign: &str) -> String {
     let category = if rng.chance(50) {
         (*rng.pick(FAVOURITE_CATEGORIES)).to_owned()
     } else {
@@ -135,7 +135,7 @@ pub(super) fn category_rule(rng: &mut Rng, names: &Names, sign: &str) -> String 
 }
 
 /// A rule valid inside a selector as well as at the root.
-pub(super) fn selector_rule(rng: &mut Rng, names: &Names) -> String {
+fn selector_rule(rng: &mut Rng, names: &Names) -> String {
     match rng.below(100) {
         0..=21 => {
             let pattern = rng.pick(KEY_PATTERNS);
@@ -188,7 +188,7 @@ pub(super) fn selector_rule(rng: &mut Rng, names: &Names) -> String {
 }
 
 /// A first argument for `command` (from the pools its arguments come from).
-pub(super) fn first_arg(rng: &mut Rng, command: &str) -> String {
+fn first_arg(rng: &mut Rng, command: &str) -> String {
     // Mostly from short lists, so that rules and commands name the same first argument.
     let common = rng.chance(80);
     let arg = match command {
@@ -253,11 +253,7 @@ pub(super) fn random_command(rng: &mut Rng, names: &Names, table: &CommandTable)
 
 /// Arguments satisfying the arity of `info`, with `first` as argument 1 when given; a
 /// `numkeys` argument is often right for the arguments that follow.
-pub(super) fn command_args(
-    rng: &mut Rng,
-    info: &CommandInfo,
-    first: Option<String>,
-) -> Vec<String> {
+fn command_args(rng: &mut Rng, info: &CommandInfo, first: Option<String>) -> Vec<String> {
     let mut args: Vec<String> = info.name.split('|').map(|part| cased(rng, part)).collect();
     args.extend(first);
     let min = info.arity.unsigned_abs() as usize;
@@ -290,7 +286,7 @@ pub(super) fn command_args(
 
 /// PUBLISH / SPUBLISH / SUBSCRIBE / SSUBSCRIBE / PSUBSCRIBE (and the unsubscribes, which
 /// have no channel permissions to check).
-pub(super) fn pubsub_args(rng: &mut Rng) -> Vec<String> {
+fn pubsub_args(rng: &mut Rng) -> Vec<String> {
     let command = match rng.below(20) {
         0..=5 => "publish",
         6..=7 => "spublish",

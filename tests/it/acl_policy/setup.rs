@@ -96,7 +96,7 @@ pub(super) struct Setup {
     pub(super) seed: u64,
     pub(super) started: Instant,
     /// Runs as long as the test.
-    pub(super) _server: RedisServer,
+    _server: RedisServer,
     /// A connection as `default`, which may run everything.
     pub(super) client: RawClient,
     pub(super) table: CommandTable,

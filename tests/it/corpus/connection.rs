@@ -7,15 +7,15 @@ pub(super) fn tracking_redirect(id: u64) -> Vec<u8> {
     cmd(&["CLIENT", "TRACKING", "ON", "REDIRECT", &id.to_string()])
 }
 
-pub(super) fn kill_by_id(id: u64) -> Vec<u8> {
+fn kill_by_id(id: u64) -> Vec<u8> {
     cmd(&["CLIENT", "KILL", "ID", &id.to_string(), "SKIPME", "no"])
 }
 
-pub(super) fn kill_by_id_then_ping(id: u64) -> Vec<u8> {
+fn kill_by_id_then_ping(id: u64) -> Vec<u8> {
     [kill_by_id(id), b"PING\r\n".to_vec()].concat()
 }
 
-pub(super) fn client_list_by_id(id: u64) -> Vec<u8> {
+fn client_list_by_id(id: u64) -> Vec<u8> {
     cmd(&["CLIENT", "LIST", "ID", &id.to_string()])
 }
 

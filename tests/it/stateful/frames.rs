@@ -7,46 +7,46 @@ use super::*;
 pub(super) struct Frame {
     pub(super) kind: u8,
     /// The first line, without the type byte.
-    pub(super) head: Vec<u8>,
+    head: Vec<u8>,
     /// A bulk string's payload.
-    pub(super) payload: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
     /// Elements of an aggregate (pushes written inside an aggregate are left out: Redis 7.0
     /// writes a PUBLISH's message push inside EXEC's array).
-    pub(super) children: Vec<Self>,
+    children: Vec<Self>,
     pub(super) null: bool,
     pub(super) start: usize,
     pub(super) end: usize,
 }
 
 impl Frame {
-    pub(super) fn is_error(&self) -> bool {
+    fn is_error(&self) -> bool {
         matches!(self.kind, b'-' | b'!')
     }
 
-    pub(super) fn error_text(&self) -> &[u8] {
+    fn error_text(&self) -> &[u8] {
         match self.kind {
             b'!' => self.payload.as_deref().unwrap_or_default(),
             _ => &self.head,
         }
     }
 
-    pub(super) fn first_word(&self) -> &[u8] {
+    fn first_word(&self) -> &[u8] {
         self.children.first().and_then(|c| c.payload.as_deref()).unwrap_or_default()
     }
 
     /// A MONITOR line, `+<secs>.<micros> [<db> <addr>] ...`.
-    pub(super) fn is_monitor_line(&self) -> bool {
+    fn is_monitor_line(&self) -> bool {
         self.kind == b'+'
             && self.head.first().is_some_and(u8::is_ascii_digit)
             && memmem::find(&self.head, b" [").is_some()
     }
 
     /// Written unasked: a monitor line or a RESP3 message push.
-    pub(super) fn is_unsolicited(&self) -> bool {
+    fn is_unsolicited(&self) -> bool {
         self.is_monitor_line() || (self.kind == b'>' && self.first_word() == b"message")
     }
 
-    pub(super) fn is_confirmation(&self) -> bool {
+    fn is_confirmation(&self) -> bool {
         matches!(self.kind, b'>' | b'*')
             && self.children.len() == 3
             && matches!(self.first_word(), b"subscribe" | b"unsubscribe")
@@ -54,7 +54,7 @@ impl Frame {
 }
 
 /// The frame starting at `start`: `Ok(None)` when incomplete.
-pub(super) fn parse_frame(buf: &[u8], start: usize) -> Result<Option<Frame>, String> {
+fn parse_frame(buf: &[u8], start: usize) -> Result<Option<Frame>, String> {
     let Some(line_len) = memmem::find(&buf[start..], b"\r\n") else { return Ok(None) };
     let kind = buf[start];
     let head = buf[start + 1..start + line_len].to_vec();
@@ -120,7 +120,7 @@ pub(super) fn parse_all(buf: &[u8]) -> (Vec<Frame>, Option<String>) {
     (frames, None)
 }
 
-pub(super) fn matches_expect(e: &Expect, f: &Frame) -> bool {
+fn matches_expect(e: &Expect, f: &Frame) -> bool {
     match e {
         Expect::Any => !f.is_error(),
         Expect::Err(prefix) => f.is_error() && f.error_text().starts_with(prefix.as_bytes()),
@@ -222,7 +222,7 @@ pub(super) fn normalise(stream: &[u8]) -> Vec<u8> {
     rest
 }
 
-pub(super) fn sort_unsubscribe_runs(stream: &[u8]) -> Vec<u8> {
+fn sort_unsubscribe_runs(stream: &[u8]) -> Vec<u8> {
     let (frames, _) = parse_all(stream);
     let is_unsubscribe = |f: &Frame| f.is_confirmation() && f.first_word() == b"unsubscribe";
     let mut out = Vec::with_capacity(stream.len());

@@ -87,7 +87,7 @@ impl Policy {
 }
 
 /// The catalog form whose permission stands for `c` (the tail's ECHO has a unique argument).
-pub(super) fn permission_key(c: &Cmd) -> Cmd {
+fn permission_key(c: &Cmd) -> Cmd {
     if upper(&c[0]) == "ECHO" {
         return cmd(&["ECHO", "message"]);
     }
@@ -101,7 +101,7 @@ pub(super) fn permission_key(c: &Cmd) -> Cmd {
 #[derive(Debug)]
 pub(super) struct Kind {
     pub(super) name: &'static str,
-    pub(super) weight: usize,
+    weight: usize,
     pub(super) forms: Vec<Cmd>,
 }
 

@@ -134,12 +134,12 @@ pub(super) struct Model {
     /// `CLIENT_REPLY_OFF`, `CLIENT_REPLY_SKIP` (this command), `CLIENT_REPLY_SKIP_NEXT`.
     pub(super) off: bool,
     pub(super) skip: bool,
-    pub(super) skip_next: bool,
+    skip_next: bool,
     pub(super) subs: BTreeSet<Vec<u8>>,
     pub(super) monitor: bool,
     pub(super) watched: BTreeSet<(u32, Vec<u8>)>,
     /// A WATCHed key changed: EXEC answers nil.
-    pub(super) cas_dirty: bool,
+    cas_dirty: bool,
     pub(super) data: BTreeMap<(u32, Vec<u8>), Value>,
 }
 
@@ -190,7 +190,7 @@ impl Model {
         Pred { out, suppressed, record_user, ..before }
     }
 
-    pub(super) fn process(&mut self, c: &Cmd) -> (Out, Option<String>) {
+    fn process(&mut self, c: &Cmd) -> (Out, Option<String>) {
         let name = upper(&c[0]);
         if !arity_ok(c) {
             return (self.reject(&name, "ERR wrong number of arguments"), None);
@@ -220,7 +220,7 @@ impl Model {
     }
 
     /// `rejectCommand`: flags the transaction, or aborts it for EXEC.
-    pub(super) fn reject(&mut self, name: &str, error: &'static str) -> Out {
+    fn reject(&mut self, name: &str, error: &'static str) -> Out {
         if name == "EXEC" {
             // `execCommandAbort`, inside MULTI or not: the transaction and the WATCHes go.
             self.end_multi();
@@ -232,13 +232,13 @@ impl Model {
         Out::Reply(Expect::Err(error))
     }
 
-    pub(super) fn end_multi(&mut self) {
+    fn end_multi(&mut self) {
         self.multi = None;
         self.watched.clear();
         self.cas_dirty = false;
     }
 
-    pub(super) fn touch(&mut self, key: &[u8]) {
+    fn touch(&mut self, key: &[u8]) {
         if self.watched.contains(&(self.db, key.to_vec())) {
             self.cas_dirty = true;
         }
@@ -480,7 +480,7 @@ impl Model {
 }
 
 /// Commands a MONITOR client may not run ("Replica can't interact with the keyspace").
-pub(super) fn touches_keyspace(name: &str) -> bool {
+fn touches_keyspace(name: &str) -> bool {
     matches!(
         name,
         "GET"

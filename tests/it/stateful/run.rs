@@ -13,7 +13,7 @@ pub(super) struct Received {
 }
 
 /// Reads into `buf` until `done` or `deadline`; false on a timeout or a close.
-pub(super) async fn read_until(
+async fn read_until(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     deadline: Instant,
@@ -31,7 +31,7 @@ pub(super) async fn read_until(
 }
 
 /// Whole frames at the front of `buf` (all of them if what follows is not RESP).
-pub(super) fn frame_count(buf: &[u8]) -> usize {
+fn frame_count(buf: &[u8]) -> usize {
     let (frames, error) = parse_all(buf);
     match error {
         Some(e) if !e.starts_with("incomplete") => usize::MAX,
@@ -52,7 +52,7 @@ pub(super) async fn run_direct(addr: SocketAddr, seq: &Sequence) -> Received {
     Received { bytes: buf, local, stalled }
 }
 
-pub(super) fn encode(c: &Cmd) -> Vec<u8> {
+fn encode(c: &Cmd) -> Vec<u8> {
     let args: Vec<&[u8]> = c.iter().map(Vec::as_slice).collect();
     encode_command(&args)
 }
@@ -130,7 +130,7 @@ pub(super) fn describe_sequence(seq: &Sequence) -> String {
     out
 }
 
-pub(super) fn frame_label(walk: &Walk, at: usize, seq: &Sequence) -> String {
+fn frame_label(walk: &Walk, at: usize, seq: &Sequence) -> String {
     match walk.owner.get(at) {
         Some(Some(i)) => format!("reply to #{i} {}", show_cmd(&seq.cmds[*i])),
         Some(None) => "unsolicited (monitor line or message push)".to_owned(),
@@ -200,7 +200,7 @@ pub(super) fn describe_difference(
 }
 
 /// HELLO without its `AUTH user pass` option: the proxy records the HELLO it forwards.
-pub(super) fn without_hello_auth(c: &Cmd) -> Cmd {
+fn without_hello_auth(c: &Cmd) -> Cmd {
     if upper(&c[0]) != "HELLO" {
         return c.clone();
     }

@@ -5,15 +5,15 @@ use super::*;
 
 /// The reference Redis, the Redis behind the proxy, the proxy, and admin connections to both.
 pub(super) struct Setup {
-    pub(super) _scratch: Scratch,
+    _scratch: Scratch,
     pub(super) reference: RedisServer,
-    pub(super) _behind: RedisServer,
+    _behind: RedisServer,
     pub(super) proxy: TestProxy,
     pub(super) reference_admin: RawClient,
     pub(super) behind_admin: RawClient,
 }
 
-pub(super) async fn expect_ok(client: &mut RawClient, args: &[&str]) {
+async fn expect_ok(client: &mut RawClient, args: &[&str]) {
     let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
     let reply = client.call(&args).await;
     assert_eq!(reply, b"+OK\r\n", "{args:?}: {}", show(&reply));
