@@ -41,7 +41,7 @@ fuzz-smoke:
 	@bash scripts/ensure-cargo-fuzz.sh
 	FUZZ_SECONDS=20 FUZZ_JOBS=$(FUZZ_JOBS) bash scripts/fuzz.sh
 
-## Differential fuzzing against Redis (tests/it/differential_fuzz.rs): DIFFERENTIAL_FUZZ_STREAMS
+## Differential fuzzing against Redis (tests/it/differential_fuzz/): DIFFERENTIAL_FUZZ_STREAMS
 ## random request streams, sent directly and through the proxy, with a fresh seed (printed).
 DIFFERENTIAL_FUZZ_STREAMS ?= 100000
 fuzz-differential: deps
