@@ -80,9 +80,7 @@ const SCRIPT: &[&[&[u8]]] = &[
 async fn proxy_auth_answers_as_redis_does_without_passing_credentials() {
     crate::require_redis!();
     let scratch = Scratch::new("acl-auth");
-    std::fs::create_dir_all(scratch.path()).unwrap();
-    let users = scratch.path().join("users.acl");
-    std::fs::write(&users, USERS_FILE).unwrap();
+    let users = scratch.users_file(USERS_FILE);
     let reference = reference_redis().await;
     // Redis behind the proxy knows only its service user.
     let behind = RedisServer::start(&["--requirepass", "service-secret"]);
@@ -137,13 +135,8 @@ async fn proxy_auth_answers_as_redis_does_without_passing_credentials() {
 async fn pipelined_auth_applies_in_order() {
     crate::require_redis!();
     let scratch = Scratch::new("acl-auth-pipeline");
-    std::fs::create_dir_all(scratch.path()).unwrap();
-    let users = scratch.path().join("users.acl");
-    std::fs::write(
-        &users,
-        "user default on nopass ~* -@all +get +auth\nuser alice on >secret ~* +@all\n",
-    )
-    .unwrap();
+    let users = scratch
+        .users_file("user default on nopass ~* -@all +get +auth\nuser alice on >secret ~* +@all\n");
     let redis = RedisServer::start(&[]);
     // Each refusal its own record (not grouped with the identical one before it).
     let toml = format!(
@@ -190,9 +183,7 @@ async fn pipelined_auth_applies_in_order() {
 async fn acl_setuser_getuser_list_deluser_save_act_on_the_proxys_users() {
     crate::require_redis!();
     let scratch = Scratch::new("acl-setuser");
-    std::fs::create_dir_all(scratch.path()).unwrap();
-    let users = scratch.path().join("users.acl");
-    std::fs::write(&users, "user default off\nuser admin on >adminpw ~* &* +@all\n").unwrap();
+    let users = scratch.users_file("user default off\nuser admin on >adminpw ~* &* +@all\n");
     let reference = RedisServer::start(&[]);
     let behind = RedisServer::start(&[]);
     let toml = format!("[auth]\nmode = \"proxy\"\nusers_file = \"{}\"\n", users.display());
@@ -269,10 +260,8 @@ async fn acl_setuser_getuser_list_deluser_save_act_on_the_proxys_users() {
 async fn auth_inside_multi_is_refused_and_the_transaction_fails() {
     crate::require_redis!();
     let scratch = Scratch::new("acl-auth-multi");
-    std::fs::create_dir_all(scratch.path()).unwrap();
-    let users = scratch.path().join("users.acl");
-    std::fs::write(&users, "user default on nopass ~* &* +@all\nuser alice on >pw ~* +@all\n")
-        .unwrap();
+    let users =
+        scratch.users_file("user default on nopass ~* &* +@all\nuser alice on >pw ~* +@all\n");
     let redis = RedisServer::start(&[]);
     let toml = format!("[auth]\nmode = \"proxy\"\nusers_file = \"{}\"\n", users.display());
     let proxy = TestProxy::start_with(redis.addr, &toml).await;

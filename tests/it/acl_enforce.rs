@@ -4,7 +4,6 @@
 //! `ACL LOG` served by the proxy matches Redis's own entries with the real client's address.
 
 use std::net::SocketAddr;
-use std::path::Path;
 
 use crate::support::client::show;
 use crate::support::scratch::trail;
@@ -17,12 +16,10 @@ const USERS: &[(&str, &str)] = &[
     ("sel", "on >pw +mget ~key (+mget ~key ~otherkey)"),
 ];
 
-fn users_file(dir: &Path) -> std::path::PathBuf {
+/// The users file of [`USERS`] (and an open default user) in `scratch`.
+fn users_file(scratch: &Scratch) -> std::path::PathBuf {
     let text: String = USERS.iter().map(|(name, rules)| format!("user {name} {rules}\n")).collect();
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join("users.acl");
-    std::fs::write(&path, format!("user default on nopass ~* &* +@all\n{text}")).unwrap();
-    path
+    scratch.users_file(&format!("user default on nopass ~* &* +@all\n{text}"))
 }
 
 /// A Redis with the same users defined with `ACL SETUSER`.
@@ -120,7 +117,7 @@ async fn enforce_mode_answers_as_redis_does_and_forwards_no_denied_command() {
     let scratch = Scratch::new("acl-enforce");
     let direct = redis_with_users().await;
     let behind = redis_with_users().await;
-    let users = users_file(scratch.path());
+    let users = users_file(&scratch);
     let toml = format!("[auth]\nusers_file = \"{}\"\n[acl]\nmode = \"enforce\"\n", users.display());
     let proxy = TestProxy::start_with(behind.addr, &toml).await;
 
@@ -169,7 +166,7 @@ async fn observe_mode_forwards_and_records_would_be_denials() {
     let audit_dir = scratch.path().join("audit");
     // Redis itself lets everyone do everything: only the proxy's policy would deny.
     let redis = RedisServer::start(&[]);
-    let users = users_file(scratch.path());
+    let users = users_file(&scratch);
     let toml = format!(
         "[auth]\nusers_file = \"{}\"\n[acl]\nmode = \"enforce\"\nobserve_users = [\"legacy\"]\n",
         users.display()
@@ -226,9 +223,7 @@ async fn a_default_user_with_a_password_means_noauth_first() {
     crate::require_redis!();
     let scratch = Scratch::new("acl-noauth");
     let redis = RedisServer::start(&["--requirepass", "pw"]);
-    std::fs::create_dir_all(scratch.path()).unwrap();
-    let path = scratch.path().join("users.acl");
-    std::fs::write(&path, "user default on >pw ~* &* +@all -flushall\n").unwrap();
+    let path = scratch.users_file("user default on >pw ~* &* +@all -flushall\n");
     let toml = format!("[auth]\nusers_file = \"{}\"\n", path.display());
     let proxy = TestProxy::start_with(redis.addr, &toml).await;
     let script: &[&[&[u8]]] =
@@ -261,10 +256,8 @@ async fn redis_allowing(names: &[&str]) -> RedisServer {
 async fn reload_swaps_the_policy_and_closes_deleted_or_disabled_users() {
     crate::require_redis!();
     let scratch = Scratch::new("acl-reload");
-    std::fs::create_dir_all(scratch.path()).unwrap();
     let audit_dir = scratch.path().join("audit");
-    let users = scratch.path().join("users.acl");
-    std::fs::write(&users, "user alice on nopass ~* -@all +get +auth\nuser bob on nopass ~* +@all\nuser carol on nopass ~* +@all\n").unwrap();
+    let users = scratch.users_file("user alice on nopass ~* -@all +get +auth\nuser bob on nopass ~* +@all\nuser carol on nopass ~* +@all\n");
     let redis = redis_allowing(&["alice", "bob", "carol"]).await;
     let toml = format!("[auth]\nusers_file = \"{}\"\n", users.display());
     let (proxy, sink) = TestProxy::start_audited(redis.addr, &audit_dir, &toml).await;
@@ -390,13 +383,9 @@ async fn reloads_under_load_drop_or_misattribute_nothing() {
 async fn a_pipelined_auth_changes_the_user_the_next_commands_are_checked_as() {
     crate::require_redis!();
     let scratch = Scratch::new("acl-pipelined-auth");
-    std::fs::create_dir_all(scratch.path()).unwrap();
-    let users = scratch.path().join("users.acl");
-    std::fs::write(
-        &users,
+    let users = scratch.users_file(
         "user alice on nopass ~* -@all +get +auth +multi +exec\nuser bob on nopass ~* +@all\n",
-    )
-    .unwrap();
+    );
     let redis = redis_allowing(&["alice", "bob"]).await;
     let toml = format!("[auth]\nusers_file = \"{}\"\n", users.display());
     let proxy = TestProxy::start_with(redis.addr, &toml).await;
@@ -444,10 +433,8 @@ async fn a_pipelined_auth_changes_the_user_the_next_commands_are_checked_as() {
 async fn acl_log_groups_bounds_and_encodes_resp3_with_consistent_times() {
     crate::require_redis!();
     let scratch = Scratch::new("acl-log");
-    std::fs::create_dir_all(scratch.path()).unwrap();
-    let users = scratch.path().join("users.acl");
-    std::fs::write(&users, "user default on nopass ~app:* -@all +get +hello +acl|log +ping\n")
-        .unwrap();
+    let users =
+        scratch.users_file("user default on nopass ~app:* -@all +get +hello +acl|log +ping\n");
     let redis = RedisServer::start(&[]);
     let toml = format!("[auth]\nusers_file = \"{}\"\n[acl]\nlog_max_len = 2\n", users.display());
     let proxy = TestProxy::start_with(redis.addr, &toml).await;

@@ -31,19 +31,11 @@ fn sample(metrics: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn users_file(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join("users.acl");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_moves_and_promtool_accepts_the_page() {
     crate::require_redis!();
     let scratch = Scratch::new("admin-metrics");
-    let users =
-        users_file(scratch.path(), "user default on nopass ~* &* -@all +get +set +auth +ping\n");
+    let users = scratch.users_file("user default on nopass ~* &* -@all +get +set +auth +ping\n");
     let redis = RedisServer::start(&[]);
     let audit_dir = scratch.path().join("audit");
     let toml = format!(
@@ -135,7 +127,7 @@ async fn every_metric_moves_and_promtool_accepts_the_page() {
 async fn health_keys_and_reload() {
     crate::require_redis!();
     let scratch = Scratch::new("admin-api");
-    let users = users_file(scratch.path(), "user default on nopass ~* &* -@all +get\n");
+    let users = scratch.users_file("user default on nopass ~* &* -@all +get\n");
     let mut redis = RedisServer::start(&[]);
     let toml = format!(
         "[auth]\nusers_file = \"{}\"\n[admin]\napi_key = \"ops\"\napi_secret = \"s3cret\"\nmetrics_api_key = \"scraper\"\nmetrics_api_secret = \"m\"\nopen_endpoints = [\"/livez\"]\n",

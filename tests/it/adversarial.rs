@@ -16,7 +16,7 @@ const ALICE_C1: &str = "on >secret ~app:* -@all +@read +@write +multi +exec +dis
 /// a reference Redis holding alice. Both write any RDB into the scratch directory.
 async fn c1_setup(tag: &str) -> (Scratch, RedisServer, RedisServer, TestProxy) {
     let scratch = Scratch::new(tag);
-    let users = users_file(&scratch, &format!("user default off\nuser alice {ALICE_C1}\n"));
+    let users = scratch.users_file(&format!("user default off\nuser alice {ALICE_C1}\n"));
     let dir = scratch.path().display().to_string();
     // --dir: a SAVE or SYNC that gets through writes its RDB into the scratch directory.
     let behind = RedisServer::start(&["--requirepass", "service-secret", "--dir", &dir]);
@@ -86,7 +86,7 @@ async fn commands_the_table_does_not_know_need_auth_and_full_rights_and_the_tabl
     crate::require_redis!();
     let scratch = Scratch::new("adv-c2");
     let users =
-        users_file(&scratch, "user default off\nuser alice on >secret ~app:* +@all -@dangerous\n");
+        scratch.users_file("user default off\nuser alice on >secret ~app:* +@all -@dangerous\n");
     let behind =
         RedisServer::start(&["--requirepass", "s", "--rename-command", "FLUSHALL", "XFLUSH"]);
     let mut upstream = admin(behind.addr, &[b"s"]).await;
@@ -157,7 +157,7 @@ async fn h1_setup(
     users: &[(&str, &str)],
     extra_auth: &str,
 ) -> (RedisServer, RedisServer, RawClient, RawClient, TestProxy) {
-    let file = users_file(scratch, users_text);
+    let file = scratch.users_file(users_text);
     let behind = RedisServer::start(&["--requirepass", "service-secret"]);
     let (reference, mut reference_admin) = reference(users, &[]).await;
     let mut upstream = admin(behind.addr, &[b"service-secret"]).await;
@@ -281,7 +281,7 @@ async fn an_empty_selector_token_in_the_users_file_is_refused_at_configuration()
     crate::require_redis!();
     for line in ["user a on (\"\")", "user a on (~x \"\")"] {
         let scratch = Scratch::new("adv-m3");
-        let users = users_file(&scratch, &format!("user default off\n{line}\n"));
+        let users = scratch.users_file(&format!("user default off\n{line}\n"));
         let raw = toml::from_str(&proxy_mode(&users, "")).expect("TOML parses");
         let overrides = Overrides {
             listen: Some("127.0.0.1:0".into()),
@@ -303,8 +303,7 @@ async fn an_empty_selector_token_in_the_users_file_is_refused_at_configuration()
 async fn acl_setuser_with_an_empty_selector_token_is_an_error_and_the_connection_lives() {
     crate::require_redis!();
     let scratch = Scratch::new("adv-m3-setuser");
-    let users =
-        users_file(&scratch, "user default off\nuser ops on >pw -@all +acl|setuser +ping\n");
+    let users = scratch.users_file("user default off\nuser ops on >pw -@all +acl|setuser +ping\n");
     let behind = RedisServer::start(&[]);
     let proxy = TestProxy::start_with(behind.addr, &proxy_mode(&users, "")).await;
     let mut upstream = admin(behind.addr, &[]).await;
@@ -339,7 +338,7 @@ async fn acl_setuser_with_an_empty_selector_token_is_an_error_and_the_connection
 async fn a_users_file_without_default_leaves_unauthenticated_clients_unauthenticated() {
     crate::require_redis!();
     let scratch = Scratch::new("adv-m6");
-    let users = users_file(&scratch, "user alice on >secret ~* +@all\n");
+    let users = scratch.users_file("user alice on >secret ~* +@all\n");
     let behind = RedisServer::start(&[]);
     let mut upstream = admin(behind.addr, &[]).await;
     assert_eq!(upstream.call(&[b"SET", b"keep", b"1"]).await, b"+OK\r\n");
@@ -358,7 +357,7 @@ async fn a_users_file_without_default_leaves_unauthenticated_clients_unauthentic
 async fn acl_subcommands_inside_multi_never_reach_redis_s_own_users() {
     crate::require_redis!();
     let scratch = Scratch::new("adv-m8");
-    let users = users_file(&scratch, "user default off\nuser carol on >pw ~* +@all\n");
+    let users = scratch.users_file("user default off\nuser carol on >pw ~* +@all\n");
     let behind = RedisServer::start(&["--requirepass", "service-secret"]);
     let proxy = TestProxy::start_with(behind.addr, &proxy_mode(&users, SERVICE)).await;
     let mut upstream = admin(behind.addr, &[b"service-secret"]).await;

@@ -4,7 +4,7 @@
 //! plane, and its request-size and key handling.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -17,13 +17,6 @@ use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
 async fn get(addr: SocketAddr, path: &str) -> (u16, Value) {
     let (status, body) = http(addr, "GET", path, &addr.to_string(), &[]).await;
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-}
-
-fn users_file(scratch: &Scratch, text: &str) -> PathBuf {
-    std::fs::create_dir_all(scratch.path()).unwrap();
-    let path = scratch.path().join("users.acl");
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 /// A line `name: value kB` of `/proc/self/status`, in bytes (0 elsewhere than Linux).
@@ -76,7 +69,7 @@ async fn log_pages_over_a_flooded_trail_read_only_what_the_page_needs() {
     crate::require_redis!();
     const FAILURES: usize = 200_000;
     let scratch = Scratch::new("adv-admin-logs");
-    let users = users_file(&scratch, "user default off\nuser a on >x ~* +@all\n");
+    let users = scratch.users_file("user default off\nuser a on >x ~* +@all\n");
     let behind = RedisServer::start(&["--requirepass", "service-secret"]);
     let dir = scratch.path().join("audit");
     let toml = format!(
@@ -208,7 +201,7 @@ async fn a_host_that_is_not_an_address_localhost_or_allowed_is_refused() {
 async fn a_reload_posted_from_another_origin_is_refused_and_reloads_nothing() {
     crate::require_redis!();
     let scratch = Scratch::new("adv-admin-csrf");
-    let users = users_file(&scratch, "user default on nopass ~* &* -@all +get\n");
+    let users = scratch.users_file("user default on nopass ~* &* -@all +get\n");
     let redis = RedisServer::start(&[]);
     let toml = format!("[auth]\nusers_file = \"{}\"\n", users.display());
     let proxy = TestProxy::start_with(redis.addr, &toml).await;

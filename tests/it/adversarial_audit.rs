@@ -288,9 +288,7 @@ async fn m7_a_pre_auth_flood_cannot_push_older_evidence_out_through_retention() 
     const NOAUTH: &[u8] = b"-NOAUTH Authentication required.\r\n";
     let scratch = Scratch::new("adv-m7");
     let dir = scratch.path().join("audit");
-    std::fs::create_dir_all(scratch.path()).unwrap();
-    let users = scratch.path().join("users.acl");
-    std::fs::write(&users, "user default off\nuser alice on >secret ~* &* +@all\n").unwrap();
+    let users = scratch.users_file("user default off\nuser alice on >secret ~* &* +@all\n");
     let behind = RedisServer::start(&["--requirepass", "service-secret"]);
     // Without grouping, 200,000 records (about 100 MB) would rotate through these files many
     // times over: the trail keeps about 256 KiB.

@@ -19,8 +19,7 @@ use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
 async fn a_refused_client_reply_skip_does_not_shift_replies_onto_a_failed_auth() {
     crate::require_redis!();
     let scratch = Scratch::new("adv-h2");
-    let users =
-        users_file(&scratch, "user default on >pw -@all +ping\nuser admin on >x +@all ~*\n");
+    let users = scratch.users_file("user default on >pw -@all +ping\nuser admin on >x +@all ~*\n");
     // Redis itself only has requirepass: looser than the users file.
     let behind = RedisServer::start(&["--requirepass", "pw"]);
     let mut upstream = admin(behind.addr, &[b"pw"]).await;
@@ -98,7 +97,7 @@ async fn pubsub_lookalike_replies_after_unsubscribing_are_paired_and_recorded_in
 async fn client_reply_skip_then_hello_3_in_proxy_mode_is_paired_as_redis_does() {
     crate::require_redis!();
     let scratch = Scratch::new("adv-h2-hello");
-    let users = users_file(&scratch, "user default on nopass ~* &* +@all\n");
+    let users = scratch.users_file("user default on nopass ~* &* +@all\n");
     let reference = RedisServer::start(&[]);
     let behind = RedisServer::start(&[]);
     let proxy = TestProxy::start_with(behind.addr, &proxy_mode(&users, "")).await;
@@ -143,7 +142,7 @@ async fn a_client_that_never_reads_its_refusals_makes_the_proxy_stop_reading_it(
     // one request read's worth more, at 34 bytes a -NOAUTH: about 170,000.
     const BOUND: usize = 250_000;
     let scratch = Scratch::new("adv-h3");
-    let users = users_file(&scratch, "user default off\n");
+    let users = scratch.users_file("user default off\n");
     let behind = RedisServer::start(&[]);
     let proxy = TestProxy::start_with(behind.addr, &proxy_mode(&users, "")).await;
     let mut upstream = admin(behind.addr, &[]).await;
@@ -220,7 +219,7 @@ async fn a_client_that_never_reads_its_refusals_makes_the_proxy_stop_reading_it(
 async fn an_unauthenticated_client_keeps_redis_s_bulk_length_limit_after_the_service_login() {
     crate::require_redis!();
     let scratch = Scratch::new("adv-h4");
-    let users = users_file(&scratch, "user default off\nuser alice on >secret ~* +@all\n");
+    let users = scratch.users_file("user default off\nuser alice on >secret ~* +@all\n");
     let behind = RedisServer::start(&["--requirepass", "service-secret"]);
     let proxy = TestProxy::start_with(behind.addr, &proxy_mode(&users, SERVICE)).await;
     let mut request = b"*2\r\n$4\r\nECHO\r\n$20000\r\n".to_vec();
@@ -258,7 +257,7 @@ async fn an_unauthenticated_function_load_does_not_change_how_fcall_is_classifie
     const PAYMENTS: &[u8] = b"#!lua name=payments\nredis.register_function('payments_write', \
         function(k, a) return redis.call('SET', 'app:paid', '1') end)";
     let scratch = Scratch::new("adv-m4");
-    let users = users_file(&scratch, "user default off\nuser admin on >adminpw ~* &* +@all\n");
+    let users = scratch.users_file("user default off\nuser admin on >adminpw ~* &* +@all\n");
     let behind = RedisServer::start(&[]);
     let proxy = TestProxy::start_with(behind.addr, &proxy_mode(&users, "")).await;
     let noauth = show(b"-NOAUTH Authentication required.\r\n");

@@ -159,9 +159,7 @@ async fn the_console_shows_every_view_as_the_apis_answer_it() {
     crate::require_redis!();
     crate::support::webdriver::require_chromium();
     let scratch = Scratch::new("console");
-    std::fs::create_dir_all(scratch.path()).unwrap();
-    let users = scratch.path().join("users.acl");
-    std::fs::write(&users, USERS_FILE).unwrap();
+    let users = scratch.users_file(USERS_FILE);
     let redis = RedisServer::start(&[]);
     let mut setup = RawClient::connect(redis.addr).await;
     for name in ["alice", "bob", EVIL_NAMED] {

@@ -111,9 +111,7 @@ const RSS_LIMIT_KIB: u64 = 64 << 10;
 fn flood_without_reading(authenticate: bool) {
     let redis = RedisServer::start(&["--requirepass", "service-secret"]);
     let scratch = Scratch::new("repl-flood");
-    std::fs::create_dir_all(scratch.path()).unwrap();
-    let users = scratch.path().join("users.acl");
-    std::fs::write(&users, "user default off\nuser a on >x ~* +@all\n").unwrap();
+    let users = scratch.users_file("user default off\nuser a on >x ~* +@all\n");
     let config = scratch.path().join("proxy.toml");
     // A small audit queue, so that what is measured is the connection's buffering, not records
     // of the flood waiting for the disk (the writer holds up to about twice queue_max_bytes).

@@ -265,14 +265,10 @@ async fn filters_paging_errors_and_the_cli_agree() {
 async fn redis_cloud_logs_sessions_and_the_acl_log_history() {
     crate::require_redis!();
     let scratch = Scratch::new("query-logs");
-    std::fs::create_dir_all(scratch.path()).unwrap();
     let dir = scratch.path().join("audit");
-    let users = scratch.path().join("users.acl");
-    std::fs::write(
-        &users,
+    let users = scratch.users_file(
         "user default on nopass ~* -@all +get +auth +client\nuser alice on >pw ~* +@all\n",
-    )
-    .unwrap();
+    );
     let redis = RedisServer::start(&[]);
     let mut admin = RawClient::connect(redis.addr).await;
     admin.call(&[b"ACL", b"SETUSER", b"alice", b"on", b">pw", b"~*", b"+@all"]).await;

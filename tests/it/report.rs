@@ -19,9 +19,7 @@ const USERS_FILE: &str = "user default on nopass ~* &* +@all\n\
 async fn the_report_groups_observed_denials_and_counts_what_users_ran() {
     crate::require_redis!();
     let scratch = Scratch::new("report");
-    std::fs::create_dir_all(scratch.path()).unwrap();
-    let users = scratch.path().join("users.acl");
-    std::fs::write(&users, USERS_FILE).unwrap();
+    let users = scratch.users_file(USERS_FILE);
     let audit_dir = scratch.path().join("audit");
     let redis = RedisServer::start(&[]);
     let mut admin = RawClient::connect(redis.addr).await;

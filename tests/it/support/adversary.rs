@@ -3,25 +3,17 @@
 //! close) instead of panicking, so a failing test shows the whole exchange.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use redis_audit_proxy::event::CommandRecord;
 use tokio::io::AsyncReadExt;
 
 use crate::support::client::{encode_command, reply_len, show};
-use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
+use crate::support::{RawClient, RedisServer, TestProxy};
 
 /// The service login of proxy mode, for an upstream started with `--requirepass service-secret`.
 pub const SERVICE: &str = "upstream_user = \"default\"\nupstream_password = \"service-secret\"\n";
-
-/// Writes `text` as the users file of a fresh scratch directory.
-pub fn users_file(scratch: &Scratch, text: &str) -> PathBuf {
-    std::fs::create_dir_all(scratch.path()).unwrap();
-    let path = scratch.path().join("users.acl");
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 /// `[auth]` in proxy mode with this users file, plus `extra` `[auth]` keys.
 pub fn proxy_mode(users: &Path, extra: &str) -> String {

@@ -26,6 +26,14 @@ impl Scratch {
         &self.0
     }
 
+    /// Writes `text` as `users.acl` in this directory (created if need be) and returns its path.
+    pub fn users_file(&self, text: &str) -> PathBuf {
+        std::fs::create_dir_all(self.path()).unwrap();
+        let path = self.path().join("users.acl");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
     /// A copy of this directory's files in a new scratch directory.
     pub fn copy(&self, tag: &str) -> Self {
         let copy = Self::new(tag);
