@@ -254,8 +254,9 @@ server_name = "localhost"
     }
 }
 
-/// [`check`] `over` plain or TLS, the proxy's upstream connections as `pool` says, against a
-/// server started with `extra` arguments; `password` is for the admin.
+/// Plays every script directly and through the proxy, and fails with every difference: `over`
+/// plain or TLS, the proxy's upstream connections as `pool` says, against a server started with
+/// `extra` arguments; `password` is for the admin.
 pub(crate) async fn check_with(
     scripts: Vec<Script>,
     over: Over,
