@@ -44,9 +44,7 @@ fn cycle(c: usize, j: usize) -> Vec<Sent> {
 }
 
 const CYCLES: usize = 41;
-
 const PER_CLIENT: usize = CYCLES * 12 + 2 + 6;
-
 const ERRORS_PER_CLIENT: u64 = CYCLES as u64 * 2;
 
 /// Sends `batch` as one write and reads one reply per command.

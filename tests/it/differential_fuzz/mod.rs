@@ -69,22 +69,16 @@ use run::*;
 
 /// The seed when `DIFFERENTIAL_FUZZ_SEED` is not set.
 const SEED: u64 = 0x00d1_ff0f_5eed_2026;
-
 /// Streams when `DIFFERENTIAL_FUZZ_STREAMS` is not set: about 10 s on 2 cores.
 const STREAMS: usize = 400;
-
 /// "No more bytes are coming": this long without a byte after the last write.
 const QUIET: Duration = Duration::from_millis(100);
-
 /// The quiet time of the one replay of a stream that differed.
 const QUIET_RETRY: Duration = Duration::from_secs(1);
-
 /// Longest one run of a stream may take (writing and reading) before it counts as a failure.
 const STREAM_LIMIT: Duration = Duration::from_secs(5);
-
 /// A proxy is replaced after this many streams, so its in-memory records stay bounded.
 const PROXY_STREAMS: usize = 2000;
-
 /// Mismatches reported before the run stops.
 const REPORT_MAX: usize = 5;
 
@@ -94,7 +88,6 @@ const PROTO: &[u8] = b"abkv01 9-+:$*\r\n\r\n\0\xff\x01\"'\\{}\t.";
 
 /// An argument's key names.
 const KEYS: &[&str] = &["k0", "k1", "k2", "k3"];
-
 const NUMBERS: &[&str] = &[
     "0",
     "1",

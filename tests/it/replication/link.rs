@@ -3,8 +3,6 @@
 
 use super::*;
 
-// --- 3. Records of a replica's connection -------------------------------------------------------
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replicas_psync_is_recorded_and_the_replication_stream_is_not() {
     crate::require_redis!();
@@ -78,7 +76,7 @@ async fn a_replicas_psync_is_recorded_and_the_replication_stream_is_not() {
     assert!(!records.iter().any(|r| is(r, "set")), "{}", summary(&records));
 }
 
-// --- 4. A replication link carries nothing else -------------------------------------------------
+// --- A replication link carries nothing else ---------------------------------------------------
 
 /// Sends SYNC on `client` and reads until the whole RDB payload (`$<len>` form) has come.
 async fn sync_and_read_payload(client: &mut RawClient) {

@@ -24,18 +24,14 @@ use rdb::*;
 use replica::*;
 
 const REDIS_CLI: &str = "/usr/bin/redis-cli";
-
 const REDIS_CHECK_RDB: &str = "/usr/bin/redis-check-rdb";
 
 /// How long any wait for replication may take before the test fails.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(20);
-
 /// Small string keys written before a dump or a sync.
 const KEYS: usize = 300;
-
 /// One value this large (incompressible), so that the RDB payload spans many reads.
 const BIG_LEN: usize = 4 << 20;
-
 /// Keys [`populate`] writes: the strings, a hash, a list, a sorted set and the big value.
 const POPULATED: usize = KEYS + 4;
 

@@ -126,8 +126,6 @@ fn assert_same_rdb(proxied: &[u8], direct: &[u8]) {
     );
 }
 
-// --- 1. redis-cli --rdb -------------------------------------------------------------------------
-
 /// `redis-cli --rdb` through the proxy against a primary started with `primary_args`: exits 0,
 /// writes a valid RDB equal to the direct dump (up to ctime/used-mem/repl-offset), loadable.
 async fn rdb_through_the_proxy_equals_the_direct_dump(primary_args: &[&str]) {

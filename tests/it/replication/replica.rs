@@ -3,8 +3,6 @@
 
 use super::*;
 
-// --- 2. A replica whose primary is the proxy ----------------------------------------------------
-
 /// A primary with [`populate`]d data, the proxy in front of it, and a replica of the proxy that
 /// has completed its first sync (all bounded by [`SYNC_TIMEOUT`]).
 pub(super) struct ReplicaSetup {
