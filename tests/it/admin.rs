@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::support::http::sample;
 use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
 
 /// One HTTP/1.1 request (`Connection: close`, `Host` the address, as `curl` sends it): status
@@ -20,15 +21,6 @@ async fn http(
     headers: &[(&str, &str)],
 ) -> (u16, String) {
     crate::support::http::http(addr, method, path, &addr.to_string(), headers).await
-}
-
-/// The value of one sample line (`name{labels} value`) of a metrics text, 0 when absent.
-fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

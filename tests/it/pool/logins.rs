@@ -2,6 +2,7 @@
 //! and bad settings.
 
 use super::*;
+use crate::support::http::sample;
 
 /// A Redis whose default user needs a password, with users `alice` (keys `alice:*`) and
 /// `bob` (keys `bob:*`), and an admin connection logged in.
@@ -219,15 +220,6 @@ async fn client_setinfo_answers_as_redis_does() {
     let direct = setinfo_exchange(redis.addr).await;
     let proxied = setinfo_exchange(proxy.addr).await;
     assert_eq!(proxied, direct, "through the shared pool, then directly");
-}
-
-/// The value of one sample line (`name{labels} value`) of a metrics page, 0 when absent.
-fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,5 @@
-//! A raw HTTP/1.1 client for the admin plane's tests: exactly the request line and headers
-//! given, the status and body back.
+//! A raw HTTP/1.1 client for the admin plane's tests (exactly the request line and headers
+//! given, the status and body back), and reading one sample of a metrics page.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -49,4 +49,13 @@ pub async fn http_with_head(
     let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     (status, head.to_owned(), body.to_owned())
+}
+
+/// The value of one sample line (`name{labels} value`) of a metrics page, 0 when absent.
+pub fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
