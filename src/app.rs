@@ -322,7 +322,7 @@ async fn load_command_table(ctx: &ProxyContext, login: Option<(String, Secret)>)
         Some((user, password)) => Some((user.as_str(), &password.0[..])),
         None => ctx.config.table_login(),
     };
-    match upstream::fetch_command_table(&ctx.config.upstream, login).await {
+    match upstream::fetch_command_table(&ctx.target.address(), &ctx.config.upstream, login).await {
         Ok(live) => {
             let differences = live.differences(&CommandTable::embedded());
             if !differences.is_empty() {
@@ -391,7 +391,7 @@ async fn mirror_users(ctx: &ProxyContext) -> std::io::Result<()> {
     }
     let key = crate::proxy::mirror::derivation_key(&ctx.config);
     let time = std::time::SystemTime::now();
-    match crate::proxy::mirror::provision(&ctx.config, &key, &policy).await {
+    match crate::proxy::mirror::provision(&ctx.config, &ctx.target.address(), &key, &policy).await {
         Ok(mirrors) => {
             tracing::info!(users = policy.users().len(), prefix = %ctx.config.auth.mirror_prefix, "mirrored users provisioned");
             ctx.set_mirrors(Some(mirrors));
@@ -436,9 +436,9 @@ async fn keep_mirrors(ctx: Arc<ProxyContext>, drain: CancellationToken) {
 /// connections to authenticate (which turns on Redis's unauthenticated request limits).
 async fn probe_upstream(ctx: &ProxyContext) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = match upstream::connect(&ctx.config.upstream, ctx.upstream_tls().as_deref())
-        .await
-    {
+    let address = ctx.target.address();
+    let tls = ctx.upstream_tls();
+    let mut stream = match upstream::connect(&address, &ctx.config.upstream, tls.as_deref()).await {
         Ok(stream) => stream,
         Err(error) => {
             tracing::warn!(%error, "upstream not reachable at start-up; clients get errors until it is");

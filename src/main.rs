@@ -316,8 +316,9 @@ fn explain(config: &Config, user: Option<&str>, json: bool, words: &[String]) ->
             return ExitCode::FAILURE;
         }
     };
-    let table = match runtime.block_on(fetch_command_table(&config.upstream, config.table_login()))
-    {
+    let fetch =
+        fetch_command_table(&config.upstream.address, &config.upstream, config.table_login());
+    let table = match runtime.block_on(fetch) {
         Ok(table) => table,
         Err(error) => {
             eprintln!(

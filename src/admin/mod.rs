@@ -307,8 +307,9 @@ fn request_id() -> String {
 async fn readiness(state: &AdminState) -> Response<Full<Bytes>> {
     let ctx = &state.ctx;
     let tls = ctx.upstream_tls();
-    let upstream = match crate::proxy::upstream::connect(&ctx.config.upstream, tls.as_deref()).await
-    {
+    let address = ctx.target.address();
+    let connect = crate::proxy::upstream::connect(&address, &ctx.config.upstream, tls.as_deref());
+    let upstream = match connect.await {
         Ok(_) => json!({"ok": true}),
         Err(error) => json!({"ok": false, "error": error.to_string()}),
     };

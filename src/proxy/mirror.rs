@@ -91,11 +91,12 @@ pub fn derivation_key(config: &Config) -> Vec<u8> {
 /// login.
 pub async fn provision(
     config: &Config,
+    address: &str,
     key: &[u8],
     policy: &Policy,
 ) -> Result<Mirrors, MirrorError> {
     let login = config.auth.upstream_login.as_ref().map(|(user, pw)| (user.as_str(), &pw.0[..]));
-    let mut stream = upstream::connect_as(&config.upstream, login).await?;
+    let mut stream = upstream::connect_as(address, &config.upstream, login).await?;
     let mirrors = Mirrors {
         prefix: config.auth.mirror_prefix.as_bytes().to_vec(),
         key: key.to_vec(),

@@ -58,6 +58,8 @@ pub struct ProxyContext {
     users_text: Mutex<Option<Vec<u8>>>,
     /// The `ACL LOG` the proxy serves.
     pub acl_log: Mutex<AclLog>,
+    /// Where new upstream connections go (`upstream.address`, or the primary Sentinel names).
+    pub target: Arc<upstream::Target>,
     /// The shared upstream connections (`upstream.pool = "shared"`).
     pub pool: Option<Arc<pool::Pool>>,
     /// Client slots (`proxy.max_clients`), shared by the plain and TLS listeners.
@@ -81,8 +83,10 @@ impl ProxyContext {
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let sink: Arc<dyn EventSink> =
             Arc::new(crate::metrics::MeteredSink::new(sink, Arc::clone(&metrics)));
-        let pool = (config.upstream.pool == crate::config::PoolMode::Shared)
-            .then(|| pool::Pool::new(Arc::clone(&config), Arc::clone(&metrics)));
+        let target = Arc::new(upstream::Target::new(&config.upstream.address));
+        let pool = (config.upstream.pool == crate::config::PoolMode::Shared).then(|| {
+            pool::Pool::new(Arc::clone(&config), Arc::clone(&metrics), Arc::clone(&target))
+        });
         Self {
             pool,
             metrics,
@@ -98,6 +102,7 @@ impl ProxyContext {
             ),
             policy: RwLock::new(policy),
             policy_generation: tokio::sync::watch::Sender::new(0),
+            target,
             users_text: Mutex::new(config.auth.users_file.as_ref().map(|f| f.text.clone())),
             config,
             sink,

@@ -138,13 +138,59 @@ impl AsyncWrite for UpstreamStream {
     }
 }
 
+/// Where new upstream connections go: `upstream.address`, or with Sentinel the primary it last
+/// named. A connection takes [`Target::watch`]'s token with its address: the token is cancelled
+/// when the primary moves, and the connection then closes as a direct client's would (Sentinel
+/// kills the clients of a demoted primary; a dead one's are gone anyway).
+#[derive(Debug)]
+pub struct Target {
+    current: std::sync::RwLock<(Arc<str>, tokio_util::sync::CancellationToken)>,
+}
+
+impl Target {
+    /// A target at `address`.
+    pub fn new(address: &str) -> Self {
+        let current = (Arc::from(address), tokio_util::sync::CancellationToken::new());
+        Self { current: std::sync::RwLock::new(current) }
+    }
+
+    /// The address new connections go to.
+    pub fn address(&self) -> Arc<str> {
+        Arc::clone(&self.read().0)
+    }
+
+    /// The address, and a token cancelled when it changes.
+    pub fn watch(&self) -> (Arc<str>, tokio_util::sync::CancellationToken) {
+        self.read().clone()
+    }
+
+    /// Points new connections at `address`; if it is a change, the connections made to the old
+    /// one are told to close. Returns whether it changed.
+    pub fn switch(&self, address: &str) -> bool {
+        let mut current = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if &*current.0 == address {
+            return false;
+        }
+        current.1.cancel();
+        *current = (Arc::from(address), tokio_util::sync::CancellationToken::new());
+        true
+    }
+
+    fn read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, (Arc<str>, tokio_util::sync::CancellationToken)> {
+        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Opens one connection to Redis: TCP, then the TLS handshake when `tls` is given, both
 /// within `connect_timeout`.
 pub async fn connect(
+    address: &str,
     config: &UpstreamConfig,
     tls: Option<&UpstreamTls>,
 ) -> Result<UpstreamStream, UpstreamError> {
-    let address = &config.address;
+    let address = &address.to_owned();
     let timeout =
         || UpstreamError::Timeout { address: address.clone(), timeout: config.connect_timeout };
     let attempt = async {
@@ -249,12 +295,13 @@ pub(crate) async fn login(
 /// Opens a connection to Redis and logs it in as `login` (if given), within
 /// `connect_timeout`.
 pub(crate) async fn connect_as(
+    address: &str,
     config: &UpstreamConfig,
     login: Option<(&str, &[u8])>,
 ) -> Result<UpstreamStream, FetchTableError> {
     let tls = UpstreamTls::from_config(config)
         .map_err(|error| FetchTableError::Io(format!("TLS configuration: {error}")))?;
-    let mut stream = connect(config, tls.as_deref()).await?;
+    let mut stream = connect(address, config, tls.as_deref()).await?;
     if let Some((user, password)) = login {
         tokio::time::timeout(config.connect_timeout, self::login(&mut stream, user, password))
             .await
@@ -266,14 +313,15 @@ pub(crate) async fn connect_as(
 /// Reads the live command table with `COMMAND` (and its categories with `ACL CAT`) on a
 /// connection of its own, logged in as `login` when Redis requires it.
 pub async fn fetch_command_table(
+    address: &str,
     config: &UpstreamConfig,
     login: Option<(&str, &[u8])>,
 ) -> Result<crate::command::CommandTable, FetchTableError> {
-    let mut stream = connect_as(config, login).await?;
+    let mut stream = connect_as(address, config, login).await?;
     let read = async {
         let reply = read_reply(&mut stream, b"*1\r\n$7\r\nCOMMAND\r\n").await?;
         let mut table = crate::command::CommandTable::from_command_reply(&reply)?;
-        table.source = crate::command::TableSource::Live(config.address.clone());
+        table.source = crate::command::TableSource::Live(address.to_owned());
         let categories = read_reply(&mut stream, b"*2\r\n$3\r\nACL\r\n$3\r\nCAT\r\n").await?;
         if let Err(error) = table.set_categories_from_reply(&categories) {
             tracing::warn!(%error, "ACL CAT unavailable: using the embedded category list");

@@ -26,6 +26,7 @@ use crate::proxy::pool::{Login, Lost, SharedLink, StateKey};
 use crate::proxy::session::Effect;
 use crate::proxy::upstream::UpstreamStream;
 use crate::resp::encode;
+use tokio_util::sync::CancellationToken;
 
 /// The client's way to Redis.
 #[derive(Debug)]
@@ -34,6 +35,8 @@ pub(super) enum Link {
     Dedicated {
         /// The connection.
         stream: UpstreamStream,
+        /// Cancelled when the primary it is connected to is no longer the target (Sentinel).
+        moved: CancellationToken,
         /// Counts it among the open connections in its state (dedicated or pinned).
         _open: OpenGauge,
     },
@@ -71,8 +74,23 @@ impl Drop for OpenGauge {
 
 impl Link {
     /// A connection of its own, counted as `state` (`dedicated` or `pinned`).
-    pub(super) fn dedicated(stream: UpstreamStream, metrics: &Metrics, state: &str) -> Self {
-        Self::Dedicated { stream, _open: OpenGauge::new(metrics.upstream_connections(state)) }
+    pub(super) fn dedicated(
+        stream: UpstreamStream,
+        moved: CancellationToken,
+        metrics: &Metrics,
+        state: &str,
+    ) -> Self {
+        let open = OpenGauge::new(metrics.upstream_connections(state));
+        Self::Dedicated { stream, moved, _open: open }
+    }
+
+    /// For a connection of its own, the token cancelled when its primary is no longer the
+    /// target (a shared connection closes by itself then).
+    pub(super) fn moved(&self) -> Option<CancellationToken> {
+        match self {
+            Self::Dedicated { moved, .. } => Some(moved.clone()),
+            Self::Shared(_) => None,
+        }
     }
 
     /// Reads what Redis sent into `buf`: `Err` when the connection is gone.
@@ -198,8 +216,8 @@ where
         if !(self.pending.is_empty() && self.to_upstream.is_empty() && self.unpinnable()) {
             return;
         }
-        if let Some(Link::Dedicated { stream, .. }) = self.upstream.take() {
-            pool.give_back(&self.state_key(), stream);
+        if let Some(Link::Dedicated { stream, moved, .. }) = self.upstream.take() {
+            pool.give_back(&self.state_key(), stream, moved);
         }
     }
 
@@ -243,19 +261,20 @@ where
         let tls = self.ctx.upstream_tls();
         match relink {
             Relink::Pin(reason) => match pool.dedicated(&key, tls.as_deref()).await {
-                Ok((stream, fresh)) => {
+                Ok((stream, fresh, moved)) => {
                     self.ctx.metrics.upstream_pin(reason.as_str());
                     self.pinned_for_good |= reason.for_good();
                     self.pin_after = None;
-                    self.upstream = Some(Link::dedicated(stream, &self.ctx.metrics, "pinned"));
+                    let metrics = &self.ctx.metrics;
+                    self.upstream = Some(Link::dedicated(stream, moved, metrics, "pinned"));
                     self.reset_upstream_reader();
                     self.set_up_pinned(&key, fresh, Instant::now());
                 }
                 Err(error) => self.upstream_unavailable(error.to_string()),
             },
             Relink::Unpin => {
-                if let Some(Link::Dedicated { stream, .. }) = self.upstream.take() {
-                    pool.give_back(&key, stream);
+                if let Some(Link::Dedicated { stream, moved, .. }) = self.upstream.take() {
+                    pool.give_back(&key, stream, moved);
                     self.submitted = self.pending.sent();
                 }
                 self.reset_upstream_reader();

@@ -78,10 +78,12 @@ pub async fn serve<C>(
         let upstream = if shared {
             FirstLink::Shared
         } else {
-            match upstream::connect(&ctx.config.upstream, ctx.upstream_tls().as_deref()).await {
+            let (address, moved) = ctx.target.watch();
+            let tls = ctx.upstream_tls();
+            match upstream::connect(&address, &ctx.config.upstream, tls.as_deref()).await {
                 Ok(stream) => {
                     let state = if ctx.pool.is_some() { "pinned" } else { "dedicated" };
-                    FirstLink::Dedicated(link::Link::dedicated(stream, &ctx.metrics, state))
+                    FirstLink::Dedicated(link::Link::dedicated(stream, moved, &ctx.metrics, state))
                 }
                 Err(error) => {
                     tracing::warn!(%error, "client connected while the upstream is unavailable");
@@ -317,6 +319,7 @@ where
             // A clone, so the select can borrow `self`; `user_still_allowed` marks the
             // connection's own receiver seen, so the next clone waits for the next swap.
             let mut policy_watch = self.policy_watch.clone();
+            let moved = self.upstream.as_ref().and_then(link::Link::moved);
             let exit = tokio::select! {
                 exit = poll_fn(|cx| self.poll_drive(cx)) => exit,
                 () = drain.cancelled(), if !self.draining => {
@@ -333,6 +336,13 @@ where
                         self.close_reason.get_or_insert("user_removed");
                         return Exit::Done;
                     }
+                    continue;
+                }
+                () = cancelled_opt(moved.as_ref()) => {
+                    // The primary moved (Sentinel): Redis would have closed this client.
+                    tracing::info!("the upstream primary moved: closing as Redis would");
+                    self.close_reason.get_or_insert("primary_moved");
+                    self.upstream_closed();
                     continue;
                 }
                 () = sleep_until_opt(refusal_deadline) => {
@@ -379,11 +389,13 @@ where
             return;
         }
         let tls = self.ctx.upstream_tls();
-        match upstream::connect(&self.ctx.config.upstream, tls.as_deref()).await {
+        let (address, moved) = self.ctx.target.watch();
+        match upstream::connect(&address, &self.ctx.config.upstream, tls.as_deref()).await {
             Ok(stream) => {
                 tracing::info!("upstream reachable again");
                 let state = if self.ctx.pool.is_some() { "pinned" } else { "dedicated" };
-                self.upstream = Some(link::Link::dedicated(stream, &self.ctx.metrics, state));
+                let metrics = &self.ctx.metrics;
+                self.upstream = Some(link::Link::dedicated(stream, moved, metrics, state));
                 self.reset_upstream_reader();
                 self.runs_as_mirror = false;
                 self.login_upstream(Instant::now());
@@ -496,6 +508,14 @@ fn authenticated_by_default(ctx: &ProxyContext, policy: Option<&Policy>) -> bool
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes when `token` is cancelled; never without one.
+async fn cancelled_opt(token: Option<&CancellationToken>) {
+    match token {
+        Some(token) => token.cancelled().await,
         None => std::future::pending().await,
     }
 }

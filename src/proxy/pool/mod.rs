@@ -17,12 +17,13 @@ use bytes::Bytes;
 use prometheus::IntGauge;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 pub use shared::{Lost, SharedLink};
 
 use crate::config::{AuthMode, Config, Secret};
 use crate::metrics::Metrics;
-use crate::proxy::upstream::{self, UpstreamError, UpstreamStream, UpstreamTls};
+use crate::proxy::upstream::{self, Target, UpstreamError, UpstreamStream, UpstreamTls};
 use crate::resp::encode;
 
 /// Why a client could not have a shared connection; its `Display` is the `-ERR` text the
@@ -91,6 +92,8 @@ pub struct StateKey {
 #[derive(Debug)]
 pub struct Pool {
     config: Arc<Config>,
+    /// Where new connections go.
+    target: Arc<Target>,
     metrics: Arc<Metrics>,
     groups: Mutex<HashMap<GroupKey, Group>>,
     /// `proxy.runtime = "per_core"`: each thread has connections of its own, so that a client
@@ -124,6 +127,8 @@ struct Group {
 struct Spare {
     stream: UpstreamStream,
     since: Instant,
+    /// Cancelled once its primary is no longer the target: then it is not handed out.
+    moved: CancellationToken,
 }
 
 impl shared::Observer for Metrics {
@@ -134,8 +139,9 @@ impl shared::Observer for Metrics {
 
 impl Pool {
     /// An empty pool for `config`'s upstream.
-    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, target: Arc<Target>) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
+            target,
             me: me.clone(),
             sweeping: std::sync::atomic::AtomicBool::new(false),
             shared_gauge: metrics.upstream_connections("shared"),
@@ -210,7 +216,8 @@ impl Pool {
         tls: Option<&UpstreamTls>,
     ) -> Result<Arc<shared::SharedConn>, PoolError> {
         let config = &self.config.upstream;
-        let mut stream = upstream::connect(config, tls).await.map_err(|error| {
+        let (address, moved) = self.target.watch();
+        let mut stream = upstream::connect(&address, config, tls).await.map_err(|error| {
             self.metrics.upstream_connect_error();
             PoolError::Connect(Arc::new(error))
         })?;
@@ -226,6 +233,7 @@ impl Pool {
             reply_max_depth: self.config.proxy.limits.reply_max_depth,
             idle: config.pool_idle,
             observer: Arc::clone(&self.metrics) as Arc<dyn shared::Observer>,
+            moved,
         };
         tracing::debug!(
             shared = conn.id,
@@ -298,32 +306,35 @@ impl Pool {
         &self,
         key: &StateKey,
         tls: Option<&UpstreamTls>,
-    ) -> Result<(UpstreamStream, bool), UpstreamError> {
+    ) -> Result<(UpstreamStream, bool, CancellationToken), UpstreamError> {
         let group = self.group_key(key.clone());
         loop {
             let spare = self.groups().get_mut(&group).and_then(|g| g.spares.pop());
             let Some(mut spare) = spare else { break };
             self.spare_gauge.dec();
             if spare.since.elapsed() < self.config.upstream.pool_idle
+                && !spare.moved.is_cancelled()
                 && still_open(&mut spare.stream)
             {
-                return Ok((spare.stream, false));
+                return Ok((spare.stream, false, spare.moved));
             }
         }
-        let stream = upstream::connect(&self.config.upstream, tls).await.inspect_err(|_| {
-            self.metrics.upstream_connect_error();
-        })?;
-        Ok((stream, true))
+        let (address, moved) = self.target.watch();
+        let stream =
+            upstream::connect(&address, &self.config.upstream, tls).await.inspect_err(|_| {
+                self.metrics.upstream_connect_error();
+            })?;
+        Ok((stream, true, moved))
     }
 
     /// A client unpinned: its connection, in state `key`, is kept as a spare while there is
     /// room, else closed.
-    pub fn give_back(&self, key: &StateKey, stream: UpstreamStream) {
+    pub fn give_back(&self, key: &StateKey, stream: UpstreamStream, moved: CancellationToken) {
         let group = self.group_key(key.clone());
         let mut groups = self.groups();
         let group = groups.entry(group).or_default();
         if group.spares.len() < self.config.upstream.pool_size {
-            group.spares.push(Spare { stream, since: Instant::now() });
+            group.spares.push(Spare { stream, since: Instant::now(), moved });
             self.spare_gauge.inc();
         }
         drop(groups);

@@ -259,13 +259,16 @@ pub(super) struct Driver {
     pub(super) reply_max_depth: usize,
     pub(super) idle: Duration,
     pub(super) observer: Arc<dyn Observer>,
+    /// Cancelled when the primary moves (Sentinel): the connection closes, as Redis would
+    /// have closed it.
+    pub(super) moved: tokio_util::sync::CancellationToken,
 }
 
 impl Driver {
-    /// Serves the connection until Redis closes it, it fails, or no client used it for
-    /// `idle`.
+    /// Serves the connection until Redis closes it, it fails, no client used it for `idle`,
+    /// or the primary moves.
     pub(super) async fn run(self) {
-        let Self { conn, mut stream, reply_max_depth, idle, observer } = self;
+        let Self { conn, mut stream, reply_max_depth, idle, observer, moved } = self;
         let mut state = State {
             out: WriteQueue::default(),
             needs_flush: false,
@@ -278,7 +281,10 @@ impl Driver {
             yielded: false,
             idle,
         };
-        let lost = poll_fn(|cx| state.poll(cx, &conn, &mut stream, observer.as_ref())).await;
+        let lost = tokio::select! {
+            lost = poll_fn(|cx| state.poll(cx, &conn, &mut stream, observer.as_ref())) => lost,
+            () = moved.cancelled() => Lost::Closed,
+        };
         tracing::debug!(shared = conn.id, ?lost, "shared upstream connection closed");
         conn.fail(&lost, state.routes.drain(..));
     }
