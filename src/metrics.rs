@@ -17,18 +17,10 @@ use crate::event::{
     SessionEvent, SinkStats, SystemEvent,
 };
 
-const CLASSES: [&str; 4] = ["read", "write", "non_read_write", "unknown"];
+/// The class label values, by [`Class::index_of`].
+const CLASSES: [Option<Class>; 4] = Class::ALL_OR_UNKNOWN;
 const OUTCOMES: [&str; 5] = ["ok", "error", "queued", "skipped", "unanswered"];
 const PREFIX: &str = "redis_audit_proxy";
-
-fn class_index(class: Option<Class>) -> usize {
-    match class {
-        Some(Class::Read) => 0,
-        Some(Class::Write) => 1,
-        Some(Class::NonReadWrite) => 2,
-        None => 3,
-    }
-}
 
 fn outcome_index(status: ReplyStatus) -> usize {
     match status {
@@ -144,7 +136,7 @@ impl Metrics {
             commands: counter_vec("commands_total", "Commands, by class, command (as the command table names it; unknown otherwise) and outcome", &["class", "command", "outcome"]),
             resolved: (0..RESOLVED_COMMANDS).map(|_| OnceLock::new()).collect(),
             command_handles: RwLock::new(FxHashMap::default()),
-            latency: CLASSES.iter().map(|class| latency_vec.with_label_values(&[class])).collect(),
+            latency: CLASSES.iter().map(|class| latency_vec.with_label_values(&[Class::name_of(*class)])).collect(),
             denials: counter_vec("acl_denials_total", "ACL denials, by reason (command, key, channel), mode (enforce, observe, none) and source (proxy, redis)", &["reason", "mode", "source"]),
             auth: counter_vec("auth_total", "Authentications, by result (success, failure), reason (auth, tls-cert) and source (proxy, redis)", &["result", "reason", "source"]),
             tls_rejected: counter_vec("tls_rejected_total", "TLS clients turned away, by reason (tls-handshake, tls-cert)", &["reason"]),
@@ -197,8 +189,11 @@ impl Metrics {
             return;
         }
         drop(handles);
-        let counter =
-            self.commands.with_label_values(&[CLASSES[class], command, OUTCOMES[outcome]]);
+        let counter = self.commands.with_label_values(&[
+            Class::name_of(CLASSES[class]),
+            command,
+            OUTCOMES[outcome],
+        ]);
         counter.inc_by(count);
         let mut handles = self.command_handles.write().unwrap_or_else(PoisonError::into_inner);
         handles.entry(command.into()).or_default()[class][outcome] = Some(counter);
@@ -206,14 +201,15 @@ impl Metrics {
 
     /// Counts the command(s) a record stands for (a grouped refusal counts its repeats).
     pub fn command(&self, record: &CommandRecord) {
-        let class = class_index(record.class);
+        let class = Class::index_of(record.class);
         let outcome = outcome_index(record.status);
         match record.command.as_deref() {
             Some(info) if info.stat_id < RESOLVED_COMMANDS => {
                 let counters = self.resolved[info.stat_id].get_or_init(Box::default);
                 counters[class][outcome]
                     .get_or_init(|| {
-                        let labels = [CLASSES[class], info.name.as_str(), OUTCOMES[outcome]];
+                        let labels =
+                            [Class::name_of(CLASSES[class]), info.name.as_str(), OUTCOMES[outcome]];
                         self.commands.with_label_values(&labels)
                     })
                     .inc_by(record.count);

@@ -4,7 +4,8 @@
 use crate::command::table::CommandInfo;
 
 /// What a command does to data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Class {
     /// Reads only (`readonly` flag).
     Read,
@@ -15,6 +16,12 @@ pub enum Class {
 }
 
 impl Class {
+    /// Every class, in the order labels and lists show them.
+    pub const ALL: [Self; 3] = [Self::Read, Self::Write, Self::NonReadWrite];
+
+    /// The name given to the class of a command the table does not know (`None`).
+    pub const UNKNOWN: &'static str = "unknown";
+
     /// The command's static class.
     pub fn of(command: &CommandInfo) -> Self {
         if command.is_write {
@@ -33,6 +40,25 @@ impl Class {
             Self::Write => "write",
             Self::NonReadWrite => "non_read_write",
         }
+    }
+
+    /// The class named `name` (one of [`Class::as_str`]'s names).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|class| class.as_str() == name)
+    }
+
+    /// The name of a class or, for `None`, [`Class::UNKNOWN`].
+    pub fn name_of(class: Option<Self>) -> &'static str {
+        class.map_or(Self::UNKNOWN, Self::as_str)
+    }
+
+    /// Every class and then `None` (unknown): the four values a record's class takes.
+    pub const ALL_OR_UNKNOWN: [Option<Self>; 4] =
+        [Some(Self::Read), Some(Self::Write), Some(Self::NonReadWrite), None];
+
+    /// The position of `class` in [`Class::ALL_OR_UNKNOWN`].
+    pub fn index_of(class: Option<Self>) -> usize {
+        class.map_or(Self::ALL.len(), |class| class as usize)
     }
 
     /// The class of a transaction that ran commands of `self` and `other`: write if any
@@ -57,6 +83,67 @@ impl Class {
                 .is_some_and(|flags| flags.split(|&b| b == b',').any(|f| f == b"no-writes"))
         });
         Some(if no_writes { Self::Read } else { Self::Write })
+    }
+}
+
+/// A set of classes, [`Class::UNKNOWN`] (`None`) among them: `audit.filters.classes`. Written
+/// as a list of names; a name given twice counts once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClassSet(u8);
+
+impl ClassSet {
+    /// Every class and unknown.
+    pub const ALL: Self = Self(0b1111);
+
+    /// No class at all.
+    pub const EMPTY: Self = Self(0);
+
+    /// True when `class` (`None`: unknown) is in the set.
+    pub fn contains(self, class: Option<Class>) -> bool {
+        self.0 & (1 << Class::index_of(class)) != 0
+    }
+
+    /// The set with `class` added.
+    #[must_use]
+    pub fn with(self, class: Option<Class>) -> Self {
+        Self(self.0 | 1 << Class::index_of(class))
+    }
+
+    /// The members, in [`Class::ALL_OR_UNKNOWN`] order.
+    pub fn iter(self) -> impl Iterator<Item = Option<Class>> {
+        Class::ALL_OR_UNKNOWN.into_iter().filter(move |class| self.contains(*class))
+    }
+}
+
+impl Default for ClassSet {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+impl serde::Serialize for ClassSet {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter().map(Class::name_of))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ClassSet {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let names = Vec::<String>::deserialize(deserializer)?;
+        names.iter().try_fold(Self::EMPTY, |set, name| {
+            let class = Class::ALL_OR_UNKNOWN.into_iter().find(|c| Class::name_of(*c) == name);
+            class.map(|class| set.with(class)).ok_or_else(|| {
+                // Serde's own wording for an unknown enum variant.
+                let expected: Vec<String> = Class::ALL_OR_UNKNOWN
+                    .into_iter()
+                    .map(|class| format!("`{}`", Class::name_of(class)))
+                    .collect();
+                serde::de::Error::custom(format_args!(
+                    "unknown variant `{name}`, expected one of {}",
+                    expected.join(", ")
+                ))
+            })
+        })
     }
 }
 

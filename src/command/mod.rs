@@ -7,7 +7,7 @@ pub mod table;
 
 use bytes::Bytes;
 
-pub use class::Class;
+pub use class::{Class, ClassSet};
 pub use keys::{extract_channels, extract_keys, ChannelRef, ChannelUse, KeyFlags, KeyRef, Keys};
 pub use table::{CommandInfo, CommandTable, TableError, TableSource};
 

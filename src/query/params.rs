@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use crate::audit::index::{line_time, FACETS};
+use crate::command::Class;
 
 /// A refused parameter: the seed's error code and message (HTTP 400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -229,7 +230,7 @@ impl AuditQuery {
         };
         let class = match class {
             None => None,
-            Some(c @ ("read" | "write" | "non_read_write")) => Some(c.to_owned()),
+            Some(name) if Class::from_name(name).is_some() => Some(name.to_owned()),
             Some(_) => {
                 return Err(refuse(
                     "InvalidSQLType.Malformed",
