@@ -148,10 +148,7 @@ impl App {
             let detail = serde_json::json!({
                 "policy_version": &*policy.version,
                 "users": policy.users().len(),
-                "mode": match ctx.config.acl.mode {
-                    crate::config::AclMode::Enforce => "enforce",
-                    crate::config::AclMode::Observe => "observe",
-                },
+                "mode": ctx.config.acl.mode.as_str(),
             });
             let time = std::time::SystemTime::now();
             ctx.sink.system(crate::event::SystemEvent { action: "policy_load", time, detail });

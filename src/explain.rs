@@ -53,10 +53,7 @@ pub fn decide(
     user: &str,
     args: &[Bytes],
 ) -> Decision {
-    let mode = match policy.mode_for(user.as_bytes()) {
-        crate::config::AclMode::Enforce => "enforce",
-        crate::config::AclMode::Observe => "observe",
-    };
+    let mode = policy.mode_for(user.as_bytes()).as_str();
     let mut decision = Decision {
         user: user.to_owned(),
         verdict: "not_checked",

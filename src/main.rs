@@ -273,8 +273,8 @@ fn hash_password() -> ExitCode {
 fn audit_verify(dir: &Path, checkpoint_key_file: Option<&str>) -> ExitCode {
     let key = match checkpoint_key_file.map(|path| read_key_file("--checkpoint-key-file", path)) {
         Some(Ok(key)) => Some(key),
-        Some(Err((flag, message))) => {
-            eprintln!("redis-audit-proxy: {flag}: {message}");
+        Some(Err(error)) => {
+            eprintln!("redis-audit-proxy: {error}");
             return ExitCode::from(EXIT_USAGE);
         }
         None => None,

@@ -26,10 +26,33 @@ pub enum LogSource {
 }
 
 /// `acl.mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum AclMode {
     /// Deny with `-NOPERM` as Redis would.
     Enforce,
     /// Forward, and record the would-be denial.
     Observe,
+}
+
+impl AclMode {
+    /// The name `acl.mode` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforce",
+            Self::Observe => "observe",
+        }
+    }
+}
+
+impl LogSource {
+    /// The name `acl.log_source` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Proxy => "proxy",
+            Self::Upstream => "upstream",
+        }
+    }
 }

@@ -64,6 +64,30 @@ impl std::fmt::Debug for Checkpoints {
     }
 }
 
+/// `audit.keys` as written: which of [`KeyNames`] (the HMAC key comes from
+/// `audit.hmac_key_file`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyMode {
+    /// [`KeyNames::Clear`].
+    Clear,
+    /// [`KeyNames::Hmac`].
+    Hmac,
+    /// [`KeyNames::Off`].
+    Off,
+}
+
+impl KeyMode {
+    /// The name `audit.keys` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Clear => "clear",
+            Self::Hmac => "hmac",
+            Self::Off => "off",
+        }
+    }
+}
+
 /// `audit.keys`: how key names appear in records (they may be personal data).
 #[derive(Clone, PartialEq, Eq)]
 pub enum KeyNames {
@@ -89,7 +113,8 @@ impl std::fmt::Debug for KeyNames {
 /// `audit.on_error`: what happens while writing the trail fails (disk full, I/O error). In
 /// every case the lines that could not be written are kept and retried every second; they
 /// fill the queue, so `on_full` applies too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OnError {
     /// Keep serving.
     Continue,
@@ -100,7 +125,8 @@ pub enum OnError {
 }
 
 /// `audit.durability`: what a crash can lose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Durability {
     /// Records are written shortly after replies; a proxy crash loses what was queued.
     Async,
@@ -113,7 +139,8 @@ pub enum Durability {
 }
 
 /// `audit.on_full`: what happens while the audit queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OnFull {
     /// Commands go on; their records are dropped, counted, and declared by a `loss` record.
     Drop,
@@ -121,6 +148,39 @@ pub enum OnFull {
     Block,
     /// New commands are refused with `-ERR` and not run (fail-closed).
     Reject,
+}
+
+impl OnError {
+    /// The name `audit.on_error` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Continue => "continue",
+            Self::Reject => "reject",
+            Self::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl Durability {
+    /// The name `audit.durability` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Async => "async",
+            Self::Write => "write",
+            Self::Fsync => "fsync",
+        }
+    }
+}
+
+impl OnFull {
+    /// The name `audit.on_full` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Drop => "drop",
+            Self::Block => "block",
+            Self::Reject => "reject",
+        }
+    }
 }
 
 /// Which rotated audit files are kept; each limit is off when `None`.

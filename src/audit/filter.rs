@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::json;
 
-use crate::command::Class;
+use crate::command::ClassSet;
 use crate::event::CommandRecord;
 use crate::event::SessionEvent;
 
@@ -69,8 +69,8 @@ pub struct Filters {
     pub commands: bool,
     /// Keep session events.
     pub sessions: bool,
-    /// Classes kept (`read`, `write`, `non_read_write`, `unknown`).
-    pub classes: Vec<String>,
+    /// Classes kept (unknown among them).
+    pub classes: ClassSet,
     /// When not empty, only these users.
     pub include_users: Vec<String>,
     /// Never these users.
@@ -93,7 +93,7 @@ impl Default for Filters {
         Self {
             commands: true,
             sessions: true,
-            classes: ["read", "write", "non_read_write", "unknown"].map(String::from).to_vec(),
+            classes: ClassSet::ALL,
             include_users: Vec::new(),
             exclude_users: Vec::new(),
             include_commands: Vec::new(),
@@ -193,8 +193,7 @@ impl Filters {
         if listed(&self.ignore_high_frequency) {
             return Some(Reason::HighFrequency);
         }
-        let class = record.class.map_or("unknown", Class::as_str);
-        if !self.classes.iter().any(|c| c == class) {
+        if !self.classes.contains(record.class) {
             return Some(Reason::Class);
         }
         if (!self.include_commands.is_empty() && !listed(&self.include_commands))

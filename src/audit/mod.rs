@@ -91,11 +91,7 @@ impl AuditSink {
                     "version": env!("CARGO_PKG_VERSION"),
                     "pid": std::process::id(),
                     "listen": listen.to_string(),
-                    "durability": match config.durability {
-                    Durability::Async => "async",
-                    Durability::Write => "write",
-                    Durability::Fsync => "fsync",
-                },
+                    "durability": config.durability.as_str(),
                 }),
             }),
             false,

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::error::Invalid;
+
 /// `cluster.mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -16,6 +18,16 @@ pub enum ClusterMode {
     /// One proxy in front of each node: every node address in a redirect or a topology reply
     /// is replaced by its sidecar's, and one without a sidecar is never handed to a client.
     Sidecar,
+}
+
+impl ClusterMode {
+    /// The name `cluster.mode` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Sidecar => "sidecar",
+        }
+    }
 }
 
 /// `[cluster]` as written.
@@ -52,17 +64,17 @@ pub fn split_host_port(address: &str) -> Option<(String, u16)> {
 }
 
 impl RawCluster {
-    /// Checks every address and the offset; `Err((key, message))` names the key at fault.
-    pub fn validate(&self) -> Result<ClusterConfig, (&'static str, String)> {
+    /// Checks every address and the offset.
+    pub fn validate(&self) -> Result<ClusterConfig, Invalid> {
         let port_offset = i32::try_from(self.port_offset)
             .ok()
             .filter(|offset| offset.unsigned_abs() < 65_536)
-            .ok_or_else(|| ("cluster.port_offset", "must be within ±65535".to_owned()))?;
+            .ok_or_else(|| Invalid::other("cluster.port_offset", "must be within ±65535"))?;
         let mut announce = BTreeMap::new();
         for (node, sidecar) in &self.announce {
             let address = |text: &String| {
                 split_host_port(text).ok_or_else(|| {
-                    (
+                    Invalid::other(
                         "cluster.announce",
                         format!("{node:?} = {sidecar:?}: {text:?} is not HOST:PORT"),
                     )
@@ -71,9 +83,9 @@ impl RawCluster {
             announce.insert(address(node)?, address(sidecar)?);
         }
         if self.mode == ClusterMode::Sidecar && announce.is_empty() && port_offset == 0 {
-            return Err((
+            return Err(Invalid::other(
                 "cluster.mode",
-                "\"sidecar\" needs cluster.announce entries or a cluster.port_offset".to_owned(),
+                "\"sidecar\" needs cluster.announce entries or a cluster.port_offset",
             ));
         }
         Ok(ClusterConfig { mode: self.mode, port_offset, announce })
@@ -112,13 +124,13 @@ mod tests {
         assert_eq!(cluster.sidecar_of("10.0.0.2", 6379), Some(("10.0.0.2".to_owned(), 7379)));
         assert_eq!(cluster.sidecar_of("h", 65000), None, "past the last port");
         let none = RawCluster { mode: ClusterMode::Sidecar, ..RawCluster::default() };
-        assert_eq!(none.validate().unwrap_err().0, "cluster.mode");
+        assert_eq!(none.validate().unwrap_err().key, "cluster.mode");
         let bad = RawCluster {
             mode: ClusterMode::Sidecar,
             announce: [("nope".to_owned(), "x:1".to_owned())].into(),
             ..RawCluster::default()
         };
-        assert!(bad.validate().unwrap_err().1.contains("HOST:PORT"));
+        assert!(bad.validate().unwrap_err().to_string().contains("HOST:PORT"));
         assert_eq!(split_host_port("[::1]:6379"), Some(("::1".to_owned(), 6379)));
     }
 }

@@ -1,9 +1,18 @@
 //! `proxy.toml` as written: serde structs mirroring the file, with every default. Nothing else.
 //!
 //! Every key and its default is documented in `proxy.toml.example`; `Config::validate` turns
-//! this into the typed [`Config`](super::Config).
+//! this into the typed [`Config`](super::Config), one section at a time. A closed set of values
+//! is an enum here already, so a value outside it is refused while the file is parsed, naming
+//! the line, the key and the accepted values.
 
 use serde::{Deserialize, Serialize};
+
+use super::{
+    AclMode, AuthMode, ClientAuth, Durability, KeyMode, LogSource, MirrorUsers, OnError, OnFull,
+    PoolMode, Runtime, UserFrom,
+};
+use crate::audit::chain::ChainAlg;
+use crate::command::ClassSet;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -40,7 +49,7 @@ pub struct RawProxy {
     /// On SIGTERM/SIGINT, how long in-flight commands may take to finish.
     pub shutdown_grace_ms: u64,
     /// How client connections are spread over threads.
-    pub runtime: super::Runtime,
+    pub runtime: Runtime,
     /// Threads serving clients; 0 = one per CPU.
     pub threads: u64,
     /// `[proxy.limits]`
@@ -54,7 +63,7 @@ impl Default for RawProxy {
             max_clients: 10_000,
             timeout: 0,
             shutdown_grace_ms: 10_000,
-            runtime: super::Runtime::MultiThread,
+            runtime: Runtime::MultiThread,
             threads: 0,
             limits: RawLimits::default(),
         }
@@ -124,7 +133,7 @@ pub struct RawUpstream {
     /// `[upstream.tls]`: present = TLS to Redis.
     pub tls: Option<RawUpstreamTls>,
     /// `dedicated` (one upstream connection per client) or `shared`.
-    pub pool: super::PoolMode,
+    pub pool: PoolMode,
     /// Shared connections per upstream state (database, protocol).
     pub pool_size: u64,
     /// A shared or spare connection no client used for this long is closed.
@@ -164,9 +173,9 @@ pub struct RawTls {
     /// PEM CA bundle client certificates must chain to.
     pub ca_file: Option<String>,
     /// `none`, `optional` or `required`.
-    pub client_auth: String,
+    pub client_auth: ClientAuth,
     /// `cn`, `san` or `none`: which name of a client certificate is its ACL user.
-    pub user_from: String,
+    pub user_from: UserFrom,
     /// Longest TLS handshake.
     pub handshake_timeout_ms: u64,
 }
@@ -178,8 +187,8 @@ impl Default for RawTls {
             cert_file: String::new(),
             key_file: String::new(),
             ca_file: None,
-            client_auth: "none".into(),
-            user_from: "none".into(),
+            client_auth: ClientAuth::None,
+            user_from: UserFrom::None,
             handshake_timeout_ms: 10_000,
         }
     }
@@ -194,7 +203,7 @@ impl Default for RawUpstream {
             table_user: None,
             table_password: None,
             tls: None,
-            pool: super::PoolMode::Dedicated,
+            pool: PoolMode::Dedicated,
             pool_size: 4,
             pool_idle_ms: 60_000,
             pool_unread_max_bytes: 1 << 30,
@@ -255,11 +264,11 @@ pub struct RawAudit {
     /// Directory of the audit files.
     pub dir: String,
     /// `async`, `write` or `fsync`.
-    pub durability: String,
+    pub durability: Durability,
     /// `drop`, `block` or `reject`.
-    pub on_full: String,
+    pub on_full: OnFull,
     /// `continue`, `reject` or `shutdown`: what happens while writing the trail fails.
-    pub on_error: String,
+    pub on_error: OnError,
     /// Rotate `audit.log` before it passes this size.
     pub rotate_bytes: u64,
     /// Rotate `audit.log` when it is this many seconds old (0 = only by size).
@@ -274,7 +283,7 @@ pub struct RawAudit {
     pub queue_max_bytes: u64,
     /// Key names in records: `clear`, `hmac` (HMAC-SHA256 with the key in `hmac_key_file`) or
     /// `off`.
-    pub keys: String,
+    pub keys: KeyMode,
     /// File holding the HMAC key (its bytes, trailing newline ignored) for `keys = "hmac"`.
     pub hmac_key_file: Option<String>,
     /// Record command arguments (secrets redacted); off by default.
@@ -292,7 +301,7 @@ pub struct RawAudit {
     /// A checkpoint every this many records (0: only when the writer stops).
     pub checkpoint_records: u64,
     /// The hash of the chain's seals: `blake3` or `sha256`.
-    pub chain_alg: String,
+    pub chain_alg: ChainAlg,
     /// A seal at least every this many lines.
     pub seal_records: u64,
     /// A seal once the oldest unsealed line is this many milliseconds old.
@@ -310,9 +319,9 @@ pub struct RawAudit {
 #[serde(deny_unknown_fields, default)]
 pub struct RawFilters {
     /// Kinds kept: `command`, `session`.
-    pub kinds: Vec<String>,
+    pub kinds: Vec<FilterKind>,
     /// Classes kept: `read`, `write`, `non_read_write`, `unknown`.
-    pub classes: Vec<String>,
+    pub classes: ClassSet,
     /// When not empty, only these users.
     pub include_users: Vec<String>,
     /// Never these users.
@@ -329,11 +338,34 @@ pub struct RawFilters {
     pub ignore_high_frequency: Vec<String>,
 }
 
+/// An entry of `audit.filters.kinds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterKind {
+    /// Command events.
+    Command,
+    /// Session events.
+    Session,
+    /// System events: named only to be refused with the reason (they are always kept).
+    System,
+}
+
+impl FilterKind {
+    /// The name the entry takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Command => "command",
+            Self::Session => "session",
+            Self::System => "system",
+        }
+    }
+}
+
 impl Default for RawFilters {
     fn default() -> Self {
         Self {
-            kinds: vec!["command".into(), "session".into()],
-            classes: ["read", "write", "non_read_write", "unknown"].map(String::from).to_vec(),
+            kinds: vec![FilterKind::Command, FilterKind::Session],
+            classes: ClassSet::ALL,
             include_users: Vec::new(),
             exclude_users: Vec::new(),
             include_commands: Vec::new(),
@@ -350,16 +382,16 @@ impl Default for RawAudit {
         Self {
             enabled: true,
             dir: "./data/audit".into(),
-            durability: "async".into(),
-            on_full: "drop".into(),
-            on_error: "continue".into(),
+            durability: Durability::Async,
+            on_full: OnFull::Drop,
+            on_error: OnError::Continue,
             rotate_bytes: 100 * 1024 * 1024,
             rotate_interval: 86_400,
             retain_files: 100,
             retain_bytes: 0,
             retain_age: 0,
             queue_max_bytes: 64 * 1024 * 1024,
-            keys: "clear".into(),
+            keys: KeyMode::Clear,
             hmac_key_file: None,
             capture_args: false,
             args_max_bytes: 1024,
@@ -367,7 +399,7 @@ impl Default for RawAudit {
             group_refusals_secs: 60,
             checkpoint_key_file: None,
             checkpoint_records: 10_000,
-            chain_alg: "blake3".into(),
+            chain_alg: ChainAlg::Blake3,
             seal_records: 1000,
             seal_interval_ms: 1000,
             filters: RawFilters::default(),
@@ -381,7 +413,7 @@ impl Default for RawAudit {
 #[serde(deny_unknown_fields, default)]
 pub struct RawAuth {
     /// `passthrough` (Redis authenticates) or `proxy` (the proxy does, from the users file).
-    pub mode: String,
+    pub mode: AuthMode,
     /// Users file in Redis ACL file syntax.
     pub users_file: Option<String>,
     /// With `mode = "proxy"`: the user the proxy logs in to Redis as.
@@ -393,7 +425,7 @@ pub struct RawAuth {
     /// With `mode = "proxy"`: `auto`, `on` or `off` — give each proxy user a Redis user with
     /// the same rules, which each client's upstream connection logs in as, so that Redis
     /// checks scripts and SORT patterns as the client's user.
-    pub mirror_users: String,
+    pub mirror_users: MirrorUsers,
     /// Prefix of the mirrored users' names in Redis.
     pub mirror_prefix: String,
 }
@@ -401,12 +433,12 @@ pub struct RawAuth {
 impl Default for RawAuth {
     fn default() -> Self {
         Self {
-            mode: "passthrough".into(),
+            mode: AuthMode::Passthrough,
             users_file: None,
             upstream_user: None,
             upstream_password: None,
             record_success: true,
-            mirror_users: "auto".into(),
+            mirror_users: MirrorUsers::Auto,
             mirror_prefix: "rap:".into(),
         }
     }
@@ -417,22 +449,22 @@ impl Default for RawAuth {
 #[serde(deny_unknown_fields, default)]
 pub struct RawAcl {
     /// `enforce` or `observe`.
-    pub mode: String,
+    pub mode: AclMode,
     /// Users kept in observe mode while the rest is enforced.
     pub observe_users: Vec<String>,
     /// Most entries the proxy's `ACL LOG` keeps (Redis's `acllog-max-len`).
     pub log_max_len: u64,
     /// Without a users file, whose log `ACL LOG` shows: `proxy` or `upstream`.
-    pub log_source: super::LogSource,
+    pub log_source: LogSource,
 }
 
 impl Default for RawAcl {
     fn default() -> Self {
         Self {
-            mode: "enforce".into(),
+            mode: AclMode::Enforce,
             observe_users: Vec::new(),
             log_max_len: 128,
-            log_source: super::LogSource::Proxy,
+            log_source: LogSource::Proxy,
         }
     }
 }

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::error::Invalid;
 pub use crate::audit::sinks::config::{
-    SinkConfig, SinkKind, SinkOnFull, SyslogConfig, SyslogTransport,
+    Facility, SinkConfig, SinkKind, SinkOnFull, SinkType, SyslogConfig, SyslogTransport,
 };
 use crate::tls::config::UpstreamTlsConfig;
 
@@ -18,20 +19,20 @@ use crate::tls::config::UpstreamTlsConfig;
 pub struct RawSink {
     /// `syslog` or `stdout`.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: SinkType,
     /// Its name in metrics and loss records; empty = `<type>-<position>` (from 1).
     pub name: String,
     /// Bytes of lines queued for this sink before `on_full` applies.
     pub queue_bytes: u64,
     /// `drop` (the sink misses lines, declared by `loss` records) or `block` (the audit writer
     /// waits for room, so the proxy slows down as the file's own `on_full` says).
-    pub on_full: String,
+    pub on_full: SinkOnFull,
     /// syslog: `host:port` of the collector.
     pub address: String,
     /// syslog: `tcp` (RFC 6587 octet counting), `tls` (RFC 5425) or `udp` (RFC 5426, lossy).
-    pub transport: String,
+    pub transport: SyslogTransport,
     /// syslog: the facility, `kern`..`local7`.
-    pub facility: String,
+    pub facility: Facility,
     /// syslog: APP-NAME.
     pub app_name: String,
     /// syslog: HOSTNAME; empty = the node's host name.
@@ -64,13 +65,13 @@ pub struct RawSink {
 impl Default for RawSink {
     fn default() -> Self {
         Self {
-            kind: "syslog".into(),
+            kind: SinkType::Syslog,
             name: String::new(),
             queue_bytes: 16 * 1024 * 1024,
-            on_full: "drop".into(),
+            on_full: SinkOnFull::Drop,
             address: "127.0.0.1:6514".into(),
-            transport: "tls".into(),
-            facility: "local0".into(),
+            transport: SyslogTransport::Tls,
+            facility: Facility::Local0,
             app_name: "redis-audit-proxy".into(),
             hostname: String::new(),
             max_message_bytes: 8192,
@@ -86,143 +87,127 @@ impl Default for RawSink {
     }
 }
 
-/// The facility names of RFC 5424 §6.2.1, by code.
-const FACILITIES: [&str; 24] = [
-    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
-    "ftp", "ntp", "audit", "alert", "clock", "local0", "local1", "local2", "local3", "local4",
-    "local5", "local6", "local7",
-];
-
 /// The smallest `max_message_bytes`: room for the syslog header and a cut record.
 const MIN_MESSAGE_BYTES: u64 = 480;
 
 /// Validates every `[[audit.sinks]]` table; an error names the key and says which sink.
-pub fn validate_sinks(raw: &[RawSink]) -> Result<Vec<SinkConfig>, (&'static str, String)> {
+pub fn validate_sinks(raw: &[RawSink]) -> Result<Vec<SinkConfig>, Invalid> {
     let mut sinks: Vec<SinkConfig> = Vec::with_capacity(raw.len());
     for (index, sink) in raw.iter().enumerate() {
         let name = if sink.name.is_empty() {
-            format!("{}-{}", sink.kind, index + 1)
+            format!("{}-{}", sink.kind.as_str(), index + 1)
         } else {
             sink.name.clone()
         };
-        let which = |message: String| format!("sink \"{name}\": {message}");
+        let which = |invalid: Invalid| {
+            Invalid::other(invalid.key, format!("sink \"{name}\": {}", invalid.problem))
+        };
         if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-            return Err(("audit.sinks.name", which("use letters, digits, '-', '_', '.'".into())));
+            return Err(which(Invalid::other(
+                "audit.sinks.name",
+                "use letters, digits, '-', '_', '.'",
+            )));
         }
         if sinks.iter().any(|other| other.name == name) {
-            return Err(("audit.sinks.name", which("two sinks have this name".into())));
+            return Err(which(Invalid::other("audit.sinks.name", "two sinks have this name")));
         }
         if sink.queue_bytes < 64 * 1024 {
-            return Err(("audit.sinks.queue_bytes", which("must be at least 65536".into())));
+            return Err(which(Invalid::other("audit.sinks.queue_bytes", "must be at least 65536")));
         }
-        let on_full = match sink.on_full.as_str() {
-            "drop" => SinkOnFull::Drop,
-            "block" => SinkOnFull::Block,
-            other => {
-                return Err((
-                    "audit.sinks.on_full",
-                    which(format!("\"{other}\" is not one of \"drop\", \"block\"")),
-                ))
-            }
+        let kind = match sink.kind {
+            SinkType::Stdout => SinkKind::Stdout,
+            SinkType::Syslog => SinkKind::Syslog(Box::new(sink.validate_syslog().map_err(which)?)),
         };
-        let kind = match sink.kind.as_str() {
-            "stdout" => SinkKind::Stdout,
-            "syslog" => {
-                SinkKind::Syslog(Box::new(validate_syslog(sink).map_err(|(k, m)| (k, which(m)))?))
-            }
-            other => {
-                return Err((
-                    "audit.sinks.type",
-                    which(format!("\"{other}\" is not one of \"syslog\", \"stdout\"")),
-                ))
-            }
-        };
-        sinks.push(SinkConfig { name, queue_bytes: sink.queue_bytes as usize, on_full, kind });
+        sinks.push(SinkConfig {
+            name,
+            queue_bytes: sink.queue_bytes as usize,
+            on_full: sink.on_full,
+            kind,
+        });
     }
     if sinks.iter().filter(|sink| matches!(sink.kind, SinkKind::Stdout)).count() > 1 {
-        return Err(("audit.sinks.type", "only one sink can be \"stdout\"".into()));
+        return Err(Invalid::other("audit.sinks.type", "only one sink can be \"stdout\""));
     }
     Ok(sinks)
 }
 
-fn validate_syslog(sink: &RawSink) -> Result<SyslogConfig, (&'static str, String)> {
-    let transport = match sink.transport.as_str() {
-        "tcp" => SyslogTransport::Tcp,
-        "tls" => SyslogTransport::Tls,
-        "udp" => SyslogTransport::Udp,
-        other => {
-            return Err((
+impl RawSink {
+    fn validate_syslog(&self) -> Result<SyslogConfig, Invalid> {
+        let host = match self.address.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+                host.trim_start_matches('[').trim_end_matches(']')
+            }
+            _ => {
+                return Err(Invalid::other(
+                    "audit.sinks.address",
+                    format!("\"{}\" is not HOST:PORT", self.address),
+                ))
+            }
+        };
+        if self.max_message_bytes < MIN_MESSAGE_BYTES {
+            return Err(Invalid::other(
+                "audit.sinks.max_message_bytes",
+                format!("must be at least {MIN_MESSAGE_BYTES}"),
+            ));
+        }
+        if self.app_name.is_empty()
+            || self.app_name.len() > 48
+            || !self.app_name.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(Invalid::other(
+                "audit.sinks.app_name",
+                "1 to 48 printable ASCII characters",
+            ));
+        }
+        if self.hostname.len() > 255 || !self.hostname.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Invalid::other(
+                "audit.sinks.hostname",
+                "at most 255 printable ASCII characters",
+            ));
+        }
+        if self.reconnect_min_ms == 0 || self.reconnect_max_ms < self.reconnect_min_ms {
+            return Err(Invalid::other(
+                "audit.sinks.reconnect_max_ms",
+                "reconnect_min_ms must be at least 1 and reconnect_max_ms at least it",
+            ));
+        }
+        let tls_keys = [&self.ca_file, &self.cert_file, &self.key_file, &self.server_name];
+        let tls = if self.transport == SyslogTransport::Tls {
+            if self.cert_file.is_some() != self.key_file.is_some() {
+                return Err(Invalid::other(
+                    "audit.sinks.key_file",
+                    "cert_file and key_file go together",
+                ));
+            }
+            Some(UpstreamTlsConfig {
+                ca_file: self.ca_file.as_ref().map(PathBuf::from),
+                cert_file: self.cert_file.as_ref().map(PathBuf::from),
+                key_file: self.key_file.as_ref().map(PathBuf::from),
+                server_name: self.server_name.clone().unwrap_or_else(|| host.to_owned()),
+                insecure_skip_verify: false,
+            })
+        } else if tls_keys.iter().any(|key| key.is_some()) {
+            return Err(Invalid::other(
                 "audit.sinks.transport",
-                format!("\"{other}\" is not one of \"tcp\", \"tls\", \"udp\" (\"relp\" is not in this version)"),
-            ))
-        }
-    };
-    let host = match sink.address.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
-            host.trim_start_matches('[').trim_end_matches(']')
-        }
-        _ => return Err(("audit.sinks.address", format!("\"{}\" is not HOST:PORT", sink.address))),
-    };
-    let facility = FACILITIES.iter().position(|name| *name == sink.facility).ok_or_else(|| {
-        (
-            "audit.sinks.facility",
-            format!("\"{}\" is not a syslog facility (kern..local7)", sink.facility),
-        )
-    })? as u8;
-    if sink.max_message_bytes < MIN_MESSAGE_BYTES {
-        return Err((
-            "audit.sinks.max_message_bytes",
-            format!("must be at least {MIN_MESSAGE_BYTES}"),
-        ));
-    }
-    if sink.app_name.is_empty()
-        || sink.app_name.len() > 48
-        || !sink.app_name.bytes().all(|b| b.is_ascii_graphic())
-    {
-        return Err(("audit.sinks.app_name", "1 to 48 printable ASCII characters".into()));
-    }
-    if sink.hostname.len() > 255 || !sink.hostname.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(("audit.sinks.hostname", "at most 255 printable ASCII characters".into()));
-    }
-    if sink.reconnect_min_ms == 0 || sink.reconnect_max_ms < sink.reconnect_min_ms {
-        return Err((
-            "audit.sinks.reconnect_max_ms",
-            "reconnect_min_ms must be at least 1 and reconnect_max_ms at least it".into(),
-        ));
-    }
-    let tls_keys = [&sink.ca_file, &sink.cert_file, &sink.key_file, &sink.server_name];
-    let tls = if transport == SyslogTransport::Tls {
-        if sink.cert_file.is_some() != sink.key_file.is_some() {
-            return Err(("audit.sinks.key_file", "cert_file and key_file go together".into()));
-        }
-        Some(UpstreamTlsConfig {
-            ca_file: sink.ca_file.as_ref().map(PathBuf::from),
-            cert_file: sink.cert_file.as_ref().map(PathBuf::from),
-            key_file: sink.key_file.as_ref().map(PathBuf::from),
-            server_name: sink.server_name.clone().unwrap_or_else(|| host.to_owned()),
-            insecure_skip_verify: false,
+                "ca_file, cert_file, key_file and server_name need transport = \"tls\"",
+            ));
+        } else {
+            None
+        };
+        Ok(SyslogConfig {
+            address: self.address.clone(),
+            transport: self.transport,
+            facility: self.facility,
+            app_name: self.app_name.clone(),
+            hostname: (!self.hostname.is_empty()).then(|| self.hostname.clone()),
+            max_message_bytes: self.max_message_bytes as usize,
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms.max(1)),
+            reconnect_min: Duration::from_millis(self.reconnect_min_ms),
+            reconnect_max: Duration::from_millis(self.reconnect_max_ms),
+            inflight_bytes: self.inflight_bytes as usize,
+            tls,
         })
-    } else if tls_keys.iter().any(|key| key.is_some()) {
-        return Err((
-            "audit.sinks.transport",
-            "ca_file, cert_file, key_file and server_name need transport = \"tls\"".into(),
-        ));
-    } else {
-        None
-    };
-    Ok(SyslogConfig {
-        address: sink.address.clone(),
-        transport,
-        facility,
-        app_name: sink.app_name.clone(),
-        hostname: (!sink.hostname.is_empty()).then(|| sink.hostname.clone()),
-        max_message_bytes: sink.max_message_bytes as usize,
-        connect_timeout: Duration::from_millis(sink.connect_timeout_ms.max(1)),
-        reconnect_min: Duration::from_millis(sink.reconnect_min_ms),
-        reconnect_max: Duration::from_millis(sink.reconnect_max_ms),
-        inflight_bytes: sink.inflight_bytes as usize,
-        tls,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -240,24 +225,29 @@ mod tests {
         assert_eq!(sinks[0].name, "stdout-1");
         assert_eq!(sinks[1].name, "syslog-2");
         let twice = [sink("name = \"a\"\ntransport = \"tcp\""), sink("name = \"a\"")];
-        assert_eq!(validate_sinks(&twice).unwrap_err().0, "audit.sinks.name");
+        assert_eq!(validate_sinks(&twice).unwrap_err().key, "audit.sinks.name");
     }
 
     #[test]
     fn bad_values_name_their_key() {
+        for toml in [
+            "type = \"kafka\"",
+            "on_full = \"reject\"",
+            "transport = \"relp\"",
+            "facility = \"local9\"",
+        ] {
+            let error = toml::from_str::<RawSink>(toml).unwrap_err().to_string();
+            assert!(error.contains("unknown variant"), "{toml}: {error}");
+        }
         for (toml, key) in [
-            ("type = \"kafka\"", "audit.sinks.type"),
-            ("on_full = \"reject\"", "audit.sinks.on_full"),
-            ("transport = \"relp\"", "audit.sinks.transport"),
             ("address = \"nohost\"", "audit.sinks.address"),
-            ("facility = \"local9\"", "audit.sinks.facility"),
             ("max_message_bytes = 100", "audit.sinks.max_message_bytes"),
             ("queue_bytes = 10", "audit.sinks.queue_bytes"),
             ("transport = \"tcp\"\nca_file = \"ca.pem\"", "audit.sinks.transport"),
             ("cert_file = \"c.pem\"", "audit.sinks.key_file"),
             ("name = \"a b\"", "audit.sinks.name"),
         ] {
-            assert_eq!(validate_sinks(&[sink(toml)]).unwrap_err().0, key, "{toml}");
+            assert_eq!(validate_sinks(&[sink(toml)]).unwrap_err().key, key, "{toml}");
         }
     }
 
@@ -268,6 +258,6 @@ mod tests {
                 .unwrap();
         let SinkKind::Syslog(syslog) = &sinks[0].kind else { panic!("syslog") };
         assert_eq!(syslog.tls.as_ref().unwrap().server_name, "siem.example");
-        assert_eq!(syslog.facility, 19);
+        assert_eq!(syslog.facility.code(), 19);
     }
 }

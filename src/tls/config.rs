@@ -40,7 +40,8 @@ pub struct TlsConfig {
 }
 
 /// `tls.client_auth`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ClientAuth {
     /// No client certificate is asked for.
     None,
@@ -51,7 +52,8 @@ pub enum ClientAuth {
 }
 
 /// `tls.user_from`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum UserFrom {
     /// Certificates name no user.
     None,
@@ -59,4 +61,26 @@ pub enum UserFrom {
     Cn,
     /// The first DNS name or e-mail of the subject alternative names.
     San,
+}
+
+impl ClientAuth {
+    /// The name `tls.client_auth` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Optional => "optional",
+            Self::Required => "required",
+        }
+    }
+}
+
+impl UserFrom {
+    /// The name `tls.user_from` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Cn => "cn",
+            Self::San => "san",
+        }
+    }
 }

@@ -18,7 +18,8 @@ pub struct SinkConfig {
 }
 
 /// `on_full` of a sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SinkOnFull {
     /// The sink misses the lines; a `loss` record tells it (and the file) which.
     Drop,
@@ -35,8 +36,9 @@ pub enum SinkKind {
     Syslog(Box<SyslogConfig>),
 }
 
-/// How syslog messages travel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How syslog messages travel (`transport` of a sink).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SyslogTransport {
     /// RFC 6587 octet counting over plain TCP.
     Tcp,
@@ -46,6 +48,108 @@ pub enum SyslogTransport {
     Udp,
 }
 
+/// `type` of a sink as written: which [`SinkKind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkType {
+    /// [`SinkKind::Syslog`].
+    Syslog,
+    /// [`SinkKind::Stdout`].
+    Stdout,
+}
+
+impl SinkType {
+    /// The name `audit.sinks.type` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Syslog => "syslog",
+            Self::Stdout => "stdout",
+        }
+    }
+}
+
+impl SinkOnFull {
+    /// The name `audit.sinks.on_full` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Drop => "drop",
+            Self::Block => "block",
+        }
+    }
+}
+
+impl SyslogTransport {
+    /// The name `audit.sinks.transport` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
+            Self::Udp => "udp",
+        }
+    }
+}
+
+/// `facility` of a syslog sink: the names of RFC 5424 §6.2.1, in the order of their codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Facility {
+    /// `kern` (0).
+    Kern,
+    /// `user` (1).
+    User,
+    /// `mail` (2).
+    Mail,
+    /// `daemon` (3).
+    Daemon,
+    /// `auth` (4).
+    Auth,
+    /// `syslog` (5).
+    Syslog,
+    /// `lpr` (6).
+    Lpr,
+    /// `news` (7).
+    News,
+    /// `uucp` (8).
+    Uucp,
+    /// `cron` (9).
+    Cron,
+    /// `authpriv` (10).
+    Authpriv,
+    /// `ftp` (11).
+    Ftp,
+    /// `ntp` (12).
+    Ntp,
+    /// `audit` (13).
+    Audit,
+    /// `alert` (14).
+    Alert,
+    /// `clock` (15).
+    Clock,
+    /// `local0` (16).
+    Local0,
+    /// `local1` (17).
+    Local1,
+    /// `local2` (18).
+    Local2,
+    /// `local3` (19).
+    Local3,
+    /// `local4` (20).
+    Local4,
+    /// `local5` (21).
+    Local5,
+    /// `local6` (22).
+    Local6,
+    /// `local7` (23).
+    Local7,
+}
+
+impl Facility {
+    /// The facility's code (0..=23), as the message's PRI carries it.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
 /// A syslog sink's settings.
 #[derive(Debug, Clone)]
 pub struct SyslogConfig {
@@ -53,8 +157,8 @@ pub struct SyslogConfig {
     pub address: String,
     /// The transport.
     pub transport: SyslogTransport,
-    /// Facility code (0..=23).
-    pub facility: u8,
+    /// The facility.
+    pub facility: Facility,
     /// APP-NAME.
     pub app_name: String,
     /// HOSTNAME (`None`: the node's).

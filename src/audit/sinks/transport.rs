@@ -168,7 +168,7 @@ impl InFlight {
 /// The thread's loop: until the log closes and everything queued was sent (or declared lost).
 pub(super) fn run(shared: &SinkShared, config: &SyslogConfig, envelope: &Envelope) {
     let header = Header {
-        facility: config.facility,
+        facility: config.facility.code(),
         hostname: config.hostname.clone().unwrap_or_else(|| envelope.node.clone()),
         app_name: config.app_name.clone(),
         procid: std::process::id(),

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::intake::unix_millis;
 use super::Connection;
+use crate::acl::config::AclMode;
 use crate::acl::log::LogEvent;
 use crate::acl::{Denial, Policy, Verdict};
 use crate::command::CommandInfo;
@@ -329,7 +330,7 @@ where
             object: Some(object.clone()),
             command: Some(name.clone()),
             source: "proxy",
-            mode: Some(if enforced { "enforce" } else { "observe" }),
+            mode: Some(if enforced { AclMode::Enforce } else { AclMode::Observe }.as_str()),
             policy_version: Some(Arc::clone(&policy.version)),
         });
         self.log_acl_event(
