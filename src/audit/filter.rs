@@ -19,10 +19,15 @@ pub struct Network {
     v4: bool,
 }
 
+/// Text that is not a network.
+#[derive(Debug, thiserror::Error)]
+#[error("\"{0}\" is not a network of the form ADDRESS/PREFIX")]
+pub struct BadNetwork(pub String);
+
 impl Network {
     /// Parses `addr/prefix` (a bare address is a /32 or /128).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = || format!("\"{text}\" is not a network of the form ADDRESS/PREFIX");
+    pub fn parse(text: &str) -> Result<Self, BadNetwork> {
+        let bad = || BadNetwork(text.to_owned());
         let (address, prefix) = match text.split_once('/') {
             Some((address, prefix)) => (address, Some(prefix)),
             None => (text, None),

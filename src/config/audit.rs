@@ -97,7 +97,7 @@ impl RawFilters {
         }
         let networks = |key: &'static str, list: &[String]| {
             list.iter()
-                .map(|n| Network::parse(n).map_err(|m| Invalid::other(key, m)))
+                .map(|n| Network::parse(n).map_err(|e| Invalid::new(key, e.into())))
                 .collect::<Result<Vec<_>, _>>()
         };
         let lower = |list: &[String]| list.iter().map(|c| c.to_lowercase()).collect::<Vec<_>>();

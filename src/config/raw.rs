@@ -13,6 +13,7 @@ use super::{
 };
 use crate::audit::chain::ChainAlg;
 use crate::command::ClassSet;
+use crate::resp::request::RequestLimits;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -100,12 +101,14 @@ pub struct RawLimits {
 
 impl Default for RawLimits {
     fn default() -> Self {
+        // Redis's own request limits, as the parser defaults to them.
+        let request = RequestLimits::default();
         Self {
-            inline_max_bytes: 64 * 1024,
-            bulk_max_bytes: 512 * 1024 * 1024,
-            multibulk_max_len: i32::MAX as u64,
-            unauthenticated_multibulk_max_len: 10,
-            unauthenticated_bulk_max_bytes: 16 * 1024,
+            inline_max_bytes: request.inline_max_bytes as u64,
+            bulk_max_bytes: request.bulk_max_bytes,
+            multibulk_max_len: request.multibulk_max_len,
+            unauthenticated_multibulk_max_len: request.unauthenticated_multibulk_max_len,
+            unauthenticated_bulk_max_bytes: request.unauthenticated_bulk_max_bytes,
             query_buffer_max_bytes: 1024 * 1024 * 1024,
             pipeline_max_depth: 20_000,
             reply_max_depth: 65_536,
