@@ -2,9 +2,11 @@
 //!
 //! Two stages, as ripgrep's low/high arguments: [`raw::RawConfig`] is the file as written (closed
 //! sets already enums), and [`Config`] is what the proxy runs on, with addresses parsed, limits
-//! checked and durations typed. Each section has its own validator, beside its validated types
-//! (`proxy`, `upstream`, `admin`, `auth`) or beside the raw table when the validated type belongs
-//! to its subsystem (`audit`, `acl`, `tls`, `sinks`, `cluster`). Every error names where the
+//! checked and durations typed. Each section has a file holding its validator (`validate` on the
+//! raw table) and, where the configuration owns them, its validated types (`proxy`, `upstream`,
+//! `admin`, `auth`, `cluster`); the validated types of `acl`, `audit`, the sinks and `tls` belong
+//! to those subsystems and are re-exported here. `cluster` and `sinks` keep their raw tables
+//! beside their validators; every other raw table is in [`raw`]. Every error names where the
 //! value came from, the key and what is wrong, on one line ([`error`]).
 
 pub mod acl;
