@@ -168,23 +168,13 @@ impl Filters {
     }
 
     fn user_reason(&self, user: &[u8]) -> Option<Reason> {
-        let listed = |list: &[String]| list.iter().any(|u| u.as_bytes() == user);
-        if (!self.include_users.is_empty() && !listed(&self.include_users))
-            || listed(&self.exclude_users)
-        {
-            return Some(Reason::User);
-        }
-        None
+        left_out(&self.include_users, &self.exclude_users, |u| u.as_bytes() == user)
+            .then_some(Reason::User)
     }
 
     fn network_reason(&self, address: IpAddr) -> Option<Reason> {
-        let within = |list: &[Network]| list.iter().any(|n| n.contains(address));
-        if (!self.include_networks.is_empty() && !within(&self.include_networks))
-            || within(&self.exclude_networks)
-        {
-            return Some(Reason::Network);
-        }
-        None
+        left_out(&self.include_networks, &self.exclude_networks, |n| n.contains(address))
+            .then_some(Reason::Network)
     }
 
     /// Why this command's record is left out, if it is.
@@ -194,16 +184,14 @@ impl Filters {
         }
         let full = record.command.as_ref().map_or("(unknown)", |c| c.name.as_str());
         let container = full.split('|').next().unwrap_or(full);
-        let listed = |list: &[String]| list.iter().any(|c| c == full || c == container);
-        if listed(&self.ignore_high_frequency) {
+        let named = |c: &String| c == full || c == container;
+        if self.ignore_high_frequency.iter().any(named) {
             return Some(Reason::HighFrequency);
         }
         if !self.classes.contains(record.class) {
             return Some(Reason::Class);
         }
-        if (!self.include_commands.is_empty() && !listed(&self.include_commands))
-            || listed(&self.exclude_commands)
-        {
+        if left_out(&self.include_commands, &self.exclude_commands, named) {
             return Some(Reason::Command);
         }
         self.user_reason(&record.user).or_else(|| self.network_reason(record.client_addr.ip()))
@@ -216,6 +204,11 @@ impl Filters {
         }
         self.network_reason(event.client_addr.ip())
     }
+}
+
+/// True when an include list is set and no entry matches, or an exclude entry matches.
+fn left_out<T>(include: &[T], exclude: &[T], matches: impl Fn(&T) -> bool) -> bool {
+    (!include.is_empty() && !include.iter().any(&matches)) || exclude.iter().any(&matches)
 }
 
 #[cfg(test)]
