@@ -108,7 +108,7 @@ impl App {
                     drain.clone(),
                     hard_stop.clone(),
                 ));
-                tracing::info!(listen = %address, client_auth = ?config.client_auth, "TLS listener started");
+                tracing::info!(listen = %address, client_auth = config.client_auth.as_str(), "TLS listener started");
                 (Some(tls), Some(address), Some(task))
             }
         };

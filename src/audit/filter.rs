@@ -5,14 +5,16 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::command::ClassSet;
 use crate::event::CommandRecord;
 use crate::event::SessionEvent;
 
-/// A client network, `a.b.c.d/n` or `x::/n`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A client network, `a.b.c.d/n` or `x::/n` (written so in `proxy.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Network {
     base: u128,
     prefix: u8,
@@ -59,6 +61,25 @@ impl Network {
     }
 }
 
+impl TryFrom<String> for Network {
+    type Error = BadNetwork;
+
+    fn try_from(text: String) -> Result<Self, BadNetwork> {
+        Self::parse(&text)
+    }
+}
+
+impl From<Network> for String {
+    fn from(network: Network) -> Self {
+        let address = if network.v4 {
+            IpAddr::from(std::net::Ipv4Addr::from(network.base as u32))
+        } else {
+            IpAddr::from(std::net::Ipv6Addr::from(network.base))
+        };
+        format!("{address}/{}", network.prefix)
+    }
+}
+
 fn mask(prefix: u8, width: u8) -> u128 {
     if prefix == 0 {
         0
@@ -67,14 +88,15 @@ fn mask(prefix: u8, width: u8) -> u128 {
     }
 }
 
-/// The validated `[audit.filters]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `[audit.filters]`, read straight from `proxy.toml`: what the trail leaves out (always
+/// counted; system events always kept). Each value is checked as it is read (kinds, classes,
+/// networks), and command names are kept in lower case, so there is nothing left to validate.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Filters {
-    /// Keep command events.
-    pub commands: bool,
-    /// Keep session events.
-    pub sessions: bool,
-    /// Classes kept (unknown among them).
+    /// Kinds kept: `command`, `session`.
+    pub kinds: Kinds,
+    /// Classes kept: `read`, `write`, `non_read_write`, `unknown`.
     pub classes: ClassSet,
     /// When not empty, only these users.
     pub include_users: Vec<String>,
@@ -82,22 +104,24 @@ pub struct Filters {
     pub exclude_users: Vec<String>,
     /// When not empty, only these commands (a name such as `config` covers its subcommands;
     /// `config|set` only that one).
+    #[serde(deserialize_with = "lower_case")]
     pub include_commands: Vec<String>,
     /// Never these commands.
+    #[serde(deserialize_with = "lower_case")]
     pub exclude_commands: Vec<String>,
     /// When not empty, only clients in these networks.
     pub include_networks: Vec<Network>,
     /// Never clients in these networks.
     pub exclude_networks: Vec<Network>,
     /// Commands left out as high-frequency traffic (e.g. `ping`).
+    #[serde(deserialize_with = "lower_case")]
     pub ignore_high_frequency: Vec<String>,
 }
 
 impl Default for Filters {
     fn default() -> Self {
         Self {
-            commands: true,
-            sessions: true,
+            kinds: Kinds { commands: true, sessions: true },
             classes: ClassSet::ALL,
             include_users: Vec::new(),
             exclude_users: Vec::new(),
@@ -107,6 +131,64 @@ impl Default for Filters {
             exclude_networks: Vec::new(),
             ignore_high_frequency: Vec::new(),
         }
+    }
+}
+
+/// Command names as written, in lower case.
+fn lower_case<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    let names = Vec::<String>::deserialize(deserializer)?;
+    Ok(names.iter().map(|name| name.to_lowercase()).collect())
+}
+
+/// `audit.filters.kinds`: which event kinds are kept, written as a list of [`FilterKind`]s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kinds {
+    /// Keep command events.
+    pub commands: bool,
+    /// Keep session events.
+    pub sessions: bool,
+}
+
+/// An entry of `audit.filters.kinds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterKind {
+    /// Command events.
+    Command,
+    /// Session events.
+    Session,
+    /// System events: named only to be refused with the reason (they are always kept).
+    System,
+}
+
+impl FilterKind {
+    /// The name the entry takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Command => "command",
+            Self::Session => "session",
+            Self::System => "system",
+        }
+    }
+}
+
+impl Serialize for Kinds {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let kept = [(self.commands, FilterKind::Command), (self.sessions, FilterKind::Session)];
+        serializer.collect_seq(kept.into_iter().filter(|(kept, _)| *kept).map(|(_, kind)| kind))
+    }
+}
+
+impl<'de> Deserialize<'de> for Kinds {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let kinds = Vec::<FilterKind>::deserialize(deserializer)?;
+        if kinds.contains(&FilterKind::System) {
+            return Err(serde::de::Error::custom("system events are always kept"));
+        }
+        Ok(Self {
+            commands: kinds.contains(&FilterKind::Command),
+            sessions: kinds.contains(&FilterKind::Session),
+        })
     }
 }
 
@@ -179,7 +261,7 @@ impl Filters {
 
     /// Why this command's record is left out, if it is.
     pub fn command(&self, record: &CommandRecord) -> Option<Reason> {
-        if !self.commands {
+        if !self.kinds.commands {
             return Some(Reason::Kind);
         }
         let full = record.command.as_ref().map_or("(unknown)", |c| c.name.as_str());
@@ -199,7 +281,7 @@ impl Filters {
 
     /// Why this session event is left out, if it is.
     pub fn session(&self, event: &SessionEvent) -> Option<Reason> {
-        if !self.sessions {
+        if !self.kinds.sessions {
             return Some(Reason::Kind);
         }
         self.network_reason(event.client_addr.ip())
@@ -227,6 +309,9 @@ mod tests {
         );
         assert!(Network::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
         assert!(Network::parse("127.0.0.1").unwrap().contains("127.0.0.1".parse().unwrap()));
+        for text in ["10.1.0.0/16", "fd00::/8", "0.0.0.0/0"] {
+            assert_eq!(String::from(Network::parse(text).unwrap()), text, "written back");
+        }
         for bad in ["10.0.0.0/33", "nope/8", "10.0.0.0/x"] {
             assert!(Network::parse(bad).is_err(), "{bad}");
         }

@@ -1,13 +1,15 @@
-//! `[audit]` validated: the validators of [`RawAudit`] and its `[audit.filters]` into the audit
-//! trail's own types ([`AuditConfig`], [`Filters`]), and the HMAC key files they read.
+//! `[audit]` validated: the validator of [`RawAudit`] into the audit trail's own
+//! [`AuditConfig`] (its `[audit.filters]` are checked as they are read: [`Filters`]), and the
+//! HMAC key files it reads.
+//!
+//! [`Filters`]: crate::audit::filter::Filters
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::error::{positive, Invalid, Problem};
-use super::raw::{FilterKind, RawAudit, RawFilters};
+use super::raw::RawAudit;
 use super::{AuditConfig, Checkpoints, KeyMode, KeyNames, Retention};
-use crate::audit::filter::{Filters, Network};
 
 /// Reads an HMAC key from `path` (a trailing newline is not part of it; at least 16 bytes);
 /// `key` names the setting (or the flag) in the error.
@@ -46,7 +48,6 @@ impl RawAudit {
                 ))
             }
         };
-        let filters = self.filters.validate()?;
         let sinks = super::sinks::validate_sinks(&self.sinks)?;
         let checkpoint = match &self.checkpoint_key_file {
             Some(path) => Some(Checkpoints {
@@ -78,40 +79,12 @@ impl RawAudit {
             args_max_bytes: self.args_max_bytes as usize,
             coalesce: Duration::from_micros(self.coalesce_us.min(100_000)),
             group_refusals_secs: self.group_refusals_secs,
-            filters,
+            filters: self.filters.clone(),
             checkpoint,
             chain_alg: self.chain_alg,
             seal_records: self.seal_records,
             seal_interval: Duration::from_millis(self.seal_interval_ms.clamp(1, 3_600_000)),
             sinks,
-        })
-    }
-}
-
-impl RawFilters {
-    /// Checks `[audit.filters]`: system events cannot be left out, networks parse, command
-    /// names are compared in lower case.
-    pub fn validate(&self) -> Result<Filters, Invalid> {
-        if self.kinds.contains(&FilterKind::System) {
-            return Err(Invalid::other("audit.filters.kinds", "system events are always kept"));
-        }
-        let networks = |key: &'static str, list: &[String]| {
-            list.iter()
-                .map(|n| Network::parse(n).map_err(|e| Invalid::new(key, e.into())))
-                .collect::<Result<Vec<_>, _>>()
-        };
-        let lower = |list: &[String]| list.iter().map(|c| c.to_lowercase()).collect::<Vec<_>>();
-        Ok(Filters {
-            commands: self.kinds.contains(&FilterKind::Command),
-            sessions: self.kinds.contains(&FilterKind::Session),
-            classes: self.classes,
-            include_users: self.include_users.clone(),
-            exclude_users: self.exclude_users.clone(),
-            include_commands: lower(&self.include_commands),
-            exclude_commands: lower(&self.exclude_commands),
-            include_networks: networks("audit.filters.include_networks", &self.include_networks)?,
-            exclude_networks: networks("audit.filters.exclude_networks", &self.exclude_networks)?,
-            ignore_high_frequency: lower(&self.ignore_high_frequency),
         })
     }
 }

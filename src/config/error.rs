@@ -69,9 +69,6 @@ pub enum Problem {
         /// Why.
         error: std::io::Error,
     },
-    /// Not a client network.
-    #[error(transparent)]
-    Network(#[from] crate::audit::filter::BadNetwork),
     /// Any other problem, said in full.
     #[error("{0}")]
     Other(String),

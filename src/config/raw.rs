@@ -12,7 +12,7 @@ use super::{
     PoolMode, Runtime, UserFrom,
 };
 use crate::audit::chain::ChainAlg;
-use crate::command::ClassSet;
+use crate::audit::filter::Filters;
 use crate::resp::request::RequestLimits;
 
 /// The whole file.
@@ -310,74 +310,11 @@ pub struct RawAudit {
     /// A seal once the oldest unsealed line is this many milliseconds old.
     pub seal_interval_ms: u64,
     /// `[audit.filters]`
-    pub filters: RawFilters,
+    pub filters: Filters,
     /// `[[audit.sinks]]`: copies of the trail sent beside the files (none by default; the
     /// example file shows one commented out, with every key and its default).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sinks: Vec<super::sinks::RawSink>,
-}
-
-/// `[audit.filters]`: what the trail leaves out (always counted; system events always kept).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawFilters {
-    /// Kinds kept: `command`, `session`.
-    pub kinds: Vec<FilterKind>,
-    /// Classes kept: `read`, `write`, `non_read_write`, `unknown`.
-    pub classes: ClassSet,
-    /// When not empty, only these users.
-    pub include_users: Vec<String>,
-    /// Never these users.
-    pub exclude_users: Vec<String>,
-    /// When not empty, only these commands.
-    pub include_commands: Vec<String>,
-    /// Never these commands.
-    pub exclude_commands: Vec<String>,
-    /// When not empty, only clients in these networks.
-    pub include_networks: Vec<String>,
-    /// Never clients in these networks.
-    pub exclude_networks: Vec<String>,
-    /// Commands left out as high-frequency traffic.
-    pub ignore_high_frequency: Vec<String>,
-}
-
-/// An entry of `audit.filters.kinds`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FilterKind {
-    /// Command events.
-    Command,
-    /// Session events.
-    Session,
-    /// System events: named only to be refused with the reason (they are always kept).
-    System,
-}
-
-impl FilterKind {
-    /// The name the entry takes.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Command => "command",
-            Self::Session => "session",
-            Self::System => "system",
-        }
-    }
-}
-
-impl Default for RawFilters {
-    fn default() -> Self {
-        Self {
-            kinds: vec![FilterKind::Command, FilterKind::Session],
-            classes: ClassSet::ALL,
-            include_users: Vec::new(),
-            exclude_users: Vec::new(),
-            include_commands: Vec::new(),
-            exclude_commands: Vec::new(),
-            include_networks: Vec::new(),
-            exclude_networks: Vec::new(),
-            ignore_high_frequency: Vec::new(),
-        }
-    }
 }
 
 impl Default for RawAudit {
@@ -405,7 +342,7 @@ impl Default for RawAudit {
             chain_alg: ChainAlg::Blake3,
             seal_records: 1000,
             seal_interval_ms: 1000,
-            filters: RawFilters::default(),
+            filters: Filters::default(),
             sinks: Vec::new(),
         }
     }
