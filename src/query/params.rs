@@ -38,7 +38,7 @@ pub struct AuditQuery {
     host: Option<String>,
     db: Option<u64>,
     keyword: Option<String>,
-    class: Option<String>,
+    class: Option<Class>,
     status: Option<String>,
     node: Option<String>,
     /// Records per page: 30, 50 or 100.
@@ -228,14 +228,15 @@ impl AuditQuery {
                 }
             },
         };
-        let class = match class {
+        let class = match class.map(|name| Class::from_name(name).ok_or(name)) {
             None => None,
-            Some(name) if Class::from_name(name).is_some() => Some(name.to_owned()),
-            Some(_) => {
+            Some(Ok(class)) => Some(class),
+            Some(Err(_)) => {
+                let names: Vec<&str> = Class::ALL.iter().map(|class| class.as_str()).collect();
                 return Err(refuse(
                     "InvalidSQLType.Malformed",
-                    "SQLType is one of read, write, non_read_write.",
-                ))
+                    format!("SQLType is one of {}.", names.join(", ")),
+                ));
             }
         };
         if keyword.is_some_and(|k| k.split_whitespace().count() > 1) {
@@ -322,7 +323,7 @@ impl AuditQuery {
             self.host.as_deref().map(|h| ("ip", string(h))),
             self.db.map(|db| ("db", db.to_string())),
             self.keyword.as_deref().map(|k| ("command", string(k))),
-            self.class.as_deref().map(|c| ("class", string(c))),
+            self.class.map(|c| ("class", string(c.as_str()))),
             self.node.as_deref().map(|n| ("node", string(n))),
         ]
         .into_iter()
