@@ -10,8 +10,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::command::table::EMBEDDED_VERSION;
 use crate::command::CommandTable;
-use crate::config::Runtime;
-use crate::config::{Config, Secret};
+use crate::config::sentinel::SentinelConfig;
+use crate::config::{Config, Runtime, Secret};
 use crate::event::EventSink;
 use crate::event::SystemEvent;
 use crate::proxy::cores::Cores;
@@ -63,10 +63,13 @@ impl App {
             }
         };
         let ctx = Arc::new(ProxyContext::new(Arc::new(config), sink));
-        probe_upstream(&ctx).await;
         let tracker = TaskTracker::new();
         let drain = CancellationToken::new();
         let hard_stop = CancellationToken::new();
+        if let Some(sentinel) = &ctx.config.upstream.sentinel {
+            follow_sentinels(&ctx, sentinel, &tracker, &drain).await;
+        }
+        probe_upstream(&ctx).await;
         let live = load_command_table(&ctx, None).await;
         if let Some(file) = &ctx.config.auth.users_file {
             if ctx.policy().is_none() {
@@ -272,6 +275,34 @@ fn reload_tls(
     } else {
         Err(TlsReloadFailed(errors))
     }
+}
+
+/// `upstream.sentinels`: connects to the primary the sentinels name (to `upstream.address`
+/// until one does), and follows it from then on.
+async fn follow_sentinels(
+    ctx: &Arc<ProxyContext>,
+    sentinel: &SentinelConfig,
+    tracker: &TaskTracker,
+    drain: &CancellationToken,
+) {
+    match crate::proxy::sentinel::ask_primary(sentinel).await {
+        Ok(primary) => {
+            tracing::info!(%primary, master = %sentinel.master_name, "Sentinel named the primary");
+            ctx.target.switch(&primary);
+        }
+        Err(error) => tracing::warn!(
+            %error,
+            address = %ctx.config.upstream.address,
+            "no sentinel named the primary yet: upstream.address is used until one does"
+        ),
+    }
+    tracker.spawn(crate::proxy::sentinel::follow(
+        sentinel.clone(),
+        Arc::clone(&ctx.target),
+        Arc::clone(&ctx.sink),
+        ctx.config.upstream.reconnect_interval,
+        drain.clone(),
+    ));
 }
 
 /// `POST /api/v1/reload`: the users file (when configured) and the TLS certificates.

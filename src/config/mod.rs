@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod error;
 pub mod proxy;
 pub mod raw;
+pub mod sentinel;
 pub mod sinks;
 pub mod tls;
 pub mod upstream;

@@ -144,6 +144,17 @@ pub struct RawUpstream {
     /// Replies a shared connection holds for one client that does not read them, before that
     /// client is closed (as Redis's `client-output-buffer-limit` closes it).
     pub pool_unread_max_bytes: u64,
+    /// `host:port` of Redis Sentinels: the proxy connects to the primary they name for
+    /// `master_name` (then `address` is used only until one answers).
+    pub sentinels: Vec<String>,
+    /// The name the sentinels monitor the primary under.
+    pub master_name: String,
+    /// The sentinels' own login, if they ask for one.
+    pub sentinel_user: Option<String>,
+    /// Its password (a secret: never logged).
+    pub sentinel_password: Option<String>,
+    /// How often the primary is asked for again, besides following `+switch-master`.
+    pub sentinel_check_interval_ms: u64,
 }
 
 /// `[upstream.tls]`: how the proxy speaks TLS to Redis.
@@ -210,6 +221,11 @@ impl Default for RawUpstream {
             pool_size: 4,
             pool_idle_ms: 60_000,
             pool_unread_max_bytes: 1 << 30,
+            sentinels: Vec::new(),
+            master_name: String::new(),
+            sentinel_user: None,
+            sentinel_password: None,
+            sentinel_check_interval_ms: 5_000,
         }
     }
 }

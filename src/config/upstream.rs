@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::auth::Secret;
 use super::error::{positive, Invalid, Problem};
 use super::raw::{RawUpstream, RawUpstreamTls};
+use super::sentinel::SentinelConfig;
 use super::UpstreamTlsConfig;
 
 /// The Redis behind the proxy.
@@ -31,6 +32,8 @@ pub struct UpstreamConfig {
     pub pool_idle: Duration,
     /// `upstream.pool_unread_max_bytes`.
     pub pool_unread_max_bytes: usize,
+    /// `upstream.sentinels`: the sentinels that name the primary, when set.
+    pub sentinel: Option<SentinelConfig>,
 }
 
 /// `upstream.pool`: how client connections map onto upstream connections.
@@ -84,20 +87,23 @@ impl RawUpstream {
         let pool_idle_ms = positive("upstream.pool_idle_ms", self.pool_idle_ms)?;
         let pool_unread_max_bytes =
             positive("upstream.pool_unread_max_bytes", self.pool_unread_max_bytes)?;
-        let table_login = match (&self.table_user, &self.table_password) {
-            (user, Some(password)) => Some((
-                user.clone().unwrap_or_else(|| "default".to_owned()),
-                Secret(password.as_bytes().to_vec()),
-            )),
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(Invalid::new(
-                    "upstream.table_password",
-                    Problem::NeededWith("upstream.table_user"),
-                ))
-            }
-        };
+        let table_login = login_of(
+            ("upstream.table_user", &self.table_user),
+            ("upstream.table_password", &self.table_password),
+        )?;
+        let sentinel_login = login_of(
+            ("upstream.sentinel_user", &self.sentinel_user),
+            ("upstream.sentinel_password", &self.sentinel_password),
+        )?;
+        let sentinel = super::sentinel::validate(
+            &self.sentinels,
+            &self.master_name,
+            sentinel_login,
+            self.sentinel_check_interval_ms,
+            Duration::from_millis(connect_timeout_ms),
+        )?;
         Ok(UpstreamConfig {
+            sentinel,
             connect_timeout: Duration::from_millis(connect_timeout_ms),
             reconnect_interval: Duration::from_millis(self.reconnect_interval_ms),
             table_login,
@@ -108,6 +114,22 @@ impl RawUpstream {
             pool_unread_max_bytes: usize::try_from(pool_unread_max_bytes).unwrap_or(usize::MAX),
             address,
         })
+    }
+}
+
+/// A user and password pair of keys: the user defaults to `default`; a user without a password
+/// is refused.
+fn login_of(
+    (user_key, user): (&'static str, &Option<String>),
+    (password_key, password): (&'static str, &Option<String>),
+) -> Result<Option<(String, Secret)>, Invalid> {
+    match (user, password) {
+        (user, Some(password)) => Ok(Some((
+            user.clone().unwrap_or_else(|| "default".to_owned()),
+            Secret(password.as_bytes().to_vec()),
+        ))),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(Invalid::new(password_key, Problem::NeededWith(user_key))),
     }
 }
 

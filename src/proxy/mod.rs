@@ -10,6 +10,7 @@ pub mod mirror;
 pub mod pin;
 pub mod pipeline;
 pub mod pool;
+pub mod sentinel;
 pub mod session;
 pub mod tls_listener;
 pub mod upstream;

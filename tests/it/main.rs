@@ -42,6 +42,7 @@ mod records;
 mod replication;
 mod report;
 mod runtime;
+mod sentinel;
 mod sinks;
 mod sinks_export;
 mod stateful;
