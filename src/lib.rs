@@ -34,6 +34,8 @@
 //! - [`resp`]: our request decoder, reply framer and proxy-written replies.
 //! - [`tls`]: rustls configurations for both sides, and what a handshake tells the audit.
 //! - [`query`]: audit queries over the files (DescribeAuditRecords filters and paging).
+//! - [`util`]: the bottom layer, importing no other module: hex and SHA-256 text, random bytes
+//!   and UUID-shaped ids.
 //!
 pub mod acl;
 pub mod admin;
@@ -50,6 +52,7 @@ pub mod query;
 
 pub mod resp;
 pub mod tls;
+pub mod util;
 
 /// Exit code for bad configuration or usage (`EX_USAGE`).
 pub const EXIT_USAGE: u8 = 64;

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 
 use crate::acl::check::{allows_reading_every_key, check, Denial, DenyReason};
 use crate::acl::command_ids::CommandIds;
@@ -92,8 +91,7 @@ impl Policy {
         let ids = CommandIds::new(table);
         let users = Users::parse_with(text, &ids, missing)?;
         let default_is_open = users.get(b"default").is_some_and(|u| u.enabled && u.nopass);
-        let digest = Sha256::digest(text);
-        let version: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let version = crate::util::hex::hex(&crate::util::hex::sha256(text)[..8]);
         Ok(Self {
             ids,
             users,

@@ -1,8 +1,6 @@
 //! An ACL user and its selectors, changed by Redis's rule tokens (`on`, `>pw`, `~k*`,
 //! `+@read`, `(...)`, ...) with Redis's semantics and Redis's error for each bad token.
 
-use sha2::{Digest, Sha256};
-
 use crate::acl::command_ids::CommandIds;
 use crate::resp::args::split_args;
 
@@ -473,18 +471,7 @@ impl User {
 
 /// SHA-256 of a password as 64 lower-case hex digits (`ACLHashPassword`).
 pub fn hash_password(password: &[u8]) -> String {
-    hex(&Sha256::digest(password))
-}
-
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 15)]));
-    }
-    out
+    crate::util::hex::hex_sha256(password)
 }
 
 fn valid_hash(hash: &[u8]) -> Result<String, RuleError> {

@@ -294,13 +294,8 @@ async fn log_page(
 
 /// A request id in the seeds' shape (a random UUID-like hex string).
 fn request_id() -> String {
-    let mut bytes = [0u8; 16];
-    if let Ok(mut random) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read as _;
-        let _ = random.read_exact(&mut bytes);
-    }
-    let hex: String = bytes.iter().map(|b| format!("{b:02X}")).collect();
-    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+    let bytes = crate::util::id::random_bytes::<16>().unwrap_or_default();
+    crate::util::id::uuid_text(&bytes).to_ascii_uppercase()
 }
 
 /// Ready when the upstream answers a connection and the audit writer is not failing.

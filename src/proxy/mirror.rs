@@ -12,7 +12,7 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 use hmac::Mac;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use crate::acl::user::{Selector, User};
 use crate::acl::Policy;
@@ -70,7 +70,7 @@ impl Mirrors {
             <hmac::Hmac<Sha256>>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
         mac.update(b"redis-audit-proxy mirrored user\0");
         mac.update(user);
-        crate::acl::user::hex(&mac.finalize().into_bytes())
+        crate::util::hex::hex(&mac.finalize().into_bytes())
     }
 }
 
@@ -80,11 +80,7 @@ pub fn derivation_key(config: &Config) -> Vec<u8> {
     if let Some((_, password)) = &config.auth.upstream_login {
         return password.0.clone();
     }
-    let mut key = vec![0u8; 32];
-    if let Ok(mut random) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut random, &mut key);
-    }
-    key
+    crate::util::id::random_bytes::<32>().unwrap_or_default().to_vec()
 }
 
 /// Provisions a mirror of every user of `policy` (and deletes stale ones) through the service
@@ -105,8 +101,8 @@ pub async fn provision(
     let work = async {
         for user in policy.users().iter() {
             let name = mirrors.name(&user.name);
-            let hash = Sha256::digest(mirrors.password(&user.name).as_bytes());
-            let tokens = setuser_tokens(user, &crate::acl::user::hex(&hash));
+            let hash = crate::util::hex::hex_sha256(mirrors.password(&user.name).as_bytes());
+            let tokens = setuser_tokens(user, &hash);
             let mut args: Vec<&[u8]> = vec![b"ACL", b"SETUSER", &name];
             args.extend(tokens.iter().map(Vec::as_slice));
             call(&mut stream, "ACL SETUSER", &name, &encode::command(&args)).await?;

@@ -257,11 +257,8 @@ impl ProxyContext {
         };
         let text = policy.users_file_text();
         let path = &file.path;
-        let mut random = [0u8; 8];
-        if let Ok(mut urandom) = std::fs::File::open("/dev/urandom") {
-            let _ = std::io::Read::read_exact(&mut urandom, &mut random);
-        }
-        let suffix = crate::acl::user::hex(&random);
+        let random = crate::util::id::random_bytes::<8>().unwrap_or_default();
+        let suffix = crate::util::hex::hex(&random);
         let temporary = path.with_extension(format!("tmp-{}-{suffix}", std::process::id()));
         let write = || -> std::io::Result<()> {
             use std::io::Write as _;

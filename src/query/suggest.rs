@@ -9,11 +9,11 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use super::report::pattern_of;
 use super::{for_each_line, AuditQuery, QueryError};
 use crate::command::{CommandTable, KeyFlags};
+use crate::util::hex::hex_sha256;
 
 /// Most users, and most commands, key and channel patterns per user, the suggestion keeps
 /// apart: clients choose keys and channels, so the trail could otherwise make it hold anything.
@@ -305,7 +305,7 @@ fn password_rules(users_file: &[u8], user: &str) -> Option<Vec<String>> {
         line.split_whitespace()
             .skip(2)
             .filter_map(|rule| match rule.chars().next() {
-                Some('>') => Some(format!("#{:x}", Sha256::digest(&rule.as_bytes()[1..]))),
+                Some('>') => Some(format!("#{}", hex_sha256(&rule.as_bytes()[1..]))),
                 Some('#' | '<' | '!') => Some(rule.to_owned()),
                 _ if rule == "nopass" => Some(rule.to_owned()),
                 _ => None,
@@ -335,7 +335,7 @@ mod tests {
     fn passwords_are_carried_over_as_hashes() {
         let file = b"user alice on >s3cret ~* +@all\nuser bob on nopass\n";
         let alice = password_rules(file, "alice").unwrap();
-        assert_eq!(alice, vec![format!("#{:x}", Sha256::digest(b"s3cret"))]);
+        assert_eq!(alice, vec![format!("#{}", hex_sha256(b"s3cret"))]);
         assert_eq!(password_rules(file, "bob").unwrap(), vec!["nopass"]);
         assert!(password_rules(file, "carol").is_none());
     }

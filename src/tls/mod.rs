@@ -13,8 +13,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
-use sha2::{Digest, Sha256};
 
+use crate::util::hex::hex_sha256;
 use config::{ClientAuth, TlsConfig, UpstreamTlsConfig, UserFrom};
 
 /// A TLS configuration that cannot be built; its `Display` names the file and the problem.
@@ -215,7 +215,7 @@ impl TlsFacts {
             .to_owned();
         let mut facts = Self { version, cipher, ..Self::default() };
         if let Some(cert) = connection.peer_certificates().and_then(|certs| certs.first()) {
-            facts.client_cert_sha256 = Some(hex(&Sha256::digest(cert.as_ref())));
+            facts.client_cert_sha256 = Some(hex_sha256(cert.as_ref()));
             if let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) {
                 facts.client_subject = Some(parsed.subject().to_string());
                 facts.client_name = name_of(&parsed, user_from);
@@ -247,10 +247,6 @@ fn name_of(
             })
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// An I/O error for a failed handshake, for logs and events.
