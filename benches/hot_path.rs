@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use redis_audit_proxy::audit::chain::{ChainAlg, Segment};
-use redis_audit_proxy::audit::event::{rfc3339_micros_bytes, Envelope};
 use redis_audit_proxy::audit::line;
+use redis_audit_proxy::audit::schema::{push_head, Envelope};
+use redis_audit_proxy::audit::time::rfc3339_micros_bytes;
 use redis_audit_proxy::command::{extract_keys, Class, CommandTable, Keys};
 use redis_audit_proxy::resp::reply::ReplyScanner;
 use redis_audit_proxy::resp::request::{RequestDecoder, RequestLimits};
@@ -151,7 +152,7 @@ fn main() {
         body.clear();
         line::push_command_body(&mut body, &record, None, &envelope);
         line.clear();
-        line::push_head(&mut line, &rfc3339_micros_bytes(line::command_time(&record)), Some(seq));
+        push_head(&mut line, &rfc3339_micros_bytes(line::command_time(&record)), Some(seq));
         line.extend_from_slice(&body);
         black_box(&line);
     }

@@ -17,7 +17,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
-use crate::audit::line::push_hex;
+use crate::audit::json::{push_hex, push_u64};
+use crate::util::hex::{hex, hex_sha256};
 
 /// A hash as the chain holds it.
 pub type Hash = [u8; 32];
@@ -145,13 +146,13 @@ impl Segment {
         out.extend_from_slice(b"\",\"prev\":\"");
         push_hex(out, &self.head);
         out.extend_from_slice(b"\",\"lines\":");
-        crate::audit::line::push_u64(out, self.lines);
+        push_u64(out, self.lines);
         out.extend_from_slice(b",\"hash\":\"");
         push_hex(out, &hash);
         out.push(b'"');
         if let Some(key) = key {
             out.extend_from_slice(b",\"key_id\":\"");
-            out.extend_from_slice(crate::audit::writer::checkpoint_key_id(key).as_bytes());
+            out.extend_from_slice(checkpoint_key_id(key).as_bytes());
             out.extend_from_slice(b"\",\"hmac\":\"");
             out.extend_from_slice(checkpoint_hmac(key, &hex(&hash)).as_bytes());
             out.push(b'"');
@@ -169,28 +170,9 @@ pub fn checkpoint_hmac(key: &[u8], hash_hex: &str) -> String {
     hex(&mac.finalize().into_bytes())
 }
 
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    let mut out = Vec::with_capacity(bytes.len() * 2);
-    push_hex(&mut out, bytes);
-    String::from_utf8(out).unwrap_or_default()
-}
-
-/// A 64-digit lower-case hex hash, decoded.
-pub fn parse_hex(text: &str) -> Option<Hash> {
-    if text.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (byte, pair) in out.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
-        let digit = |c: u8| match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        };
-        *byte = digit(pair[0])? << 4 | digit(pair[1])?;
-    }
-    Some(out)
+/// Identifies a checkpoint key without revealing it: the first 16 hex digits of its SHA-256.
+pub fn checkpoint_key_id(key: &[u8]) -> String {
+    hex_sha256(key)[..16].to_owned()
 }
 
 /// What the first line of a `/2` file starts with (the `file_open` names the schema).
@@ -273,14 +255,6 @@ pub fn tail_of(path: &Path, alg: ChainAlg) -> io::Result<Option<Segment>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hex_round_trips_and_rejects_what_is_not_a_hash() {
-        let hash = ChainAlg::Blake3.hash(b"x");
-        assert_eq!(parse_hex(&hex(&hash)), Some(hash));
-        assert_eq!(parse_hex(&"A".repeat(64)), None, "upper case is not what the writer writes");
-        assert_eq!(parse_hex("00"), None);
-    }
 
     #[test]
     fn a_segment_hashes_its_head_then_its_lines() {

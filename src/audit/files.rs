@@ -1,5 +1,6 @@
 //! The audit directory's files: the active file's name, how rotated files are named and listed
-//! (name order is rotation order), the lock that keeps one writer per directory, and what the
+//! (name order is rotation order; one [`Listing`] for the writer, `audit verify` and queries),
+//! the lock that keeps one writer per directory, and what the
 //! newest files say about where the chain stands.
 
 use std::fs::{self, File, OpenOptions};
@@ -55,7 +56,7 @@ pub fn create_active(path: &Path) -> io::Result<File> {
 pub fn rotated_name(dir: &Path, counter: &mut u32, after: Option<&str>) -> String {
     loop {
         *counter += 1;
-        let stamp = crate::audit::event::rfc3339_micros(SystemTime::now());
+        let stamp = crate::audit::time::rfc3339_micros(SystemTime::now());
         // 2026-11-22T04:40:00.123456Z -> 20261122T044000.123Z
         let compact: String = stamp[..23].chars().filter(|c| *c != '-' && *c != ':').collect();
         let mut name = format!("audit-{compact}Z-{:04}.log", *counter % 10_000);
@@ -77,14 +78,63 @@ pub fn rotated_name(dir: &Path, counter: &mut u32, after: Option<&str>) -> Strin
     }
 }
 
+/// The audit files of a directory, as one listing found them: what the writer, `audit verify`
+/// and queries read, in rotation order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Rotated files (`audit-*.log`), oldest first (name order is rotation order).
+    pub rotated: Vec<String>,
+    /// Whether the active file is there.
+    pub has_active: bool,
+}
+
+impl Listing {
+    /// Lists `dir` once. Names that are not UTF-8 are not the writer's and are left out; a
+    /// directory entry that cannot be read fails the listing (a listing missing a file would
+    /// mislead retention, verification and queries alike).
+    pub fn of(dir: &Path) -> io::Result<Self> {
+        let mut listing = Self::default();
+        for entry in fs::read_dir(dir)? {
+            let Ok(name) = entry?.file_name().into_string() else { continue };
+            if name == ACTIVE_FILE {
+                listing.has_active = true;
+            } else if is_rotated_file(&name) {
+                listing.rotated.push(name);
+            }
+        }
+        listing.rotated.sort();
+        Ok(listing)
+    }
+
+    /// Every file, in rotation order: the rotated ones, then `audit.log` when it is there.
+    pub fn in_rotation_order(self) -> Vec<String> {
+        let mut names = self.rotated;
+        if self.has_active {
+            names.push(ACTIVE_FILE.to_owned());
+        }
+        names
+    }
+}
+
+/// Whether `name` is a rotated file's (`audit-*.log`): the writer and queries take every such
+/// name; `audit verify` also wants [`is_rotated_name`].
+pub fn is_rotated_file(name: &str) -> bool {
+    name.starts_with("audit-") && name.ends_with(".log")
+}
+
+/// Whether `name` is exactly what [`rotated_name`] makes: `audit-yyyymmddThhmmss.mmmZ-nnnn.log`.
+pub fn is_rotated_name(name: &str) -> bool {
+    const PATTERN: &[u8] = b"audit-########T######.###Z-####.log";
+    name.len() == PATTERN.len()
+        && name.bytes().zip(PATTERN).all(|(byte, &want)| match want {
+            b'#' => byte.is_ascii_digit(),
+            _ => byte == want,
+        })
+}
+
 /// The rotated files of `dir`, oldest first.
 pub fn rotated_files(dir: &Path) -> io::Result<Vec<String>> {
-    let mut names: Vec<String> = fs::read_dir(dir)?
-        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-        .filter(|name| name.starts_with("audit-") && name.ends_with(".log"))
-        .collect();
-    names.sort();
-    Ok(names)
+    Ok(Listing::of(dir)?.rotated)
 }
 
 /// The newest rotated file of `dir`, by name.
@@ -108,6 +158,17 @@ pub fn ends_torn(path: &Path) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rotated_names_are_recognised() {
+        let mut counter = 0;
+        assert!(is_rotated_name(&rotated_name(&std::env::temp_dir(), &mut counter, None)));
+        assert!(is_rotated_name("audit-20261122T044934.315Z-0001.log"));
+        assert!(!is_rotated_name("audit-20261122T044934.315Z-001.log"));
+        assert!(!is_rotated_name("audit-2026112T044934.315Z-0001.log"));
+        assert!(!is_rotated_name("audit-backup.log"));
+        assert!(is_rotated_file("audit-backup.log") && !is_rotated_file(ACTIVE_FILE));
+    }
 
     #[test]
     fn rotated_names_sort_after_any_name_found_in_the_directory() {

@@ -7,31 +7,12 @@
 
 use std::time::SystemTime;
 
-use base64::Engine as _;
-
 use crate::audit::config::KeyNames;
-use crate::audit::event::{Envelope, MAX_KEY_BYTES, MAX_NAME_BYTES};
-use crate::audit::index::{facet, FacetStarts};
+use crate::audit::index::{facet, FacetStarts, NODE_OF_FILE};
+use crate::audit::json::{push_binary, push_hex, push_key, push_str, push_u64};
 use crate::audit::redact::{shown_args, ShownArg};
+use crate::audit::schema::{Envelope, MAX_KEY_BYTES, MAX_NAME_BYTES};
 use crate::event::{CommandRecord, ReplySource, ReplyStatus};
-
-/// The longest head [`push_head`] writes.
-pub const HEAD_MAX_BYTES: usize = 64;
-
-/// Appends what every line but a file's first starts with: `{"time":…,` and `"seq":N,` when it
-/// has one. `time` is [`rfc3339_micros_bytes`](crate::audit::event::rfc3339_micros_bytes)'s
-/// text. (What every line of a file shares — schema, instance, node, upstream — is written
-/// once, in its `file_open` line.)
-pub fn push_head(out: &mut Vec<u8>, time: &[u8; 27], seq: Option<u64>) {
-    out.extend_from_slice(b"{\"time\":\"");
-    out.extend_from_slice(time);
-    out.extend_from_slice(b"\",");
-    if let Some(seq) = seq {
-        out.extend_from_slice(b"\"seq\":");
-        push_u64(out, seq);
-        out.push(b',');
-    }
-}
 
 /// Runs `render` with this thread's line buffer, emptied (one per thread, kept between lines,
 /// so rendering allocates nothing once warm).
@@ -53,87 +34,6 @@ pub fn with_scratch<R>(render: impl FnOnce(&mut Vec<u8>) -> R) -> R {
         // Only if a render itself rendered: a buffer of its own then.
         Err(_) => render(&mut Vec::new()),
     })
-}
-
-/// Appends `value` in decimal.
-pub fn push_u64(out: &mut Vec<u8>, value: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
-}
-
-/// Lower-case hex digits.
-pub const HEX: &[u8; 16] = b"0123456789abcdef";
-
-/// Which bytes JSON strings escape (as `serde_json` does: control bytes, `"` and `\`).
-fn needs_escape(byte: u8) -> bool {
-    byte < 0x20 || byte == b'"' || byte == b'\\'
-}
-
-/// Appends `text` as a JSON string.
-pub fn push_str(out: &mut Vec<u8>, text: &str) {
-    out.push(b'"');
-    let bytes = text.as_bytes();
-    // Most strings (names, addresses, keys) need no escape: one pass without branches, one copy.
-    if !bytes.iter().fold(false, |any, &byte| any | needs_escape(byte)) {
-        out.extend_from_slice(bytes);
-        out.push(b'"');
-        return;
-    }
-    let mut start = 0;
-    for (at, &byte) in bytes.iter().enumerate() {
-        if !needs_escape(byte) {
-            continue;
-        }
-        out.extend_from_slice(&bytes[start..at]);
-        match byte {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            0x0c => out.extend_from_slice(b"\\f"),
-            _ => {
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(byte >> 4)]);
-                out.push(HEX[usize::from(byte & 15)]);
-            }
-        }
-        start = at + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
-}
-
-/// Appends a Redis string: a JSON string when it is valid UTF-8, else `{"b64":"…"}`.
-pub fn push_binary(out: &mut Vec<u8>, bytes: &[u8]) {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => push_str(out, text),
-        Err(_) => {
-            out.extend_from_slice(b"{\"b64\":\"");
-            let at = out.len();
-            out.resize(at + base64::encoded_len(bytes.len(), true).unwrap_or(0), 0);
-            let written = base64::engine::general_purpose::STANDARD
-                .encode_slice(bytes, &mut out[at..])
-                .unwrap_or(0);
-            out.truncate(at + written);
-            out.extend_from_slice(b"\"}");
-        }
-    }
-}
-
-/// Appends `bytes` as lower-case hex.
-pub fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    for byte in bytes {
-        out.push(HEX[usize::from(byte >> 4)]);
-        out.push(HEX[usize::from(byte & 15)]);
-    }
-}
-
-/// Appends `"name":` (the name needs no escaping).
-fn push_key(out: &mut Vec<u8>, name: &str) {
-    out.push(b'"');
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\":");
 }
 
 /// Appends the client's address as `"ip":"…","port":N`; where the ip's value starts.
@@ -161,7 +61,6 @@ pub fn push_address(out: &mut Vec<u8>, address: &std::net::SocketAddr) -> usize 
     ip_at
 }
 
-/// A key name as the first 128 bits of its HMAC-SHA256, hex.
 /// `,"channels":[...]` for the pub/sub commands that name channels (as `keys` are written: in
 /// clear or as HMACs, within the same byte budget; `channels_truncated` when some were left out).
 fn push_channels(
@@ -198,6 +97,7 @@ fn push_channels(
     }
 }
 
+/// A key name as the first 128 bits of its HMAC-SHA256, hex.
 fn push_hmac_key(out: &mut Vec<u8>, secret: &[u8], key: &[u8]) {
     use hmac::Mac as _;
     let mut mac =
@@ -346,9 +246,6 @@ pub fn push_command_body(
     starts
 }
 
-/// The start a command line gives its node: none in the line, the file's (`file_open`).
-pub const NODE_OF_FILE: usize = usize::MAX;
-
 /// `"command":{"name","sub","name_bytes","class"}`; where the name's and the class's values
 /// start.
 fn push_command_info(out: &mut Vec<u8>, record: &CommandRecord) -> (usize, usize) {
@@ -408,36 +305,12 @@ mod tests {
     use bytes::Bytes;
     use serde_json::json;
 
+    use crate::audit::schema::push_head;
+    use crate::audit::time::rfc3339_micros_bytes;
     use crate::command::Class;
 
     fn text(out: &[u8]) -> &str {
         std::str::from_utf8(out).expect("JSON is UTF-8")
-    }
-
-    #[test]
-    fn strings_are_escaped_as_serde_json_escapes_them() {
-        let mut every_byte = String::new();
-        for byte in 0u8..0x80 {
-            every_byte.push(char::from(byte));
-        }
-        for sample in [&every_byte[..], "", "plain", "é ü 日本", "a\"b\\c\u{7f}\u{2028}"] {
-            let mut out = Vec::new();
-            push_str(&mut out, sample);
-            assert_eq!(text(&out), serde_json::to_string(sample).unwrap());
-        }
-    }
-
-    #[test]
-    fn binary_strings_become_base64_objects() {
-        for sample in [&b"k"[..], b"\xff", b"\x00\xfe\xfd\xfc", b"ab\xc3"] {
-            let mut out = Vec::new();
-            push_binary(&mut out, sample);
-            let expected = match std::str::from_utf8(sample) {
-                Ok(text) => json!(text),
-                Err(_) => json!({"b64": base64::engine::general_purpose::STANDARD.encode(sample)}),
-            };
-            assert_eq!(text(&out), expected.to_string());
-        }
     }
 
     #[test]
@@ -594,7 +467,7 @@ mod tests {
     fn facet_positions_index_lines_as_searching_them_does() {
         use crate::audit::index::IndexBuilder;
         let (mut searched, mut placed) = (IndexBuilder::default(), IndexBuilder::default());
-        let time = crate::audit::event::rfc3339_micros_bytes(std::time::SystemTime::now());
+        let time = rfc3339_micros_bytes(std::time::SystemTime::now());
         for (i, command) in
             ["GET k", "SET k v", "CONFIG GET x", "nosuch", "CLIENT INFO"].iter().enumerate()
         {
@@ -622,11 +495,7 @@ mod tests {
             (12_345, 2, ReplyStatus::Ok, None);
         (record.client_name, record.client_lib_ver) = (None, None);
         let mut out = Vec::new();
-        push_head(
-            &mut out,
-            &crate::audit::event::rfc3339_micros_bytes(std::time::SystemTime::now()),
-            Some(1_234_567),
-        );
+        push_head(&mut out, &rfc3339_micros_bytes(std::time::SystemTime::now()), Some(1_234_567));
         push_command_body(&mut out, &record, None, &envelope(KeyNames::Clear));
         let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(value["seq"], 1_234_567);

@@ -1,19 +1,21 @@
 //! The audit trail: every command, session and system event as one JSON line in tailer-safe,
 //! sealed (hash-chained) files (schema in `docs/audit-schema.md`).
 //!
-//! - [`event`]: session, security and system events and their JSON rendering.
-//! - [`mod@line`]: command lines rendered straight from their records; the line format's parts.
+//! - [`schema`], [`json`], [`time`]: the bottom layer both renderings share: schema names,
+//!   limits, each line's head and the envelope; the JSON writer; the RFC 3339 time.
+//! - [`event`]: session, security and system events and their JSON rendering (serde).
+//! - [`mod@line`]: command lines rendered straight from their records (the hot path).
+//! - [`index`]: the query index the writer builds for each file, and its sidecar files.
 //! - [`filter`]: which events are kept (`[audit.filters]`), and counts of the rest.
 //! - [`redact`]: which arguments may be shown when argument capture is on.
-//! - [`writer`]: the bounded queue and the writer thread; `active`: the active file, its
-//!   batches and seals, rotation, retention.
+//! - [`writer`]: the handle (`AuditLog`); inside it, the bounded queue, the writer thread, and
+//!   the active file with its batches, seals, rotation and retention.
 //! - [`chain`]: the seals that make the trail tamper-evident.
 //! - [`files`]: the directory's file names, listing, lock, and where the chain stands in them.
 //! - [`backlog`]: what the queue takes once full, and the `loss` records of what it drops.
 //! - [`sinks`]: copies of the trail beside the files (`[[audit.sinks]]`: syslog, stdout).
 //! - [`verify`]: `audit verify`, which checks a directory's chain and sequence.
 
-mod active;
 pub mod backlog;
 pub mod chain;
 pub mod config;
@@ -21,13 +23,15 @@ pub mod event;
 pub mod files;
 pub mod filter;
 pub mod index;
+pub mod json;
 pub mod line;
 pub mod redact;
+pub mod schema;
 pub mod sinks;
+pub mod time;
 pub mod verify;
 pub mod writer;
 
-use std::io::Read;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -35,7 +39,8 @@ use serde_json::json;
 
 use crate::event::{CommandRecord, EventSink, ReplySource, SessionEvent, SystemEvent};
 use config::{AuditConfig, Durability, OnFull};
-use event::{AuditEvent, Envelope};
+use event::AuditEvent;
+use schema::Envelope;
 use writer::{AuditLog, WriterConfig};
 
 /// The sink that writes the audit trail.
@@ -63,8 +68,12 @@ impl AuditSink {
         upstream: &str,
         listen: std::net::SocketAddr,
     ) -> std::io::Result<Arc<Self>> {
-        let envelope =
-            Envelope::new(config.keys.clone(), new_instance_id(), node_name(), upstream.to_owned());
+        let envelope = Envelope::new(
+            config.keys.clone(),
+            crate::util::id::uuid_v4(),
+            node_name(),
+            upstream.to_owned(),
+        );
         let log = AuditLog::open(
             WriterConfig {
                 dir: config.dir.clone(),
@@ -113,7 +122,9 @@ impl AuditSink {
         self.log.stats()
     }
 
-    /// Holds the writer (as a slow disk would) until the guard drops.
+    /// Holds the writer (as a slow disk would) until the guard drops (a test hook: built with
+    /// the `test-util` feature only).
+    #[cfg(feature = "test-util")]
     pub fn stall(&self) -> writer::Stall {
         self.log.stall()
     }
@@ -208,22 +219,6 @@ impl EventSink for AuditSink {
         self.log.submit(&AuditEvent::System(stop), false);
         self.log.close();
     }
-}
-
-/// A random UUID v4 string (from the kernel's random source).
-fn new_instance_id() -> String {
-    let mut bytes = [0u8; 16];
-    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
-    if read.is_err() {
-        // No random source: time and pid still make it unique per start.
-        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-        bytes[..8].copy_from_slice(&(now.as_nanos() as u64).to_le_bytes());
-        bytes[8..12].copy_from_slice(&std::process::id().to_le_bytes());
-    }
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }
 
 fn node_name() -> String {

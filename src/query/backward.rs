@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::expand::FileContext;
 use super::{audit_files, QueryError};
-use crate::audit::writer::ACTIVE_FILE;
+use crate::audit::files::ACTIVE_FILE;
 
 /// Longest line handed out. The writer's security, session and system lines are far shorter;
 /// a longer line is skipped rather than held.

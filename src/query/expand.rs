@@ -14,7 +14,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 
 use crate::audit::chain::V2_FILE_PREFIX;
-use crate::audit::event::SCHEMA_V1;
+use crate::audit::schema::SCHEMA_V1;
 use crate::command::CommandTable;
 
 /// What every line of one `/2` file shares, from its `file_open` line.

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use memchr::memmem;
 use serde_json::{json, Value};
 
+use crate::audit::files::{Listing, ACTIVE_FILE};
 use crate::audit::index::sidecar;
-use crate::audit::writer::ACTIVE_FILE;
 pub use params::{AuditQuery, ParamError};
 
 /// A query that could not run.
@@ -49,21 +49,9 @@ pub struct Page {
 
 /// `audit.log` and the rotated files of `dir`, oldest first.
 pub fn audit_files(dir: &Path) -> Result<Vec<PathBuf>, QueryError> {
-    let io_error = |source| QueryError::Io { path: dir.display().to_string(), source };
-    let mut rotated = Vec::new();
-    let mut active = None;
-    for entry in std::fs::read_dir(dir).map_err(io_error)? {
-        let entry = entry.map_err(io_error)?;
-        let Ok(name) = entry.file_name().into_string() else { continue };
-        if name == ACTIVE_FILE {
-            active = Some(entry.path());
-        } else if name.starts_with("audit-") && name.ends_with(".log") {
-            rotated.push(entry.path());
-        }
-    }
-    rotated.sort();
-    rotated.extend(active);
-    Ok(rotated)
+    let listing = Listing::of(dir)
+        .map_err(|source| QueryError::Io { path: dir.display().to_string(), source })?;
+    Ok(listing.in_rotation_order().into_iter().map(|name| dir.join(name)).collect())
 }
 
 /// Calls `visit` with each line of the audit files of `dir` that is JSON, oldest file first. A

@@ -13,7 +13,7 @@ use std::path::Path;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::audit::writer::hex_sha256;
+use crate::util::hex::hex_sha256;
 use sidecar::FileFacts;
 
 /// What a query needs to know of a file without reading it.
@@ -166,6 +166,9 @@ impl Facet {
 /// whoever rendered the line, so the writer indexes it without searching it.
 pub type FacetStarts = [usize; FACETS.len()];
 
+/// The start a command line gives its node: none in the line, the file's (`file_open`).
+pub const NODE_OF_FILE: usize = usize::MAX;
+
 /// A file's index while its lines go by: fed by the writer as it writes the active file, or
 /// by [`build`] from a file that has no index.
 #[derive(Debug)]
@@ -234,13 +237,13 @@ impl IndexBuilder {
     }
 
     /// Takes one command line whose facet values start at `starts` (the node's at
-    /// [`NODE_OF_FILE`](crate::audit::line::NODE_OF_FILE): the file's).
+    /// [`NODE_OF_FILE`]: the file's).
     pub fn add_command(&mut self, line: &[u8], starts: &FacetStarts) {
         let Some(rank) = self.add_time(line) else { return };
         for (facet, &start) in self.facets.iter_mut().zip(starts) {
             if facet.counting {
                 let value = match start {
-                    crate::audit::line::NODE_OF_FILE => self.file_node.as_deref(),
+                    NODE_OF_FILE => self.file_node.as_deref(),
                     start => value_at(line, start),
                 };
                 if let Some(value) = value {

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{build, Bitmaps, IndexBuilder, Summary, INDEX_VERSION};
-use crate::audit::writer::hex_sha256;
+use crate::util::hex::hex_sha256;
 
 /// What ties an index to the file it indexes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,7 +23,8 @@ use tokio::time::Instant;
 
 use serde_json::json;
 
-use crate::audit::event::{render, AuditEvent, Envelope};
+use crate::audit::event::{render, AuditEvent};
+use crate::audit::schema::Envelope;
 use crate::audit::sinks::config::{SinkConfig, SinkKind, SinkOnFull};
 use crate::event::{SinkSnapshot, SystemEvent};
 
@@ -90,7 +91,7 @@ impl Missed {
 /// The `seq` of a line, read from its head (`{"time":"…","seq":N,`); `None` for the writer's
 /// own lines, which have none.
 pub fn line_seq(line: &[u8]) -> Option<u64> {
-    let head = &line[..line.len().min(crate::audit::line::HEAD_MAX_BYTES)];
+    let head = &line[..line.len().min(crate::audit::schema::HEAD_MAX_BYTES)];
     let at = memchr::memmem::find(head, b"\"seq\":")? + 6;
     let digits = head[at..].iter().take_while(|b| b.is_ascii_digit()).count();
     std::str::from_utf8(&head[at..at + digits]).ok()?.parse().ok()

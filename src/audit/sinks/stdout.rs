@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{Missed, SinkShared};
-use crate::audit::event::Envelope;
+use crate::audit::schema::Envelope;
 
 /// Writes what is queued until the log closes. A write that fails (stdout closed) loses those
 /// lines, declared as any other loss; a stdout nobody reads fills the queue (`on_full`).

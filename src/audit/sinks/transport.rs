@@ -20,7 +20,7 @@ use rustls_pki_types::ServerName;
 
 use super::syslog::{push_octet_counted, Header};
 use super::{line_seq, Missed, SinkShared};
-use crate::audit::event::Envelope;
+use crate::audit::schema::Envelope;
 use crate::audit::sinks::config::{SyslogConfig, SyslogTransport};
 
 /// Bytes of framed messages written at once.

@@ -20,10 +20,12 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::{list_files, read_line, text, verify_dir, Fields, Problem, ReadError, VerifyError};
+use super::lines::{clip, read_line, text, Fields, ReadError};
+use super::{list_files, verify_dir, Problem, VerifyError};
 use super::{Previous, MAX_LINE_BYTES};
 use crate::audit::chain::{self, Hash, Segment};
 use crate::audit::sinks::line_seq;
+use crate::util::hex::hex;
 
 /// What a sound copy holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -335,14 +337,14 @@ impl SinkCopy {
         let lines = field("lines").and_then(Value::as_u64).unwrap_or_default();
         match (self.head, self.segment.take()) {
             (Some((head, head_line)), Some(segment)) if !self.tainted => {
-                if prev != chain::hex(&head) {
+                if prev != hex(&head) {
                     return Err(Problem::ChainMismatch {
-                        expected: chain::hex(&head),
-                        found: super::clip(prev),
+                        expected: hex(&head),
+                        found: clip(prev),
                         previous: Previous::Seal(Box::new((name.to_owned(), head_line))),
                     });
                 }
-                if segment.lines() != lines || chain::hex(&segment.finish()) != hash {
+                if segment.lines() != lines || hex(&segment.finish()) != hash {
                     return Err(Problem::SealMismatch {
                         declared: lines,
                         found: segment.lines(),

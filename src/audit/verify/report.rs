@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use crate::audit::event::{SCHEMA, SCHEMA_V1};
+use crate::audit::schema::{SCHEMA, SCHEMA_V1};
 
 /// What an intact directory holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

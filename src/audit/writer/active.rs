@@ -12,15 +12,18 @@ use serde_json::json;
 
 use crate::audit::chain::{ChainAlg, Segment};
 use crate::audit::config::Retention;
-use crate::audit::event::{render, rfc3339_micros_bytes, AuditEvent, Envelope, SCHEMA};
+use crate::audit::event::{render, AuditEvent};
 use crate::audit::files::{
     chain_anchor, create_active, ends_torn, lock_dir, newest_rotated, rotated_files, rotated_name,
     ACTIVE_FILE, NEXT_FILE,
 };
 use crate::audit::index::sidecar::FileFacts;
 use crate::audit::index::IndexBuilder;
-use crate::audit::line;
-use crate::audit::writer::{hex_sha256, AuditStats, WriterConfig};
+use crate::audit::schema::{push_head, Envelope, SCHEMA};
+use crate::audit::time::rfc3339_micros_bytes;
+use crate::util::hex::hex_sha256;
+
+use super::{AuditStats, WriterConfig};
 use crate::event::SystemEvent;
 
 /// The lines not yet in the file: written together, or kept together for a retry (same
@@ -195,7 +198,7 @@ impl ActiveFile {
     pub(super) fn seal(&mut self, batch: &mut Batch) {
         self.hash_batch(batch);
         let start = batch.bytes.len();
-        line::push_head(&mut batch.bytes, &rfc3339_micros_bytes(SystemTime::now()), None);
+        push_head(&mut batch.bytes, &rfc3339_micros_bytes(SystemTime::now()), None);
         batch
             .bytes
             .extend_from_slice(b"\"kind\":\"system\",\"action\":\"seal\",\"outcome\":\"success\",");
