@@ -1,7 +1,7 @@
 //! The audit trail: every command, session and system event as one JSON line in tailer-safe,
 //! sealed (hash-chained) files (schema in `docs/audit-schema.md`).
 //!
-//! - [`schema`], [`json`], [`time`]: the bottom layer both renderings share: schema names,
+//! - [`schema`], [`mod@json`], [`time`]: the bottom layer both renderings share: schema names,
 //!   limits, each line's head and the envelope; the JSON writer; the RFC 3339 time.
 //! - [`event`]: session, security and system events and their JSON rendering (serde).
 //! - [`mod@line`]: command lines rendered straight from their records (the hot path).

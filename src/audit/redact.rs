@@ -80,39 +80,39 @@ pub fn secret_positions(args: &[Bytes]) -> Vec<usize> {
                 }
             }
         }
-        b"config" if is(1, "set") => {
-            let mut i = 2;
-            while i + 1 < args.len() {
-                if is_secret_parameter(&args[i]) {
-                    secret.push(i + 1);
-                }
-                i += 2;
-            }
-        }
+        b"config" if is(1, "set") => secret_values(args, 2, is_secret_parameter, &mut secret),
         b"sentinel" if is(1, "config") && is(2, "set") => {
             // SENTINEL CONFIG SET sentinel-pass | sentinel-user <value> ...
-            let mut i = 3;
-            while i + 1 < args.len() {
-                let parameter = args[i].to_ascii_lowercase();
-                if matches!(parameter.as_slice(), b"sentinel-pass" | b"sentinel-user") {
-                    secret.push(i + 1);
-                }
-                i += 2;
-            }
+            let is_secret = |name: &[u8]| {
+                let name = name.to_ascii_lowercase();
+                matches!(name.as_slice(), b"sentinel-pass" | b"sentinel-user")
+            };
+            secret_values(args, 3, is_secret, &mut secret);
         }
         b"sentinel" if is(1, "set") => {
-            let mut i = 3;
-            while i + 1 < args.len() {
-                if is_secret_sentinel_option(&args[i]) {
-                    secret.push(i + 1);
-                }
-                i += 2;
-            }
+            secret_values(args, 3, is_secret_sentinel_option, &mut secret);
         }
         _ => {}
     }
     secret.retain(|&i| i < args.len());
     secret
+}
+
+/// In `name value name value ...` pairs from `args[first]` on, the positions of the values whose
+/// name `is_secret` says holds a secret.
+fn secret_values(
+    args: &[Bytes],
+    first: usize,
+    is_secret: impl Fn(&[u8]) -> bool,
+    secret: &mut Vec<usize>,
+) {
+    let mut i = first;
+    while i + 1 < args.len() {
+        if is_secret(&args[i]) {
+            secret.push(i + 1);
+        }
+        i += 2;
+    }
 }
 
 /// The arguments after the name as the trail may show them: secrets redacted, the rest cut to

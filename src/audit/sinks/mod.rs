@@ -146,6 +146,22 @@ struct SinkQueue {
 }
 
 impl SinkShared {
+    /// The empty queue of the sink `name`, holding at most `capacity` bytes.
+    fn new(name: String, on_full: SinkOnFull, capacity: usize) -> Self {
+        Self {
+            name,
+            on_full,
+            capacity,
+            queue: Mutex::new(SinkQueue::default()),
+            ready: Condvar::new(),
+            room: Condvar::new(),
+            closing: AtomicBool::new(false),
+            unblock: AtomicBool::new(false),
+            counters: SinkCounters::default(),
+            file_notes: Mutex::new(Vec::new()),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, SinkQueue> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -274,18 +290,8 @@ impl Sinks {
         let mut sinks = Vec::with_capacity(configs.len());
         let mut threads = Vec::with_capacity(configs.len());
         for config in configs {
-            let shared = Arc::new(SinkShared {
-                name: config.name.clone(),
-                on_full: config.on_full,
-                capacity: config.queue_bytes,
-                queue: Mutex::new(SinkQueue::default()),
-                ready: Condvar::new(),
-                room: Condvar::new(),
-                closing: AtomicBool::new(false),
-                unblock: AtomicBool::new(false),
-                counters: SinkCounters::default(),
-                file_notes: Mutex::new(Vec::new()),
-            });
+            let shared =
+                Arc::new(SinkShared::new(config.name.clone(), config.on_full, config.queue_bytes));
             let thread = std::thread::Builder::new().name(format!("audit-sink-{}", config.name));
             let (for_thread, envelope) = (Arc::clone(&shared), envelope.clone());
             let thread = match &config.kind {
@@ -416,18 +422,7 @@ mod tests {
     }
 
     fn sink(capacity: usize) -> SinkShared {
-        SinkShared {
-            name: "s".into(),
-            on_full: SinkOnFull::Drop,
-            capacity,
-            queue: Mutex::new(SinkQueue::default()),
-            ready: Condvar::new(),
-            room: Condvar::new(),
-            closing: AtomicBool::new(false),
-            unblock: AtomicBool::new(false),
-            counters: SinkCounters::default(),
-            file_notes: Mutex::new(Vec::new()),
-        }
+        SinkShared::new("s".into(), SinkOnFull::Drop, capacity)
     }
 
     fn lines(seqs: std::ops::RangeInclusive<u64>) -> Vec<u8> {

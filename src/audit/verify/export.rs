@@ -20,7 +20,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::lines::{clip, read_line, text, Fields, ReadError};
+use super::lines::{clip, read_line, text, unreadable, Fields, ReadError};
 use super::{list_files, verify_dir, Problem, VerifyError};
 use super::{Previous, MAX_LINE_BYTES};
 use crate::audit::chain::{self, Hash, Segment};
@@ -184,20 +184,14 @@ pub fn verify_export(export: &Path, dir: Option<&Path>) -> Result<ExportReport, 
         }
         None => None,
     };
-    let io = |error: std::io::Error| Problem::Io(format!("cannot read: {error}"));
-    let file = File::open(export).map_err(|error| at(None, io(error)))?;
+    let file = File::open(export).map_err(|error| at(None, unreadable(error)))?;
     let mut reader = BufReader::with_capacity(1 << 16, file);
     let mut copy = SinkCopy::default();
     let mut buffer = Vec::new();
     let mut number = 0;
     loop {
-        let read = read_line(&mut reader, &mut buffer).map_err(|error| {
-            let problem = match error {
-                ReadError::Io(error) => io(error),
-                ReadError::TooLong => Problem::LineTooLong { max: MAX_LINE_BYTES },
-            };
-            at(Some(number + 1), problem)
-        })?;
+        let read = read_line(&mut reader, &mut buffer)
+            .map_err(|error| at(Some(number + 1), error.problem()))?;
         if read.is_none() {
             break;
         }

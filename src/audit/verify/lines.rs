@@ -30,9 +30,25 @@ pub(super) fn clip(value: &str) -> String {
     }
 }
 
+/// Why a line could not be read.
 pub(super) enum ReadError {
     Io(io::Error),
     TooLong,
+}
+
+/// The problem of a file that cannot be opened or read (`cannot read: …`).
+pub(super) fn unreadable(error: io::Error) -> Problem {
+    Problem::Io(format!("cannot read: {error}"))
+}
+
+impl ReadError {
+    /// The problem it is, in the words of a file being verified.
+    pub(super) fn problem(self) -> Problem {
+        match self {
+            Self::Io(error) => unreadable(error),
+            Self::TooLong => Problem::LineTooLong { max: MAX_LINE_BYTES },
+        }
+    }
 }
 
 /// Reads the next line into `buffer` (without its `\n`): `None` at the end of the file,

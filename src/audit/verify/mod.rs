@@ -40,7 +40,7 @@ mod seals;
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{self, BufReader};
+use std::io::BufReader;
 use std::path::Path;
 
 use crate::audit::chain::{self, Segment};
@@ -50,7 +50,7 @@ use crate::audit::index::IndexBuilder;
 use crate::audit::schema::SCHEMA;
 pub use export::{strip_header, verify_export, ExportReport};
 pub use lines::MAX_LINE_BYTES;
-use lines::{read_line, text, Fields, ReadError};
+use lines::{read_line, text, unreadable, Fields};
 pub use report::{Previous, Problem, VerifyError, VerifyReport};
 
 /// Verifies the audit directory `dir`; see the module documentation.
@@ -134,8 +134,21 @@ struct Verifier<'a> {
     index_mismatch: Option<VerifyError>,
 }
 
+/// The error naming line `line` (or the whole file) of file `index` of `files`.
 fn locate(files: &[String], index: usize, line: Option<u64>, problem: Problem) -> VerifyError {
     VerifyError { file: Some(files[index].clone()), line, problem }
+}
+
+/// One complete line being checked: where it is, and what it holds.
+#[derive(Clone, Copy)]
+struct Line<'l> {
+    /// Its file's place in the listing.
+    index: usize,
+    /// Its number in its file, from 1.
+    number: u64,
+    /// Its bytes, without the `\n`.
+    bytes: &'l [u8],
+    fields: &'l Fields,
 }
 
 impl<'a> Verifier<'a> {
@@ -164,12 +177,18 @@ impl<'a> Verifier<'a> {
         locate(self.files, index, line, problem)
     }
 
+    /// What makes the errors of line `number` of file `index`. It holds the file names only,
+    /// not the verifier, which stays free to change meanwhile.
+    fn errors_at(&self, index: usize, number: u64) -> impl Fn(Problem) -> VerifyError + Copy + 'a {
+        let files = self.files;
+        move |problem| locate(files, index, Some(number), problem)
+    }
+
     fn run(&mut self, dir: &Path) -> Result<(), VerifyError> {
         let mut buffer = Vec::new();
         for index in 0..self.files.len() {
-            let io_error = |error: io::Error| Problem::Io(format!("cannot read: {error}"));
             let file = File::open(dir.join(&self.files[index]))
-                .map_err(|error| self.at(index, None, io_error(error)))?;
+                .map_err(|error| self.at(index, None, unreadable(error)))?;
             let mut reader = BufReader::with_capacity(1 << 16, file);
             let mut number = 0;
             // Rotated files with an index: their lines make the index to compare it with.
@@ -178,13 +197,8 @@ impl<'a> Verifier<'a> {
                 (self.files[index] != ACTIVE_FILE && has_index(&path)).then(IndexBuilder::default);
             loop {
                 let read = read_line(&mut reader, &mut buffer);
-                let read = read.map_err(|error| {
-                    let problem = match error {
-                        ReadError::Io(error) => io_error(error),
-                        ReadError::TooLong => Problem::LineTooLong { max: MAX_LINE_BYTES },
-                    };
-                    self.at(index, Some(number + 1), problem)
-                })?;
+                let read =
+                    read.map_err(|error| self.at(index, Some(number + 1), error.problem()))?;
                 let Some(terminated) = read else { break };
                 number += 1;
                 if !terminated {

@@ -6,20 +6,21 @@
 use serde_json::Value;
 
 use super::lines::{bad, clip, text, Fields};
-use super::{locate, Problem, Run, Verifier, VerifyError};
+use super::{Line, Problem, Run, Verifier, VerifyError};
 use crate::audit::chain::{ChainAlg, Segment};
 use crate::audit::files::ACTIVE_FILE;
 use crate::audit::schema::{SCHEMA, SCHEMA_V1};
 
 impl Verifier<'_> {
+    /// Line `number` of file `index` (its bytes without the `\n`): parsed, then checked by the
+    /// rules of its file's schema.
     pub(super) fn line(
         &mut self,
         index: usize,
         number: u64,
         bytes: &[u8],
     ) -> Result<(), VerifyError> {
-        let files = self.files;
-        let at = |problem| locate(files, index, Some(number), problem);
+        let at = self.errors_at(index, number);
         let fields: Fields = match serde_json::from_slice(bytes) {
             Ok(Value::Object(fields)) => fields,
             Ok(_) => return Err(at(Problem::NotJson { error: "not an object".to_owned() })),
@@ -43,10 +44,11 @@ impl Verifier<'_> {
                 None => return Err(at(bad("schema", "a string"))),
             };
         }
+        let line = Line { index, number, bytes, fields: &fields };
         if self.file_schema == SCHEMA_V1 {
-            self.line_v1(index, number, bytes, &fields)?;
+            self.line_v1(line)?;
         } else {
-            self.line_v2(index, number, bytes, &fields)?;
+            self.line_v2(line)?;
         }
         self.last_line = Some((index, number));
         self.report.lines += 1;
@@ -55,15 +57,9 @@ impl Verifier<'_> {
 
     /// A line of a `redis-audit/2` file: the instance and schema are its `file_open`'s, the
     /// chain is in its seals.
-    pub(super) fn line_v2(
-        &mut self,
-        index: usize,
-        number: u64,
-        bytes: &[u8],
-        fields: &Fields,
-    ) -> Result<(), VerifyError> {
-        let files = self.files;
-        let at = |problem| locate(files, index, Some(number), problem);
+    pub(super) fn line_v2(&mut self, line: Line<'_>) -> Result<(), VerifyError> {
+        let Line { index, number, bytes, fields } = line;
+        let at = self.errors_at(index, number);
         let kind = text(fields, "kind").ok_or_else(|| at(bad("kind", "a string")))?;
         let action = match (kind, text(fields, "action")) {
             // A command line has no action: it is always `command`.
@@ -85,7 +81,7 @@ impl Verifier<'_> {
             text(fields, "node").ok_or_else(|| at(bad("node", "a string")))?;
             self.file_instance = instance.to_owned();
             let pruned = self.file_header(index, fields)?;
-            self.seal(index, number, fields, bytes, pruned)?;
+            self.seal(line, pruned)?;
         } else if is_open {
             return Err(at(Problem::FileOpenNotFirst));
         }
@@ -93,9 +89,9 @@ impl Verifier<'_> {
         let result = match fields.get("seq") {
             None if marker && action == "seal" => {
                 self.final_seal = self.run.as_ref().is_some_and(|run| run.stopped);
-                self.seal(index, number, fields, bytes, false)
+                self.seal(line, false)
             }
-            None if marker => self.marker(index, number, fields, action, &instance),
+            None if marker => self.marker(line, action, &instance),
             None => Err(at(Problem::Unsequenced { found: format!("{kind}/{action}") })),
             Some(_) if marker => Err(at(Problem::SequencedMarker { action: action.to_owned() })),
             Some(seq) => match seq.as_u64() {
@@ -132,8 +128,7 @@ impl Verifier<'_> {
         index: usize,
         fields: &Fields,
     ) -> Result<bool, VerifyError> {
-        let files = self.files;
-        let at = |problem| locate(files, index, Some(1), problem);
+        let at = self.errors_at(index, 1);
         if text(fields, "file") != Some(ACTIVE_FILE) {
             return Err(at(bad("file", "\"audit.log\"")));
         }
@@ -179,14 +174,12 @@ impl Verifier<'_> {
     /// A `file_open` or `file_delete` line: the run it belongs to, the deletion it records.
     pub(super) fn marker(
         &mut self,
-        index: usize,
-        number: u64,
-        fields: &Fields,
+        line: Line<'_>,
         action: &str,
         instance: &str,
     ) -> Result<(), VerifyError> {
-        let files = self.files;
-        let at = |problem| locate(files, index, Some(number), problem);
+        let Line { index, number, fields, .. } = line;
+        let at = self.errors_at(index, number);
         if action == "file_open" {
             let same = self.run.as_ref().is_some_and(|run| run.instance == instance);
             if !same {

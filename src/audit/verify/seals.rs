@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use super::lines::{bad, clip, text, Fields};
-use super::{locate, Previous, Problem, Verifier, VerifyError};
+use super::{Line, Previous, Problem, Verifier, VerifyError};
 use crate::audit::chain::{checkpoint_hmac, checkpoint_key_id, ChainAlg, Segment};
 use crate::audit::schema::SCHEMA_V1;
 use crate::util::hex::{hex, hex_sha256, is_hex_hash, parse_hash};
@@ -14,16 +14,9 @@ impl Verifier<'_> {
     /// A seal (a `seal` line, or the `file_open` that begins a file): its `prev` is the hash of
     /// the seal before it, its `hash` that of the lines since then; with `pruned` (the first
     /// file, whose predecessors retention deleted) neither can be checked.
-    pub(super) fn seal(
-        &mut self,
-        index: usize,
-        number: u64,
-        fields: &Fields,
-        bytes: &[u8],
-        pruned: bool,
-    ) -> Result<(), VerifyError> {
-        let files = self.files;
-        let at = |problem| locate(files, index, Some(number), problem);
+    pub(super) fn seal(&mut self, line: Line<'_>, pruned: bool) -> Result<(), VerifyError> {
+        let Line { index, number, bytes, fields } = line;
+        let at = self.errors_at(index, number);
         let chain = fields.get("chain").and_then(Value::as_object);
         let chain = chain.ok_or_else(|| at(bad("chain", "an object")))?;
         let alg = text(chain, "alg").ok_or_else(|| at(bad("chain.alg", "a string")))?;
@@ -78,15 +71,9 @@ impl Verifier<'_> {
 
     /// A line of a `redis-audit/1` file: each carries the schema, its instance and the
     /// SHA-256 of the line before it.
-    pub(super) fn line_v1(
-        &mut self,
-        index: usize,
-        number: u64,
-        bytes: &[u8],
-        fields: &Fields,
-    ) -> Result<(), VerifyError> {
-        let files = self.files;
-        let at = |problem| locate(files, index, Some(number), problem);
+    pub(super) fn line_v1(&mut self, line: Line<'_>) -> Result<(), VerifyError> {
+        let Line { index, number, bytes, fields } = line;
+        let at = self.errors_at(index, number);
         let schema = text(fields, "schema").ok_or_else(|| at(bad("schema", "a string")))?;
         if schema != SCHEMA_V1 {
             return Err(at(Problem::Schema { found: clip(schema) }));
@@ -132,7 +119,7 @@ impl Verifier<'_> {
                 self.report.markers += 1;
             }
             None if marker => {
-                self.marker(index, number, fields, action, instance)?;
+                self.marker(line, action, instance)?;
                 self.report.markers += 1;
             }
             None => return Err(at(Problem::Unsequenced { found: format!("{kind}/{action}") })),
@@ -157,8 +144,7 @@ impl Verifier<'_> {
         fields: &Fields,
         prev: &str,
     ) -> Result<(), VerifyError> {
-        let files = self.files;
-        let at = |problem| locate(files, index, Some(1), problem);
+        let at = self.errors_at(index, 1);
         if self.file_header(index, fields)? {
             // The oldest files were deleted by retention (to be confirmed by a file_delete
             // line): the chain starts from their last line.

@@ -1,13 +1,18 @@
 //! The audit writer: a queue of rendered lines (bounded in bytes) feeding a dedicated thread
-//! that batches and appends them to `audit.log`, seals them ([`chain`]), rotates the file by
+//! that batches and appends them to `audit.log`, seals them ([`chain`](crate::audit::chain)), rotates the file by
 //! rename, and recovers after a crash. The proxy's threads render their lines and enqueue
 //! them; they never touch the file. The writer takes the whole queue at once (one lock, one
 //! swap), so a busy proxy costs it one wake-up per batch, not per line.
 //!
 //! Sequence numbers are taken under the same lock as the enqueue, so the file's order is the
-//! `seq` order. A line that does not fit the queue (its budget: [`backlog`]) is dropped but
+//! `seq` order. A line that does not fit the queue (its budget: [`backlog`](crate::audit::backlog)) is dropped but
 //! keeps its number; the next event enqueued is preceded by a `loss` record naming the missing
 //! range, so every number is accounted for. System events are never dropped.
+//!
+//! - this file: the settings, the counters and the [`AuditLog`] handle the proxy holds;
+//! - `queue`: the producers' side: lines, `seq`, losses, controls, the durable watermark;
+//! - `thread`: the writer loop: batches, seals, writes, flush acknowledgements, the last seal;
+//! - `active`: the active file: its chain state, rotation by rename, retention, crash recovery.
 
 mod active;
 mod queue;
@@ -46,7 +51,7 @@ pub struct WriterConfig {
     /// What to keep of the rotated files.
     pub retention: Retention,
     /// Bytes of events queued before command events are dropped (session and security
-    /// events: this and a reserve; see [`backlog`]).
+    /// events: this and a reserve; see [`backlog`](crate::audit::backlog)).
     pub queue_max_bytes: usize,
     /// Fsync after each batch.
     pub fsync: bool,
@@ -73,7 +78,7 @@ pub struct AuditStats {
     /// Events written.
     pub written: AtomicU64,
     /// Events dropped because the queue was full: commands past `queue_max_bytes`, session
-    /// and security events past its reserve too ([`backlog`]).
+    /// and security events past its reserve too ([`backlog`](crate::audit::backlog)).
     pub dropped_queue_full: AtomicU64,
     /// Bytes written to files.
     pub bytes_written: AtomicU64,
@@ -150,7 +155,7 @@ impl AuditLog {
     /// Enqueues an event; never blocks on the disk. When the queue is full, a `droppable`
     /// event is dropped (counted; its seq is declared by the next `loss` record); any other is
     /// queued beyond the budget, a session or security event only within its reserve
-    /// ([`backlog`]). Returns the event's seq, `None` when dropped.
+    /// ([`backlog`](crate::audit::backlog)). Returns the event's seq, `None` when dropped.
     pub fn submit(&self, event: &AuditEvent, droppable: bool) -> Option<u64> {
         self.shared.submit(event, droppable)
     }
