@@ -1,6 +1,6 @@
-//! The command line of the trail rendered straight from the record, by a small JSON writer that
-//! writes exactly what `serde_json` would (same fields, order, escapes), without an
-//! intermediate event, a heap allocation or a copy of the keys.
+//! The command line of the trail rendered straight from the record, with the JSON writer of
+//! [`mod@super::json`], which writes exactly what `serde_json` would (same fields, order,
+//! escapes), without an intermediate event, a heap allocation or a copy of the keys.
 //!
 //! Command lines are most of the trail and are rendered on the connection's thread, once per
 //! command, so this is the audit's hot path: `docs/benchmarks.md` has its cost.

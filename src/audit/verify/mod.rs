@@ -31,6 +31,11 @@
 //! rewritten with recomputed hashes (checkpoints, keyed, close that gap). The lines after the
 //! last seal of a running proxy are not sealed yet ([`VerifyReport::unsealed_lines`]).
 //! [`VerifyReport::last_hash`] is the value to keep elsewhere (an anchor).
+//!
+//! This file walks the directory (the listing is [`crate::audit::files::Listing`]'s); `lines`
+//! reads lines and their fields, `records` checks each line's place (file header, run, `seq`),
+//! `seals` the chain and checkpoints, `report` says what was found, and `export` checks a
+//! sink's copy as a collector exported it.
 
 mod export;
 mod lines;

@@ -75,8 +75,6 @@ pub(super) struct ActiveFile {
     pub(super) _lock: File,
     /// Fsync after each batch.
     pub(super) fsync: bool,
-    /// `WriterConfig::coalesce`.
-    pub(super) coalesce: Option<Duration>,
     /// The HMAC checkpoint key: every seal then carries a checkpoint.
     pub(super) checkpoint_key: Option<Vec<u8>>,
     /// The active file's query index, built as its lines are written.
@@ -153,7 +151,6 @@ impl ActiveFile {
             newest_rotated_name,
             _lock: lock,
             fsync: config.fsync,
-            coalesce: config.coalesce,
             checkpoint_key: config.checkpoint.as_ref().map(|(key, _)| key.clone()),
             index: IndexBuilder::for_node(&envelope.node),
             index_savers: Vec::new(),

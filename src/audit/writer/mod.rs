@@ -110,11 +110,12 @@ impl AuditLog {
         let sinks = Arc::new(Sinks::start(&config.sinks, envelope.clone())?);
         let files = ActiveFile::open(&config, &envelope, Arc::clone(&sinks))?;
         let shared = Arc::new(Shared::new(config.queue_max_bytes, envelope, sinks));
+        let coalesce = config.coalesce;
         let thread = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("audit-writer".into())
-                .spawn(move || thread::run_writer(files, &shared))?
+                .spawn(move || thread::run_writer(files, coalesce, &shared))?
         };
         Ok(Self { shared, writer: Mutex::new(Some(thread)) })
     }

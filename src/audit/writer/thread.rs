@@ -90,11 +90,11 @@ impl Writer<'_> {
 }
 
 /// The writer thread: takes what the queue holds, batch by batch, until the log closes; then
-/// writes the rest, lets the sinks send it, and ends the run with a seal.
-pub(super) fn run_writer(files: ActiveFile, shared: &Shared) {
+/// writes the rest, lets the sinks send it, and ends the run with a seal. `coalesce`:
+/// [`WriterConfig::coalesce`](super::WriterConfig::coalesce), a setting of this loop only.
+pub(super) fn run_writer(files: ActiveFile, coalesce: Option<Duration>, shared: &Shared) {
     let stats = &shared.stats;
     let envelope = &shared.envelope;
-    let coalesce = files.coalesce;
     let mut writer = Writer {
         files,
         batch: Batch { bytes: Vec::with_capacity(1 << 20), ..Batch::default() },
