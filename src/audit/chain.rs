@@ -137,6 +137,12 @@ impl Segment {
         }
     }
 
+    /// Whether a seal declaring `lines` lines and the hex hash `hash_hex` closes exactly this
+    /// segment (what `audit verify` checks of every seal, in the files and in a sink's copy).
+    pub fn is_sealed_by(&self, lines: u64, hash_hex: &str) -> bool {
+        self.lines == lines && hex(&self.finish()) == hash_hex
+    }
+
     /// What a seal closing it says: `"chain":{…}` (no leading comma), with a checkpoint when
     /// there is a key; `alg` is the seal line's own (its hash, the next head, is made with it).
     pub fn push_seal_field(&self, alg: ChainAlg, key: Option<&[u8]>, out: &mut Vec<u8>) {
@@ -266,6 +272,9 @@ mod tests {
             whole.extend_from_slice(b"a\nb\n");
             assert_eq!(segment.finish(), alg.hash(&whole));
             assert_eq!(segment.lines(), 2);
+            assert!(segment.is_sealed_by(2, &hex(&alg.hash(&whole))));
+            assert!(!segment.is_sealed_by(1, &hex(&alg.hash(&whole))), "a line fewer");
+            assert!(!segment.is_sealed_by(2, &hex(&alg.hash(b"other"))));
         }
     }
 

@@ -338,7 +338,7 @@ impl SinkCopy {
                         previous: Previous::Seal(Box::new((name.to_owned(), head_line))),
                     });
                 }
-                if segment.lines() != lines || hex(&segment.finish()) != hash {
+                if !segment.is_sealed_by(lines, hash) {
                     return Err(Problem::SealMismatch {
                         declared: lines,
                         found: segment.lines(),

@@ -49,7 +49,7 @@ impl Verifier<'_> {
                 let head = parse_hash(prev).unwrap_or_default();
                 (Segment::new(alg, head), None)
             });
-            if segment.lines() != lines || hex(&segment.finish()) != hash {
+            if !segment.is_sealed_by(lines, hash) {
                 let first = start.map(|(file, line)| (self.files[file].clone(), line));
                 return Err(at(Problem::SealMismatch {
                     declared: lines,
