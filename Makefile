@@ -19,6 +19,7 @@ test: deps
 	@bash scripts/ensure-redis-py.sh
 	@bash scripts/ensure-rsyslog.sh
 	@bash scripts/ensure-chromium.sh
+	@bash scripts/ensure-upstreams.sh
 	python3 scripts/check-layers.py
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings

@@ -96,8 +96,8 @@ impl AclLog {
     }
 
     /// Answers `ACL LOG [count|RESET]` (`args` from `ACL` on) at `now_ms`, in RESP3 when
-    /// `resp3`.
-    pub fn command(&mut self, args: &[Bytes], resp3: bool, now_ms: i64) -> Bytes {
+    /// `resp3`, with the fields of the Redis behind (`shape`).
+    pub fn command(&mut self, args: &[Bytes], resp3: bool, now_ms: i64, shape: Shape) -> Bytes {
         let count = match args.len() {
             2 => DEFAULT_COUNT,
             3 if args[2].eq_ignore_ascii_case(b"reset") => {
@@ -122,15 +122,35 @@ impl AclLog {
         let mut out = Vec::with_capacity(64 + count * 512);
         header(&mut out, b'*', count);
         for entry in self.entries.iter().take(count) {
-            encode_entry(&mut out, entry, resp3, now_ms);
+            encode_entry(&mut out, entry, resp3, now_ms, shape);
         }
         Bytes::from(out)
     }
 }
 
-fn encode_entry(out: &mut Vec<u8>, entry: &Entry, resp3: bool, now_ms: i64) {
+/// Which fields an entry has: Redis 7.2 added `entry-id`, `timestamp-created` and
+/// `timestamp-last-updated` to the seven of 7.0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Redis 6.2 to 7.1: seven fields.
+    V7_0,
+    /// Redis 7.2 and later, Valkey: ten.
+    V7_2,
+}
+
+impl Shape {
+    /// The shape of a `redis_version` (`7.0.15`); the newest for anything unreadable.
+    pub fn of_version(version: &str) -> Self {
+        match crate::acl::policy::Wording::of_version(version) {
+            crate::acl::policy::Wording::V7_2 => Self::V7_2,
+            _ => Self::V7_0,
+        }
+    }
+}
+
+fn encode_entry(out: &mut Vec<u8>, entry: &Entry, resp3: bool, now_ms: i64, shape: Shape) {
     let event = &entry.event;
-    map_header(out, 10, resp3);
+    map_header(out, if shape == Shape::V7_2 { 10 } else { 7 }, resp3);
     bulk(out, b"count");
     integer(out, entry.count as i64);
     bulk(out, b"reason");
@@ -151,6 +171,9 @@ fn encode_entry(out: &mut Vec<u8>, entry: &Entry, resp3: bool, now_ms: i64) {
     }
     bulk(out, b"client-info");
     bulk(out, event.client_info.as_bytes());
+    if shape == Shape::V7_0 {
+        return;
+    }
     bulk(out, b"entry-id");
     integer(out, entry.entry_id as i64);
     bulk(out, b"timestamp-created");
@@ -216,26 +239,32 @@ mod tests {
         let mut log = AclLog::new(128);
         log.add(event("get", 1_675_361_484_370));
         let now = 1_675_361_492_408;
-        let reply = log.command(&args(&["ACL", "LOG"]), false, now);
+        let reply = log.command(&args(&["ACL", "LOG"]), false, now, Shape::V7_2);
         let expected = "*1\r\n*20\r\n$5\r\ncount\r\n:1\r\n$6\r\nreason\r\n$7\r\ncommand\r\n\
             $7\r\ncontext\r\n$8\r\ntoplevel\r\n$6\r\nobject\r\n$3\r\nget\r\n$8\r\nusername\r\n\
             $5\r\nalice\r\n$11\r\nage-seconds\r\n$5\r\n8.038\r\n$11\r\nclient-info\r\n\
             $12\r\nid=1 cmd=get\r\n$8\r\nentry-id\r\n:0\r\n$17\r\ntimestamp-created\r\n\
             :1675361484370\r\n$22\r\ntimestamp-last-updated\r\n:1675361484370\r\n";
         assert_eq!(String::from_utf8_lossy(&reply), expected);
-        let resp3 = log.command(&args(&["acl", "log", "5"]), true, now);
+        let resp3 = log.command(&args(&["acl", "log", "5"]), true, now, Shape::V7_2);
         assert!(resp3.starts_with(b"*1\r\n%10\r\n"));
         assert!(memchr::memmem::find(&resp3, b",8.038\r\n").is_some());
-        assert_eq!(&log.command(&args(&["ACL", "LOG", "-1"]), false, now)[..], b"*0\r\n");
         assert_eq!(
-            &log.command(&args(&["ACL", "LOG", "+1"]), false, now)[..],
+            &log.command(&args(&["ACL", "LOG", "-1"]), false, now, Shape::V7_2)[..],
+            b"*0\r\n"
+        );
+        assert_eq!(
+            &log.command(&args(&["ACL", "LOG", "+1"]), false, now, Shape::V7_2)[..],
             b"-ERR value is not an integer or out of range\r\n"
         );
         assert_eq!(
-            &log.command(&args(&["acl", "log", "1", "2"]), false, now)[..],
+            &log.command(&args(&["acl", "log", "1", "2"]), false, now, Shape::V7_2)[..],
             b"-ERR unknown subcommand or wrong number of arguments for 'log'. Try ACL HELP.\r\n"
         );
-        assert_eq!(&log.command(&args(&["ACL", "LOG", "reset"]), false, now)[..], b"+OK\r\n");
-        assert_eq!(&log.command(&args(&["ACL", "LOG"]), false, now)[..], b"*0\r\n");
+        assert_eq!(
+            &log.command(&args(&["ACL", "LOG", "reset"]), false, now, Shape::V7_2)[..],
+            b"+OK\r\n"
+        );
+        assert_eq!(&log.command(&args(&["ACL", "LOG"]), false, now, Shape::V7_2)[..], b"*0\r\n");
     }
 }

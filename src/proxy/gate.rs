@@ -143,6 +143,15 @@ pub fn decide(view: &View<'_>, command: &Command<'_>, policy: Option<&Policy>) -
         }
     };
     let refuse = |reply: Bytes, denial: Option<Denial>| refusal(view, name, reply, denial);
+    // Redis 7.2 and Valkey 8 drop the error of a failed login while replies wait in the
+    // connection's output buffer (`addAuthErrReply`): a client that pipelines AUTH behind other
+    // commands never gets it, and every later reply is paired with the wrong command. Sent
+    // when nothing is in flight, the error always comes. (With `auth.mode = "proxy"` the proxy
+    // answers logins itself.)
+    let logs_in = matches!(command.effect, Effect::Auth(_) | Effect::Hello { user: Some(_), .. });
+    if logs_in && !proxy_auth && !view.idle {
+        return Decision::Wait;
+    }
     // Without a users file Redis is the only authority: everything goes to it, except what
     // the proxy could not pair.
     let Some(policy) = policy else {
@@ -450,6 +459,19 @@ mod tests {
         }
         let effect = Effect::of(&args);
         decide(view, &Command { info, args: &args, keys: &keys, effect: &effect }, policy)
+    }
+
+    #[test]
+    fn a_login_to_redis_waits_until_nothing_is_in_flight() {
+        let mut busy = view("default");
+        busy.auth_mode = AuthMode::Passthrough;
+        busy.idle = false;
+        for line in ["AUTH pw", "AUTH alice pw", "HELLO 3 AUTH alice pw"] {
+            assert_eq!(decide_line(&busy, None, line), Decision::Wait, "{line}");
+        }
+        assert_ne!(decide_line(&busy, None, "HELLO 3"), Decision::Wait);
+        busy.idle = true;
+        assert_ne!(decide_line(&busy, None, "AUTH pw"), Decision::Wait);
     }
 
     fn reply_of(decision: &Decision) -> String {

@@ -281,6 +281,14 @@ impl ProxyContext {
         })
     }
 
+    /// The proxy's answer to `ACL LOG [count|RESET]` (`args` from `ACL` on), with the fields
+    /// of the Redis behind it.
+    pub fn acl_log_reply(&self, args: &[Bytes], resp3: bool) -> Bytes {
+        let shape = crate::acl::log::Shape::of_version(&self.commands().version);
+        let mut log = self.acl_log.lock().unwrap_or_else(PoisonError::into_inner);
+        log.command(args, resp3, crate::util::unix_millis(), shape)
+    }
+
     /// Entries in the proxy's ACL LOG.
     pub fn acl_log_len(&self) -> usize {
         self.acl_log.lock().unwrap_or_else(PoisonError::into_inner).len()

@@ -3,6 +3,7 @@
 //! address (`acl.log_source = "proxy"`), while Redis still decides who may run `ACL LOG`; and
 //! Redis's own log with `acl.log_source = "upstream"`.
 
+use crate::support::redis::Server;
 use crate::support::{RawClient, RedisServer, TestProxy};
 
 /// Users on the Redis behind the proxy and on the reference Redis: alice may read `app:*` and
@@ -23,8 +24,8 @@ const SCRIPT: &[&[&[u8]]] = &[
     &[b"GET", b"app:1"],
 ];
 
-async fn redis_with_users() -> RedisServer {
-    let redis = RedisServer::start(&[]);
+async fn redis_with_users(server: Server) -> RedisServer {
+    let redis = RedisServer::start_server(server, &[]);
     let mut admin = RawClient::connect(redis.addr).await;
     for args in SETUSERS {
         assert_eq!(admin.call(args).await, b"+OK\r\n");
@@ -67,9 +68,25 @@ fn client_infos(reply: &[u8]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_users_file_acl_log_is_the_proxys_with_each_clients_address() {
+    acl_log_is_the_proxys(Server::Debian).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_users_file_acl_log_is_the_proxys_on_redis_7_2() {
+    acl_log_is_the_proxys(Server::Redis72).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_users_file_acl_log_is_the_proxys_on_valkey_8_0() {
+    acl_log_is_the_proxys(Server::Valkey80).await;
+}
+
+/// The proxy's ACL LOG against the log of a `server` of the same version the script ran on
+/// directly.
+async fn acl_log_is_the_proxys(server: Server) {
     crate::require_redis!();
-    let reference = redis_with_users().await;
-    let behind = redis_with_users().await;
+    let reference = redis_with_users(server).await;
+    let behind = redis_with_users(server).await;
     let proxy = TestProxy::start(behind.addr).await;
 
     let mut direct = RawClient::connect(reference.addr).await;
@@ -86,8 +103,11 @@ async fn without_a_users_file_acl_log_is_the_proxys_with_each_clients_address() 
         entries = entries(&ours)
     );
     assert!(entries(&ours).contains(&"count=:2".to_owned()), "the two GET other: one entry");
-    // Redis 7.2's shape: ten fields per entry, whatever the Redis behind.
-    assert!(ours.starts_with(b"*4\r\n*20\r\n"), "{}", String::from_utf8_lossy(&ours));
+    // The shape of the Redis behind: seven fields per entry up to 7.1, ten from 7.2.
+    let shape =
+        |reply: &[u8]| String::from_utf8_lossy(reply).split("\r\n").nth(1).map(str::to_owned);
+    assert_eq!(shape(&ours), shape(&theirs), "{}", String::from_utf8_lossy(&ours));
+    assert!(ours.starts_with(b"*4\r\n"), "{}", String::from_utf8_lossy(&ours));
     // Each entry names the client as the proxy sees it: its own address, not the proxy's.
     let own = format!("addr={}", through.stream.local_addr().unwrap());
     let infos = client_infos(&ours);
@@ -120,7 +140,7 @@ async fn without_a_users_file_acl_log_is_the_proxys_with_each_clients_address() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_source_upstream_shows_redis_own_log() {
     crate::require_redis!();
-    let behind = redis_with_users().await;
+    let behind = redis_with_users(Server::Debian).await;
     let proxy = TestProxy::start_with(behind.addr, "[acl]\nlog_source = \"upstream\"\n").await;
     let mut through = RawClient::connect(proxy.addr).await;
     for command in SCRIPT {

@@ -49,3 +49,4 @@ mod stateful;
 mod suggest;
 mod table_load;
 mod tls;
+mod versions;

@@ -50,12 +50,7 @@ where
         let mut replaced = false;
         if slot.proxy_acl_log && status == ReplyStatus::Ok {
             let resp3 = self.session.protocol == 3;
-            let bytes = self
-                .ctx
-                .acl_log
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .command(&slot.args, resp3, super::intake::unix_millis());
+            let bytes = self.ctx.acl_log_reply(&slot.args, resp3);
             slot.reply_bytes = bytes.len() as u64;
             if self.delivered_in_turn(&slot, ReplyStatus::Ok) {
                 self.queue_own_reply(bytes);

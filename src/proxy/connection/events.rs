@@ -9,7 +9,6 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-use super::intake::unix_millis;
 use super::Connection;
 use crate::acl::config::AclMode;
 use crate::acl::log::LogEvent;
@@ -19,6 +18,7 @@ use crate::event::{CloseStats, SecurityAction, SecurityEvent, SessionAction, Ses
 use crate::event::{CommandRecord, ReplySource, ReplyStatus};
 use crate::proxy::pipeline::Slot;
 use crate::proxy::session::Effect;
+use crate::util::unix_millis;
 
 /// Kinds of refusal (user, command, error) counted at once per connection; a new kind beyond
 /// them closes the oldest group.

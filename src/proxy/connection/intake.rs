@@ -1,7 +1,7 @@
 //! Request intake: decodes what the client sent, puts each command through the gate, and
 //! forwards it, answers it, or holds it until the commands before it are answered.
 
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -322,8 +322,7 @@ where
         let reply = match service {
             Service::AclLog => {
                 let resp3 = self.session.protocol == 3;
-                let mut log = self.ctx.acl_log.lock().unwrap_or_else(PoisonError::into_inner);
-                LocalReply::from_bytes(log.command(&item.request.args, resp3, unix_millis()))
+                LocalReply::from_bytes(self.ctx.acl_log_reply(&item.request.args, resp3))
             }
             Service::AclCommand => match self.acl_command(&item) {
                 Some(reply) => reply,
@@ -433,10 +432,4 @@ where
         };
         declared.unwrap_or_else(|| Class::of(command))
     }
-}
-
-/// Wall-clock time in Unix milliseconds.
-pub(super) fn unix_millis() -> i64 {
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-    since.map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -32,6 +32,7 @@ use redis_audit_proxy::config::AclMode;
 use tokio::time::Instant;
 
 use crate::support::client::{encode_command, reply_len, show};
+use crate::support::redis::Server;
 use crate::support::rng::Rng;
 use crate::support::{RawClient, RedisServer};
 
@@ -181,8 +182,22 @@ const NOT_GENERATED: &[&str] = &["debug", "module", "shutdown", "monitor", "sync
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decide_matches_acl_dryrun() {
+    decide_matches_acl_dryrun_on(Server::Debian).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decide_matches_acl_dryrun_on_redis_7_2() {
+    decide_matches_acl_dryrun_on(Server::Redis72).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decide_matches_acl_dryrun_on_valkey_8_0() {
+    decide_matches_acl_dryrun_on(Server::Valkey80).await;
+}
+
+async fn decide_matches_acl_dryrun_on(server: Server) {
     crate::require_redis!();
-    let mut setup = Setup::new().await;
+    let mut setup = Setup::new(server).await;
     let seed = setup.seed;
     let policy = compile_users(&setup.accepted, &setup.table, seed);
 

@@ -111,13 +111,13 @@ pub(super) struct Setup {
 impl Setup {
     /// Starts Redis, reads the table, creates the users (`ACL SETUSER` and `Policy::compile`
     /// must agree on each) and draws the commands.
-    pub(super) async fn new() -> Self {
+    pub(super) async fn new(server: Server) -> Self {
         let started = Instant::now();
         let seed =
             std::env::var("ACL_POLICY_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(SEED);
         let mut rng = Rng::new(seed);
         let show_users = std::env::var_os("ACL_POLICY_SHOW").is_some();
-        let server = RedisServer::start(&[]);
+        let server = RedisServer::start_server(server, &[]);
         let mut client = RawClient::connect(server.addr).await;
 
         // The table as the proxy reads it from its upstream: COMMAND, ACL CAT, and the

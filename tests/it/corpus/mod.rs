@@ -82,9 +82,9 @@ impl Step {
 pub struct Script {
     pub name: &'static str,
     pub steps: Vec<Step>,
-    /// Patterns the direct stream of a connection must contain: proof that the script
-    /// exercises what its name says, whatever the proxy does.
-    pub expects: Vec<(usize, Vec<u8>)>,
+    /// Patterns the direct stream of a connection must contain (one of each list): proof that
+    /// the script exercises what its name says, whatever the proxy does.
+    pub expects: Vec<(usize, Vec<Vec<u8>>)>,
     syncs: usize,
 }
 
@@ -181,7 +181,14 @@ impl Script {
 
     /// The direct stream of `conn` must contain `pattern`.
     pub fn expect(mut self, conn: usize, pattern: impl AsRef<[u8]>) -> Self {
-        self.expects.push((conn, pattern.as_ref().to_vec()));
+        self.expects.push((conn, vec![pattern.as_ref().to_vec()]));
+        self
+    }
+
+    /// The direct stream of `conn` must contain Redis's `redis` or Valkey 8's `valkey` form of
+    /// the same reply.
+    pub fn expect_either(mut self, conn: usize, redis: &str, valkey: &str) -> Self {
+        self.expects.push((conn, vec![redis.as_bytes().to_vec(), valkey.as_bytes().to_vec()]));
         self
     }
 }

@@ -186,7 +186,11 @@ pub fn pubsub() -> Vec<Script> {
                 &["UNSUBSCRIBE", "x"],
             ]))
             .sync()
-            .expect(0, "*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n"),
+            .expect_either(
+                0,
+                "*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n",
+                "-NOSUB 'unsubscribe' command executed not in subscribed mode\r\n",
+            ),
         Script::new("pubsub_resp2_same_channel_twice")
             .send(cmds(&[&["SUBSCRIBE", "a", "a", "b"], &["SUBSCRIBE", "b"], &["PSUBSCRIBE", "a"]]))
             .ping_sync_on(0)

@@ -39,6 +39,7 @@ use tokio::time::Instant;
 
 use crate::corpus::{self, Script};
 use crate::support::certs::{self, Authority};
+use crate::support::redis::Server;
 use crate::support::{RedisServer, Scratch, TestProxy};
 
 pub(crate) use normalise::normalise;
@@ -46,10 +47,17 @@ use runner::{differ, Admin};
 
 /// One differential test per corpus group: `name => group` plays every script of
 /// `corpus::group()` `over` plain TCP or TLS, with the proxy's upstream connections as `pool`
-/// says, through [`check_with`]; `name => group requirepass` starts Redis with
-/// [`corpus::PASSWORD`] required and gives it to the admin.
+/// says, against a `server` (Debian's when none is named), through [`check_with`];
+/// `name => group requirepass` starts Redis with [`corpus::PASSWORD`] required and gives it to
+/// the admin.
 macro_rules! differential_tests {
     ($over:expr, $pool:expr; $($name:ident => $group:ident $($auth:ident)?,)*) => {
+        $crate::differential::differential_tests! {
+            $over, $pool, $crate::support::redis::Server::Debian;
+            $($name => $group $($auth)?,)*
+        }
+    };
+    ($over:expr, $pool:expr, $server:expr; $($name:ident => $group:ident $($auth:ident)?,)*) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
@@ -58,6 +66,7 @@ macro_rules! differential_tests {
                     $crate::corpus::$group(),
                     $over,
                     $pool,
+                    $server,
                     extra,
                     password,
                 )
@@ -190,12 +199,13 @@ struct Setup {
 }
 
 impl Setup {
-    /// Starts Redis (debug commands enabled, plus `extra` arguments) and the proxy.
-    async fn start(over: Over, pool: Pool, extra: &[&str]) -> Self {
+    /// Starts `server` (debug commands enabled, plus `extra` arguments) and the proxy.
+    async fn start(over: Over, pool: Pool, server: Server, extra: &[&str]) -> Self {
         let mut args: Vec<String> = vec!["--enable-debug-command".into(), "yes".into()];
         args.extend(extra.iter().map(|&arg| arg.to_owned()));
         if over == Over::Plain {
-            let redis = RedisServer::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let redis = RedisServer::start_server(server, &args);
             let proxy = TestProxy::start_with(redis.addr, pool.toml()).await;
             let (direct, proxied) = (redis.addr, proxy.addr);
             return Self {
@@ -211,22 +221,23 @@ impl Setup {
         let scratch = Scratch::new("differential-tls");
         let dir = scratch.path();
         let ca = Authority::new(dir, "differential");
-        let server = ca.server(dir, "server");
+        let issued = ca.server(dir, "server");
         let tls_port = crate::support::redis::free_port();
         // Client certificates are not asked for: the plain corpus has no notion of them.
         args.extend([
             "--tls-port".to_owned(),
             tls_port.to_string(),
             "--tls-cert-file".to_owned(),
-            server.cert_file.display().to_string(),
+            issued.cert_file.display().to_string(),
             "--tls-key-file".to_owned(),
-            server.key_file.display().to_string(),
+            issued.key_file.display().to_string(),
             "--tls-ca-cert-file".to_owned(),
             ca.ca_file.display().to_string(),
             "--tls-auth-clients".to_owned(),
             "no".to_owned(),
         ]);
-        let redis = RedisServer::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let redis = RedisServer::start_server(server, &args);
         let redis_tls = SocketAddr::from(([127, 0, 0, 1], tls_port));
         // The proxy's TLS listener with the same certificate, and TLS to Redis's TLS port.
         let toml = format!(
@@ -242,8 +253,8 @@ client_auth = "none"
 ca_file = "{ca}"
 server_name = "localhost"
 "#,
-            cert = server.cert_file.display(),
-            key = server.key_file.display(),
+            cert = issued.cert_file.display(),
+            key = issued.key_file.display(),
             ca = ca.ca_file.display(),
             pool = pool.toml(),
         );
@@ -255,18 +266,19 @@ server_name = "localhost"
 }
 
 /// Plays every script directly and through the proxy, and fails with every difference: `over`
-/// plain or TLS, the proxy's upstream connections as `pool` says, against a server started with
-/// `extra` arguments; `password` is for the admin.
+/// plain or TLS, the proxy's upstream connections as `pool` says, against a `server` started
+/// with `extra` arguments; `password` is for the admin.
 pub(crate) async fn check_with(
     scripts: Vec<Script>,
     over: Over,
     pool: Pool,
+    server: Server,
     extra: &[&str],
     password: Option<&str>,
 ) {
     crate::require_redis!();
     let started = Instant::now();
-    let setup = Setup::start(over, pool, extra).await;
+    let setup = Setup::start(over, pool, server, extra).await;
     let mut admin =
         Admin::connect(setup.redis.addr, password, &setup).await.expect("admin connection");
     let mut failures = Vec::new();
@@ -278,7 +290,11 @@ pub(crate) async fn check_with(
         }
     }
     setup.proxy.shutdown().await;
-    eprintln!("{} scripts over {over:?}, {pool:?}, in {:?}", scripts.len(), started.elapsed());
+    eprintln!(
+        "{} scripts over {over:?}, {pool:?}, on {server:?}, in {:?}",
+        scripts.len(),
+        started.elapsed()
+    );
     assert!(
         failures.is_empty(),
         "{} of {} scripts differ:\n\n{}",

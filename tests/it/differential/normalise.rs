@@ -28,6 +28,9 @@ const VOLATILE_CLIENT_FIELDS: &[&str] = &[
     "oll",
     "omem",
     "tot-mem",
+    // Valkey 8: bytes read and written so far, which depend on how the stream was cut.
+    "tot-net-in",
+    "tot-net-out",
 ];
 
 /// `stream` with the volatile values replaced (see the module documentation). `masks` are the

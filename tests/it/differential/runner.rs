@@ -51,13 +51,16 @@ pub(super) async fn differ(
         }
     }
     let mut problems = Vec::new();
-    for (conn, pattern) in &script.expects {
-        if memmem::find(&direct.streams[*conn], pattern).is_none() {
+    for (conn, patterns) in &script.expects {
+        let stream = &direct.streams[*conn];
+        if !patterns.iter().any(|pattern| memmem::find(stream, pattern).is_some()) {
+            let wanted: Vec<String> =
+                patterns.iter().map(|p| format!("\"{}\"", p.escape_ascii())).collect();
             problems.push(format!(
-                "the direct stream of connection {conn} lacks \"{}\" (the script does not test \
+                "the direct stream of connection {conn} lacks {} (the script does not test \
                  what it claims): {}",
-                pattern.escape_ascii(),
-                show(&direct.streams[*conn])
+                wanted.join(" or "),
+                show(stream)
             ));
         }
     }

@@ -1,6 +1,7 @@
 //! A real `redis-server` on a free loopback port, killed on drop.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -9,21 +10,62 @@ pub fn available() -> bool {
     Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_ok()
 }
 
+/// Which server: Debian's `redis-server` (7.0), or one built from `../shared/upstreams` by
+/// `scripts/ensure-upstreams.sh` (`make test` runs it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    /// `redis-server` on PATH (Debian's 7.0.15).
+    Debian,
+    /// Redis 7.2.6.
+    Redis72,
+    /// Valkey 8.0.1.
+    Valkey80,
+}
+
+impl Server {
+    /// The server binary; a built one that is missing fails the test, saying how to build it.
+    pub fn binary(self) -> PathBuf {
+        let (name, binary) = match self {
+            Self::Debian => return PathBuf::from("redis-server"),
+            Self::Redis72 => ("redis-7.2.6", "redis-server"),
+            Self::Valkey80 => ("valkey-8.0.1", "valkey-server"),
+        };
+        let cache = std::env::var_os("UPSTREAMS_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").expect("HOME is set");
+            PathBuf::from(home).join(".cache/redis-audit-proxy-upstreams")
+        });
+        let path = cache.join(name).join("src").join(binary);
+        assert!(
+            path.is_file(),
+            "{} is not built: `make test` builds it (or `bash scripts/ensure-upstreams.sh`)",
+            path.display()
+        );
+        path
+    }
+}
+
 /// A running redis-server.
 #[derive(Debug)]
 pub struct RedisServer {
     pub addr: SocketAddr,
     child: Child,
     extra: Vec<String>,
+    server: Server,
 }
 
 impl RedisServer {
     /// Starts a server with no persistence, plus `extra` config arguments (`["--requirepass", "pw"]`).
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_server(Server::Debian, extra)
+    }
+
+    /// [`start`](Self::start) for `server`.
+    pub fn start_server(server: Server, extra: &[&str]) -> Self {
         let port = free_port();
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let child = spawn(port, &extra);
-        let server = Self { addr: SocketAddr::from(([127, 0, 0, 1], port)), child, extra };
+        let child = spawn(server, port, &extra);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let server = Self { addr, child, extra, server };
         server.wait_ready();
         server
     }
@@ -50,7 +92,7 @@ impl RedisServer {
         self.kill();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            self.child = spawn(self.addr.port(), &self.extra);
+            self.child = spawn(self.server, self.addr.port(), &self.extra);
             std::thread::sleep(Duration::from_millis(50));
             if let Ok(None) = self.child.try_wait() {
                 break;
@@ -67,8 +109,8 @@ impl Drop for RedisServer {
     }
 }
 
-fn spawn(port: u16, extra: &[String]) -> Child {
-    Command::new("redis-server")
+fn spawn(server: Server, port: u16, extra: &[String]) -> Child {
+    Command::new(server.binary())
         .args([
             "--port",
             &port.to_string(),
