@@ -3,7 +3,7 @@
 //! audit writer's counters, read at each scrape. Label values come only from closed sets:
 //! classes, outcomes, reasons, modes, and command names from the command table.
 
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -16,6 +16,7 @@ use crate::event::{
     CommandRecord, EventSink, ReplyStatus, SecurityAction, SecurityEvent, SessionAction,
     SessionEvent, SinkStats, SystemEvent,
 };
+use crate::util::sync::{LockAnyway, RwLockAnyway};
 
 /// The class label values, by [`Class::index_of`].
 const CLASSES: [Option<Class>; 4] = Class::ALL_OR_UNKNOWN;
@@ -183,7 +184,7 @@ impl Metrics {
     /// Counts one command in its (command, class, outcome) series: under the read lock when
     /// the series was seen before, which is every time but the first.
     fn count_command(&self, command: &str, class: usize, outcome: usize, count: u64) {
-        let handles = self.command_handles.read().unwrap_or_else(PoisonError::into_inner);
+        let handles = self.command_handles.read_anyway();
         if let Some(counter) = handles.get(command).and_then(|h| h[class][outcome].as_ref()) {
             counter.inc_by(count);
             return;
@@ -195,7 +196,7 @@ impl Metrics {
             OUTCOMES[outcome],
         ]);
         counter.inc_by(count);
-        let mut handles = self.command_handles.write().unwrap_or_else(PoisonError::into_inner);
+        let mut handles = self.command_handles.write_anyway();
         handles.entry(command.into()).or_default()[class][outcome] = Some(counter);
     }
 
@@ -248,7 +249,7 @@ impl Metrics {
 
     /// Brings the audit counters up to `stats` (read at each scrape).
     pub fn update_audit(&self, stats: &SinkStats) {
-        let mut last = self.last_stats.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last = self.last_stats.lock_anyway();
         let grow = |counter: &IntCounter, now: u64, before: u64| {
             counter.inc_by(now.saturating_sub(before))
         };

@@ -10,6 +10,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use crate::command::keys::{GetKeys, KeyFlags};
 use crate::resp::reply::ReplyScanner;
+use crate::util::sync::LockAnyway;
 
 /// The raw `COMMAND` reply of the Redis version in `embedded.version`
 /// (regenerate both with `scripts/gen-command-table.sh`).
@@ -107,7 +108,7 @@ pub struct CommandInfo {
 pub fn stat_id(full_name: &str) -> usize {
     static IDS: std::sync::Mutex<Option<std::collections::HashMap<String, usize>>> =
         std::sync::Mutex::new(None);
-    let mut ids = IDS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut ids = IDS.lock_anyway();
     let ids = ids.get_or_insert_with(Default::default);
     let next = ids.len();
     *ids.entry(full_name.to_owned()).or_insert(next)

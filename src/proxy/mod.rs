@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::acl::log::AclLog;
 use crate::acl::{MissingDefault, Policy, UsersFileError};
@@ -28,6 +28,7 @@ use crate::config::{AuthMode, Config, Secret};
 use crate::event::EventSink;
 use crate::event::SystemEvent;
 use crate::proxy::mirror::Mirrors;
+use crate::util::sync::{LockAnyway, RwLockAnyway};
 
 /// What every connection shares: configuration, the record sink, and what was learned
 /// about the upstream.
@@ -120,13 +121,13 @@ impl ProxyContext {
 
     /// The command table in use.
     pub fn commands(&self) -> Arc<CommandTable> {
-        Arc::clone(&self.commands.read().unwrap_or_else(PoisonError::into_inner))
+        Arc::clone(&self.commands.read_anyway())
     }
 
     /// Replaces the command table (new connections use it) and recompiles the policy
     /// against it; a users file the new table refuses leaves the old policy in force.
     pub fn set_commands(&self, table: CommandTable) {
-        let text = self.users_text.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let text = self.users_text.lock_anyway().clone();
         if let Some(text) = text {
             match self.compile(&text, &table) {
                 Ok(policy) => self.set_policy(policy),
@@ -135,7 +136,7 @@ impl ProxyContext {
                 }
             }
         }
-        *self.commands.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
+        *self.commands.write_anyway() = Arc::new(table);
     }
 
     fn compile(&self, text: &[u8], table: &CommandTable) -> Result<Policy, UsersFileError> {
@@ -144,17 +145,17 @@ impl ProxyContext {
 
     /// The users file text the policy in force was compiled from.
     pub fn users_text(&self) -> Option<Vec<u8>> {
-        self.users_text.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.users_text.lock_anyway().clone()
     }
 
     /// The mirrored users in force, if any.
     pub fn mirrors(&self) -> Option<Arc<Mirrors>> {
-        self.mirrors.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.mirrors.read_anyway().clone()
     }
 
     /// Swaps in the mirrored users provisioned for the policy in force (`None`: not in force).
     pub fn set_mirrors(&self, mirrors: Option<Mirrors>) {
-        *self.mirrors.write().unwrap_or_else(PoisonError::into_inner) = mirrors.map(Arc::new);
+        *self.mirrors.write_anyway() = mirrors.map(Arc::new);
     }
 
     /// Asks for the command table to be read again (after MODULE LOAD / UNLOAD, on reload).
@@ -170,18 +171,18 @@ impl ProxyContext {
             return;
         }
         let login = (String::from_utf8_lossy(user).into_owned(), Secret(password.to_vec()));
-        *self.table_login_hint.lock().unwrap_or_else(PoisonError::into_inner) = Some(login);
+        *self.table_login_hint.lock_anyway() = Some(login);
         self.table_wanted.notify_one();
     }
 
     /// Takes the credentials a client authenticated with, if any are waiting to be used.
     pub fn take_table_login_hint(&self) -> Option<(String, Secret)> {
-        self.table_login_hint.lock().unwrap_or_else(PoisonError::into_inner).take()
+        self.table_login_hint.lock_anyway().take()
     }
 
     /// Swaps in a new policy; connections pick it up at their next command.
     pub fn set_policy(&self, policy: Policy) {
-        *self.policy.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(policy));
+        *self.policy.write_anyway() = Some(Arc::new(policy));
         self.policy_generation.send_modify(|generation| *generation += 1);
     }
 
@@ -208,7 +209,7 @@ impl ProxyContext {
             Ok((text, policy)) => {
                 let version = Arc::clone(&policy.version);
                 let users = policy.users().len();
-                *self.users_text.lock().unwrap_or_else(PoisonError::into_inner) = Some(text);
+                *self.users_text.lock_anyway() = Some(text);
                 self.set_policy(policy);
                 tracing::info!(policy_version = %version, users, "users file reloaded");
                 let detail = serde_json::json!({
@@ -242,7 +243,7 @@ impl ProxyContext {
             "users": policy.users().len(),
             "command": command,
         });
-        *self.users_text.lock().unwrap_or_else(PoisonError::into_inner) = Some(text.into_bytes());
+        *self.users_text.lock_anyway() = Some(text.into_bytes());
         self.set_policy(policy);
         let time = std::time::SystemTime::now();
         self.sink.system(SystemEvent { action: "policy_change", time, detail });
@@ -285,25 +286,25 @@ impl ProxyContext {
     /// of the Redis behind it.
     pub fn acl_log_reply(&self, args: &[Bytes], resp3: bool) -> Bytes {
         let shape = crate::acl::log::Shape::of_version(&self.commands().version);
-        let mut log = self.acl_log.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut log = self.acl_log.lock_anyway();
         log.command(args, resp3, crate::util::unix_millis(), shape)
     }
 
     /// Entries in the proxy's ACL LOG.
     pub fn acl_log_len(&self) -> usize {
-        self.acl_log.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.acl_log.lock_anyway().len()
     }
 
     /// TLS towards Redis, if configured.
     pub fn upstream_tls(&self) -> Option<Arc<upstream::UpstreamTls>> {
-        self.upstream_tls.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.upstream_tls.read_anyway().clone()
     }
 
     /// Rebuilds the upstream TLS configuration from its files (SIGHUP): new connections use
     /// it; on an error the one in force stays, and the error is returned.
     pub fn reload_upstream_tls(&self) -> Result<(), crate::tls::TlsError> {
         let tls = upstream::UpstreamTls::from_config(&self.config.upstream)?;
-        *self.upstream_tls.write().unwrap_or_else(PoisonError::into_inner) = tls;
+        *self.upstream_tls.write_anyway() = tls;
         Ok(())
     }
 
@@ -314,7 +315,7 @@ impl ProxyContext {
 
     /// The policy in force, if a users file is configured.
     pub fn policy(&self) -> Option<Arc<Policy>> {
-        self.policy.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.policy.read_anyway().clone()
     }
 
     /// Remembers the class a script body declares, under its SHA1.
@@ -322,7 +323,7 @@ impl ProxyContext {
         let class = Class::of_script(body);
         let sha = sha1_smol::Sha1::from(body).digest().bytes();
         let limit = self.config.proxy.limits.script_cache_entries;
-        let mut scripts = self.scripts.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut scripts = self.scripts.lock_anyway();
         if scripts.len() >= limit && !scripts.contains_key(&sha) {
             // Bounded, not clever: start over rather than grow.
             scripts.clear();
@@ -334,7 +335,7 @@ impl ProxyContext {
     /// Remembers the functions a `FUNCTION LOAD` library registers.
     pub fn learn_library(&self, code: &[u8]) {
         let limit = self.config.proxy.limits.script_cache_entries;
-        let mut functions = self.functions.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut functions = self.functions.lock_anyway();
         for (name, class) in crate::command::class::functions_of_library(code) {
             if functions.len() >= limit && !functions.contains_key(&name) {
                 functions.clear();
@@ -345,13 +346,13 @@ impl ProxyContext {
 
     /// The class of an FCALL of `name`, if its library was loaded through the proxy.
     pub fn function_class(&self, name: &[u8]) -> Option<Class> {
-        self.functions.lock().unwrap_or_else(PoisonError::into_inner).get(name).copied()
+        self.functions.lock_anyway().get(name).copied()
     }
 
     /// The class declared by the script with this SHA1 (40 hex digits, any case), if known.
     pub fn script_class(&self, sha_hex: &[u8]) -> Option<Class> {
         let sha = parse_sha1_hex(sha_hex)?;
-        let scripts = self.scripts.lock().unwrap_or_else(PoisonError::into_inner);
+        let scripts = self.scripts.lock_anyway();
         scripts.get(&sha).copied().flatten()
     }
 

@@ -3,7 +3,7 @@
 //! events, and certificates reloaded on SIGHUP without touching open connections.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
 
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
@@ -13,6 +13,7 @@ use crate::event::{SecurityAction, SecurityEvent};
 use crate::proxy::connection::Accepted;
 use crate::proxy::ProxyContext;
 use crate::tls::{describe_handshake_error, server_config, TlsError, TlsFacts};
+use crate::util::sync::RwLockAnyway;
 
 /// The TLS listener's configuration, swapped whole on reload.
 #[derive(Debug, Clone)]
@@ -32,7 +33,7 @@ impl TlsListener {
     /// connections keep theirs. On an error the configuration in force stays.
     pub fn reload(&self) -> Result<(), TlsError> {
         let server = server_config(&self.config)?;
-        *self.server.write().unwrap_or_else(PoisonError::into_inner) = server;
+        *self.server.write_anyway() = server;
         Ok(())
     }
 
@@ -46,7 +47,7 @@ impl TlsListener {
         local_addr: Option<SocketAddr>,
         fd: i32,
     ) -> Option<Accepted<TlsStream<TcpStream>>> {
-        let server = Arc::clone(&self.server.read().unwrap_or_else(PoisonError::into_inner));
+        let server = Arc::clone(&self.server.read_anyway());
         let acceptor = tokio_rustls::TlsAcceptor::from(server);
         let outcome =
             tokio::time::timeout(self.config.handshake_timeout, acceptor.accept(stream)).await;

@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::config::UpstreamConfig;
+use crate::util::sync::RwLockAnyway;
 
 /// Why the upstream could not be reached; its `Display` goes into `-ERR` replies and logs.
 #[derive(Debug, thiserror::Error)]
@@ -167,7 +168,7 @@ impl Target {
     /// Points new connections at `address`; if it is a change, the connections made to the old
     /// one are told to close. Returns whether it changed.
     pub fn switch(&self, address: &str) -> bool {
-        let mut current = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut current = self.current.write_anyway();
         if &*current.0 == address {
             return false;
         }
@@ -179,7 +180,7 @@ impl Target {
     fn read(
         &self,
     ) -> std::sync::RwLockReadGuard<'_, (Arc<str>, tokio_util::sync::CancellationToken)> {
-        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.current.read_anyway()
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod hex;
 pub mod id;
+pub mod sync;
 
 /// Milliseconds since the Unix epoch, as Redis's `mstime()` (0 before 1970).
 pub fn unix_millis() -> i64 {

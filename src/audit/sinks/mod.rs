@@ -27,6 +27,7 @@ use crate::audit::event::{render, AuditEvent};
 use crate::audit::schema::Envelope;
 use crate::audit::sinks::config::{SinkConfig, SinkKind, SinkOnFull};
 use crate::event::{SinkSnapshot, SystemEvent};
+use crate::util::sync::LockAnyway;
 
 /// How long closing waits for the sinks to send what they hold.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -163,7 +164,7 @@ impl SinkShared {
     }
 
     fn lock(&self) -> MutexGuard<'_, SinkQueue> {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+        self.queue.lock_anyway()
     }
 
     /// Notes a failure: counted and stamped; `error` is logged, rate-limited by the caller.
@@ -177,7 +178,7 @@ impl SinkShared {
     /// line before what is queued next, the file a `sink_loss` record.
     pub(crate) fn note_lost(&self, missed: &Missed, envelope: &Envelope) -> Vec<u8> {
         self.counters.dropped.fetch_add(missed.lines, Ordering::Relaxed);
-        self.file_notes.lock().unwrap_or_else(PoisonError::into_inner).push(missed.clone());
+        self.file_notes.lock_anyway().push(missed.clone());
         let mut line = Vec::with_capacity(256);
         missed.render_line(envelope, &mut line);
         line
@@ -218,7 +219,7 @@ impl SinkShared {
         let mut queue = self.lock();
         if let Some(missed) = queue.missed.take() {
             missed.render_line(envelope, &mut queue.bytes);
-            self.file_notes.lock().unwrap_or_else(PoisonError::into_inner).push(missed);
+            self.file_notes.lock_anyway().push(missed);
         }
         drop(queue);
         self.ready.notify_one();
@@ -257,7 +258,7 @@ impl SinkShared {
             if let Some(missed) = queue.missed.take() {
                 // The gap is declared where it is: after the lines before it.
                 missed.render_line(envelope, &mut queue.bytes);
-                self.file_notes.lock().unwrap_or_else(PoisonError::into_inner).push(missed);
+                self.file_notes.lock_anyway().push(missed);
             }
             queue.bytes.extend_from_slice(&bytes[..fits]);
         }
@@ -326,9 +327,7 @@ impl Sinks {
     pub fn take_file_notes(&self) -> Vec<Missed> {
         self.sinks
             .iter()
-            .flat_map(|sink| {
-                std::mem::take(&mut *sink.file_notes.lock().unwrap_or_else(PoisonError::into_inner))
-            })
+            .flat_map(|sink| std::mem::take(&mut *sink.file_notes.lock_anyway()))
             .collect()
     }
 
@@ -388,8 +387,7 @@ impl Sinks {
             sink.ready.notify_all();
         }
         let deadline = Instant::now() + grace;
-        let threads =
-            std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        let threads = std::mem::take(&mut *self.threads.lock_anyway());
         for (sink, thread) in self.sinks.iter().zip(threads) {
             while !thread.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
@@ -406,7 +404,7 @@ impl Sinks {
             missed.add_lines(&held);
             sink.counters.dropped.fetch_add(missed.lines - before, Ordering::Relaxed);
             if missed.lines > 0 {
-                sink.file_notes.lock().unwrap_or_else(PoisonError::into_inner).push(missed);
+                sink.file_notes.lock_anyway().push(missed);
             }
         }
     }

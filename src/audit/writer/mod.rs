@@ -22,7 +22,7 @@ use std::fs;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -35,6 +35,7 @@ use crate::audit::index::FacetStarts;
 use crate::audit::schema::Envelope;
 use crate::audit::sinks::Sinks;
 use crate::event::SinkSnapshot;
+use crate::util::sync::LockAnyway;
 
 use active::ActiveFile;
 use queue::{Control, Shared};
@@ -203,7 +204,7 @@ impl AuditLog {
             queue.open = false;
         }
         self.shared.wake.notify_one();
-        if let Some(thread) = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take() {
+        if let Some(thread) = self.writer.lock_anyway().take() {
             let _ = thread.join();
         }
     }

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::SystemTime;
 
@@ -17,6 +17,7 @@ use crate::audit::schema::{push_head, Envelope, HEAD_MAX_BYTES};
 use crate::audit::sinks::Sinks;
 use crate::audit::time::rfc3339_micros_bytes;
 use crate::event::SystemEvent;
+use crate::util::sync::LockAnyway;
 
 use super::AuditStats;
 
@@ -151,7 +152,7 @@ impl Shared {
     }
 
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+        self.queue.lock_anyway()
     }
 
     /// Enqueues the line of an event of `kind` that happened at `time`, whose fields after
@@ -260,8 +261,7 @@ pub(super) struct Durable {
 impl Durable {
     pub(super) fn advance(&self, seq: u64) {
         self.seq.fetch_max(seq, Ordering::SeqCst);
-        let waiters =
-            std::mem::take(&mut *self.waiters.lock().unwrap_or_else(PoisonError::into_inner));
+        let waiters = std::mem::take(&mut *self.waiters.lock_anyway());
         for waker in waiters {
             waker.wake();
         }
@@ -272,7 +272,7 @@ impl Durable {
             return Poll::Ready(());
         }
         {
-            let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut waiters = self.waiters.lock_anyway();
             if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
                 waiters.push(cx.waker().clone());
             }

@@ -2,7 +2,7 @@
 //! them), session events, security events, `ACL LOG` entries and the client's `CLIENT LIST`
 //! line.
 
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,6 +18,7 @@ use crate::event::{CloseStats, SecurityAction, SecurityEvent, SessionAction, Ses
 use crate::event::{CommandRecord, ReplySource, ReplyStatus};
 use crate::proxy::pipeline::Slot;
 use crate::proxy::session::Effect;
+use crate::util::sync::LockAnyway;
 use crate::util::unix_millis;
 
 /// Kinds of refusal (user, command, error) counted at once per connection; a new kind beyond
@@ -450,7 +451,7 @@ where
             client_info: self.client_info(command_name),
             time_ms: unix_millis(),
         };
-        self.ctx.acl_log.lock().unwrap_or_else(PoisonError::into_inner).add(event);
+        self.ctx.acl_log.lock_anyway().add(event);
     }
 
     /// This client as `CLIENT LIST` describes it (Redis 7.2 fields), with the real client's

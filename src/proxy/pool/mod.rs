@@ -10,7 +10,7 @@ mod shared;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
@@ -25,6 +25,7 @@ use crate::config::{AuthMode, Config, Secret};
 use crate::metrics::Metrics;
 use crate::proxy::upstream::{self, Target, UpstreamError, UpstreamStream, UpstreamTls};
 use crate::resp::encode;
+use crate::util::sync::LockAnyway;
 
 /// Why a client could not have a shared connection; its `Display` is the `-ERR` text the
 /// client's commands get (and is never a password: Redis's refusals do not echo one).
@@ -157,7 +158,7 @@ impl Pool {
     }
 
     fn groups(&self) -> MutexGuard<'_, HashMap<GroupKey, Group>> {
-        self.groups.lock().unwrap_or_else(PoisonError::into_inner)
+        self.groups.lock_anyway()
     }
 
     fn group_key(&self, key: StateKey) -> GroupKey {
@@ -178,9 +179,7 @@ impl Pool {
         if let Some(link) = self.pick(&key) {
             return Ok(link);
         }
-        if let Some((at, error)) =
-            &*self.last_failure.lock().unwrap_or_else(PoisonError::into_inner)
-        {
+        if let Some((at, error)) = &*self.last_failure.lock_anyway() {
             if at.elapsed() < self.config.upstream.reconnect_interval {
                 return Err(error.clone());
             }
@@ -188,8 +187,7 @@ impl Pool {
         let conn = match self.open_shared(&key, tls).await {
             Ok(conn) => conn,
             Err(error) => {
-                *self.last_failure.lock().unwrap_or_else(PoisonError::into_inner) =
-                    Some((Instant::now(), error.clone()));
+                *self.last_failure.lock_anyway() = Some((Instant::now(), error.clone()));
                 return Err(error);
             }
         };

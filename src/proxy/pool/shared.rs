@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use crate::proxy::pipeline::WriteQueue;
 use crate::proxy::upstream::UpstreamStream;
 use crate::resp::reply::ReplyScanner;
+use crate::util::sync::LockAnyway;
 
 /// Room kept free in the read buffer before each read.
 const READ_SIZE: usize = 64 * 1024;
@@ -93,13 +94,9 @@ struct InboxState {
     abandoned: bool,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Inbox {
     fn deliver(&self, bytes: Bytes) {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock_anyway();
         if state.abandoned || state.lost.is_some() {
             return;
         }
@@ -120,7 +117,7 @@ impl Inbox {
     }
 
     fn lose(&self, lost: &Lost) {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock_anyway();
         if state.lost.is_none() {
             state.lost = Some(lost.clone());
         }
@@ -153,7 +150,7 @@ impl SharedLink {
     /// Moves every command queued in `commands` to the shared connection; `replies` is how
     /// many replies they get. Refused, with nothing moved, once the connection is gone.
     pub fn submit(&self, commands: &mut WriteQueue, replies: u32) -> Result<(), Lost> {
-        let mut queue = lock(&self.conn.queue);
+        let mut queue = self.conn.queue.lock_anyway();
         if let Some(lost) = &queue.lost {
             return Err(lost.clone());
         }
@@ -174,7 +171,7 @@ impl SharedLink {
     /// Appends the reply bytes waiting for this client to `buf`; `Err` once the connection is
     /// gone and everything that arrived before was read.
     pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<Result<usize, Lost>> {
-        let mut state = lock(&self.inbox.state);
+        let mut state = self.inbox.state.lock_anyway();
         if state.chunks.is_empty() {
             if let Some(lost) = &state.lost {
                 return Poll::Ready(Err(lost.clone()));
@@ -193,16 +190,16 @@ impl SharedLink {
 
     /// True when the connection failed while this client had commands on it.
     pub fn is_lost(&self) -> bool {
-        lock(&self.inbox.state).lost.is_some()
+        self.inbox.state.lock_anyway().lost.is_some()
     }
 }
 
 impl Drop for SharedLink {
     fn drop(&mut self) {
-        lock(&self.inbox.state).abandoned = true;
+        self.inbox.state.lock_anyway().abandoned = true;
         if self.conn.clients.fetch_sub(1, Ordering::Relaxed) == 1 {
             // The last client left: the task starts its idle timer.
-            let waker = lock(&self.conn.queue).waker.take();
+            let waker = self.conn.queue.lock_anyway().waker.take();
             if let Some(waker) = waker {
                 waker.wake();
             }
@@ -242,7 +239,7 @@ impl SharedConn {
         for route in routes {
             route.inbox.lose(lost);
         }
-        let mut queue = lock(&self.queue);
+        let mut queue = self.queue.lock_anyway();
         queue.lost = Some(lost.clone());
         queue.writes = WriteQueue::default();
         // Under the queue's lock, which every submission takes first.
@@ -318,7 +315,7 @@ impl State {
         loop {
             let mut progress = false;
             {
-                let mut queue = lock(&conn.queue);
+                let mut queue = conn.queue.lock_anyway();
                 if queue.commands > 0 && !self.yielded {
                     // Let the other clients ready in this turn submit too, then write them all
                     // at once: a task that wakes itself goes to the back of the run queue.
@@ -430,7 +427,7 @@ mod tests {
     }
 
     fn received(inbox: &Inbox) -> Vec<u8> {
-        lock(&inbox.state).chunks.iter().flat_map(|chunk| chunk.iter().copied()).collect()
+        inbox.state.lock_anyway().chunks.iter().flat_map(|chunk| chunk.iter().copied()).collect()
     }
 
     fn state(routes: Vec<Route>) -> State {
@@ -479,7 +476,7 @@ mod tests {
         let inbox = Inbox { state: Mutex::new(InboxState::default()), limit: 10 };
         inbox.deliver(Bytes::from_static(b"+OK\r\n"));
         inbox.deliver(Bytes::from_static(b"$3\r\nabc\r\n"));
-        let state = lock(&inbox.state);
+        let state = inbox.state.lock_anyway();
         assert_eq!(state.lost, Some(Lost::Overflow));
         assert!(state.chunks.is_empty() && state.len == 0);
     }
