@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""Fails when two top-level modules of src/ depend on each other, directly or around a loop.
+"""Fails when two top-level modules of src/ depend on each other, directly or around a loop,
+or when the code does not match the layer picture in the README's Layout section.
 
 A dependency is any `crate::<module>` path in a module's files (a `use` line, an inline path
-or a doc link), comments included: a doc link upward is a reach upward too. Prints the modules
-bottom to top when there is no cycle, so `make test` shows the layering it checked.
-Usage: python3 scripts/check-layers.py [SRC_DIR]
+or a doc link), comments included: a doc link upward is a reach upward too. The picture is the
+first code block after `## Layout`: one row per layer, top first, its modules before the first
+run of two spaces; a module may use only modules on rows below its own. Prints the layers when
+all holds.
+Usage: python3 scripts/check-layers.py [SRC_DIR [README]]
 """
 import os
 import re
@@ -72,8 +75,37 @@ def layers(graph):
     return result
 
 
+def picture(readme):
+    """The README's layer rows, top first: a list of module-name lists (None without one)."""
+    with open(readme, encoding="utf-8") as file:
+        text = file.read()
+    match = re.search(r"^## Layout\n.*?^```\n(.*?)^```", text, re.M | re.S)
+    if not match:
+        return None
+    rows = []
+    for line in match.group(1).splitlines():
+        names = re.split(r"\s{2,}", line.strip(), maxsplit=1)[0]
+        rows.append([name.strip() for name in names.split(",") if name.strip()])
+    return rows
+
+
+def picture_problems(graph, rows):
+    """Each module that is not in the picture, or uses a module not below its own row."""
+    row_of = {module: len(rows) - i for i, row in enumerate(rows) for module in row}
+    problems = []
+    for module in sorted(set(graph) | {t for targets in graph.values() for t in targets}):
+        if module not in row_of:
+            problems.append(f"{module} is not in the README's layer picture")
+    for module, targets in sorted(graph.items()):
+        for target, place in sorted(targets.items()):
+            if module in row_of and target in row_of and row_of[target] >= row_of[module]:
+                problems.append(f"{module} uses {target}, which is not below it ({place})")
+    return problems
+
+
 def main():
     src = sys.argv[1] if len(sys.argv) > 1 else "src"
+    readme = sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(src) or ".", "README.md")
     graph = module_graph(src)
     cycle = find_cycle(graph)
     if cycle:
@@ -81,7 +113,17 @@ def main():
         for here, there in zip(cycle, cycle[1:]):
             print(f"  {here} -> {there}  ({graph[here][there]})", file=sys.stderr)
         return 1
-    print("module layers, bottom to top: " + " | ".join(", ".join(l) for l in layers(graph)))
+    rows = picture(readme)
+    if rows is None:
+        print(f"{readme}: no layer picture (a code block after '## Layout')", file=sys.stderr)
+        return 1
+    problems = picture_problems(graph, rows)
+    if problems:
+        print(f"the code does not match the layer picture in {readme}:", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    print("module layers, top to bottom: " + " | ".join(", ".join(row) for row in rows))
     return 0
 
 

@@ -1,0 +1,197 @@
+//! The gate's decisions, one rule at a time.
+
+use super::*;
+use crate::command::{extract_keys, CommandTable};
+
+const USERS: &[u8] = b"user default off\n\
+    user app on >pw ~app:* -@all +@read +@write +@transaction +@connection +@scripting +client|reply\n\
+    user full on >pw ~* &* +@all\n\
+    user sorter on >pw ~app:* -@all +sort +sort_ro\n";
+
+fn policy(text: &[u8], mode: AclMode) -> Policy {
+    Policy::compile(text, &CommandTable::embedded(), mode, &[]).unwrap()
+}
+
+fn view(user: &str) -> View<'_> {
+    View {
+        user: user.as_bytes(),
+        authenticated: user != "default",
+        in_multi: false,
+        user_unsettled: false,
+        multi_unsettled: false,
+        resp2_subscribed: false,
+        monitor: false,
+        pubsub_unsettled: false,
+        idle: true,
+        auth_mode: AuthMode::Proxy,
+        upstream_is_client_user: false,
+    }
+}
+
+fn decide_line(view: &View<'_>, policy: Option<&Policy>, line: &str) -> Decision {
+    let table = CommandTable::embedded();
+    let args: Vec<Bytes> = line.split(' ').map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
+    let info = table.resolve(&args).map(|info| &**info);
+    let mut keys = Keys::new();
+    if let Some(info) = info {
+        extract_keys(info, &args, &mut keys);
+    }
+    let effect = Effect::of(&args);
+    decide(view, &Command { info, args: &args, keys: &keys, effect: &effect }, policy)
+}
+
+#[test]
+fn a_login_to_redis_waits_until_nothing_is_in_flight() {
+    let mut busy = view("default");
+    busy.auth_mode = AuthMode::Passthrough;
+    busy.idle = false;
+    for line in ["AUTH pw", "AUTH alice pw", "HELLO 3 AUTH alice pw"] {
+        assert_eq!(decide_line(&busy, None, line), Decision::Wait, "{line}");
+    }
+    assert_ne!(decide_line(&busy, None, "HELLO 3"), Decision::Wait);
+    busy.idle = true;
+    assert_ne!(decide_line(&busy, None, "AUTH pw"), Decision::Wait);
+}
+
+fn reply_of(decision: &Decision) -> String {
+    match decision {
+        Decision::Refuse(refusal) => String::from_utf8_lossy(&refusal.reply).into_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[test]
+fn redis_order_arity_then_noauth_then_no_multi_then_the_acl() {
+    let policy = policy(USERS, AclMode::Enforce);
+    let anonymous = view("default");
+    // The review's C1: a wrong-arity MULTI changes nothing, and SAVE meets NOAUTH.
+    for (line, reply) in [
+        ("MULTI x", "-ERR wrong number of arguments for 'multi' command\r\n"),
+        ("SAVE", "-NOAUTH Authentication required.\r\n"),
+        ("SYNC", "-NOAUTH Authentication required.\r\n"),
+        ("NOSUCHCOMMAND a", "-NOAUTH Authentication required.\r\n"),
+    ] {
+        assert_eq!(reply_of(&decide_line(&anonymous, Some(&policy), line)), reply, "{line}");
+    }
+    assert_eq!(
+        decide_line(&anonymous, Some(&policy), "AUTH app pw"),
+        Decision::Serve(Service::Authenticate)
+    );
+    let mut app = view("app");
+    app.in_multi = true;
+    assert_eq!(
+        reply_of(&decide_line(&app, Some(&policy), "SAVE")),
+        "-ERR Command not allowed inside a transaction\r\n",
+        "NO_MULTI comes before the ACL, as in Redis"
+    );
+    let Decision::Refuse(refusal) = decide_line(&app, Some(&policy), "GET other") else {
+        panic!("denied")
+    };
+    assert_eq!(refusal.abort, Abort::Queued);
+    assert_eq!(refusal.denial, Some(Denial { reason: DenyReason::Key, arg_index: 1 }));
+}
+
+#[test]
+fn unsettled_state_waits_only_where_it_matters() {
+    let policy = policy(USERS, AclMode::Enforce);
+    let mut app = view("app");
+    app.multi_unsettled = true;
+    assert_eq!(
+        decide_line(&app, Some(&policy), "SET app:1 v"),
+        Decision::Forward { observed: None },
+        "an allowed command goes whether or not the MULTI took"
+    );
+    assert_eq!(decide_line(&app, Some(&policy), "GET other"), Decision::Wait);
+    assert_eq!(decide_line(&app, Some(&policy), "SAVE"), Decision::Wait);
+    assert_eq!(decide_line(&app, Some(&policy), "CLIENT REPLY OFF"), Decision::Wait);
+    let mut after_auth = view("app");
+    after_auth.user_unsettled = true;
+    assert_eq!(decide_line(&after_auth, Some(&policy), "GET app:1"), Decision::Wait);
+    assert_eq!(
+        decide_line(&after_auth, None, "GET app:1"),
+        Decision::Forward { observed: None },
+        "without a users file Redis decides everything"
+    );
+}
+
+#[test]
+fn unknown_commands_need_every_right() {
+    let policy = policy(USERS, AclMode::Enforce);
+    assert_eq!(
+        reply_of(&decide_line(&view("app"), Some(&policy), "XFLUSH a")),
+        "-ERR unknown command 'XFLUSH', with args beginning with: 'a' \r\n"
+    );
+    assert_eq!(
+        reply_of(&decide_line(&view("app"), Some(&policy), "CONFIG NOSUCH x")),
+        "-ERR unknown subcommand 'NOSUCH'. Try CONFIG HELP.\r\n"
+    );
+    assert_eq!(
+        decide_line(&view("full"), Some(&policy), "XFLUSH"),
+        Decision::Forward { observed: None }
+    );
+    let observe = self::policy(USERS, AclMode::Observe);
+    assert_eq!(
+        decide_line(&view("app"), Some(&observe), "XFLUSH"),
+        Decision::Forward { observed: None }
+    );
+}
+
+#[test]
+fn server_side_work_is_checked_when_redis_would_check_the_service_user() {
+    let policy = policy(USERS, AclMode::Enforce);
+    let script = "EVAL return 0";
+    assert!(reply_of(&decide_line(&view("app"), Some(&policy), script)).starts_with("-NOPERM"));
+    assert_eq!(
+        decide_line(&view("full"), Some(&policy), script),
+        Decision::Forward { observed: None }
+    );
+    let mut mirrored = view("app");
+    mirrored.upstream_is_client_user = true;
+    assert_eq!(
+        decide_line(&mirrored, Some(&policy), script),
+        Decision::Forward { observed: None },
+        "Redis checks the script as the client's mirrored user"
+    );
+    assert_eq!(
+        reply_of(&decide_line(&view("sorter"), Some(&policy), "SORT app:l BY nosort GET *")),
+        "-ERR GET option of SORT denied due to insufficient ACL permissions.\r\n"
+    );
+    assert_eq!(
+        reply_of(&decide_line(&view("sorter"), Some(&policy), "SORT app:l BY w_*")),
+        "-ERR BY option of SORT denied due to insufficient ACL permissions.\r\n"
+    );
+    assert_eq!(
+        decide_line(&view("sorter"), Some(&policy), "SORT app:l LIMIT x 1 GET *"),
+        Decision::Forward { observed: None },
+        "Redis answers the LIMIT error first"
+    );
+}
+
+#[test]
+fn exec_refusals_are_execabort_and_unpairable_commands_are_refused_in_multi() {
+    let policy = policy(b"user default on nopass ~* -@all +multi +get", AclMode::Enforce);
+    let mut anyone = view("default");
+    anyone.authenticated = true;
+    anyone.in_multi = true;
+    let Decision::Refuse(refusal) = decide_line(&anyone, Some(&policy), "EXEC") else {
+        panic!("exec is denied")
+    };
+    assert_eq!(
+        String::from_utf8_lossy(&refusal.reply),
+        "-EXECABORT Transaction discarded because of: NOPERM this user has no permissions to run the 'exec' command\r\n"
+    );
+    assert_eq!(refusal.abort, Abort::Exec);
+    let full = self::policy(b"user default on nopass ~* &* +@all", AclMode::Enforce);
+    for line in ["CLIENT REPLY OFF", "SUBSCRIBE a b", "ACL WHOAMI", "ACL LOG"] {
+        assert!(
+            reply_of(&decide_line(&anyone, Some(&full), line)).contains("inside MULTI"),
+            "{line}"
+        );
+    }
+    assert_eq!(
+        decide_line(&anyone, Some(&full), "SUBSCRIBE a"),
+        Decision::Forward { observed: None }
+    );
+    anyone.in_multi = false;
+    assert_eq!(decide_line(&anyone, Some(&full), "ACL LOG"), Decision::Serve(Service::AclLog));
+}
