@@ -142,6 +142,16 @@ pub fn server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
         .map_err(|e| TlsError::Rustls(format!("\"{name}\" is not a valid server name: {e}")))
 }
 
+/// What the two signature checks of [`ServerCertVerifier`] take and give.
+type Der<'a> = CertificateDer<'a>;
+type Dss = DigitallySignedStruct;
+type Verified = Result<HandshakeSignatureValid, rustls::Error>;
+
+/// The signature algorithms of the crypto provider in use.
+fn algorithms() -> rustls::crypto::WebPkiSupportedAlgorithms {
+    provider().signature_verification_algorithms
+}
+
 /// `upstream.tls.insecure_skip_verify`: any certificate is accepted (signatures are still
 /// checked, so the handshake itself is sound).
 #[derive(Debug)]
@@ -159,28 +169,16 @@ impl ServerCertVerifier for AcceptAnyServerCert {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algorithms = &provider().signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+    fn verify_tls12_signature(&self, message: &[u8], cert: &Der<'_>, dss: &Dss) -> Verified {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms())
     }
 
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algorithms = &provider().signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+    fn verify_tls13_signature(&self, message: &[u8], cert: &Der<'_>, dss: &Dss) -> Verified {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms())
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider().signature_verification_algorithms.supported_schemes()
+        algorithms().supported_schemes()
     }
 }
 
