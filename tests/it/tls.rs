@@ -252,6 +252,14 @@ async fn bad_tls_input_is_turned_away_without_leaking_a_slot() {
         "{reply}"
     );
     proxy.shutdown().await;
+
+    // insecure_skip_verify: the same certificate, from a CA the proxy does not even know, is
+    // accepted (the handshake's signatures are still checked).
+    let skip = "[upstream.tls]\nserver_name = \"wrong.example\"\ninsecure_skip_verify = true\n";
+    let proxy = TestProxy::start_with(redis_tls, skip).await;
+    let mut client = RawClient::connect(proxy.addr).await;
+    assert_eq!(client.call(&[b"PING"]).await, b"+PONG\r\n");
+    proxy.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
