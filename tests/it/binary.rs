@@ -93,6 +93,11 @@ fn check_config_accepts_a_valid_file() {
     );
     let output = run(&["check-config", "--config", small.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+
+    // The sidecars' configuration of docker/compose.cluster.yaml.
+    let cluster = config_file(include_str!("../../docker/cluster/proxy.toml"));
+    let output = run(&["check-config", "--config", cluster.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
 }
 
 #[test]
