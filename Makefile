@@ -24,7 +24,7 @@ test: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test --all-targets
-	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --document-private-items --quiet
 
 ## Throughput, latency and CPU per request against Redis directly, through the proxy and through
 ## HAProxy and twemproxy; regenerates docs/benchmarks.md's results (see that file).

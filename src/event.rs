@@ -191,7 +191,7 @@ pub struct SinkStats {
     /// Bytes queued, not yet written.
     pub queue_bytes: u64,
     /// Bytes written to files.
-    pub bytes_written: u64,
+    pub(crate) bytes_written: u64,
     /// Files rotated.
     pub rotations: u64,
     /// Write errors.
@@ -199,9 +199,9 @@ pub struct SinkStats {
     /// Rotated files deleted by retention.
     pub deletions: u64,
     /// fsyncs done.
-    pub fsyncs: u64,
+    pub(crate) fsyncs: u64,
     /// Microseconds spent writing and syncing those batches.
-    pub fsync_micros: u64,
+    pub(crate) fsync_micros: u64,
     /// The counters of each `[[audit.sinks]]` sink.
     pub sinks: Vec<SinkSnapshot>,
 }
@@ -246,7 +246,7 @@ pub struct SinkSnapshot {
     /// See `audit::sinks::SinkCounters`.
     pub errors: u64,
     /// See `audit::sinks::SinkCounters`.
-    pub last_error_unix: u64,
+    pub(crate) last_error_unix: u64,
     /// See `audit::sinks::SinkCounters`.
     pub truncated: u64,
 }
@@ -364,5 +364,5 @@ pub struct SystemEvent {
     /// When it happened.
     pub time: SystemTime,
     /// Action-specific fields.
-    pub detail: serde_json::Value,
+    pub(crate) detail: serde_json::Value,
 }

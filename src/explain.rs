@@ -149,7 +149,7 @@ pub fn explain(table: &CommandTable, args: &[Bytes]) -> Explanation {
 }
 
 /// A Redis string for JSON: a string when valid UTF-8, else `{"b64": "..."}`.
-pub fn binary_json(bytes: &[u8]) -> Value {
+pub(crate) fn binary_json(bytes: &[u8]) -> Value {
     match std::str::from_utf8(bytes) {
         Ok(text) => Value::String(text.to_owned()),
         Err(_) => json!({ "b64": base64::engine::general_purpose::STANDARD.encode(bytes) }),

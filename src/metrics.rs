@@ -222,33 +222,33 @@ impl Metrics {
     }
 
     /// Counts a failed connection to the upstream.
-    pub fn upstream_connect_error(&self) {
+    pub(crate) fn upstream_connect_error(&self) {
         self.upstream_connect_errors.inc();
     }
 
     /// The gauge of upstream connections in `state`.
-    pub fn upstream_connections(&self, state: &str) -> IntGauge {
+    pub(crate) fn upstream_connections(&self, state: &str) -> IntGauge {
         self.upstream_connections.with_label_values(&[state])
     }
 
     /// Counts a client pinned for `reason`.
-    pub fn upstream_pin(&self, reason: &str) {
+    pub(crate) fn upstream_pin(&self, reason: &str) {
         self.upstream_pins.with_label_values(&[reason]).inc();
     }
 
     /// Counts one batch of `commands` written to a shared upstream connection.
-    pub fn upstream_write(&self, commands: u64) {
+    pub(crate) fn upstream_write(&self, commands: u64) {
         self.upstream_writes.inc();
         self.upstream_write_commands.inc_by(commands);
     }
 
     /// Sets the ACL LOG size (read at each scrape).
-    pub fn set_acl_log_entries(&self, entries: usize) {
+    pub(crate) fn set_acl_log_entries(&self, entries: usize) {
         self.acl_log_entries.set(entries as i64);
     }
 
     /// Brings the audit counters up to `stats` (read at each scrape).
-    pub fn update_audit(&self, stats: &SinkStats) {
+    pub(crate) fn update_audit(&self, stats: &SinkStats) {
         let mut last = self.last_stats.lock_anyway();
         let grow = |counter: &IntCounter, now: u64, before: u64| {
             counter.inc_by(now.saturating_sub(before))
@@ -339,14 +339,14 @@ impl Default for Metrics {
 
 /// A sink that counts what passes through it, then hands it on.
 #[derive(Debug)]
-pub struct MeteredSink {
+pub(crate) struct MeteredSink {
     inner: Arc<dyn EventSink>,
     metrics: Arc<Metrics>,
 }
 
 impl MeteredSink {
     /// Counts into `metrics`, then forwards to `inner`.
-    pub fn new(inner: Arc<dyn EventSink>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(inner: Arc<dyn EventSink>, metrics: Arc<Metrics>) -> Self {
         Self { inner, metrics }
     }
 }

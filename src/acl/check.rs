@@ -86,7 +86,7 @@ pub fn check(
 /// `ACLUserCheckCmdWithUnrestrictedKeyAccess` for read access: some selector allows the
 /// command and may read every key (`~*`, `%R~*`, `allkeys`). Redis requires it for SORT's
 /// BY and GET patterns, which read keys the command does not name.
-pub fn allows_reading_every_key(
+pub(crate) fn allows_reading_every_key(
     user: &User,
     ids: &CommandIds,
     id: u16,

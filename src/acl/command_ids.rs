@@ -28,7 +28,7 @@ struct Entry {
 /// Which arguments of a command are channels, for the ACL check (`ACLDoesCommandHaveChannels`:
 /// the unsubscribe commands have none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChannelArgs {
+pub(crate) enum ChannelArgs {
     /// PUBLISH, SPUBLISH: argument 1, matched against the patterns.
     First,
     /// SUBSCRIBE, SSUBSCRIBE: every argument, matched against the patterns.
@@ -84,7 +84,7 @@ impl CommandIds {
 
     /// Redis's `ACLLookupCommand`: `name` or `container|sub`, any case; more than one `|`
     /// finds nothing.
-    pub fn lookup(&self, name: &[u8]) -> Option<u16> {
+    pub(crate) fn lookup(&self, name: &[u8]) -> Option<u16> {
         let name = std::str::from_utf8(name).ok()?.to_ascii_lowercase();
         let mut parts = name.split('|');
         let (base, sub) = (parts.next()?, parts.next());
@@ -105,28 +105,28 @@ impl CommandIds {
     }
 
     /// True for a subcommand.
-    pub fn has_parent(&self, id: u16) -> bool {
+    pub(crate) fn has_parent(&self, id: u16) -> bool {
         self.commands[usize::from(id)].parent.is_some()
     }
 
     /// True for commands any connection may run (`auth`, `hello`, `quit`, ...).
-    pub fn is_no_auth(&self, id: u16) -> bool {
+    pub(crate) fn is_no_auth(&self, id: u16) -> bool {
         self.commands[usize::from(id)].no_auth
     }
 
     /// Which arguments are channels the ACL checks.
-    pub fn channel_args(&self, id: u16) -> Option<ChannelArgs> {
+    pub(crate) fn channel_args(&self, id: u16) -> Option<ChannelArgs> {
         self.commands[usize::from(id)].channels
     }
 
     /// True when Redis knows the category (`read`, no `@`), any case.
-    pub fn has_category(&self, category: &str) -> bool {
+    pub(crate) fn has_category(&self, category: &str) -> bool {
         self.categories.iter().any(|c| c.eq_ignore_ascii_case(category))
     }
 
     /// Every id whose command is in `category` (no `@`), containers before their
     /// subcommands.
-    pub fn in_category<'a>(&'a self, category: &'a str) -> impl Iterator<Item = u16> + 'a {
+    pub(crate) fn in_category<'a>(&'a self, category: &'a str) -> impl Iterator<Item = u16> + 'a {
         let wanted = format!("@{}", category.to_ascii_lowercase());
         (0..self.commands.len()).filter_map(move |id| {
             let info = &self.commands[id].info;

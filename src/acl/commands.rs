@@ -109,7 +109,7 @@ pub fn answer(
 }
 
 /// Redis's reply when `ACL SAVE` fails.
-pub const SAVE_FAILED: &str =
+pub(crate) const SAVE_FAILED: &str =
     "ERR There was an error trying to save the ACLs. Please check the server logs for more information";
 
 /// `ACL GETUSER` for an existing user, as Redis 7.2 writes it: flags, passwords (hashes),

@@ -9,7 +9,7 @@
 const MAX_NESTING: u32 = 1000;
 
 /// True when `string` matches the glob `pattern` (case-sensitive, as ACL uses it).
-pub fn matches(pattern: &[u8], string: &[u8]) -> bool {
+pub(crate) fn matches(pattern: &[u8], string: &[u8]) -> bool {
     let mut give_up = false;
     match_from(pattern, string, &mut give_up, 0)
 }

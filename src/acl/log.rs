@@ -18,7 +18,7 @@ const DEFAULT_COUNT: usize = 10;
 
 /// One denial or failed authentication, as it enters the log.
 #[derive(Debug, Clone)]
-pub struct LogEvent {
+pub(crate) struct LogEvent {
     /// `command`, `key`, `channel` or `auth`.
     pub reason: &'static str,
     /// `toplevel` or `multi`.
@@ -28,9 +28,9 @@ pub struct LogEvent {
     /// The user (for auth: the user tried).
     pub username: Bytes,
     /// The client, in `CLIENT LIST` format, with the real client's address.
-    pub client_info: String,
+    pub(crate) client_info: String,
     /// Unix time in milliseconds.
-    pub time_ms: i64,
+    pub(crate) time_ms: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -43,7 +43,7 @@ struct Entry {
 
 /// The log: newest entry first.
 #[derive(Debug)]
-pub struct AclLog {
+pub(crate) struct AclLog {
     entries: VecDeque<Entry>,
     next_id: u64,
     max_len: usize,
@@ -51,13 +51,13 @@ pub struct AclLog {
 
 impl AclLog {
     /// An empty log keeping at most `max_len` entries.
-    pub fn new(max_len: usize) -> Self {
+    pub(crate) fn new(max_len: usize) -> Self {
         Self { entries: VecDeque::new(), next_id: 0, max_len }
     }
 
     /// Adds an event: it joins a similar recent entry (same reason, context, object and user,
     /// last updated within 60 s, among the 10 newest), or becomes a new entry.
-    pub fn add(&mut self, event: LogEvent) {
+    pub(crate) fn add(&mut self, event: LogEvent) {
         if self.max_len == 0 {
             // Redis 7.4+: nothing is created and no id is used.
             self.entries.clear();
@@ -86,18 +86,25 @@ impl AclLog {
     }
 
     /// Number of entries.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// True when empty.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// Answers `ACL LOG [count|RESET]` (`args` from `ACL` on) at `now_ms`, in RESP3 when
     /// `resp3`, with the fields of the Redis behind (`shape`).
-    pub fn command(&mut self, args: &[Bytes], resp3: bool, now_ms: i64, shape: Shape) -> Bytes {
+    pub(crate) fn command(
+        &mut self,
+        args: &[Bytes],
+        resp3: bool,
+        now_ms: i64,
+        shape: Shape,
+    ) -> Bytes {
         let count = match args.len() {
             2 => DEFAULT_COUNT,
             3 if args[2].eq_ignore_ascii_case(b"reset") => {
@@ -131,7 +138,7 @@ impl AclLog {
 /// Which fields an entry has: Redis 7.2 added `entry-id`, `timestamp-created` and
 /// `timestamp-last-updated` to the seven of 7.0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shape {
+pub(crate) enum Shape {
     /// Redis 6.2 to 7.1: seven fields.
     V7_0,
     /// Redis 7.2 and later, Valkey: ten.
@@ -140,7 +147,7 @@ pub enum Shape {
 
 impl Shape {
     /// The shape of a `redis_version` (`7.0.15`); the newest for anything unreadable.
-    pub fn of_version(version: &str) -> Self {
+    pub(crate) fn of_version(version: &str) -> Self {
         match crate::acl::policy::Wording::of_version(version) {
             crate::acl::policy::Wording::V7_2 => Self::V7_2,
             _ => Self::V7_0,

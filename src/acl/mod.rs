@@ -5,7 +5,7 @@ pub mod check;
 pub mod command_ids;
 pub mod commands;
 pub mod config;
-pub mod glob;
+pub(crate) mod glob;
 pub mod log;
 pub mod policy;
 pub mod user;

@@ -31,7 +31,7 @@ pub enum Verdict {
 
 /// How `-NOPERM` replies are worded: Redis changed the texts in 7.2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wording {
+pub(crate) enum Wording {
     /// Redis 6.2.
     V6,
     /// Redis 7.0 and 7.1.
@@ -42,7 +42,7 @@ pub enum Wording {
 
 impl Wording {
     /// The wording of a `redis_version` (`7.0.15`); the newest for anything unreadable.
-    pub fn of_version(version: &str) -> Self {
+    pub(crate) fn of_version(version: &str) -> Self {
         let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
         match (parts.next().unwrap_or(u32::MAX), parts.next().unwrap_or(0)) {
             (major, _) if major < 7 => Self::V6,
@@ -81,7 +81,7 @@ impl Policy {
 
     /// [`compile`](Self::compile), with `missing` deciding what `default` is when the file
     /// does not define it (`Off` where the proxy authenticates clients).
-    pub fn compile_with(
+    pub(crate) fn compile_with(
         text: &[u8],
         table: &CommandTable,
         mode: AclMode,
@@ -109,12 +109,12 @@ impl Policy {
     }
 
     /// True when a new connection is authenticated without AUTH (`default` is `on nopass`).
-    pub fn default_is_open(&self) -> bool {
+    pub(crate) fn default_is_open(&self) -> bool {
         self.default_is_open
     }
 
     /// Enforce or observe for `user`.
-    pub fn mode_for(&self, user: &[u8]) -> AclMode {
+    pub(crate) fn mode_for(&self, user: &[u8]) -> AclMode {
         if self.observe_users.iter().any(|u| u == user) {
             AclMode::Observe
         } else {
@@ -154,7 +154,7 @@ impl Policy {
     /// A command the command table does not know (newer than the table, renamed, a module's):
     /// its keys and channels are unknown, so only a user who may run every command on every
     /// key and channel may run it.
-    pub fn decide_unknown(&self, user: &[u8]) -> Verdict {
+    pub(crate) fn decide_unknown(&self, user: &[u8]) -> Verdict {
         if self.is_unrestricted(user) {
             return Verdict::Allow;
         }
@@ -164,7 +164,7 @@ impl Policy {
 
     /// True when `user` exists and one of its selectors allows every command, key and
     /// channel (`+@all ~* &*` with no rule taking anything away).
-    pub fn is_unrestricted(&self, user: &[u8]) -> bool {
+    pub(crate) fn is_unrestricted(&self, user: &[u8]) -> bool {
         self.users.get(user).is_some_and(|user| {
             user.selectors.iter().any(|s| s.all_commands && s.all_keys && s.all_channels)
         })
@@ -172,7 +172,7 @@ impl Policy {
 
     /// True when a selector of `user` allows `command` and may read every key: what Redis
     /// requires of SORT's BY and GET patterns.
-    pub fn reads_every_key(
+    pub(crate) fn reads_every_key(
         &self,
         user: &[u8],
         command: &CommandInfo,
@@ -186,7 +186,7 @@ impl Policy {
     }
 
     /// The users file that defines exactly the users in force (what `ACL SAVE` writes).
-    pub fn users_file_text(&self) -> String {
+    pub(crate) fn users_file_text(&self) -> String {
         self.users.to_file_text()
     }
 
@@ -229,7 +229,7 @@ impl Policy {
 
     /// `ACL DELUSER <name>...`: the users file text without them and how many existed, or
     /// Redis's error for `default`.
-    pub fn deluser(&self, names: &[Bytes]) -> Result<(String, usize), ErrorReply> {
+    pub(crate) fn deluser(&self, names: &[Bytes]) -> Result<(String, usize), ErrorReply> {
         if names.iter().any(|name| &name[..] == b"default") {
             return Err(ErrorReply::from("ERR The 'default' user cannot be removed"));
         }
@@ -240,7 +240,7 @@ impl Policy {
 
     /// HELLO without AUTH from a client that has not authenticated (Redis 7.2 added
     /// `<proto>` to the text).
-    pub fn hello_noauth_text(&self) -> &'static str {
+    pub(crate) fn hello_noauth_text(&self) -> &'static str {
         match self.wording {
             Wording::V6 | Wording::V7_0 => "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
             Wording::V7_2 => "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",

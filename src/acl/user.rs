@@ -37,9 +37,9 @@ pub enum RuleError {
 }
 
 /// Read permission of a key pattern (`%R~`).
-pub const KEY_READ: u8 = 1;
+pub(crate) const KEY_READ: u8 = 1;
 /// Write permission of a key pattern (`%W~`).
-pub const KEY_WRITE: u8 = 2;
+pub(crate) const KEY_WRITE: u8 = 2;
 
 /// A key pattern and what it allows (`KEY_READ`, `KEY_WRITE` or both).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +83,7 @@ pub struct Selector {
     pub channels: Vec<Vec<u8>>,
     /// Command and category rules as given, lower-cased, a repeated one moved to the end
     /// (Redis 7.2's `ACLUpdateCommandRules`), for describing the selector.
-    pub command_rules: Vec<String>,
+    pub(crate) command_rules: Vec<String>,
 }
 
 impl Selector {
@@ -104,7 +104,7 @@ impl Selector {
     }
 
     /// True when the command bit is set.
-    pub fn allows_id(&self, id: u16) -> bool {
+    pub(crate) fn allows_id(&self, id: u16) -> bool {
         let id = usize::from(id);
         self.allowed.get(id / 64).is_some_and(|word| word & (1 << (id % 64)) != 0)
     }
@@ -228,7 +228,7 @@ impl Selector {
     }
 
     /// `+@all` or `-@all`, then the command rules in order.
-    pub fn describe_commands(&self) -> String {
+    pub(crate) fn describe_commands(&self) -> String {
         let mut rules = String::from(if self.future_commands { "+@all" } else { "-@all" });
         for rule in &self.command_rules {
             rules.push(' ');
@@ -238,7 +238,7 @@ impl Selector {
     }
 
     /// The key patterns as `ACL GETUSER` shows them.
-    pub fn describe_keys(&self) -> String {
+    pub(crate) fn describe_keys(&self) -> String {
         if self.all_keys {
             return "~*".to_owned();
         }
@@ -246,7 +246,7 @@ impl Selector {
     }
 
     /// The channel patterns as `ACL GETUSER` shows them.
-    pub fn describe_channels(&self) -> String {
+    pub(crate) fn describe_channels(&self) -> String {
         if self.all_channels {
             return "&*".to_owned();
         }
@@ -326,7 +326,7 @@ impl Selector {
     }
 
     /// The first arguments allowed for `id` without its bit.
-    pub fn first_args_of(&self, id: u16) -> Option<&[Vec<u8>]> {
+    pub(crate) fn first_args_of(&self, id: u16) -> Option<&[Vec<u8>]> {
         self.first_args.iter().find(|(command, _)| *command == id).map(|(_, args)| &args[..])
     }
 }
@@ -341,7 +341,7 @@ pub struct User {
     /// `nopass`: any password works.
     pub nopass: bool,
     /// `sanitize-payload` (`Some(true)`), `skip-sanitize-payload` (`Some(false)`), or neither.
-    pub sanitize_payload: Option<bool>,
+    pub(crate) sanitize_payload: Option<bool>,
     /// SHA-256 of each password, lower-case hex.
     pub password_hashes: Vec<String>,
     /// The root selector, then each `( ... )` selector in order.
@@ -362,7 +362,7 @@ impl User {
     }
 
     /// Redis's built-in default user: `on nopass ~* &* +@all`.
-    pub fn default_user(ids: &CommandIds) -> Self {
+    pub(crate) fn default_user(ids: &CommandIds) -> Self {
         let mut user = Self::new(b"default", ids);
         for op in ["+@all", "~*", "&*", "on", "nopass"] {
             user.apply(ids, op.as_bytes()).expect("the default user's rules are valid");
@@ -439,7 +439,7 @@ impl User {
 
     /// The flags in Redis's order (`on`/`off`, `nopass`, `skip-sanitize-payload` /
     /// `sanitize-payload`).
-    pub fn flag_names(&self) -> Vec<&'static str> {
+    pub(crate) fn flag_names(&self) -> Vec<&'static str> {
         let mut flags = vec![if self.enabled { "on" } else { "off" }];
         if self.nopass {
             flags.push("nopass");
@@ -487,7 +487,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// `ACLStringHasSpaces`: C `isspace` or NUL.
-pub fn has_spaces(bytes: &[u8]) -> bool {
+pub(crate) fn has_spaces(bytes: &[u8]) -> bool {
     bytes.iter().any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r' | 0))
 }
 

@@ -16,7 +16,7 @@ pub struct UsersFileError {
     pub message: String,
     /// The rule names a command or category the command table does not know (a newer
     /// Redis's table may).
-    pub unknown_name: bool,
+    pub(crate) unknown_name: bool,
 }
 
 /// What `default` is when a users file does not define it.
@@ -36,13 +36,6 @@ pub struct Users {
 }
 
 impl Users {
-    /// Only Redis's default user (`on nopass ~* &* +@all`).
-    pub fn with_default(ids: &CommandIds) -> Self {
-        let mut by_name = BTreeMap::new();
-        by_name.insert(b"default".to_vec(), User::default_user(ids));
-        Self { by_name }
-    }
-
     /// Parses a users file. Lines are trimmed, blank lines and comment lines (`#` first: the
     /// proxy's one addition to Redis's format, for `audit suggest-acl`'s evidence) skipped,
     /// words split on single spaces (no quoting), and every other line must be
@@ -54,7 +47,7 @@ impl Users {
 
     /// [`parse`](Self::parse), with `missing` deciding what `default` is when the file does
     /// not define it.
-    pub fn parse_with(
+    pub(crate) fn parse_with(
         text: &[u8],
         ids: &CommandIds,
         missing: MissingDefault,
@@ -181,7 +174,7 @@ fn looks_like_a_rule(token: &[u8]) -> bool {
 }
 
 /// A rule as an error message may show it: password rules are never echoed.
-pub fn shown_rule(rule: &[u8]) -> String {
+pub(crate) fn shown_rule(rule: &[u8]) -> String {
     if rule.iter().any(|b| matches!(b, b'>' | b'<')) {
         "(password rule, not shown)".to_owned()
     } else {

@@ -27,12 +27,13 @@ use guard::Access;
 
 /// What `POST /api/v1/reload` runs (the users file and the TLS certificates): `Ok` with
 /// details, or `Err` with them.
-pub type Reloader = Arc<dyn Fn() -> Result<serde_json::Value, serde_json::Value> + Send + Sync>;
+pub(crate) type Reloader =
+    Arc<dyn Fn() -> Result<serde_json::Value, serde_json::Value> + Send + Sync>;
 
 /// What the admin handlers share.
 pub struct AdminState {
     /// The proxy's shared context (metrics, sink, policy, configuration).
-    pub ctx: Arc<ProxyContext>,
+    pub(crate) ctx: Arc<ProxyContext>,
     /// Reloads the policy and certificates.
     pub reload: Reloader,
 }

@@ -18,11 +18,11 @@ use crate::event::SystemEvent;
 
 /// The smallest reserve for session and security events: a small queue (a test's, or a
 /// deployment's that would rather drop commands) still takes those of a short stall.
-pub const MIN_RESERVE_BYTES: usize = 1 << 20;
+pub(crate) const MIN_RESERVE_BYTES: usize = 1 << 20;
 
 /// How far past `queue_max_bytes` a line is still queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Budget {
+pub(crate) enum Budget {
     /// Within `queue_max_bytes`: a command record that may be dropped.
     Droppable,
     /// Within `queue_max_bytes` and a reserve of as much again (at least
@@ -34,7 +34,7 @@ pub enum Budget {
 
 impl Budget {
     /// The budget of an event that is not a command.
-    pub fn of_event(event: &AuditEvent) -> Self {
+    pub(crate) fn of_event(event: &AuditEvent) -> Self {
         match event {
             AuditEvent::Session(_) | AuditEvent::Security(_) => Self::Reserve,
             AuditEvent::System(_) => Self::Always,
@@ -42,7 +42,7 @@ impl Budget {
     }
 
     /// Whether a line of `bytes` is queued when `queued` bytes already are.
-    pub fn admits(self, queued: usize, bytes: usize, queue_max_bytes: usize) -> bool {
+    pub(crate) fn admits(self, queued: usize, bytes: usize, queue_max_bytes: usize) -> bool {
         let after = queued.saturating_add(bytes);
         match self {
             Self::Droppable => after <= queue_max_bytes,
@@ -67,7 +67,7 @@ pub enum Kind {
 
 impl Kind {
     /// The kind of an event (system events are never dropped: counted as nothing).
-    pub fn of_event(event: &AuditEvent) -> Option<Self> {
+    pub(crate) fn of_event(event: &AuditEvent) -> Option<Self> {
         match event {
             AuditEvent::Session(_) => Some(Self::Session),
             AuditEvent::Security(_) => Some(Self::Security),
@@ -93,7 +93,7 @@ impl Lost {
     }
 
     /// The `loss` event that declares what was dropped since the last one, if anything was.
-    pub fn take_event(&mut self) -> Option<AuditEvent> {
+    pub(crate) fn take_event(&mut self) -> Option<AuditEvent> {
         let (first, last) = self.range.take()?;
         let [command, session, security] = std::mem::take(&mut self.counts);
         let mut kinds = serde_json::Map::new();

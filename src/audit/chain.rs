@@ -21,7 +21,7 @@ use crate::audit::json::{push_hex, push_u64};
 use crate::util::hex::{hex, hex_sha256};
 
 /// A hash as the chain holds it.
-pub type Hash = [u8; 32];
+pub(crate) type Hash = [u8; 32];
 
 /// The head before the first seal of a directory.
 pub const GENESIS: Hash = [0; 32];
@@ -47,7 +47,7 @@ impl ChainAlg {
     }
 
     /// The algorithm a line names, if it is one.
-    pub fn from_name(name: &str) -> Option<Self> {
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
         match name {
             "blake3" => Some(Self::Blake3),
             "sha256" => Some(Self::Sha256),
@@ -139,13 +139,13 @@ impl Segment {
 
     /// Whether a seal declaring `lines` lines and the hex hash `hash_hex` closes exactly this
     /// segment (what `audit verify` checks of every seal, in the files and in a sink's copy).
-    pub fn is_sealed_by(&self, lines: u64, hash_hex: &str) -> bool {
+    pub(crate) fn is_sealed_by(&self, lines: u64, hash_hex: &str) -> bool {
         self.lines == lines && hex(&self.finish()) == hash_hex
     }
 
     /// What a seal closing it says: `"chain":{…}` (no leading comma), with a checkpoint when
     /// there is a key; `alg` is the seal line's own (its hash, the next head, is made with it).
-    pub fn push_seal_field(&self, alg: ChainAlg, key: Option<&[u8]>, out: &mut Vec<u8>) {
+    pub(crate) fn push_seal_field(&self, alg: ChainAlg, key: Option<&[u8]>, out: &mut Vec<u8>) {
         let hash = self.finish();
         out.extend_from_slice(b"\"chain\":{\"alg\":\"");
         out.extend_from_slice(alg.as_str().as_bytes());
@@ -168,7 +168,7 @@ impl Segment {
 }
 
 /// A checkpoint's HMAC: HMAC-SHA256(key, the hex text of the hash it vouches for), in hex.
-pub fn checkpoint_hmac(key: &[u8], hash_hex: &str) -> String {
+pub(crate) fn checkpoint_hmac(key: &[u8], hash_hex: &str) -> String {
     use hmac::Mac as _;
     let mut mac =
         <hmac::Hmac<sha2::Sha256>>::new_from_slice(key).expect("HMAC takes keys of any length");
@@ -177,19 +177,19 @@ pub fn checkpoint_hmac(key: &[u8], hash_hex: &str) -> String {
 }
 
 /// Identifies a checkpoint key without revealing it: the first 16 hex digits of its SHA-256.
-pub fn checkpoint_key_id(key: &[u8]) -> String {
+pub(crate) fn checkpoint_key_id(key: &[u8]) -> String {
     hex_sha256(key)[..16].to_owned()
 }
 
 /// What the first line of a `/2` file starts with (the `file_open` names the schema).
-pub const V2_FILE_PREFIX: &[u8] = b"{\"schema\":\"redis-audit/2\"";
+pub(crate) const V2_FILE_PREFIX: &[u8] = b"{\"schema\":\"redis-audit/2\"";
 /// What every line of a `/1` file starts with.
-pub const V1_PREFIX: &[u8] = b"{\"schema\":\"redis-audit/1\"";
+pub(crate) const V1_PREFIX: &[u8] = b"{\"schema\":\"redis-audit/1\"";
 
 /// The `alg` of a seal-bearing line (a `/2` `file_open` or `seal`), or `None` for any other
 /// line. Lines that a client's strings could imitate are told apart by parsing: a client's
 /// quote is always escaped, so the raw pattern only appears in the writer's own fields.
-pub fn seal_alg(line: &[u8]) -> Option<ChainAlg> {
+pub(crate) fn seal_alg(line: &[u8]) -> Option<ChainAlg> {
     let is_seal = line.starts_with(V2_FILE_PREFIX)
         || memchr::memmem::find(line, b"\"kind\":\"system\",\"action\":\"seal\"").is_some();
     if !is_seal {
@@ -209,7 +209,7 @@ const MAX_LINE_BYTES: u64 = 64 << 20;
 /// segment left open), hashed with that seal's `alg`. A torn last line is in no segment. `alg`
 /// is used when the file has no seal (a file that is not the writer's). Reads the file once,
 /// holding one line at a time.
-pub fn tail_of(path: &Path, alg: ChainAlg) -> io::Result<Option<Segment>> {
+pub(crate) fn tail_of(path: &Path, alg: ChainAlg) -> io::Result<Option<Segment>> {
     let mut reader = BufReader::with_capacity(1 << 16, File::open(path)?);
     let mut line = Vec::new();
     // (offset after the last seal, its hash, its alg) and the end of the last complete line.

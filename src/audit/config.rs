@@ -14,7 +14,7 @@ pub struct AuditConfig {
     /// Rotate the active file before it passes this size.
     pub rotate_bytes: u64,
     /// Rotate the active file when it is this old.
-    pub rotate_interval: Option<Duration>,
+    pub(crate) rotate_interval: Option<Duration>,
     /// What to keep of the rotated files.
     pub retention: Retention,
     /// Bytes of events queued before `on_full` applies.
@@ -28,13 +28,13 @@ pub struct AuditConfig {
     /// How key names are written.
     pub keys: KeyNames,
     /// Record command arguments (secrets redacted).
-    pub capture_args: bool,
+    pub(crate) capture_args: bool,
     /// Most bytes of arguments recorded per command.
-    pub args_max_bytes: usize,
+    pub(crate) args_max_bytes: usize,
     /// `audit.coalesce_us`: how long the async writer lets events gather.
-    pub coalesce: Duration,
+    pub(crate) coalesce: Duration,
     /// `audit.group_refusals_secs`: identical refusals within this window share one record.
-    pub group_refusals_secs: u64,
+    pub(crate) group_refusals_secs: u64,
     /// What the trail leaves out.
     pub filters: crate::audit::filter::Filters,
     /// HMAC checkpoints: the key (a secret: never shown) and every how many records.
@@ -42,9 +42,9 @@ pub struct AuditConfig {
     /// `audit.chain_alg`: the hash of the chain's seals.
     pub chain_alg: crate::audit::chain::ChainAlg,
     /// `audit.seal_records`: a seal at least every this many lines.
-    pub seal_records: u64,
+    pub(crate) seal_records: u64,
     /// `audit.seal_interval_ms`: a seal once the oldest unsealed line is this old.
-    pub seal_interval: Duration,
+    pub(crate) seal_interval: Duration,
     /// `[[audit.sinks]]`: the copies sent beside the files.
     pub sinks: Vec<crate::audit::sinks::config::SinkConfig>,
 }

@@ -35,7 +35,7 @@ pub fn render(event: &AuditEvent, seq: Option<u64>, envelope: &Envelope, out: &m
 }
 
 /// When an event happened (the time its line carries).
-pub fn event_time(event: &AuditEvent) -> SystemTime {
+pub(crate) fn event_time(event: &AuditEvent) -> SystemTime {
     match event {
         AuditEvent::Session(session) => session.time,
         AuditEvent::Security(security) => security.time,
@@ -44,7 +44,7 @@ pub fn event_time(event: &AuditEvent) -> SystemTime {
 }
 
 /// Appends an event's fields after the line's head (from `"kind"` to the end of the object).
-pub fn render_body(event: &AuditEvent, envelope: &Envelope, out: &mut Vec<u8>) {
+pub(crate) fn render_body(event: &AuditEvent, envelope: &Envelope, out: &mut Vec<u8>) {
     let start = out.len();
     let mut serializer = serde_json::Serializer::new(&mut *out);
     let Ok(mut map) = serializer.serialize_map(None) else { return };

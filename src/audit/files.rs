@@ -12,13 +12,13 @@ use std::time::SystemTime;
 use crate::audit::chain::{self, ChainAlg, Segment};
 
 /// The active file's name in the audit directory.
-pub const ACTIVE_FILE: &str = "audit.log";
+pub(crate) const ACTIVE_FILE: &str = "audit.log";
 
 /// Where a rotation creates the next active file before renaming it into place.
-pub const NEXT_FILE: &str = "audit.log.new";
+pub(crate) const NEXT_FILE: &str = "audit.log.new";
 
 /// Takes the directory's lock file: two proxies writing one directory would interleave lines.
-pub fn lock_dir(dir: &Path) -> io::Result<File> {
+pub(crate) fn lock_dir(dir: &Path) -> io::Result<File> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -36,7 +36,7 @@ pub fn lock_dir(dir: &Path) -> io::Result<File> {
 
 /// Where the chain stands at the end of the directory's newest rotated file with a complete
 /// line: the segment a new file's `file_open` closes ([`chain::tail_of`]).
-pub fn chain_anchor(dir: &Path, alg: ChainAlg) -> io::Result<Segment> {
+pub(crate) fn chain_anchor(dir: &Path, alg: ChainAlg) -> io::Result<Segment> {
     for name in rotated_files(dir)?.iter().rev() {
         if let Some(segment) = chain::tail_of(&dir.join(name), alg)? {
             return Ok(segment);
@@ -46,14 +46,14 @@ pub fn chain_anchor(dir: &Path, alg: ChainAlg) -> io::Result<Segment> {
 }
 
 /// Creates a new active file: never an existing one, mode 0600, appending.
-pub fn create_active(path: &Path) -> io::Result<File> {
+pub(crate) fn create_active(path: &Path) -> io::Result<File> {
     OpenOptions::new().create_new(true).append(true).mode(0o600).open(path)
 }
 
 /// `audit-<UTC yyyymmddThhmmss.mmm>Z-<nnnn>.log`, never an existing name, and always sorting
 /// after `after` (the newest rotated file) even when the clock stepped back: rotation order is
 /// name order.
-pub fn rotated_name(dir: &Path, counter: &mut u32, after: Option<&str>) -> String {
+pub(crate) fn rotated_name(dir: &Path, counter: &mut u32, after: Option<&str>) -> String {
     loop {
         *counter += 1;
         let stamp = crate::audit::time::rfc3339_micros(SystemTime::now());
@@ -81,18 +81,18 @@ pub fn rotated_name(dir: &Path, counter: &mut u32, after: Option<&str>) -> Strin
 /// The audit files of a directory, as one listing found them: what the writer, `audit verify`
 /// and queries read, in rotation order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Listing {
+pub(crate) struct Listing {
     /// Rotated files (`audit-*.log`), oldest first (name order is rotation order).
     pub rotated: Vec<String>,
     /// Whether the active file is there.
-    pub has_active: bool,
+    pub(crate) has_active: bool,
 }
 
 impl Listing {
     /// Lists `dir` once. Names that are not UTF-8 are not the writer's and are left out; a
     /// directory entry that cannot be read fails the listing (a listing missing a file would
     /// mislead retention, verification and queries alike).
-    pub fn of(dir: &Path) -> io::Result<Self> {
+    pub(crate) fn of(dir: &Path) -> io::Result<Self> {
         let mut listing = Self::default();
         for entry in fs::read_dir(dir)? {
             let Ok(name) = entry?.file_name().into_string() else { continue };
@@ -107,7 +107,7 @@ impl Listing {
     }
 
     /// Every file, in rotation order: the rotated ones, then `audit.log` when it is there.
-    pub fn in_rotation_order(self) -> Vec<String> {
+    pub(crate) fn in_rotation_order(self) -> Vec<String> {
         let mut names = self.rotated;
         if self.has_active {
             names.push(ACTIVE_FILE.to_owned());
@@ -118,12 +118,12 @@ impl Listing {
 
 /// Whether `name` is a rotated file's (`audit-*.log`): the writer and queries take every such
 /// name; `audit verify` also wants [`is_rotated_name`].
-pub fn is_rotated_file(name: &str) -> bool {
+pub(crate) fn is_rotated_file(name: &str) -> bool {
     name.starts_with("audit-") && name.ends_with(".log")
 }
 
 /// Whether `name` is exactly what [`rotated_name`] makes: `audit-yyyymmddThhmmss.mmmZ-nnnn.log`.
-pub fn is_rotated_name(name: &str) -> bool {
+pub(crate) fn is_rotated_name(name: &str) -> bool {
     const PATTERN: &[u8] = b"audit-########T######.###Z-####.log";
     name.len() == PATTERN.len()
         && name.bytes().zip(PATTERN).all(|(byte, &want)| match want {
@@ -138,12 +138,12 @@ pub fn rotated_files(dir: &Path) -> io::Result<Vec<String>> {
 }
 
 /// The newest rotated file of `dir`, by name.
-pub fn newest_rotated(dir: &Path) -> io::Result<Option<String>> {
+pub(crate) fn newest_rotated(dir: &Path) -> io::Result<Option<String>> {
     Ok(rotated_files(dir)?.pop())
 }
 
 /// Whether `path` ends with a torn (unterminated) line: the trace of a crash mid-write.
-pub fn ends_torn(path: &Path) -> io::Result<bool> {
+pub(crate) fn ends_torn(path: &Path) -> io::Result<bool> {
     let mut file = File::open(path)?;
     let length = file.metadata()?.len();
     if length == 0 {

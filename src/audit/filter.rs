@@ -15,7 +15,7 @@ use crate::event::SessionEvent;
 /// A client network, `a.b.c.d/n` or `x::/n` (written so in `proxy.toml`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Network {
+pub(crate) struct Network {
     base: u128,
     prefix: u8,
     v4: bool,
@@ -24,11 +24,11 @@ pub struct Network {
 /// Text that is not a network.
 #[derive(Debug, thiserror::Error)]
 #[error("\"{0}\" is not a network of the form ADDRESS/PREFIX")]
-pub struct BadNetwork(pub String);
+pub(crate) struct BadNetwork(pub String);
 
 impl Network {
     /// Parses `addr/prefix` (a bare address is a /32 or /128).
-    pub fn parse(text: &str) -> Result<Self, BadNetwork> {
+    pub(crate) fn parse(text: &str) -> Result<Self, BadNetwork> {
         let bad = || BadNetwork(text.to_owned());
         let (address, prefix) = match text.split_once('/') {
             Some((address, prefix)) => (address, Some(prefix)),
@@ -48,7 +48,7 @@ impl Network {
     }
 
     /// True when `address` is in the network (IPv4-mapped IPv6 addresses count as IPv4).
-    pub fn contains(&self, address: IpAddr) -> bool {
+    pub(crate) fn contains(&self, address: IpAddr) -> bool {
         let (bits, v4) = match address {
             IpAddr::V4(v4) => (u128::from(u32::from(v4)), true),
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -99,23 +99,23 @@ pub struct Filters {
     /// Classes kept: `read`, `write`, `non_read_write`, `unknown`.
     pub classes: ClassSet,
     /// When not empty, only these users.
-    pub include_users: Vec<String>,
+    pub(crate) include_users: Vec<String>,
     /// Never these users.
-    pub exclude_users: Vec<String>,
+    pub(crate) exclude_users: Vec<String>,
     /// When not empty, only these commands (a name such as `config` covers its subcommands;
     /// `config|set` only that one).
     #[serde(deserialize_with = "lower_case")]
-    pub include_commands: Vec<String>,
+    pub(crate) include_commands: Vec<String>,
     /// Never these commands.
     #[serde(deserialize_with = "lower_case")]
-    pub exclude_commands: Vec<String>,
+    pub(crate) exclude_commands: Vec<String>,
     /// When not empty, only clients in these networks.
-    pub include_networks: Vec<Network>,
+    pub(crate) include_networks: Vec<Network>,
     /// Never clients in these networks.
-    pub exclude_networks: Vec<Network>,
+    pub(crate) exclude_networks: Vec<Network>,
     /// Commands left out as high-frequency traffic (e.g. `ping`).
     #[serde(deserialize_with = "lower_case")]
-    pub ignore_high_frequency: Vec<String>,
+    pub(crate) ignore_high_frequency: Vec<String>,
 }
 
 impl Default for Filters {
@@ -152,7 +152,7 @@ pub struct Kinds {
 /// An entry of `audit.filters.kinds`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum FilterKind {
+pub(crate) enum FilterKind {
     /// Command events.
     Command,
     /// Session events.
@@ -162,8 +162,9 @@ pub enum FilterKind {
 }
 
 impl FilterKind {
-    /// The name the entry takes.
-    pub fn as_str(self) -> &'static str {
+    /// The name the entry takes (the tests check serde's against it).
+    #[cfg(test)]
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Command => "command",
             Self::Session => "session",
@@ -245,7 +246,7 @@ impl FilterCounts {
 
 impl Filters {
     /// True when nothing is left out (the common case: no work per event).
-    pub fn keeps_everything(&self) -> bool {
+    pub(crate) fn keeps_everything(&self) -> bool {
         *self == Self::default()
     }
 

@@ -8,7 +8,7 @@ use base64::Engine as _;
 pub use crate::util::hex::push_hex;
 
 /// Appends `value` in decimal.
-pub fn push_u64(out: &mut Vec<u8>, value: u64) {
+pub(crate) fn push_u64(out: &mut Vec<u8>, value: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
@@ -53,7 +53,7 @@ pub fn push_str(out: &mut Vec<u8>, text: &str) {
 }
 
 /// Appends a Redis string: a JSON string when it is valid UTF-8, else `{"b64":"…"}`.
-pub fn push_binary(out: &mut Vec<u8>, bytes: &[u8]) {
+pub(crate) fn push_binary(out: &mut Vec<u8>, bytes: &[u8]) {
     match std::str::from_utf8(bytes) {
         Ok(text) => push_str(out, text),
         Err(_) => {
@@ -70,7 +70,7 @@ pub fn push_binary(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// Appends `"name":` (the name needs no escaping).
-pub fn push_key(out: &mut Vec<u8>, name: &str) {
+pub(crate) fn push_key(out: &mut Vec<u8>, name: &str) {
     out.push(b'"');
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"\":");

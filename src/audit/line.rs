@@ -16,7 +16,7 @@ use crate::event::{CommandRecord, ReplySource, ReplyStatus};
 
 /// Runs `render` with this thread's line buffer, emptied (one per thread, kept between lines,
 /// so rendering allocates nothing once warm).
-pub fn with_scratch<R>(render: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+pub(crate) fn with_scratch<R>(render: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(1024));
     }
@@ -37,7 +37,7 @@ pub fn with_scratch<R>(render: impl FnOnce(&mut Vec<u8>) -> R) -> R {
 }
 
 /// Appends the client's address as `"ip":"…","port":N`; where the ip's value starts.
-pub fn push_address(out: &mut Vec<u8>, address: &std::net::SocketAddr) -> usize {
+pub(crate) fn push_address(out: &mut Vec<u8>, address: &std::net::SocketAddr) -> usize {
     push_key(out, "ip");
     let ip_at = out.len();
     out.push(b'"');

@@ -25,7 +25,7 @@ pub mod filter;
 pub mod index;
 pub mod json;
 pub mod line;
-pub mod redact;
+pub(crate) mod redact;
 pub mod schema;
 pub mod sinks;
 pub mod time;

@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 /// One argument as the trail may show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ShownArg {
+pub(crate) enum ShownArg {
     /// The argument (possibly cut to fit the record's argument budget).
     Clear(Bytes),
     /// A secret, never written.
@@ -30,7 +30,7 @@ fn is_secret_sentinel_option(name: &[u8]) -> bool {
 }
 
 /// Positions (in `args`, the name at 0) that hold secrets.
-pub fn secret_positions(args: &[Bytes]) -> Vec<usize> {
+pub(crate) fn secret_positions(args: &[Bytes]) -> Vec<usize> {
     let is = |index: usize, word: &str| {
         args.get(index).is_some_and(|a| a.eq_ignore_ascii_case(word.as_bytes()))
     };
@@ -117,7 +117,7 @@ fn secret_values(
 
 /// The arguments after the name as the trail may show them: secrets redacted, the rest cut to
 /// `max_bytes` in all. Returns them and whether anything was cut.
-pub fn shown_args(args: &[Bytes], max_bytes: usize) -> (Vec<ShownArg>, bool) {
+pub(crate) fn shown_args(args: &[Bytes], max_bytes: usize) -> (Vec<ShownArg>, bool) {
     let secrets = secret_positions(args);
     let mut left = max_bytes;
     let mut truncated = false;

@@ -5,23 +5,23 @@
 use crate::audit::json::push_u64;
 
 /// The schema the files are written in; each file's `file_open` line declares it.
-pub const SCHEMA: &str = "redis-audit/2";
+pub(crate) const SCHEMA: &str = "redis-audit/2";
 /// The schema of the files older versions wrote (read by `audit verify` and queries).
-pub const SCHEMA_V1: &str = "redis-audit/1";
+pub(crate) const SCHEMA_V1: &str = "redis-audit/1";
 
 /// Total bytes of key names written in one command record before the rest are left out (and
 /// `keys_truncated` is set).
-pub const MAX_KEY_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_KEY_BYTES: usize = 16 * 1024;
 
 /// Longest client-controlled string written (client name, library name or version, user
 /// name, a security event's `username` or `object`); longer ones are cut, and
 /// `client.truncated` / `user_truncated` / `username_truncated` / `object_truncated` say so.
 /// With it, no client string makes a line longer than a few KiB (escaped, each cut string is
 /// at most 6 × 256 bytes).
-pub const MAX_NAME_BYTES: usize = 256;
+pub(crate) const MAX_NAME_BYTES: usize = 256;
 
 /// The longest head [`push_head`] writes.
-pub const HEAD_MAX_BYTES: usize = 64;
+pub(crate) const HEAD_MAX_BYTES: usize = 64;
 
 /// Appends what every line but a file's first starts with: `{"time":…,` and `"seq":N,` when it
 /// has one. `time` is [`rfc3339_micros_bytes`](crate::audit::time::rfc3339_micros_bytes)'s
@@ -63,7 +63,7 @@ impl Envelope {
     }
 
     /// What session ids start with: the instance id's first eight characters.
-    pub fn session_prefix(&self) -> &str {
+    pub(crate) fn session_prefix(&self) -> &str {
         self.instance_id.get(..8).unwrap_or(&self.instance_id)
     }
 

@@ -17,10 +17,10 @@ pub enum Class {
 
 impl Class {
     /// Every class, in the order labels and lists show them.
-    pub const ALL: [Self; 3] = [Self::Read, Self::Write, Self::NonReadWrite];
+    pub(crate) const ALL: [Self; 3] = [Self::Read, Self::Write, Self::NonReadWrite];
 
     /// The name given to the class of a command the table does not know (`None`).
-    pub const UNKNOWN: &'static str = "unknown";
+    pub(crate) const UNKNOWN: &'static str = "unknown";
 
     /// The command's static class.
     pub fn of(command: &CommandInfo) -> Self {
@@ -43,27 +43,27 @@ impl Class {
     }
 
     /// The class named `name` (one of [`Class::as_str`]'s names).
-    pub fn from_name(name: &str) -> Option<Self> {
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|class| class.as_str() == name)
     }
 
     /// The name of a class or, for `None`, [`Class::UNKNOWN`].
-    pub fn name_of(class: Option<Self>) -> &'static str {
+    pub(crate) fn name_of(class: Option<Self>) -> &'static str {
         class.map_or(Self::UNKNOWN, Self::as_str)
     }
 
     /// Every class and then `None` (unknown): the four values a record's class takes.
-    pub const ALL_OR_UNKNOWN: [Option<Self>; 4] =
+    pub(crate) const ALL_OR_UNKNOWN: [Option<Self>; 4] =
         [Some(Self::Read), Some(Self::Write), Some(Self::NonReadWrite), None];
 
     /// The position of `class` in [`Class::ALL_OR_UNKNOWN`].
-    pub fn index_of(class: Option<Self>) -> usize {
+    pub(crate) fn index_of(class: Option<Self>) -> usize {
         class.map_or(Self::ALL.len(), |class| class as usize)
     }
 
     /// The class of a transaction that ran commands of `self` and `other`: write if any
     /// wrote, else read if any read.
-    pub fn union(self, other: Self) -> Self {
+    pub(crate) fn union(self, other: Self) -> Self {
         match (self, other) {
             (Self::Write, _) | (_, Self::Write) => Self::Write,
             (Self::Read, _) | (_, Self::Read) => Self::Read,
@@ -74,7 +74,7 @@ impl Class {
     /// The class a script declares in its shebang (`#!lua flags=no-writes,...`): `Read` with
     /// `no-writes`, else `Write` (Redis then treats it as writing); `None` without a shebang,
     /// where the command's static flags apply.
-    pub fn of_script(body: &[u8]) -> Option<Self> {
+    pub(crate) fn of_script(body: &[u8]) -> Option<Self> {
         let first_line = body.strip_prefix(b"#!")?;
         let end = memchr::memchr(b'\n', first_line).unwrap_or(first_line.len());
         let line = &first_line[..end];
@@ -93,10 +93,10 @@ pub struct ClassSet(u8);
 
 impl ClassSet {
     /// Every class and unknown.
-    pub const ALL: Self = Self(0b1111);
+    pub(crate) const ALL: Self = Self(0b1111);
 
     /// No class at all.
-    pub const EMPTY: Self = Self(0);
+    pub(crate) const EMPTY: Self = Self(0);
 
     /// True when `class` (`None`: unknown) is in the set.
     pub fn contains(self, class: Option<Class>) -> bool {
@@ -154,7 +154,7 @@ impl<'de> serde::Deserialize<'de> for ClassSet {
 /// `redis.register_function{function_name='name', callback=..., flags={'no-writes'}}`. The
 /// library is Lua, not parsed in full: each call's arguments are looked for up to the next
 /// `register_function`.
-pub fn functions_of_library(code: &[u8]) -> Vec<(Vec<u8>, Class)> {
+pub(crate) fn functions_of_library(code: &[u8]) -> Vec<(Vec<u8>, Class)> {
     const CALL: &[u8] = b"register_function";
     let starts: Vec<usize> =
         memchr::memmem::find_iter(code, CALL).map(|at| at + CALL.len()).collect();

@@ -39,18 +39,18 @@ impl KeyFlags {
     /// The value is updated.
     pub const UPDATE: Self = Self(1 << 5);
     /// A value is inserted.
-    pub const INSERT: Self = Self(1 << 6);
+    pub(crate) const INSERT: Self = Self(1 << 6);
     /// A value is deleted.
     pub const DELETE: Self = Self(1 << 7);
     /// Not a key (looks like one in the spec).
-    pub const NOT_KEY: Self = Self(1 << 8);
+    pub(crate) const NOT_KEY: Self = Self(1 << 8);
     /// The spec may miss keys.
-    pub const INCOMPLETE: Self = Self(1 << 9);
+    pub(crate) const INCOMPLETE: Self = Self(1 << 9);
     /// The flags depend on the arguments.
-    pub const VARIABLE_FLAGS: Self = Self(1 << 10);
+    pub(crate) const VARIABLE_FLAGS: Self = Self(1 << 10);
 
     /// The flag named `name` (any case), as `COMMAND` writes it.
-    pub fn from_name(name: &[u8]) -> Option<Self> {
+    pub(crate) fn from_name(name: &[u8]) -> Option<Self> {
         KEY_FLAG_NAMES
             .iter()
             .position(|known| known.as_bytes().eq_ignore_ascii_case(name))
@@ -159,7 +159,7 @@ pub enum GetKeys {
 
 impl GetKeys {
     /// The key function Redis registers for `name` (lower case).
-    pub fn for_command(name: &str) -> Option<Self> {
+    pub(crate) fn for_command(name: &str) -> Option<Self> {
         let generic = |store, count, first| Some(Self::Generic { store, count, first });
         match name {
             "set" => Some(Self::Set),
@@ -349,7 +349,7 @@ fn strtol(text: &[u8]) -> i64 {
 }
 
 /// True when Redis considers the command to have keys (`doesCommandHaveKeys`).
-pub fn has_keys(command: &CommandInfo) -> bool {
+pub(crate) fn has_keys(command: &CommandInfo) -> bool {
     command.getkeys.is_some()
         || command.key_specs.iter().any(|s| !s.flags.contains(KeyFlags::NOT_KEY))
 }

@@ -93,19 +93,19 @@ pub struct CommandInfo {
     /// Redis's hand-written key function for this command, if it has one.
     pub getkeys: Option<GetKeys>,
     /// Has the `write` flag.
-    pub is_write: bool,
+    pub(crate) is_write: bool,
     /// Has the `readonly` flag.
-    pub is_readonly: bool,
+    pub(crate) is_readonly: bool,
     /// Has the `no_mandatory_keys` flag.
-    pub no_mandatory_keys: bool,
+    pub(crate) no_mandatory_keys: bool,
     /// A small number for the name, the same in every table this process reads
     /// ([`stat_id`]): per-command counters are an array indexed by it, not a map of names.
-    pub stat_id: usize,
+    pub(crate) stat_id: usize,
 }
 
 /// The process-wide number of a command's full name: dense from 0, in order of first sight,
 /// never reused, so a table read again (MODULE LOAD, reload) keeps its commands' numbers.
-pub fn stat_id(full_name: &str) -> usize {
+pub(crate) fn stat_id(full_name: &str) -> usize {
     static IDS: std::sync::Mutex<Option<std::collections::HashMap<String, usize>>> =
         std::sync::Mutex::new(None);
     let mut ids = IDS.lock_anyway();

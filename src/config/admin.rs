@@ -17,11 +17,11 @@ pub struct AdminConfig {
     /// API keys; empty = no key needed.
     pub keys: Vec<ApiKey>,
     /// Endpoints served without a key (request paths, compared as they are).
-    pub open_endpoints: Vec<String>,
+    pub(crate) open_endpoints: Vec<String>,
     /// Most admin connections at once.
     pub max_connections: usize,
     /// Longest wait for a request's headers.
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     /// Largest request head (at least [`MIN_ADMIN_REQUEST_BYTES`]).
     pub max_request_bytes: usize,
     /// Host names accepted in `Host` and `Origin` besides IP addresses and `localhost`

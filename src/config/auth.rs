@@ -17,13 +17,13 @@ pub struct AuthConfig {
     pub users_file: Option<UsersFile>,
     /// With [`AuthMode::Proxy`]: the user and password each upstream connection logs in
     /// with (`None`: Redis's default user).
-    pub upstream_login: Option<(String, Secret)>,
+    pub(crate) upstream_login: Option<(String, Secret)>,
     /// Successful authentications become security events.
-    pub record_success: bool,
+    pub(crate) record_success: bool,
     /// `auth.mirror_users`: whether clients run upstream as Redis users mirroring theirs.
     pub mirror_users: MirrorUsers,
     /// `auth.mirror_prefix`.
-    pub mirror_prefix: String,
+    pub(crate) mirror_prefix: String,
 }
 
 /// `auth.mirror_users`.

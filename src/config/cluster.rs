@@ -37,7 +37,7 @@ pub struct RawCluster {
     /// `off` or `sidecar`.
     pub mode: ClusterMode,
     /// The sidecar of a node not in `announce`: the node's host, its port plus this (0: none).
-    pub port_offset: i64,
+    pub(crate) port_offset: i64,
     /// `"node host:port" = "sidecar host:port"`.
     pub announce: BTreeMap<String, String>,
 }
@@ -48,13 +48,13 @@ pub struct ClusterConfig {
     /// `cluster.mode`.
     pub mode: ClusterMode,
     /// `cluster.port_offset` (0: none).
-    pub port_offset: i32,
+    pub(crate) port_offset: i32,
     /// `cluster.announce`: node `(host, port)` → sidecar `(host, port)`, hosts lower-cased.
     pub announce: BTreeMap<(String, u16), (String, u16)>,
 }
 
 /// `host:port`, `[v6]:port`: the host (without brackets, lower-cased) and the port.
-pub fn split_host_port(address: &str) -> Option<(String, u16)> {
+pub(crate) fn split_host_port(address: &str) -> Option<(String, u16)> {
     let (host, port) = address.trim().rsplit_once(':')?;
     let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     if host.is_empty() || host.contains(char::is_whitespace) {
@@ -95,7 +95,7 @@ impl RawCluster {
 impl ClusterConfig {
     /// The sidecar clients should use for the node at `host:port`: its `announce` entry, else
     /// the same host at `port + port_offset`; `None` when neither applies.
-    pub fn sidecar_of(&self, host: &str, port: u16) -> Option<(String, u16)> {
+    pub(crate) fn sidecar_of(&self, host: &str, port: u16) -> Option<(String, u16)> {
         let key = (host.to_ascii_lowercase(), port);
         if let Some(sidecar) = self.announce.get(&key) {
             return Some(sidecar.clone());

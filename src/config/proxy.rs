@@ -16,9 +16,9 @@ pub struct ProxyConfig {
     /// Most clients connected at once.
     pub max_clients: usize,
     /// Close clients idle this long (not blocked, subscribed or monitoring); `None` = never.
-    pub idle_timeout: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
     /// How long in-flight commands may take to finish on shutdown.
-    pub shutdown_grace: Duration,
+    pub(crate) shutdown_grace: Duration,
     /// `proxy.runtime`: how client connections are spread over threads.
     pub runtime: Runtime,
     /// `proxy.threads`: threads serving clients (0 in the file = one per CPU, resolved here).
@@ -58,15 +58,15 @@ pub struct Limits {
     /// Limits on one request, as Redis applies them.
     pub request: RequestLimits,
     /// Largest unparsed request buffer.
-    pub query_buffer_max_bytes: usize,
+    pub(crate) query_buffer_max_bytes: usize,
     /// Most commands waiting for their reply.
     pub pipeline_max_depth: usize,
     /// Deepest reply nesting accepted from Redis.
-    pub reply_max_depth: usize,
+    pub(crate) reply_max_depth: usize,
     /// Bytes queued towards one side before the other side stops being read.
     pub output_buffer_bytes: usize,
     /// Script SHA1s whose declared class is remembered.
-    pub script_cache_entries: usize,
+    pub(crate) script_cache_entries: usize,
 }
 
 /// `text` as `IP:PORT`.

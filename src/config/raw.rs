@@ -86,17 +86,17 @@ pub struct RawLimits {
     /// Largest argument before the client has authenticated.
     pub unauthenticated_bulk_max_bytes: u64,
     /// Largest unparsed request buffer (Redis `client-query-buffer-limit`).
-    pub query_buffer_max_bytes: u64,
+    pub(crate) query_buffer_max_bytes: u64,
     /// Most commands forwarded and still waiting for their reply, per connection (each holds
     /// about 300 bytes of the proxy's memory while it waits).
     pub pipeline_max_depth: u64,
     /// Deepest nesting accepted in a reply from Redis (8 bytes of framer state per level;
     /// a Lua script can make Redis nest about 8,000 levels).
-    pub reply_max_depth: u64,
+    pub(crate) reply_max_depth: u64,
     /// Bytes queued towards one side before the proxy stops reading the other.
     pub output_buffer_bytes: u64,
     /// Script SHA1s whose declared class (shebang flags) is remembered for EVALSHA.
-    pub script_cache_entries: u64,
+    pub(crate) script_cache_entries: u64,
 }
 
 impl Default for RawLimits {
@@ -125,14 +125,14 @@ pub struct RawUpstream {
     /// `host:port` of Redis.
     pub address: String,
     /// How long one connection attempt may take.
-    pub connect_timeout_ms: u64,
+    pub(crate) connect_timeout_ms: u64,
     /// How often a client whose upstream is down retries it.
     pub reconnect_interval_ms: u64,
     /// Passthrough behind `requirepass`: the user the proxy logs in as to read the command
     /// table (`COMMAND`); without it, the credentials of the first client to authenticate.
-    pub table_user: Option<String>,
+    pub(crate) table_user: Option<String>,
     /// Its password (a secret: never logged).
-    pub table_password: Option<String>,
+    pub(crate) table_password: Option<String>,
     /// `[upstream.tls]`: present = TLS to Redis.
     pub tls: Option<RawUpstreamTls>,
     /// `dedicated` (one upstream connection per client) or `shared`.
@@ -143,16 +143,16 @@ pub struct RawUpstream {
     pub pool_idle_ms: u64,
     /// Replies a shared connection holds for one client that does not read them, before that
     /// client is closed (as Redis's `client-output-buffer-limit` closes it).
-    pub pool_unread_max_bytes: u64,
+    pub(crate) pool_unread_max_bytes: u64,
     /// `host:port` of Redis Sentinels: the proxy connects to the primary they name for
     /// `master_name` (then `address` is used only until one answers).
     pub sentinels: Vec<String>,
     /// The name the sentinels monitor the primary under.
-    pub master_name: String,
+    pub(crate) master_name: String,
     /// The sentinels' own login, if they ask for one.
-    pub sentinel_user: Option<String>,
+    pub(crate) sentinel_user: Option<String>,
     /// Its password (a secret: never logged).
-    pub sentinel_password: Option<String>,
+    pub(crate) sentinel_password: Option<String>,
     /// How often the primary is asked for again, besides following `+switch-master`.
     pub sentinel_check_interval_ms: u64,
 }
@@ -239,17 +239,17 @@ pub struct RawAdmin {
     /// API key with access to everything (`x-api-key`); none = no key needed.
     pub api_key: Option<String>,
     /// Its secret (`x-api-secret-key`).
-    pub api_secret: Option<String>,
+    pub(crate) api_secret: Option<String>,
     /// API key with access to `/metrics`, `/livez` and `/readyz` only.
-    pub metrics_api_key: Option<String>,
+    pub(crate) metrics_api_key: Option<String>,
     /// Its secret.
-    pub metrics_api_secret: Option<String>,
+    pub(crate) metrics_api_secret: Option<String>,
     /// Endpoints served without a key even when keys are set.
-    pub open_endpoints: Vec<String>,
+    pub(crate) open_endpoints: Vec<String>,
     /// Most admin connections at once.
     pub max_connections: u64,
     /// Longest wait for a request's headers.
-    pub request_timeout_ms: u64,
+    pub(crate) request_timeout_ms: u64,
     /// Largest request head (at least 8192).
     pub max_request_bytes: u64,
     /// Host names (no port) accepted in `Host` and, for POST, `Origin`, besides IP addresses
@@ -291,38 +291,38 @@ pub struct RawAudit {
     /// Rotate `audit.log` before it passes this size.
     pub rotate_bytes: u64,
     /// Rotate `audit.log` when it is this many seconds old (0 = only by size).
-    pub rotate_interval: u64,
+    pub(crate) rotate_interval: u64,
     /// Keep at most this many rotated files (0 = no limit).
     pub retain_files: u64,
     /// Keep at most this many bytes of audit files, the active one included (0 = no limit).
-    pub retain_bytes: u64,
+    pub(crate) retain_bytes: u64,
     /// Delete rotated files older than this many seconds (0 = no limit).
-    pub retain_age: u64,
+    pub(crate) retain_age: u64,
     /// Bytes of events queued for the writer before command events are dropped.
     pub queue_max_bytes: u64,
     /// Key names in records: `clear`, `hmac` (HMAC-SHA256 with the key in `hmac_key_file`) or
     /// `off`.
     pub keys: KeyMode,
     /// File holding the HMAC key (its bytes, trailing newline ignored) for `keys = "hmac"`.
-    pub hmac_key_file: Option<String>,
+    pub(crate) hmac_key_file: Option<String>,
     /// Record command arguments (secrets redacted); off by default.
-    pub capture_args: bool,
+    pub(crate) capture_args: bool,
     /// Most bytes of arguments recorded per command.
-    pub args_max_bytes: u64,
+    pub(crate) args_max_bytes: u64,
     /// With `durability = "async"`: microseconds the writer lets events gather after a batch
     /// (0 = write each as it comes).
-    pub coalesce_us: u64,
+    pub(crate) coalesce_us: u64,
     /// Records of identical refused commands (same command, same error) from one connection
     /// within this many seconds become one record with a `count`; 0 = one record each.
-    pub group_refusals_secs: u64,
+    pub(crate) group_refusals_secs: u64,
     /// File holding the key of HMAC checkpoints (none: no checkpoints).
     pub checkpoint_key_file: Option<String>,
     /// A checkpoint every this many records (0: only when the writer stops).
-    pub checkpoint_records: u64,
+    pub(crate) checkpoint_records: u64,
     /// The hash of the chain's seals: `blake3` or `sha256`.
     pub chain_alg: ChainAlg,
     /// A seal at least every this many lines.
-    pub seal_records: u64,
+    pub(crate) seal_records: u64,
     /// A seal once the oldest unsealed line is this many milliseconds old.
     pub seal_interval_ms: u64,
     /// `[audit.filters]`
@@ -377,13 +377,13 @@ pub struct RawAuth {
     /// Its password (a secret: never logged).
     pub upstream_password: Option<String>,
     /// Successful authentications become security events (failures always do).
-    pub record_success: bool,
+    pub(crate) record_success: bool,
     /// With `mode = "proxy"`: `auto`, `on` or `off` — give each proxy user a Redis user with
     /// the same rules, which each client's upstream connection logs in as, so that Redis
     /// checks scripts and SORT patterns as the client's user.
     pub mirror_users: MirrorUsers,
     /// Prefix of the mirrored users' names in Redis.
-    pub mirror_prefix: String,
+    pub(crate) mirror_prefix: String,
 }
 
 impl Default for RawAuth {

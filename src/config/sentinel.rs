@@ -13,15 +13,15 @@ pub struct SentinelConfig {
     /// `upstream.sentinels`: `host:port` of each sentinel, asked in this order.
     pub sentinels: Vec<String>,
     /// `upstream.master_name`: the name the sentinels monitor the primary under.
-    pub master_name: String,
+    pub(crate) master_name: String,
     /// `upstream.sentinel_user` / `sentinel_password`: the sentinels' own login, if they ask
     /// for one (`requirepass` or ACL users on the sentinels).
     pub login: Option<(String, Secret)>,
     /// `upstream.sentinel_check_interval_ms`: how often the primary is asked for again, besides
     /// following `+switch-master` (a sentinel cut off from the others misses a failover).
-    pub check_interval: Duration,
+    pub(crate) check_interval: Duration,
     /// `upstream.connect_timeout_ms`: the longest connection attempt to a sentinel.
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
 }
 
 /// Checks the Sentinel keys: `None` when `sentinels` is empty (a fixed `upstream.address`).

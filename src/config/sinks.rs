@@ -41,11 +41,11 @@ pub struct RawSink {
     pub max_message_bytes: u64,
     /// syslog: longest connection attempt (TLS handshake included), and longest wait of one
     /// write for a collector that does not read.
-    pub connect_timeout_ms: u64,
+    pub(crate) connect_timeout_ms: u64,
     /// syslog: first wait before reconnecting; doubled at each failure...
-    pub reconnect_min_ms: u64,
+    pub(crate) reconnect_min_ms: u64,
     /// ...up to this.
-    pub reconnect_max_ms: u64,
+    pub(crate) reconnect_max_ms: u64,
     /// syslog over tcp/tls: bytes of the last messages sent that are declared lost when the
     /// connection breaks (TCP acknowledges nothing to the sender's program: what the collector
     /// had not read yet is gone with it).
@@ -91,7 +91,7 @@ impl Default for RawSink {
 const MIN_MESSAGE_BYTES: u64 = 480;
 
 /// Validates every `[[audit.sinks]]` table; an error names the key and says which sink.
-pub fn validate_sinks(raw: &[RawSink]) -> Result<Vec<SinkConfig>, Invalid> {
+pub(crate) fn validate_sinks(raw: &[RawSink]) -> Result<Vec<SinkConfig>, Invalid> {
     let mut sinks: Vec<SinkConfig> = Vec::with_capacity(raw.len());
     for (index, sink) in raw.iter().enumerate() {
         let name = if sink.name.is_empty() {

@@ -16,9 +16,9 @@ pub struct UpstreamConfig {
     /// `host:port`, resolved at each connection.
     pub address: String,
     /// How long one connection attempt may take.
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// How often a client without an upstream retries.
-    pub reconnect_interval: Duration,
+    pub(crate) reconnect_interval: Duration,
     /// The login used to read the command table in passthrough mode (`upstream.table_user`,
     /// `upstream.table_password`).
     pub table_login: Option<(String, Secret)>,
@@ -29,9 +29,9 @@ pub struct UpstreamConfig {
     /// `upstream.pool_size`: shared connections per upstream state.
     pub pool_size: usize,
     /// `upstream.pool_idle_ms`.
-    pub pool_idle: Duration,
+    pub(crate) pool_idle: Duration,
     /// `upstream.pool_unread_max_bytes`.
-    pub pool_unread_max_bytes: usize,
+    pub(crate) pool_unread_max_bytes: usize,
     /// `upstream.sentinels`: the sentinels that name the primary, when set.
     pub sentinel: Option<SentinelConfig>,
 }

@@ -26,7 +26,7 @@ pub enum Rewrite {
 struct Unmapped(String);
 
 /// The commands whose replies name nodes (full names).
-pub const TOPOLOGY_COMMANDS: &[&str] = &[
+pub(crate) const TOPOLOGY_COMMANDS: &[&str] = &[
     "cluster|slots",
     "cluster|shards",
     "cluster|nodes",
@@ -37,7 +37,7 @@ pub const TOPOLOGY_COMMANDS: &[&str] = &[
 ];
 
 /// `-MOVED <slot> <host>:<port>` or `-ASK ...` with the sidecar's address.
-pub fn redirect(reply: &[u8], cluster: &ClusterConfig) -> Rewrite {
+pub(crate) fn redirect(reply: &[u8], cluster: &ClusterConfig) -> Rewrite {
     let Some(line) = reply.strip_suffix(b"\r\n") else { return Rewrite::Unchanged };
     let text = String::from_utf8_lossy(line);
     let mut words = text.splitn(3, ' ');

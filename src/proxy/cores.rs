@@ -25,7 +25,7 @@ const BACKLOG: u32 = 1024;
 
 /// The per-core threads and their listeners.
 #[derive(Debug)]
-pub struct Cores {
+pub(crate) struct Cores {
     cores: Vec<Core>,
     /// Ends every thread's runtime (once every connection has ended).
     stop: CancellationToken,
@@ -44,7 +44,7 @@ impl Cores {
     /// Starts `threads` threads and binds one listener for each on `address`, all on the same
     /// port (with port 0, the one the first listener got). Listening starts here; accepting
     /// starts with [`accept`](Self::accept).
-    pub fn start(address: SocketAddr, threads: usize) -> io::Result<Self> {
+    pub(crate) fn start(address: SocketAddr, threads: usize) -> io::Result<Self> {
         let stop = CancellationToken::new();
         let mut cores = Self { cores: Vec::with_capacity(threads), stop, local_addr: address };
         for index in 0..threads.max(1) {
@@ -66,13 +66,13 @@ impl Cores {
     }
 
     /// The address every listener is bound to.
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
     /// Starts each thread's accept loop (the plain-TCP one of
     /// [`listener::accept_loop`]); each connection task runs on the thread that accepted it.
-    pub fn accept(
+    pub(crate) fn accept(
         &mut self,
         ctx: &Arc<ProxyContext>,
         tracker: &TaskTracker,
@@ -97,7 +97,7 @@ impl Cores {
 
     /// Ends the threads and waits for them. Call it once every connection has ended (anything
     /// still running on a thread is dropped).
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.stop.cancel();
         let threads: Vec<_> = self.cores.iter_mut().filter_map(|core| core.thread.take()).collect();
         let _ = tokio::task::spawn_blocking(move || {

@@ -17,7 +17,7 @@ use crate::resp::encode::MAX_CLIENTS_REACHED;
 
 /// Accepts clients on `listener` until `drain` fires; connection tasks go on `tracker`. With
 /// `tls`, each client first completes a TLS handshake.
-pub async fn accept_loop(
+pub(crate) async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsListener>,
     ctx: Arc<ProxyContext>,

@@ -22,7 +22,7 @@ use crate::resp::encode;
 
 /// The mirrors provisioned for one policy.
 #[derive(Clone)]
-pub struct Mirrors {
+pub(crate) struct Mirrors {
     prefix: Vec<u8>,
     key: Vec<u8>,
     users: HashSet<Vec<u8>>,
@@ -37,7 +37,7 @@ impl std::fmt::Debug for Mirrors {
 
 /// Why mirrors could not be provisioned.
 #[derive(Debug, thiserror::Error)]
-pub enum MirrorError {
+pub(crate) enum MirrorError {
     /// No connection, or the service login failed.
     #[error(transparent)]
     Upstream(#[from] FetchTableError),
@@ -55,7 +55,7 @@ pub enum MirrorError {
 
 impl Mirrors {
     /// The mirror's name and password for `user`, when it is provisioned.
-    pub fn login(&self, user: &[u8]) -> Option<(Bytes, String)> {
+    pub(crate) fn login(&self, user: &[u8]) -> Option<(Bytes, String)> {
         self.users.contains(user).then(|| (self.name(user), self.password(user)))
     }
 
@@ -76,7 +76,7 @@ impl Mirrors {
 
 /// The key mirror passwords derive from: the service password, or (without one) random bytes
 /// of this process.
-pub fn derivation_key(config: &Config) -> Vec<u8> {
+pub(crate) fn derivation_key(config: &Config) -> Vec<u8> {
     if let Some((_, password)) = &config.auth.upstream_login {
         return password.0.clone();
     }
@@ -85,7 +85,7 @@ pub fn derivation_key(config: &Config) -> Vec<u8> {
 
 /// Provisions a mirror of every user of `policy` (and deletes stale ones) through the service
 /// login.
-pub async fn provision(
+pub(crate) async fn provision(
     config: &Config,
     address: &str,
     key: &[u8],

@@ -4,7 +4,7 @@ pub mod auth;
 pub mod cluster;
 pub mod connection;
 pub mod cores;
-pub mod gate;
+pub(crate) mod gate;
 pub mod listener;
 pub mod mirror;
 pub mod pin;
@@ -12,7 +12,7 @@ pub mod pipeline;
 pub mod pool;
 pub mod sentinel;
 pub mod session;
-pub mod tls_listener;
+pub(crate) mod tls_listener;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -42,7 +42,7 @@ pub struct ProxyContext {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Learned from Redis's replies: a new connection must AUTH before anything else
     /// (so Redis's tighter unauthenticated request limits apply to it).
-    pub auth_required: AtomicBool,
+    pub(crate) auth_required: AtomicBool,
     next_connection_id: AtomicU64,
     /// The command table in use: live from the upstream, or the embedded copy until then.
     commands: RwLock<Arc<CommandTable>>,
@@ -59,19 +59,19 @@ pub struct ProxyContext {
     /// The users file text the policy was compiled from (recompiled when the table changes).
     users_text: Mutex<Option<Vec<u8>>>,
     /// The `ACL LOG` the proxy serves.
-    pub acl_log: Mutex<AclLog>,
+    pub(crate) acl_log: Mutex<AclLog>,
     /// Where new upstream connections go (`upstream.address`, or the primary Sentinel names).
     pub target: Arc<upstream::Target>,
     /// The shared upstream connections (`upstream.pool = "shared"`).
     pub pool: Option<Arc<pool::Pool>>,
     /// Client slots (`proxy.max_clients`), shared by the plain and TLS listeners.
-    pub client_slots: Arc<tokio::sync::Semaphore>,
+    pub(crate) client_slots: Arc<tokio::sync::Semaphore>,
     /// TLS towards Redis (`[upstream.tls]`), rebuilt on reload.
     upstream_tls: RwLock<Option<Arc<upstream::UpstreamTls>>>,
     /// The mirrored users in force (`auth.mirror_users`), once provisioned.
     mirrors: RwLock<Option<Arc<Mirrors>>>,
     /// Wakes the task that reads the command table again (MODULE LOAD, a first AUTH).
-    pub table_wanted: tokio::sync::Notify,
+    pub(crate) table_wanted: tokio::sync::Notify,
     /// Passthrough without `upstream.table_user`: the credentials of a client Redis accepted,
     /// for reading the table once (then forgotten).
     table_login_hint: Mutex<Option<(String, Secret)>>,
@@ -126,7 +126,7 @@ impl ProxyContext {
 
     /// Replaces the command table (new connections use it) and recompiles the policy
     /// against it; a users file the new table refuses leaves the old policy in force.
-    pub fn set_commands(&self, table: CommandTable) {
+    pub(crate) fn set_commands(&self, table: CommandTable) {
         let text = self.users_text.lock_anyway().clone();
         if let Some(text) = text {
             match self.compile(&text, &table) {
@@ -149,23 +149,23 @@ impl ProxyContext {
     }
 
     /// The mirrored users in force, if any.
-    pub fn mirrors(&self) -> Option<Arc<Mirrors>> {
+    pub(crate) fn mirrors(&self) -> Option<Arc<Mirrors>> {
         self.mirrors.read_anyway().clone()
     }
 
     /// Swaps in the mirrored users provisioned for the policy in force (`None`: not in force).
-    pub fn set_mirrors(&self, mirrors: Option<Mirrors>) {
+    pub(crate) fn set_mirrors(&self, mirrors: Option<Mirrors>) {
         *self.mirrors.write_anyway() = mirrors.map(Arc::new);
     }
 
     /// Asks for the command table to be read again (after MODULE LOAD / UNLOAD, on reload).
-    pub fn refresh_commands(&self) {
+    pub(crate) fn refresh_commands(&self) {
         self.table_wanted.notify_one();
     }
 
     /// Passthrough: Redis accepted `user`'s credentials. While the table in use is not the
     /// live one and no `upstream.table_user` is configured, they are used once to read it.
-    pub fn refresh_commands_as(&self, user: &Bytes, password: &Bytes) {
+    pub(crate) fn refresh_commands_as(&self, user: &Bytes, password: &Bytes) {
         let live = matches!(self.commands().source, crate::command::TableSource::Live(_));
         if live || self.config.upstream.table_login.is_some() {
             return;
@@ -176,12 +176,12 @@ impl ProxyContext {
     }
 
     /// Takes the credentials a client authenticated with, if any are waiting to be used.
-    pub fn take_table_login_hint(&self) -> Option<(String, Secret)> {
+    pub(crate) fn take_table_login_hint(&self) -> Option<(String, Secret)> {
         self.table_login_hint.lock_anyway().take()
     }
 
     /// Swaps in a new policy; connections pick it up at their next command.
-    pub fn set_policy(&self, policy: Policy) {
+    pub(crate) fn set_policy(&self, policy: Policy) {
         *self.policy.write_anyway() = Some(Arc::new(policy));
         self.policy_generation.send_modify(|generation| *generation += 1);
     }
@@ -234,7 +234,7 @@ impl ProxyContext {
 
     /// Replaces the users with those of `text` (from `ACL SETUSER` / `ACL DELUSER`): compiled,
     /// swapped in, and recorded as a `policy_change` system event naming the command.
-    pub fn change_users(&self, text: String, command: &str) -> Result<(), UsersFileError> {
+    pub(crate) fn change_users(&self, text: String, command: &str) -> Result<(), UsersFileError> {
         let policy = self.compile(text.as_bytes(), &self.commands())?;
         let previous = self.policy().map(|p| Arc::clone(&p.version));
         let detail = serde_json::json!({
@@ -252,7 +252,7 @@ impl ProxyContext {
 
     /// `ACL SAVE`: writes the users in force to the users file, atomically (a temporary file
     /// in the same directory, synced, then renamed over it).
-    pub fn save_users(&self) -> Result<(), PolicyError> {
+    pub(crate) fn save_users(&self) -> Result<(), PolicyError> {
         let (Some(file), Some(policy)) = (&self.config.auth.users_file, self.policy()) else {
             return Err(PolicyError::NoUsersFile);
         };
@@ -284,32 +284,32 @@ impl ProxyContext {
 
     /// The proxy's answer to `ACL LOG [count|RESET]` (`args` from `ACL` on), with the fields
     /// of the Redis behind it.
-    pub fn acl_log_reply(&self, args: &[Bytes], resp3: bool) -> Bytes {
+    pub(crate) fn acl_log_reply(&self, args: &[Bytes], resp3: bool) -> Bytes {
         let shape = crate::acl::log::Shape::of_version(&self.commands().version);
         let mut log = self.acl_log.lock_anyway();
         log.command(args, resp3, crate::util::unix_millis(), shape)
     }
 
     /// Entries in the proxy's ACL LOG.
-    pub fn acl_log_len(&self) -> usize {
+    pub(crate) fn acl_log_len(&self) -> usize {
         self.acl_log.lock_anyway().len()
     }
 
     /// TLS towards Redis, if configured.
-    pub fn upstream_tls(&self) -> Option<Arc<upstream::UpstreamTls>> {
+    pub(crate) fn upstream_tls(&self) -> Option<Arc<upstream::UpstreamTls>> {
         self.upstream_tls.read_anyway().clone()
     }
 
     /// Rebuilds the upstream TLS configuration from its files (SIGHUP): new connections use
     /// it; on an error the one in force stays, and the error is returned.
-    pub fn reload_upstream_tls(&self) -> Result<(), crate::tls::TlsError> {
+    pub(crate) fn reload_upstream_tls(&self) -> Result<(), crate::tls::TlsError> {
         let tls = upstream::UpstreamTls::from_config(&self.config.upstream)?;
         *self.upstream_tls.write_anyway() = tls;
         Ok(())
     }
 
     /// Watches the policy generation.
-    pub fn watch_policy(&self) -> tokio::sync::watch::Receiver<u64> {
+    pub(crate) fn watch_policy(&self) -> tokio::sync::watch::Receiver<u64> {
         self.policy_generation.subscribe()
     }
 
@@ -319,7 +319,7 @@ impl ProxyContext {
     }
 
     /// Remembers the class a script body declares, under its SHA1.
-    pub fn learn_script(&self, body: &[u8]) -> Option<Class> {
+    pub(crate) fn learn_script(&self, body: &[u8]) -> Option<Class> {
         let class = Class::of_script(body);
         let sha = sha1_smol::Sha1::from(body).digest().bytes();
         let limit = self.config.proxy.limits.script_cache_entries;
@@ -333,7 +333,7 @@ impl ProxyContext {
     }
 
     /// Remembers the functions a `FUNCTION LOAD` library registers.
-    pub fn learn_library(&self, code: &[u8]) {
+    pub(crate) fn learn_library(&self, code: &[u8]) {
         let limit = self.config.proxy.limits.script_cache_entries;
         let mut functions = self.functions.lock_anyway();
         for (name, class) in crate::command::class::functions_of_library(code) {
@@ -345,29 +345,29 @@ impl ProxyContext {
     }
 
     /// The class of an FCALL of `name`, if its library was loaded through the proxy.
-    pub fn function_class(&self, name: &[u8]) -> Option<Class> {
+    pub(crate) fn function_class(&self, name: &[u8]) -> Option<Class> {
         self.functions.lock_anyway().get(name).copied()
     }
 
     /// The class declared by the script with this SHA1 (40 hex digits, any case), if known.
-    pub fn script_class(&self, sha_hex: &[u8]) -> Option<Class> {
+    pub(crate) fn script_class(&self, sha_hex: &[u8]) -> Option<Class> {
         let sha = parse_sha1_hex(sha_hex)?;
         let scripts = self.scripts.lock_anyway();
         scripts.get(&sha).copied().flatten()
     }
 
     /// A new connection id, unique within the process.
-    pub fn next_connection_id(&self) -> u64 {
+    pub(crate) fn next_connection_id(&self) -> u64 {
         self.next_connection_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Whether a new connection starts unauthenticated.
-    pub fn auth_required(&self) -> bool {
+    pub(crate) fn auth_required(&self) -> bool {
         self.auth_required.load(Ordering::Relaxed)
     }
 
     /// Records what a reply proved about the default user.
-    pub fn set_auth_required(&self, required: bool) {
+    pub(crate) fn set_auth_required(&self, required: bool) {
         if self.auth_required() != required {
             self.auth_required.store(required, Ordering::Relaxed);
         }

@@ -42,7 +42,8 @@ pub enum PinReason {
 }
 
 impl PinReason {
-    /// Every reason, in a fixed order (metric labels are made from these).
+    /// Every reason, in a fixed order (the tests check the docs and labels against it).
+    #[cfg(test)]
     pub const ALL: [Self; 14] = [
         Self::Transaction,
         Self::Watch,

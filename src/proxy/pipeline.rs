@@ -42,18 +42,18 @@ pub enum Expect {
 
 /// A reply the proxy writes itself in place of Redis's.
 #[derive(Debug, Clone)]
-pub struct LocalReply {
+pub(crate) struct LocalReply {
     /// The reply bytes.
     pub bytes: Bytes,
     /// Its status for the record.
     pub status: ReplyStatus,
     /// Close the connection once it is written (protocol errors, QUIT without upstream).
-    pub close_after: bool,
+    pub(crate) close_after: bool,
 }
 
 impl LocalReply {
     /// A reply whose status is read from its first byte (`-`: an error).
-    pub fn from_bytes(bytes: Bytes) -> Self {
+    pub(crate) fn from_bytes(bytes: Bytes) -> Self {
         let status = if matches!(bytes.first(), Some(b'-' | b'!')) {
             ReplyStatus::Error
         } else {
@@ -66,7 +66,7 @@ impl LocalReply {
 /// What a command the proxy sends on its own behalf is for; its reply never reaches the
 /// client and it has no record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Internal {
+pub(crate) enum Internal {
     /// Logs the upstream connection in: as the service user, or (`mirror`) as the Redis user
     /// mirroring the client's, which changes what Redis lets the next commands do.
     Login {
@@ -86,7 +86,7 @@ pub enum Internal {
 
 /// One command in flight.
 #[derive(Debug)]
-pub struct Slot {
+pub(crate) struct Slot {
     /// Name and arguments as sent (empty for an internal command).
     pub args: Vec<Bytes>,
     /// The command as the table knows it.
@@ -96,21 +96,21 @@ pub struct Slot {
     /// Its keys.
     pub keys: Keys,
     /// What it does to the connection once confirmed.
-    pub effect: Effect,
+    pub(crate) effect: Effect,
     /// What Redis will send back.
     pub expect: Expect,
     /// Set when the proxy answers instead of Redis (boxed, as the next: most slots wait for
     /// Redis, and a pipeline of them should cost little each).
     pub local: Option<Box<LocalReply>>,
     /// Set when Redis's reply is replaced: the client gets this instead.
-    pub substitute: Option<Box<LocalReply>>,
+    pub(crate) substitute: Option<Box<LocalReply>>,
     /// Set for the proxy's own commands.
     pub internal: Option<Internal>,
     /// A `CLIENT REPLY OFF|SKIP`: an [`Internal::ReplyProbe`] follows it.
-    pub probe_follows: bool,
+    pub(crate) probe_follows: bool,
     /// An `ACL LOG` without a users file (`acl.log_source = "proxy"`): Redis decides whether
     /// the client may run it, and its successful reply is replaced by the proxy's log.
-    pub proxy_acl_log: bool,
+    pub(crate) proxy_acl_log: bool,
     /// Refused by the proxy's policy or gate (its record may be grouped with repeats).
     pub refused: bool,
     /// Request size on the wire.
@@ -123,7 +123,7 @@ pub struct Slot {
 
 impl Slot {
     /// A client command, forwarded or answered; fill in what differs.
-    pub fn client(args: Vec<Bytes>, request_bytes: u64, started: Instant) -> Self {
+    pub(crate) fn client(args: Vec<Bytes>, request_bytes: u64, started: Instant) -> Self {
         Self {
             args,
             command: None,
@@ -144,7 +144,7 @@ impl Slot {
     }
 
     /// The proxy's own command; its reply is dropped.
-    pub fn internal(internal: Internal, started: Instant) -> Self {
+    pub(crate) fn internal(internal: Internal, started: Instant) -> Self {
         Self { internal: Some(internal), ..Self::client(Vec::new(), 0, started) }
     }
 
@@ -184,7 +184,7 @@ impl Slot {
 /// The commands in flight, in the client's order, and how many of them may still change the
 /// state the gate reads.
 #[derive(Debug, Default)]
-pub struct Pending {
+pub(crate) struct Pending {
     slots: VecDeque<Slot>,
     user_changes: usize,
     multi_changes: usize,
@@ -196,7 +196,7 @@ pub struct Pending {
 
 impl Pending {
     /// Queues a slot behind the others.
-    pub fn push(&mut self, slot: Slot) {
+    pub(crate) fn push(&mut self, slot: Slot) {
         self.user_changes += usize::from(slot.unsettles_user());
         self.multi_changes += usize::from(slot.unsettles_multi());
         self.pubsub_changes += usize::from(slot.unsettles_pubsub());
@@ -212,7 +212,7 @@ impl Pending {
     }
 
     /// Takes the oldest slot.
-    pub fn pop_front(&mut self) -> Option<Slot> {
+    pub(crate) fn pop_front(&mut self) -> Option<Slot> {
         let slot = self.slots.pop_front()?;
         self.user_changes -= usize::from(slot.unsettles_user());
         self.multi_changes -= usize::from(slot.unsettles_multi());
@@ -221,48 +221,48 @@ impl Pending {
     }
 
     /// The oldest slot.
-    pub fn front(&self) -> Option<&Slot> {
+    pub(crate) fn front(&self) -> Option<&Slot> {
         self.slots.front()
     }
 
     /// The oldest slot, to count its replies (its effect and kind must not change).
-    pub fn front_mut(&mut self) -> Option<&mut Slot> {
+    pub(crate) fn front_mut(&mut self) -> Option<&mut Slot> {
         self.slots.front_mut()
     }
 
     /// Every slot, oldest first, to give each a reply when the upstream is lost.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Slot> {
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Slot> {
         self.slots.iter_mut()
     }
 
     /// How many replies were ever expected from Redis for the slots pushed without a local
     /// reply (what a shared connection must route to this client).
-    pub fn sent(&self) -> u64 {
+    pub(crate) fn sent(&self) -> u64 {
         self.sent
     }
 
     /// Commands in flight.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.slots.len()
     }
 
     /// True when nothing is in flight.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
 
     /// An AUTH, HELLO AUTH, RESET or mirrored login is waiting for Redis.
-    pub fn user_unsettled(&self) -> bool {
+    pub(crate) fn user_unsettled(&self) -> bool {
         self.user_changes > 0
     }
 
     /// A MULTI, EXEC, DISCARD or RESET is waiting for Redis.
-    pub fn multi_unsettled(&self) -> bool {
+    pub(crate) fn multi_unsettled(&self) -> bool {
         self.multi_changes > 0
     }
 
     /// A (P|S)(UN)SUBSCRIBE, HELLO, MONITOR, RESET or EXEC is waiting for Redis.
-    pub fn pubsub_unsettled(&self) -> bool {
+    pub(crate) fn pubsub_unsettled(&self) -> bool {
         self.pubsub_changes > 0
     }
 }
@@ -315,7 +315,7 @@ impl WriteQueue {
     }
 
     /// Stream offset just past the last byte pushed.
-    pub fn pushed(&self) -> u64 {
+    pub(crate) fn pushed(&self) -> u64 {
         self.pushed
     }
 
@@ -345,7 +345,7 @@ impl WriteQueue {
     }
 
     /// Writes as much as the writer takes in one call, but not more than `limit` bytes.
-    pub fn poll_write_to<W: AsyncWrite + Unpin>(
+    pub(crate) fn poll_write_to<W: AsyncWrite + Unpin>(
         &mut self,
         writer: &mut W,
         cx: &mut Context<'_>,

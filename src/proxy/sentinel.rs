@@ -23,7 +23,7 @@ const MAX_REPLY_BYTES: usize = 1 << 20;
 
 /// Why no sentinel named the primary.
 #[derive(Debug, thiserror::Error)]
-pub enum SentinelError {
+pub(crate) enum SentinelError {
     /// No connection, a refused login, or bytes that are not RESP.
     #[error("sentinel {address}: {message}")]
     Failed {
@@ -139,7 +139,7 @@ fn host_port(host: &str, port: u16) -> String {
 }
 
 /// Asks each sentinel in turn for the primary; the first answer wins.
-pub async fn ask_primary(config: &SentinelConfig) -> Result<String, SentinelError> {
+pub(crate) async fn ask_primary(config: &SentinelConfig) -> Result<String, SentinelError> {
     let mut last = None;
     for address in &config.sentinels {
         let answer = async { Conn::open(address, config).await?.primary(config).await };

@@ -170,7 +170,7 @@ impl Effect {
 
     /// True when this command, succeeding, is answered although replies are `mode`:
     /// `CLIENT REPLY ON` always, `RESET` under OFF (it clears OFF, not a pending SKIP).
-    pub fn answered_when(&self, mode: ReplyMode) -> bool {
+    pub(crate) fn answered_when(&self, mode: ReplyMode) -> bool {
         match self {
             Self::ClientReply(ReplyMode::On) => true,
             Self::Reset => mode != ReplyMode::Skip,
@@ -179,7 +179,7 @@ impl Effect {
     }
 
     /// True for the commands a client may send before authenticating (Redis's `no_auth` flag).
-    pub fn is_no_auth(&self) -> bool {
+    pub(crate) fn is_no_auth(&self) -> bool {
         matches!(self, Self::Hello { .. } | Self::Auth(_) | Self::Reset | Self::Quit)
     }
 }
@@ -192,7 +192,7 @@ pub struct Subscriptions {
     /// Patterns (`PSUBSCRIBE`).
     pub patterns: u64,
     /// Shard channels (`SSUBSCRIBE`).
-    pub shard: u64,
+    pub(crate) shard: u64,
 }
 
 impl Subscriptions {
@@ -202,7 +202,7 @@ impl Subscriptions {
     }
 
     /// How many of `family` an argument-less unsubscribe will confirm (at least one).
-    pub fn confirmations_for_all(&self, family: PubSubFamily) -> u64 {
+    pub(crate) fn confirmations_for_all(&self, family: PubSubFamily) -> u64 {
         let count = match family {
             PubSubFamily::Channel => self.channels,
             PubSubFamily::Pattern => self.patterns,
@@ -213,7 +213,7 @@ impl Subscriptions {
 
     /// Applies one confirmation; `total` is the count Redis reports in it (channels plus
     /// patterns for the first two families, shard channels for the third).
-    pub fn confirm(&mut self, family: PubSubFamily, subscribe: bool, total: u64) {
+    pub(crate) fn confirm(&mut self, family: PubSubFamily, subscribe: bool, total: u64) {
         let previous = self.channels + self.patterns;
         match family {
             PubSubFamily::Shard => self.shard = total,
@@ -252,24 +252,24 @@ pub struct Session {
     /// `CLIENT SETNAME` / `HELLO SETNAME`.
     pub name: Option<Bytes>,
     /// `CLIENT SETINFO LIB-NAME`.
-    pub lib_name: Option<Bytes>,
+    pub(crate) lib_name: Option<Bytes>,
     /// `CLIENT SETINFO LIB-VER`.
-    pub lib_ver: Option<Bytes>,
+    pub(crate) lib_ver: Option<Bytes>,
     /// Inside MULTI (as Redis confirmed).
     pub in_multi: bool,
     /// Effects of commands queued in the current MULTI, by their index in it.
     pub queued: Vec<(usize, Effect)>,
     /// Commands queued so far in the current MULTI.
-    pub queued_count: usize,
+    pub(crate) queued_count: usize,
     /// Union of the classes of the commands queued in the current MULTI.
-    pub queued_class: Option<crate::command::Class>,
+    pub(crate) queued_class: Option<crate::command::Class>,
     /// MONITOR is on: `+<timestamp> ...` lines arrive unasked.
     pub monitor: bool,
     /// Active subscriptions.
     pub subscriptions: Subscriptions,
     /// `CLIENT REPLY` mode, as confirmed. Redis itself always answers (the proxy turns its
     /// replies back on after each OFF / SKIP); the proxy withholds what Redis would not send.
-    pub reply_mode: ReplyMode,
+    pub(crate) reply_mode: ReplyMode,
 }
 
 impl Session {
@@ -297,12 +297,12 @@ impl Session {
 
     /// True while Redis would send this client no reply to a command (`CLIENT REPLY OFF`, or
     /// the command after `CLIENT REPLY SKIP`). Pushes (pub/sub, invalidations) still go out.
-    pub fn silenced(&self) -> bool {
+    pub(crate) fn silenced(&self) -> bool {
         self.reply_mode != ReplyMode::On
     }
 
     /// A command was answered (or its answer withheld): a pending SKIP is used up.
-    pub fn end_of_command(&mut self) {
+    pub(crate) fn end_of_command(&mut self) {
         if self.reply_mode == ReplyMode::Skip {
             self.reply_mode = ReplyMode::On;
         }
@@ -369,7 +369,11 @@ impl Session {
     /// Applies the effects of queued commands whose EXEC element is not an error. A queued
     /// (un)subscribe (one channel: the gate refuses more inside MULTI) is counted from the
     /// total its confirmation carries.
-    pub fn apply_exec(&mut self, elements: &[crate::resp::summary::Child], by_default: bool) {
+    pub(crate) fn apply_exec(
+        &mut self,
+        elements: &[crate::resp::summary::Child],
+        by_default: bool,
+    ) {
         let queued = std::mem::take(&mut self.queued);
         for (index, effect) in &queued {
             let Some(element) = elements.get(*index) else { continue };
@@ -398,7 +402,7 @@ impl Session {
 
     /// True when unasked replies may arrive as RESP2 arrays (pub/sub messages): Redis
     /// confirmed a subscription and the protocol is RESP2.
-    pub fn in_resp2_pubsub(&self) -> bool {
+    pub(crate) fn in_resp2_pubsub(&self) -> bool {
         self.protocol == 2 && self.subscriptions.any()
     }
 }

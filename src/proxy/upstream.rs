@@ -57,7 +57,9 @@ impl std::fmt::Debug for UpstreamTls {
 
 impl UpstreamTls {
     /// From `[upstream.tls]`; `Ok(None)` without it.
-    pub fn from_config(config: &UpstreamConfig) -> Result<Option<Arc<Self>>, crate::tls::TlsError> {
+    pub(crate) fn from_config(
+        config: &UpstreamConfig,
+    ) -> Result<Option<Arc<Self>>, crate::tls::TlsError> {
         let Some(tls) = &config.tls else { return Ok(None) };
         if tls.insecure_skip_verify {
             tracing::warn!(
@@ -167,7 +169,7 @@ impl Target {
 
     /// Points new connections at `address`; if it is a change, the connections made to the old
     /// one are told to close. Returns whether it changed.
-    pub fn switch(&self, address: &str) -> bool {
+    pub(crate) fn switch(&self, address: &str) -> bool {
         let mut current = self.current.write_anyway();
         if &*current.0 == address {
             return false;

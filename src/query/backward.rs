@@ -13,7 +13,7 @@ use crate::audit::files::ACTIVE_FILE;
 
 /// Longest line handed out. The writer's security, session and system lines are far shorter;
 /// a longer line is skipped rather than held.
-pub const MAX_LINE_BYTES: usize = 1 << 20;
+pub(crate) const MAX_LINE_BYTES: usize = 1 << 20;
 
 /// How much of a file one read takes.
 const BLOCK_BYTES: usize = 64 * 1024;
@@ -24,14 +24,14 @@ const BLOCK_BYTES: usize = 64 * 1024;
 /// and are opened one at a time while read, so a directory of thousands of files costs one
 /// descriptor at a time).
 #[derive(Debug)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     active: Option<(PathBuf, File, u64)>,
     rotated: Vec<PathBuf>,
 }
 
 impl Snapshot {
     /// Takes the snapshot of `dir`.
-    pub fn open(dir: &Path) -> Result<Self, QueryError> {
+    pub(crate) fn open(dir: &Path) -> Result<Self, QueryError> {
         // The active file first, then the listing: a rotation in between lists the file held
         // open under its new name too, and that copy is left out.
         let path = dir.join(ACTIVE_FILE);
@@ -59,7 +59,7 @@ impl Snapshot {
     /// Calls `each` with every complete line (without its `\n`), newest first, until it
     /// breaks. A last line still being written is not complete and is left out, and so is a
     /// rotated file deleted (by retention) since the snapshot.
-    pub fn scan(
+    pub(crate) fn scan(
         &self,
         mut each: impl FnMut(&[u8]) -> ControlFlow<()>,
     ) -> Result<ControlFlow<()>, QueryError> {
@@ -68,7 +68,7 @@ impl Snapshot {
 
     /// [`Self::scan`], with each line the context of its file (`redis-audit/2`: what its
     /// lines leave out, for [`expand`](super::expand::expand)).
-    pub fn scan_with_context(
+    pub(crate) fn scan_with_context(
         &self,
         mut each: impl FnMut(&[u8], Option<&FileContext>) -> ControlFlow<()>,
     ) -> Result<ControlFlow<()>, QueryError> {

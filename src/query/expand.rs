@@ -29,7 +29,7 @@ pub struct FileContext {
 impl FileContext {
     /// The context a file's first line gives: `None` unless it is a `/2` `file_open` (a `/1`
     /// line carries everything itself).
-    pub fn from_first_line(line: &[u8]) -> Option<Self> {
+    pub(crate) fn from_first_line(line: &[u8]) -> Option<Self> {
         if !line.starts_with(V2_FILE_PREFIX) {
             return None;
         }
@@ -57,7 +57,7 @@ impl FileContext {
     }
 
     /// The context of the file at `path`, read from its first line.
-    pub fn of_file(path: &Path) -> Option<Self> {
+    pub(crate) fn of_file(path: &Path) -> Option<Self> {
         let mut first = Vec::new();
         BufReader::new(File::open(path).ok()?).take_until_newline(&mut first).ok()?;
         Self::from_first_line(&first)

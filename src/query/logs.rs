@@ -29,15 +29,15 @@ pub struct Paging {
 }
 
 /// Most records one page may hold.
-pub const MAX_LIMIT: u64 = 1000;
+pub(crate) const MAX_LIMIT: u64 = 1000;
 
 /// Once the page is full, the lines after it are still counted for `total` until this many
 /// bytes have been read past the page; then `total` is `null` (unknown) and the scan stops.
-pub const COUNT_BUDGET_BYTES: u64 = 16 << 20;
+pub(crate) const COUNT_BUDGET_BYTES: u64 = 16 << 20;
 
 /// Most bytes of audit lines one page is made from: past them the page ends before its
 /// `limit` (with `more` true), so a page of huge events cannot hold `limit` of them.
-pub const PAGE_MAX_BYTES: u64 = 16 << 20;
+pub(crate) const PAGE_MAX_BYTES: u64 = 16 << 20;
 
 impl Paging {
     /// From query parameters: `offset` (default 0), `limit` (default 100, 1 to 1000).
@@ -313,7 +313,7 @@ fn user_agent(client: &Value) -> Value {
 
 /// `GET /api/v1/acl-log`: every security event, with absolute times, beyond the in-memory
 /// `ACL LOG`.
-pub fn acl_log(dir: &Path, paging: Paging) -> Result<Value, QueryError> {
+pub(crate) fn acl_log(dir: &Path, paging: Paging) -> Result<Value, QueryError> {
     let wanted = |kind: &[u8], _: &[u8]| kind == b"security";
     page_of(dir, paging, "entries", wanted, |record| {
         json!({

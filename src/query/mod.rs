@@ -3,7 +3,7 @@
 //! `GET /api/v1/audit-records`. Rotated files never change, so each gets a small index
 //! (time range, command count) beside it, and a query skips the files outside its range.
 
-pub mod backward;
+pub(crate) mod backward;
 pub mod expand;
 pub mod logs;
 pub mod params;
@@ -42,7 +42,7 @@ pub struct Page {
     /// This page's records (the audit lines), newest first.
     pub records: Vec<Value>,
     /// Files read line by line, and files whose index answered (or excluded them).
-    pub files_scanned: usize,
+    pub(crate) files_scanned: usize,
     /// Files skipped or counted from their index alone.
     pub files_skipped: usize,
 }
@@ -56,7 +56,7 @@ pub fn audit_files(dir: &Path) -> Result<Vec<PathBuf>, QueryError> {
 
 /// Calls `visit` with each line of the audit files of `dir` that is JSON, oldest file first. A
 /// torn last line, or one that is not JSON, is passed over: `audit verify` is for those.
-pub fn for_each_line(dir: &Path, mut visit: impl FnMut(Value)) -> Result<(), QueryError> {
+pub(crate) fn for_each_line(dir: &Path, mut visit: impl FnMut(Value)) -> Result<(), QueryError> {
     for path in audit_files(dir)? {
         let io_error = |source| QueryError::Io { path: path.display().to_string(), source };
         let file = File::open(&path).map_err(io_error)?;
@@ -213,7 +213,7 @@ impl Page {
 
 /// One record as a Tair `Items.SQL[]` entry. `SQLText` is the command and its keys (the trail
 /// holds no other argument, so no value or password can appear).
-pub fn tair_item(record: &Value) -> Value {
+pub(crate) fn tair_item(record: &Value) -> Value {
     let text = |v: &Value| match v {
         Value::String(s) => s.clone(),
         Value::Object(o) => {

@@ -29,9 +29,9 @@ const MAX_RANGE_SECONDS: i64 = 86_400;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditQuery {
     /// `StartTime` as given (echoed in the response).
-    pub start_text: String,
+    pub(crate) start_text: String,
     /// `EndTime` as given.
-    pub end_text: String,
+    pub(crate) end_text: String,
     start: Option<String>,
     end: Option<String>,
     user: Option<String>,
@@ -140,7 +140,7 @@ impl AuditQuery {
     }
 
     /// Whether a file's index can count this query's matches (it has no `result.status`).
-    pub fn index_counts(&self) -> bool {
+    pub(crate) fn index_counts(&self) -> bool {
         self.status.is_none()
     }
 
@@ -292,13 +292,13 @@ impl AuditQuery {
     }
 
     /// True when `[first, last]` meets the range.
-    pub fn overlaps(&self, first: &str, last: &str) -> bool {
+    pub(crate) fn overlaps(&self, first: &str, last: &str) -> bool {
         self.start.as_deref().is_none_or(|start| last >= start)
             && self.end.as_deref().is_none_or(|end| first <= end)
     }
 
     /// Filters other than time.
-    pub fn has_field_filters(&self) -> bool {
+    pub(crate) fn has_field_filters(&self) -> bool {
         self.user.is_some()
             || self.host.is_some()
             || self.db.is_some()
@@ -310,13 +310,13 @@ impl AuditQuery {
 
     /// With exactly one filter besides time: the index field it is on and the value's JSON
     /// text, so a file's index can count the matches.
-    pub fn single_facet(&self) -> Option<(&'static str, String)> {
+    pub(crate) fn single_facet(&self) -> Option<(&'static str, String)> {
         let mut filters = self.facet_filters();
         (filters.len() == 1).then(|| filters.remove(0))
     }
 
     /// Every filter besides time, as (index field, the value's JSON text).
-    pub fn facet_filters(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn facet_filters(&self) -> Vec<(&'static str, String)> {
         let string = |v: &str| Value::String(v.to_owned()).to_string();
         [
             self.user.as_deref().map(|u| ("user", string(u))),
@@ -348,7 +348,7 @@ impl AuditQuery {
     }
 
     /// Whether a file's node (its `file_open`'s, in `redis-audit/2`) passes the node filter.
-    pub fn node_matches(&self, node: &serde_json::Value) -> bool {
+    pub(crate) fn node_matches(&self, node: &serde_json::Value) -> bool {
         self.node.as_deref().is_none_or(|wanted| node.as_str() == Some(wanted))
     }
 }
@@ -368,7 +368,7 @@ pub fn parse_query_string(query: &str) -> HashMap<String, String> {
 
 /// Percent-decoding as query strings use it (`+` is a space; a bad escape stays as it is;
 /// bytes that are not UTF-8 become U+FFFD).
-pub fn percent_decode(text: &str) -> String {
+pub(crate) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut at = 0;

@@ -250,7 +250,7 @@ fn text(value: &Value) -> String {
 
 /// A key's pattern: everything up to its last separator, then `*` (`app:user:42` →
 /// `app:user:*`); a key without a separator stands for itself.
-pub fn pattern_of(key: &str) -> String {
+pub(crate) fn pattern_of(key: &str) -> String {
     match key.rfind(SEPARATORS) {
         Some(at) => format!("{}*", &key[..=at]),
         None => key.to_owned(),

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 /// Redis's `string2ll`: strict decimal, optional `-`, no `+`, no leading zeros, under 21 bytes.
-pub fn string2ll(s: &[u8]) -> Option<i64> {
+pub(crate) fn string2ll(s: &[u8]) -> Option<i64> {
     if s.is_empty() || s.len() >= 21 {
         return None;
     }
@@ -38,7 +38,7 @@ pub fn string2ll(s: &[u8]) -> Option<i64> {
 
 /// Redis's `sdssplitargs`: splits an inline line into arguments, with `"..."` (C escapes and
 /// `\xHH`) and `'...'` (only `\'`) quoting. `None` for unbalanced quotes.
-pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
+pub(crate) fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
     // `sdssplitargs` works on a C string: a NUL ends it. (A line never holds one, see above.)
     let line = match memchr::memchr(0, line) {
         Some(end) => &line[..end],

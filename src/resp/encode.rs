@@ -9,7 +9,7 @@ use bytes::Bytes;
 pub const OK: &[u8] = b"+OK\r\n";
 
 /// Redis's reply when `maxclients` is reached.
-pub const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reached\r\n";
+pub(crate) const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reached\r\n";
 
 /// The text of an error reply the proxy answers as Redis would (`ERR ...`, without the `-`);
 /// [`error`] writes it.
@@ -55,7 +55,7 @@ pub fn header(out: &mut Vec<u8>, kind: u8, len: usize) {
 }
 
 /// Appends the header of a map of `pairs` pairs: `%` in RESP3, an array twice as long in RESP2.
-pub fn map_header(out: &mut Vec<u8>, pairs: usize, resp3: bool) {
+pub(crate) fn map_header(out: &mut Vec<u8>, pairs: usize, resp3: bool) {
     if resp3 {
         header(out, b'%', pairs);
     } else {

@@ -66,7 +66,7 @@ pub struct ReplyScanner {
     stack: Vec<Open>,
     max_depth: usize,
     /// Collect `child_status` for the next reply (set by the caller, e.g. for `EXEC`).
-    pub capture_children: bool,
+    pub(crate) capture_children: bool,
     info: ReplyInfo,
     /// Content of the scalar being read, when it is at depth 0 or 1.
     head: Head,
@@ -111,7 +111,7 @@ impl ReplyScanner {
     }
 
     /// Takes the children captured for the last reply.
-    pub fn take_child_status(&mut self) -> Vec<Child> {
+    pub(crate) fn take_child_status(&mut self) -> Vec<Child> {
         std::mem::take(&mut self.info.child_status)
     }
 

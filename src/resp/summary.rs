@@ -36,7 +36,7 @@ impl Head {
 
     /// The error code when the first word is one Redis uses. A script can make an error start
     /// with anything (`redis.error_reply(ARGV[1])`), and such text must not reach a record.
-    pub fn known_error_code(&self) -> Option<&[u8]> {
+    pub(crate) fn known_error_code(&self) -> Option<&[u8]> {
         let code = self.error_code();
         KNOWN_ERROR_CODES.contains(&code).then_some(code)
     }
@@ -107,7 +107,7 @@ pub struct Child {
     pub head: Head,
     /// The last integer among its own children, when it is an aggregate and children are
     /// captured (the subscription count of a confirmation inside an EXEC reply).
-    pub last_integer: Option<i64>,
+    pub(crate) last_integer: Option<i64>,
 }
 
 /// What the scanner learned about the reply it just finished.
@@ -118,13 +118,13 @@ pub struct ReplyInfo {
     /// Start of its content when it is a scalar.
     pub head: Head,
     /// Number of direct children, when it is an aggregate.
-    pub child_count: u64,
+    pub(crate) child_count: u64,
     /// The first three direct children.
     pub children: [Child; CHILD_SUMMARIES],
     /// Every direct child's type and error code, when asked for with `capture_children`.
-    pub child_status: Vec<Child>,
+    pub(crate) child_status: Vec<Child>,
     /// Where pushes written inside the reply start and end (offsets in the reply's bytes).
-    pub nested_pushes: Vec<(u64, u64)>,
+    pub(crate) nested_pushes: Vec<(u64, u64)>,
     /// Size of the whole reply on the wire.
     pub bytes: u64,
 }

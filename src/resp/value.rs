@@ -87,7 +87,7 @@ impl Value {
     }
 
     /// An aggregate's items (none for a scalar).
-    pub fn items_mut(&mut self) -> &mut [Self] {
+    pub(crate) fn items_mut(&mut self) -> &mut [Self] {
         match self {
             Self::Aggregate(_, items) => items,
             _ => &mut [],
@@ -95,7 +95,7 @@ impl Value {
     }
 
     /// In a map, or a RESP2 array of alternating names and values: the value of `name`.
-    pub fn field_mut(&mut self, name: &str) -> Option<&mut Self> {
+    pub(crate) fn field_mut(&mut self, name: &str) -> Option<&mut Self> {
         let items = self.items_mut();
         let at = (0..items.len() / 2).find(|i| items[2 * i].text().as_deref() == Some(name))?;
         items.get_mut(2 * at + 1)
@@ -120,7 +120,7 @@ impl Value {
     }
 
     /// Replaces a simple or bulk string's text.
-    pub fn set_text(&mut self, text: &str) {
+    pub(crate) fn set_text(&mut self, text: &str) {
         match self {
             Self::Line(b'+', bytes) | Self::Bulk(b'$', bytes) => *bytes = text.as_bytes().to_vec(),
             _ => {}

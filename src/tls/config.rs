@@ -36,7 +36,7 @@ pub struct TlsConfig {
     /// Which certificate name becomes the ACL user.
     pub user_from: UserFrom,
     /// Longest handshake.
-    pub handshake_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
 }
 
 /// `tls.client_auth`.

@@ -72,7 +72,7 @@ fn roots_from(path: &Path) -> Result<RootCertStore, TlsError> {
 
 /// The client-facing configuration: certificate and key, and client certificates verified
 /// against `ca_file` when `client_auth` asks for them.
-pub fn server_config(config: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
+pub(crate) fn server_config(config: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = load_certs(&config.cert_file)?;
     let key = load_key(&config.key_file)?;
     let builder = ServerConfig::builder_with_provider(provider())
@@ -248,7 +248,7 @@ fn name_of(
 }
 
 /// An I/O error for a failed handshake, for logs and events.
-pub fn describe_handshake_error(error: &io::Error) -> String {
+pub(crate) fn describe_handshake_error(error: &io::Error) -> String {
     match error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
         Some(tls) => tls.to_string(),
         None => error.to_string(),

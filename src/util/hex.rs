@@ -4,7 +4,7 @@
 use sha2::{Digest as _, Sha256};
 
 /// Lower-case hex digits.
-pub const DIGITS: &[u8; 16] = b"0123456789abcdef";
+pub(crate) const DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// Appends `bytes` as lower-case hex.
 pub fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -30,7 +30,7 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 }
 
 /// Lower-case hex SHA-256 of `bytes` (64 digits).
-pub fn hex_sha256(bytes: &[u8]) -> String {
+pub(crate) fn hex_sha256(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(64);
     hex_sha256_into(bytes, &mut out);
     out
@@ -38,7 +38,7 @@ pub fn hex_sha256(bytes: &[u8]) -> String {
 
 /// [`hex_sha256`] into `out`, replacing what it held (no allocation once `out` has room: the
 /// audit writer hashes a line per rotated file with it).
-pub fn hex_sha256_into(bytes: &[u8], out: &mut String) {
+pub(crate) fn hex_sha256_into(bytes: &[u8], out: &mut String) {
     out.clear();
     for byte in Sha256::digest(bytes) {
         out.push(char::from(DIGITS[usize::from(byte >> 4)]));
@@ -48,7 +48,7 @@ pub fn hex_sha256_into(bytes: &[u8], out: &mut String) {
 
 /// A 64-digit lower-case hex hash, decoded (upper case is not what this crate writes, so it is
 /// refused).
-pub fn parse_hash(text: &str) -> Option<[u8; 32]> {
+pub(crate) fn parse_hash(text: &str) -> Option<[u8; 32]> {
     if text.len() != 64 {
         return None;
     }
@@ -60,7 +60,7 @@ pub fn parse_hash(text: &str) -> Option<[u8; 32]> {
 }
 
 /// Whether `text` is 64 lower-case hex digits (a hash as this crate writes it).
-pub fn is_hex_hash(text: &str) -> bool {
+pub(crate) fn is_hex_hash(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|byte| digit(byte).is_some())
 }
 

@@ -12,14 +12,14 @@ pub fn random_bytes<const N: usize>() -> Option<[u8; N]> {
 }
 
 /// `bytes` in the UUID text form `8-4-4-4-12`, lower-case hex.
-pub fn uuid_text(bytes: &[u8; 16]) -> String {
+pub(crate) fn uuid_text(bytes: &[u8; 16]) -> String {
     let hex = super::hex::hex(bytes);
     format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }
 
 /// A random UUID v4 string. Without a random source, the time and the pid still make it unique
 /// per start of a process.
-pub fn uuid_v4() -> String {
+pub(crate) fn uuid_v4() -> String {
     let mut bytes = random_bytes::<16>().unwrap_or_else(|| {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::SystemTime::UNIX_EPOCH)

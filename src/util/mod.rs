@@ -7,7 +7,7 @@ pub mod id;
 pub mod sync;
 
 /// Milliseconds since the Unix epoch, as Redis's `mstime()` (0 before 1970).
-pub fn unix_millis() -> i64 {
+pub(crate) fn unix_millis() -> i64 {
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     since.map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
 }

@@ -5,7 +5,7 @@
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// [`Mutex::lock`], poisoned or not.
-pub trait LockAnyway<T: ?Sized> {
+pub(crate) trait LockAnyway<T: ?Sized> {
     /// The guard, even after a panic in another holder.
     fn lock_anyway(&self) -> MutexGuard<'_, T>;
 }
@@ -17,7 +17,7 @@ impl<T: ?Sized> LockAnyway<T> for Mutex<T> {
 }
 
 /// [`RwLock::read`] and [`RwLock::write`], poisoned or not.
-pub trait RwLockAnyway<T: ?Sized> {
+pub(crate) trait RwLockAnyway<T: ?Sized> {
     /// The read guard, even after a panic in another holder.
     fn read_anyway(&self) -> RwLockReadGuard<'_, T>;
     /// The write guard, even after a panic in another holder.

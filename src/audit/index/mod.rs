@@ -38,21 +38,21 @@ pub struct Summary {
     pub file: FileFacts,
     /// Hex SHA-256 of the bitmaps (`<file>.bits`) made with it.
     #[serde(default)]
-    pub bits_sha256: String,
+    pub(crate) bits_sha256: String,
     /// Hex SHA-256 of this summary's JSON without the seal ([`sidecar::seal`]).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub seal: String,
 }
 
 /// The current index layout (3: tied to its file and sealed).
-pub const INDEX_VERSION: u32 = 3;
+pub(crate) const INDEX_VERSION: u32 = 3;
 
 /// Most distinct values one field's counts keep.
-pub const MAX_FACET_VALUES: usize = 10_000;
+pub(crate) const MAX_FACET_VALUES: usize = 10_000;
 
 /// The filterable fields: name, and the text that precedes the value in a command line
 /// (each occurs once in a command record, so the first occurrence is the field).
-pub const FACETS: [(&str, &[u8]); 6] = [
+pub(crate) const FACETS: [(&str, &[u8]); 6] = [
     ("user", b"\"user\":"),
     ("ip", b"\"ip\":"),
     ("db", b"\"db\":"),
@@ -62,30 +62,33 @@ pub const FACETS: [(&str, &[u8]); 6] = [
 ];
 
 /// Where each field is in [`FACETS`].
-pub mod facet {
+pub(crate) mod facet {
     /// `user`.
-    pub const USER: usize = 0;
+    pub(crate) const USER: usize = 0;
     /// `client.ip`.
-    pub const IP: usize = 1;
+    pub(crate) const IP: usize = 1;
     /// `db`.
-    pub const DB: usize = 2;
+    pub(crate) const DB: usize = 2;
     /// `command.name`.
-    pub const COMMAND: usize = 3;
+    pub(crate) const COMMAND: usize = 3;
     /// `command.class`.
-    pub const CLASS: usize = 4;
+    pub(crate) const CLASS: usize = 4;
     /// `node`.
-    pub const NODE: usize = 5;
+    pub(crate) const NODE: usize = 5;
 }
 
 /// The JSON text of the value after `prefix` in `line`: a string with its quotes, or a
 /// number.
-pub fn field_text<'a>(line: &'a [u8], prefix: &memchr::memmem::Finder<'_>) -> Option<&'a [u8]> {
+pub(crate) fn field_text<'a>(
+    line: &'a [u8],
+    prefix: &memchr::memmem::Finder<'_>,
+) -> Option<&'a [u8]> {
     let at = prefix.find(line)? + prefix.needle().len();
     value_at(line, at)
 }
 
 /// The JSON text of the value that starts at `at` in `line` (see [`field_text`]).
-pub fn value_at(line: &[u8], at: usize) -> Option<&[u8]> {
+pub(crate) fn value_at(line: &[u8], at: usize) -> Option<&[u8]> {
     let rest = line.get(at..)?;
     if rest.first() == Some(&b'"') {
         // A JSON string: up to the first quote not escaped.
@@ -164,10 +167,10 @@ impl Facet {
 
 /// Where each of a command line's [`FACETS`] values starts, in [`FACETS`] order: known to
 /// whoever rendered the line, so the writer indexes it without searching it.
-pub type FacetStarts = [usize; FACETS.len()];
+pub(crate) type FacetStarts = [usize; FACETS.len()];
 
 /// The start a command line gives its node: none in the line, the file's (`file_open`).
-pub const NODE_OF_FILE: usize = usize::MAX;
+pub(crate) const NODE_OF_FILE: usize = usize::MAX;
 
 /// A file's index while its lines go by: fed by the writer as it writes the active file, or
 /// by [`build`] from a file that has no index.
@@ -209,13 +212,13 @@ impl Default for IndexBuilder {
 
 impl IndexBuilder {
     /// The index of a `redis-audit/2` file written on `node`.
-    pub fn for_node(node: &str) -> Self {
+    pub(crate) fn for_node(node: &str) -> Self {
         let node = serde_json::Value::String(node.to_owned()).to_string();
         Self { file_node: Some(node.into_bytes().into()), ..Self::default() }
     }
 
     /// Takes one line of the file, of any kind, searching it for its facets.
-    pub fn add_line(&mut self, line: &[u8]) {
+    pub(crate) fn add_line(&mut self, line: &[u8]) {
         if self.command_kind.find(line).is_none() {
             if line.starts_with(crate::audit::chain::V2_FILE_PREFIX) {
                 self.file_node = field_text(line, &self.finders[facet::NODE]).map(Into::into);
@@ -238,7 +241,7 @@ impl IndexBuilder {
 
     /// Takes one command line whose facet values start at `starts` (the node's at
     /// [`NODE_OF_FILE`]: the file's).
-    pub fn add_command(&mut self, line: &[u8], starts: &FacetStarts) {
+    pub(crate) fn add_command(&mut self, line: &[u8], starts: &FacetStarts) {
         let Some(rank) = self.add_time(line) else { return };
         for (facet, &start) in self.facets.iter_mut().zip(starts) {
             if facet.counting {
@@ -269,7 +272,7 @@ impl IndexBuilder {
 
     /// The summary, sealed for its sidecar, and the bitmaps of a whole file whose lines were
     /// all taken; `file` is the file's size and last line.
-    pub fn finish_file(self, file: FileFacts) -> (Summary, Bitmaps) {
+    pub(crate) fn finish_file(self, file: FileFacts) -> (Summary, Bitmaps) {
         let (mut summary, bitmaps) = self.finish();
         sidecar::seal(&mut summary, &bitmaps, file);
         (summary, bitmaps)
@@ -349,7 +352,7 @@ pub fn build(file: &Path) -> io::Result<(Summary, Bitmaps)> {
 
 /// The `time` of an audit line, read from its fixed place (first in `redis-audit/2` lines,
 /// after the schema in `/1`).
-pub fn line_time(line: &[u8]) -> Option<&str> {
+pub(crate) fn line_time(line: &[u8]) -> Option<&str> {
     const PREFIX: &[u8] = b"{\"time\":\"";
     const PREFIX_V1: &[u8] = b"{\"schema\":\"redis-audit/1\",\"time\":\"";
     let rest = line.strip_prefix(PREFIX).or_else(|| line.strip_prefix(PREFIX_V1))?;
@@ -359,7 +362,7 @@ pub fn line_time(line: &[u8]) -> Option<&str> {
 
 /// Most distinct values of one field kept as bitmaps (a field with more is left out, and a
 /// query filtering on it together with another field reads the file).
-pub const MAX_BITMAP_VALUES: usize = 256;
+pub(crate) const MAX_BITMAP_VALUES: usize = 256;
 
 /// For each `(field, value)`, which of the file's command records (by rank, oldest first)
 /// have it: queries with several filters count their matches by intersecting these.

@@ -30,7 +30,7 @@ pub struct FileFacts {
     /// Hex SHA-256 of its last complete line, without its newline: the chain's head at the
     /// end of the file, which the next file's `file_open` line carries as `chain.prev` (empty
     /// for a file without a complete line).
-    pub last_line_sha256: String,
+    pub(crate) last_line_sha256: String,
 }
 
 /// How much of a file's end is read first to find its last line (the writer's lines are
@@ -141,7 +141,7 @@ pub fn bitmaps(file: &Path) -> io::Result<Bitmaps> {
 
 /// The bitmaps of a rotated file whose checked summary is `summary`: from `<file>.bits` when
 /// they are the ones it names, otherwise built from the file (and the index saved again).
-pub fn bitmaps_of(file: &Path, summary: &Summary) -> io::Result<Bitmaps> {
+pub(crate) fn bitmaps_of(file: &Path, summary: &Summary) -> io::Result<Bitmaps> {
     if let Ok(bytes) = std::fs::read(suffixed(file, ".bits")) {
         if hex_sha256(&bytes) == summary.bits_sha256 {
             if let Some(bitmaps) = Bitmaps::decode(&bytes) {
@@ -156,7 +156,7 @@ pub fn bitmaps_of(file: &Path, summary: &Summary) -> io::Result<Bitmaps> {
 }
 
 /// Whether `file` has an index beside it.
-pub fn has_index(file: &Path) -> bool {
+pub(crate) fn has_index(file: &Path) -> bool {
     suffixed(file, ".idx").exists()
 }
 
@@ -196,7 +196,7 @@ pub fn check(file: &Path, built: IndexBuilder) -> Result<bool, String> {
 
 /// Saves the index of `file` beside it (best effort: a query builds a missing one). The
 /// bitmaps first: a summary is never saved before the bitmaps it names.
-pub fn save_index(file: &Path, summary: &Summary, bitmaps: &Bitmaps) {
+pub(crate) fn save_index(file: &Path, summary: &Summary, bitmaps: &Bitmaps) {
     save(&suffixed(file, ".bits"), &bitmaps.encode());
     save(&suffixed(file, ".idx"), &serde_json::to_vec(summary).unwrap_or_default());
 }

@@ -166,11 +166,11 @@ pub struct SyslogConfig {
     /// Longest message.
     pub max_message_bytes: usize,
     /// Longest connection attempt.
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// Reconnection back-off bounds.
-    pub reconnect_min: Duration,
+    pub(crate) reconnect_min: Duration,
     /// See `reconnect_min`.
-    pub reconnect_max: Duration,
+    pub(crate) reconnect_max: Duration,
     /// Bytes declared lost when a TCP or TLS connection breaks.
     pub inflight_bytes: usize,
     /// TLS settings (`transport = "tls"`).

@@ -30,12 +30,12 @@ use crate::event::{SinkSnapshot, SystemEvent};
 use crate::util::sync::LockAnyway;
 
 /// How long closing waits for the sinks to send what they hold.
-pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Lines a sink missed: their seq range (lines without a seq, such as seals, are counted but
 /// have none) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Missed {
+pub(crate) struct Missed {
     /// The sink's name.
     pub sink: String,
     /// `queue_full`, `connection_lost`, `write_failed` or `closed`.
@@ -71,7 +71,7 @@ impl Missed {
     }
 
     /// The fields of the `loss` (copy) and `sink_loss` (file) records.
-    pub fn detail(&self) -> serde_json::Value {
+    pub(crate) fn detail(&self) -> serde_json::Value {
         let (first, last) = self.seqs.map_or((None, None), |(lo, hi)| (Some(lo), Some(hi)));
         json!({"lost": {"sink": self.sink, "reason": self.reason, "first_seq": first,
                         "last_seq": last, "lines": self.lines}})
@@ -91,7 +91,7 @@ impl Missed {
 
 /// The `seq` of a line, read from its head (`{"time":"…","seq":N,`); `None` for the writer's
 /// own lines, which have none.
-pub fn line_seq(line: &[u8]) -> Option<u64> {
+pub(crate) fn line_seq(line: &[u8]) -> Option<u64> {
     let head = &line[..line.len().min(crate::audit::schema::HEAD_MAX_BYTES)];
     let at = memchr::memmem::find(head, b"\"seq\":")? + 6;
     let digits = head[at..].iter().take_while(|b| b.is_ascii_digit()).count();
@@ -100,7 +100,7 @@ pub fn line_seq(line: &[u8]) -> Option<u64> {
 
 /// A sink's counters (`/metrics`: `audit_sink_*{sink="…"}`).
 #[derive(Debug, Default)]
-pub struct SinkCounters {
+pub(crate) struct SinkCounters {
     /// Lines delivered to the destination (written to its socket or stream).
     pub sent: AtomicU64,
     /// Lines missed: dropped from a full queue, or declared lost with a broken connection.
@@ -113,7 +113,7 @@ pub struct SinkCounters {
     pub errors: AtomicU64,
     /// When the last error happened (Unix seconds; 0: never). The error's text is logged, never
     /// a metric label.
-    pub last_error_unix: AtomicU64,
+    pub(crate) last_error_unix: AtomicU64,
     /// Records cut to fit `max_message_bytes`.
     pub truncated: AtomicU64,
 }
@@ -276,7 +276,7 @@ impl SinkShared {
 
 /// The sinks of one audit log.
 #[derive(Debug)]
-pub struct Sinks {
+pub(crate) struct Sinks {
     sinks: Vec<Arc<SinkShared>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     envelope: Envelope,
@@ -287,7 +287,7 @@ pub struct Sinks {
 impl Sinks {
     /// Starts one thread per sink. Failing to connect is not an error here: a sink connects
     /// (and reconnects) on its thread, and misses what its queue cannot hold meanwhile.
-    pub fn start(configs: &[SinkConfig], envelope: Envelope) -> std::io::Result<Self> {
+    pub(crate) fn start(configs: &[SinkConfig], envelope: Envelope) -> std::io::Result<Self> {
         let mut sinks = Vec::with_capacity(configs.len());
         let mut threads = Vec::with_capacity(configs.len());
         for config in configs {
@@ -309,12 +309,12 @@ impl Sinks {
     }
 
     /// True when there is no sink.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.sinks.is_empty()
     }
 
     /// Hands lines just written to the file (whole lines) to every sink.
-    pub fn offer(&self, bytes: &[u8]) {
+    pub(crate) fn offer(&self, bytes: &[u8]) {
         if self.closed.load(Ordering::Relaxed) {
             return;
         }
@@ -324,7 +324,7 @@ impl Sinks {
     }
 
     /// The losses the file has not recorded yet, as `sink_loss` records to write.
-    pub fn take_file_notes(&self) -> Vec<Missed> {
+    pub(crate) fn take_file_notes(&self) -> Vec<Missed> {
         self.sinks
             .iter()
             .flat_map(|sink| std::mem::take(&mut *sink.file_notes.lock_anyway()))
@@ -332,7 +332,7 @@ impl Sinks {
     }
 
     /// Counters of every sink.
-    pub fn snapshots(&self) -> Vec<SinkSnapshot> {
+    pub(crate) fn snapshots(&self) -> Vec<SinkSnapshot> {
         self.sinks
             .iter()
             .map(|sink| {
@@ -353,14 +353,14 @@ impl Sinks {
     }
 
     /// The log is closing: a writer blocked on a full sink waits at most [`CLOSE_GRACE`].
-    pub fn begin_close(&self) {
+    pub(crate) fn begin_close(&self) {
         for sink in &self.sinks {
             sink.unblock.store(true, Ordering::SeqCst);
         }
     }
 
     /// Waits, up to [`CLOSE_GRACE`], until every sink sent what it was handed.
-    pub fn drain(&self) {
+    pub(crate) fn drain(&self) {
         let deadline = Instant::now() + CLOSE_GRACE;
         for sink in &self.sinks {
             while Instant::now() < deadline
@@ -378,7 +378,7 @@ impl Sinks {
     /// Lets the sinks send what they hold, for up to `grace`, and stops them. A sink still busy
     /// then (a collector that stopped reading) is left behind; what it held is declared lost.
     /// Undeclared losses are left for [`take_file_notes`](Self::take_file_notes).
-    pub fn close(&self, grace: Duration) {
+    pub(crate) fn close(&self, grace: Duration) {
         self.begin_close();
         self.closed.store(true, Ordering::SeqCst);
         for sink in &self.sinks {

@@ -120,7 +120,7 @@ impl Header {
 /// does, and `"sink_truncated":true` says so. A cut line no longer matches the file's hash;
 /// its `seq` and `time` still place it. If even that cannot fit, only `time`, `seq`, `kind`
 /// and the flag are kept.
-pub fn cut_to_fit(line: &[u8], room: usize) -> Vec<u8> {
+pub(crate) fn cut_to_fit(line: &[u8], room: usize) -> Vec<u8> {
     let Ok(serde_json::Value::Object(mut record)) = serde_json::from_slice(line) else {
         return minimal(&serde_json::Map::new());
     };

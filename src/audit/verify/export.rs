@@ -37,13 +37,13 @@ pub struct ExportReport {
     /// Seals (`seal` lines and `file_open`s).
     pub seals: u64,
     /// Seals whose hash and `prev` were recomputed and match.
-    pub seals_checked: u64,
+    pub(crate) seals_checked: u64,
     /// Seals not checkable: the first of the copy, or over a declared loss or a cut line.
-    pub seals_skipped: u64,
+    pub(crate) seals_skipped: u64,
     /// The copy's own `loss` lines, and the lines they declare missed.
     pub loss_lines: u64,
     /// Lines those declare.
-    pub declared_lost: u64,
+    pub(crate) declared_lost: u64,
     /// Lines cut to the sink's `max_message_bytes`.
     pub truncated: u64,
     /// Lines after the last seal (not sealed yet when the copy was exported).

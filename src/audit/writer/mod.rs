@@ -42,13 +42,13 @@ use queue::{Control, Shared};
 
 /// Settings of the writer.
 #[derive(Debug, Clone)]
-pub struct WriterConfig {
+pub(crate) struct WriterConfig {
     /// The audit directory.
     pub dir: PathBuf,
     /// Rotate the active file before it passes this size.
     pub rotate_bytes: u64,
     /// Rotate the active file when it is this old.
-    pub rotate_interval: Option<Duration>,
+    pub(crate) rotate_interval: Option<Duration>,
     /// What to keep of the rotated files.
     pub retention: Retention,
     /// Bytes of events queued before command events are dropped (session and security
@@ -61,14 +61,14 @@ pub struct WriterConfig {
     /// The chain's hash function.
     pub chain_alg: ChainAlg,
     /// A seal at least every this many lines...
-    pub seal_records: u64,
+    pub(crate) seal_records: u64,
     /// ...and once the oldest unsealed line is this old.
-    pub seal_interval: Duration,
+    pub(crate) seal_interval: Duration,
     /// With `durability = "async"` (no client waits for the file), how long the writer lets
     /// events gather after a batch that emptied the queue: one wake-up per batch instead of
     /// one per event, each of which would cost the sending connection a futex wake and the
     /// machine a context switch. `None`: write as soon as an event arrives.
-    pub coalesce: Option<Duration>,
+    pub(crate) coalesce: Option<Duration>,
     /// `[[audit.sinks]]`: copies of what is written, sent beside the file.
     pub sinks: Vec<crate::audit::sinks::config::SinkConfig>,
 }
@@ -82,7 +82,7 @@ pub struct AuditStats {
     /// and security events past its reserve too ([`backlog`](crate::audit::backlog)).
     pub dropped_queue_full: AtomicU64,
     /// Bytes written to files.
-    pub bytes_written: AtomicU64,
+    pub(crate) bytes_written: AtomicU64,
     /// Files rotated.
     pub rotations: AtomicU64,
     /// Write errors.
@@ -90,14 +90,14 @@ pub struct AuditStats {
     /// Rotated files deleted by retention.
     pub deletions: AtomicU64,
     /// fsyncs done (`durability = "fsync"`).
-    pub fsyncs: AtomicU64,
+    pub(crate) fsyncs: AtomicU64,
     /// Time spent in them, in microseconds.
-    pub fsync_micros: AtomicU64,
+    pub(crate) fsync_micros: AtomicU64,
 }
 
 /// The handle the proxy enqueues events on.
 #[derive(Debug)]
-pub struct AuditLog {
+pub(crate) struct AuditLog {
     shared: Arc<Shared>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -105,7 +105,7 @@ pub struct AuditLog {
 impl AuditLog {
     /// Opens the audit directory (creating it), recovers from an earlier run, starts the
     /// writer thread.
-    pub fn open(config: WriterConfig, envelope: Envelope) -> io::Result<Self> {
+    pub(crate) fn open(config: WriterConfig, envelope: Envelope) -> io::Result<Self> {
         std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
             .create(&config.dir)?;
         let sinks = Arc::new(Sinks::start(&config.sinks, envelope.clone())?);
@@ -122,35 +122,35 @@ impl AuditLog {
     }
 
     /// Counters.
-    pub fn stats(&self) -> &AuditStats {
+    pub(crate) fn stats(&self) -> &AuditStats {
         &self.shared.stats
     }
 
     /// Holds the writer before its next batch until the guard drops, as a disk slower than
     /// the traffic would: for tests of `on_full` (built with the `test-util` feature only).
     #[cfg(feature = "test-util")]
-    pub fn stall(&self) -> Stall {
+    pub(crate) fn stall(&self) -> Stall {
         self.shared.stalled.store(true, Ordering::SeqCst);
         Stall(Arc::clone(&self.shared))
     }
 
     /// True while the queue holds more than its byte budget.
-    pub fn is_full(&self) -> bool {
+    pub(crate) fn is_full(&self) -> bool {
         self.shared.queued_bytes.load(Ordering::Relaxed) >= self.shared.queue_max_bytes
     }
 
     /// True while writing the trail fails.
-    pub fn is_failing(&self) -> bool {
+    pub(crate) fn is_failing(&self) -> bool {
         self.shared.failing.load(Ordering::Relaxed)
     }
 
     /// Completes at the first write failure (for `on_error = "shutdown"`).
-    pub async fn failed(&self) {
+    pub(crate) async fn failed(&self) {
         self.shared.failed.notified().await;
     }
 
     /// Ready once every record up to `seq` is durable.
-    pub fn poll_durable(&self, seq: u64, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_durable(&self, seq: u64, cx: &mut Context<'_>) -> Poll<()> {
         self.shared.durable.poll(seq, cx)
     }
 
@@ -158,14 +158,14 @@ impl AuditLog {
     /// event is dropped (counted; its seq is declared by the next `loss` record); any other is
     /// queued beyond the budget, a session or security event only within its reserve
     /// ([`backlog`](crate::audit::backlog)). Returns the event's seq, `None` when dropped.
-    pub fn submit(&self, event: &AuditEvent, droppable: bool) -> Option<u64> {
+    pub(crate) fn submit(&self, event: &AuditEvent, droppable: bool) -> Option<u64> {
         self.shared.submit(event, droppable)
     }
 
     /// Enqueues a command line already rendered from `"instance_id"` on by
     /// [`crate::audit::line::push_command_body`], with the facet positions it returned, as
     /// [`submit`](Self::submit) does an event.
-    pub fn submit_command(
+    pub(crate) fn submit_command(
         &self,
         time: SystemTime,
         body: &[u8],
@@ -177,7 +177,7 @@ impl AuditLog {
     }
 
     /// Waits until everything enqueued so far was tried (written, or kept for a retry).
-    pub fn flush(&self) {
+    pub(crate) fn flush(&self) {
         let (ack, done) = mpsc::sync_channel(1);
         if self.shared.control(Control::Flush(ack)) {
             let _ = done.recv();
@@ -186,18 +186,18 @@ impl AuditLog {
 
     /// Asks the writer to rotate now, after what is already queued (for SIGHUP and external
     /// rotation tools: the file they move away is complete, and `audit.log` is new).
-    pub fn rotate(&self) {
+    pub(crate) fn rotate(&self) {
         self.shared.control(Control::Rotate);
     }
 
     /// Counters of the `[[audit.sinks]]` sinks.
-    pub fn sink_snapshots(&self) -> Vec<SinkSnapshot> {
+    pub(crate) fn sink_snapshots(&self) -> Vec<SinkSnapshot> {
         self.shared.sinks.snapshots()
     }
 
     /// Writes what is queued and stops the writer thread (and the sinks, once they sent what
     /// they hold or their grace ran out).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.shared.sinks.begin_close();
         {
             let mut queue = self.shared.lock();
@@ -210,7 +210,7 @@ impl AuditLog {
     }
 
     /// Bytes of events waiting to be written (for the `audit_queue_bytes` metric).
-    pub fn queued_bytes(&self) -> usize {
+    pub(crate) fn queued_bytes(&self) -> usize {
         self.shared.queued_bytes.load(Ordering::Relaxed)
     }
 }

@@ -18,7 +18,7 @@ use crate::resp::encode;
 
 /// What the gate knows about the session.
 #[derive(Debug, Clone, Copy)]
-pub struct View<'a> {
+pub(crate) struct View<'a> {
     /// The user commands run as (confirmed).
     pub user: &'a [u8],
     /// Redis runs this client's commands without an AUTH first (confirmed).
@@ -26,29 +26,29 @@ pub struct View<'a> {
     /// Inside MULTI (confirmed).
     pub in_multi: bool,
     /// An AUTH, HELLO AUTH or RESET is in flight: the user may still change.
-    pub user_unsettled: bool,
+    pub(crate) user_unsettled: bool,
     /// A MULTI, EXEC, DISCARD or RESET is in flight: MULTI may still start or end.
-    pub multi_unsettled: bool,
+    pub(crate) multi_unsettled: bool,
     /// Subscribed in RESP2 (confirmed): Redis runs only the pub/sub commands, PING, QUIT and
     /// RESET.
-    pub resp2_subscribed: bool,
+    pub(crate) resp2_subscribed: bool,
     /// MONITOR is on (confirmed).
     pub monitor: bool,
     /// A (P|S)(UN)SUBSCRIBE, HELLO, MONITOR, RESET or EXEC is in flight: the two above may
     /// still change.
-    pub pubsub_unsettled: bool,
+    pub(crate) pubsub_unsettled: bool,
     /// Nothing is in flight.
     pub idle: bool,
     /// Who checks credentials.
-    pub auth_mode: AuthMode,
+    pub(crate) auth_mode: AuthMode,
     /// Redis runs this connection's commands as the client's own user (passthrough, or
     /// mirrored users in proxy mode), so it checks script bodies and SORT patterns itself.
-    pub upstream_is_client_user: bool,
+    pub(crate) upstream_is_client_user: bool,
 }
 
 /// The command being decided.
 #[derive(Debug, Clone, Copy)]
-pub struct Command<'a> {
+pub(crate) struct Command<'a> {
     /// As the table knows it; `None` when the table does not.
     pub info: Option<&'a CommandInfo>,
     /// Name and arguments.
@@ -56,12 +56,12 @@ pub struct Command<'a> {
     /// Its keys.
     pub keys: &'a Keys,
     /// What it does to the session if it succeeds.
-    pub effect: &'a Effect,
+    pub(crate) effect: &'a Effect,
 }
 
 /// What happens to one command.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Decide again once the commands in flight are answered.
     Wait,
     /// Send the client's bytes to Redis. `observed`: a denial recorded but not enforced.
@@ -77,7 +77,7 @@ pub enum Decision {
 
 /// A command the proxy refuses.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     /// The reply, in Redis's words.
     pub reply: Bytes,
     /// The ACL denial behind it (a security event and an `ACL LOG` entry), if any.
@@ -89,7 +89,7 @@ pub struct Refusal {
 
 /// How a refusal inside MULTI reaches the upstream transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Abort {
+pub(crate) enum Abort {
     /// Not in MULTI: Redis is sent nothing.
     None,
     /// A command Redis refuses at queue time takes its place, so EXEC answers EXECABORT.
@@ -100,7 +100,7 @@ pub enum Abort {
 
 /// Commands the proxy answers itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Service {
+pub(crate) enum Service {
     /// `ACL LOG`, with the real clients' addresses.
     AclLog,
     /// An ACL subcommand about the proxy's users (`auth.mode = "proxy"`).
@@ -112,7 +112,7 @@ pub enum Service {
 }
 
 /// ACL subcommands about users, answered from the users file in proxy mode.
-pub const ACL_COMMANDS_SERVED: &[&str] = &[
+pub(crate) const ACL_COMMANDS_SERVED: &[&str] = &[
     "acl|whoami",
     "acl|users",
     "acl|dryrun",
@@ -130,7 +130,7 @@ const SCRIPT_COMMANDS: &[&str] = &["eval", "evalsha", "eval_ro", "evalsha_ro", "
 const NOAUTH: &[u8] = b"-NOAUTH Authentication required.\r\n";
 
 /// Decides what happens to `command` sent by the session `view` describes.
-pub fn decide(view: &View<'_>, command: &Command<'_>, policy: Option<&Policy>) -> Decision {
+pub(crate) fn decide(view: &View<'_>, command: &Command<'_>, policy: Option<&Policy>) -> Decision {
     let proxy_auth = view.auth_mode == AuthMode::Proxy;
     let args = command.args;
     let lowered;
@@ -380,7 +380,7 @@ const CONTAINERS: &[&str] = &[
 /// (with this text) to a user without read access to every key; with the pattern's index.
 /// Follows `sortCommandGeneric`'s parse, so an earlier syntax or LIMIT error (which Redis
 /// answers first) yields `None`.
-pub fn sort_pattern_refused(name: &str, args: &[Bytes]) -> Option<(&'static str, usize)> {
+pub(crate) fn sort_pattern_refused(name: &str, args: &[Bytes]) -> Option<(&'static str, usize)> {
     let readonly = match name {
         "sort" => false,
         "sort_ro" => true,

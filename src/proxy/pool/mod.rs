@@ -61,7 +61,7 @@ pub enum PoolError {
 }
 
 /// The name shared connections give themselves, so that `CLIENT LIST` tells them apart.
-pub const SHARED_NAME: &str = "redis-audit-proxy-shared";
+pub(crate) const SHARED_NAME: &str = "redis-audit-proxy-shared";
 
 /// Who a connection is logged in as.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -327,7 +327,12 @@ impl Pool {
 
     /// A client unpinned: its connection, in state `key`, is kept as a spare while there is
     /// room, else closed.
-    pub fn give_back(&self, key: &StateKey, stream: UpstreamStream, moved: CancellationToken) {
+    pub(crate) fn give_back(
+        &self,
+        key: &StateKey,
+        stream: UpstreamStream,
+        moved: CancellationToken,
+    ) {
         let group = self.group_key(key.clone());
         let mut groups = self.groups();
         let group = groups.entry(group).or_default();

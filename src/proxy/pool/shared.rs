@@ -170,7 +170,11 @@ impl SharedLink {
 
     /// Appends the reply bytes waiting for this client to `buf`; `Err` once the connection is
     /// gone and everything that arrived before was read.
-    pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<Result<usize, Lost>> {
+    pub(crate) fn poll_read(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<Result<usize, Lost>> {
         let mut state = self.inbox.state.lock_anyway();
         if state.chunks.is_empty() {
             if let Some(lost) = &state.lost {
@@ -189,7 +193,7 @@ impl SharedLink {
     }
 
     /// True when the connection failed while this client had commands on it.
-    pub fn is_lost(&self) -> bool {
+    pub(crate) fn is_lost(&self) -> bool {
         self.inbox.state.lock_anyway().lost.is_some()
     }
 }
