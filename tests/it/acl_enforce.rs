@@ -435,7 +435,7 @@ async fn a_pipelined_auth_changes_the_user_the_next_commands_are_checked_as() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acl_log_groups_bounds_and_encodes_resp3_with_consistent_times() {
-    crate::require_redis!();
+    crate::require_server!(crate::support::redis::Server::Redis72);
     let scratch = Scratch::new("acl-log");
     let users =
         scratch.users_file("user default on nopass ~app:* -@all +get +hello +acl|log +ping\n");

@@ -84,7 +84,7 @@ async fn without_a_users_file_acl_log_is_the_proxys_on_valkey_8_0() {
 /// The proxy's ACL LOG against the log of a `server` of the same version the script ran on
 /// directly.
 async fn acl_log_is_the_proxys(server: Server) {
-    crate::require_redis!();
+    crate::require_server!(server);
     let reference = redis_with_users(server).await;
     let behind = redis_with_users(server).await;
     let proxy = TestProxy::start(behind.addr).await;

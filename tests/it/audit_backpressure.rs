@@ -8,6 +8,7 @@ use crate::support::{AuditedProxy, RawClient};
 
 #[tokio::test]
 async fn reject_refuses_commands_it_cannot_record_and_runs_none_of_them() {
+    crate::require_redis!();
     let AuditedProxy { redis, dir, proxy, audit } =
         AuditedProxy::start("reject", "[audit]\non_full = \"reject\"\nqueue_max_bytes = 4096\n")
             .await;
@@ -56,6 +57,7 @@ async fn reject_refuses_commands_it_cannot_record_and_runs_none_of_them() {
 
 #[tokio::test]
 async fn block_stalls_clients_until_the_writer_catches_up_and_loses_nothing() {
+    crate::require_redis!();
     let AuditedProxy { redis: _redis, dir, proxy, audit } =
         AuditedProxy::start("block", "[audit]\non_full = \"block\"\nqueue_max_bytes = 4096\n")
             .await;
@@ -84,6 +86,7 @@ async fn block_stalls_clients_until_the_writer_catches_up_and_loses_nothing() {
 
 #[tokio::test]
 async fn drop_keeps_serving_and_declares_what_it_dropped() {
+    crate::require_redis!();
     let AuditedProxy { redis: _redis, dir, proxy, audit } =
         AuditedProxy::start("drop", "[audit]\nqueue_max_bytes = 4096\n").await;
     let mut client = RawClient::connect(proxy.addr).await;
@@ -109,6 +112,7 @@ async fn drop_keeps_serving_and_declares_what_it_dropped() {
 
 #[tokio::test]
 async fn a_long_queue_after_a_stall_is_written_whole_and_in_order() {
+    crate::require_redis!();
     let AuditedProxy { redis: _redis, dir, proxy, audit } =
         AuditedProxy::start("long-queue", "").await;
     let mut client = RawClient::connect(proxy.addr).await;

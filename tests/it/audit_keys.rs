@@ -46,6 +46,7 @@ async fn keys_in_clear_as_hmac_or_off() {
 
 #[tokio::test]
 async fn captured_arguments_never_show_secrets() {
+    crate::require_redis!();
     let AuditedProxy { redis: _redis, dir, proxy, audit: _audit } =
         AuditedProxy::start("capture", "[audit]\ncapture_args = true\nargs_max_bytes = 64\n").await;
     let mut client = RawClient::connect(proxy.addr).await;

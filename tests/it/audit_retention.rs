@@ -8,6 +8,7 @@ use crate::support::{AuditedProxy, RawClient};
 
 #[tokio::test]
 async fn retention_keeps_the_newest_files_and_records_deletions() {
+    crate::require_redis!();
     let AuditedProxy { redis: _redis, dir, proxy, audit } =
         AuditedProxy::start("retention", "[audit]\nrotate_bytes = 4096\nretain_files = 2\n").await;
     let mut client = RawClient::connect(proxy.addr).await;
@@ -35,6 +36,7 @@ async fn retention_keeps_the_newest_files_and_records_deletions() {
 
 #[tokio::test]
 async fn the_active_file_rotates_by_age() {
+    crate::require_redis!();
     let AuditedProxy { redis: _redis, dir, proxy, audit } =
         AuditedProxy::start("interval", "[audit]\nrotate_interval = 1\n").await;
     let mut client = RawClient::connect(proxy.addr).await;
@@ -53,6 +55,7 @@ async fn the_active_file_rotates_by_age() {
 
 #[tokio::test]
 async fn one_proxy_per_audit_directory() {
+    crate::require_redis!();
     let AuditedProxy { redis: _redis, dir, proxy, audit: _audit } =
         AuditedProxy::start("lock", "").await;
     let config = redis_audit_proxy::config::Config::validate(
@@ -86,6 +89,7 @@ async fn one_proxy_per_audit_directory() {
 
 #[tokio::test]
 async fn the_trail_rotates_on_request_and_stays_verifiable() {
+    crate::require_redis!();
     let AuditedProxy { redis: _redis, dir, proxy, audit } = AuditedProxy::start("reopen", "").await;
     let mut client = RawClient::connect(proxy.addr).await;
     client.call(&[b"PING"]).await;

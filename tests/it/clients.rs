@@ -16,13 +16,13 @@ use crate::support::{RawClient, RedisServer, TestProxy};
 pub(crate) const REDIS_CLI: &str = "/usr/bin/redis-cli";
 pub(crate) const REDIS_BENCHMARK: &str = "/usr/bin/redis-benchmark";
 
-/// Fails the calling test, saying how to install it, when `program` is not installed.
+/// [`crate::require!`] for a program of Debian's redis-tools.
 macro_rules! require_program {
     ($program:expr) => {
-        assert!(
+        crate::require!(
             Path::new($program).exists(),
-            "{} is not installed: `make test` installs it (or `apt-get install redis-tools`)",
-            $program
+            $program,
+            "`make test` installs it (or `apt-get install redis-tools`)"
         );
     };
 }

@@ -15,7 +15,7 @@ const NODES: usize = 3;
 
 /// Three cluster-enabled servers, their slots assigned, the cluster `ok` on each.
 async fn cluster(scratch: &Scratch) -> Vec<RedisServer> {
-    crate::require_redis!();
+    crate::support::redis::assert_available();
     let servers: Vec<RedisServer> = (0..NODES)
         .map(|i| {
             let conf = scratch.path().join(format!("nodes-{i}.conf"));
@@ -62,6 +62,7 @@ fn announce(servers: &[RedisServer], proxies: &[SocketAddr]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_clients_reach_the_nodes_only_through_their_sidecars() {
+    crate::require_redis!();
     let scratch = Scratch::new("cluster");
     std::fs::create_dir_all(scratch.path()).unwrap();
     let servers = cluster(&scratch).await;

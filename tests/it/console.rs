@@ -157,7 +157,11 @@ async fn traffic(proxy: SocketAddr) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_every_view_as_the_apis_answer_it() {
     crate::require_redis!();
-    crate::support::webdriver::require_chromium();
+    crate::require!(
+        crate::support::webdriver::chromium_present(),
+        "Chromium or chromedriver",
+        crate::support::webdriver::INSTALL_CHROMIUM
+    );
     let scratch = Scratch::new("console");
     let users = scratch.users_file(USERS_FILE);
     let redis = RedisServer::start(&[]);

@@ -1,7 +1,8 @@
 //! The one integration-test binary (ripgrep style): every suite is a module here.
 //! Tests start a real `redis-server` on a free loopback port and the proxy in-process on
 //! port 0; a test whose tool (`redis-server`, `redis-cli`, Prometheus, Chromium) is missing
-//! fails and says how to install it (`make test` installs them all).
+//! fails and says how to install it (`make test` installs them all), unless
+//! `REDIS_AUDIT_PROXY_ALLOW_SKIP=1` allows skipping (`support::skip`).
 #![allow(missing_docs, clippy::disallowed_types, unreachable_pub)]
 
 mod support;
@@ -45,6 +46,7 @@ mod runtime;
 mod sentinel;
 mod sinks;
 mod sinks_export;
+mod skips;
 mod stateful;
 mod suggest;
 mod table_load;

@@ -44,7 +44,7 @@ fn by_seq(lines: &[String]) -> BTreeMap<u64, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rsyslog_over_tls_receives_every_line_of_the_file_in_order() {
     crate::require_redis!();
-    crate::support::rsyslog::require();
+    crate::require_rsyslog!();
     let redis = RedisServer::start(&[]);
     let dir = Scratch::new("sink-tls");
     let ca = Authority::new(&dir.path().join("certs"), "collector");
@@ -96,7 +96,7 @@ async fn rsyslog_over_tls_receives_every_line_of_the_file_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_stopped_mid_run_misses_exactly_what_loss_records_declare() {
     crate::require_redis!();
-    crate::support::rsyslog::require();
+    crate::require_rsyslog!();
     let redis = RedisServer::start(&[]);
     let dir = Scratch::new("sink-restart");
     let mut collector = Rsyslog::start(&dir.path().join("rsyslog"), None);
@@ -372,7 +372,7 @@ async fn a_collector_that_never_reads_costs_the_proxy_nothing_with_drop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_block_a_collector_that_comes_up_late_misses_nothing() {
     crate::require_redis!();
-    crate::support::rsyslog::require();
+    crate::require_rsyslog!();
     let redis = RedisServer::start(&[]);
     let dir = Scratch::new("sink-block");
     // The collector's port is known, but nothing listens on it yet.

@@ -44,7 +44,7 @@ fn commands_at(export: &[String], from: usize, count: usize) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collectors_export_verifies_and_edits_outside_declared_losses_are_named() {
     crate::require_redis!();
-    crate::support::rsyslog::require();
+    crate::require_rsyslog!();
     let redis = RedisServer::start(&[]);
     let dir = Scratch::new("sink-export");
     let collector = Rsyslog::start(&dir.path().join("rsyslog"), None);

@@ -46,7 +46,7 @@ differential_tests! { Over::Plain, Pool::Dedicated, Server::Valkey80;
 /// proxy holds a login until nothing is in flight, so its client gets every reply, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_auth_pipelined_behind_a_reply_is_answered_through_the_proxy() {
-    crate::require_redis!();
+    crate::require_server!(Server::Redis72);
     let redis = RedisServer::start_server(Server::Redis72, &["--requirepass", "s3cret"]);
     let proxy = TestProxy::start(redis.addr).await;
     let pipeline = b"PING\r\nAUTH wrong\r\nPING\r\nAUTH s3cret\r\nPING\r\n";

@@ -74,7 +74,7 @@ async fn denials_match_redis_acl_log_and_noperm_reply_on_valkey_8_0() {
 }
 
 async fn denials_match_redis_acl_log_and_noperm_reply_on(server: Server) {
-    crate::require_redis!();
+    crate::require_server!(server);
     let mut setup = Setup::new(server).await;
     let seed = setup.seed;
 

@@ -196,7 +196,7 @@ async fn decide_matches_acl_dryrun_on_valkey_8_0() {
 }
 
 async fn decide_matches_acl_dryrun_on(server: Server) {
-    crate::require_redis!();
+    crate::require_server!(server);
     let mut setup = Setup::new(server).await;
     let seed = setup.seed;
     let policy = compile_users(&setup.accepted, &setup.table, seed);

@@ -110,6 +110,7 @@ async fn accounting_client(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_command_of_concurrent_clients_is_recorded_once_in_session_order() {
+    crate::require_redis!();
     let AuditedProxy { redis, dir, proxy, audit: sink } =
         AuditedProxy::start("accounting", "").await;
     let tasks: Vec<_> =
@@ -202,6 +203,7 @@ fn lines_with_stop(dir: &Path, before: &[Value]) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn records_dropped_by_a_full_queue_are_declared_by_loss_records() {
+    crate::require_redis!();
     let AuditedProxy { redis: _redis, dir, proxy, audit: sink } =
         AuditedProxy::start("loss", "[audit]\nqueue_max_bytes = 2048\n").await;
     const CLIENTS: usize = 4;

@@ -11,6 +11,7 @@ pub(super) async fn call(client: &mut RawClient, args: &[&str]) -> Vec<u8> {
 
 #[tokio::test]
 async fn passwords_and_values_never_reach_the_trail() {
+    crate::require_redis!();
     let AuditedProxy { redis: _redis, dir, proxy, audit: sink } =
         AuditedProxy::start("secrets", "").await;
     let secret = "canary-secret-7f3a";
@@ -96,6 +97,7 @@ fn parse_time(time: &str) -> SystemTime {
 /// A command's `time` is when its request arrived, not when its reply came.
 #[tokio::test]
 async fn command_time_is_when_the_request_arrived() {
+    crate::require_redis!();
     let AuditedProxy { redis: _redis, dir, proxy, audit: sink } =
         AuditedProxy::start("time", "").await;
     let mut client = RawClient::connect(proxy.addr).await;
@@ -122,6 +124,7 @@ async fn command_time_is_when_the_request_arrived() {
 /// upper-case token such as an AWS access key id looks like a code).
 #[tokio::test]
 async fn script_error_text_never_reaches_the_trail() {
+    crate::require_redis!();
     let AuditedProxy { redis: _redis, dir, proxy, audit: sink } =
         AuditedProxy::start("script-error", "").await;
     let values = ["canary-value-5e1d", "AKIACANARY5E1D7F3A"];
@@ -154,6 +157,7 @@ async fn script_error_text_never_reaches_the_trail() {
 
 #[tokio::test]
 async fn binary_keys_are_base64_and_long_key_lists_are_truncated() {
+    crate::require_redis!();
     let AuditedProxy { redis: _redis, dir, proxy, audit: sink } =
         AuditedProxy::start("keys", "").await;
     let mut client = RawClient::connect(proxy.addr).await;

@@ -105,6 +105,7 @@ pub(super) fn follow(dir: &Path, stop: &AtomicBool) -> Followed {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tail_follower_sees_every_line_once_across_rotations() {
+    crate::require_redis!();
     let config = "[audit]\nrotate_bytes = 8192\nretain_files = 0\n";
     let AuditedProxy { redis: _redis, dir, proxy, audit: sink } =
         AuditedProxy::start("rotation", config).await;

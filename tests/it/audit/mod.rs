@@ -128,6 +128,7 @@ fn key_strings(line: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn a_restart_continues_the_chain_with_a_new_instance() {
+    crate::require_redis!();
     let AuditedProxy { redis, dir, proxy: first, audit: sink } =
         AuditedProxy::start("restart", "").await;
     RawClient::connect(first.addr).await.call(&[b"PING"]).await;
@@ -167,6 +168,7 @@ async fn a_restart_continues_the_chain_with_a_new_instance() {
 
 #[tokio::test]
 async fn a_restart_after_a_torn_line_links_to_the_last_whole_line() {
+    crate::require_redis!();
     let AuditedProxy { redis, dir, proxy: first, audit: _sink } =
         AuditedProxy::start("torn", "").await;
     first.shutdown().await;

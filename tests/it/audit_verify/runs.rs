@@ -204,6 +204,7 @@ async fn a_crash_right_after_a_rotation_created_audit_log_is_chained_over() {
 /// `stop` is the run's last line, and no empty seal follows it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_run_ends_with_one_seal_after_stop() {
+    crate::require_redis!();
     let AuditedProxy { redis: _redis, dir, proxy, audit: _sink } =
         AuditedProxy::start("idle-seal", "[audit]\nseal_interval_ms = 20\n").await;
     RawClient::connect(proxy.addr).await.call(&[b"PING"]).await;

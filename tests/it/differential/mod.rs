@@ -276,7 +276,7 @@ pub(crate) async fn check_with(
     extra: &[&str],
     password: Option<&str>,
 ) {
-    crate::require_redis!();
+    crate::require_server!(server);
     let started = Instant::now();
     let setup = Setup::start(over, pool, server, extra).await;
     let mut admin =

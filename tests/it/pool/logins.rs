@@ -7,7 +7,7 @@ use crate::support::http::sample;
 /// A Redis whose default user needs a password, with users `alice` (keys `alice:*`) and
 /// `bob` (keys `bob:*`), and an admin connection logged in.
 async fn with_users() -> (RedisServer, RawClient) {
-    crate::require_redis!();
+    crate::support::redis::assert_available();
     let redis = RedisServer::start(&["--requirepass", "adminpw"]);
     let mut admin = RawClient::connect(redis.addr).await;
     assert_eq!(admin.call(&[b"AUTH", b"adminpw"]).await, b"+OK\r\n");
@@ -65,6 +65,7 @@ async fn logins_exchange(addr: SocketAddr) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_share_only_connections_logged_in_as_their_own_user() {
+    crate::require_redis!();
     let (redis, mut admin) = with_users().await;
     let proxy = TestProxy::start_with(redis.addr, &shared(1)).await;
     let direct = logins_exchange(redis.addr).await;
@@ -79,6 +80,7 @@ async fn clients_share_only_connections_logged_in_as_their_own_user() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_user_loses_its_shared_connections() {
+    crate::require_redis!();
     let (redis, mut admin) = with_users().await;
     let proxy = TestProxy::start_with(redis.addr, &shared(1)).await;
     let mut direct = RawClient::connect(redis.addr).await;
@@ -150,6 +152,7 @@ async fn redis_killed_under_shared_clients_leaves_none_waiting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clients_broken_or_unfinished_command_never_reaches_the_shared_connection() {
+    crate::require_redis!();
     let (redis, proxy) = start(1).await;
     let mut admin = RawClient::connect(redis.addr).await;
     let mut a = RawClient::connect(proxy.addr).await;
@@ -216,6 +219,7 @@ async fn setinfo_exchange(addr: SocketAddr) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_setinfo_answers_as_redis_does() {
+    crate::require_redis!();
     let (redis, proxy) = start(1).await;
     let direct = setinfo_exchange(redis.addr).await;
     let proxied = setinfo_exchange(proxy.addr).await;
@@ -224,6 +228,7 @@ async fn client_setinfo_answers_as_redis_does() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_pins_shared_connections_and_their_writes() {
+    crate::require_redis!();
     let (_redis, proxy) = start(2).await;
     let mut a = RawClient::connect(proxy.addr).await;
     let mut b = RawClient::connect(proxy.addr).await;
@@ -306,6 +311,7 @@ const PIN_CASES: &[(&str, &[&[&str]])] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_pin_reason_pins_and_answers_as_redis_does() {
+    crate::require_redis!();
     let (redis, proxy) = start(2).await;
     let admin_addr = proxy.admin_addr();
     let host = admin_addr.to_string();

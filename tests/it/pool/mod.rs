@@ -38,7 +38,7 @@ fn shared(size: usize) -> String {
 
 /// A Redis and a proxy in front of it sharing `size` connections per state.
 async fn start(size: usize) -> (RedisServer, TestProxy) {
-    crate::require_redis!();
+    crate::support::redis::assert_available();
     let redis = RedisServer::start(&[]);
     let proxy = TestProxy::start_with(redis.addr, &shared(size)).await;
     (redis, proxy)
@@ -143,6 +143,7 @@ async fn watch_exchange(addr: SocketAddr) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_is_isolated_from_clients_sharing_its_connection() {
+    crate::require_redis!();
     let (redis, proxy) = start(1).await;
     let mut admin = RawClient::connect(redis.addr).await;
 
@@ -187,6 +188,7 @@ async fn a_transaction_is_isolated_from_clients_sharing_its_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocked_clients_do_not_block_the_clients_sharing_their_connection() {
+    crate::require_redis!();
     let (redis, proxy) = start(1).await;
     let mut admin = RawClient::connect(redis.addr).await;
     let mut a = RawClient::connect(proxy.addr).await;
@@ -222,6 +224,7 @@ async fn blocked_clients_do_not_block_the_clients_sharing_their_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pub_sub_messages_reach_only_the_subscriber() {
+    crate::require_redis!();
     let (_redis, proxy) = start(1).await;
     let mut a = RawClient::connect(proxy.addr).await;
     let mut b = RawClient::connect(proxy.addr).await;
@@ -273,6 +276,7 @@ fn integer(shown: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_id_is_stable_and_names_the_clients_own_connection() {
+    crate::require_redis!();
     let (redis, proxy) = start(2).await;
     let mut admin = RawClient::connect(redis.addr).await;
     let mut a = RawClient::connect(proxy.addr).await;
@@ -301,6 +305,7 @@ async fn client_id_is_stable_and_names_the_clients_own_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_reply_modes_and_tracking_stay_with_their_client() {
+    crate::require_redis!();
     let (redis, proxy) = start(1).await;
     let mut admin = RawClient::connect(redis.addr).await;
     let mut a = RawClient::connect(proxy.addr).await;
@@ -347,6 +352,7 @@ async fn names_reply_modes_and_tracking_stay_with_their_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn select_and_hello_move_a_client_to_connections_of_its_state() {
+    crate::require_redis!();
     let (redis, proxy) = start(1).await;
     let mut admin = RawClient::connect(redis.addr).await;
     let mut a = RawClient::connect(proxy.addr).await;
@@ -391,6 +397,7 @@ mod scale;
 /// exactly their own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_channel_unsubscribes_of_shared_clients_keep_every_reply_with_its_client() {
+    crate::require_redis!();
     let (redis, proxy) = start(1).await;
     let mut direct = RawClient::connect(redis.addr).await;
     let mut expected = Vec::new();

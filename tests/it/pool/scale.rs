@@ -57,6 +57,7 @@ fn ensure_open_files(needed: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_clients_share_four_connections_and_get_their_own_replies() {
+    crate::require_redis!();
     const CLIENTS: usize = 1000;
     // Each client is two sockets of this process (the test's end and the proxy's); the pool,
     // the admin and the runtime need a few more. Redis's sockets are another process's.
@@ -118,10 +119,11 @@ async fn a_thousand_clients_share_four_connections_and_get_their_own_replies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_benchmark_and_redis_cli_through_the_shared_pool() {
-    assert!(
+    crate::require_redis!();
+    crate::require!(
         std::path::Path::new(REDIS_BENCHMARK).exists() && std::path::Path::new(REDIS_CLI).exists(),
-        "redis-benchmark and redis-cli are not installed: `make test` installs them (or \
-         `apt-get install redis-tools`)"
+        "redis-benchmark and redis-cli",
+        "`make test` installs them (or `apt-get install redis-tools`)"
     );
     let (redis, proxy) = start(4).await;
     let port = proxy.addr.port().to_string();
@@ -167,6 +169,7 @@ async fn redis_benchmark_and_redis_cli_through_the_shared_pool() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_shared_connections_are_replaced_and_pinned_clients_keep_theirs() {
+    crate::require_redis!();
     let (redis, proxy) = start(2).await;
     let mut admin = RawClient::connect(redis.addr).await;
     let mut x = RawClient::connect(proxy.addr).await;
@@ -265,11 +268,13 @@ async fn redis_py_transcript(addr: SocketAddr) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_py_connection_pool_through_the_shared_pool() {
+    crate::require_redis!();
     let (redis, proxy) = start(4).await;
-    assert!(
+    crate::require!(
         std::path::Path::new(PYTHON).exists(),
-        "{PYTHON} is not installed: `make test` installs it with redis-py \
-         (scripts/ensure-redis-py.sh, or `apt-get install python3-redis`)"
+        PYTHON,
+        "`make test` installs it with redis-py (scripts/ensure-redis-py.sh, or `apt-get install \
+         python3-redis`)"
     );
     let check = run(PYTHON, &["-c", "import redis"], b"").await;
     assert!(

@@ -35,14 +35,17 @@ const BIG_LEN: usize = 4 << 20;
 /// Keys [`populate`] writes: the strings, a hash, a list, a sorted set and the big value.
 const POPULATED: usize = KEYS + 4;
 
-/// Fails the test (never skips it) when a program it needs is not installed.
-fn require_program(path: &str) {
-    assert!(
-        Path::new(path).exists(),
-        "{path} is not installed: run `make test` (it installs the Debian package redis-tools), \
-         or `apt-get install redis-tools`"
-    );
+/// [`crate::require!`] for a program of Debian's redis-tools.
+macro_rules! require_program {
+    ($path:expr) => {
+        crate::require!(
+            std::path::Path::new($path).exists(),
+            $path,
+            "`make test` installs it (the Debian package redis-tools)"
+        );
+    };
 }
+pub(super) use require_program;
 
 /// The value [`populate`] gives `key:{i}`.
 fn small_value(i: usize) -> String {

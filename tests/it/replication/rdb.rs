@@ -129,8 +129,8 @@ fn assert_same_rdb(proxied: &[u8], direct: &[u8]) {
 /// `redis-cli --rdb` through the proxy against a primary started with `primary_args`: exits 0,
 /// writes a valid RDB equal to the direct dump (up to ctime/used-mem/repl-offset), loadable.
 async fn rdb_through_the_proxy_equals_the_direct_dump(primary_args: &[&str]) {
-    require_program(REDIS_CLI);
-    require_program(REDIS_CHECK_RDB);
+    require_program!(REDIS_CLI);
+    require_program!(REDIS_CHECK_RDB);
     let scratch = Scratch::new("repl-rdb");
     std::fs::create_dir_all(scratch.path()).unwrap();
     let dir = scratch.path().join("primary");

@@ -27,7 +27,7 @@ impl AuditedProxy {
     /// `toml` is extra configuration (e.g. `[audit]` keys). Fails the test when redis-server
     /// is not installed.
     pub async fn start(tag: &str, toml: &str) -> Self {
-        crate::require_redis!();
+        crate::support::redis::assert_available();
         let redis = RedisServer::start(&[]);
         let dir = Scratch::new(tag);
         let (proxy, audit) = TestProxy::start_audited(redis.addr, dir.path(), toml).await;

@@ -11,6 +11,7 @@ pub mod redis;
 pub mod rng;
 pub mod rsyslog;
 pub mod scratch;
+pub mod skip;
 pub mod webdriver;
 
 pub use client::RawClient;
@@ -32,15 +33,3 @@ pub use audited::AuditedProxy;
 pub use proxy::TestProxy;
 pub use redis::RedisServer;
 pub use scratch::Scratch;
-
-/// Fails the calling test, saying how to install it, when redis-server is not installed: a
-/// test never passes without the real server it is about.
-#[macro_export]
-macro_rules! require_redis {
-    () => {
-        assert!(
-            $crate::support::redis::available(),
-            "redis-server is not installed: `make test` installs it (or `apt-get install redis-server`)"
-        );
-    };
-}

@@ -23,8 +23,30 @@ pub enum Server {
 }
 
 impl Server {
+    /// Whether its binary is there.
+    pub fn available(self) -> bool {
+        match self {
+            Self::Debian => available(),
+            _ => self.path().is_file(),
+        }
+    }
+
     /// The server binary; a built one that is missing fails the test, saying how to build it.
     pub fn binary(self) -> PathBuf {
+        if self == Self::Debian {
+            return PathBuf::from("redis-server");
+        }
+        let path = self.path();
+        assert!(
+            path.is_file(),
+            "{} is not built: `make test` builds it (or `bash scripts/ensure-upstreams.sh`)",
+            path.display()
+        );
+        path
+    }
+
+    /// Where the built binary is (Debian's: its name, found on PATH).
+    fn path(self) -> PathBuf {
         let (name, binary) = match self {
             Self::Debian => return PathBuf::from("redis-server"),
             Self::Redis72 => ("redis-7.2.6", "redis-server"),
@@ -34,14 +56,14 @@ impl Server {
             let home = std::env::var_os("HOME").expect("HOME is set");
             PathBuf::from(home).join(".cache/redis-audit-proxy-upstreams")
         });
-        let path = cache.join(name).join("src").join(binary);
-        assert!(
-            path.is_file(),
-            "{} is not built: `make test` builds it (or `bash scripts/ensure-upstreams.sh`)",
-            path.display()
-        );
-        path
+        cache.join(name).join("src").join(binary)
     }
+}
+
+/// For fixtures: fails when redis-server is missing (the test itself checks first with
+/// `require_redis!`, which may skip it).
+pub fn assert_available() {
+    assert!(available(), "redis-server is not installed: the test must `require_redis!()` first");
 }
 
 /// A running redis-server.

@@ -11,17 +11,25 @@ use std::time::{Duration, Instant};
 /// Where Debian's package puts the daemon.
 pub const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
 
-/// Fails the calling test, saying how to install it, when rsyslogd (with its gtls driver) is
-/// missing: a sink test never passes without the real collector.
-pub fn require() {
+/// Whether rsyslogd and its gtls driver are installed.
+pub fn present() -> bool {
     let gtls = ["/usr/lib/x86_64-linux-gnu/rsyslog", "/usr/lib/aarch64-linux-gnu/rsyslog"]
         .iter()
         .any(|dir| Path::new(dir).join("lmnsd_gtls.so").exists());
-    assert!(
-        Path::new(RSYSLOGD).exists() && gtls,
-        "rsyslogd with its gtls driver is not installed: `make test` installs it \
-         (scripts/ensure-rsyslog.sh, or `apt-get install rsyslog rsyslog-gnutls`)"
-    );
+    Path::new(RSYSLOGD).exists() && gtls
+}
+
+/// [`crate::require!`] for rsyslogd: a sink test never passes without the real collector.
+#[macro_export]
+macro_rules! require_rsyslog {
+    () => {
+        $crate::require!(
+            $crate::support::rsyslog::present(),
+            "rsyslogd with its gtls driver",
+            "`make test` installs it (scripts/ensure-rsyslog.sh, or `apt-get install rsyslog \
+             rsyslog-gnutls`)"
+        );
+    };
 }
 
 /// The TLS files of a collector: its CA, certificate and key.
@@ -49,7 +57,7 @@ pub struct Rsyslog {
 impl Rsyslog {
     /// Starts one in `dir`, on a free port.
     pub fn start(dir: &Path, tls: Option<&CollectorTls>) -> Self {
-        require();
+        assert!(present(), "rsyslogd is not installed: the test must `require_rsyslog!()` first");
         std::fs::create_dir_all(dir.join("work")).unwrap();
         let port = crate::support::redis::free_port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));

@@ -18,16 +18,14 @@ pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// The key W3C WebDriver names an element reference by.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-/// Fails the test, saying how to install them, when Chromium or chromedriver is missing.
-pub fn require_chromium() {
-    for path in [CHROMIUM, CHROMEDRIVER] {
-        assert!(
-            Path::new(path).exists(),
-            "{path} is missing: `make test` installs it (scripts/ensure-chromium.sh, or \
-             `apt-get install chromium chromium-driver`)"
-        );
-    }
+/// Whether Chromium and chromedriver are installed.
+pub fn chromium_present() -> bool {
+    [CHROMIUM, CHROMEDRIVER].iter().all(|path| Path::new(path).exists())
 }
+
+/// How to install them.
+pub const INSTALL_CHROMIUM: &str =
+    "`make test` installs them (scripts/ensure-chromium.sh, or `apt-get install chromium chromium-driver`)";
 
 /// One request to chromedriver; the answer's `value`, or a panic with WebDriver's error.
 async fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Value {
@@ -114,7 +112,7 @@ pub struct Browser {
 impl Browser {
     /// Starts chromedriver on a free port and a headless Chromium session of `width`×`height`.
     pub async fn start(width: u32, height: u32) -> Self {
-        require_chromium();
+        assert!(chromium_present(), "Chromium or chromedriver is missing: {INSTALL_CHROMIUM}");
         let port = super::redis::free_port();
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
