@@ -66,20 +66,11 @@ fn client_infos(reply: &[u8]) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_users_file_acl_log_is_the_proxys_with_each_clients_address() {
-    acl_log_is_the_proxys(Server::Debian).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_users_file_acl_log_is_the_proxys_on_redis_7_2() {
-    acl_log_is_the_proxys(Server::Redis72).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_users_file_acl_log_is_the_proxys_on_valkey_8_0() {
-    acl_log_is_the_proxys(Server::Valkey80).await;
-}
+crate::on_every_server!(
+    without_a_users_file_acl_log_is_the_proxys_with_each_clients_address,
+    without_a_users_file_acl_log_is_the_proxys_on_redis_7_2,
+    without_a_users_file_acl_log_is_the_proxys_on_valkey_8_0 => acl_log_is_the_proxys
+);
 
 /// The proxy's ACL LOG against the log of a `server` of the same version the script ran on
 /// directly.

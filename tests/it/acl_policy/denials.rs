@@ -58,20 +58,12 @@ fn shown_entry(entry: &BTreeMap<String, Vec<u8>>) -> String {
         .join(" ")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn denials_match_redis_acl_log_and_noperm_reply() {
-    denials_match_redis_acl_log_and_noperm_reply_on(Server::Debian).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn denials_match_redis_acl_log_and_noperm_reply_on_redis_7_2() {
-    denials_match_redis_acl_log_and_noperm_reply_on(Server::Redis72).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn denials_match_redis_acl_log_and_noperm_reply_on_valkey_8_0() {
-    denials_match_redis_acl_log_and_noperm_reply_on(Server::Valkey80).await;
-}
+crate::on_every_server!(
+    denials_match_redis_acl_log_and_noperm_reply,
+    denials_match_redis_acl_log_and_noperm_reply_on_redis_7_2,
+    denials_match_redis_acl_log_and_noperm_reply_on_valkey_8_0
+        => denials_match_redis_acl_log_and_noperm_reply_on
+);
 
 async fn denials_match_redis_acl_log_and_noperm_reply_on(server: Server) {
     crate::require_server!(server);

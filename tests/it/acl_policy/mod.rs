@@ -180,20 +180,11 @@ const FAVOURITE_CATEGORIES: &[&str] =
 /// or tie up the connection, even though DRYRUN runs nothing).
 const NOT_GENERATED: &[&str] = &["debug", "module", "shutdown", "monitor", "sync", "psync"];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn decide_matches_acl_dryrun() {
-    decide_matches_acl_dryrun_on(Server::Debian).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn decide_matches_acl_dryrun_on_redis_7_2() {
-    decide_matches_acl_dryrun_on(Server::Redis72).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn decide_matches_acl_dryrun_on_valkey_8_0() {
-    decide_matches_acl_dryrun_on(Server::Valkey80).await;
-}
+crate::on_every_server!(
+    decide_matches_acl_dryrun,
+    decide_matches_acl_dryrun_on_redis_7_2,
+    decide_matches_acl_dryrun_on_valkey_8_0 => decide_matches_acl_dryrun_on
+);
 
 async fn decide_matches_acl_dryrun_on(server: Server) {
     crate::require_server!(server);

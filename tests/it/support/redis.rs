@@ -155,3 +155,24 @@ fn spawn(server: Server, port: u16, extra: &[String]) -> Child {
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+/// Three tests running `$run(server)`, one per server: Debian's, Redis 7.2, Valkey 8.
+#[macro_export]
+macro_rules! on_every_server {
+    ($debian:ident, $redis72:ident, $valkey80:ident => $run:path) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $debian() {
+            $run($crate::support::redis::Server::Debian).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $redis72() {
+            $run($crate::support::redis::Server::Redis72).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $valkey80() {
+            $run($crate::support::redis::Server::Valkey80).await;
+        }
+    };
+}
