@@ -160,38 +160,61 @@ pub(crate) fn has_index(file: &Path) -> bool {
     suffixed(file, ".idx").exists()
 }
 
+/// How an index differs from the one its file gives (`audit verify` names it).
+#[derive(Debug, thiserror::Error)]
+pub enum IndexMismatch {
+    /// The `.idx` is not JSON of an index.
+    #[error("the .idx is not an index")]
+    NotAnIndex,
+    /// The audit file itself could not be read.
+    #[error("{0}")]
+    Unreadable(#[from] std::io::Error),
+    /// The `.idx` names another file, or the file changed.
+    #[error("the .idx was made for another file, or the file changed since")]
+    OtherFile,
+    /// Command count or time range.
+    #[error("the .idx does not hold the file's command count and time range")]
+    Counts,
+    /// Counts per facet.
+    #[error(
+        "the .idx does not hold the file's counts per user, address, db, command, class, node"
+    )]
+    Facets,
+    /// The digests of the bitmaps or the seal.
+    #[error("the .idx's digests are not its content's")]
+    Digests,
+    /// The `.bits` file.
+    #[error("the .bits are not the file's bitmaps")]
+    Bitmaps,
+}
+
 /// Whether the index beside `file`, if it has one, is the one `built` from all of the file's
 /// lines: for `audit verify`, which reads every line anyway and so catches even an index whose
 /// seal was recomputed. `Ok(false)`: no index to check (none, or of an older layout, which
 /// queries ignore); `Err`: what differs.
-pub fn check(file: &Path, built: IndexBuilder) -> Result<bool, String> {
+pub fn check(file: &Path, built: IndexBuilder) -> Result<bool, IndexMismatch> {
     let Ok(text) = std::fs::read(suffixed(file, ".idx")) else { return Ok(false) };
-    let saved: Summary =
-        serde_json::from_slice(&text).map_err(|_| "the .idx is not an index".to_owned())?;
+    let saved: Summary = serde_json::from_slice(&text).map_err(|_| IndexMismatch::NotAnIndex)?;
     if saved.version != INDEX_VERSION {
         return Ok(false);
     }
-    let facts = FileFacts::of(file).map_err(|error| error.to_string())?;
-    let (summary, _) = built.finish_file(facts);
-    let differs = if saved.file != summary.file {
-        "the .idx was made for another file, or the file changed since"
+    let (summary, _) = built.finish_file(FileFacts::of(file)?);
+    if saved.file != summary.file {
+        Err(IndexMismatch::OtherFile)
     } else if saved.commands != summary.commands
         || (&saved.first_time, &saved.last_time) != (&summary.first_time, &summary.last_time)
     {
-        "the .idx does not hold the file's command count and time range"
+        Err(IndexMismatch::Counts)
     } else if saved.facets != summary.facets {
-        "the .idx does not hold the file's counts per user, address, db, command, class, node"
+        Err(IndexMismatch::Facets)
     } else if saved.bits_sha256 != summary.bits_sha256 || saved.seal != summary.seal {
-        "the .idx's digests are not its content's"
+        Err(IndexMismatch::Digests)
     } else {
         match std::fs::read(suffixed(file, ".bits")) {
-            Ok(bytes) if hex_sha256(&bytes) != summary.bits_sha256 => {
-                "the .bits are not the file's bitmaps"
-            }
-            _ => return Ok(true),
+            Ok(bytes) if hex_sha256(&bytes) != summary.bits_sha256 => Err(IndexMismatch::Bitmaps),
+            _ => Ok(true),
         }
-    };
-    Err(differs.to_owned())
+    }
 }
 
 /// Saves the index of `file` beside it (best effort: a query builds a missing one). The

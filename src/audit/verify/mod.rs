@@ -227,6 +227,7 @@ impl<'a> Verifier<'a> {
                 match sidecar::check(&path, built) {
                     Ok(checked) => self.report.indexes += u64::from(checked),
                     Err(why) => {
+                        let why = why.to_string();
                         let error = self.at(index, None, Problem::IndexMismatch { why });
                         self.index_mismatch.get_or_insert(error);
                     }
