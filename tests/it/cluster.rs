@@ -177,3 +177,110 @@ async fn cluster_clients_reach_the_nodes_only_through_their_sidecars() {
         proxy.shutdown().await;
     }
 }
+
+/// Valkey 8 announces the sidecars itself (`cluster-announce-client-ipv4` and
+/// `cluster-announce-port` name the proxy; the bus keeps its own port): the proxies need no map
+/// (`cluster.mode` stays `off`), and cluster clients still reach the nodes only through them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valkey_announcing_its_sidecars_needs_no_map() {
+    use crate::support::redis::Server;
+    crate::require_server!(Server::Valkey80);
+    let scratch = Scratch::new("valkey-cluster");
+    std::fs::create_dir_all(scratch.path()).unwrap();
+    let sidecars: Vec<SocketAddr> =
+        (0..NODES).map(|_| SocketAddr::from(([127, 0, 0, 1], free_port()))).collect();
+    let servers: Vec<RedisServer> = sidecars
+        .iter()
+        .enumerate()
+        .map(|(i, sidecar)| {
+            let conf = scratch.path().join(format!("valkey-nodes-{i}.conf"));
+            let bus = free_port().to_string();
+            RedisServer::start_server(
+                Server::Valkey80,
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    conf.to_str().unwrap(),
+                    "--cluster-node-timeout",
+                    "5000",
+                    "--cluster-port",
+                    &bus,
+                    "--cluster-announce-bus-port",
+                    &bus,
+                    "--cluster-announce-client-ipv4",
+                    "127.0.0.1",
+                    "--cluster-announce-port",
+                    &sidecar.port().to_string(),
+                ],
+            )
+        })
+        .collect();
+    let cli = Server::Valkey80.binary().with_file_name("valkey-cli");
+    let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
+    args.extend(servers.iter().map(|s| s.addr.to_string()));
+    args.extend(["--cluster-replicas".into(), "0".into(), "--cluster-yes".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut proxies = Vec::new();
+    for (server, listen) in servers.iter().zip(&sidecars) {
+        // No [cluster] section: replies pass as Valkey wrote them.
+        proxies.push(TestProxy::start_on(server.addr, *listen, "").await);
+    }
+    let output = run(cli.to_str().unwrap(), &args, b"").await;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    for server in &servers {
+        let mut admin = RawClient::connect(server.addr).await;
+        let mut ok = false;
+        for _ in 0..200 {
+            let info = admin.call(&[b"CLUSTER", b"INFO"]).await;
+            if String::from_utf8_lossy(&info).contains("cluster_state:ok") {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(ok, "cluster not ok on {}", server.addr);
+    }
+
+    let port = sidecars[0].port().to_string();
+    for i in 0..30 {
+        let key = format!("key:{i}");
+        let args = ["-c", "-h", "127.0.0.1", "-p", port.as_str(), "SET", key.as_str(), "v"];
+        let output = run(REDIS_CLI, &args, b"").await;
+        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "OK", "SET {key}");
+    }
+    let mut ran = 0;
+    for server in &servers {
+        let mut admin = RawClient::connect(server.addr).await;
+        let stats =
+            String::from_utf8_lossy(&admin.call(&[b"INFO", b"commandstats"]).await).into_owned();
+        ran += stats
+            .lines()
+            .find_map(|line| line.strip_prefix("cmdstat_set:calls="))
+            .and_then(|rest| rest.split(',').next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    let recorded: usize = proxies
+        .iter()
+        .map(|proxy| {
+            let records = proxy.sink.records();
+            records
+                .iter()
+                .filter(|r| {
+                    r.command.as_ref().is_some_and(|c| c.name == "set") && r.error_code.is_none()
+                })
+                .count()
+        })
+        .sum();
+    assert_eq!((ran, recorded), (30, 30), "every SET the nodes ran came through a sidecar");
+    // What the client is told names only the sidecars.
+    let mut client = RawClient::connect(sidecars[0]).await;
+    let slots = String::from_utf8_lossy(&client.call(&[b"CLUSTER", b"SLOTS"]).await).into_owned();
+    for (server, sidecar) in servers.iter().zip(&sidecars) {
+        assert!(!slots.contains(&format!(":{}\r", server.addr.port())), "{slots}");
+        assert!(slots.contains(&format!(":{}\r", sidecar.port())), "{slots}");
+    }
+    for proxy in proxies {
+        proxy.shutdown().await;
+    }
+}
