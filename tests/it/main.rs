@@ -26,6 +26,7 @@ mod audit_verify;
 mod binary;
 mod clients;
 mod cluster;
+mod cluster_moves;
 mod console;
 mod corpus;
 mod differential;

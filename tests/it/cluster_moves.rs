@@ -1,0 +1,203 @@
+//! A cluster whose slots move while clients write: three primaries with a sidecar each, redis-py's
+//! `RedisCluster` writing through the sidecars, and `redis-cli --cluster reshard` moving 1,000
+//! slots meanwhile. The `-ASK` and `-MOVED` redirects name sidecars, no INCR is lost or counted
+//! twice, and no client reaches a node directly (the nodes ran exactly the INCRs the sidecars
+//! recorded). (redis-py's `incr` sends `INCRBY key 1`.)
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::clients::{run, REDIS_CLI};
+use crate::support::redis::free_port;
+use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
+
+const NODES: usize = 3;
+/// Keys the client increments, round after round.
+const KEYS: usize = 200;
+/// The python that has redis-py (Debian's `python3-redis`).
+const PYTHON: &str = "/usr/bin/python3";
+
+/// Three cluster-enabled servers, their slots assigned, the cluster `ok` on each.
+async fn cluster(scratch: &Scratch) -> Vec<RedisServer> {
+    let servers: Vec<RedisServer> = (0..NODES)
+        .map(|i| {
+            let conf = scratch.path().join(format!("nodes-{i}.conf"));
+            RedisServer::start(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                conf.to_str().unwrap(),
+            ])
+        })
+        .collect();
+    let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
+    args.extend(servers.iter().map(|s| s.addr.to_string()));
+    args.extend(["--cluster-replicas".into(), "0".into(), "--cluster-yes".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = run(REDIS_CLI, &args, b"").await;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    for server in &servers {
+        wait_ok(server.addr).await;
+    }
+    servers
+}
+
+async fn wait_ok(node: SocketAddr) {
+    let mut admin = RawClient::connect(node).await;
+    for _ in 0..400 {
+        let info = admin.call(&[b"CLUSTER", b"INFO"]).await;
+        if String::from_utf8_lossy(&info).contains("cluster_state:ok") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("cluster not ok on {node}");
+}
+
+/// `INFO commandstats`'s `calls` of `command` on `node`.
+async fn calls(node: SocketAddr, command: &str) -> u64 {
+    let mut admin = RawClient::connect(node).await;
+    let stats =
+        String::from_utf8_lossy(&admin.call(&[b"INFO", b"commandstats"]).await).into_owned();
+    let prefix = format!("cmdstat_{command}:calls=");
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_move_under_load_and_every_write_goes_through_a_sidecar_exactly_once() {
+    crate::require_redis!();
+    crate::require!(
+        std::path::Path::new(REDIS_CLI).exists(),
+        REDIS_CLI,
+        "`make test` installs it (or `apt-get install redis-tools`)"
+    );
+    let has_redis_py = std::process::Command::new(PYTHON)
+        .args(["-c", "from redis.cluster import RedisCluster"])
+        .status()
+        .is_ok_and(|status| status.success());
+    crate::require!(
+        has_redis_py,
+        "redis-py (python3-redis)",
+        "`make test` installs it (scripts/ensure-redis-py.sh, or `apt-get install python3-redis`)"
+    );
+    let scratch = Scratch::new("cluster-moves");
+    std::fs::create_dir_all(scratch.path()).unwrap();
+    let servers = cluster(&scratch).await;
+    let sidecars: Vec<SocketAddr> =
+        (0..NODES).map(|_| SocketAddr::from(([127, 0, 0, 1], free_port()))).collect();
+    let mut toml = "[cluster]\nmode = \"sidecar\"\n[cluster.announce]\n".to_owned();
+    for (server, sidecar) in servers.iter().zip(&sidecars) {
+        toml.push_str(&format!("\"{}\" = \"{sidecar}\"\n", server.addr));
+    }
+    let mut proxies = Vec::new();
+    for (server, listen) in servers.iter().zip(&sidecars) {
+        proxies.push(TestProxy::start_on(server.addr, *listen, &toml).await);
+    }
+
+    // The client writes through the sidecars while 1,000 slots move from the first node to the
+    // second.
+    let stop = scratch.path().join("stop");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/redis_py_cluster.py");
+    let port = sidecars[0].port().to_string();
+    let keys = KEYS.to_string();
+    let stop_text = stop.display().to_string();
+    let client = tokio::spawn(async move {
+        let output = tokio::process::Command::new(PYTHON)
+            .args([script, port.as_str(), keys.as_str(), stop_text.as_str()])
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("python3 runs");
+        assert!(
+            output.status.success(),
+            "the cluster client failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("JSON")
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut first = RawClient::connect(servers[0].addr).await;
+    let mut second = RawClient::connect(servers[1].addr).await;
+    let id = |reply: Vec<u8>| String::from_utf8_lossy(&reply).lines().nth(1).unwrap().to_owned();
+    let from = id(first.call(&[b"CLUSTER", b"MYID"]).await);
+    let to = id(second.call(&[b"CLUSTER", b"MYID"]).await);
+    let node = servers[0].addr.to_string();
+    let reshard = [
+        "--cluster",
+        "reshard",
+        node.as_str(),
+        "--cluster-from",
+        from.as_str(),
+        "--cluster-to",
+        to.as_str(),
+        "--cluster-slots",
+        "1000",
+        "--cluster-yes",
+    ];
+    let output = run(REDIS_CLI, &reshard, b"").await;
+    assert!(output.status.success(), "reshard: {}", String::from_utf8_lossy(&output.stdout));
+    for server in &servers {
+        wait_ok(server.addr).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::write(&stop, b"").unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&client.await.expect("the client task")).expect("the client's JSON");
+    let counts: Vec<u64> =
+        report["counts"].as_array().expect("counts").iter().map(|n| n.as_u64().unwrap()).collect();
+    let sent: u64 = counts.iter().sum();
+
+    // No INCR lost or run twice: each counter holds what the client counted.
+    let mut reader = RawClient::connect(sidecars[0]).await;
+    for (i, count) in counts.iter().enumerate() {
+        let key = format!("counter:{i}");
+        let mut reply = reader.call(&[b"GET", key.as_bytes()]).await;
+        for _ in 0..3 {
+            // A key elsewhere: follow the sidecar named in -MOVED / -ASK, as a client would.
+            let text = String::from_utf8_lossy(&reply).into_owned();
+            let Some(target) = text.strip_prefix("-MOVED ").or_else(|| text.strip_prefix("-ASK "))
+            else {
+                break;
+            };
+            let address: SocketAddr = target.split_whitespace().nth(1).unwrap().parse().unwrap();
+            assert!(sidecars.contains(&address), "{text} names a node, not a sidecar");
+            let mut there = RawClient::connect(address).await;
+            if text.starts_with("-ASK") {
+                there.call(&[b"ASKING"]).await;
+            }
+            reply = there.call(&[b"GET", key.as_bytes()]).await;
+        }
+        let value = format!("${}\r\n{count}\r\n", count.to_string().len());
+        assert_eq!(String::from_utf8_lossy(&reply), value, "{key}");
+    }
+    // Every INCR the nodes ran, a sidecar recorded: none reached a node directly.
+    let mut ran = 0;
+    for server in &servers {
+        ran += calls(server.addr, "incrby").await;
+    }
+    let (mut recorded, mut redirected) = (0, 0);
+    for proxy in &proxies {
+        for record in proxy.sink.records() {
+            if record.command.as_ref().is_some_and(|c| c.name == "incrby") {
+                match record.error_code.as_deref() {
+                    None => recorded += 1,
+                    Some(b"MOVED" | b"ASK") => redirected += 1,
+                    Some(other) => panic!("INCR failed: {}", String::from_utf8_lossy(other)),
+                }
+            }
+        }
+    }
+    assert_eq!((ran, recorded), (sent, sent), "INCRs run by the nodes, recorded, sent");
+    assert!(redirected > 0, "the moved slots redirected the client ({sent} INCRs)");
+    eprintln!(
+        "cluster_moves: {} rounds, {sent} INCRs, {redirected} redirected while 1,000 slots moved",
+        report["rounds"]
+    );
+    for proxy in proxies {
+        proxy.shutdown().await;
+    }
+}
