@@ -64,6 +64,7 @@ fn announce(servers: &[RedisServer], proxies: &[SocketAddr]) -> String {
 async fn cluster_clients_reach_the_nodes_only_through_their_sidecars() {
     crate::require_redis!();
     let scratch = Scratch::new("cluster");
+    let _one_cluster = crate::support::redis::CLUSTER_LOCK.lock().await;
     std::fs::create_dir_all(scratch.path()).unwrap();
     let servers = cluster(&scratch).await;
     let addresses: Vec<SocketAddr> =
@@ -185,6 +186,7 @@ async fn cluster_clients_reach_the_nodes_only_through_their_sidecars() {
 async fn valkey_announcing_its_sidecars_needs_no_map() {
     use crate::support::redis::Server;
     crate::require_server!(Server::Valkey80);
+    let _one_cluster = crate::support::redis::CLUSTER_LOCK.lock().await;
     let scratch = Scratch::new("valkey-cluster");
     std::fs::create_dir_all(scratch.path()).unwrap();
     let sidecars: Vec<SocketAddr> =

@@ -17,9 +17,10 @@ const KEYS: usize = 200;
 /// The python that has redis-py (Debian's `python3-redis`).
 const PYTHON: &str = "/usr/bin/python3";
 
-/// Three cluster-enabled servers, their slots assigned, the cluster `ok` on each.
-async fn cluster(scratch: &Scratch) -> Vec<RedisServer> {
-    let servers: Vec<RedisServer> = (0..NODES)
+/// `nodes` cluster-enabled servers, their slots assigned (`replicas` per primary), the cluster
+/// `ok` on each.
+async fn cluster(scratch: &Scratch, nodes: usize, replicas: usize) -> Vec<RedisServer> {
+    let servers: Vec<RedisServer> = (0..nodes)
         .map(|i| {
             let conf = scratch.path().join(format!("nodes-{i}.conf"));
             RedisServer::start(&[
@@ -32,7 +33,7 @@ async fn cluster(scratch: &Scratch) -> Vec<RedisServer> {
         .collect();
     let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
     args.extend(servers.iter().map(|s| s.addr.to_string()));
-    args.extend(["--cluster-replicas".into(), "0".into(), "--cluster-yes".into()]);
+    args.extend(["--cluster-replicas".into(), replicas.to_string(), "--cluster-yes".into()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let output = run(REDIS_CLI, &args, b"").await;
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
@@ -67,28 +68,32 @@ async fn calls(node: SocketAddr, command: &str) -> u64 {
         .unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slots_move_under_load_and_every_write_goes_through_a_sidecar_exactly_once() {
-    crate::require_redis!();
-    crate::require!(
-        std::path::Path::new(REDIS_CLI).exists(),
-        REDIS_CLI,
-        "`make test` installs it (or `apt-get install redis-tools`)"
-    );
-    let has_redis_py = std::process::Command::new(PYTHON)
-        .args(["-c", "from redis.cluster import RedisCluster"])
-        .status()
-        .is_ok_and(|status| status.success());
-    crate::require!(
-        has_redis_py,
-        "redis-py (python3-redis)",
-        "`make test` installs it (scripts/ensure-redis-py.sh, or `apt-get install python3-redis`)"
-    );
-    let scratch = Scratch::new("cluster-moves");
-    std::fs::create_dir_all(scratch.path()).unwrap();
-    let servers = cluster(&scratch).await;
+/// Fails the test (or skips it, when allowed) without redis-cli or redis-py.
+macro_rules! require_cluster_tools {
+    () => {
+        crate::require_redis!();
+        crate::require!(
+            std::path::Path::new(REDIS_CLI).exists(),
+            REDIS_CLI,
+            "`make test` installs it (or `apt-get install redis-tools`)"
+        );
+        let has_redis_py = std::process::Command::new(PYTHON)
+            .args(["-c", "from redis.cluster import RedisCluster"])
+            .status()
+            .is_ok_and(|status| status.success());
+        crate::require!(
+            has_redis_py,
+            "redis-py (python3-redis)",
+            "`make test` installs it (scripts/ensure-redis-py.sh, or `apt-get install \
+             python3-redis`)"
+        );
+    };
+}
+
+/// A sidecar in front of each of `servers`, mapped to one another.
+async fn sidecars(servers: &[RedisServer]) -> (Vec<SocketAddr>, Vec<TestProxy>) {
     let sidecars: Vec<SocketAddr> =
-        (0..NODES).map(|_| SocketAddr::from(([127, 0, 0, 1], free_port()))).collect();
+        servers.iter().map(|_| SocketAddr::from(([127, 0, 0, 1], free_port()))).collect();
     let mut toml = "[cluster]\nmode = \"sidecar\"\n[cluster.announce]\n".to_owned();
     for (server, sidecar) in servers.iter().zip(&sidecars) {
         toml.push_str(&format!("\"{}\" = \"{sidecar}\"\n", server.addr));
@@ -97,9 +102,21 @@ async fn slots_move_under_load_and_every_write_goes_through_a_sidecar_exactly_on
     for (server, listen) in servers.iter().zip(&sidecars) {
         proxies.push(TestProxy::start_on(server.addr, *listen, &toml).await);
     }
+    (sidecars, proxies)
+}
 
-    // The client writes through the sidecars while 1,000 slots move from the first node to the
-    // second.
+/// Runs redis-py's RedisCluster through the first sidecar while `change` runs, then checks that
+/// no INCR was lost or run twice and that the nodes ran exactly what the sidecars recorded, on
+/// a primary and its `replicas` each. Returns the INCRs sent and the redirects the sidecars
+/// passed on.
+async fn write_while(
+    scratch: &Scratch,
+    replicas: u64,
+    servers: &[RedisServer],
+    sidecars: &[SocketAddr],
+    proxies: &[TestProxy],
+    change: impl std::future::Future<Output = ()>,
+) -> (u64, u64) {
     let stop = scratch.path().join("stop");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/redis_py_cluster.py");
     let port = sidecars[0].port().to_string();
@@ -120,27 +137,8 @@ async fn slots_move_under_load_and_every_write_goes_through_a_sidecar_exactly_on
         String::from_utf8(output.stdout).expect("JSON")
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut first = RawClient::connect(servers[0].addr).await;
-    let mut second = RawClient::connect(servers[1].addr).await;
-    let id = |reply: Vec<u8>| String::from_utf8_lossy(&reply).lines().nth(1).unwrap().to_owned();
-    let from = id(first.call(&[b"CLUSTER", b"MYID"]).await);
-    let to = id(second.call(&[b"CLUSTER", b"MYID"]).await);
-    let node = servers[0].addr.to_string();
-    let reshard = [
-        "--cluster",
-        "reshard",
-        node.as_str(),
-        "--cluster-from",
-        from.as_str(),
-        "--cluster-to",
-        to.as_str(),
-        "--cluster-slots",
-        "1000",
-        "--cluster-yes",
-    ];
-    let output = run(REDIS_CLI, &reshard, b"").await;
-    assert!(output.status.success(), "reshard: {}", String::from_utf8_lossy(&output.stdout));
-    for server in &servers {
+    change.await;
+    for server in servers {
         wait_ok(server.addr).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -174,30 +172,127 @@ async fn slots_move_under_load_and_every_write_goes_through_a_sidecar_exactly_on
         let value = format!("${}\r\n{count}\r\n", count.to_string().len());
         assert_eq!(String::from_utf8_lossy(&reply), value, "{key}");
     }
-    // Every INCR the nodes ran, a sidecar recorded: none reached a node directly.
+    // Every INCR the nodes ran, a sidecar recorded: none reached a node directly. A replica
+    // counts what its primary ran too, once the replication stream caught up.
     let mut ran = 0;
-    for server in &servers {
-        ran += calls(server.addr, "incrby").await;
+    for _ in 0..100 {
+        ran = 0;
+        for server in servers {
+            ran += calls(server.addr, "incrby").await;
+        }
+        if ran >= sent * (1 + replicas) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (mut recorded, mut redirected) = (0, 0);
-    for proxy in &proxies {
+    for proxy in proxies {
         for record in proxy.sink.records() {
             if record.command.as_ref().is_some_and(|c| c.name == "incrby") {
                 match record.error_code.as_deref() {
                     None => recorded += 1,
                     Some(b"MOVED" | b"ASK") => redirected += 1,
-                    Some(other) => panic!("INCR failed: {}", String::from_utf8_lossy(other)),
+                    Some(other) => panic!("INCRBY failed: {}", String::from_utf8_lossy(other)),
                 }
             }
         }
     }
-    assert_eq!((ran, recorded), (sent, sent), "INCRs run by the nodes, recorded, sent");
-    assert!(redirected > 0, "the moved slots redirected the client ({sent} INCRs)");
-    eprintln!(
-        "cluster_moves: {} rounds, {sent} INCRs, {redirected} redirected while 1,000 slots moved",
-        report["rounds"]
+    assert_eq!(
+        (ran, recorded),
+        (sent * (1 + replicas), sent),
+        "INCRs run by the nodes (replicas included), recorded, sent"
     );
+    eprintln!("cluster_moves: {} rounds, {sent} INCRs, {redirected} redirected", report["rounds"]);
+    (sent, redirected)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_move_under_load_and_every_write_goes_through_a_sidecar_exactly_once() {
+    require_cluster_tools!();
+    let _one_cluster = crate::support::redis::CLUSTER_LOCK.lock().await;
+    let scratch = Scratch::new("cluster-moves");
+    std::fs::create_dir_all(scratch.path()).unwrap();
+    let servers = cluster(&scratch, NODES, 0).await;
+    let (sidecars, proxies) = sidecars(&servers).await;
+    // 1,000 slots move from the first node to the second while the client writes.
+    let reshard = async {
+        let mut first = RawClient::connect(servers[0].addr).await;
+        let mut second = RawClient::connect(servers[1].addr).await;
+        let from = node_id(first.call(&[b"CLUSTER", b"MYID"]).await);
+        let to = node_id(second.call(&[b"CLUSTER", b"MYID"]).await);
+        let node = servers[0].addr.to_string();
+        let args = [
+            "--cluster",
+            "reshard",
+            node.as_str(),
+            "--cluster-from",
+            from.as_str(),
+            "--cluster-to",
+            to.as_str(),
+            "--cluster-slots",
+            "1000",
+            "--cluster-yes",
+        ];
+        let output = run(REDIS_CLI, &args, b"").await;
+        assert!(output.status.success(), "reshard: {}", String::from_utf8_lossy(&output.stdout));
+    };
+    let (sent, redirected) = write_while(&scratch, 0, &servers, &sidecars, &proxies, reshard).await;
+    assert!(redirected > 0, "the moved slots redirected the client ({sent} INCRs)");
     for proxy in proxies {
         proxy.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_under_load_moves_the_clients_to_the_new_primary_through_its_sidecar() {
+    require_cluster_tools!();
+    let _one_cluster = crate::support::redis::CLUSTER_LOCK.lock().await;
+    let scratch = Scratch::new("cluster-failover");
+    std::fs::create_dir_all(scratch.path()).unwrap();
+    // Three primaries, each with a replica.
+    let servers = cluster(&scratch, 2 * NODES, 1).await;
+    let (sidecars, proxies) = sidecars(&servers).await;
+    let replica = find_replica(&servers).await;
+    let failover = async {
+        let mut admin = RawClient::connect(replica).await;
+        assert_eq!(admin.call(&[b"CLUSTER", b"FAILOVER"]).await, b"+OK\r\n");
+        for _ in 0..200 {
+            let role = admin.call(&[b"ROLE"]).await;
+            if role.starts_with(b"*3\r\n$6\r\nmaster") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{replica} did not become a primary");
+    };
+    let (sent, redirected) =
+        write_while(&scratch, 1, &servers, &sidecars, &proxies, failover).await;
+    assert!(sent > 0 && redirected > 0, "the client was sent to the new primary ({sent} INCRs)");
+    for proxy in proxies {
+        proxy.shutdown().await;
+    }
+}
+
+/// The second line of a bulk reply (a node id).
+fn node_id(reply: Vec<u8>) -> String {
+    String::from_utf8_lossy(&reply).lines().nth(1).unwrap().to_owned()
+}
+
+/// A replica among `servers`, once its link to its primary is up (a manual failover needs it).
+async fn find_replica(servers: &[RedisServer]) -> SocketAddr {
+    for server in servers {
+        let mut admin = RawClient::connect(server.addr).await;
+        if !admin.call(&[b"ROLE"]).await.starts_with(b"*5\r\n$5\r\nslave") {
+            continue;
+        }
+        for _ in 0..400 {
+            let info = admin.call(&[b"INFO", b"replication"]).await;
+            if String::from_utf8_lossy(&info).contains("master_link_status:up") {
+                return server.addr;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the replica {} never linked to its primary", server.addr);
+    }
+    panic!("no replica");
 }

@@ -60,6 +60,10 @@ impl Server {
     }
 }
 
+/// Held by each test that builds a Redis Cluster: one cluster at a time (each node also binds
+/// its bus port, port + 10000, which no free-port check reserved).
+pub static CLUSTER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// For fixtures: fails when redis-server is missing (the test itself checks first with
 /// `require_redis!`, which may skip it).
 pub fn assert_available() {
@@ -85,6 +89,8 @@ impl RedisServer {
     pub fn start_server(server: Server, extra: &[&str]) -> Self {
         let port = free_port();
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        // What an earlier server on this port left there is not this one's.
+        let _ = std::fs::remove_dir_all(work_dir(port));
         let child = spawn(server, port, &extra);
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let server = Self { addr, child, extra, server };
@@ -131,8 +137,18 @@ impl Drop for RedisServer {
     }
 }
 
+/// The working directory of the server on `port` (kept across [`RedisServer::restart`]).
+fn work_dir(port: u16) -> PathBuf {
+    std::env::temp_dir().join(format!("rap-redis-{port}"))
+}
+
 fn spawn(server: Server, port: u16, extra: &[String]) -> Child {
+    // Its own working directory: a replica's full sync writes dump.rdb there, and a server
+    // started in the same directory later would load it (the repository root, otherwise).
+    let dir = work_dir(port);
+    std::fs::create_dir_all(&dir).expect("a directory for redis-server");
     Command::new(server.binary())
+        .args(["--dir", dir.to_str().expect("a UTF-8 temporary directory")])
         .args([
             "--port",
             &port.to_string(),
