@@ -116,6 +116,7 @@ fn main() {
     extract_keys(command.as_deref().expect("known"), &args, &mut keys);
     let record = redis_audit_proxy::event::CommandRecord {
         upstream_conn: None,
+        slot: None,
         conn_id: 42,
         client_addr: "127.0.0.1:50000".parse().expect("address"),
         user: Bytes::from_static(b"default"),

@@ -79,6 +79,9 @@ pub struct CommandRecord {
     /// With `upstream.pool = "shared"`: the number of the shared upstream connection that
     /// carried it; `None` for a connection of the client's own (or a proxy answer).
     pub upstream_conn: Option<u64>,
+    /// With `cluster.mode = "sidecar"`: the hash slot of its keys (of the first: a command whose
+    /// keys span slots is refused by Redis); `None` for a command without keys.
+    pub slot: Option<u16>,
     /// Bytes of the request on the wire.
     pub request_bytes: u64,
     /// Bytes of the reply (all replies, for SUBSCRIBE-like commands).

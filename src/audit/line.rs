@@ -209,6 +209,10 @@ pub fn push_command_body(
     if let (Some(budget), Some(_)) = (capture_args, &record.command) {
         push_args(out, record, budget);
     }
+    if let Some(slot) = record.slot {
+        out.extend_from_slice(b",\"slot\":");
+        push_u64(out, u64::from(slot));
+    }
     if keys_truncated || !matches!(envelope.keys, KeyNames::Clear) {
         out.extend_from_slice(b",\"key_count\":");
         push_u64(out, record.keys.len() as u64);
@@ -358,6 +362,7 @@ mod tests {
             error_code: Some(Bytes::from_static(b"WRONGTYPE")),
             source: ReplySource::Upstream,
             upstream_conn: None,
+            slot: None,
             request_bytes: 45,
             reply_bytes: 70,
             latency: std::time::Duration::from_micros(180),
@@ -447,6 +452,17 @@ mod tests {
         push_hex(&mut hex, &mac.finalize().into_bytes()[..16]);
         let hmac = text(&hex).to_owned();
         assert_eq!(text(&out), expected(&record, json!([{"hmac": hmac}]), None, true));
+    }
+
+    #[test]
+    fn a_cluster_slot_follows_the_keys() {
+        let mut record = record("GET {user1}:name");
+        record.slot = Some(crate::command::slot::key_slot(b"{user1}:name"));
+        let mut out = Vec::new();
+        push_command_body(&mut out, &record, None, &envelope(KeyNames::Clear));
+        let line: serde_json::Value = serde_json::from_str(&format!("{{{}", text(&out))).unwrap();
+        assert_eq!(line["slot"], crate::command::slot::key_slot(b"user1"));
+        assert_eq!(line["keys"], json!(["{user1}:name"]));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod class;
 pub mod keys;
+pub mod slot;
 pub mod table;
 
 use bytes::Bytes;

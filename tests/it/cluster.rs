@@ -109,6 +109,16 @@ async fn cluster_clients_reach_the_nodes_only_through_their_sidecars() {
         })
         .sum();
     assert_eq!((ran, recorded), (60, 60));
+    // Each record names the slot of its key, as the node computes it.
+    let mut node = RawClient::connect(servers[0].addr).await;
+    for proxy in &proxies {
+        for record in proxy.sink.records().iter().filter(|r| !r.keys.is_empty()) {
+            let key = &record.args[record.keys[0].index];
+            let theirs = node.call(&[b"CLUSTER", b"KEYSLOT", key]).await;
+            let ours = record.slot.map(|slot| format!(":{slot}\r\n").into_bytes());
+            assert_eq!(ours, Some(theirs), "{}", String::from_utf8_lossy(key));
+        }
+    }
     let moved: usize = proxies
         .iter()
         .map(|p| {

@@ -14,6 +14,7 @@ use crate::acl::config::AclMode;
 use crate::acl::log::LogEvent;
 use crate::acl::{Denial, Policy, Verdict};
 use crate::command::CommandInfo;
+use crate::config::cluster::ClusterMode;
 use crate::event::{CloseStats, SecurityAction, SecurityEvent, SessionAction, SessionEvent};
 use crate::event::{CommandRecord, ReplySource, ReplyStatus};
 use crate::proxy::pipeline::Slot;
@@ -90,8 +91,14 @@ where
             }
             _ => None,
         };
+        // In a cluster: which slot the command's keys hash to (the node is the file's upstream).
+        let key_slot = (self.ctx.config.cluster.mode == ClusterMode::Sidecar)
+            .then(|| slot.keys.first().and_then(|key| slot.args.get(key.index)))
+            .flatten()
+            .map(|key| crate::command::slot::key_slot(key));
         let record = CommandRecord {
             upstream_conn,
+            slot: key_slot,
             conn_id: self.session.id,
             client_addr: self.peer,
             user,
