@@ -7,7 +7,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::clients::{run, REDIS_CLI};
+use redis_audit_proxy::event::CommandRecord;
+
+use crate::clients::{run, REDIS_BENCHMARK, REDIS_CLI};
 use crate::support::redis::free_port;
 use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
 
@@ -51,6 +53,22 @@ async fn cluster(scratch: &Scratch) -> Vec<RedisServer> {
     servers
 }
 
+/// The SETs the nodes ran, together.
+async fn set_calls(servers: &[RedisServer]) -> u64 {
+    let mut ran = 0;
+    for server in servers {
+        let mut admin = RawClient::connect(server.addr).await;
+        let stats =
+            String::from_utf8_lossy(&admin.call(&[b"INFO", b"commandstats"]).await).into_owned();
+        ran += stats
+            .lines()
+            .find_map(|line| line.strip_prefix("cmdstat_set:calls="))
+            .and_then(|rest| rest.split(',').next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    ran
+}
+
 /// `[cluster.announce]` entries mapping each node to its proxy.
 fn announce(servers: &[RedisServer], proxies: &[SocketAddr]) -> String {
     let mut toml = "[cluster]\nmode = \"sidecar\"\n[cluster.announce]\n".to_owned();
@@ -63,6 +81,12 @@ fn announce(servers: &[RedisServer], proxies: &[SocketAddr]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_clients_reach_the_nodes_only_through_their_sidecars() {
     crate::require_redis!();
+    let tools = [REDIS_CLI, REDIS_BENCHMARK].iter().all(|p| std::path::Path::new(p).exists());
+    crate::require!(
+        tools,
+        "redis-cli and redis-benchmark",
+        "`make test` installs them (or `apt-get install redis-tools`)"
+    );
     let scratch = Scratch::new("cluster");
     let _one_cluster = crate::support::redis::CLUSTER_LOCK.lock().await;
     std::fs::create_dir_all(scratch.path()).unwrap();
@@ -126,6 +150,37 @@ async fn cluster_clients_reach_the_nodes_only_through_their_sidecars() {
         })
         .sum();
     assert!(moved > 0, "some keys live on other nodes: redirects were followed");
+
+    // redis-benchmark --cluster learns the nodes from CLUSTER NODES through the first sidecar,
+    // and so benchmarks every node through its sidecar.
+    let before = set_calls(&servers).await;
+    let args = [
+        "--cluster",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        port.as_str(),
+        "-t",
+        "set",
+        "-n",
+        "3000",
+        "-c",
+        "5",
+        "-r",
+        "10000",
+        "-q",
+    ];
+    let output = run(REDIS_BENCHMARK, &args, b"").await;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let sets = |proxy: &TestProxy| {
+        let records = proxy.sink.records();
+        let ran = |r: &&CommandRecord| r.error_code.is_none();
+        let set = |r: &&CommandRecord| r.command.as_ref().is_some_and(|c| c.name == "set");
+        records.iter().filter(set).filter(ran).count()
+    };
+    let recorded: usize = proxies.iter().map(sets).sum();
+    assert_eq!(set_calls(&servers).await - before, 3000, "redis-benchmark's SETs ran");
+    assert_eq!(recorded, 60 + 3000, "and every one went through a sidecar");
 
     // The topology names only the proxies, in RESP2 and RESP3.
     let node_ports: Vec<String> = servers.iter().map(|s| s.addr.port().to_string()).collect();
@@ -196,6 +251,8 @@ async fn cluster_clients_reach_the_nodes_only_through_their_sidecars() {
 async fn valkey_announcing_its_sidecars_needs_no_map() {
     use crate::support::redis::Server;
     crate::require_server!(Server::Valkey80);
+    let tools = std::path::Path::new(REDIS_CLI).exists();
+    crate::require!(tools, REDIS_CLI, "`make test` installs it (or `apt-get install redis-tools`)");
     let _one_cluster = crate::support::redis::CLUSTER_LOCK.lock().await;
     let scratch = Scratch::new("valkey-cluster");
     std::fs::create_dir_all(scratch.path()).unwrap();
