@@ -27,10 +27,12 @@ test: deps
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --document-private-items --quiet
 
 ## Throughput, latency and CPU per request against Redis directly, through the proxy and through
-## HAProxy and twemproxy; regenerates docs/benchmarks.md's results (see that file).
+## HAProxy and twemproxy; regenerates docs/benchmarks.md's results (see that file); then a Redis
+## Cluster through per-node sidecars against the same cluster directly (scripts/bench_cluster.py).
 bench: deps
 	$(CARGO) bench --bench hot_path
 	python3 scripts/bench.py
+	python3 scripts/bench_cluster.py
 
 ## Every fuzz target (fuzz/, cargo-fuzz) for FUZZ_SECONDS each, FUZZ_JOBS at a time; figures
 ## in docs/reliability.md. fuzz-smoke: 20 s per target.
