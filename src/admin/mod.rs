@@ -53,6 +53,9 @@ pub async fn serve(
 ) {
     let config = state.ctx.config.admin.clone();
     let slots = Arc::new(Semaphore::new(config.max_connections));
+    // Finished connections lingering (see `linger`), bounded apart from the served ones: a
+    // lingering connection does not keep a new client out, and at most as many linger.
+    let lingering = Arc::new(Semaphore::new(config.max_connections));
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -72,29 +75,57 @@ pub async fn serve(
         let state = Arc::clone(&state);
         let drain = drain.clone();
         let config = config.clone();
+        let lingering = Arc::clone(&lingering);
         tracker.spawn(async move {
+            let mut stream = stream;
             let service = hyper::service::service_fn(move |request| {
                 let state = Arc::clone(&state);
                 async move { Ok::<_, Infallible>(handle(&state, request).await) }
             });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(config.request_timeout)
-                .max_buf_size(config.max_request_bytes) // at least 8192: checked at configuration
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                result = &mut connection => {
-                    if let Err(error) = result {
-                        tracing::debug!(%error, client = %peer, "admin connection error");
+            {
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(config.request_timeout)
+                    .max_buf_size(config.max_request_bytes) // at least 8192: checked at configuration
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(&mut stream), service);
+                tokio::pin!(connection);
+                tokio::select! {
+                    result = &mut connection => {
+                        if let Err(error) = result {
+                            tracing::debug!(%error, client = %peer, "admin connection error");
+                        }
                     }
+                    () = drain.cancelled() => connection.as_mut().graceful_shutdown(),
                 }
-                () = drain.cancelled() => connection.as_mut().graceful_shutdown(),
             }
             drop(permit);
+            if let Ok(_lingering) = lingering.try_acquire_owned() {
+                linger(&mut stream, config.request_timeout, 8 * config.max_request_bytes).await;
+            }
         });
     }
+}
+
+/// Closes a finished connection the way that lets the client read its last response: stop
+/// sending (FIN), then read and discard what the client still sends, for at most `time` and
+/// `bytes`. Closing with unread bytes (a refused, oversized request head) makes the kernel send
+/// a reset, which can destroy the response before the client reads it. At most
+/// `admin.max_connections` connections linger at once; past that they close at once.
+async fn linger(stream: &mut tokio::net::TcpStream, time: Duration, bytes: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut buf = [0u8; 8192];
+        let mut left = bytes;
+        while let Ok(n @ 1..) = stream.read(&mut buf).await {
+            left = left.saturating_sub(n);
+            if left == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(time, drain).await;
 }
 
 /// Routes one request.
