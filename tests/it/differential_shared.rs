@@ -1,7 +1,7 @@
 //! Differential transparency with `[upstream] pool = "shared"`: every group of
 //! [`crate::corpus`], plain and over TLS, played directly and through a proxy whose clients
 //! share two upstream connections per state (see [`crate::differential`] for the runner and
-//! the only two harness changes this mode needs). The scripts are unchanged: a client that
+//! the only harness changes this mode needs). The scripts are unchanged: a client that
 //! shares a connection must receive exactly the bytes it would from its own connection.
 
 use crate::differential::{differential_tests, Over, Pool};

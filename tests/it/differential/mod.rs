@@ -17,14 +17,15 @@
 //!
 //! Every group also runs with `[upstream] pool = "shared"` (in [`crate::differential_shared`]):
 //! the script connections then share two upstream connections per state and are pinned to one
-//! of their own when they need it, and every byte must still be the same. Two things change in
+//! of their own when they need it, and every byte must still be the same. Three things change in
 //! the harness, nothing in the scripts: the admin's reset waits until the connections Redis
 //! lists, its own aside, are no more than the pool's own (shared and spare connections stay
 //! open between runs; the proxy's `/metrics` counts them, as pinned connections must be none,
 //! and `CLIENT LIST` cannot tell them all apart: a shared connection that Redis refused its
 //! `CLIENT SETNAME` before any login, and a spare, have no name); and the proxied stream loses
-//! the CLIENT LIST lines of the connections named `redis-audit-proxy-shared` (any client of a
-//! pooling proxy sees them; they are the proxy's, not another client's).
+//! the CLIENT LIST lines of the connections named `redis-audit-proxy-shared`, and the MONITOR
+//! line of the `CLIENT SETNAME` a shared connection opened during MONITOR names itself with (any
+//! client of a pooling proxy sees them; they are the proxy's, not another client's).
 //!
 //! `DIFFERENTIAL_SHOW=1 cargo test --test it differential -- --nocapture` prints what every
 //! script received directly (normalised), to review what a script really exercises.

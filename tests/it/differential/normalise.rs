@@ -84,6 +84,13 @@ pub(super) fn normalise_with(
                 }
             }
             Some(b'+') => {
+                // A shared connection opened while MONITOR runs names itself first: its
+                // housekeeping, which any client of a pooling proxy sees.
+                let pool_setup = format!("\"CLIENT\" \"SETNAME\" \"{POOL_NAME}\"");
+                if drop_pool_lines && memmem::find(line, pool_setup.as_bytes()).is_some() {
+                    pos = next;
+                    continue;
+                }
                 if let Some(line) = normalise_monitor_line(line) {
                     out.extend_from_slice(&line);
                     out.extend_from_slice(b"\r\n");
