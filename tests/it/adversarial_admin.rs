@@ -90,12 +90,13 @@ async fn log_pages_over_a_flooded_trail_read_only_what_the_page_needs() {
 
     // The test process is the proxy: its peak memory over the requests is what they cost.
     // Writing 5 to clear_refs resets the peak (VmHWM) to the current size. Other tests of the
-    // suite share the process and may raise its peak, so the best of three tries is judged,
+    // suite share the process and may raise its peak, so the best of six tries is judged,
     // each against the size before the first (freed memory is not always given back, so a
     // try after one that grew the heap would seem to cost nothing).
     let within = |(growth, elapsed): &(u64, Duration)| {
         *growth < 50 << 20 && *elapsed < Duration::from_secs(20)
     };
+    const TRIES: usize = 6;
     let before = status_bytes("VmRSS");
     let mut tries = Vec::new();
     let ((status, logs), (acl_status, acl), (sessions_status, sessions)) = loop {
@@ -109,9 +110,11 @@ async fn log_pages_over_a_flooded_trail_read_only_what_the_page_needs() {
         let elapsed = started.elapsed();
         let peak = status_bytes(if reset { "VmHWM" } else { "VmRSS" });
         tries.push((peak.saturating_sub(before), elapsed));
-        if tries.iter().any(within) || tries.len() == 3 {
+        if tries.iter().any(within) || tries.len() == TRIES {
             break pages;
         }
+        // Another test's peak passes too.
+        tokio::time::sleep(Duration::from_millis(500)).await;
     };
     assert!(
         tries.iter().any(within),
