@@ -1,6 +1,6 @@
-//! The `ACL LOG` the proxy serves, with Redis 7.2 semantics: entries grouped as Redis groups
-//! them, `entry-id` and both timestamps, newest first, bounded by `acl.log_max_len`, and
-//! replies encoded byte for byte as Redis encodes them in RESP2 and RESP3.
+//! The `ACL LOG` the proxy serves, as the Redis behind it answers: entries grouped as Redis
+//! groups them, newest first, bounded by `acl.log_max_len`, with `entry-id` and both timestamps
+//! from Redis 7.2 on ([`Shape`]), encoded byte for byte as Redis encodes them in RESP2 and RESP3.
 
 use std::collections::VecDeque;
 
