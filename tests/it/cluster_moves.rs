@@ -1,6 +1,7 @@
 //! A cluster whose slots move while clients write: three primaries with a sidecar each, redis-py's
 //! `RedisCluster` writing through the sidecars, and `redis-cli --cluster reshard` moving 1,000
-//! slots meanwhile. The `-ASK` and `-MOVED` redirects name sidecars, no INCR is lost or counted
+//! slots meanwhile, or `CLUSTER FAILOVER` on a replica; on Redis with the sidecars' map, and on
+//! Valkey 8 nodes that announce their sidecars themselves. The `-ASK` and `-MOVED` redirects name sidecars, no INCR is lost or counted
 //! twice, and no client reaches a node directly (the nodes ran exactly the INCRs the sidecars
 //! recorded). (redis-py's `incr` sends `INCRBY key 1`.)
 
@@ -295,4 +296,132 @@ async fn find_replica(servers: &[RedisServer]) -> SocketAddr {
         panic!("the replica {} never linked to its primary", server.addr);
     }
     panic!("no replica");
+}
+
+/// Valkey 8 nodes that announce their sidecars themselves (`cluster-announce-port` and
+/// `cluster-announce-client-ipv4`; the bus on a port of its own), and a sidecar without a map
+/// in front of each: returns the nodes and the sidecars' addresses, the cluster `ok`.
+async fn valkey_cluster(
+    scratch: &Scratch,
+    nodes: usize,
+    replicas: usize,
+) -> (Vec<RedisServer>, Vec<SocketAddr>) {
+    use crate::support::redis::Server;
+    let sidecars: Vec<SocketAddr> =
+        (0..nodes).map(|_| SocketAddr::from(([127, 0, 0, 1], free_port()))).collect();
+    let servers: Vec<RedisServer> = sidecars
+        .iter()
+        .enumerate()
+        .map(|(i, sidecar)| {
+            let conf = scratch.path().join(format!("valkey-nodes-{i}.conf"));
+            let bus = free_port().to_string();
+            let announce = sidecar.port().to_string();
+            RedisServer::start_server(
+                Server::Valkey80,
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    conf.to_str().unwrap(),
+                    "--cluster-port",
+                    &bus,
+                    "--cluster-announce-bus-port",
+                    &bus,
+                    "--cluster-announce-client-ipv4",
+                    "127.0.0.1",
+                    "--cluster-announce-port",
+                    &announce,
+                ],
+            )
+        })
+        .collect();
+    let cli = Server::Valkey80.binary().with_file_name("valkey-cli");
+    let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
+    args.extend(servers.iter().map(|s| s.addr.to_string()));
+    args.extend(["--cluster-replicas".into(), replicas.to_string(), "--cluster-yes".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = run(cli.to_str().unwrap(), &args, b"").await;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    for server in &servers {
+        wait_ok(server.addr).await;
+    }
+    (servers, sidecars)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_valkey_announcing_its_sidecars_slots_move_under_load_through_them() {
+    use crate::support::redis::Server;
+    require_cluster_tools!();
+    crate::require_server!(Server::Valkey80);
+    let _one_cluster = crate::support::redis::CLUSTER_LOCK.lock().await;
+    let scratch = Scratch::new("valkey-moves");
+    std::fs::create_dir_all(scratch.path()).unwrap();
+    let (servers, sidecars) = valkey_cluster(&scratch, NODES, 0).await;
+    let mut proxies = Vec::new();
+    for (server, listen) in servers.iter().zip(&sidecars) {
+        // No map: Valkey names the sidecars itself.
+        proxies.push(TestProxy::start_on(server.addr, *listen, "").await);
+    }
+    let cli = Server::Valkey80.binary().with_file_name("valkey-cli");
+    let reshard = async {
+        let mut first = RawClient::connect(servers[0].addr).await;
+        let mut second = RawClient::connect(servers[1].addr).await;
+        let from = node_id(first.call(&[b"CLUSTER", b"MYID"]).await);
+        let to = node_id(second.call(&[b"CLUSTER", b"MYID"]).await);
+        let node = servers[0].addr.to_string();
+        let args = [
+            "--cluster",
+            "reshard",
+            node.as_str(),
+            "--cluster-from",
+            from.as_str(),
+            "--cluster-to",
+            to.as_str(),
+            "--cluster-slots",
+            "1000",
+            "--cluster-yes",
+        ];
+        let output = run(cli.to_str().unwrap(), &args, b"").await;
+        assert!(output.status.success(), "reshard: {}", String::from_utf8_lossy(&output.stdout));
+    };
+    let (sent, redirected) = write_while(&scratch, 0, &servers, &sidecars, &proxies, reshard).await;
+    assert!(redirected > 0, "the moved slots redirected the client ({sent} INCRs)");
+    for proxy in proxies {
+        proxy.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_valkey_announcing_its_sidecars_a_failover_under_load_goes_through_them() {
+    use crate::support::redis::Server;
+    require_cluster_tools!();
+    crate::require_server!(Server::Valkey80);
+    let _one_cluster = crate::support::redis::CLUSTER_LOCK.lock().await;
+    let scratch = Scratch::new("valkey-failover");
+    std::fs::create_dir_all(scratch.path()).unwrap();
+    // Three primaries, each with a replica; a replica reaches its primary at the address the
+    // primary announces, its sidecar (the link comes up once the sidecars are there).
+    let (servers, sidecars) = valkey_cluster(&scratch, 2 * NODES, 1).await;
+    let mut proxies = Vec::new();
+    for (server, listen) in servers.iter().zip(&sidecars) {
+        proxies.push(TestProxy::start_on(server.addr, *listen, "").await);
+    }
+    let replica = find_replica(&servers).await;
+    let failover = async {
+        let mut admin = RawClient::connect(replica).await;
+        assert_eq!(admin.call(&[b"CLUSTER", b"FAILOVER"]).await, b"+OK\r\n");
+        for _ in 0..200 {
+            if admin.call(&[b"ROLE"]).await.starts_with(b"*3\r\n$6\r\nmaster") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{replica} did not become a primary");
+    };
+    let (sent, redirected) =
+        write_while(&scratch, 1, &servers, &sidecars, &proxies, failover).await;
+    assert!(sent > 0 && redirected > 0, "the client was sent to the new primary ({sent} INCRs)");
+    for proxy in proxies {
+        proxy.shutdown().await;
+    }
 }
