@@ -5,69 +5,15 @@
 //! never handed to a client.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use redis_audit_proxy::event::CommandRecord;
 
 use crate::clients::{run, REDIS_BENCHMARK, REDIS_CLI};
+use crate::support::cluster::{calls_on, cluster, valkey_cluster};
 use crate::support::redis::free_port;
 use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
 
 const NODES: usize = 3;
-
-/// Three cluster-enabled servers, their slots assigned, the cluster `ok` on each.
-async fn cluster(scratch: &Scratch) -> Vec<RedisServer> {
-    crate::support::redis::assert_available();
-    let servers: Vec<RedisServer> = (0..NODES)
-        .map(|i| {
-            let conf = scratch.path().join(format!("nodes-{i}.conf"));
-            RedisServer::start(&[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                conf.to_str().unwrap(),
-                "--cluster-node-timeout",
-                "5000",
-            ])
-        })
-        .collect();
-    let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
-    args.extend(servers.iter().map(|s| s.addr.to_string()));
-    args.extend(["--cluster-replicas".into(), "0".into(), "--cluster-yes".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let output = run(REDIS_CLI, &args, b"").await;
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
-    for server in &servers {
-        let mut admin = RawClient::connect(server.addr).await;
-        let mut ok = false;
-        for _ in 0..200 {
-            let info = admin.call(&[b"CLUSTER", b"INFO"]).await;
-            if String::from_utf8_lossy(&info).contains("cluster_state:ok") {
-                ok = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(ok, "cluster not ok on {}", server.addr);
-    }
-    servers
-}
-
-/// The SETs the nodes ran, together.
-async fn set_calls(servers: &[RedisServer]) -> u64 {
-    let mut ran = 0;
-    for server in servers {
-        let mut admin = RawClient::connect(server.addr).await;
-        let stats =
-            String::from_utf8_lossy(&admin.call(&[b"INFO", b"commandstats"]).await).into_owned();
-        ran += stats
-            .lines()
-            .find_map(|line| line.strip_prefix("cmdstat_set:calls="))
-            .and_then(|rest| rest.split(',').next()?.parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    ran
-}
 
 /// `[cluster.announce]` entries mapping each node to its proxy.
 fn announce(servers: &[RedisServer], proxies: &[SocketAddr]) -> String {
@@ -90,7 +36,7 @@ async fn cluster_clients_reach_the_nodes_only_through_their_sidecars() {
     let scratch = Scratch::new("cluster");
     let _one_cluster = crate::support::redis::CLUSTER_LOCK.lock().await;
     std::fs::create_dir_all(scratch.path()).unwrap();
-    let servers = cluster(&scratch).await;
+    let servers = cluster(&scratch, NODES, 0).await;
     let addresses: Vec<SocketAddr> =
         (0..NODES).map(|_| SocketAddr::from(([127, 0, 0, 1], free_port()))).collect();
     let toml = announce(&servers, &addresses);
@@ -108,17 +54,7 @@ async fn cluster_clients_reach_the_nodes_only_through_their_sidecars() {
         assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "OK", "SET {key}");
     }
     // Every SET Redis ran came through a proxy: the nodes' counts equal the proxies' records.
-    let mut ran = 0;
-    for server in &servers {
-        let mut admin = RawClient::connect(server.addr).await;
-        let stats =
-            String::from_utf8_lossy(&admin.call(&[b"INFO", b"commandstats"]).await).into_owned();
-        ran += stats
-            .lines()
-            .find_map(|line| line.strip_prefix("cmdstat_set:calls="))
-            .and_then(|rest| rest.split(',').next()?.parse::<u64>().ok())
-            .unwrap_or(0);
-    }
+    let ran = calls_on(&servers, "set").await;
     let recorded: u64 = proxies
         .iter()
         .map(|proxy| {
@@ -153,7 +89,7 @@ async fn cluster_clients_reach_the_nodes_only_through_their_sidecars() {
 
     // redis-benchmark --cluster learns the nodes from CLUSTER NODES through the first sidecar,
     // and so benchmarks every node through its sidecar.
-    let before = set_calls(&servers).await;
+    let before = calls_on(&servers, "set").await;
     let args = [
         "--cluster",
         "-h",
@@ -179,7 +115,7 @@ async fn cluster_clients_reach_the_nodes_only_through_their_sidecars() {
         records.iter().filter(set).filter(ran).count()
     };
     let recorded: usize = proxies.iter().map(sets).sum();
-    assert_eq!(set_calls(&servers).await - before, 3000, "redis-benchmark's SETs ran");
+    assert_eq!(calls_on(&servers, "set").await - before, 3000, "redis-benchmark's SETs ran");
     assert_eq!(recorded, 60 + 3000, "and every one went through a sidecar");
 
     // The topology names only the proxies, in RESP2 and RESP3.
@@ -256,59 +192,11 @@ async fn valkey_announcing_its_sidecars_needs_no_map() {
     let _one_cluster = crate::support::redis::CLUSTER_LOCK.lock().await;
     let scratch = Scratch::new("valkey-cluster");
     std::fs::create_dir_all(scratch.path()).unwrap();
-    let sidecars: Vec<SocketAddr> =
-        (0..NODES).map(|_| SocketAddr::from(([127, 0, 0, 1], free_port()))).collect();
-    let servers: Vec<RedisServer> = sidecars
-        .iter()
-        .enumerate()
-        .map(|(i, sidecar)| {
-            let conf = scratch.path().join(format!("valkey-nodes-{i}.conf"));
-            let bus = free_port().to_string();
-            RedisServer::start_server(
-                Server::Valkey80,
-                &[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    conf.to_str().unwrap(),
-                    "--cluster-node-timeout",
-                    "5000",
-                    "--cluster-port",
-                    &bus,
-                    "--cluster-announce-bus-port",
-                    &bus,
-                    "--cluster-announce-client-ipv4",
-                    "127.0.0.1",
-                    "--cluster-announce-port",
-                    &sidecar.port().to_string(),
-                ],
-            )
-        })
-        .collect();
-    let cli = Server::Valkey80.binary().with_file_name("valkey-cli");
-    let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
-    args.extend(servers.iter().map(|s| s.addr.to_string()));
-    args.extend(["--cluster-replicas".into(), "0".into(), "--cluster-yes".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (servers, sidecars) = valkey_cluster(&scratch, NODES, 0).await;
     let mut proxies = Vec::new();
     for (server, listen) in servers.iter().zip(&sidecars) {
         // No [cluster] section: replies pass as Valkey wrote them.
         proxies.push(TestProxy::start_on(server.addr, *listen, "").await);
-    }
-    let output = run(cli.to_str().unwrap(), &args, b"").await;
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
-    for server in &servers {
-        let mut admin = RawClient::connect(server.addr).await;
-        let mut ok = false;
-        for _ in 0..200 {
-            let info = admin.call(&[b"CLUSTER", b"INFO"]).await;
-            if String::from_utf8_lossy(&info).contains("cluster_state:ok") {
-                ok = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(ok, "cluster not ok on {}", server.addr);
     }
 
     let port = sidecars[0].port().to_string();
@@ -318,17 +206,7 @@ async fn valkey_announcing_its_sidecars_needs_no_map() {
         let output = run(REDIS_CLI, &args, b"").await;
         assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "OK", "SET {key}");
     }
-    let mut ran = 0;
-    for server in &servers {
-        let mut admin = RawClient::connect(server.addr).await;
-        let stats =
-            String::from_utf8_lossy(&admin.call(&[b"INFO", b"commandstats"]).await).into_owned();
-        ran += stats
-            .lines()
-            .find_map(|line| line.strip_prefix("cmdstat_set:calls="))
-            .and_then(|rest| rest.split(',').next()?.parse::<u64>().ok())
-            .unwrap_or(0);
-    }
+    let ran = calls_on(&servers, "set").await;
     let recorded: usize = proxies
         .iter()
         .map(|proxy| {

@@ -8,7 +8,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::clients::{run, REDIS_CLI};
+use crate::clients::REDIS_CLI;
+use crate::support::cluster::{
+    calls_on, cluster, failover, find_replica, reshard, valkey_cluster, wait_ok,
+};
 use crate::support::redis::free_port;
 use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
 
@@ -17,57 +20,6 @@ const NODES: usize = 3;
 const KEYS: usize = 200;
 /// The python that has redis-py (Debian's `python3-redis`).
 const PYTHON: &str = "/usr/bin/python3";
-
-/// `nodes` cluster-enabled servers, their slots assigned (`replicas` per primary), the cluster
-/// `ok` on each.
-async fn cluster(scratch: &Scratch, nodes: usize, replicas: usize) -> Vec<RedisServer> {
-    let servers: Vec<RedisServer> = (0..nodes)
-        .map(|i| {
-            let conf = scratch.path().join(format!("nodes-{i}.conf"));
-            RedisServer::start(&[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                conf.to_str().unwrap(),
-            ])
-        })
-        .collect();
-    let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
-    args.extend(servers.iter().map(|s| s.addr.to_string()));
-    args.extend(["--cluster-replicas".into(), replicas.to_string(), "--cluster-yes".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let output = run(REDIS_CLI, &args, b"").await;
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
-    for server in &servers {
-        wait_ok(server.addr).await;
-    }
-    servers
-}
-
-async fn wait_ok(node: SocketAddr) {
-    let mut admin = RawClient::connect(node).await;
-    for _ in 0..400 {
-        let info = admin.call(&[b"CLUSTER", b"INFO"]).await;
-        if String::from_utf8_lossy(&info).contains("cluster_state:ok") {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("cluster not ok on {node}");
-}
-
-/// `INFO commandstats`'s `calls` of `command` on `node`.
-async fn calls(node: SocketAddr, command: &str) -> u64 {
-    let mut admin = RawClient::connect(node).await;
-    let stats =
-        String::from_utf8_lossy(&admin.call(&[b"INFO", b"commandstats"]).await).into_owned();
-    let prefix = format!("cmdstat_{command}:calls=");
-    stats
-        .lines()
-        .find_map(|line| line.strip_prefix(prefix.as_str()))
-        .and_then(|rest| rest.split(',').next()?.parse().ok())
-        .unwrap_or(0)
-}
 
 /// Fails the test (or skips it, when allowed) without redis-cli or redis-py.
 macro_rules! require_cluster_tools {
@@ -177,10 +129,7 @@ async fn write_while(
     // counts what its primary ran too, once the replication stream caught up.
     let mut ran = 0;
     for _ in 0..100 {
-        ran = 0;
-        for server in servers {
-            ran += calls(server.addr, "incrby").await;
-        }
+        ran = calls_on(servers, "incrby").await;
         if ran >= sent * (1 + replicas) {
             break;
         }
@@ -215,28 +164,7 @@ async fn slots_move_under_load_and_every_write_goes_through_a_sidecar_exactly_on
     std::fs::create_dir_all(scratch.path()).unwrap();
     let servers = cluster(&scratch, NODES, 0).await;
     let (sidecars, proxies) = sidecars(&servers).await;
-    // 1,000 slots move from the first node to the second while the client writes.
-    let reshard = async {
-        let mut first = RawClient::connect(servers[0].addr).await;
-        let mut second = RawClient::connect(servers[1].addr).await;
-        let from = node_id(first.call(&[b"CLUSTER", b"MYID"]).await);
-        let to = node_id(second.call(&[b"CLUSTER", b"MYID"]).await);
-        let node = servers[0].addr.to_string();
-        let args = [
-            "--cluster",
-            "reshard",
-            node.as_str(),
-            "--cluster-from",
-            from.as_str(),
-            "--cluster-to",
-            to.as_str(),
-            "--cluster-slots",
-            "1000",
-            "--cluster-yes",
-        ];
-        let output = run(REDIS_CLI, &args, b"").await;
-        assert!(output.status.success(), "reshard: {}", String::from_utf8_lossy(&output.stdout));
-    };
+    let reshard = reshard(REDIS_CLI, &servers);
     let (sent, redirected) = write_while(&scratch, 0, &servers, &sidecars, &proxies, reshard).await;
     assert!(redirected > 0, "the moved slots redirected the client ({sent} INCRs)");
     for proxy in proxies {
@@ -254,98 +182,12 @@ async fn a_failover_under_load_moves_the_clients_to_the_new_primary_through_its_
     let servers = cluster(&scratch, 2 * NODES, 1).await;
     let (sidecars, proxies) = sidecars(&servers).await;
     let replica = find_replica(&servers).await;
-    let failover = async {
-        let mut admin = RawClient::connect(replica).await;
-        assert_eq!(admin.call(&[b"CLUSTER", b"FAILOVER"]).await, b"+OK\r\n");
-        for _ in 0..200 {
-            let role = admin.call(&[b"ROLE"]).await;
-            if role.starts_with(b"*3\r\n$6\r\nmaster") {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("{replica} did not become a primary");
-    };
     let (sent, redirected) =
-        write_while(&scratch, 1, &servers, &sidecars, &proxies, failover).await;
+        write_while(&scratch, 1, &servers, &sidecars, &proxies, failover(replica)).await;
     assert!(sent > 0 && redirected > 0, "the client was sent to the new primary ({sent} INCRs)");
     for proxy in proxies {
         proxy.shutdown().await;
     }
-}
-
-/// The second line of a bulk reply (a node id).
-fn node_id(reply: Vec<u8>) -> String {
-    String::from_utf8_lossy(&reply).lines().nth(1).unwrap().to_owned()
-}
-
-/// A replica among `servers`, once its link to its primary is up (a manual failover needs it).
-async fn find_replica(servers: &[RedisServer]) -> SocketAddr {
-    for server in servers {
-        let mut admin = RawClient::connect(server.addr).await;
-        if !admin.call(&[b"ROLE"]).await.starts_with(b"*5\r\n$5\r\nslave") {
-            continue;
-        }
-        for _ in 0..400 {
-            let info = admin.call(&[b"INFO", b"replication"]).await;
-            if String::from_utf8_lossy(&info).contains("master_link_status:up") {
-                return server.addr;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the replica {} never linked to its primary", server.addr);
-    }
-    panic!("no replica");
-}
-
-/// Valkey 8 nodes that announce their sidecars themselves (`cluster-announce-port` and
-/// `cluster-announce-client-ipv4`; the bus on a port of its own), and a sidecar without a map
-/// in front of each: returns the nodes and the sidecars' addresses, the cluster `ok`.
-async fn valkey_cluster(
-    scratch: &Scratch,
-    nodes: usize,
-    replicas: usize,
-) -> (Vec<RedisServer>, Vec<SocketAddr>) {
-    use crate::support::redis::Server;
-    let sidecars: Vec<SocketAddr> =
-        (0..nodes).map(|_| SocketAddr::from(([127, 0, 0, 1], free_port()))).collect();
-    let servers: Vec<RedisServer> = sidecars
-        .iter()
-        .enumerate()
-        .map(|(i, sidecar)| {
-            let conf = scratch.path().join(format!("valkey-nodes-{i}.conf"));
-            let bus = free_port().to_string();
-            let announce = sidecar.port().to_string();
-            RedisServer::start_server(
-                Server::Valkey80,
-                &[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    conf.to_str().unwrap(),
-                    "--cluster-port",
-                    &bus,
-                    "--cluster-announce-bus-port",
-                    &bus,
-                    "--cluster-announce-client-ipv4",
-                    "127.0.0.1",
-                    "--cluster-announce-port",
-                    &announce,
-                ],
-            )
-        })
-        .collect();
-    let cli = Server::Valkey80.binary().with_file_name("valkey-cli");
-    let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
-    args.extend(servers.iter().map(|s| s.addr.to_string()));
-    args.extend(["--cluster-replicas".into(), replicas.to_string(), "--cluster-yes".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let output = run(cli.to_str().unwrap(), &args, b"").await;
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
-    for server in &servers {
-        wait_ok(server.addr).await;
-    }
-    (servers, sidecars)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,27 +205,7 @@ async fn on_valkey_announcing_its_sidecars_slots_move_under_load_through_them() 
         proxies.push(TestProxy::start_on(server.addr, *listen, "").await);
     }
     let cli = Server::Valkey80.binary().with_file_name("valkey-cli");
-    let reshard = async {
-        let mut first = RawClient::connect(servers[0].addr).await;
-        let mut second = RawClient::connect(servers[1].addr).await;
-        let from = node_id(first.call(&[b"CLUSTER", b"MYID"]).await);
-        let to = node_id(second.call(&[b"CLUSTER", b"MYID"]).await);
-        let node = servers[0].addr.to_string();
-        let args = [
-            "--cluster",
-            "reshard",
-            node.as_str(),
-            "--cluster-from",
-            from.as_str(),
-            "--cluster-to",
-            to.as_str(),
-            "--cluster-slots",
-            "1000",
-            "--cluster-yes",
-        ];
-        let output = run(cli.to_str().unwrap(), &args, b"").await;
-        assert!(output.status.success(), "reshard: {}", String::from_utf8_lossy(&output.stdout));
-    };
+    let reshard = reshard(cli.to_str().unwrap(), &servers);
     let (sent, redirected) = write_while(&scratch, 0, &servers, &sidecars, &proxies, reshard).await;
     assert!(redirected > 0, "the moved slots redirected the client ({sent} INCRs)");
     for proxy in proxies {
@@ -407,19 +229,8 @@ async fn on_valkey_announcing_its_sidecars_a_failover_under_load_goes_through_th
         proxies.push(TestProxy::start_on(server.addr, *listen, "").await);
     }
     let replica = find_replica(&servers).await;
-    let failover = async {
-        let mut admin = RawClient::connect(replica).await;
-        assert_eq!(admin.call(&[b"CLUSTER", b"FAILOVER"]).await, b"+OK\r\n");
-        for _ in 0..200 {
-            if admin.call(&[b"ROLE"]).await.starts_with(b"*3\r\n$6\r\nmaster") {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("{replica} did not become a primary");
-    };
     let (sent, redirected) =
-        write_while(&scratch, 1, &servers, &sidecars, &proxies, failover).await;
+        write_while(&scratch, 1, &servers, &sidecars, &proxies, failover(replica)).await;
     assert!(sent > 0 && redirected > 0, "the client was sent to the new primary ({sent} INCRs)");
     for proxy in proxies {
         proxy.shutdown().await;

@@ -4,6 +4,7 @@ pub mod adversary;
 pub mod audited;
 pub mod certs;
 pub mod client;
+pub mod cluster;
 pub mod http;
 pub mod mock;
 pub mod proxy;
