@@ -1,9 +1,9 @@
-//! A cluster whose slots move while clients write: three primaries with a sidecar each, redis-py's
-//! `RedisCluster` writing through the sidecars, and `redis-cli --cluster reshard` moving 1,000
-//! slots meanwhile, or `CLUSTER FAILOVER` on a replica; on Redis with the sidecars' map, and on
-//! Valkey 8 nodes that announce their sidecars themselves. The `-ASK` and `-MOVED` redirects name sidecars, no INCR is lost or counted
-//! twice, and no client reaches a node directly (the nodes ran exactly the INCRs the sidecars
-//! recorded). (redis-py's `incr` sends `INCRBY key 1`.)
+//! A cluster that changes while clients write: redis-py's `RedisCluster` writes through a
+//! sidecar per node while `redis-cli --cluster reshard` moves 1,000 slots, or while a replica
+//! takes over with `CLUSTER FAILOVER`; on Redis with the sidecars' map, and on Valkey 8 nodes
+//! that announce their sidecars themselves. The `-ASK` and `-MOVED` redirects name sidecars, no
+//! INCR is lost or counted twice, and no client reaches a node directly (the nodes ran exactly
+//! the INCRs the sidecars recorded). (redis-py's `incr` sends `INCRBY key 1`.)
 
 use std::net::SocketAddr;
 use std::time::Duration;
