@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use redis_audit_proxy::event::CommandRecord;
 
 use crate::clients::{run, REDIS_BENCHMARK, REDIS_CLI};
-use crate::support::cluster::{calls_on, cluster, valkey_cluster};
+use crate::support::cluster::{calls_on, cluster, unmapped_sidecars, valkey_cluster};
 use crate::support::redis::free_port;
 use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
 
@@ -193,11 +193,7 @@ async fn valkey_announcing_its_sidecars_needs_no_map() {
     let scratch = Scratch::new("valkey-cluster");
     std::fs::create_dir_all(scratch.path()).unwrap();
     let (servers, sidecars) = valkey_cluster(&scratch, NODES, 0).await;
-    let mut proxies = Vec::new();
-    for (server, listen) in servers.iter().zip(&sidecars) {
-        // No [cluster] section: replies pass as Valkey wrote them.
-        proxies.push(TestProxy::start_on(server.addr, *listen, "").await);
-    }
+    let proxies = unmapped_sidecars(&servers, &sidecars).await;
 
     let port = sidecars[0].port().to_string();
     for i in 0..30 {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::clients::REDIS_CLI;
 use crate::support::cluster::{
-    calls_on, cluster, failover, find_replica, reshard, valkey_cluster, wait_ok,
+    calls_on, cluster, failover, find_replica, reshard, unmapped_sidecars, valkey_cluster, wait_ok,
 };
 use crate::support::redis::free_port;
 use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
@@ -199,11 +199,7 @@ async fn on_valkey_announcing_its_sidecars_slots_move_under_load_through_them() 
     let scratch = Scratch::new("valkey-moves");
     std::fs::create_dir_all(scratch.path()).unwrap();
     let (servers, sidecars) = valkey_cluster(&scratch, NODES, 0).await;
-    let mut proxies = Vec::new();
-    for (server, listen) in servers.iter().zip(&sidecars) {
-        // No map: Valkey names the sidecars itself.
-        proxies.push(TestProxy::start_on(server.addr, *listen, "").await);
-    }
+    let proxies = unmapped_sidecars(&servers, &sidecars).await;
     let cli = Server::Valkey80.binary().with_file_name("valkey-cli");
     let reshard = reshard(cli.to_str().unwrap(), &servers);
     let (sent, redirected) = write_while(&scratch, 0, &servers, &sidecars, &proxies, reshard).await;
@@ -224,10 +220,7 @@ async fn on_valkey_announcing_its_sidecars_a_failover_under_load_goes_through_th
     // Three primaries, each with a replica; a replica reaches its primary at the address the
     // primary announces, its sidecar (the link comes up once the sidecars are there).
     let (servers, sidecars) = valkey_cluster(&scratch, 2 * NODES, 1).await;
-    let mut proxies = Vec::new();
-    for (server, listen) in servers.iter().zip(&sidecars) {
-        proxies.push(TestProxy::start_on(server.addr, *listen, "").await);
-    }
+    let proxies = unmapped_sidecars(&servers, &sidecars).await;
     let replica = find_replica(&servers).await;
     let (sent, redirected) =
         write_while(&scratch, 1, &servers, &sidecars, &proxies, failover(replica)).await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::clients::{run, REDIS_CLI};
 use crate::support::redis::{free_port, Server};
-use crate::support::{RawClient, RedisServer, Scratch};
+use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
 
 /// `nodes` cluster-enabled servers, their slots assigned (`replicas` per primary), the cluster
 /// `ok` on each.
@@ -179,4 +179,14 @@ pub async fn reshard(cli: &str, servers: &[RedisServer]) {
     ];
     let output = run(cli, &args, b"").await;
     assert!(output.status.success(), "reshard: {}", String::from_utf8_lossy(&output.stdout));
+}
+
+/// A proxy in front of each of `servers`, listening on its `sidecars` address, with no map: the
+/// servers name the sidecars themselves (Valkey's `cluster-announce-*`).
+pub async fn unmapped_sidecars(servers: &[RedisServer], sidecars: &[SocketAddr]) -> Vec<TestProxy> {
+    let mut proxies = Vec::new();
+    for (server, listen) in servers.iter().zip(sidecars) {
+        proxies.push(TestProxy::start_on(server.addr, *listen, "").await);
+    }
+    proxies
 }

@@ -85,24 +85,35 @@ impl RedisServer {
         Self::start_server(Server::Debian, extra)
     }
 
-    /// [`start`](Self::start) for `server`.
+    /// [`start`](Self::start) for `server`. A port another process took between our check and
+    /// the server's bind (a parallel test, a cluster node's bus port) makes the server exit at
+    /// once: then it starts again on another port.
     pub fn start_server(server: Server, extra: &[&str]) -> Self {
-        let port = free_port();
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        // What an earlier server on this port left there is not this one's.
-        let _ = std::fs::remove_dir_all(work_dir(port));
-        let child = spawn(server, port, &extra);
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let server = Self { addr, child, extra, server };
-        server.wait_ready();
-        server
+        for _ in 0..5 {
+            let port = free_port();
+            // What an earlier server on this port left there is not this one's.
+            let _ = std::fs::remove_dir_all(work_dir(port));
+            let child = spawn(server, port, &extra);
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let mut started = Self { addr, child, extra: extra.clone(), server };
+            if started.wait_ready() {
+                return started;
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
     }
 
-    fn wait_ready(&self) {
+    /// Waits until the server answers on its port; false if it exited first (its port was
+    /// taken).
+    fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
             if TcpStream::connect(self.addr).is_ok() {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -127,7 +138,7 @@ impl RedisServer {
             }
             assert!(Instant::now() < deadline, "redis-server did not restart");
         }
-        self.wait_ready();
+        assert!(self.wait_ready(), "redis-server did not restart on {}", self.addr);
     }
 }
 
