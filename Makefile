@@ -7,6 +7,7 @@ CONFIG ?= proxy.toml.example
 .PHONY: run test bench fuzz fuzz-smoke fuzz-differential fmt lint doc deps redis clean
 FUZZ_SECONDS ?= 600
 FUZZ_JOBS ?= 1
+FUZZ_RUNS ?=
 
 ## Start the proxy on 127.0.0.1:6380 in front of a redis-server on 127.0.0.1:$(REDIS_PORT),
 ## installing and starting one if none answers there.
@@ -34,15 +35,16 @@ bench: deps
 	python3 scripts/bench.py
 	python3 scripts/bench_cluster.py
 
-## Every fuzz target (fuzz/, cargo-fuzz) for FUZZ_SECONDS each, FUZZ_JOBS at a time; figures
+## Every fuzz target (fuzz/, cargo-fuzz) for FUZZ_SECONDS each (or FUZZ_RUNS executions each),
+## FUZZ_JOBS at a time; figures
 ## in docs/reliability.md. fuzz-smoke: 20 s per target.
 fuzz:
 	@bash scripts/ensure-cargo-fuzz.sh
-	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) bash scripts/fuzz.sh
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_RUNS=$(FUZZ_RUNS) FUZZ_JOBS=$(FUZZ_JOBS) bash scripts/fuzz.sh
 
 fuzz-smoke:
 	@bash scripts/ensure-cargo-fuzz.sh
-	FUZZ_SECONDS=20 FUZZ_JOBS=$(FUZZ_JOBS) bash scripts/fuzz.sh
+	FUZZ_SECONDS=20 FUZZ_RUNS= FUZZ_JOBS=$(FUZZ_JOBS) bash scripts/fuzz.sh
 
 ## Differential fuzzing against Redis (tests/it/differential_fuzz/): DIFFERENTIAL_FUZZ_STREAMS
 ## random request streams, sent directly and through the proxy, with a fresh seed (printed).
