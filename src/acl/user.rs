@@ -34,6 +34,12 @@ pub enum RuleError {
     /// ECHILD.
     #[error("Allowing first-arg of a subcommand is not supported")]
     FirstArgOfSubcommand,
+    /// The proxy's own refusal, where Redis 7.2 accepts the rule: a rule inside a selector
+    /// that ends in `)` (`(~k))`, pattern `k)`) is written by `ACL SAVE` as a selector that
+    /// ends early, so the users file would not load again (Redis itself then fails with
+    /// "Unknown command or category name in ACL" on its next `ACL LOAD`).
+    #[error("A rule inside a selector may not end with ')': ACL SAVE could not write it back")]
+    SelectorRuleEndsWithParenthesis,
 }
 
 /// Read permission of a key pattern (`%R~`).
@@ -408,6 +414,9 @@ impl User {
             let body = &op[1..op.len() - 1];
             // Redis splits the body with `sdssplitargs`; unbalanced quotes give no tokens.
             for token in split_args(body).unwrap_or_default() {
+                if token.last() == Some(&b')') {
+                    return Err(RuleError::SelectorRuleEndsWithParenthesis);
+                }
                 selector.apply(ids, &token)?;
             }
             self.selectors.push(selector);

@@ -241,6 +241,15 @@ mod tests {
             "line 1: Error in ACL rule '+get|x\t+@all': Syntax error",
             "a first-arg rule with a space would read as more rules once saved"
         );
+        assert_eq!(
+            error("user a on (~k))"),
+            "line 1: Error in ACL rule '(~k))': A rule inside a selector may not end with ')': ACL SAVE could not write it back",
+            "Redis 7.2 accepts it and saves `(~k) resetchannels -@all)`, a file it cannot load"
+        );
+        assert_eq!(
+            error("user a on (~k) (&c))"),
+            "line 1: Error in ACL rule '(&c))': A rule inside a selector may not end with ')': ACL SAVE could not write it back"
+        );
         let message = error("user a on >correct horse ~k");
         assert!(!message.contains("horse"), "{message}");
         let message = error("user a <hunter2");
