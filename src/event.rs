@@ -252,6 +252,8 @@ pub struct SinkSnapshot {
     pub(crate) last_error_unix: u64,
     /// See `audit::sinks::SinkCounters`.
     pub truncated: u64,
+    /// See `audit::sinks::SinkCounters`.
+    pub resent: u64,
 }
 
 /// What a security event reports.

@@ -86,6 +86,7 @@ pub struct Metrics {
     sink_errors: IntCounterVec,
     sink_last_error: IntGaugeVec,
     sink_truncated: IntCounterVec,
+    sink_resent: IntCounterVec,
     /// The audit counters as of the last scrape (the registry's counters grow by the delta).
     last_stats: Mutex<SinkStats>,
 }
@@ -176,6 +177,7 @@ impl Metrics {
             sink_errors: counter_vec("audit_sink_errors_total", "Failed connection attempts and writes of a sink", &["sink"]),
             sink_last_error: gauge_vec("audit_sink_last_error_timestamp_seconds", "When a sink last failed (Unix time; 0: never); the error itself is in the log", &["sink"]),
             sink_truncated: counter_vec("audit_sink_truncated_total", "Records a sink cut to fit max_message_bytes", &["sink"]),
+            sink_resent: counter_vec("audit_sink_resent_total", "RELP messages sent again after a session broke before they were acknowledged", &["sink"]),
             last_stats: Mutex::new(SinkStats::default()),
             registry,
         }
@@ -284,6 +286,7 @@ impl Metrics {
             );
             grow(&self.sink_errors.with_label_values(&label), sink.errors, before.errors);
             grow(&self.sink_truncated.with_label_values(&label), sink.truncated, before.truncated);
+            grow(&self.sink_resent.with_label_values(&label), sink.resent, before.resent);
             self.sink_queue_bytes.with_label_values(&label).set(sink.queue_bytes as i64);
             self.sink_last_error.with_label_values(&label).set(sink.last_error_unix as i64);
         }

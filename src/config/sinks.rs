@@ -29,7 +29,8 @@ pub struct RawSink {
     pub on_full: SinkOnFull,
     /// syslog: `host:port` of the collector.
     pub address: String,
-    /// syslog: `tcp` (RFC 6587 octet counting), `tls` (RFC 5425) or `udp` (RFC 5426, lossy).
+    /// syslog: `tcp` (RFC 6587 octet counting), `tls` (RFC 5425), `udp` (RFC 5426, lossy),
+    /// `relp` or `relp_tls` (rsyslog's RELP: acknowledged, resent after a reconnection).
     pub transport: SyslogTransport,
     /// syslog: the facility, `kern`..`local7`.
     pub facility: Facility,
@@ -50,6 +51,9 @@ pub struct RawSink {
     /// connection breaks (TCP acknowledges nothing to the sender's program: what the collector
     /// had not read yet is gone with it).
     pub inflight_bytes: u64,
+    /// syslog over relp/relp_tls: messages sent and not acknowledged yet, at most (rsyslog's
+    /// own RELP client uses 128).
+    pub relp_window: u64,
     /// syslog over tls: PEM CA bundle the collector's certificate must chain to (none: the
     /// system roots).
     pub ca_file: Option<String>,
@@ -79,6 +83,7 @@ impl Default for RawSink {
             reconnect_min_ms: 100,
             reconnect_max_ms: 30_000,
             inflight_bytes: 1024 * 1024,
+            relp_window: 128,
             ca_file: None,
             cert_file: None,
             key_file: None,
@@ -172,7 +177,10 @@ impl RawSink {
             ));
         }
         let tls_keys = [&self.ca_file, &self.cert_file, &self.key_file, &self.server_name];
-        let tls = if self.transport == SyslogTransport::Tls {
+        if !(1..=65_536).contains(&self.relp_window) {
+            return Err(Invalid::other("audit.sinks.relp_window", "must be 1 to 65536"));
+        }
+        let tls = if self.transport.uses_tls() {
             if self.cert_file.is_some() != self.key_file.is_some() {
                 return Err(Invalid::other(
                     "audit.sinks.key_file",
@@ -189,7 +197,7 @@ impl RawSink {
         } else if tls_keys.iter().any(|key| key.is_some()) {
             return Err(Invalid::other(
                 "audit.sinks.transport",
-                "ca_file, cert_file, key_file and server_name need transport = \"tls\"",
+                "ca_file, cert_file, key_file and server_name need transport = \"tls\" or \"relp_tls\"",
             ));
         } else {
             None
@@ -205,6 +213,7 @@ impl RawSink {
             reconnect_min: Duration::from_millis(self.reconnect_min_ms),
             reconnect_max: Duration::from_millis(self.reconnect_max_ms),
             inflight_bytes: self.inflight_bytes as usize,
+            relp_window: self.relp_window as usize,
             tls,
         })
     }
@@ -233,7 +242,7 @@ mod tests {
         for toml in [
             "type = \"kafka\"",
             "on_full = \"reject\"",
-            "transport = \"relp\"",
+            "transport = \"beep\"",
             "facility = \"local9\"",
         ] {
             let error = toml::from_str::<RawSink>(toml).unwrap_err().to_string();
@@ -246,6 +255,8 @@ mod tests {
             ("transport = \"tcp\"\nca_file = \"ca.pem\"", "audit.sinks.transport"),
             ("cert_file = \"c.pem\"", "audit.sinks.key_file"),
             ("name = \"a b\"", "audit.sinks.name"),
+            ("transport = \"relp\"\nrelp_window = 0", "audit.sinks.relp_window"),
+            ("transport = \"relp\"\nca_file = \"ca.pem\"", "audit.sinks.transport"),
         ] {
             assert_eq!(validate_sinks(&[sink(toml)]).unwrap_err().key, key, "{toml}");
         }

@@ -215,8 +215,8 @@ fn values_outside_a_closed_set_name_line_key_and_the_accepted_values() {
              \"required\"",
         ),
         (
-            "[audit]\n\n[[audit.sinks]]\ntransport = \"relp\"\n",
-            "p.toml:4: audit.sinks.transport: \"relp\" is not one of \"tcp\", \"tls\", \"udp\"",
+            "[audit]\n\n[[audit.sinks]]\ntransport = \"beep\"\n",
+            "p.toml:4: audit.sinks.transport: \"beep\" is not one of \"tcp\", \"tls\", \"udp\", \"relp\", \"relp_tls\"",
         ),
     ] {
         let error = Config::from_toml_str(text, "p.toml").unwrap_err().to_string();

@@ -47,6 +47,7 @@ mod runtime;
 mod sentinel;
 mod sinks;
 mod sinks_export;
+mod sinks_relp;
 mod skips;
 mod stateful;
 mod suggest;

@@ -126,6 +126,22 @@ async fn a_collectors_export_verifies_and_edits_outside_declared_losses_are_name
     assert_eq!(code, 1, "{err}");
     assert!(err.contains(&format!("checked.log:{}:", k + 1)), "{err}");
 
+    // A block delivered twice (a RELP sink sends again what was not acknowledged when its
+    // connection broke): sound, the repetition counted; the same block edited is not.
+    let mut repeated = export.clone();
+    let block = export[k - 3..k + 3].to_vec();
+    repeated.splice(k + 3..k + 3, block);
+    write_lines(&work, &repeated);
+    for against in [None, Some(audit_dir.as_path())] {
+        let (code, out, err) = verify(&work, against);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("6 lines delivered twice"), "{out}");
+    }
+    repeated[k + 4] = repeated[k + 4].replacen("key:", "kez:", 1);
+    write_lines(&work, &repeated);
+    assert_eq!(verify(&work, None).0, 1);
+    assert_eq!(verify(&work, Some(&audit_dir)).0, 1);
+
     // Lines removed inside a range a loss line declares, where the gap is: sound.
     let k = commands_at(&export, export.len() / 3, 4);
     let first = msg(&export[k])["seq"].as_u64().unwrap();

@@ -46,6 +46,11 @@ pub enum SyslogTransport {
     Tls,
     /// RFC 5426: one datagram per message; lost datagrams are not noticed.
     Udp,
+    /// rsyslog's RELP over TCP: each message acknowledged, what was not resent after a
+    /// reconnection.
+    Relp,
+    /// RELP over TLS (rsyslog's `imrelp` with `tls="on"`).
+    RelpTls,
 }
 
 /// `type` of a sink as written: which [`SinkKind`].
@@ -85,7 +90,24 @@ impl SyslogTransport {
             Self::Tcp => "tcp",
             Self::Tls => "tls",
             Self::Udp => "udp",
+            Self::Relp => "relp",
+            Self::RelpTls => "relp_tls",
         }
+    }
+
+    /// One datagram per message (no connection, no framing).
+    pub fn is_datagram(self) -> bool {
+        self == Self::Udp
+    }
+
+    /// Over TLS: the `ca_file`, `cert_file`, `key_file` and `server_name` keys apply.
+    pub fn uses_tls(self) -> bool {
+        matches!(self, Self::Tls | Self::RelpTls)
+    }
+
+    /// RELP: acknowledged messages, resent after a reconnection.
+    pub fn is_relp(self) -> bool {
+        matches!(self, Self::Relp | Self::RelpTls)
     }
 }
 
@@ -173,6 +195,8 @@ pub struct SyslogConfig {
     pub(crate) reconnect_max: Duration,
     /// Bytes declared lost when a TCP or TLS connection breaks.
     pub inflight_bytes: usize,
+    /// RELP: messages sent and not acknowledged yet, at most.
+    pub relp_window: usize,
     /// TLS settings (`transport = "tls"`).
     pub tls: Option<UpstreamTlsConfig>,
 }

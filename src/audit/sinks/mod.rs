@@ -10,6 +10,8 @@
 //! (`"block"`), and nothing else: a collector that is down never stops the file.
 
 pub mod config;
+mod connection;
+mod relp;
 mod stdout;
 pub mod syslog;
 mod transport;
@@ -31,6 +33,9 @@ use crate::util::sync::LockAnyway;
 
 /// How long closing waits for the sinks to send what they hold.
 pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long closing then waits for an abandoned sink's thread to declare what it held (it
+/// notices between two attempts: a connection attempt lasts up to `connect_timeout_ms`).
+const GIVE_UP_WAIT: Duration = Duration::from_secs(1);
 
 /// Lines a sink missed: their seq range (lines without a seq, such as seals, are counted but
 /// have none) and why.
@@ -101,7 +106,8 @@ pub(crate) fn line_seq(line: &[u8]) -> Option<u64> {
 /// A sink's counters (`/metrics`: `audit_sink_*{sink="…"}`).
 #[derive(Debug, Default)]
 pub(crate) struct SinkCounters {
-    /// Lines delivered to the destination (written to its socket or stream).
+    /// Lines delivered to the destination (written to its socket or stream; with RELP,
+    /// acknowledged by the collector).
     pub sent: AtomicU64,
     /// Lines missed: dropped from a full queue, or declared lost with a broken connection.
     pub dropped: AtomicU64,
@@ -116,6 +122,9 @@ pub(crate) struct SinkCounters {
     pub(crate) last_error_unix: AtomicU64,
     /// Records cut to fit `max_message_bytes`.
     pub truncated: AtomicU64,
+    /// RELP: messages sent again on a new session because the collector had not
+    /// acknowledged them when the last one broke.
+    pub resent: AtomicU64,
 }
 
 /// What the writer and one sink's thread share.
@@ -134,6 +143,9 @@ pub(crate) struct SinkShared {
     /// Set when the log starts closing: a writer blocked on this full queue waits at most
     /// [`CLOSE_GRACE`] more, so that a collector that is down cannot hold a shutdown.
     unblock: AtomicBool,
+    /// Set when closing ran out of time for this sink with lines still held: its thread stops
+    /// trying and declares them lost, so that the file records it before its final seal.
+    abandoned: AtomicBool,
     counters: SinkCounters,
     /// Losses the file has not recorded yet (`sink_loss`), taken by the writer.
     file_notes: Mutex<Vec<Missed>>,
@@ -158,6 +170,7 @@ impl SinkShared {
             room: Condvar::new(),
             closing: AtomicBool::new(false),
             unblock: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
             counters: SinkCounters::default(),
             file_notes: Mutex::new(Vec::new()),
         }
@@ -203,6 +216,28 @@ impl SinkShared {
 
     pub(crate) fn is_closing(&self) -> bool {
         self.closing.load(Ordering::SeqCst)
+    }
+
+    /// See `abandoned`: the thread should stop and call [`SinkShared::give_up`].
+    pub(crate) fn is_abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::SeqCst)
+    }
+
+    /// The end of a thread that could not deliver everything: `missed` (the lines it held)
+    /// and whatever is still queued are declared lost, and nothing is held any more.
+    pub(crate) fn give_up(&self, mut missed: Missed, envelope: &Envelope) {
+        let queued = std::mem::take(&mut self.lock().bytes);
+        missed.add_lines(&queued);
+        if missed.lines > 0 {
+            self.note_lost(&missed, envelope);
+        }
+        // Only now: `drain` takes the notes once nothing is held.
+        self.counters.queue_bytes.store(0, Ordering::SeqCst);
+    }
+
+    /// Lines queued or taken by the thread and not delivered yet.
+    fn holds_lines(&self) -> bool {
+        !self.lock().bytes.is_empty() || self.counters.queue_bytes.load(Ordering::SeqCst) > 0
     }
 
     pub(crate) fn counters(&self) -> &SinkCounters {
@@ -299,7 +334,11 @@ impl Sinks {
                 SinkKind::Stdout => thread.spawn(move || stdout::run(&for_thread, &envelope))?,
                 SinkKind::Syslog(syslog) => {
                     let syslog = syslog.clone();
-                    thread.spawn(move || transport::run(&for_thread, &syslog, &envelope))?
+                    if syslog.transport.is_relp() {
+                        thread.spawn(move || relp::run(&for_thread, &syslog, &envelope))?
+                    } else {
+                        thread.spawn(move || transport::run(&for_thread, &syslog, &envelope))?
+                    }
                 }
             };
             sinks.push(shared);
@@ -347,6 +386,7 @@ impl Sinks {
                     errors: c.errors.load(Ordering::Relaxed),
                     last_error_unix: c.last_error_unix.load(Ordering::Relaxed),
                     truncated: c.truncated.load(Ordering::Relaxed),
+                    resent: c.resent.load(Ordering::Relaxed),
                 }
             })
             .collect()
@@ -363,11 +403,17 @@ impl Sinks {
     pub(crate) fn drain(&self) {
         let deadline = Instant::now() + CLOSE_GRACE;
         for sink in &self.sinks {
-            while Instant::now() < deadline
-                && (!sink.lock().bytes.is_empty()
-                    || sink.counters.queue_bytes.load(Ordering::SeqCst) > 0)
-            {
+            while Instant::now() < deadline && sink.holds_lines() {
                 std::thread::sleep(Duration::from_millis(2));
+            }
+            if sink.holds_lines() {
+                // Out of time (a collector that is down): the thread declares what it holds.
+                sink.abandoned.store(true, Ordering::SeqCst);
+                sink.ready.notify_all();
+                let given_up = Instant::now() + GIVE_UP_WAIT;
+                while Instant::now() < given_up && sink.holds_lines() {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
             }
             // What it missed last is declared now, so that the file records it before its
             // final seal.
@@ -375,9 +421,6 @@ impl Sinks {
         }
     }
 
-    /// Lets the sinks send what they hold, for up to `grace`, and stops them. A sink still busy
-    /// then (a collector that stopped reading) is left behind; what it held is declared lost.
-    /// Undeclared losses are left for [`take_file_notes`](Self::take_file_notes).
     pub(crate) fn close(&self, grace: Duration) {
         self.begin_close();
         self.closed.store(true, Ordering::SeqCst);

@@ -4,6 +4,9 @@
 
 use memchr::memmem;
 
+use crate::audit::schema::Envelope;
+use crate::audit::sinks::config::SyslogConfig;
+
 /// RFC 5424 severities used.
 const WARNING: u8 = 4;
 const NOTICE: u8 = 5;
@@ -22,6 +25,20 @@ pub struct Header {
     pub procid: u32,
     /// The longest message (header included).
     pub max_message_bytes: usize,
+}
+
+impl Header {
+    /// The header of a sink's messages: its settings, the node's name unless `hostname` is
+    /// set, this process's id.
+    pub(crate) fn for_sink(config: &SyslogConfig, envelope: &Envelope) -> Self {
+        Self {
+            facility: config.facility.code(),
+            hostname: config.hostname.clone().unwrap_or_else(|| envelope.node.clone()),
+            app_name: config.app_name.clone(),
+            procid: std::process::id(),
+            max_message_bytes: config.max_message_bytes,
+        }
+    }
 }
 
 /// How far into a line its `time`, `kind`, `action` and `outcome` are looked for: they all

@@ -9,130 +9,19 @@
 //! covers what is missing, and may name some lines that did arrive.
 
 use std::collections::VecDeque;
-use std::io::{self, Write};
-use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::{ClientConfig, ClientConnection, StreamOwned};
-use rustls_pki_types::ServerName;
-
+use super::connection::{sleep_unless_closing, Connection};
 use super::syslog::{push_octet_counted, Header};
 use super::{line_seq, Missed, SinkShared};
 use crate::audit::schema::Envelope;
-use crate::audit::sinks::config::{SyslogConfig, SyslogTransport};
+use crate::audit::sinks::config::SyslogConfig;
 
 /// Bytes of framed messages written at once.
 const CHUNK_BYTES: usize = 64 * 1024;
 /// How long the thread waits for lines before looking again.
-const TICK: Duration = Duration::from_millis(200);
-
-/// Why a connection could not be made or used.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum SinkError {
-    /// Resolving, connecting or writing failed.
-    #[error("{0}")]
-    Io(#[from] io::Error),
-    /// The TLS settings cannot be used (a file, the server name).
-    #[error("TLS: {0}")]
-    Tls(#[from] crate::tls::TlsError),
-    /// The address resolves to nothing.
-    #[error("{0} resolves to no address")]
-    NoAddress(String),
-}
-
-/// An open connection to the collector.
-enum Connection {
-    Tcp(TcpStream),
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
-    Udp(UdpSocket),
-}
-
-impl Connection {
-    fn open(
-        config: &SyslogConfig,
-        tls: Option<&(Arc<ClientConfig>, ServerName<'static>)>,
-    ) -> Result<Self, SinkError> {
-        let addrs: Vec<_> = config.address.to_socket_addrs()?.collect();
-        let first = *addrs.first().ok_or_else(|| SinkError::NoAddress(config.address.clone()))?;
-        if config.transport == SyslogTransport::Udp {
-            let bind = if first.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
-            let socket = UdpSocket::bind(bind)?;
-            socket.connect(first)?;
-            return Ok(Self::Udp(socket));
-        }
-        let mut last_error = None;
-        let stream = addrs.iter().find_map(|addr| {
-            TcpStream::connect_timeout(addr, config.connect_timeout)
-                .map_err(|error| last_error = Some(error))
-                .ok()
-        });
-        let stream =
-            stream.ok_or_else(|| last_error.unwrap_or_else(|| io::ErrorKind::NotFound.into()))?;
-        // A collector that stops reading makes a write fail after this long, rather than
-        // hold the sink's thread (its queue then fills and `on_full` applies meanwhile).
-        stream.set_write_timeout(Some(config.connect_timeout))?;
-        stream.set_read_timeout(Some(config.connect_timeout))?;
-        let Some((client, name)) = tls else { return Ok(Self::Tcp(stream)) };
-        let connection = ClientConnection::new(Arc::clone(client), name.clone())
-            .map_err(|error| crate::tls::TlsError::Rustls(error.to_string()))?;
-        let mut stream = StreamOwned::new(connection, stream);
-        while stream.conn.is_handshaking() {
-            stream.conn.complete_io(&mut stream.sock)?;
-        }
-        Ok(Self::Tls(Box::new(stream)))
-    }
-
-    /// False once the collector closed its side (found without blocking). A collector never
-    /// writes to a syslog connection, so end-of-stream, or an error, means it is gone.
-    fn is_open(&mut self) -> bool {
-        let socket = match self {
-            Self::Tcp(stream) => &*stream,
-            Self::Tls(stream) => &stream.sock,
-            Self::Udp(_) => return true,
-        };
-        if socket.set_nonblocking(true).is_err() {
-            return false;
-        }
-        let mut byte = [0u8; 1];
-        let peeked = socket.peek(&mut byte);
-        let open = match peeked {
-            Ok(0) => false,
-            Ok(_) => match self {
-                // TLS records from the collector: session tickets, or a close_notify.
-                Self::Tls(stream) => {
-                    let read = stream.conn.read_tls(&mut stream.sock);
-                    let state = stream.conn.process_new_packets();
-                    read.is_ok() && state.is_ok_and(|state| !state.peer_has_closed())
-                }
-                _ => true,
-            },
-            Err(error) => error.kind() == io::ErrorKind::WouldBlock,
-        };
-        let socket = match self {
-            Self::Tcp(stream) => &*stream,
-            Self::Tls(stream) => &stream.sock,
-            Self::Udp(_) => return true,
-        };
-        open && socket.set_nonblocking(false).is_ok()
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        match self {
-            Self::Tcp(stream) => stream.write_all(bytes),
-            Self::Tls(stream) => stream.write_all(bytes).and_then(|()| stream.flush()),
-            Self::Udp(socket) => socket.send(bytes).map(drop),
-        }
-    }
-
-    fn close(self) {
-        if let Self::Tls(mut stream) = self {
-            stream.conn.send_close_notify();
-            let _ = stream.flush();
-        }
-    }
-}
+pub(super) const TICK: Duration = Duration::from_millis(200);
 
 /// What was sent on the current connection, newest last, kept while it is within the last
 /// `inflight_bytes`: what a break declares lost.
@@ -167,15 +56,9 @@ impl InFlight {
 
 /// The thread's loop: until the log closes and everything queued was sent (or declared lost).
 pub(super) fn run(shared: &SinkShared, config: &SyslogConfig, envelope: &Envelope) {
-    let header = Header {
-        facility: config.facility.code(),
-        hostname: config.hostname.clone().unwrap_or_else(|| envelope.node.clone()),
-        app_name: config.app_name.clone(),
-        procid: std::process::id(),
-        max_message_bytes: config.max_message_bytes,
-    };
+    let header = Header::for_sink(config, envelope);
     let counters = shared.counters();
-    let stream = config.transport != SyslogTransport::Udp;
+    let stream = !config.transport.is_datagram();
     let mut connection: Option<Connection> = None;
     let mut connected_before = false;
     let mut failing = false;
@@ -187,7 +70,7 @@ pub(super) fn run(shared: &SinkShared, config: &SyslogConfig, envelope: &Envelop
     // `loss` lines to send first on the next connection.
     let mut declare: Vec<u8> = Vec::new();
     let (mut out, mut message) = (Vec::with_capacity(CHUNK_BYTES * 2), Vec::new());
-    loop {
+    while !shared.is_abandoned() {
         if sent_to >= pending.len() {
             (sent_to, pending) = (0, std::mem::take(&mut pending));
             counters.queue_bytes.store(0, Ordering::Relaxed);
@@ -205,14 +88,7 @@ pub(super) fn run(shared: &SinkShared, config: &SyslogConfig, envelope: &Envelop
             declare.extend(lose_in_flight(shared, &mut in_flight, None, envelope));
         }
         if connection.is_none() {
-            let tls = match &config.tls {
-                Some(tls) => crate::tls::client_config(tls)
-                    .and_then(|client| Ok((client, crate::tls::server_name(&tls.server_name)?)))
-                    .map(Some)
-                    .map_err(SinkError::from),
-                None => Ok(None),
-            };
-            match tls.and_then(|tls| Connection::open(config, tls.as_ref())) {
+            match Connection::connect(config) {
                 Ok(open) => {
                     if connected_before {
                         counters.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -292,11 +168,9 @@ pub(super) fn run(shared: &SinkShared, config: &SyslogConfig, envelope: &Envelop
         }
         counters.queue_bytes.store(left, Ordering::SeqCst);
     }
-    if sent_to < pending.len() {
-        let mut missed = Missed::new(shared.name(), "closed");
-        missed.add_lines(&pending[sent_to..]);
-        shared.note_lost(&missed, envelope);
-    }
+    let mut missed = Missed::new(shared.name(), "closed");
+    missed.add_lines(&pending[sent_to.min(pending.len())..]);
+    shared.give_up(missed, envelope);
     if let Some(open) = connection {
         open.close();
     }
@@ -329,14 +203,5 @@ fn frame(octet_counted: bool, message: &[u8], out: &mut Vec<u8>) {
         push_octet_counted(message, out);
     } else {
         out.extend_from_slice(message);
-    }
-}
-
-fn sleep_unless_closing(shared: &SinkShared, pause: Duration) {
-    let step = Duration::from_millis(20);
-    let mut slept = Duration::ZERO;
-    while slept < pause && !shared.is_closing() {
-        std::thread::sleep(step.min(pause - slept));
-        slept += step;
     }
 }

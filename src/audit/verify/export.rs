@@ -13,8 +13,15 @@
 //! the copy must be the file's line with its `seq` (lines without one: the file's next line),
 //! byte for byte, and a file line between two lines of the copy may be missing only inside a
 //! `loss` line's declared range.
+//!
+//! A line repeated byte for byte within the last [`REPEAT_WINDOW`] lines is a delivery made
+//! twice (a RELP sink sends again what the collector had not acknowledged when a connection
+//! broke): counted as `repeated`, and otherwise ignored.
 
+use std::collections::hash_map::RandomState;
+use std::collections::{HashSet, VecDeque};
 use std::fs::File;
+use std::hash::BuildHasher;
 use std::io::{BufReader, ErrorKind};
 use std::path::Path;
 
@@ -48,8 +55,42 @@ pub struct ExportReport {
     pub truncated: u64,
     /// Lines after the last seal (not sealed yet when the copy was exported).
     pub unsealed_lines: u64,
+    /// Lines delivered a second time (the same bytes as a line among the last
+    /// [`REPEAT_WINDOW`]), not counted above.
+    pub repeated: u64,
     /// With `--dir`: lines found identical in the trail.
     pub compared: Option<u64>,
+}
+
+/// How far back a repeated line is recognised: the largest `relp_window`, since a RELP sink
+/// sends again at most that many of its latest lines.
+pub(crate) const REPEAT_WINDOW: usize = 65_536;
+
+/// The last lines of the copy, by a keyed hash (random keys: a line cannot be made to pass as
+/// a repetition of another).
+#[derive(Default)]
+struct Recent {
+    hasher: RandomState,
+    order: VecDeque<u64>,
+    seen: HashSet<u64>,
+}
+
+impl Recent {
+    /// True when `line` repeats one of the last lines; otherwise remembers it.
+    fn repeats(&mut self, line: &[u8]) -> bool {
+        let hash = self.hasher.hash_one(line);
+        if self.seen.contains(&hash) {
+            return true;
+        }
+        if self.order.len() == REPEAT_WINDOW {
+            if let Some(oldest) = self.order.pop_front() {
+                self.seen.remove(&oldest);
+            }
+        }
+        self.order.push_back(hash);
+        self.seen.insert(hash);
+        false
+    }
 }
 
 impl std::fmt::Display for ExportReport {
@@ -69,6 +110,9 @@ impl std::fmt::Display for ExportReport {
             self.truncated,
             self.unsealed_lines
         )?;
+        if self.repeated > 0 {
+            write!(f, "; {} lines delivered twice (ignored)", self.repeated)?;
+        }
         if let Some(compared) = self.compared {
             write!(f, "; {compared} lines identical to the file trail's")?;
         }
@@ -225,6 +269,7 @@ struct SinkCopy {
     /// trail).
     for_seq: Allowance,
     for_trail: Allowance,
+    recent: Recent,
 }
 
 impl SinkCopy {
@@ -235,6 +280,10 @@ impl SinkCopy {
         line: &[u8],
         trail: Option<&mut Trail>,
     ) -> Result<(), Problem> {
+        if self.recent.repeats(line) {
+            self.report.repeated += 1;
+            return Ok(());
+        }
         let fields: Fields = match serde_json::from_slice(line) {
             Ok(Value::Object(fields)) => fields,
             Ok(_) => return Err(Problem::NotJson { error: "not an object".to_owned() }),

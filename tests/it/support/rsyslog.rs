@@ -1,5 +1,6 @@
 //! A real `rsyslogd` as the collector of a syslog sink: its own config file on a free loopback
-//! port (`imtcp`, plain or TLS through the `gtls` driver), writing what it receives to a file as
+//! port (`imtcp`, plain or TLS through the `gtls` driver, or `imrelp`, plain or TLS), writing
+//! what it receives to a file as
 //! `PRI|MSGID|MSG` lines; stopped (SIGTERM, so it writes what it read) and started again on
 //! the same port and file.
 
@@ -11,12 +12,14 @@ use std::time::{Duration, Instant};
 /// Where Debian's package puts the daemon.
 pub const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
 
-/// Whether rsyslogd and its gtls driver are installed.
+/// Whether rsyslogd, its gtls driver and its RELP input are installed.
 pub fn present() -> bool {
-    let gtls = ["/usr/lib/x86_64-linux-gnu/rsyslog", "/usr/lib/aarch64-linux-gnu/rsyslog"]
-        .iter()
-        .any(|dir| Path::new(dir).join("lmnsd_gtls.so").exists());
-    Path::new(RSYSLOGD).exists() && gtls
+    let module = |name: &str| {
+        ["/usr/lib/x86_64-linux-gnu/rsyslog", "/usr/lib/aarch64-linux-gnu/rsyslog"]
+            .iter()
+            .any(|dir| Path::new(dir).join(name).exists())
+    };
+    Path::new(RSYSLOGD).exists() && module("lmnsd_gtls.so") && module("imrelp.so")
 }
 
 /// [`crate::require!`] for rsyslogd: a sink test never passes without the real collector.
@@ -25,9 +28,9 @@ macro_rules! require_rsyslog {
     () => {
         $crate::require!(
             $crate::support::rsyslog::present(),
-            "rsyslogd with its gtls driver",
+            "rsyslogd with its gtls driver and imrelp",
             "`make test` installs it (scripts/ensure-rsyslog.sh, or `apt-get install rsyslog \
-             rsyslog-gnutls`)"
+             rsyslog-gnutls rsyslog-relp`)"
         );
     };
 }
@@ -54,34 +57,60 @@ pub struct Rsyslog {
     child: Option<Child>,
 }
 
+/// How a collector listens.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// `imtcp`, plain or TLS (RFC 6587 octet counting, RFC 5425).
+    Tcp(Option<&'a CollectorTls>),
+    /// `imrelp`, plain or TLS; over TLS it wants a client certificate from the CA.
+    Relp(Option<&'a CollectorTls>),
+}
+
 impl Rsyslog {
-    /// Starts one in `dir`, on a free port.
+    /// Starts one in `dir`, on a free port, listening with `imtcp`.
     pub fn start(dir: &Path, tls: Option<&CollectorTls>) -> Self {
+        Self::start_input(dir, Input::Tcp(tls))
+    }
+
+    /// Starts one in `dir`, on a free port.
+    pub fn start_input(dir: &Path, input: Input<'_>) -> Self {
         assert!(present(), "rsyslogd is not installed: the test must `require_rsyslog!()` first");
         std::fs::create_dir_all(dir.join("work")).unwrap();
         let port = crate::support::redis::free_port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let output = dir.join("received.log");
         let export = dir.join("export.log");
-        let driver = match tls {
-            Some(tls) => format!(
+        let listen = format!("address=\"127.0.0.1\" port=\"{port}\"");
+        let input = match input {
+            Input::Tcp(Some(tls)) => format!(
                 "global(DefaultNetstreamDriverCAFile=\"{}\" DefaultNetstreamDriverCertFile=\"{}\" \
                  DefaultNetstreamDriverKeyFile=\"{}\")\n\
                  module(load=\"imtcp\" StreamDriver.Name=\"gtls\" StreamDriver.Mode=\"1\" \
-                 StreamDriver.AuthMode=\"anon\")\n",
+                 StreamDriver.AuthMode=\"anon\")\n\
+                 input(type=\"imtcp\" {listen})\n",
                 tls.ca_file.display(),
                 tls.cert_file.display(),
                 tls.key_file.display()
             ),
-            None => "module(load=\"imtcp\")\n".to_owned(),
+            Input::Tcp(None) => format!("module(load=\"imtcp\")\ninput(type=\"imtcp\" {listen})\n"),
+            Input::Relp(Some(tls)) => format!(
+                "module(load=\"imrelp\")\n\
+                 input(type=\"imrelp\" {listen} tls=\"on\" tls.cacert=\"{}\" \
+                 tls.mycert=\"{}\" tls.myprivkey=\"{}\" tls.authmode=\"certvalid\")\n",
+                tls.ca_file.display(),
+                tls.cert_file.display(),
+                tls.key_file.display()
+            ),
+            Input::Relp(None) => {
+                format!("module(load=\"imrelp\")\ninput(type=\"imrelp\" {listen})\n")
+            }
         };
         // The main queue is direct: what rsyslogd read is written before it reads more, so a
         // stopped collector has lost only what was still in the sockets, never a queue.
         let config = format!(
             "global(workDirectory=\"{work}\" maxMessageSize=\"64k\")\n\
              main_queue(queue.type=\"Direct\")\n\
-             {driver}\
-             input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\")\n\
+             {input}\
              template(name=\"audit\" type=\"string\" string=\"%pri%|%msgid%|%msg%\\n\")\n\
              action(type=\"omfile\" file=\"{output}\" template=\"audit\" flushOnTXEnd=\"on\")\n\
              action(type=\"omfile\" file=\"{export}\" template=\"RSYSLOG_SyslogProtocol23Format\" \
@@ -113,7 +142,7 @@ impl Rsyslog {
             .arg(&self.pid_file)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(self.log_file())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {RSYSLOGD}: {e}"));
         self.child = Some(child);
@@ -128,6 +157,30 @@ impl Rsyslog {
             assert!(Instant::now() < deadline, "rsyslogd never listened on {}", self.addr);
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// rsyslogd's own messages (appended across restarts), for a failing test to show.
+    fn log_file(&self) -> Stdio {
+        let path = self.config.with_file_name("rsyslogd.log");
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_or_else(|_| Stdio::null(), Stdio::from)
+    }
+
+    /// The end of rsyslogd's own messages.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.config.with_file_name("rsyslogd.log"));
+        let text = text.unwrap_or_default();
+        text.lines()
+            .rev()
+            .take(12)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Stops it with SIGTERM (it writes what it read) and waits for it to exit.
@@ -169,7 +222,8 @@ impl Rsyslog {
             }
             assert!(
                 Instant::now() < deadline,
-                "rsyslogd received {now} messages, expected {count}"
+                "rsyslogd received {now} messages, expected {count}; its log ends:\n{}",
+                self.log_tail()
             );
             seen = now;
         }
