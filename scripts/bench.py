@@ -16,7 +16,10 @@ directly and through each *arm* (the process in the middle):
   proxy-shared     audit on, `upstream.pool = "shared"`: clients share 4 upstream connections.
   proxy-shared-pc  the same with `proxy.runtime = "per_core"` (shared connections per thread).
   proxy-syslog     audit on plus an `[[audit.sinks]]` syslog sink over TLS to a collector in this
-                   script that reads and discards: what the copy costs the proxy.
+                   script that reads and discards: what the copy costs the proxy (its thread's
+                   CPU is read on its own too).
+  proxy-syslog-stuck  the same sink to a collector that completes the TLS handshake and then never
+                   reads (`on_full = "drop"`): the proxy must serve as fast as without it.
   haproxy          HAProxy in TCP mode, one upstream connection per client like this proxy: the
                    reference for what forwarding bytes costs.
   twemproxy        nutcracker, which multiplexes all clients over one Redis connection.
@@ -54,8 +57,8 @@ import signal, socket, ssl, subprocess, sys, tempfile, threading, time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench_report import (ACL_USERS, ALL_ARMS, AUDIT_ARMS, PROXY_ARMS, ROOT, TESTS, TLS_ARMS,
-                          BenchError, analyse, die, log, render_markdown, write_docs)
+from bench_report import (ACL_USERS, ALL_ARMS, AUDIT_ARMS, PROXY_ARMS, ROOT, SINK_NAME, SINK_THREAD,
+                          TESTS, TLS_ARMS, BenchError, analyse, die, log, render_markdown, write_docs)
 
 def tail(path: Path, lines: int = 20) -> str:
     with contextlib.suppress(OSError):
@@ -256,7 +259,7 @@ def parse_sets(values: list[str]) -> dict[str, dict[str, str]]:
 
 
 def proxy_config(arm: str, port: int, upstream: int, tls_port: int | None,
-                 extra: dict[str, dict[str, str]], syslog_port: int | None = None) -> str:
+                 extra: dict[str, dict[str, str]], syslog_port: tuple[int, int] | None = None) -> str:
     """The arm's TOML (paths relative to the work directory); its own keys win over --set."""
     q = json.dumps
     own = {"proxy": {"listen": q(f"127.0.0.1:{port}")}, "upstream": {"address": q(f"127.0.0.1:{upstream}")},
@@ -280,21 +283,25 @@ def proxy_config(arm: str, port: int, upstream: int, tls_port: int | None,
             merged.setdefault(section, {}).setdefault(key, value)
     text = "".join(f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
                    for name, keys in merged.items() if keys)
-    if arm == "proxy-syslog" and syslog_port:
-        text += ("[[audit.sinks]]\ntype = \"syslog\"\ntransport = \"tls\"\n"
-                 f"address = \"127.0.0.1:{syslog_port}\"\nca_file = \"tls/ca.pem\"\n"
+    if arm.startswith("proxy-syslog") and syslog_port:
+        port = syslog_port[1 if arm == "proxy-syslog-stuck" else 0]
+        text += (f"[[audit.sinks]]\ntype = \"syslog\"\nname = \"{SINK_NAME}\"\ntransport = \"tls\"\n"
+                 f"address = \"127.0.0.1:{port}\"\nca_file = \"tls/ca.pem\"\n"
                  "server_name = \"localhost\"\n")
     return text
 
 
-def discard_collector(tls_dir: Path, port: int) -> None:
-    """A TLS syslog collector that accepts and reads everything, keeping nothing (a thread)."""
+def discard_collector(tls_dir: Path, port: int, reads: bool = True) -> None:
+    """A TLS syslog collector (a thread) that accepts and reads everything, keeping nothing; or,
+    with `reads` false, that completes each TLS handshake and then never reads."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(str(tls_dir / "server.pem"), str(tls_dir / "server.key"))
     listener = socket.create_server(("127.0.0.1", port))
 
     def serve(conn: socket.socket) -> None:
         with contextlib.suppress(OSError, ssl.SSLError), context.wrap_socket(conn, server_side=True) as tls:
+            if not reads:
+                threading.Event().wait()
             while tls.recv(1 << 16):
                 pass
 
@@ -323,11 +330,13 @@ def start_arms(sup: Supervisor, names: list[str], opts, binaries: dict[str, str]
     cmd = ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
            "--appendonly", "no", "--dir", "."]
     syslog_port = None
-    if (TLS_ARMS | {"proxy-syslog"}) & set(names):
+    syslog_arms = {"proxy-syslog", "proxy-syslog-stuck"}
+    if (TLS_ARMS | syslog_arms) & set(names):
         make_certificates(work / "tls")
-    if "proxy-syslog" in names:
-        syslog_port = free_port(ports)
-        discard_collector(work / "tls", syslog_port)
+    if syslog_arms & set(names):
+        syslog_port = (free_port(ports), free_port(ports))  # reading, and never reading
+        discard_collector(work / "tls", syslog_port[0])
+        discard_collector(work / "tls", syslog_port[1], reads=False)
     if TLS_ARMS & set(names):
         tls_port = free_port(ports)
         cmd += ["--tls-port", str(tls_port), "--tls-cert-file", "tls/server.pem", "--tls-key-file",
@@ -403,6 +412,7 @@ def measure(sup: Supervisor, redis: Proc, arm: Arm, pipeline: int, rnd: int, opt
     # The audit writer's own thread: the part of the audit's cost that the middle's total, of
     # which it is a few per cent, cannot resolve on a noisy machine.
     writer0 = thread_cpu_seconds(arm.middle, "audit-writer") if arm.audit_dir else None
+    sink0 = thread_cpu_seconds(arm.middle, SINK_THREAD) if arm.audit_dir else None
     started = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=sup.work)
     seconds = time.monotonic() - started
@@ -411,6 +421,8 @@ def measure(sup: Supervisor, redis: Proc, arm: Arm, pipeline: int, rnd: int, opt
     middle = cpu_seconds(arm.middle) - middle0 if arm.middle else None
     writer = thread_cpu_seconds(arm.middle, "audit-writer") if writer0 is not None else None
     writer = None if writer is None or writer0 is None else writer - writer0
+    sink = thread_cpu_seconds(arm.middle, SINK_THREAD) if sink0 is not None else None
+    sink = None if sink is None or sink0 is None else sink - sink0
     sup.check_alive()
     if done.returncode != 0:
         die(f"`{shlex.join(cmd)}` failed (status {done.returncode}):\n{done.stderr[-2000:]}")
@@ -425,7 +437,8 @@ def measure(sup: Supervisor, redis: Proc, arm: Arm, pipeline: int, rnd: int, opt
     per_request = lambda s: None if s is None else s * 1e6 / (len(TESTS) * opts.requests)
     return Run(arm.name, pipeline, rnd, {t: tests[t] for t in TESTS},
                {"redis-server": per_request(redis_cpu), "middle": per_request(middle),
-                "redis-benchmark": per_request(client), "audit-writer": per_request(writer)},
+                "redis-benchmark": per_request(client), "audit-writer": per_request(writer),
+                SINK_THREAD: per_request(sink)},
                lag, seconds)
 
 

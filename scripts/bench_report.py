@@ -11,11 +11,13 @@ DOC = ROOT / "docs/benchmarks.md"
 CHART, DOC_JSON = ROOT / "docs/bench/chart.svg", ROOT / "docs/bench/result.json"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 ALL_ARMS = ["direct", "proxy", "proxy-noaudit", "proxy-acl", "proxy-b", "proxy-shared",
-            "proxy-shared-pc", "proxy-syslog", "haproxy", "twemproxy", "redis-tls", "proxy-tls-plain",
+            "proxy-shared-pc", "proxy-syslog", "proxy-syslog-stuck", "haproxy", "twemproxy", "redis-tls", "proxy-tls-plain",
             "proxy-tls-both", "haproxy-tls"]
 TLS_ARMS = {"redis-tls", "proxy-tls-plain", "proxy-tls-both", "haproxy-tls"}
 AUDIT_ARMS = {"proxy", "proxy-acl", "proxy-b", "proxy-shared", "proxy-shared-pc", "proxy-syslog",
-              "proxy-tls-plain", "proxy-tls-both"}
+              "proxy-syslog-stuck", "proxy-tls-plain", "proxy-tls-both"}
+# The sink of the proxy-syslog arms, and its thread's name (/proc comm: 15 bytes at most).
+SINK_NAME, SINK_THREAD = "siem", "audit-sink-siem"
 PROXY_ARMS = AUDIT_ARMS | {"proxy-noaudit"}
 TESTS, PROCS = ("SET", "GET"), ("redis-server", "middle", "redis-benchmark")
 ACL_USERS = ("user default on nopass ~key:* ~counter:* %R~cache:* %W~out:* &bench:* -@all +@read "
@@ -38,6 +40,7 @@ RATIOS = [("proxy/direct", "proxy", "direct", "rps"),
           ("audit CPU µs/request (proxy − proxy-noaudit)", "proxy", "proxy-noaudit", "cpu-diff"),
           ("proxy-acl/proxy", "proxy-acl", "proxy", "rps"),
           ("syslog sink CPU µs/request (proxy-syslog − proxy)", "proxy-syslog", "proxy", "cpu-diff"),
+          ("proxy-syslog-stuck/proxy", "proxy-syslog-stuck", "proxy", "rps"),
           ("proxy-b/proxy", "proxy-b", "proxy", "rps"),
           ("proxy-b/proxy CPU", "proxy-b", "proxy", "cpu"),
           ("proxy-noaudit/haproxy CPU", "proxy-noaudit", "haproxy", "cpu"),
@@ -94,7 +97,7 @@ def analyse(result: dict) -> dict:
                 entry = {t: {k: median([r["tests"][t][k] for r in mine]) for k in ("rps", "p50_ms", "p99_ms")}
                          for t in TESTS}
                 entry["cpu_us"] = {proc: median([r["cpu_us"].get(proc) for r in mine])
-                                   for proc in (*PROCS, "audit-writer")}
+                                   for proc in (*PROCS, "audit-writer", SINK_THREAD)}
                 medians.setdefault(arm, {})[str(p)] = entry
     ratios: dict[str, dict] = {}
     for p in pipelines:
@@ -137,9 +140,16 @@ def targets(result: dict) -> list[dict]:
     fanin = result.get("shared_fanin") or {}
     add("upstream connections for 10,000 clients (upstream.pool = shared)", None,
         fanin.get("upstream_connections") if fanin.get("clients", 0) >= 10_000 else None, "≤", 16)
+    sink_thread = lambda p: (result["medians"].get("proxy-syslog", {}).get(str(p), {})
+                             .get("cpu_us", {}).get(SINK_THREAD))
     for p in (1, 16):
         add("syslog-over-TLS sink CPU: proxy-syslog − proxy (µs/request of the middle process)", p,
             ratio(p, "syslog sink CPU µs/request (proxy-syslog − proxy)"), "≤", 0.5)
+        add("syslog-over-TLS sink CPU: its own thread (µs/request, proxy-syslog)", p,
+            sink_thread(p), "≤", 0.5)
+        for t in TESTS:
+            add(f"a collector that never reads (on_full = drop): proxy-syslog-stuck / proxy, {t} rps",
+                p, ratio(p, f"proxy-syslog-stuck/proxy {t}"), "≥", 0.95)
     add("audit bytes per SET record (line and newline)", None,
         (result.get("audit") or {}).get("bytes_per_set_line"), "≤", 350)
     add("proxy memory per idle connection, KiB (after one PING)", None,
@@ -220,6 +230,10 @@ def render_markdown(result: dict, docs: bool) -> str:
         if shown := [f"{fmt(cpu, '.2f')} µs/request at pipeline {p}" for p, cpu in writer if cpu is not None]:
             out.append(f"- The `proxy` arm's audit writer thread alone (its share of `middle`): "
                        f"{', '.join(shown)}.")
+    sink = [(p, e["cpu_us"].get(SINK_THREAD)) for p, e in result["medians"].get("proxy-syslog", {}).items()]
+    if shown := [f"{fmt(cpu, '.2f')} µs/request at pipeline {p}" for p, cpu in sink if cpu is not None]:
+        out.append(f"- The `proxy-syslog` arm's sink thread alone (TLS to the collector, one message "
+                   f"per record; its share of `middle`): {', '.join(shown)}.")
     if acl := result.get("acl"):
         out.append(f"- `proxy-acl`, users file `{ACL_USERS}` in enforce mode: {acl['command_records']:,} "
                    f"command records, {acl['acl_denied']} denied.")

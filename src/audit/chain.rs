@@ -13,6 +13,9 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
@@ -190,8 +193,10 @@ pub(crate) const V1_PREFIX: &[u8] = b"{\"schema\":\"redis-audit/1\"";
 /// line. Lines that a client's strings could imitate are told apart by parsing: a client's
 /// quote is always escaped, so the raw pattern only appears in the writer's own fields.
 pub(crate) fn seal_alg(line: &[u8]) -> Option<ChainAlg> {
-    let is_seal = line.starts_with(V2_FILE_PREFIX)
-        || memchr::memmem::find(line, b"\"kind\":\"system\",\"action\":\"seal\"").is_some();
+    // Built once: `audit verify` and the sinks ask this of every line.
+    static SEAL: LazyLock<Finder<'static>> =
+        LazyLock::new(|| Finder::new(b"\"kind\":\"system\",\"action\":\"seal\""));
+    let is_seal = line.starts_with(V2_FILE_PREFIX) || SEAL.find(line).is_some();
     if !is_seal {
         return None;
     }

@@ -54,6 +54,10 @@ pub struct RawSink {
     /// syslog over relp/relp_tls: messages sent and not acknowledged yet, at most (rsyslog's
     /// own RELP client uses 128).
     pub relp_window: u64,
+    /// syslog: after taking fewer than 32 KiB of lines, wait this long for more before sending,
+    /// so that a busy proxy sends few large writes rather than one per writer batch (0: send at
+    /// once).
+    pub coalesce_ms: u64,
     /// syslog over tls: PEM CA bundle the collector's certificate must chain to (none: the
     /// system roots).
     pub ca_file: Option<String>,
@@ -84,6 +88,7 @@ impl Default for RawSink {
             reconnect_max_ms: 30_000,
             inflight_bytes: 1024 * 1024,
             relp_window: 128,
+            coalesce_ms: 5,
             ca_file: None,
             cert_file: None,
             key_file: None,
@@ -177,6 +182,9 @@ impl RawSink {
             ));
         }
         let tls_keys = [&self.ca_file, &self.cert_file, &self.key_file, &self.server_name];
+        if self.coalesce_ms > 1_000 {
+            return Err(Invalid::other("audit.sinks.coalesce_ms", "must be 0 to 1000"));
+        }
         if !(1..=65_536).contains(&self.relp_window) {
             return Err(Invalid::other("audit.sinks.relp_window", "must be 1 to 65536"));
         }
@@ -214,6 +222,7 @@ impl RawSink {
             reconnect_max: Duration::from_millis(self.reconnect_max_ms),
             inflight_bytes: self.inflight_bytes as usize,
             relp_window: self.relp_window as usize,
+            coalesce: Duration::from_millis(self.coalesce_ms),
             tls,
         })
     }

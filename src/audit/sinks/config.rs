@@ -197,6 +197,8 @@ pub struct SyslogConfig {
     pub inflight_bytes: usize,
     /// RELP: messages sent and not acknowledged yet, at most.
     pub relp_window: usize,
+    /// How long to wait for more lines after taking a few (see `coalesce_ms`).
+    pub coalesce: Duration,
     /// TLS settings (`transport = "tls"`).
     pub tls: Option<UpstreamTlsConfig>,
 }

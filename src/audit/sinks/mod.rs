@@ -17,10 +17,11 @@ pub mod syslog;
 mod transport;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
+use memchr::memmem::Finder;
 use tokio::time::Instant;
 
 use serde_json::json;
@@ -31,6 +32,8 @@ use crate::audit::sinks::config::{SinkConfig, SinkKind, SinkOnFull};
 use crate::event::{SinkSnapshot, SystemEvent};
 use crate::util::sync::LockAnyway;
 
+/// A take of fewer bytes than this waits `coalesce_ms` for more.
+const COALESCE_BELOW_BYTES: usize = 32 * 1024;
 /// How long closing waits for the sinks to send what they hold.
 pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// How long closing then waits for an abandoned sink's thread to declare what it held (it
@@ -56,11 +59,36 @@ impl Missed {
         Self { sink: sink.to_owned(), reason, seqs: None, lines: 0 }
     }
 
-    /// Adds the lines of `bytes` (whole lines).
+    /// Adds the lines of `bytes` (whole lines). The file's lines are in `seq` order, so only
+    /// the first and the last line that have one are read, and lines are found with `memchr`:
+    /// a sink that misses a whole queue (a collector that never reads) costs the writer little
+    /// more than a newline count.
     fn add_lines(&mut self, bytes: &[u8]) {
-        for line in bytes.split(|&b| b == b'\n').filter(|line| !line.is_empty()) {
-            self.add(line_seq(line));
+        let mut first = None;
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', bytes).chain(std::iter::once(bytes.len())) {
+            let line = &bytes[start..end];
+            start = end + 1;
+            if !line.is_empty() {
+                self.lines += 1;
+                if first.is_none() {
+                    first = line_seq(line);
+                }
+            }
         }
+        let Some(first) = first else { return };
+        let mut end = bytes.len();
+        let mut last = None;
+        for at in memchr::memrchr_iter(b'\n', bytes).chain(std::iter::once(usize::MAX)) {
+            let from = at.wrapping_add(1);
+            if let Some(seq) = (from < end).then(|| line_seq(&bytes[from..end])).flatten() {
+                last = Some(seq);
+                break;
+            }
+            end = at;
+        }
+        let last = last.unwrap_or(first);
+        self.add_range(first.min(last), first.max(last));
     }
 
     fn add(&mut self, seq: Option<u64>) {
@@ -98,7 +126,8 @@ impl Missed {
 /// own lines, which have none.
 pub(crate) fn line_seq(line: &[u8]) -> Option<u64> {
     let head = &line[..line.len().min(crate::audit::schema::HEAD_MAX_BYTES)];
-    let at = memchr::memmem::find(head, b"\"seq\":")? + 6;
+    static SEQ: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"seq\":"));
+    let at = SEQ.find(head)? + 6;
     let digits = head[at..].iter().take_while(|b| b.is_ascii_digit()).count();
     std::str::from_utf8(&head[at..at + digits]).ok()?.parse().ok()
 }
@@ -212,6 +241,22 @@ impl SinkShared {
         drop(queue);
         self.room.notify_all();
         !(closing && out.is_empty())
+    }
+
+    /// After a [`SinkShared::take`] that got few lines: waits `pause` (unless closing), then
+    /// appends what arrived meanwhile to `out`. Fewer, larger writes to the collector: a
+    /// system call and a TLS record each.
+    pub(crate) fn take_more(&self, out: &mut Vec<u8>, pause: Duration) {
+        if pause.is_zero() || out.len() >= COALESCE_BELOW_BYTES {
+            return;
+        }
+        connection::sleep_unless_closing(self, pause);
+        let mut queue = self.lock();
+        out.extend_from_slice(&queue.bytes);
+        queue.bytes.clear();
+        self.counters.queue_bytes.store(out.len(), Ordering::SeqCst);
+        drop(queue);
+        self.room.notify_all();
     }
 
     pub(crate) fn is_closing(&self) -> bool {
@@ -510,5 +555,21 @@ mod tests {
         let notes = std::mem::take(&mut *sink.file_notes.lock().unwrap());
         assert_eq!(notes.len(), 1);
         assert_eq!(notes[0].seqs, Some((4, 5)));
+    }
+
+    #[test]
+    fn missed_lines_count_every_line_and_range_the_sequenced_ones() {
+        let seal = b"{\"time\":\"t\",\"kind\":\"system\",\"action\":\"seal\"}\n";
+        let mut bytes = seal.to_vec();
+        bytes.extend(lines(7..=9));
+        bytes.extend_from_slice(seal);
+        let mut missed = Missed::new("s", "queue_full");
+        missed.add_lines(&bytes);
+        assert_eq!((missed.lines, missed.seqs), (5, Some((7, 9))));
+        missed.add_lines(seal);
+        missed.add_lines(&lines(3..=3));
+        assert_eq!((missed.lines, missed.seqs), (7, Some((3, 9))));
+        missed.add_lines(b"");
+        assert_eq!(missed.lines, 7);
     }
 }

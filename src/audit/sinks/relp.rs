@@ -347,6 +347,8 @@ pub(super) fn run(shared: &SinkShared, config: &SyslogConfig, envelope: &Envelop
             let wait = if window.is_empty() { TICK } else { Duration::ZERO };
             if !shared.take(&mut pending, wait) {
                 closing_since = Some(Instant::now());
+            } else if window.is_empty() && !pending.is_empty() {
+                shared.take_more(&mut pending, config.coalesce);
             }
         }
         let held = pending.len().saturating_sub(sent_to) + window.held() + declare.len();

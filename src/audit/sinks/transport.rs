@@ -12,6 +12,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use super::connection::{sleep_unless_closing, Connection};
 use super::syslog::{push_octet_counted, Header};
 use super::{line_seq, Missed, SinkShared};
@@ -20,6 +22,8 @@ use crate::audit::sinks::config::SyslogConfig;
 
 /// Bytes of framed messages written at once.
 const CHUNK_BYTES: usize = 64 * 1024;
+/// How often, at most, a connection is looked at for a collector that closed it.
+const OPEN_CHECK_EVERY: Duration = Duration::from_millis(10);
 /// How long the thread waits for lines before looking again.
 pub(super) const TICK: Duration = Duration::from_millis(200);
 
@@ -70,6 +74,7 @@ pub(super) fn run(shared: &SinkShared, config: &SyslogConfig, envelope: &Envelop
     // `loss` lines to send first on the next connection.
     let mut declare: Vec<u8> = Vec::new();
     let (mut out, mut message) = (Vec::with_capacity(CHUNK_BYTES * 2), Vec::new());
+    let mut last_check = Instant::now();
     while !shared.is_abandoned() {
         if sent_to >= pending.len() {
             (sent_to, pending) = (0, std::mem::take(&mut pending));
@@ -80,8 +85,16 @@ pub(super) fn run(shared: &SinkShared, config: &SyslogConfig, envelope: &Envelop
             if pending.is_empty() {
                 continue;
             }
+            shared.take_more(&mut pending, config.coalesce);
         }
-        if connection.as_mut().is_some_and(|open| stream && !open.is_open()) {
+        // Whether the collector closed its side, looked at between chunks at most every
+        // OPEN_CHECK_EVERY (three system calls): what is written meanwhile to a connection
+        // that is gone is within the in-flight bytes a break declares lost.
+        let check = stream && last_check.elapsed() >= OPEN_CHECK_EVERY;
+        if check {
+            last_check = Instant::now();
+        }
+        if connection.as_mut().is_some_and(|open| check && !open.is_open()) {
             if let Some(broken) = connection.take() {
                 broken.close();
             }
