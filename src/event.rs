@@ -139,12 +139,50 @@ impl CommandRecord {
     }
 }
 
+/// What counting a command needs (its metrics), without its record.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandTally<'a> {
+    /// The command as the table knows it; `None` when unknown.
+    pub command: Option<&'a CommandInfo>,
+    /// Its class.
+    pub class: Option<Class>,
+    /// What became of it.
+    pub status: ReplyStatus,
+    /// From the request being read to its reply being read.
+    pub latency: Duration,
+    /// How many commands it stands for.
+    pub count: u64,
+}
+
+impl CommandRecord {
+    /// What its metrics count.
+    pub fn tally(&self) -> CommandTally<'_> {
+        CommandTally {
+            command: self.command.as_deref(),
+            class: self.class,
+            status: self.status,
+            latency: self.latency,
+            count: self.count,
+        }
+    }
+}
+
 /// Where command records go. Called on the connection's task: it must not block.
 pub trait EventSink: Send + Sync + std::fmt::Debug + 'static {
     /// Takes one record. Returns a ticket when the client must not get the command's reply
     /// before the record is durable (`audit.durability = "write"` or `"fsync"`): see
     /// [`poll_durable`](Self::poll_durable).
     fn record(&self, record: CommandRecord) -> Option<u64>;
+
+    /// False when a record would only be counted and dropped (no trail, no debug log): the
+    /// connection then calls [`tally`](Self::tally) and builds no record, which is most of
+    /// what a command costs the proxy beyond forwarding it.
+    fn wants_records(&self) -> bool {
+        true
+    }
+
+    /// Counts a command whose record was not built (see [`wants_records`](Self::wants_records)).
+    fn tally(&self, _tally: CommandTally<'_>) {}
 
     /// Ready once the record with this ticket is durable; otherwise arranges a wake-up.
     fn poll_durable(&self, _ticket: u64, _cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
@@ -214,6 +252,10 @@ pub struct SinkStats {
 pub struct LogSink;
 
 impl EventSink for LogSink {
+    fn wants_records(&self) -> bool {
+        tracing::enabled!(tracing::Level::DEBUG)
+    }
+
     fn record(&self, record: CommandRecord) -> Option<u64> {
         // Not the name as sent for an unknown command: a password typed on a line of its own
         // is sent as a command name.

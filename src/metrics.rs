@@ -13,8 +13,8 @@ use rustc_hash::FxHashMap;
 
 use crate::command::Class;
 use crate::event::{
-    CommandRecord, EventSink, ReplyStatus, SecurityAction, SecurityEvent, SessionAction,
-    SessionEvent, SinkStats, SystemEvent,
+    CommandRecord, CommandTally, EventSink, ReplyStatus, SecurityAction, SecurityEvent,
+    SessionAction, SessionEvent, SinkStats, SystemEvent,
 };
 use crate::util::sync::{LockAnyway, RwLockAnyway};
 
@@ -203,10 +203,10 @@ impl Metrics {
     }
 
     /// Counts the command(s) a record stands for (a grouped refusal counts its repeats).
-    pub fn command(&self, record: &CommandRecord) {
+    pub fn command(&self, record: CommandTally<'_>) {
         let class = Class::index_of(record.class);
         let outcome = outcome_index(record.status);
-        match record.command.as_deref() {
+        match record.command {
             Some(info) if info.stat_id < RESOLVED_COMMANDS => {
                 let counters = self.resolved[info.stat_id].get_or_init(Box::default);
                 counters[class][outcome]
@@ -356,8 +356,17 @@ impl MeteredSink {
 
 impl EventSink for MeteredSink {
     fn record(&self, record: CommandRecord) -> Option<u64> {
-        self.metrics.command(&record);
+        self.metrics.command(record.tally());
         self.inner.record(record)
+    }
+
+    fn wants_records(&self) -> bool {
+        self.inner.wants_records()
+    }
+
+    fn tally(&self, tally: CommandTally<'_>) {
+        self.metrics.command(tally);
+        self.inner.tally(tally);
     }
 
     fn poll_durable(&self, ticket: u64, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {

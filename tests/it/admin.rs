@@ -24,6 +24,34 @@ async fn http(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_audit_trail_commands_are_still_counted() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let proxy = TestProxy::start_unaudited(redis.addr).await;
+    let admin = proxy.admin_addr();
+    let (_, before) = http(admin, "GET", "/metrics", &[]).await;
+    let mut client = RawClient::connect(proxy.addr).await;
+    assert_eq!(client.call(&[b"SET", b"k", b"v"]).await, b"+OK\r\n");
+    assert_eq!(client.call(&[b"GET", b"k"]).await, b"$1\r\nv\r\n");
+    assert!(client.call(&[b"INCR", b"k"]).await.starts_with(b"-ERR"));
+    let (_, after) = http(admin, "GET", "/metrics", &[]).await;
+    let moved = |series: &str| sample(&after, series) - sample(&before, series);
+    assert_eq!(
+        moved(r#"redis_audit_proxy_commands_total{class="write",command="set",outcome="ok"}"#),
+        1.0
+    );
+    assert_eq!(
+        moved(r#"redis_audit_proxy_commands_total{class="read",command="get",outcome="ok"}"#),
+        1.0
+    );
+    assert_eq!(
+        moved(r#"redis_audit_proxy_commands_total{class="write",command="incr",outcome="error"}"#),
+        1.0
+    );
+    assert_eq!(moved(r#"redis_audit_proxy_command_duration_seconds_count{class="write"}"#), 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_moves_and_promtool_accepts_the_page() {
     crate::require_redis!();
     let scratch = Scratch::new("admin-metrics");

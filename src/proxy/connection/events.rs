@@ -16,7 +16,7 @@ use crate::acl::{Denial, Policy, Verdict};
 use crate::command::CommandInfo;
 use crate::config::cluster::ClusterMode;
 use crate::event::{CloseStats, SecurityAction, SecurityEvent, SessionAction, SessionEvent};
-use crate::event::{CommandRecord, ReplySource, ReplyStatus};
+use crate::event::{CommandRecord, CommandTally, ReplySource, ReplyStatus};
 use crate::proxy::pipeline::Slot;
 use crate::proxy::session::Effect;
 use crate::util::sync::LockAnyway;
@@ -83,6 +83,16 @@ where
         self.totals.bytes_in += slot.request_bytes;
         self.totals.bytes_out += slot.reply_bytes;
         let refused = slot.refused && source == ReplySource::Proxy;
+        if !refused && !self.ctx.sink.wants_records() {
+            self.ctx.sink.tally(CommandTally {
+                command: slot.command.as_deref(),
+                class: slot.class,
+                status,
+                latency: now.saturating_duration_since(slot.started),
+                count: 1,
+            });
+            return;
+        }
         // Replies arrive on the link the command went out on: links change only when nothing
         // is in flight.
         let upstream_conn = match &self.upstream {

@@ -103,6 +103,16 @@ impl TestProxy {
         Self { addr: app.local_addr, sink, app: Some(app) }
     }
 
+    /// A proxy as the binary runs with `[audit] enabled = false`: its records go to the debug
+    /// log only (`LogSink`), so none is built below debug level; `sink` collects nothing.
+    pub async fn start_unaudited(upstream: SocketAddr) -> Self {
+        let config = Self::config(upstream, "[audit]\nenabled = false\n", None);
+        let app = App::start(config, Arc::new(redis_audit_proxy::event::LogSink))
+            .await
+            .expect("proxy starts");
+        Self { addr: app.local_addr, sink: Arc::new(CollectSink::default()), app: Some(app) }
+    }
+
     /// [`start_with`](Self::start_with), listening on `listen` (a port picked beforehand, when
     /// other proxies' configurations must name it).
     pub async fn start_on(upstream: SocketAddr, listen: SocketAddr, toml: &str) -> Self {
