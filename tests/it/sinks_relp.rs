@@ -6,29 +6,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use crate::support::certs::Authority;
-use crate::support::client::encode_command;
 use crate::support::rsyslog::{CollectorTls, Input, Rsyslog};
-use crate::support::scratch::trail_lines;
+use crate::support::scratch::{json, trail_lines};
 use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
-
-/// Runs `count` SETs through `client`, pipelined 200 at a time; every reply must be `+OK`.
-async fn run_sets(client: &mut RawClient, from: usize, count: usize) {
-    for batch in (from..from + count).collect::<Vec<_>>().chunks(200) {
-        let mut bytes = Vec::new();
-        for i in batch {
-            bytes.extend(encode_command(&[b"SET", format!("key:{i}").as_bytes(), b"value"]));
-        }
-        client.send(&bytes).await;
-        for _ in batch {
-            assert_eq!(client.read_reply().await, b"+OK\r\n");
-        }
-    }
-}
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
 
 /// The messages received, with each repeated delivery removed (RELP delivers at least once: a
 /// repetition must be the same bytes as the first delivery); and how many were repeated.
@@ -57,14 +37,8 @@ async fn relp_over_tls_delivers_a_100000_command_run_byte_for_byte_in_order() {
     crate::require_rsyslog!();
     let redis = RedisServer::start(&[]);
     let dir = Scratch::new("sink-relp-tls");
-    let ca = Authority::new(&dir.path().join("certs"), "collector");
-    let server = ca.server(&dir.path().join("certs"), "collector");
+    let (ca, tls) = CollectorTls::issue(&dir.path().join("certs"));
     let proxy_identity = ca.client(&dir.path().join("certs"), "proxy");
-    let tls = CollectorTls {
-        ca_file: ca.ca_file.clone(),
-        cert_file: server.cert_file.clone(),
-        key_file: server.key_file.clone(),
-    };
     let collector = Rsyslog::start_input(&dir.path().join("rsyslog"), Input::Relp(Some(&tls)));
     let toml = format!(
         "[audit]\n[[audit.sinks]]\ntype = \"syslog\"\nname = \"siem\"\naddress = \"{}\"\n\
@@ -78,7 +52,7 @@ async fn relp_over_tls_delivers_a_100000_command_run_byte_for_byte_in_order() {
     let audit_dir = dir.path().join("audit");
     let (proxy, audit) = TestProxy::start_audited(redis.addr, &audit_dir, &toml).await;
     let mut client = RawClient::connect(proxy.addr).await;
-    run_sets(&mut client, 0, 100_000).await;
+    client.pipelined_sets(0, 100_000).await;
     drop(client);
     proxy.shutdown().await;
 
@@ -108,13 +82,13 @@ async fn relp_resends_what_a_restarted_collector_had_not_acknowledged() {
     let (proxy, audit) = TestProxy::start_audited(redis.addr, &audit_dir, &toml).await;
     let mut client = RawClient::connect(proxy.addr).await;
     for round in 0..3 {
-        run_sets(&mut client, round * 10_000, 5_000).await;
+        client.pipelined_sets(round * 10_000, 5_000).await;
         // Stopped while the sink is sending: the proxy serves on, every command answered.
         collector.stop();
-        run_sets(&mut client, round * 10_000 + 5_000, 5_000).await;
+        client.pipelined_sets(round * 10_000 + 5_000, 5_000).await;
         collector.restart();
     }
-    run_sets(&mut client, 30_000, 2_000).await;
+    client.pipelined_sets(30_000, 2_000).await;
     drop(client);
     proxy.shutdown().await;
 
@@ -155,10 +129,10 @@ async fn relp_with_the_collector_down_at_the_end_declares_what_it_could_not_deli
     let audit_dir = dir.path().join("audit");
     let (proxy, audit) = TestProxy::start_audited(redis.addr, &audit_dir, &toml).await;
     let mut client = RawClient::connect(proxy.addr).await;
-    run_sets(&mut client, 0, 1_000).await;
+    client.pipelined_sets(0, 1_000).await;
     collector.wait_for(1_000);
     collector.stop();
-    run_sets(&mut client, 1_000, 1_000).await;
+    client.pipelined_sets(1_000, 1_000).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     drop(client);
     proxy.shutdown().await;

@@ -141,6 +141,57 @@ impl Connection {
     }
 }
 
+/// A sink's connection attempts: the back-off between them, the reconnection count, and one
+/// log line when the collector is lost and one when it is back (not one per attempt).
+pub(super) struct Attempts {
+    connected_before: bool,
+    failing: bool,
+    backoff: Duration,
+}
+
+impl Attempts {
+    pub(super) fn new(config: &SyslogConfig) -> Self {
+        Self { connected_before: false, failing: false, backoff: config.reconnect_min }
+    }
+
+    /// A connection (or session) was made.
+    pub(super) fn connected(&mut self, shared: &SinkShared, config: &SyslogConfig) {
+        if self.connected_before {
+            shared.counters().reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if self.failing {
+            tracing::warn!(sink = shared.name(), "audit sink connected again");
+        }
+        (self.connected_before, self.failing, self.backoff) = (true, false, config.reconnect_min);
+    }
+
+    /// An attempt failed: counted, logged if it is the first since the collector was lost.
+    pub(super) fn failed(
+        &mut self,
+        shared: &SinkShared,
+        config: &SyslogConfig,
+        error: &dyn std::fmt::Display,
+    ) {
+        shared.note_error();
+        if !self.failing {
+            tracing::error!(sink = shared.name(), address = %config.address, %error,
+                "audit sink cannot reach its collector; retrying with back-off");
+            self.failing = true;
+        }
+    }
+
+    /// An open connection broke (its own error was logged where it happened).
+    pub(super) fn broke(&mut self) {
+        self.failing = true;
+    }
+
+    /// Waits before the next attempt, twice as long as before (up to `reconnect_max_ms`).
+    pub(super) fn back_off(&mut self, shared: &SinkShared, config: &SyslogConfig) {
+        sleep_unless_closing(shared, self.backoff);
+        self.backoff = (self.backoff * 2).min(config.reconnect_max);
+    }
+}
+
 pub(super) fn sleep_unless_closing(shared: &SinkShared, pause: Duration) {
     let step = Duration::from_millis(20);
     let mut slept = Duration::ZERO;

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::connection::{sleep_unless_closing, Connection, SinkError};
+use super::connection::{Attempts, Connection, SinkError};
 use super::syslog::Header;
 use super::transport::TICK;
 use super::{line_seq, Missed, SinkShared, CLOSE_GRACE};
@@ -334,7 +334,7 @@ pub(super) fn run(shared: &SinkShared, config: &SyslogConfig, envelope: &Envelop
     let counters = shared.counters();
     let mut window = Window::new(config.relp_window);
     let mut session: Option<Session> = None;
-    let (mut connected_before, mut failing, mut backoff) = (false, false, config.reconnect_min);
+    let mut attempts = Attempts::new(config);
     // Lines taken from the queue, and how far they were sent.
     let (mut pending, mut sent_to) = (Vec::new(), 0usize);
     // `loss` lines to send before the next queued line.
@@ -365,32 +365,20 @@ pub(super) fn run(shared: &SinkShared, config: &SyslogConfig, envelope: &Envelop
         if session.is_none() {
             match Session::open(config) {
                 Ok(opened) => {
-                    if connected_before {
-                        counters.reconnects.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if failing {
-                        tracing::warn!(sink = shared.name(), "audit sink connected again");
-                    }
-                    (connected_before, failing, backoff) = (true, false, config.reconnect_min);
+                    attempts.connected(shared, config);
                     session = Some(opened);
                     let resent = window.resend(&mut out);
                     counters.resent.fetch_add(resent, Ordering::Relaxed);
                     if resent > 0 && write(&mut session, &out, shared).is_err() {
-                        failing = true;
+                        attempts.broke();
                     }
                 }
                 Err(error) => {
-                    shared.note_error();
-                    if !failing {
-                        tracing::error!(sink = shared.name(), address = %config.address, %error,
-                            "audit sink cannot reach its collector; retrying with back-off");
-                        failing = true;
-                    }
+                    attempts.failed(shared, config, &error);
                     if closing_since.is_none() {
-                        sleep_unless_closing(shared, backoff);
-                        backoff = (backoff * 2).min(config.reconnect_max);
+                        attempts.back_off(shared, config);
                     } else {
-                        std::thread::sleep(backoff.min(Duration::from_millis(100)));
+                        std::thread::sleep(Duration::from_millis(100).min(config.reconnect_max));
                     }
                 }
             }
@@ -420,7 +408,7 @@ pub(super) fn run(shared: &SinkShared, config: &SyslogConfig, envelope: &Envelop
             window.push(message_at, line_seq(line), &mut out);
         }
         if !out.is_empty() && write(&mut session, &out, shared).is_err() {
-            failing = true;
+            attempts.broke();
             continue;
         }
         // Wait for answers when nothing more may or can be sent now.
@@ -432,7 +420,7 @@ pub(super) fn run(shared: &SinkShared, config: &SyslogConfig, envelope: &Envelop
                 shared.note_error();
                 tracing::error!(sink = shared.name(), %error,
                     "audit sink's RELP session broke; what was not acknowledged is sent again");
-                failing = true;
+                attempts.broke();
                 session = None;
             }
             if refused.lines > 0 {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::connection::{sleep_unless_closing, Connection};
+use super::connection::{Attempts, Connection};
 use super::syslog::{push_octet_counted, Header};
 use super::{line_seq, Missed, SinkShared};
 use crate::audit::schema::Envelope;
@@ -64,9 +64,7 @@ pub(super) fn run(shared: &SinkShared, config: &SyslogConfig, envelope: &Envelop
     let counters = shared.counters();
     let stream = !config.transport.is_datagram();
     let mut connection: Option<Connection> = None;
-    let mut connected_before = false;
-    let mut failing = false;
-    let mut backoff = config.reconnect_min;
+    let mut attempts = Attempts::new(config);
     // Lines taken from the queue, and how far they were sent.
     let (mut pending, mut sent_to) = (Vec::new(), 0usize);
     let mut in_flight =
@@ -103,27 +101,15 @@ pub(super) fn run(shared: &SinkShared, config: &SyslogConfig, envelope: &Envelop
         if connection.is_none() {
             match Connection::connect(config) {
                 Ok(open) => {
-                    if connected_before {
-                        counters.reconnects.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if failing {
-                        tracing::warn!(sink = shared.name(), "audit sink connected again");
-                    }
-                    (connected_before, failing, backoff) = (true, false, config.reconnect_min);
+                    attempts.connected(shared, config);
                     connection = Some(open);
                 }
                 Err(error) => {
-                    shared.note_error();
-                    if !failing {
-                        tracing::error!(sink = shared.name(), address = %config.address, %error,
-                            "audit sink cannot reach its collector; retrying with back-off");
-                        failing = true;
-                    }
+                    attempts.failed(shared, config, &error);
                     if shared.is_closing() {
                         break;
                     }
-                    sleep_unless_closing(shared, backoff);
-                    backoff = (backoff * 2).min(config.reconnect_max);
+                    attempts.back_off(shared, config);
                     continue;
                 }
             }
@@ -173,7 +159,7 @@ pub(super) fn run(shared: &SinkShared, config: &SyslogConfig, envelope: &Envelop
                 shared.note_error();
                 tracing::error!(sink = shared.name(), %error,
                     "audit sink's connection broke; what it had in flight is declared lost");
-                failing = true;
+                attempts.broke();
                 connection = None;
                 declare.extend(lose_in_flight(shared, &mut in_flight, Some(chunk), envelope));
             }

@@ -45,6 +45,21 @@ impl RawClient {
     }
 
     /// Sends a command and returns its reply bytes.
+    /// `SET key:<i> value` for `i` in `from..from + count`, pipelined 200 at a time; every
+    /// reply must be `+OK`.
+    pub async fn pipelined_sets(&mut self, from: usize, count: usize) {
+        for batch in (from..from + count).collect::<Vec<_>>().chunks(200) {
+            let mut bytes = Vec::new();
+            for i in batch {
+                bytes.extend(encode_command(&[b"SET", format!("key:{i}").as_bytes(), b"value"]));
+            }
+            self.send(&bytes).await;
+            for _ in batch {
+                assert_eq!(self.read_reply().await, b"+OK\r\n");
+            }
+        }
+    }
+
     pub async fn call(&mut self, args: &[&[u8]]) -> Vec<u8> {
         self.send_command(args).await;
         self.read_reply().await

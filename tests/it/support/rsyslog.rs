@@ -43,6 +43,20 @@ pub struct CollectorTls {
     pub key_file: PathBuf,
 }
 
+impl CollectorTls {
+    /// A CA in `dir` and a collector certificate for `localhost` from it.
+    pub fn issue(dir: &Path) -> (crate::support::certs::Authority, Self) {
+        let ca = crate::support::certs::Authority::new(dir, "collector");
+        let server = ca.server(dir, "collector");
+        let tls = Self {
+            ca_file: ca.ca_file.clone(),
+            cert_file: server.cert_file,
+            key_file: server.key_file,
+        };
+        (ca, tls)
+    }
+}
+
 /// A running rsyslogd (killed on drop).
 #[derive(Debug)]
 pub struct Rsyslog {

@@ -85,12 +85,14 @@ pub fn trail_lines(dir: &Path) -> Vec<String> {
     audit_files(dir).iter().flat_map(file_lines).collect()
 }
 
+/// One line parsed as JSON.
+pub fn json(line: &str) -> serde_json::Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
 /// Lines parsed as JSON.
 pub fn parse(lines: &[String]) -> Vec<serde_json::Value> {
-    lines
-        .iter()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-        .collect()
+    lines.iter().map(|line| json(line)).collect()
 }
 
 /// Every record of every audit file, parsed and whole: a `redis-audit/2` line gets what its
