@@ -63,6 +63,7 @@ pub struct Metrics {
     upstream_connect_errors: IntCounter,
     upstream_connections: IntGaugeVec,
     upstream_pins: IntCounterVec,
+    upstream_relieved: IntCounter,
     upstream_writes: IntCounter,
     upstream_write_commands: IntCounter,
     policy_reloads: IntCounterVec,
@@ -147,6 +148,7 @@ impl Metrics {
             upstream_connect_errors: counter("upstream_connect_errors_total", "Failed connections to the upstream Redis"),
             upstream_connections: gauge_vec("upstream_connections", "Upstream connections open, by state: dedicated (upstream.pool = dedicated), shared, pinned (to one client), spare (kept for the next pin)", &["state"]),
             upstream_pins: counter_vec("upstream_pins_total", "Clients pinned to an upstream connection of their own (upstream.pool = shared), by reason", &["reason"]),
+            upstream_relieved: counter("upstream_relieved_total", "Clients moved, between replies, off a shared upstream connection that owed other clients more than upstream.pool_busy_replies replies"),
             upstream_writes: counter("upstream_writes_total", "Batches of commands written to shared upstream connections"),
             upstream_write_commands: counter("upstream_write_commands_total", "Commands written to shared upstream connections (divide by upstream_writes_total for commands per write)"),
             policy_reloads: counter_vec("policy_reloads_total", "Users file loads and changes, by result", &["result"]),
@@ -236,6 +238,11 @@ impl Metrics {
     /// Counts a client pinned for `reason`.
     pub(crate) fn upstream_pin(&self, reason: &str) {
         self.upstream_pins.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts a client moved off a busy shared connection.
+    pub(crate) fn upstream_relieved(&self) {
+        self.upstream_relieved.inc();
     }
 
     /// Counts one batch of `commands` written to a shared upstream connection.

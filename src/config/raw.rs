@@ -144,6 +144,9 @@ pub struct RawUpstream {
     /// Replies a shared connection holds for one client that does not read them, before that
     /// client is closed (as Redis's `client-output-buffer-limit` closes it).
     pub(crate) pool_unread_max_bytes: u64,
+    /// A client with nothing in flight whose shared connection owes more replies than this
+    /// (to other clients) moves to a less busy one before its next command.
+    pub pool_busy_replies: u64,
     /// `host:port` of Redis Sentinels: the proxy connects to the primary they name for
     /// `master_name` (then `address` is used only until one answers).
     pub sentinels: Vec<String>,
@@ -220,6 +223,7 @@ impl Default for RawUpstream {
             pool: PoolMode::Dedicated,
             pool_size: 4,
             pool_idle_ms: 60_000,
+            pool_busy_replies: 1024,
             pool_unread_max_bytes: 1 << 30,
             sentinels: Vec::new(),
             master_name: String::new(),

@@ -53,6 +53,9 @@ pub(super) enum Relink {
     Unpin,
     /// To another shared connection: this one is gone, and nothing was in flight on it.
     Replace,
+    /// To a less busy shared connection: this one owes other clients more than
+    /// `upstream.pool_busy_replies` replies, and nothing of this client's is in flight.
+    Relieve,
 }
 
 /// Increments a gauge while it lives.
@@ -175,7 +178,7 @@ where
         }
         let idle = self.pending.is_empty() && self.to_upstream.is_empty();
         match &self.upstream {
-            Some(Link::Shared(_)) => {
+            Some(Link::Shared(link)) => {
                 // WAIT's answer counts the replicas that acknowledged this connection's writes:
                 // it runs where the client's writes went, and the client stays pinned after.
                 let reason = match reason {
@@ -186,7 +189,17 @@ where
                     Some(reason) => reason,
                     None => match self.pin_after {
                         Some(reason) => reason,
-                        None => return true,
+                        None => {
+                            // Behind another client's deep pipeline: wait for one's own command
+                            // only, on a less busy connection (moving between replies).
+                            let busy = self.ctx.config.upstream.pool_busy_replies;
+                            if idle && !self.stay_put && link.owes_more_than(busy) {
+                                self.relink = Some(Relink::Relieve);
+                                return false;
+                            }
+                            self.stay_put = false;
+                            return true;
+                        }
                     },
                 };
                 if idle {
@@ -279,6 +292,17 @@ where
                 }
                 self.reset_upstream_reader();
                 self.link_shared(key).await;
+            }
+            Relink::Relieve => {
+                let Some(Link::Shared(from)) = &self.upstream else { return };
+                match pool.relieve(key, tls.as_deref(), from.id()).await {
+                    Some(link) => {
+                        self.ctx.metrics.upstream_relieved();
+                        self.reset_upstream_reader();
+                        self.upstream = Some(Link::Shared(link));
+                    }
+                    None => self.stay_put = true,
+                }
             }
             Relink::Replace => {
                 self.reset_upstream_reader();

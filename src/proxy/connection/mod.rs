@@ -152,6 +152,9 @@ struct Connection<C> {
     pinned_for_good: bool,
     /// Shared mode: pin before the next command (after a WAIT sent on the shared connection).
     pin_after: Option<crate::proxy::pin::PinReason>,
+    /// Shared mode: no less busy connection was found for the command waiting; it goes on the
+    /// busy one (cleared once it is placed).
+    stay_put: bool,
     /// A WATCH was sent and no EXEC, DISCARD, UNWATCH or RESET answered since.
     watching: bool,
     /// `pending.sent()` as of the last submission to a shared connection.
@@ -267,6 +270,7 @@ where
             relink: None,
             pinned_for_good: false,
             pin_after: None,
+            stay_put: false,
             watching: false,
             submitted: 0,
             client_login: crate::proxy::pool::Login::Default,

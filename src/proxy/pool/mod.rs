@@ -196,6 +196,47 @@ impl Pool {
         Ok(link)
     }
 
+    /// For a client leaving shared connection `from` between replies because it owes other
+    /// clients more than `upstream.pool_busy_replies`: another connection in state `key` that
+    /// owes at most that many (the one with the fewest clients), else a new one while the group
+    /// has room; `None` when every one is busy (the client stays).
+    pub async fn relieve(
+        &self,
+        key: StateKey,
+        tls: Option<&UpstreamTls>,
+        from: u64,
+    ) -> Option<SharedLink> {
+        if let Some(link) = self.pick_other(&key, from) {
+            return Some(link);
+        }
+        let _opening = self.opening.lock().await;
+        if let Some(link) = self.pick_other(&key, from) {
+            return Some(link);
+        }
+        let full = self.groups().get(&self.group_key(key.clone())).map_or(0, |g| g.shared.len())
+            >= self.config.upstream.pool_size;
+        if full {
+            return None;
+        }
+        let conn = self.open_shared(&key, tls).await.ok()?;
+        let link = SharedLink::attach(&conn, self.config.upstream.pool_unread_max_bytes);
+        self.groups().entry(self.group_key(key)).or_default().shared.push(conn);
+        Some(link)
+    }
+
+    fn pick_other(&self, key: &StateKey, from: u64) -> Option<SharedLink> {
+        let mut groups = self.groups();
+        let group = groups.entry(self.group_key(key.clone())).or_default();
+        group.shared.retain(|conn| !conn.is_dead());
+        let busy = self.config.upstream.pool_busy_replies;
+        let other = group
+            .shared
+            .iter()
+            .filter(|conn| conn.id != from && conn.owed() <= busy)
+            .min_by_key(|conn| conn.clients())?;
+        Some(SharedLink::attach(other, self.config.upstream.pool_unread_max_bytes))
+    }
+
     fn pick(&self, key: &StateKey) -> Option<SharedLink> {
         let mut groups = self.groups();
         let group = groups.entry(self.group_key(key.clone())).or_default();

@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -55,6 +55,8 @@ pub(super) struct SharedConn {
     clients: AtomicUsize,
     /// Set once it failed or closed: the pool stops handing it out.
     dead: AtomicBool,
+    /// Replies submitted and not yet delivered (how busy it is).
+    owed: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -156,6 +158,7 @@ impl SharedLink {
         }
         queue.writes.append(commands);
         queue.commands += u64::from(replies);
+        self.conn.owed.fetch_add(u64::from(replies), Ordering::Relaxed);
         match queue.routes.last_mut() {
             // Consecutive submissions of one client share a route.
             Some(last) if Arc::ptr_eq(&last.inbox, &self.inbox) => last.replies += replies,
@@ -192,6 +195,12 @@ impl SharedLink {
         Poll::Ready(Ok(std::mem::take(&mut state.len)))
     }
 
+    /// True when the connection owes more than `limit` replies (to other clients, when this
+    /// one has nothing in flight).
+    pub(crate) fn owes_more_than(&self, limit: u64) -> bool {
+        self.conn.owed() > limit
+    }
+
     /// True when the connection failed while this client had commands on it.
     pub(crate) fn is_lost(&self) -> bool {
         self.inbox.state.lock_anyway().lost.is_some()
@@ -218,12 +227,18 @@ impl SharedConn {
             queue: Mutex::new(Queue::default()),
             clients: AtomicUsize::new(0),
             dead: AtomicBool::new(false),
+            owed: AtomicU64::new(0),
         })
     }
 
     /// Clients attached.
     pub(super) fn clients(&self) -> usize {
         self.clients.load(Ordering::Relaxed)
+    }
+
+    /// Replies submitted and not yet delivered.
+    pub(super) fn owed(&self) -> u64 {
+        self.owed.load(Ordering::Relaxed)
     }
 
     /// Failed or closed.
@@ -359,7 +374,7 @@ impl State {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Lost::Closed),
                 Poll::Ready(Ok(_)) => {
                     progress = true;
-                    if let Err(lost) = self.dispatch() {
+                    if let Err(lost) = self.dispatch(conn) {
                         return Poll::Ready(lost);
                     }
                 }
@@ -386,7 +401,14 @@ impl State {
 
     /// Frames what was read and hands each reply's bytes, as they are framed, to the client
     /// it answers.
-    fn dispatch(&mut self) -> Result<(), Lost> {
+    fn dispatch(&mut self, conn: &SharedConn) -> Result<(), Lost> {
+        let mut answered = 0;
+        let result = self.dispatch_replies(&mut answered);
+        conn.owed.fetch_sub(answered, Ordering::Relaxed);
+        result
+    }
+
+    fn dispatch_replies(&mut self, answered: &mut u64) -> Result<(), Lost> {
         while self.scanned < self.input.len() {
             let Some(head) = self.routes.front_mut() else {
                 return Err(Lost::Failed("a reply with no command waiting for it".into()));
@@ -399,6 +421,7 @@ impl State {
             if !done {
                 break;
             }
+            *answered += 1;
             head.replies -= 1;
             if head.replies == 0 {
                 let route = self.routes.pop_front().expect("the head route");
@@ -456,9 +479,14 @@ mod tests {
             let (a, b) = (inbox(), inbox());
             let route = |inbox: &Arc<Inbox>, replies| Route { inbox: Arc::clone(inbox), replies };
             let mut state = state(vec![route(&a, 2), route(&b, 1), route(&a, 1), route(&b, 1)]);
-            for piece in [&stream[..cut], &stream[cut..]] {
+            let conn = SharedConn::new(1);
+            conn.owed.store(5, Ordering::Relaxed);
+            for (piece, owed) in [(&stream[..cut], None), (&stream[cut..], Some(0))] {
                 state.input.extend_from_slice(piece);
-                state.dispatch().expect("valid replies");
+                state.dispatch(&conn).expect("valid replies");
+                if let Some(owed) = owed {
+                    assert_eq!(conn.owed(), owed, "every reply delivered, cut at {cut}");
+                }
             }
             assert_eq!(received(&a), b"+OK\r\n$5\r\nhello\r\n-ERR no\r\n", "cut at {cut}");
             assert_eq!(received(&b), b"*2\r\n:1\r\n$1\r\nx\r\n:7\r\n", "cut at {cut}");
@@ -471,7 +499,7 @@ mod tests {
         let a = inbox();
         let mut state = state(vec![Route { inbox: Arc::clone(&a), replies: 1 }]);
         state.input.extend_from_slice(b"+OK\r\n+SURPRISE\r\n");
-        assert!(matches!(state.dispatch(), Err(Lost::Failed(_))));
+        assert!(matches!(state.dispatch(&SharedConn::new(1)), Err(Lost::Failed(_))));
         assert_eq!(received(&a), b"+OK\r\n");
     }
 

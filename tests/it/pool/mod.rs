@@ -222,6 +222,66 @@ async fn blocked_clients_do_not_block_the_clients_sharing_their_connection() {
     assert_eq!(info_clients(&mut admin, "blocked_clients").await, 0);
 }
 
+/// The shared connection that carried the last record of connection `conn_id`.
+fn upstream_conn_of(proxy: &TestProxy, conn_id: u64) -> Option<u64> {
+    let records = proxy.sink.records();
+    records.iter().rev().find(|record| record.conn_id == conn_id)?.upstream_conn
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_behind_another_clients_deep_pipeline_moves_to_a_less_busy_connection() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let toml = format!("{}pool_busy_replies = 100\n", shared(2));
+    let proxy = TestProxy::start_with(redis.addr, &toml).await;
+    // A opens the first shared connection, X the second (the first has a client and the group
+    // has room), B joins the first (the fewest clients, the group full).
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut client = RawClient::connect(proxy.addr).await;
+        assert_eq!(call(&mut client, &["PING"]).await, reply(b"+PONG\r\n"));
+        clients.push(client);
+    }
+    let ids: Vec<u64> = {
+        let records = proxy.sink.wait_for(3).await;
+        records.iter().map(|record| record.conn_id).collect()
+    };
+    let (a_id, b_id) = (ids[0], ids[2]);
+    let first = upstream_conn_of(&proxy, a_id);
+    assert!(first.is_some());
+    assert_eq!(upstream_conn_of(&proxy, b_id), first, "A and B share a connection");
+    let mut b = clients.pop().unwrap();
+    let mut a = clients.remove(0);
+
+    // A's deep pipeline: 100,000 INCRs in one write, its replies read as they come, so that
+    // the proxy keeps feeding them to the shared connection.
+    const DEPTH: usize = 100_000;
+    let mut pipeline = Vec::new();
+    for _ in 0..DEPTH {
+        pipeline.extend(encode_command(&[b"INCR", b"n"]));
+    }
+    a.send(&pipeline).await;
+    assert_eq!(a.read_reply().await, b":1\r\n", "A's commands are being answered");
+    let reader = tokio::spawn(async move {
+        for _ in 1..DEPTH {
+            a.read_reply().await;
+        }
+        a
+    });
+    // B asks meanwhile: the connection owes A thousands of replies, so B moves (between its
+    // replies) to the other one and waits for its own command only.
+    let mut moved_to = first;
+    while moved_to == first && !reader.is_finished() {
+        let value = call(&mut b, &["GET", "n"]).await;
+        assert!(value.starts_with('$'), "{value}");
+        moved_to = upstream_conn_of(&proxy, b_id);
+    }
+    let mut a = reader.await.unwrap();
+    assert!(moved_to.is_some() && moved_to != first, "B moved off A's busy connection");
+    assert_eq!(call(&mut b, &["GET", "n"]).await, reply(b"$6\r\n100000\r\n"));
+    assert_eq!(call(&mut a, &["GET", "n"]).await, reply(b"$6\r\n100000\r\n"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pub_sub_messages_reach_only_the_subscriber() {
     crate::require_redis!();
