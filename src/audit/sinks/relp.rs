@@ -385,10 +385,9 @@ pub(super) fn run(shared: &SinkShared, config: &SyslogConfig, envelope: &Envelop
             continue;
         }
         // Frame messages while the window has room: `loss` lines first, then queued lines.
-        let mut message_at;
         while !window.is_full() && !declare.is_empty() {
             let end = memchr::memchr(b'\n', &declare).map_or(declare.len(), |at| at + 1);
-            message_at = window.bytes.len();
+            let message_at = window.bytes.len();
             header.push_message(declare[..end].trim_ascii_end(), &mut window.bytes);
             window.push(message_at, None, &mut out);
             declare.drain(..end);
@@ -401,7 +400,7 @@ pub(super) fn run(shared: &SinkShared, config: &SyslogConfig, envelope: &Envelop
             if line.is_empty() {
                 continue;
             }
-            message_at = window.bytes.len();
+            let message_at = window.bytes.len();
             if header.push_message(line, &mut window.bytes) {
                 counters.truncated.fetch_add(1, Ordering::Relaxed);
             }
