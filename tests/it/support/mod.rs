@@ -7,6 +7,7 @@ pub mod client;
 pub mod cluster;
 pub mod http;
 pub mod mock;
+pub mod process;
 pub mod proxy;
 pub mod redis;
 pub mod rng;

@@ -120,6 +120,11 @@ impl RedisServer {
         panic!("redis-server on {} did not start", self.addr);
     }
 
+    /// The server process's id (for signals such as SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the server (SIGKILL) and waits for it to exit.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
