@@ -49,6 +49,7 @@ mod sinks;
 mod sinks_export;
 mod sinks_relp;
 mod skips;
+mod soak;
 mod stateful;
 mod suggest;
 mod table_load;
