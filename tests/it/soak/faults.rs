@@ -160,6 +160,7 @@ impl AuditDisk {
 
 impl Drop for AuditDisk {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.path()).status();
+        // Lazily: after a failure the proxy may still hold files there.
+        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
     }
 }

@@ -17,8 +17,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::support::process::{raise_open_files, rss_kib};
-use crate::support::redis::RedisServer;
-use crate::support::rsyslog::Rsyslog;
+use crate::support::redis::{free_port_outside_ephemeral, RedisServer};
+use crate::support::rsyslog::{Input, Rsyslog};
 use crate::support::Scratch;
 use clients::Plan;
 use faults::{AuditDisk, Targets};
@@ -101,8 +101,11 @@ async fn soak_with_faults() {
     eprintln!("soak: {size:?}, {connections} connections");
     let work = Scratch::new("soak");
     let maxclients = (connections + 1000).to_string();
-    let redis = RedisServer::start(&["--maxclients", &maxclients]);
-    let collector = Rsyslog::start(&work.path().join("rsyslog"), None);
+    // Both are restarted on their ports while thousands of connections come and go: ports
+    // below the ephemeral range, which no connection can take meanwhile.
+    let redis = RedisServer::start_outside_ephemeral(&["--maxclients", &maxclients]);
+    let collector_port = free_port_outside_ephemeral();
+    let collector = Rsyslog::start_on(&work.path().join("rsyslog"), Input::Tcp(None), collector_port);
     let audit_dir = disk.path().join("trail");
     let mut proxy = Subject::start(&Setup {
         upstream: redis.addr,

@@ -18,9 +18,10 @@ pub const REPLY_DEADLINE: Duration = Duration::from_secs(30);
 /// Keys and channels of soak commands start with this, then name a client and a counter.
 pub const TOKEN_PREFIX: &str = "soakt:";
 
-/// The soak's clients connect from this address; the churn waves from another, so that their
-/// keyless records are not taken for the clients'.
-pub const CLIENT_IP: [u8; 4] = [127, 0, 0, 1];
+/// The soak's clients connect from this address: the churn waves from another, so that their
+/// keyless records are not taken for the clients'; and not from 127.0.0.1, where Redis and the
+/// collector are restarted on their ports (a client's local port there would block them).
+pub const CLIENT_IP: [u8; 4] = [127, 0, 0, 3];
 
 /// How a command is found in the trail: by its token (a key or channel no other client uses)
 /// and its name, or, for a command without keys, by its client's port (the records'

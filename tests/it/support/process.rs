@@ -27,8 +27,9 @@ pub fn raise_open_files(need: u64) -> Result<u64, String> {
     let (soft, hard) = open_files_limits()?;
     if soft < need {
         return Err(format!(
-            "the open-files limit is {soft} (hard {hard}) and {need} are needed: run as root \
-             (the test raises it), or raise it first (`ulimit -n {need}`)"
+            "the open-files limit is {soft} (hard {hard}) and {need} are needed: raising the \
+             hard limit needs CAP_SYS_RESOURCE (root, outside a restricted container; the test \
+             raises it then), or raise it before (`ulimit -Hn {need}; ulimit -n {need}`)"
         ));
     }
     Ok(soft)

@@ -89,9 +89,21 @@ impl RedisServer {
     /// the server's bind (a parallel test, a cluster node's bus port) makes the server exit at
     /// once: then it starts again on another port.
     pub fn start_server(server: Server, extra: &[&str]) -> Self {
+        Self::start_picking(server, extra, free_port)
+    }
+
+    /// [`start`](Self::start) on a port below the ephemeral range
+    /// ([`free_port_outside_ephemeral`]), for a server restarted while thousands of
+    /// connections come and go: none of them can take its port as a local port meanwhile (a
+    /// connect to the port while nothing listens could even connect to itself).
+    pub fn start_outside_ephemeral(extra: &[&str]) -> Self {
+        Self::start_picking(Server::Debian, extra, free_port_outside_ephemeral)
+    }
+
+    fn start_picking(server: Server, extra: &[&str], pick: fn() -> u16) -> Self {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         for _ in 0..5 {
-            let port = free_port();
+            let port = pick();
             // What an earlier server on this port left there is not this one's.
             let _ = std::fs::remove_dir_all(work_dir(port));
             let child = spawn(server, port, &extra);
@@ -186,6 +198,24 @@ fn spawn(server: Server, port: u16, extra: &[String]) -> Child {
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A loopback port nobody uses right now, below the ephemeral range
+/// (`net.ipv4.ip_local_port_range`, 32768–60999 by default), where the kernel never picks a
+/// local port for a connect: a server restarted on it finds it free however many connections
+/// were made meanwhile.
+pub fn free_port_outside_ephemeral() -> u16 {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range");
+    let low: u16 =
+        range.ok().and_then(|r| r.split_whitespace().next()?.parse().ok()).unwrap_or(32768);
+    assert!(low > 2048, "the ephemeral range starts at {low}: no room below it");
+    let span = (low - 1024).min(10_000);
+    let clock = std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().subsec_nanos();
+    let start = (clock ^ std::process::id()) as u16 % span;
+    (0..span)
+        .map(|i| low - span + (start + i) % span)
+        .find(|port| TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free port below the ephemeral range")
 }
 
 /// Three tests running `$run(server)`, one per server: Debian's, Redis 7.2, Valkey 8.

@@ -88,9 +88,13 @@ impl Rsyslog {
 
     /// Starts one in `dir`, on a free port.
     pub fn start_input(dir: &Path, input: Input<'_>) -> Self {
+        Self::start_on(dir, input, crate::support::redis::free_port())
+    }
+
+    /// [`start_input`](Self::start_input) on `port`.
+    pub fn start_on(dir: &Path, input: Input<'_>, port: u16) -> Self {
         assert!(present(), "rsyslogd is not installed: the test must `require_rsyslog!()` first");
         std::fs::create_dir_all(dir.join("work")).unwrap();
-        let port = crate::support::redis::free_port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let output = dir.join("received.log");
         let export = dir.join("export.log");
