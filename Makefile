@@ -4,7 +4,7 @@ CARGO ?= cargo
 REDIS_PORT ?= 6379
 CONFIG ?= proxy.toml.example
 
-.PHONY: run test bench fuzz fuzz-smoke fuzz-differential mutants fmt lint doc deps redis clean
+.PHONY: run test bench fuzz fuzz-smoke fuzz-differential soak mutants fmt lint doc deps redis clean
 FUZZ_SECONDS ?= 600
 FUZZ_JOBS ?= 1
 FUZZ_RUNS ?=
@@ -62,6 +62,19 @@ MUTANTS_FILES ?= src/acl/** src/proxy/gate/** src/resp/** src/audit/redact.rs
 mutants:
 	@$(CARGO) mutants --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-mutants
 	$(CARGO) mutants $(foreach f,$(MUTANTS_FILES),-f '$(f)') --output target/mutants -- --lib
+
+## The soak with faults (tests/it/soak/, docs/reliability.md): SOAK_CLIENTS clients for
+## SOAK_SECONDS through the binary while Redis restarts, freezes and pauses, the audit disk fills,
+## the syslog collector stops and SIGHUP reloads; then its invariants. Loopback only; needs root
+## (a tmpfs) and open files for two sockets per client (SOAK_POOL=shared: about one).
+## `make test` runs the same test at 60 s and 1,000 clients.
+SOAK_SECONDS ?= 600
+SOAK_CLIENTS ?= 10000
+SOAK_POOL ?= dedicated
+soak: deps
+	@bash scripts/ensure-rsyslog.sh
+	SOAK_SECONDS=$(SOAK_SECONDS) SOAK_CLIENTS=$(SOAK_CLIENTS) SOAK_POOL=$(SOAK_POOL) \
+	  $(CARGO) test --test it soak::soak_with_faults -- --exact --nocapture
 
 deps:
 	@bash scripts/ensure-redis.sh
