@@ -105,7 +105,8 @@ async fn soak_with_faults() {
     // below the ephemeral range, which no connection can take meanwhile.
     let redis = RedisServer::start_outside_ephemeral(&["--maxclients", &maxclients]);
     let collector_port = free_port_outside_ephemeral();
-    let collector = Rsyslog::start_on(&work.path().join("rsyslog"), Input::Tcp(None), collector_port);
+    let collector =
+        Rsyslog::start_on(&work.path().join("rsyslog"), Input::Tcp(None), collector_port);
     let audit_dir = disk.path().join("trail");
     let mut proxy = Subject::start(&Setup {
         upstream: redis.addr,
