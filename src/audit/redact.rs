@@ -1,6 +1,7 @@
 //! Which arguments of a command may be written to the trail when argument capture is on:
 //! every argument that carries a secret (passwords in AUTH, HELLO, MIGRATE, ACL SETUSER, the
-//! sensitive CONFIG SET and SENTINEL parameters) is replaced, whatever its case or position.
+//! sensitive CONFIG SET and SENTINEL parameters, and those of the command an ACL DRYRUN names)
+//! is replaced, whatever its case or position.
 
 use bytes::Bytes;
 
@@ -79,6 +80,10 @@ pub(crate) fn secret_positions(args: &[Bytes]) -> Vec<usize> {
                     secret.push(i);
                 }
             }
+        }
+        // ACL DRYRUN user command args...: the command's own secrets (a dry run of AUTH).
+        b"acl" if is(1, "dryrun") && args.len() > 3 => {
+            secret.extend(secret_positions(&args[3..]).into_iter().map(|i| i + 3));
         }
         b"config" if is(1, "set") => secret_values(args, 2, is_secret_parameter, &mut secret),
         b"sentinel" if is(1, "config") && is(2, "set") => {
@@ -161,6 +166,16 @@ mod tests {
             ("HELLO 3 AUTH pw", &[3]),
             ("SET k v", &[]),
             ("CONFIG GET requirepass", &[]),
+            // Each AUTH of a line has its password, however the options before it run.
+            ("HELLO 3 AUTH u p AUTH u2 p2", &[4, 7]),
+            ("HELLO 3 AUTH u p SETNAME n AUTH u2 p2", &[4, 9]),
+            // Look-alikes that hold no secret.
+            ("CONFIG SET tls-port 6380 repl-backlog-pass x", &[]),
+            ("CONFIG GET requirepass masterauth", &[]),
+            ("ACL DRYRUN alice SET k >v", &[]),
+            ("ACL DRYRUN alice AUTH bob pw", &[5]),
+            ("acl dryrun alice CONFIG SET masterauth pw", &[6]),
+            ("SENTINEL SIMULATE-FAILURE x auth-pass y", &[]),
         ];
         for (line, expected) in cases {
             assert_eq!(secret_positions(&args(line)), *expected, "{line}");
