@@ -46,11 +46,11 @@ pub(crate) fn secret_positions(args: &[Bytes]) -> Vec<usize> {
             // From 1: `HELLO AUTH user pass` (no version) is an error Redis answers, but the
             // password is still on the line. An AUTH with one word after it has only that word.
             let mut i = 1;
-            while i < args.len() {
-                if is(i, "auth") {
+            while let Some(option) = args.get(i) {
+                if option.eq_ignore_ascii_case(b"auth") {
                     secret.push(if i + 2 < args.len() { i + 2 } else { i + 1 });
                     i += 3;
-                } else if is(i, "setname") {
+                } else if option.eq_ignore_ascii_case(b"setname") {
                     i += 2;
                 } else {
                     i += 1;
@@ -59,14 +59,14 @@ pub(crate) fn secret_positions(args: &[Bytes]) -> Vec<usize> {
         }
         b"migrate" => {
             let mut i = 6;
-            while i < args.len() {
-                if is(i, "auth") {
+            while let Some(option) = args.get(i) {
+                if option.eq_ignore_ascii_case(b"auth") {
                     secret.push(i + 1);
                     i += 2;
-                } else if is(i, "auth2") {
+                } else if option.eq_ignore_ascii_case(b"auth2") {
                     secret.push(i + 2);
                     i += 3;
-                } else if is(i, "keys") {
+                } else if option.eq_ignore_ascii_case(b"keys") {
                     break;
                 } else {
                     i += 1;
@@ -111,12 +111,11 @@ fn secret_values(
     is_secret: impl Fn(&[u8]) -> bool,
     secret: &mut Vec<usize>,
 ) {
-    let mut i = first;
-    while i + 1 < args.len() {
-        if is_secret(&args[i]) {
-            secret.push(i + 1);
+    let pairs = args.get(first..).unwrap_or_default().chunks_exact(2);
+    for (pair, name_and_value) in pairs.enumerate() {
+        if is_secret(&name_and_value[0]) {
+            secret.push(first + 2 * pair + 1);
         }
-        i += 2;
     }
 }
 
@@ -169,6 +168,8 @@ mod tests {
             // Each AUTH of a line has its password, however the options before it run.
             ("HELLO 3 AUTH u p AUTH u2 p2", &[4, 7]),
             ("HELLO 3 AUTH u p SETNAME n AUTH u2 p2", &[4, 9]),
+            ("MIGRATE h 6379  0 100 AUTH pw AUTH2 u pw2", &[7, 10]),
+            ("MIGRATE h 6379  0 100 AUTH2 u pw AUTH pw2", &[8, 10]),
             // Look-alikes that hold no secret.
             ("CONFIG SET tls-port 6380 repl-backlog-pass x", &[]),
             ("CONFIG GET requirepass masterauth", &[]),
@@ -176,6 +177,10 @@ mod tests {
             ("ACL DRYRUN alice AUTH bob pw", &[5]),
             ("acl dryrun alice CONFIG SET masterauth pw", &[6]),
             ("SENTINEL SIMULATE-FAILURE x auth-pass y", &[]),
+            ("SENTINEL CONFIG GET sentinel-pass sentinel-user", &[]),
+            ("CONFIG SET maxmemory 1 appendonly no requirepass pw", &[7]),
+            // An option that ends the line names no argument.
+            ("HELLO 3 AUTH", &[]),
         ];
         for (line, expected) in cases {
             assert_eq!(secret_positions(&args(line)), *expected, "{line}");
