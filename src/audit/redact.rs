@@ -82,8 +82,9 @@ pub(crate) fn secret_positions(args: &[Bytes]) -> Vec<usize> {
             }
         }
         // ACL DRYRUN user command args...: the command's own secrets (a dry run of AUTH).
-        b"acl" if is(1, "dryrun") && args.len() > 3 => {
-            secret.extend(secret_positions(&args[3..]).into_iter().map(|i| i + 3));
+        b"acl" if is(1, "dryrun") => {
+            let command = args.get(3..).unwrap_or_default();
+            secret.extend(secret_positions(command).into_iter().map(|i| i + 3));
         }
         b"config" if is(1, "set") => secret_values(args, 2, is_secret_parameter, &mut secret),
         b"sentinel" if is(1, "config") && is(2, "set") => {
@@ -176,6 +177,8 @@ mod tests {
             ("ACL DRYRUN alice SET k >v", &[]),
             ("ACL DRYRUN alice AUTH bob pw", &[5]),
             ("acl dryrun alice CONFIG SET masterauth pw", &[6]),
+            ("ACL DRYRUN alice", &[]),
+            ("ACL DELUSER a AUTH pw", &[]),
             ("SENTINEL SIMULATE-FAILURE x auth-pass y", &[]),
             ("SENTINEL CONFIG GET sentinel-pass sentinel-user", &[]),
             ("CONFIG SET maxmemory 1 appendonly no requirepass pw", &[7]),
