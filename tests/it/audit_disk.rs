@@ -6,30 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::support::scratch::trail;
-use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
-
-/// A tmpfs of `size` mounted on a scratch directory, unmounted on drop.
-struct SmallDisk(Scratch);
-
-impl SmallDisk {
-    fn mount(size: &str) -> Option<Self> {
-        let dir = Scratch::new("small-disk");
-        std::fs::create_dir_all(dir.path()).ok()?;
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .ok()?;
-        status.success().then_some(Self(dir))
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.0.path()).status();
-    }
-}
+use crate::support::tmpfs::Tmpfs;
+use crate::support::{RawClient, RedisServer, TestProxy};
 
 /// A proxy whose audit directory is on a 256 KiB tmpfs already 200 KiB full, with `toml`;
 /// `None` where no tmpfs can be mounted.
@@ -37,14 +15,14 @@ async fn proxy_on_a_nearly_full_disk(
     redis: &RedisServer,
     toml: &str,
 ) -> Option<(
-    SmallDisk,
+    Tmpfs,
     std::path::PathBuf,
     TestProxy,
     std::sync::Arc<redis_audit_proxy::audit::AuditSink>,
 )> {
-    let disk = SmallDisk::mount("256k")?;
-    std::fs::write(disk.0.path().join("filler"), vec![0u8; 200 * 1024]).unwrap();
-    let dir = disk.0.path().join("trail");
+    let disk = Tmpfs::mount(256 * 1024)?;
+    std::fs::write(disk.path().join("filler"), vec![0u8; 200 * 1024]).unwrap();
+    let dir = disk.path().join("trail");
     let (proxy, audit) = TestProxy::start_audited(redis.addr, &dir, toml).await;
     Some((disk, dir, proxy, audit))
 }
@@ -59,7 +37,7 @@ async fn a_full_disk_keeps_the_lines_and_writes_them_when_space_returns() {
         crate::support::skip::missing("a small tmpfs (mounting needs root)", how);
         return;
     };
-    let filler = disk.0.path().join("filler");
+    let filler = disk.path().join("filler");
     let mut client = RawClient::connect(proxy.addr).await;
     let (mut accepted, mut refused) = (0, 0);
     for i in 0..3000 {
@@ -107,21 +85,21 @@ async fn a_full_disk_keeps_the_lines_and_writes_them_when_space_returns() {
 fn on_error_shutdown_stops_the_proxy_with_status_1() {
     use std::io::{Read, Write};
     crate::require_redis!();
-    let Some(disk) = SmallDisk::mount("128k") else {
+    let Some(disk) = Tmpfs::mount(128 * 1024) else {
         let how = "run the tests as root, as CI does";
         crate::support::skip::missing("a small tmpfs (mounting needs root)", how);
         return;
     };
     let redis = RedisServer::start(&[]);
-    std::fs::write(disk.0.path().join("filler"), vec![0u8; 110 * 1024]).unwrap();
-    let config = disk.0.path().join("proxy.toml");
+    std::fs::write(disk.path().join("filler"), vec![0u8; 110 * 1024]).unwrap();
+    let config = disk.path().join("proxy.toml");
     std::fs::write(&config, "[audit]\non_error = \"shutdown\"\n").unwrap();
     let listen = std::net::SocketAddr::from(([127, 0, 0, 1], crate::support::redis::free_port()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_redis-audit-proxy"))
         .args(["--config", &config.display().to_string(), "--listen", &listen.to_string()])
         .args(["--upstream", &redis.addr.to_string(), "--log-level", "error"])
         .args(["--admin", "127.0.0.1:0"])
-        .args(["--audit-dir", &disk.0.path().join("trail").display().to_string()])
+        .args(["--audit-dir", &disk.path().join("trail").display().to_string()])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -177,7 +155,7 @@ async fn on_error_continue_keeps_serving_and_declares_what_did_not_fit() {
         crate::support::skip::missing("a small tmpfs (mounting needs root)", how);
         return;
     };
-    let filler = disk.0.path().join("filler");
+    let filler = disk.path().join("filler");
     let mut client = RawClient::connect(proxy.addr).await;
     // Far more than fits on the disk: every command is served all the same.
     for i in 0..1500 {

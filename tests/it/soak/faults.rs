@@ -5,13 +5,13 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::client::encode_command;
 use crate::support::process::signal;
 use crate::support::rsyslog::Rsyslog;
-use crate::support::{RedisServer, Scratch};
+use crate::support::tmpfs::Tmpfs;
+use crate::support::RedisServer;
 
 /// The faults, in the order the schedule cycles through them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -96,39 +96,29 @@ fn apply(targets: &mut Targets, fault: Fault) {
     }
 }
 
-/// A tmpfs for the audit trail, unmounted on drop. "Full" is a remount to the size already
-/// used: the disk is full at once, without writing (and holding in RAM) a filler file.
+/// A tmpfs for the audit trail. "Full" is a resize to the size already used: the disk is full
+/// at once, without writing (and holding in RAM) a filler file.
 #[derive(Debug)]
 pub struct AuditDisk {
-    dir: Scratch,
+    disk: Tmpfs,
     size: u64,
 }
 
 impl AuditDisk {
-    /// Mounts a tmpfs of `size` bytes (RAM is used only for what is written); `None` when
-    /// mounting is not allowed (not root).
+    /// Mounts a tmpfs of `size` bytes; `None` when mounting is not allowed (not root).
     pub fn mount(size: u64) -> Option<Self> {
-        let dir = Scratch::new("soak-disk");
-        std::fs::create_dir_all(dir.path()).ok()?;
-        let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .ok()?;
-        mounted.success().then_some(Self { dir, size })
+        Some(Self { disk: Tmpfs::mount(size)?, size })
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        self.disk.path()
     }
 
     /// No free block left: the size shrinks to what is used (plus a page, since the writer
     /// may grow the file meanwhile: tmpfs refuses a size under its use, so this retries).
     pub fn fill(&self) {
         for attempt in 1..=20u64 {
-            let size = self.used() + 4096 * attempt;
-            if self.remount(size) {
+            if self.disk.resize(self.disk.used() + 4096 * attempt) {
                 return;
             }
         }
@@ -137,30 +127,6 @@ impl AuditDisk {
 
     /// The whole size back.
     pub fn free(&self) {
-        assert!(self.remount(self.size), "could not grow the audit tmpfs back");
-    }
-
-    /// Bytes in use (`stat -f`: block size, blocks, free blocks).
-    pub fn used(&self) -> u64 {
-        let out = Command::new("stat").args(["-f", "-c", "%S %b %f"]).arg(self.path()).output();
-        let out = String::from_utf8(out.expect("stat -f").stdout).unwrap();
-        let n: Vec<u64> = out.split_whitespace().map(|w| w.parse().unwrap()).collect();
-        n[0] * (n[1] - n[2])
-    }
-
-    fn remount(&self, size: u64) -> bool {
-        Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(self.path())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success())
-    }
-}
-
-impl Drop for AuditDisk {
-    fn drop(&mut self) {
-        // Lazily: after a failure the proxy may still hold files there.
-        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
+        assert!(self.disk.resize(self.size), "could not grow the audit tmpfs back");
     }
 }

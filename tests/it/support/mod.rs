@@ -14,6 +14,7 @@ pub mod rng;
 pub mod rsyslog;
 pub mod scratch;
 pub mod skip;
+pub mod tmpfs;
 pub mod webdriver;
 
 pub use client::RawClient;
