@@ -195,3 +195,38 @@ fn exec_refusals_are_execabort_and_unpairable_commands_are_refused_in_multi() {
     anyone.in_multi = false;
     assert_eq!(decide_line(&anyone, Some(&full), "ACL LOG"), Decision::Serve(Service::AclLog));
 }
+
+#[test]
+fn an_unauthenticated_client_meets_noauth_unless_redis_decides_in_observe_mode() {
+    let (enforce, observe) = (policy(USERS, AclMode::Enforce), policy(USERS, AclMode::Observe));
+    let noauth = "-NOAUTH Authentication required.\r\n";
+    // auth.mode = "proxy": the proxy is the authority, whatever the mode.
+    let anonymous = view("default");
+    for policy in [&enforce, &observe] {
+        assert_eq!(reply_of(&decide_line(&anonymous, Some(policy), "GET k")), noauth);
+    }
+    // Passthrough: enforce refuses; observe lets Redis answer (and records what it would do).
+    let mut passthrough = view("default");
+    passthrough.auth_mode = AuthMode::Passthrough;
+    assert_eq!(reply_of(&decide_line(&passthrough, Some(&enforce), "GET k")), noauth);
+    assert_eq!(
+        decide_line(&passthrough, Some(&observe), "GET k"),
+        Decision::Forward { observed: None }
+    );
+}
+
+#[test]
+fn with_proxy_auth_a_login_inside_multi_is_refused_and_hello_without_one_is_queued() {
+    let policy = policy(USERS, AclMode::Enforce);
+    let mut app = view("app");
+    app.in_multi = true;
+    for line in ["AUTH app pw", "HELLO 3 AUTH app pw", "hello 3 setname x auth app pw"] {
+        assert!(
+            reply_of(&decide_line(&app, Some(&policy), line))
+                .contains("inside MULTI are not supported"),
+            "{line}"
+        );
+    }
+    assert_eq!(decide_line(&app, Some(&policy), "HELLO 3"), Decision::Forward { observed: None });
+    assert!(!reply_of(&decide_line(&app, Some(&policy), "RESET")).contains("not supported"));
+}
