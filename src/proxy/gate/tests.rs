@@ -230,3 +230,50 @@ fn with_proxy_auth_a_login_inside_multi_is_refused_and_hello_without_one_is_queu
     assert_eq!(decide_line(&app, Some(&policy), "HELLO 3"), Decision::Forward { observed: None });
     assert!(!reply_of(&decide_line(&app, Some(&policy), "RESET")).contains("not supported"));
 }
+
+#[test]
+fn monitor_and_silencing_commands_are_refused_only_where_replies_could_not_be_paired() {
+    let full = policy(b"user default on nopass ~* &* +@all", AclMode::Enforce);
+    let mut client = view("default");
+    client.authenticated = true;
+    assert_eq!(decide_line(&client, Some(&full), "MONITOR"), Decision::Forward { observed: None });
+    assert_eq!(
+        decide_line(&client, Some(&full), "CLIENT REPLY OFF"),
+        Decision::Forward { observed: None }
+    );
+    client.monitor = true;
+    // Redis ignores a second MONITOR without a reply; the proxy answers nothing either.
+    assert_eq!(decide_line(&client, Some(&full), "MONITOR"), Decision::Serve(Service::NoReply));
+    assert!(reply_of(&decide_line(&client, Some(&full), "CLIENT REPLY OFF"))
+        .contains("while in MONITOR is not supported"));
+    assert_eq!(
+        decide_line(&client, Some(&full), "SUBSCRIBE a b"),
+        Decision::Forward { observed: None },
+        "a subscription is answered, monitoring or not"
+    );
+    // A RESP2 subscriber's MONITOR is Redis's to refuse.
+    client.resp2_subscribed = true;
+    assert_eq!(decide_line(&client, Some(&full), "MONITOR"), Decision::Forward { observed: None });
+}
+
+#[test]
+fn unknown_command_errors_show_128_characters_of_arguments_as_redis_does() {
+    let policy = policy(USERS, AclMode::Enforce);
+    let line = format!("NOSUCH aaaaaaaaaa {}", "b".repeat(300));
+    let reply = reply_of(&decide_line(&view("app"), Some(&policy), &line));
+    // 'aaaaaaaaaa' and its space take 13 of the 128: the next argument gets the 115 left.
+    let expected = format!(
+        "-ERR unknown command 'NOSUCH', with args beginning with: 'aaaaaaaaaa' '{}' \r\n",
+        "b".repeat(115)
+    );
+    assert_eq!(reply, expected);
+}
+
+#[test]
+fn sort_ro_patterns_are_checked_as_sorts_are() {
+    let policy = policy(USERS, AclMode::Enforce);
+    assert_eq!(
+        reply_of(&decide_line(&view("sorter"), Some(&policy), "SORT_RO app:l BY w_*")),
+        "-ERR BY option of SORT denied due to insufficient ACL permissions.\r\n"
+    );
+}
