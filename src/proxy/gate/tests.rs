@@ -276,4 +276,35 @@ fn sort_ro_patterns_are_checked_as_sorts_are() {
         reply_of(&decide_line(&view("sorter"), Some(&policy), "SORT_RO app:l BY w_*")),
         "-ERR BY option of SORT denied due to insufficient ACL permissions.\r\n"
     );
+    // An option without its values is Redis's syntax error to answer, as is a STORE in
+    // SORT_RO; options without patterns pass.
+    for line in [
+        "SORT app:l BY",
+        "SORT app:l GET",
+        "SORT app:l LIMIT 0",
+        "SORT app:l ALPHA DESC",
+        "SORT app:l BY nosort LIMIT 0 1",
+        "SORT_RO app:l STORE app:dst GET *",
+    ] {
+        assert_eq!(
+            decide_line(&view("sorter"), Some(&policy), line),
+            Decision::Forward { observed: None },
+            "{line}"
+        );
+    }
+    // Each option's values are skipped exactly: the pattern after them is still found.
+    for (line, option) in [
+        ("SORT app:l ALPHA BY w_*", "BY"),
+        ("SORT app:l asc GET #", "GET"),
+        ("SORT app:l DESC ALPHA GET *", "GET"),
+        ("SORT app:l LIMIT 0 1 BY w_*", "BY"),
+        ("SORT app:l STORE app:d GET *", "GET"),
+        ("SORT app:l BY nosort BY w_*", "BY"),
+    ] {
+        assert_eq!(
+            reply_of(&decide_line(&view("sorter"), Some(&policy), line)),
+            format!("-ERR {option} option of SORT denied due to insufficient ACL permissions.\r\n"),
+            "{line}"
+        );
+    }
 }
