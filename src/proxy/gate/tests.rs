@@ -292,18 +292,28 @@ fn sort_ro_patterns_are_checked_as_sorts_are() {
             "{line}"
         );
     }
-    // Each option's values are skipped exactly: the pattern after them is still found.
-    for (line, option) in [
-        ("SORT app:l ALPHA BY w_*", "BY"),
-        ("SORT app:l asc GET #", "GET"),
-        ("SORT app:l DESC ALPHA GET *", "GET"),
-        ("SORT app:l LIMIT 0 1 BY w_*", "BY"),
-        ("SORT app:l STORE app:d GET *", "GET"),
-        ("SORT app:l BY nosort BY w_*", "BY"),
+    // Each option's values are skipped exactly: the pattern after them is still found, and the
+    // denial names it.
+    for (line, option, pattern_at) in [
+        ("SORT app:l ALPHA BY w_*", "BY", 4),
+        ("SORT app:l asc GET #", "GET", 4),
+        ("SORT app:l DESC ALPHA GET *", "GET", 5),
+        ("SORT app:l LIMIT 0 1 BY w_*", "BY", 6),
+        ("SORT app:l ALPHA LIMIT 0 1 BY w_*", "BY", 7),
+        ("SORT app:l STORE app:d GET *", "GET", 5),
+        ("SORT app:l BY nosort BY w_*", "BY", 5),
     ] {
+        let Decision::Refuse(refusal) = decide_line(&view("sorter"), Some(&policy), line) else {
+            panic!("{line} is refused")
+        };
         assert_eq!(
-            reply_of(&decide_line(&view("sorter"), Some(&policy), line)),
+            String::from_utf8_lossy(&refusal.reply),
             format!("-ERR {option} option of SORT denied due to insufficient ACL permissions.\r\n"),
+            "{line}"
+        );
+        assert_eq!(
+            refusal.denial,
+            Some(Denial { reason: DenyReason::Key, arg_index: pattern_at }),
             "{line}"
         );
     }
