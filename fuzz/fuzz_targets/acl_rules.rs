@@ -19,9 +19,18 @@ fn ids() -> &'static CommandIds {
     IDS.get_or_init(|| CommandIds::new(&CommandTable::embedded()))
 }
 
+/// A selector's allowed first arguments as sets: lower-cased, and sorted, since their order
+/// is not kept (as in Redis: `+select|a +select|b +select|a` stores `a`, `b` and is described,
+/// after the rule history, as `+select|b +select|a`; what is allowed is the same).
 fn lower_first_args(selector: &Selector) -> Vec<(u16, Vec<Vec<u8>>)> {
-    let lower = |args: &Vec<Vec<u8>>| args.iter().map(|a| a.to_ascii_lowercase()).collect();
-    selector.first_args.iter().map(|(id, args)| (*id, lower(args))).collect()
+    let lower = |args: &Vec<Vec<u8>>| {
+        let mut args: Vec<Vec<u8>> = args.iter().map(|a| a.to_ascii_lowercase()).collect();
+        args.sort();
+        args
+    };
+    let mut all: Vec<_> = selector.first_args.iter().map(|(id, args)| (*id, lower(args))).collect();
+    all.sort();
+    all
 }
 
 /// The same users: names, flags, passwords and every selector's permissions.
