@@ -14,7 +14,8 @@ FUZZ_RUNS ?=
 run: deps redis
 	$(CARGO) run --release -- --config $(CONFIG)
 
-## Install what the tests need, then run formatting, lints, unit and integration tests.
+## Install what the tests need, then run formatting, lints, unit and integration tests, the docs
+## build and a 30-second smoke of every fuzz target.
 test: deps
 	@bash scripts/ensure-prometheus.sh
 	@bash scripts/ensure-redis-py.sh
@@ -26,6 +27,7 @@ test: deps
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test --all-targets
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --document-private-items --quiet
+	$(MAKE) --no-print-directory fuzz-smoke FUZZ_JOBS=2
 
 ## Throughput, latency and CPU per request against Redis directly, through the proxy and through
 ## HAProxy and twemproxy; regenerates docs/benchmarks.md's results (see that file); then a Redis
@@ -36,15 +38,15 @@ bench: deps
 	python3 scripts/bench_cluster.py
 
 ## Every fuzz target (fuzz/, cargo-fuzz) for FUZZ_SECONDS each (or FUZZ_RUNS executions each),
-## FUZZ_JOBS at a time; figures
-## in docs/reliability.md. fuzz-smoke: 20 s per target.
+## FUZZ_JOBS at a time; figures in docs/reliability.md. fuzz-smoke: 30 s per target (part of
+## make test).
 fuzz:
 	@bash scripts/ensure-cargo-fuzz.sh
 	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_RUNS=$(FUZZ_RUNS) FUZZ_JOBS=$(FUZZ_JOBS) bash scripts/fuzz.sh
 
 fuzz-smoke:
 	@bash scripts/ensure-cargo-fuzz.sh
-	FUZZ_SECONDS=20 FUZZ_RUNS= FUZZ_JOBS=$(FUZZ_JOBS) bash scripts/fuzz.sh
+	FUZZ_SECONDS=30 FUZZ_RUNS= FUZZ_JOBS=$(FUZZ_JOBS) bash scripts/fuzz.sh
 
 ## Differential fuzzing against Redis (tests/it/differential_fuzz/): DIFFERENTIAL_FUZZ_STREAMS
 ## random request streams, sent directly and through the proxy, with a fresh seed (printed).
