@@ -167,3 +167,94 @@ fn key_allowed(selector: &Selector, key: &[u8], flags: KeyFlags) -> bool {
         pattern.permissions & needed == needed && glob::matches(&pattern.pattern, key)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acl::users::Users;
+    use crate::command::{extract_keys, CommandTable};
+
+    /// Checks `line` for `user` of the users file `file`.
+    fn run(file: &str, user: &str, line: &str) -> Result<(), Denial> {
+        let table = CommandTable::embedded();
+        let ids = CommandIds::new(&table);
+        let users = Users::parse(file.as_bytes(), &ids).unwrap();
+        let args: Vec<Bytes> =
+            line.split(' ').map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
+        let command = table.resolve(&args).unwrap();
+        let mut keys = Keys::new();
+        extract_keys(command, &args, &mut keys);
+        let id = ids.id(&command.name).unwrap();
+        check(users.get(user.as_bytes()).unwrap(), &ids, id, &args, &keys)
+    }
+
+    fn reads_every_key(rules: &str, line: &str) -> bool {
+        let table = CommandTable::embedded();
+        let ids = CommandIds::new(&table);
+        let users = Users::parse(format!("user u on nopass {rules}\n").as_bytes(), &ids).unwrap();
+        let args: Vec<Bytes> =
+            line.split(' ').map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
+        let command = table.resolve(&args).unwrap();
+        let mut keys = Keys::new();
+        extract_keys(command, &args, &mut keys);
+        let id = ids.id(&command.name).unwrap();
+        allows_reading_every_key(users.get(b"u").unwrap(), &ids, id, &args, &keys)
+    }
+
+    #[test]
+    fn reasons_are_named_as_acl_log_names_them() {
+        assert_eq!(DenyReason::Command.as_str(), "command");
+        assert_eq!(DenyReason::Key.as_str(), "key");
+        assert_eq!(DenyReason::Channel.as_str(), "channel");
+    }
+
+    #[test]
+    fn the_object_is_the_command_or_the_argument_denied() {
+        let args: Vec<Bytes> = vec![Bytes::from_static(b"GET"), Bytes::from_static(b"k1")];
+        let command = Denial { reason: DenyReason::Command, arg_index: 1 };
+        assert_eq!(command.object("get", &args), b"get");
+        let key = Denial { reason: DenyReason::Key, arg_index: 1 };
+        assert_eq!(key.object("get", &args), b"k1");
+        let channel = Denial { reason: DenyReason::Channel, arg_index: 0 };
+        assert_eq!(channel.object("get", &args), b"GET");
+        let beyond = Denial { reason: DenyReason::Key, arg_index: 2 };
+        assert_eq!(beyond.object("get", &args), b"");
+    }
+
+    #[test]
+    fn among_selectors_the_highest_reason_then_the_later_argument_is_reported() {
+        // The root selector denies the key at index 3, the second the one at index 1: ties
+        // between equal reasons go to the later argument, whatever the selectors' order.
+        let file = "user u on nopass ~a ~b +mget (~b ~c +mget)\n";
+        let denial = run(file, "u", "MGET a b c").unwrap_err();
+        assert_eq!((denial.reason, denial.arg_index), (DenyReason::Key, 3));
+        let file = "user u on nopass ~b ~c +mget (~a ~b +mget)\n";
+        let denial = run(file, "u", "MGET a b c").unwrap_err();
+        assert_eq!((denial.reason, denial.arg_index), (DenyReason::Key, 3));
+        // A channel denial outranks a command denial.
+        let file = "user u on nopass resetchannels &x +publish (&* +get)\n";
+        let denial = run(file, "u", "PUBLISH other m").unwrap_err();
+        assert_eq!((denial.reason, denial.arg_index), (DenyReason::Channel, 1));
+        let denial = run(file, "u", "SUBSCRIBE x other").unwrap_err();
+        assert_eq!((denial.reason, denial.arg_index), (DenyReason::Command, 0));
+        // A shard channel is no key to the ACL (`NOT_KEY`): a user without key patterns may
+        // publish to it, as in Redis.
+        assert_eq!(run("user u on nopass &* +spublish\n", "u", "SPUBLISH ch m"), Ok(()));
+        let denial = run("user u on nopass &x +spublish\n", "u", "SPUBLISH ch m").unwrap_err();
+        assert_eq!((denial.reason, denial.arg_index), (DenyReason::Channel, 1));
+        // Any selector that allows it wins.
+        assert_eq!(run("user u on nopass ~a +get (~b +get)\n", "u", "GET b"), Ok(()));
+    }
+
+    #[test]
+    fn reading_every_key_needs_a_selector_that_allows_the_command_and_reads_everything() {
+        assert!(reads_every_key("~* +sort", "SORT k"));
+        assert!(reads_every_key("allkeys +sort", "SORT k"));
+        assert!(reads_every_key("%R~* +sort", "SORT k"));
+        assert!(reads_every_key("~k +sort (%RW~* +sort)", "SORT k"));
+        assert!(!reads_every_key("%W~* ~k +sort", "SORT k"));
+        assert!(!reads_every_key("~k* +sort", "SORT k"));
+        assert!(!reads_every_key("~* +get", "SORT k"), "the command is not allowed");
+        assert!(!reads_every_key("~k +sort (~* +get)", "SORT k"));
+    }
+}
