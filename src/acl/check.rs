@@ -247,6 +247,26 @@ mod tests {
     }
 
     #[test]
+    fn first_arguments_and_channel_patterns() {
+        let file = "user u on nopass ~* resetchannels &news.* -@all +select|0 +config|get \
+                    +publish +psubscribe +subscribe\n";
+        assert_eq!(run(file, "u", "SELECT 0"), Ok(()));
+        let denial = run(file, "u", "SELECT 1").unwrap_err();
+        assert_eq!((denial.reason, denial.arg_index), (DenyReason::Command, 0));
+        assert_eq!(run(file, "u", "CONFIG GET maxmemory"), Ok(()));
+        assert!(run(file, "u", "CONFIG SET maxmemory 1").is_err());
+        // A channel is matched against the patterns; a pattern subscribed to must be one of
+        // them, literally (Redis's `ACLCheckChannelAgainstList` with `is_pattern`).
+        assert_eq!(run(file, "u", "PUBLISH news.1 m"), Ok(()));
+        assert_eq!(run(file, "u", "SUBSCRIBE news.1 news.2"), Ok(()));
+        assert_eq!(run(file, "u", "PSUBSCRIBE news.*"), Ok(()));
+        let denial = run(file, "u", "PSUBSCRIBE news.* news.1");
+        assert_eq!(denial, Err(Denial { reason: DenyReason::Channel, arg_index: 2 }));
+        let denial = run(file, "u", "SUBSCRIBE news.1 sport.1");
+        assert_eq!(denial, Err(Denial { reason: DenyReason::Channel, arg_index: 2 }));
+    }
+
+    #[test]
     fn reading_every_key_needs_a_selector_that_allows_the_command_and_reads_everything() {
         assert!(reads_every_key("~* +sort", "SORT k"));
         assert!(reads_every_key("allkeys +sort", "SORT k"));
