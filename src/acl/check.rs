@@ -267,6 +267,33 @@ mod tests {
     }
 
     #[test]
+    fn a_key_pattern_allows_what_its_permissions_cover() {
+        let file = "user u on nopass %R~r:* %W~w:* ~rw:* +@all\n";
+        let key = |index| Err(Denial { reason: DenyReason::Key, arg_index: index });
+        // DEL deletes (write), LPUSH inserts (write), SET updates (write), GET reads,
+        // GETDEL reads and deletes, LMOVE reads and deletes its source, inserts its target.
+        for (line, expected) in [
+            ("DEL r:1", key(1)),
+            ("DEL w:1", Ok(())),
+            ("LPUSH r:1 v", key(1)),
+            ("LPUSH w:1 v", Ok(())),
+            ("SET r:1 v", key(1)),
+            ("SET w:1 v", Ok(())),
+            ("GET r:1", Ok(())),
+            ("GET w:1", key(1)),
+            ("GETDEL r:1", key(1)),
+            ("GETDEL w:1", key(1)),
+            ("GETDEL rw:1", Ok(())),
+            ("LMOVE rw:1 w:1 LEFT LEFT", Ok(())),
+            ("LMOVE r:1 w:1 LEFT LEFT", key(1)),
+            ("LMOVE rw:1 r:1 LEFT LEFT", key(2)),
+            ("GET other", key(1)),
+        ] {
+            assert_eq!(run(file, "u", line), expected, "{line}");
+        }
+    }
+
+    #[test]
     fn reading_every_key_needs_a_selector_that_allows_the_command_and_reads_everything() {
         assert!(reads_every_key("~* +sort", "SORT k"));
         assert!(reads_every_key("allkeys +sort", "SORT k"));
