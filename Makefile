@@ -59,11 +59,12 @@ fuzz-differential: deps
 ## Mutation testing of the security core (issue 19 item 5) with cargo-mutants (crates.io): every
 ## mutant of MUTANTS_FILES against the unit tests; results in target/mutants/mutants.out
 ## (caught.txt, missed.txt, ...), figures in docs/reliability.md. Narrow it with e.g.
-## `make mutants MUTANTS_FILES=src/audit/redact.rs`.
+## `make mutants MUTANTS_FILES=src/audit/redact.rs`. `-C --lib` builds only the unit-test binary per
+## mutant (after `--` it would narrow the test run, but every test target would still be built).
 MUTANTS_FILES ?= src/acl/** src/proxy/gate/** src/resp/** src/audit/redact.rs
 mutants:
 	@$(CARGO) mutants --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-mutants
-	$(CARGO) mutants $(foreach f,$(MUTANTS_FILES),-f '$(f)') --output target/mutants -- --lib
+	$(CARGO) mutants $(foreach f,$(MUTANTS_FILES),-f '$(f)') -C --lib --output target/mutants
 
 ## The soak with faults (tests/it/soak/, docs/reliability.md): SOAK_CLIENTS clients for
 ## SOAK_SECONDS through the binary while Redis restarts, freezes and pauses, the audit disk fills,
