@@ -139,3 +139,47 @@ impl CommandIds {
         self.commands.len().div_ceil(64).max(1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn containers_subcommands_and_lookups() {
+        let ids = CommandIds::new(&CommandTable::embedded());
+        let config = ids.id("config").unwrap();
+        let config_get = ids.id("config|get").unwrap();
+        assert!(ids.children(config).contains(&config_get));
+        assert!(ids.children(ids.id("get").unwrap()).is_empty());
+        assert!(ids.has_parent(config_get) && !ids.has_parent(config));
+        assert_eq!(ids.lookup(b"CONFIG|Get"), Some(config_get), "any case");
+        assert_eq!(ids.lookup(b"Config"), Some(config));
+        assert_eq!(ids.lookup(b"config|get|x"), None, "more than one |");
+        assert_eq!(ids.lookup(b"config|nosuch"), None);
+        assert_eq!(ids.lookup(b"get|x"), None, "not a container");
+        assert_eq!(ids.lookup(b"nosuch"), None);
+        assert_eq!(ids.lookup(b"\xffget"), None);
+        assert_eq!(ids.words(), ids.commands.len().div_ceil(64));
+        assert!(ids.words() > 1);
+    }
+
+    #[test]
+    fn flags_channels_and_categories() {
+        let ids = CommandIds::new(&CommandTable::embedded());
+        let id = |name| ids.id(name).unwrap();
+        assert!(ids.is_no_auth(id("auth")) && ids.is_no_auth(id("hello")));
+        assert!(!ids.is_no_auth(id("get")));
+        assert_eq!(ids.channel_args(id("publish")), Some(ChannelArgs::First));
+        assert_eq!(ids.channel_args(id("spublish")), Some(ChannelArgs::First));
+        assert_eq!(ids.channel_args(id("subscribe")), Some(ChannelArgs::All));
+        assert_eq!(ids.channel_args(id("ssubscribe")), Some(ChannelArgs::All));
+        assert_eq!(ids.channel_args(id("psubscribe")), Some(ChannelArgs::AllLiteral));
+        assert_eq!(ids.channel_args(id("unsubscribe")), None, "Redis checks no channel there");
+        assert_eq!(ids.channel_args(id("get")), None);
+        assert!(ids.has_category("read") && ids.has_category("KeySpace"));
+        assert!(!ids.has_category("nosuch") && !ids.has_category("@read"));
+        let dangerous: Vec<u16> = ids.in_category("Dangerous").collect();
+        assert!(dangerous.contains(&id("flushall")) && dangerous.contains(&id("config|set")));
+        assert!(!dangerous.contains(&id("get")));
+    }
+}
