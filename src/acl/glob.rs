@@ -143,5 +143,9 @@ mod tests {
         assert!(!matches(pattern, &[b'a'; 200]));
         let deep = [b'*', b'a'].repeat(1100);
         assert!(!matches(&deep, &[b'a'; 1200]), "nesting over 1000 does not match");
+        // Each star recurses once here: 1000 stars nest 1000 deep and match, 1001 do not.
+        let stars = |n: usize| [b'*', b'a'].repeat(n);
+        assert!(matches(&stars(1000), &[b'a'; 1000]));
+        assert!(!matches(&stars(1001), &[b'a'; 1001]));
     }
 }
