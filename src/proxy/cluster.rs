@@ -36,8 +36,9 @@ pub(crate) const TOPOLOGY_COMMANDS: &[&str] = &[
     "info",
 ];
 
-/// `-MOVED <slot> <host>:<port>` or `-ASK ...` with the sidecar's address.
-pub(crate) fn redirect(reply: &[u8], cluster: &ClusterConfig) -> Rewrite {
+/// `-MOVED <slot> <host>:<port>` or `-ASK ...` (the whole error reply, with its `\r\n`) with
+/// the sidecar's address; public for the fuzz target (`fuzz/fuzz_targets/cluster_rewrite.rs`).
+pub fn redirect(reply: &[u8], cluster: &ClusterConfig) -> Rewrite {
     let Some(line) = reply.strip_suffix(b"\r\n") else { return Rewrite::Unchanged };
     let text = String::from_utf8_lossy(line);
     let mut words = text.splitn(3, ' ');
@@ -70,7 +71,13 @@ fn map_host_port(
     if port == 0 || host.is_empty() || host == "?" {
         return Ok(None);
     }
-    cluster.sidecar_of(host, port).map(Some).ok_or_else(|| Unmapped(format!("{host}:{port}")))
+    // A sidecar at port 0 (the node's port plus a negative offset) is none: clients read
+    // port 0 as "no address".
+    cluster
+        .sidecar_of(host, port)
+        .filter(|&(_, sidecar_port)| sidecar_port != 0)
+        .map(Some)
+        .ok_or_else(|| Unmapped(format!("{host}:{port}")))
 }
 
 /// The reply of the topology command `command` (a full name of [`TOPOLOGY_COMMANDS`]) with
@@ -205,45 +212,58 @@ fn role(value: &mut Value, cluster: &ClusterConfig) -> Result<(), Unmapped> {
 }
 
 /// `INFO`'s replication section: `master_host` / `master_port`, and `slaveN:ip=...,port=...`.
+/// Every other line is kept byte for byte (INFO's values, file paths among them, need not be
+/// UTF-8).
 fn info_text(text: &mut Vec<u8>, cluster: &ClusterConfig) -> Result<(), Unmapped> {
     let (prefix, body) = match text.strip_prefix(b"txt:") {
         Some(body) => (&b"txt:"[..], body),
         None => (&b""[..], &text[..]),
     };
-    let body = String::from_utf8_lossy(body).into_owned();
-    let field = |name: &str| {
-        body.lines().find_map(|line| line.strip_prefix(name)).map(|v| v.trim_end().to_owned())
+    let field = |name: &[u8]| {
+        body.split(|&b| b == b'\n')
+            .find_map(|line| line.strip_prefix(name))
+            .map(|v| String::from_utf8_lossy(v).trim_end().to_owned())
     };
-    let primary = match (field("master_host:"), field("master_port:")) {
+    let primary = match (field(b"master_host:"), field(b"master_port:")) {
         (Some(host), Some(port)) => match port.parse::<u16>() {
             Ok(port) => map_host_port(&host, port, cluster)?,
             Err(_) => None,
         },
         _ => None,
     };
-    let mut out = String::with_capacity(body.len() + 64);
-    for line in body.split_inclusive('\n') {
-        let (content, end) = match line.strip_suffix("\r\n") {
-            Some(content) => (content, "\r\n"),
-            None => match line.strip_suffix('\n') {
-                Some(content) => (content, "\n"),
-                None => (line, ""),
+    let mut out = prefix.to_vec();
+    out.reserve(body.len() + 64);
+    for line in body.split_inclusive(|&b| b == b'\n') {
+        let (content, end) = match line.strip_suffix(b"\r\n") {
+            Some(content) => (content, &b"\r\n"[..]),
+            None => match line.strip_suffix(b"\n") {
+                Some(content) => (content, &b"\n"[..]),
+                None => (line, &b""[..]),
             },
         };
-        let replaced = match &primary {
-            Some((host, _)) if content.starts_with("master_host:") => format!("master_host:{host}"),
-            Some((_, port)) if content.starts_with("master_port:") => format!("master_port:{port}"),
-            _ if content.starts_with("slave") && content.contains(":ip=") => {
-                replica_line(content, cluster)?
+        match &primary {
+            Some((host, _)) if content.starts_with(b"master_host:") => {
+                out.extend_from_slice(format!("master_host:{host}").as_bytes());
             }
-            _ => content.to_owned(),
-        };
-        out.push_str(&replaced);
-        out.push_str(end);
+            Some((_, port)) if content.starts_with(b"master_port:") => {
+                out.extend_from_slice(format!("master_port:{port}").as_bytes());
+            }
+            _ if content.starts_with(b"slave")
+                && memchr::memmem::find(content, b":ip=").is_some() =>
+            {
+                let line = String::from_utf8_lossy(content);
+                let replaced = replica_line(&line, cluster)?;
+                if replaced == line {
+                    out.extend_from_slice(content);
+                } else {
+                    out.extend_from_slice(replaced.as_bytes());
+                }
+            }
+            _ => out.extend_from_slice(content),
+        }
+        out.extend_from_slice(end);
     }
-    let mut replaced = prefix.to_vec();
-    replaced.extend_from_slice(out.as_bytes());
-    *text = replaced;
+    *text = out;
     Ok(())
 }
 
@@ -340,6 +360,11 @@ mod tests {
             redirect(b"-MOVED 1 h:65000\r\n", &cluster),
             Rewrite::Unmapped("h:65000".into())
         );
+        assert_eq!(
+            redirect(b"-MOVED 1 h:6000\r\n", &offset(-6000)),
+            Rewrite::Unmapped("h:6000".into()),
+            "a sidecar at port 0 is none"
+        );
     }
 
     #[test]
@@ -364,6 +389,15 @@ mod tests {
         let info = b"$72\r\n# Replication\r\nrole:slave\r\nmaster_host:10.0.0.1\r\nmaster_port:6379\r\nx:1\r\n\r\n";
         let Rewrite::Replaced(out) = topology("info", info, &cluster) else { panic!() };
         assert!(memchr::memmem::find(&out, b"master_port:6380\r\n").is_some(), "{out:?}");
+        // Not UTF-8 (a file path), no node named: as it is, not with U+FFFD in it.
+        let path = b"$31\r\n# Server\r\nexecutable:/opt/\xc8d2\r\n\r\n";
+        assert_eq!(topology("info", path, &cluster), Rewrite::Unchanged);
+        let info = b"$45\r\nexecutable:/\xc8\r\nmaster_host:h\r\nmaster_port:1\r\n\r\n";
+        let Rewrite::Replaced(out) = topology("info", info, &cluster) else { panic!() };
+        assert_eq!(
+            &out[..],
+            &b"$45\r\nexecutable:/\xc8\r\nmaster_host:h\r\nmaster_port:2\r\n\r\n"[..]
+        );
         let role = b"*3\r\n$6\r\nmaster\r\n:10\r\n*1\r\n*3\r\n$9\r\n127.0.0.1\r\n$4\r\n7000\r\n$2\r\n10\r\n";
         let Rewrite::Replaced(out) = topology("role", role, &cluster) else { panic!() };
         assert!(memchr::memmem::find(&out, b"$4\r\n7001\r\n").is_some(), "{out:?}");
