@@ -401,6 +401,10 @@ mod tests {
         let role = b"*3\r\n$6\r\nmaster\r\n:10\r\n*1\r\n*3\r\n$9\r\n127.0.0.1\r\n$4\r\n7000\r\n$2\r\n10\r\n";
         let Rewrite::Replaced(out) = topology("role", role, &cluster) else { panic!() };
         assert!(memchr::memmem::find(&out, b"$4\r\n7001\r\n").is_some(), "{out:?}");
+        // An empty line where an element starts: not RESP, as it is (was a panic in
+        // `Value::parse`).
+        let empty = b"*1\r\n*4\r\n:0\r\n:5460\r\n*0\r\n\r\n$1\r\nx\r\n";
+        assert_eq!(topology("cluster|slots", empty, &cluster), Rewrite::Unchanged);
         let unknown = offset(-40000);
         assert!(matches!(topology("cluster|slots", slots, &unknown), Rewrite::Unmapped(_)));
     }

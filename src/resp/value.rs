@@ -30,7 +30,8 @@ impl Value {
         }
         let kind = *input.first()?;
         let end = memchr::memmem::find(input, b"\r\n")?;
-        let line = &input[1..end];
+        // `get`: an empty line (`\r\n` where a value starts) has no kind byte before it.
+        let line = input.get(1..end)?;
         let mut used = end + 2;
         let count = || std::str::from_utf8(line).ok()?.parse::<i64>().ok();
         match kind {
