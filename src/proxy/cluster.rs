@@ -127,16 +127,22 @@ pub fn topology(command: &str, reply: &[u8], cluster: &ClusterConfig) -> Rewrite
     }
 }
 
+/// An integer port; one outside 0..=65535 names no node (as a text port that does not parse,
+/// and as in `CLUSTER SHARDS`), rather than wrapping onto a real one.
+fn port_of(value: &Value) -> Option<u16> {
+    value.integer().and_then(|port| u16::try_from(port).ok())
+}
+
 /// A `CLUSTER SLOTS` node: `[host, port, id, metadata]`; the metadata's `ip` and `hostname`
 /// become the sidecar's host too.
 fn slots_node(node: &mut Value, cluster: &ClusterConfig) -> Result<(), Unmapped> {
     let items = node.items_mut();
     let (Some(host), Some(port)) =
-        (items.first().and_then(Value::text), items.get(1).and_then(Value::integer))
+        (items.first().and_then(Value::text), items.get(1).and_then(port_of))
     else {
         return Ok(());
     };
-    let Some((new_host, new_port)) = map_host_port(&host, port as u16, cluster)? else {
+    let Some((new_host, new_port)) = map_host_port(&host, port, cluster)? else {
         return Ok(());
     };
     items[0].set_text(&new_host);
@@ -158,8 +164,8 @@ fn shards_node(node: &mut Value, cluster: &ClusterConfig) -> Result<(), Unmapped
         .find_map(|key| node.field_mut(key).and_then(|v| v.text()).filter(|h| !h.is_empty()));
     let port =
         ["port", "tls-port"].iter().find_map(|key| node.field_mut(key).and_then(|v| v.integer()));
-    let (Some(host), Some(port)) = (host, port) else { return Ok(()) };
-    let Some((new_host, new_port)) = map_host_port(&host, port as u16, cluster)? else {
+    let (Some(host), Some(Ok(port))) = (host, port.map(u16::try_from)) else { return Ok(()) };
+    let Some((new_host, new_port)) = map_host_port(&host, port, cluster)? else {
         return Ok(());
     };
     for key in ["ip", "endpoint", "hostname"] {
@@ -197,11 +203,11 @@ fn role(value: &mut Value, cluster: &ClusterConfig) -> Result<(), Unmapped> {
         }
         Some("slave") => {
             let (Some(host), Some(port)) =
-                (items.get(1).and_then(Value::text), items.get(2).and_then(Value::integer))
+                (items.get(1).and_then(Value::text), items.get(2).and_then(port_of))
             else {
                 return Ok(());
             };
-            if let Some((host, port)) = map_host_port(&host, port as u16, cluster)? {
+            if let Some((host, port)) = map_host_port(&host, port, cluster)? {
                 items[1].set_text(&host);
                 items[2] = Value::Line(b':', port.to_string().into_bytes());
             }
@@ -405,6 +411,14 @@ mod tests {
         // `Value::parse`).
         let empty = b"*1\r\n*4\r\n:0\r\n:5460\r\n*0\r\n\r\n$1\r\nx\r\n";
         assert_eq!(topology("cluster|slots", empty, &cluster), Rewrite::Unchanged);
+        // A port past 65535 (6379 + 65536) names no node: as it is, not wrapped onto 6379's
+        // sidecar.
+        let wrapped = b"*1\r\n*3\r\n:0\r\n:1\r\n*2\r\n$1\r\nh\r\n:71915\r\n";
+        assert_eq!(topology("cluster|slots", wrapped, &cluster), Rewrite::Unchanged);
+        let role = b"*5\r\n$5\r\nslave\r\n$1\r\nh\r\n:-1\r\n$9\r\nconnected\r\n:0\r\n";
+        assert_eq!(topology("role", role, &cluster), Rewrite::Unchanged);
+        let shards = b"*1\r\n%1\r\n$5\r\nnodes\r\n*1\r\n%2\r\n$4\r\nport\r\n:71915\r\n$2\r\nip\r\n$1\r\nh\r\n";
+        assert_eq!(topology("cluster|shards", shards, &cluster), Rewrite::Unchanged);
         let unknown = offset(-40000);
         assert!(matches!(topology("cluster|slots", slots, &unknown), Rewrite::Unmapped(_)));
     }
