@@ -185,6 +185,24 @@ mod tests {
         };
         assert!(text.contains("user bob on"), "{text}");
         assert_eq!(&then[..], b"+OK\r\n");
+        assert_eq!(
+            run("ACL LIST"),
+            // As Redis 7.0.15 lists the same users.
+            Some(Answer::Reply(Bytes::from_static(
+                b"*2\r\n$139\r\nuser alice on #30c952fab122c3f9759f02a6d95c3758b246b4fee239957b2d4fee46e26170c4 ~a* resetchannels -@all +get (~b* resetchannels -@all +set)\r\n$34\r\nuser default on nopass ~* &* +@all\r\n"
+            )))
+        );
+        assert_eq!(
+            run("ACL DRYRUN alice GET a1"),
+            Some(Answer::Reply(Bytes::from_static(b"+OK\r\n")))
+        );
+        let Some(Answer::Reply(denied)) = run("ACL DRYRUN alice GET b1") else { panic!("a reply") };
+        assert!(denied.starts_with(b"$") && memchr::memmem::find(&denied, b"b1").is_some());
+        let Some(Answer::Reply(error)) = run("ACL DRYRUN nobody GET a") else { panic!("a reply") };
+        assert_eq!(&error[..], b"-ERR User 'nobody' not found\r\n");
+        let resp3 = answer(&policy, &table, b"alice", true, "acl|getuser", &args("ACL GETUSER x"));
+        assert_eq!(resp3, Some(Answer::Reply(Bytes::from_static(b"_\r\n"))), "RESP3 null");
+        assert_eq!(run("ACL SAVE"), Some(Answer::Save));
         assert_eq!(run("ACL LOAD"), Some(Answer::Load));
         assert_eq!(run("ACL CAT"), None, "left to Redis");
     }

@@ -147,5 +147,7 @@ mod tests {
         let stars = |n: usize| [b'*', b'a'].repeat(n);
         assert!(matches(&stars(1000), &[b'a'; 1000]));
         assert!(!matches(&stars(1001), &[b'a'; 1001]));
+        // Stars in a row are one: `**a` 600 times nests 600 deep, not 1200.
+        assert!(matches(&[b'*', b'*', b'a'].repeat(600), &[b'a'; 600]));
     }
 }
