@@ -82,9 +82,17 @@ fn is_utf8(bytes: &[u8]) -> bool {
 /// nowhere else in the input.
 fn passwords(input: &[u8]) -> Vec<&[u8]> {
     let count = |needle: &[u8]| input.windows(needle.len()).filter(|w| *w == needle).count();
+    // Trimmed of " \t\r\n" first, as the parser does: in "\r user >x..." the parser's name is
+    // ">x...", which a message may show.
+    fn trim(line: &[u8]) -> &[u8] {
+        let blank = |b: &u8| b" \t\r\n".contains(b);
+        let start = line.iter().position(|b| !blank(b)).unwrap_or(line.len());
+        let end = line.iter().rposition(|b| !blank(b)).map_or(start, |end| end + 1);
+        &line[start..end]
+    }
     input
         .split(|&b| b == b'\n')
-        .flat_map(|line| line.split(|&b| b == b' ').filter(|w| !w.is_empty()).skip(2))
+        .flat_map(|line| trim(line).split(|&b| b == b' ').skip(2))
         .filter_map(|w| match w.first() {
             Some(b'>' | b'<') => Some(&w[1..]),
             _ => None,
