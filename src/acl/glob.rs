@@ -127,6 +127,8 @@ mod tests {
     fn classes_ranges_and_escapes() {
         assert!(matches(b"[abc]x", b"bx"));
         assert!(!matches(b"[^abc]x", b"bx"));
+        assert!(!matches(b"[abc]", b"d"));
+        assert!(matches(b"[^abc]", b"d"));
         assert!(matches(b"[a-c]", b"b"));
         assert!(matches(b"[c-a]", b"b"), "reversed range");
         assert!(matches(b"\\*", b"*"));

@@ -226,6 +226,11 @@ mod tests {
         }
         log.add(event("get", 90_003));
         assert_eq!(log.entries[0].entry_id, 14, "only the 10 newest entries are scanned");
+        // At today's clock: 5 s apart is within the window.
+        let mut log = AclLog::new(128);
+        log.add(event("get", 1_675_361_484_370));
+        log.add(event("get", 1_675_361_489_370));
+        assert_eq!((log.len(), log.entries[0].count), (1, 2));
     }
 
     #[test]
