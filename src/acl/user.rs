@@ -59,6 +59,13 @@ pub struct KeyPattern {
 impl KeyPattern {
     /// `~p`, `%R~p` or `%W~p`.
     fn describe(&self) -> String {
+        // `*` read and write that is not `allkeys` (made by `%RW~*`, or `%R~*` then `%W~*`;
+        // `~*` is `allkeys`): Redis describes it `~*`, so with a later pattern its ACL SAVE
+        // writes a file ACL LOAD refuses ("Adding a pattern after the * pattern", Redis 7.2.6
+        // checked). Described `%RW~*`, the file loads back to the same patterns.
+        if self.pattern == b"*" && self.permissions == KEY_READ | KEY_WRITE {
+            return "%RW~*".to_owned();
+        }
         let prefix = match self.permissions {
             KEY_READ => "%R~",
             KEY_WRITE => "%W~",

@@ -260,6 +260,22 @@ mod tests {
     }
 
     #[test]
+    fn star_read_then_star_write_is_saved_as_a_file_that_loads() {
+        let ids = ids();
+        // As in Redis 7.2.6, neither makes `allkeys`: a pattern may follow.
+        let text = b"user u on nopass %R~* %W~* ~k +get\nuser v on nopass %RW~* ~k\n";
+        let users = Users::parse(text, &ids).unwrap();
+        let root = users.get(b"u").unwrap().root();
+        assert!(!root.all_keys);
+        assert_eq!(users.get(b"v").unwrap().root().keys, root.keys);
+        let described = users.to_file_text();
+        assert!(described.contains("user u on nopass %RW~* ~k resetchannels"), "{described}");
+        let again = Users::parse(described.as_bytes(), &ids).unwrap();
+        assert_eq!(again.get(b"u").unwrap().root().keys, root.keys);
+        assert_eq!(again.to_file_text(), described);
+    }
+
+    #[test]
     fn described_users_parse_back_to_the_same_permissions() {
         let ids = ids();
         let text = b"user a on >pw #2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b ~k* %R~r %W~w %R~x %W~x &c* -@all +@read -get +select|0 +config|get +get (~s* +@stream -xadd) (&* +publish)\n\
