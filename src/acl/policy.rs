@@ -382,6 +382,116 @@ mod tests {
     }
 
     #[test]
+    fn default_user_modes_and_unrestricted_users() {
+        let table = CommandTable::embedded();
+        let file = b"user all on nopass ~* &* +@all\n\
+                     user sel on nopass ~k +get (~* &* +@all)\n\
+                     user nokeys on nopass &* +@all\n\
+                     user nochannels on nopass ~* +@all\n\
+                     user less on nopass ~* &* +@all -get\n";
+        let observe = ["less".to_owned()];
+        let policy = Policy::compile(file, &table, AclMode::Enforce, &observe).unwrap();
+        assert!(policy.default_is_open(), "Redis's default user when the file has none");
+        for (user, unrestricted) in [
+            ("all", true),
+            ("sel", true),
+            ("nokeys", false),
+            ("nochannels", false),
+            ("less", false),
+            ("nobody", false),
+        ] {
+            assert_eq!(policy.is_unrestricted(user.as_bytes()), unrestricted, "{user}");
+        }
+        assert_eq!(policy.mode_for(b"less"), AclMode::Observe);
+        assert_eq!(policy.mode_for(b"all"), AclMode::Enforce);
+        let unknown = policy.decide_unknown(b"less");
+        assert!(matches!(unknown, Verdict::Deny { enforced: false, .. }), "{unknown:?}");
+        assert!(matches!(policy.decide_unknown(b"nokeys"), Verdict::Deny { enforced: true, .. }));
+        assert_eq!(policy.decide_unknown(b"all"), Verdict::Allow);
+        for (file, open) in [
+            (&b"user default on nopass\n"[..], true),
+            (b"user default off nopass\n", false),
+            (b"user default on >pw\n", false),
+        ] {
+            let policy = Policy::compile(file, &table, AclMode::Enforce, &[]).unwrap();
+            assert_eq!(policy.default_is_open(), open, "{}", String::from_utf8_lossy(file));
+        }
+    }
+
+    #[test]
+    fn sort_patterns_need_a_selector_reading_every_key() {
+        let table = CommandTable::embedded();
+        let file = b"user r on nopass %R~* +sort\nuser k on nopass ~k +sort\n";
+        let policy = Policy::compile(file, &table, AclMode::Enforce, &[]).unwrap();
+        let args: Vec<Bytes> = [&b"SORT"[..], b"k", b"BY", b"w_*"].map(Bytes::from_static).to_vec();
+        let command = table.resolve(&args).unwrap();
+        let mut keys = Keys::new();
+        extract_keys(command, &args, &mut keys);
+        assert!(policy.reads_every_key(b"r", command, &args, &keys));
+        assert!(!policy.reads_every_key(b"k", command, &args, &keys));
+        assert!(!policy.reads_every_key(b"nobody", command, &args, &keys));
+    }
+
+    #[test]
+    fn setuser_deluser_and_the_users_file() {
+        let table = CommandTable::embedded();
+        let file = b"user alice on nopass ~a* +get\n";
+        let policy = Policy::compile(file, &table, AclMode::Enforce, &[]).unwrap();
+        let text = policy.users_file_text();
+        assert_eq!(text, policy.users().to_file_text());
+        assert!(text.contains("user alice on nopass ~a* resetchannels -@all +get\n"), "{text}");
+        let args = |line: &str| -> Vec<Bytes> {
+            line.split(' ').map(|w| Bytes::copy_from_slice(w.as_bytes())).collect()
+        };
+        // A selector's tokens may be split over arguments; an unmatched one is named.
+        let text = policy.setuser(&args("ACL SETUSER bob on (~b* +set)")).unwrap();
+        assert!(text.contains("user bob on ") && text.contains("(~b* resetchannels -@all +set)"));
+        let error = policy.setuser(&args("ACL SETUSER bob on (~b* +set")).unwrap_err();
+        assert_eq!(error.0, "ERR Unmatched parenthesis in acl selector starting at '(~b*'.");
+        let error = policy.setuser(&args("ACL SETUSER bob on ~b* (+set")).unwrap_err();
+        assert_eq!(error.0, "ERR Unmatched parenthesis in acl selector starting at '(+set'.");
+        let (text, removed) = policy.deluser(&args("alice nobody alice")).unwrap();
+        assert_eq!(removed, 1);
+        assert!(!text.contains("alice"), "{text}");
+        assert_eq!(
+            policy.deluser(&args("alice default")).unwrap_err().0,
+            "ERR The 'default' user cannot be removed"
+        );
+    }
+
+    #[test]
+    fn dry_run_answers_as_redis() {
+        let table = CommandTable::embedded();
+        let policy =
+            Policy::compile(b"user alice on nopass ~a* +get\n", &table, AclMode::Enforce, &[])
+                .unwrap();
+        let run = |line: &str| {
+            let args: Vec<Bytes> =
+                line.split(' ').map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
+            policy.dry_run(&table, &args)
+        };
+        assert_eq!(run("alice GET a1"), Ok(None));
+        assert_eq!(
+            run("alice GET b1"),
+            Ok(Some("This user has no permissions to access the 'b1' key".to_owned()))
+        );
+        assert_eq!(
+            run("alice SET a1 v"),
+            Ok(Some("This user has no permissions to run the 'set' command".to_owned()))
+        );
+        assert_eq!(
+            run("alice").unwrap_err().0,
+            "ERR wrong number of arguments for 'acl|dryrun' command"
+        );
+        assert_eq!(run("bob GET a").unwrap_err().0, "ERR User 'bob' not found");
+        assert_eq!(run("alice NOSUCH a").unwrap_err().0, "ERR Command 'NOSUCH' not found");
+        assert_eq!(
+            run("alice GET").unwrap_err().0,
+            "ERR wrong number of arguments for 'get' command"
+        );
+    }
+
+    #[test]
     fn wording_follows_the_upstream_version() {
         assert_eq!(Wording::of_version("7.0.15"), Wording::V7_0);
         assert_eq!(Wording::of_version("7.2.4"), Wording::V7_2);
@@ -394,8 +504,12 @@ mod tests {
             &policy.noperm_reply(&denial, b"u", "config|get")[..],
             b"-NOPERM this user has no permissions to run the 'config|get' command\r\n"
         );
+        assert!(policy.hello_noauth_text().contains("the HELLO AUTH <user>"));
         table.version = "7.2.4".into();
         let policy = Policy::compile(b"", &table, AclMode::Enforce, &[]).unwrap();
+        assert!(policy.hello_noauth_text().contains("the HELLO <proto> AUTH <user>"));
+        assert_eq!(crate::acl::log::Shape::of_version("7.2.4"), crate::acl::log::Shape::V7_2);
+        assert_eq!(crate::acl::log::Shape::of_version("7.0.15"), crate::acl::log::Shape::V7_0);
         assert_eq!(
             &policy.noperm_reply(&denial, b"u", "get")[..],
             b"-NOPERM User u has no permissions to run the 'get' command\r\n"
