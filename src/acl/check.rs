@@ -247,6 +247,25 @@ mod tests {
     }
 
     #[test]
+    fn commands_taken_away_after_all() {
+        let file = "user u on nopass ~* &* +@all -get -config|set -@dangerous +flushall\n";
+        let command = Err(Denial { reason: DenyReason::Command, arg_index: 0 });
+        for (line, expected) in [
+            ("GET k", command),
+            ("SET k v", Ok(())),
+            ("GETSET k v", Ok(())),
+            ("CONFIG SET maxmemory 1", command),
+            ("CONFIG GET maxmemory", command),
+            ("DEBUG SLEEP 0", command),
+            ("FLUSHALL", Ok(())),
+            ("ZADD z 1 m", Ok(())),
+            ("XADD s * f v", Ok(())),
+        ] {
+            assert_eq!(run(file, "u", line), expected, "{line}");
+        }
+    }
+
+    #[test]
     fn first_arguments_and_channel_patterns() {
         let file = "user u on nopass ~* resetchannels &news.* -@all +select|0 +config|get \
                     +publish +psubscribe +subscribe\n";
