@@ -179,6 +179,21 @@ mod tests {
         let Some(Answer::Reply(getuser)) = run("ACL GETUSER alice") else { panic!("a reply") };
         assert!(getuser.starts_with(b"*12\r\n$5\r\nflags\r\n*1\r\n$2\r\non\r\n"));
         assert!(memchr::memmem::find(&getuser, b"*1\r\n*6\r\n$8\r\ncommands").is_some());
+        let policy = Policy::compile(
+            b"user bob on nopass ~a* %R~b &c* +get (~s* &* +set)",
+            &table,
+            AclMode::Enforce,
+            &[],
+        )
+        .unwrap();
+        let getuser =
+            answer(&policy, &table, b"bob", false, "acl|getuser", &args("ACL GETUSER bob"));
+        let expected = "*12\r\n$5\r\nflags\r\n*2\r\n$2\r\non\r\n$6\r\nnopass\r\n\
+            $9\r\npasswords\r\n*0\r\n$8\r\ncommands\r\n$10\r\n-@all +get\r\n\
+            $4\r\nkeys\r\n$8\r\n~a* %R~b\r\n$8\r\nchannels\r\n$3\r\n&c*\r\n\
+            $9\r\nselectors\r\n*1\r\n*6\r\n$8\r\ncommands\r\n$10\r\n-@all +set\r\n\
+            $4\r\nkeys\r\n$3\r\n~s*\r\n$8\r\nchannels\r\n$2\r\n&*\r\n";
+        assert_eq!(getuser, Some(Answer::Reply(Bytes::from(expected))));
         assert_eq!(run("ACL DELUSER nobody"), Some(Answer::Reply(Bytes::from_static(b":0\r\n"))));
         let Some(Answer::ChangeUsers { text, then, .. }) = run("ACL SETUSER bob on") else {
             panic!("a change")

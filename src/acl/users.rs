@@ -260,6 +260,33 @@ mod tests {
     }
 
     #[test]
+    fn rules_replace_earlier_ones_and_patterns_are_checked() {
+        let ids = ids();
+        let describe = |text: &str| {
+            let users = Users::parse(format!("user u on nopass {text}\n").as_bytes(), &ids);
+            users.map(|users| users.get(b"u").unwrap().root().describe())
+        };
+        // A command's rule takes its subcommands' and first arguments' rules away (Redis's
+        // `ACLRemoveCommandRule`); a subcommand's does not take the command's.
+        assert_eq!(describe("+config|get -config").unwrap(), "resetchannels -@all -config");
+        assert_eq!(describe("+select|0 +select").unwrap(), "resetchannels -@all +select");
+        assert_eq!(
+            describe("-config +config|get").unwrap(),
+            "resetchannels -@all -config +config|get"
+        );
+        assert_eq!(describe("+@read -@read").unwrap(), "resetchannels -@all -@read");
+        // A channel or key pattern given twice is kept once.
+        assert_eq!(describe("&a &b &a ~k ~k").unwrap(), "~k resetchannels &a &b -@all");
+        // `%` takes R and W once each, then `~`.
+        for bad in ["%RR~x", "%WW~x", "%RX~x", "%~x", "%"] {
+            assert!(describe(bad).is_err(), "{bad}");
+        }
+        // As Redis 7.2.6: no `~`, the empty pattern.
+        assert_eq!(describe("%R").unwrap(), "%R~ resetchannels -@all");
+        assert_eq!(describe("%rw~x %R~y").unwrap(), "~x %R~y resetchannels -@all");
+    }
+
+    #[test]
     fn star_read_then_star_write_is_saved_as_a_file_that_loads() {
         let ids = ids();
         // As in Redis 7.2.6, neither makes `allkeys`: a pattern may follow.
