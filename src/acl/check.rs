@@ -272,6 +272,10 @@ mod tests {
         assert_eq!(run(file, "u", "SELECT 0"), Ok(()));
         let denial = run(file, "u", "SELECT 1").unwrap_err();
         assert_eq!((denial.reason, denial.arg_index), (DenyReason::Command, 0));
+        let several = "user u on nopass -@all +select|0 +select|1 +select|0\n";
+        assert_eq!(run(several, "u", "SELECT 0"), Ok(()));
+        assert_eq!(run(several, "u", "SELECT 1"), Ok(()));
+        assert!(run(several, "u", "SELECT 2").is_err());
         assert_eq!(run(file, "u", "CONFIG GET maxmemory"), Ok(()));
         assert!(run(file, "u", "CONFIG SET maxmemory 1").is_err());
         // A channel is matched against the patterns; a pattern subscribed to must be one of

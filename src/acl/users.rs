@@ -284,6 +284,8 @@ mod tests {
         // As Redis 7.2.6: no `~`, the empty pattern.
         assert_eq!(describe("%R").unwrap(), "%R~ resetchannels -@all");
         assert_eq!(describe("%rw~x %R~y").unwrap(), "~x %R~y resetchannels -@all");
+        assert_eq!(describe("%R~x %R~x").unwrap(), "%R~x resetchannels -@all");
+        assert_eq!(describe("%R~x %W~x").unwrap(), "~x resetchannels -@all");
     }
 
     #[test]
