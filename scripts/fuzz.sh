@@ -3,7 +3,7 @@
 # for that many executions each, however long it takes), FUZZ_JOBS at a time,
 # over its working corpus (fuzz/corpus/<target>, not checked in) and its checked-in seeds
 # (fuzz/seeds/<target>); prints one line per target: executions, seconds, crashes.
-# Used by `make fuzz` (FUZZ_SECONDS=600) and `make fuzz-smoke` (FUZZ_SECONDS=20).
+# Used by `make fuzz` (FUZZ_SECONDS=600) and `make fuzz-smoke` (FUZZ_SECONDS=30, part of `make test`).
 # A crash leaves its input in fuzz/artifacts/<target>/ and fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
