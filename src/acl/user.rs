@@ -530,3 +530,39 @@ pub fn merge_selector_tokens(tokens: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, usize> 
         None => Ok(merged),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::CommandTable;
+
+    #[test]
+    fn passwords_added_removed_and_compared_whole() {
+        let ids = CommandIds::new(&CommandTable::embedded());
+        let mut user = User::new(b"u", &ids);
+        for op in ["on", ">a", ">b", "<a"] {
+            user.apply(&ids, op.as_bytes()).unwrap();
+        }
+        assert!(user.accepts(b"b") && !user.accepts(b"a"));
+        let hash_of_b = hash_password(b"b");
+        assert_eq!(user.password_hashes, std::slice::from_ref(&hash_of_b));
+        user.apply(&ids, format!("!{hash_of_b}").as_bytes()).unwrap();
+        assert!(user.password_hashes.is_empty());
+        assert_eq!(user.apply(&ids, b"<b"), Err(RuleError::NoSuchPassword));
+        for bad in ["#abc", &format!("#{}", "g".repeat(64)), &format!("#{}", "A".repeat(64))] {
+            assert_eq!(user.apply(&ids, bad.as_bytes()), Err(RuleError::BadHash), "{bad}");
+        }
+        assert!(constant_time_eq(b"ab", b"ab"));
+        assert!(!constant_time_eq(b"ab", b"ba"), "differences that would cancel out");
+        assert!(!constant_time_eq(b"ab", b"abc"));
+    }
+
+    #[test]
+    fn a_root_rule_ending_in_a_parenthesis_is_a_pattern() {
+        let ids = CommandIds::new(&CommandTable::embedded());
+        let mut user = User::new(b"u", &ids);
+        user.apply(&ids, b"~k)").unwrap();
+        assert_eq!(user.root().keys[0].pattern, b"k)");
+        assert_eq!(user.selectors.len(), 1);
+    }
+}
