@@ -228,6 +228,17 @@ mod tests {
         );
         assert_eq!(error("user a on\nuser a off"), "line 2: Duplicate user 'a' found");
         assert_eq!(
+            error("user"),
+            "line 1: should start with user keyword followed by the username"
+        );
+        assert_eq!(Users::parse(b"user a", &ids).unwrap().len(), 2, "a user with no rules");
+        assert_eq!(error("user a on foo"), "line 1: Error in ACL rule 'foo': Syntax error");
+        // Only an unknown command or category is `unknown_name` (the config check lets such
+        // files through when the table is older than Redis).
+        let unknown = Users::parse(b"user a +nosuchcommand", &ids).unwrap_err();
+        assert!(unknown.unknown_name);
+        assert!(!Users::parse(b"user a on foo", &ids).unwrap_err().unknown_name);
+        assert_eq!(
             error("user a (~x +get"),
             "line 1: Unmatched parenthesis in selector definition"
         );
