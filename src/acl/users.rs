@@ -203,6 +203,7 @@ mod tests {
         let text = b"\n  user alice on >secret ~app:* &chan:* -@all +@read +set\r\nuser bob off\n";
         let users = Users::parse(text, &ids).unwrap();
         assert_eq!(users.len(), 3, "alice, bob and the built-in default");
+        assert!(!users.is_empty());
         let alice = users.get(b"alice").unwrap();
         assert!(alice.enabled && alice.accepts(b"secret") && !alice.accepts(b"wrong"));
         assert!(users.get(b"default").unwrap().nopass);
@@ -260,6 +261,11 @@ mod tests {
         assert_eq!(
             error("user a on (~k) (&c))"),
             "line 1: Error in ACL rule '(&c))': A rule inside a selector may not end with ')': ACL SAVE could not write it back"
+        );
+        assert_eq!(
+            error("user a >correct +nosuchcommand"),
+            "line 1: Error in ACL rule '+nosuchcommand': Unknown command or category name in ACL",
+            "after a password, a word shaped like a rule is shown"
         );
         let message = error("user a on >correct horse ~k");
         assert!(!message.contains("horse"), "{message}");
