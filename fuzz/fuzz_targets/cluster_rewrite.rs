@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
 use redis_audit_proxy::config::cluster::{ClusterConfig, RawCluster};
-use redis_audit_proxy::proxy::cluster::{redirect, topology, Rewrite};
+use redis_audit_proxy::proxy::cluster::{redirect, topology, Rewrite, TOPOLOGY_COMMANDS};
 use redis_audit_proxy::resp::reply::ReplyScanner;
 use redis_audit_proxy_fuzz::Choices;
 use redis_protocol::resp3::types::{FrameMap, OwnedFrame, Resp3Frame, VerbatimStringFormat};
@@ -31,16 +31,6 @@ const HOSTS: &[&str] =
 const PORTS: &[u16] = &[6379, 6380, 7000, 30001, 65000, 65535, 1, 6000];
 const OFFSETS: &[i32] = &[0, 1, 1000, -6000, 20000];
 const SIDECARS: &[&str] = &["proxy-a", "Proxy-B", "::2", "10.9.9.9"];
-const COMMANDS: &[&str] = &[
-    "redirect",
-    "cluster|slots",
-    "cluster|shards",
-    "cluster|nodes",
-    "cluster|replicas",
-    "cluster|slaves",
-    "role",
-    "info",
-];
 
 fn pick<'a>(c: &mut Choices<'_>, from: &[&'a str]) -> &'a str {
     from[c.below(from.len())]
@@ -446,7 +436,9 @@ fuzz_target!(|data: &[u8]| {
     let (cluster, model) = config(&mut c);
     let mode = mode % 9;
     if mode >= 7 {
-        let command = pick(&mut c, COMMANDS);
+        // 0: a redirect; then each topology command.
+        let command = c.below(TOPOLOGY_COMMANDS.len() + 1).checked_sub(1);
+        let command = command.map_or("redirect", |i| TOPOLOGY_COMMANDS[i]);
         let reply = c.rest();
         let result = match command {
             "redirect" => redirect(reply, &cluster),

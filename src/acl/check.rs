@@ -174,8 +174,11 @@ mod tests {
     use crate::acl::users::Users;
     use crate::command::{extract_keys, CommandTable};
 
-    /// Checks `line` for `user` of the users file `file`.
-    fn run(file: &str, user: &str, line: &str) -> Result<(), Denial> {
+    type Check<T> = fn(&User, &CommandIds, u16, &[Bytes], &Keys) -> T;
+
+    /// Runs `check` (or another function of the same shape) on `line` for `user` of the
+    /// users file `file`.
+    fn with<T>(file: &str, user: &str, line: &str, check: Check<T>) -> T {
         let table = CommandTable::embedded();
         let ids = CommandIds::new(&table);
         let users = Users::parse(file.as_bytes(), &ids).unwrap();
@@ -188,17 +191,12 @@ mod tests {
         check(users.get(user.as_bytes()).unwrap(), &ids, id, &args, &keys)
     }
 
+    fn run(file: &str, user: &str, line: &str) -> Result<(), Denial> {
+        with(file, user, line, check)
+    }
+
     fn reads_every_key(rules: &str, line: &str) -> bool {
-        let table = CommandTable::embedded();
-        let ids = CommandIds::new(&table);
-        let users = Users::parse(format!("user u on nopass {rules}\n").as_bytes(), &ids).unwrap();
-        let args: Vec<Bytes> =
-            line.split(' ').map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
-        let command = table.resolve(&args).unwrap();
-        let mut keys = Keys::new();
-        extract_keys(command, &args, &mut keys);
-        let id = ids.id(&command.name).unwrap();
-        allows_reading_every_key(users.get(b"u").unwrap(), &ids, id, &args, &keys)
+        with(&format!("user u on nopass {rules}\n"), "u", line, allows_reading_every_key)
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub enum Rewrite {
 struct Unmapped(String);
 
 /// The commands whose replies name nodes (full names).
-pub(crate) const TOPOLOGY_COMMANDS: &[&str] = &[
+pub const TOPOLOGY_COMMANDS: &[&str] = &[
     "cluster|slots",
     "cluster|shards",
     "cluster|nodes",
