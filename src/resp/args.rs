@@ -136,6 +136,7 @@ mod tests {
         );
         assert_eq!(split(b"foo\"bar baz\""), Some(vec![b"foobar baz".to_vec()]));
         assert_eq!(split(b"\"\\q\\xZZ\""), Some(vec![b"qxZZ".to_vec()]));
+        assert_eq!(split(b"\"\\x4g\""), Some(vec![b"x4g".to_vec()]), "one hex digit: no byte");
         assert_eq!(split(b"\"\""), Some(vec![Vec::new()]));
         assert_eq!(split(b"a\x0bb"), Some(vec![b"a\x0bb".to_vec()]));
         assert_eq!(split(b"\"abc"), None);
