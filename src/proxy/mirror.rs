@@ -7,8 +7,14 @@
 //! so several proxies in front of one Redis provision the same secrets. They are provisioned
 //! by the service login with `ACL SETUSER <mirror> reset on|off #<hash> <rules>` at start and on
 //! every policy change; mirrors of users the policy no longer has are deleted.
+//!
+//! The mirrors in force name only users whose Redis mirror exists with the rules of the
+//! policy in force: a policy swap first narrows them to the users it keeps unchanged, and a
+//! provisioning adds its users only once Redis has them. A client whose user is not among them
+//! runs as the service user, with the gate refusing what Redis would check as the client;
+//! a login as a mirror Redis no longer has would otherwise close the client's connection.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use bytes::Bytes;
 use hmac::Mac;
@@ -25,7 +31,8 @@ use crate::resp::encode;
 pub(crate) struct Mirrors {
     prefix: Vec<u8>,
     key: Vec<u8>,
-    users: HashSet<Vec<u8>>,
+    /// Each mirrored user's name and the `ACL SETUSER` rules its mirror was given.
+    users: HashMap<Vec<u8>, Vec<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for Mirrors {
@@ -54,9 +61,38 @@ pub(crate) enum MirrorError {
 }
 
 impl Mirrors {
+    /// The mirrors of every user of `policy` (not yet provisioned).
+    fn of_policy(prefix: &[u8], key: &[u8], policy: &Policy) -> Self {
+        let mut mirrors =
+            Self { prefix: prefix.to_vec(), key: key.to_vec(), users: HashMap::new() };
+        for user in policy.users().iter() {
+            let rules = mirrors.rules(user);
+            mirrors.users.insert(user.name.clone(), rules);
+        }
+        mirrors
+    }
+
     /// The mirror's name and password for `user`, when it is provisioned.
     pub(crate) fn login(&self, user: &[u8]) -> Option<(Bytes, String)> {
-        self.users.contains(user).then(|| (self.name(user), self.password(user)))
+        self.users.contains_key(user).then(|| (self.name(user), self.password(user)))
+    }
+
+    /// The mirrors still exact under `policy`: those of the users it has, with the same rules.
+    pub(crate) fn still_exact(&self, policy: &Policy) -> Self {
+        let users = policy.users();
+        let users = self
+            .users
+            .iter()
+            .filter(|(name, rules)| users.get(name).is_some_and(|user| self.rules(user) == **rules))
+            .map(|(name, rules)| (name.clone(), rules.clone()))
+            .collect();
+        Self { prefix: self.prefix.clone(), key: self.key.clone(), users }
+    }
+
+    /// The `ACL SETUSER` rules of `user`'s mirror.
+    fn rules(&self, user: &User) -> Vec<Vec<u8>> {
+        let hash = crate::util::hex::hex_sha256(self.password(&user.name).as_bytes());
+        setuser_tokens(user, &hash)
     }
 
     fn name(&self, user: &[u8]) -> Bytes {
@@ -93,18 +129,12 @@ pub(crate) async fn provision(
 ) -> Result<Mirrors, MirrorError> {
     let login = config.auth.upstream_login.as_ref().map(|(user, pw)| (user.as_str(), &pw.0[..]));
     let mut stream = upstream::connect_as(address, &config.upstream, login).await?;
-    let mirrors = Mirrors {
-        prefix: config.auth.mirror_prefix.as_bytes().to_vec(),
-        key: key.to_vec(),
-        users: policy.users().iter().map(|user| user.name.clone()).collect(),
-    };
+    let mirrors = Mirrors::of_policy(config.auth.mirror_prefix.as_bytes(), key, policy);
     let work = async {
-        for user in policy.users().iter() {
-            let name = mirrors.name(&user.name);
-            let hash = crate::util::hex::hex_sha256(mirrors.password(&user.name).as_bytes());
-            let tokens = setuser_tokens(user, &hash);
+        for (user, rules) in &mirrors.users {
+            let name = mirrors.name(user);
             let mut args: Vec<&[u8]> = vec![b"ACL", b"SETUSER", &name];
-            args.extend(tokens.iter().map(Vec::as_slice));
+            args.extend(rules.iter().map(Vec::as_slice));
             call(&mut stream, "ACL SETUSER", &name, &encode::command(&args)).await?;
         }
         let listed =
@@ -206,7 +236,8 @@ fn stale_mirrors(reply: &[u8], mirrors: &Mirrors) -> Vec<Vec<u8>> {
             _ => None,
         })
         .filter(|name| {
-            name.strip_prefix(&mirrors.prefix[..]).is_some_and(|user| !mirrors.users.contains(user))
+            name.strip_prefix(&mirrors.prefix[..])
+                .is_some_and(|user| !mirrors.users.contains_key(user))
         })
         .collect()
 }
@@ -247,11 +278,7 @@ mod tests {
                 "(~s* resetchannels -@all +get)"
             ]
         );
-        let mirrors = Mirrors {
-            prefix: b"rap:".to_vec(),
-            key: b"service".to_vec(),
-            users: policy.users().iter().map(|u| u.name.clone()).collect(),
-        };
+        let mirrors = Mirrors::of_policy(b"rap:", b"service", &policy);
         let (name, password) = mirrors.login(b"alice").unwrap();
         assert_eq!(&name[..], b"rap:alice");
         assert_eq!(password.len(), 64);
@@ -259,5 +286,30 @@ mod tests {
         assert!(mirrors.login(b"carol").is_none());
         let listed = b"*3\r\n$9\r\nrap:alice\r\n$7\r\nrap:old\r\n$7\r\ndefault\r\n";
         assert_eq!(stale_mirrors(listed, &mirrors), [b"rap:old".to_vec()]);
+    }
+
+    #[test]
+    fn a_policy_swap_keeps_only_the_mirrors_whose_rules_it_keeps() {
+        let compile = |text: &[u8]| {
+            Policy::compile(text, &CommandTable::embedded(), AclMode::Enforce, &[]).unwrap()
+        };
+        let before = compile(
+            b"user alice on >pw ~a:* +get\nuser bob on >pw ~b:* +get\nuser carol on >pw ~* +@all",
+        );
+        let mirrors = Mirrors::of_policy(b"rap:", b"service", &before);
+        // bob's rules change, carol is deleted, dave is new, alice's password changes (her
+        // mirror's does not).
+        let after = compile(b"user alice on >other ~a:* +get\nuser bob on >pw ~b:* +get +set\nuser dave on >pw ~* +@all");
+        let kept = mirrors.still_exact(&after);
+        let names = |m: &Mirrors| {
+            let mut names: Vec<String> =
+                m.users.keys().map(|n| String::from_utf8_lossy(n).into_owned()).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(&kept), ["alice", "default"]);
+        assert_eq!(kept.login(b"alice"), mirrors.login(b"alice"));
+        assert!(kept.login(b"bob").is_none() && kept.login(b"dave").is_none());
+        assert_eq!(names(&mirrors.still_exact(&before)), ["alice", "bob", "carol", "default"]);
     }
 }

@@ -153,9 +153,16 @@ impl ProxyContext {
         self.mirrors.read_anyway().clone()
     }
 
-    /// Swaps in the mirrored users provisioned for the policy in force (`None`: not in force).
+    /// Swaps in the mirrored users just provisioned (`None`: not in force), keeping those still
+    /// exact under the policy in force (it may have changed while Redis was being provisioned).
     pub(crate) fn set_mirrors(&self, mirrors: Option<Mirrors>) {
-        *self.mirrors.write_anyway() = mirrors.map(Arc::new);
+        // The mirrors lock is held while the policy is read, as `set_policy` holds it while
+        // the policy is swapped: the two never interleave.
+        let mut in_force = self.mirrors.write_anyway();
+        *in_force = match (mirrors, self.policy()) {
+            (Some(mirrors), Some(policy)) => Some(Arc::new(mirrors.still_exact(&policy))),
+            (mirrors, _) => mirrors.map(Arc::new),
+        };
     }
 
     /// Asks for the command table to be read again (after MODULE LOAD / UNLOAD, on reload).
@@ -180,9 +187,16 @@ impl ProxyContext {
         self.table_login_hint.lock_anyway().take()
     }
 
-    /// Swaps in a new policy; connections pick it up at their next command.
+    /// Swaps in a new policy; connections pick it up at their next command. The mirrored
+    /// users in force narrow to those it keeps unchanged first: the others are provisioned
+    /// again (or deleted) only after this, and no session may log in as them meanwhile.
     pub(crate) fn set_policy(&self, policy: Policy) {
+        let mut mirrors = self.mirrors.write_anyway();
+        if let Some(current) = mirrors.as_ref() {
+            *mirrors = Some(Arc::new(current.still_exact(&policy)));
+        }
         *self.policy.write_anyway() = Some(Arc::new(policy));
+        drop(mirrors);
         self.policy_generation.send_modify(|generation| *generation += 1);
     }
 
