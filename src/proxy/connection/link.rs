@@ -56,6 +56,25 @@ pub(super) enum Relink {
     /// To a less busy shared connection: this one owes other clients more than
     /// `upstream.pool_busy_replies` replies, and nothing of this client's is in flight.
     Relieve,
+    /// To a shared connection of the group an AUTH's credentials name (`LoginTrial`).
+    Join,
+    /// Back to the shared connections of the client's own state, from a group it joined
+    /// for an AUTH Redis refused.
+    Back,
+}
+
+/// Passthrough, shared mode: an AUTH whose credentials are those a group of shared connections
+/// is already logged in with runs on one of them rather than on a connection of its own. A
+/// login Redis refuses leaves a connection as it was, so the shared connection keeps its
+/// state either way; the client's own state changes only when Redis accepts. Until the reply
+/// says which, the client's later commands wait: a refused client goes back to its own
+/// state's connections before anything else of it runs.
+#[derive(Debug)]
+pub(super) struct LoginTrial {
+    /// The group joined.
+    key: StateKey,
+    /// The AUTH went out on it.
+    sent: bool,
 }
 
 /// Increments a gauge while it lives.
@@ -161,11 +180,64 @@ where
         }
     }
 
+    /// Passthrough: the state an `AUTH` would put the client in if Redis accepts it.
+    fn login_key(&self, command: Option<&CommandInfo>, args: &[Bytes]) -> Option<StateKey> {
+        if self.ctx.config.auth.mode != AuthMode::Passthrough || command?.name != "auth" {
+            return None;
+        }
+        let user = match args.len() {
+            2 => Bytes::from_static(b"default"),
+            3 => args[1].clone(),
+            _ => return None,
+        };
+        let password = Secret(args.last()?.to_vec());
+        let login = Login::As { user, password };
+        Some(StateKey { login, db: self.session.db, protocol: self.session.protocol })
+    }
+
+    /// Shared mode, while a `LoginTrial` lasts: `Some(true)` for its AUTH, `Some(false)` for
+    /// anything else, which waits (or, before the AUTH went out, goes back first).
+    fn placed_in_trial(&mut self, command: Option<&CommandInfo>, args: &[Bytes]) -> Option<bool> {
+        let trial = self.login_trial.as_ref()?;
+        if trial.sent {
+            return Some(false);
+        }
+        if self.login_key(command, args).as_ref() == Some(&trial.key) {
+            self.login_trial = Some(LoginTrial { key: trial.key.clone(), sent: true });
+            return Some(true);
+        }
+        if self.pending.is_empty() && self.to_upstream.is_empty() {
+            // The AUTH it joined for did not go (the gate refused it meanwhile).
+            self.login_trial = None;
+            self.relink = Some(Relink::Back);
+        }
+        Some(false)
+    }
+
+    /// After the reply to a `LoginTrial`'s AUTH: refused, the client goes back to its own
+    /// state's connections before its next command.
+    pub(super) fn settle_login_trial(&mut self, slot: &Slot, status: ReplyStatus) {
+        if self.login_trial.as_ref().is_some_and(|trial| trial.sent)
+            && matches!(slot.effect, Effect::Auth(_))
+        {
+            self.login_trial = None;
+            if status != ReplyStatus::Ok {
+                self.relink = Some(Relink::Back);
+            }
+        }
+    }
+
     /// In shared mode, for a command the gate lets through to Redis: false when it must wait
     /// for a move (pin or unpin), which `relink` then makes once nothing is in flight.
     pub(super) fn placed(&mut self, command: Option<&CommandInfo>, args: &[Bytes]) -> bool {
         if self.ctx.pool.is_none() {
             return true;
+        }
+        if self.relink.is_some() {
+            return false;
+        }
+        if let Some(placed) = self.placed_in_trial(command, args) {
+            return placed;
         }
         // AUTH stays on the shared connection only when the proxy answers it and the
         // upstream login does not follow the user.
@@ -186,6 +258,20 @@ where
                         self.pin_after = Some(PinReason::Wait);
                         return true;
                     }
+                    Some(PinReason::ConnectionState) => match self.login_key(command, args) {
+                        // The credentials the connection is logged in with: nothing changes,
+                        // accepted or refused.
+                        Some(key) if key == self.state_key() => return true,
+                        Some(key)
+                            if idle
+                                && self.ctx.pool.as_ref().is_some_and(|p| p.has_group(&key)) =>
+                        {
+                            self.login_trial = Some(LoginTrial { key, sent: false });
+                            self.relink = Some(Relink::Join);
+                            return false;
+                        }
+                        _ => PinReason::ConnectionState,
+                    },
                     Some(reason) => reason,
                     None => match self.pin_after {
                         Some(reason) => reason,
@@ -273,18 +359,22 @@ where
         let key = self.state_key();
         let tls = self.ctx.upstream_tls();
         match relink {
-            Relink::Pin(reason) => match pool.dedicated(&key, tls.as_deref()).await {
-                Ok((stream, fresh, moved)) => {
-                    self.ctx.metrics.upstream_pin(reason.as_str());
-                    self.pinned_for_good |= reason.for_good();
-                    self.pin_after = None;
-                    let metrics = &self.ctx.metrics;
-                    self.upstream = Some(Link::dedicated(stream, moved, metrics, "pinned"));
-                    self.reset_upstream_reader();
-                    self.set_up_pinned(&key, fresh, Instant::now());
+            Relink::Pin(reason) => self.pin(&pool, &key, tls.as_deref(), reason).await,
+            Relink::Join => {
+                let joined = self.login_trial.as_ref().and_then(|trial| pool.join(&trial.key));
+                match joined {
+                    Some(link) => {
+                        self.reset_upstream_reader();
+                        self.upstream = Some(Link::Shared(link));
+                    }
+                    None => {
+                        // The group is gone: the AUTH runs on a connection of its own.
+                        self.login_trial = None;
+                        let reason = PinReason::ConnectionState;
+                        self.pin(&pool, &key, tls.as_deref(), reason).await;
+                    }
                 }
-                Err(error) => self.upstream_unavailable(error.to_string()),
-            },
+            }
             Relink::Unpin => {
                 if let Some(Link::Dedicated { stream, moved, .. }) = self.upstream.take() {
                     pool.give_back(&key, stream, moved);
@@ -304,10 +394,10 @@ where
                     None => self.stay_put = true,
                 }
             }
-            Relink::Replace => {
+            Relink::Replace | Relink::Back => {
                 self.reset_upstream_reader();
                 self.link_shared(key).await;
-                if self.upstream.is_none() {
+                if self.upstream.is_none() && relink == Relink::Replace {
                     // Redis is gone (or refuses this login now): a direct client's connection
                     // would have closed with it, commands written or not.
                     self.upstream_closed();
@@ -316,8 +406,31 @@ where
         }
     }
 
+    /// A connection of its own in state `key`, for `reason`.
+    async fn pin(
+        &mut self,
+        pool: &crate::proxy::pool::Pool,
+        key: &StateKey,
+        tls: Option<&crate::proxy::upstream::UpstreamTls>,
+        reason: PinReason,
+    ) {
+        match pool.dedicated(key, tls).await {
+            Ok((stream, fresh, moved)) => {
+                self.ctx.metrics.upstream_pin(reason.as_str());
+                self.pinned_for_good |= reason.for_good();
+                self.pin_after = None;
+                let metrics = &self.ctx.metrics;
+                self.upstream = Some(Link::dedicated(stream, moved, metrics, "pinned"));
+                self.reset_upstream_reader();
+                self.set_up_pinned(key, fresh, Instant::now());
+            }
+            Err(error) => self.upstream_unavailable(error.to_string()),
+        }
+    }
+
     /// Takes a shared connection in state `key` (at start, after a move or a reconnect).
     pub(super) async fn link_shared(&mut self, key: StateKey) {
+        self.login_trial = None;
         let Some(pool) = self.ctx.pool.clone() else { return };
         let tls = self.ctx.upstream_tls();
         match pool.link(key, tls.as_deref()).await {

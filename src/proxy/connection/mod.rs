@@ -152,6 +152,9 @@ struct Connection<C> {
     pinned_for_good: bool,
     /// Shared mode: pin before the next command (after a WAIT sent on the shared connection).
     pin_after: Option<crate::proxy::pin::PinReason>,
+    /// Shared mode, passthrough: an AUTH on a shared connection already logged in with its
+    /// credentials; the client's later commands wait for its reply (see `link::placed`).
+    login_trial: Option<link::LoginTrial>,
     /// Shared mode: no less busy connection was found for the command waiting; it goes on the
     /// busy one (cleared once it is placed).
     stay_put: bool,
@@ -270,6 +273,7 @@ where
             relink: None,
             pinned_for_good: false,
             pin_after: None,
+            login_trial: None,
             stay_put: false,
             watching: false,
             submitted: 0,

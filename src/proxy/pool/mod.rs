@@ -224,6 +224,23 @@ impl Pool {
         Some(link)
     }
 
+    /// Whether shared connections in state `key` are open (for a login to join them).
+    pub(crate) fn has_group(&self, key: &StateKey) -> bool {
+        let groups = self.groups();
+        let group = groups.get(&self.group_key(key.clone()));
+        group.is_some_and(|group| group.shared.iter().any(|conn| !conn.is_dead()))
+    }
+
+    /// A link to an open shared connection in state `key` (the one with the fewest clients),
+    /// never a new one: `None` when there is none.
+    pub(crate) fn join(&self, key: &StateKey) -> Option<SharedLink> {
+        let mut groups = self.groups();
+        let group = groups.get_mut(&self.group_key(key.clone()))?;
+        group.shared.retain(|conn| !conn.is_dead());
+        let least = group.shared.iter().min_by_key(|conn| conn.clients())?;
+        Some(SharedLink::attach(least, self.config.upstream.pool_unread_max_bytes))
+    }
+
     fn pick_other(&self, key: &StateKey, from: u64) -> Option<SharedLink> {
         let mut groups = self.groups();
         let group = groups.entry(self.group_key(key.clone())).or_default();

@@ -78,6 +78,78 @@ async fn clients_share_only_connections_logged_in_as_their_own_user() {
     assert_eq!(proxied, direct, "through the shared pool (pool_size = 1), then directly");
 }
 
+/// `AUTH alice a`, `ACL WHOAMI`, `GET alice:k` in one write, and their three replies.
+async fn pipelined_login(client: &mut RawClient) -> Vec<String> {
+    let commands: [&[&[u8]]; 3] =
+        [&[b"AUTH", b"alice", b"a"], &[b"ACL", b"WHOAMI"], &[b"GET", b"alice:k"]];
+    send_quietly(client, &commands.map(encode_command).concat()).await;
+    let mut replies = Vec::new();
+    for _ in 0..3 {
+        replies.push(next_reply(client, LIVENESS).await);
+    }
+    replies
+}
+
+/// Passthrough: an AUTH with the credentials a group of shared connections is logged in with
+/// runs on one of them (no connection of its own), and a login Redis refuses there (alice's
+/// password changed since) leaves its client in its own state: the commands pipelined behind
+/// it never run as alice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_joins_its_group_and_a_refused_one_runs_nothing_there() {
+    crate::require_redis!();
+    let (redis, mut admin) = with_users().await;
+    let proxy = TestProxy::start_with(redis.addr, &shared(1)).await;
+    let admin_addr = proxy.admin_addr();
+    let pins = || async move {
+        let host = admin_addr.to_string();
+        let (_, metrics) =
+            crate::support::http::http(admin_addr, "GET", "/metrics", &host, &[]).await;
+        let series = "redis_audit_proxy_upstream_pins_total{reason=\"connection_state\"}";
+        sample(&metrics, series)
+    };
+    let alices =
+        |list: Vec<String>| list.iter().filter(|l| field(l, "user") == Some("alice")).count();
+
+    let mut first = RawClient::connect(proxy.addr).await;
+    assert_eq!(call(&mut first, &["AUTH", "alice", "a"]).await, reply(b"+OK\r\n"));
+    assert_eq!(call(&mut first, &["SET", "alice:k", "v"]).await, reply(b"+OK\r\n"));
+    let (pinned, connections) = (pins().await, alices(client_list(&mut admin).await));
+    assert_eq!(pinned, 1.0, "the first login of a state runs on a connection of its own");
+
+    let mut second = RawClient::connect(proxy.addr).await;
+    assert_eq!(call(&mut second, &["AUTH", "alice", "a"]).await, reply(b"+OK\r\n"));
+    assert_eq!(call(&mut second, &["ACL", "WHOAMI"]).await, reply(b"$5\r\nalice\r\n"));
+    assert_eq!(call(&mut second, &["GET", "alice:k"]).await, reply(b"$1\r\nv\r\n"));
+    assert_eq!(pins().await, pinned, "the second login joined alice's shared connection");
+    // (A spare left by the first login's pin may close meanwhile: at most as many.)
+    let now = alices(client_list(&mut admin).await);
+    assert!(
+        now <= connections,
+        "no new connection: {now} logged in as alice, {connections} before"
+    );
+
+    // Redis no longer takes alice's password `a`; its connections stay logged in as alice.
+    let change: [&[u8]; 5] = [b"ACL", b"SETUSER", b"alice", b"resetpass", b">a2"];
+    assert_eq!(admin.call(&change).await, b"+OK\r\n");
+    // bob's client, refused as alice, stays bob (while a login is in flight, a client not
+    // logged in yet sends nothing anyway).
+    let mut direct = RawClient::connect(redis.addr).await;
+    let mut third = RawClient::connect(proxy.addr).await;
+    for client in [&mut direct, &mut third] {
+        assert_eq!(call(client, &["AUTH", "bob", "b"]).await, reply(b"+OK\r\n"));
+        // (Through the proxy, the next command moves bob to bob's shared connection.)
+        assert_eq!(call(client, &["GET", "bob:k"]).await, reply(b"$-1\r\n"));
+    }
+    let want = pipelined_login(&mut direct).await;
+    assert!(want[0].starts_with("-WRONGPASS") && want[1].contains("bob"), "{want:?}");
+    assert_eq!(pipelined_login(&mut third).await, want, "the refused login, then its own state");
+    assert_eq!(call(&mut third, &["AUTH", "alice", "a2"]).await, reply(b"+OK\r\n"));
+    assert_eq!(call(&mut third, &["ACL", "WHOAMI"]).await, reply(b"$5\r\nalice\r\n"));
+    // The clients already logged in keep running as alice, as directly.
+    assert_eq!(call(&mut second, &["GET", "alice:k"]).await, reply(b"$1\r\nv\r\n"));
+    assert_eq!(call(&mut first, &["ACL", "WHOAMI"]).await, reply(b"$5\r\nalice\r\n"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_user_loses_its_shared_connections() {
     crate::require_redis!();
