@@ -137,6 +137,11 @@ mod tests {
         assert_eq!(split(b"foo\"bar baz\""), Some(vec![b"foobar baz".to_vec()]));
         assert_eq!(split(b"\"\\q\\xZZ\""), Some(vec![b"qxZZ".to_vec()]));
         assert_eq!(split(b"\"\\x4g\""), Some(vec![b"x4g".to_vec()]), "one hex digit: no byte");
+        // Every hex digit, either case, in either place.
+        assert_eq!(
+            split(b"\"\\x00\\x09\\x0a\\x0F\\xaf\\xFa\\xff\\x9C\\xE5\\x1d\""),
+            Some(vec![vec![0x00, 0x09, 0x0a, 0x0f, 0xaf, 0xfa, 0xff, 0x9c, 0xe5, 0x1d]])
+        );
         assert_eq!(split(b"\"\""), Some(vec![Vec::new()]));
         assert_eq!(split(b"a\x0bb"), Some(vec![b"a\x0bb".to_vec()]));
         assert_eq!(split(b"\"abc"), None);
