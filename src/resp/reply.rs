@@ -463,6 +463,23 @@ $?\r\n;2\r\nab\r\n;0\r\n*?\r\n:1\r\n:2\r\n.\r\n*0\r\n%0\r\n";
     }
 
     #[test]
+    fn mid_reply_from_its_first_byte_to_its_last() {
+        // A scalar (its state says so) and an aggregate between its elements (only its stack
+        // does): fed a byte at a time, the scanner is mid-reply until the last byte.
+        for reply in [&b"$3\r\nfoo\r\n"[..], b"*2\r\n:1\r\n:2\r\n", b"%1\r\n+k\r\n*0\r\n"] {
+            let mut scanner = ReplyScanner::new(64);
+            assert!(!scanner.is_mid_reply());
+            for (i, byte) in reply.iter().enumerate() {
+                let (used, done) = scanner.scan(std::slice::from_ref(byte)).unwrap();
+                assert_eq!(used, 1);
+                let last = i + 1 == reply.len();
+                assert_eq!(done, last, "{reply:?} at byte {i}");
+                assert_eq!(scanner.is_mid_reply(), !last, "{reply:?} at byte {i}");
+            }
+        }
+    }
+
+    #[test]
     fn a_chunk_outside_a_streamed_string_is_refused() {
         // Found by fuzz/fuzz_targets/reply_framer.rs: `;` at the top (or in an aggregate) was
         // read as a chunk that never ends its reply, where the oracle reads one value.
