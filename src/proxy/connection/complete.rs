@@ -117,8 +117,8 @@ where
         self.track_watch(&slot);
         if forwarded_as_sent {
             self.track_login(&slot, status);
-            self.settle_login_trial(&slot, status);
         }
+        self.settle_login_trial(&slot, status);
         if slot.effect == Effect::Replicate {
             // Redis refused it: an ordinary connection again.
             self.replication = None;
