@@ -513,7 +513,10 @@ $?\r\n;2\r\nab\r\n;0\r\n*?\r\n:1\r\n:2\r\n.\r\n*0\r\n%0\r\n";
     fn child_status_is_captured_on_request() {
         let mut scanner = ReplyScanner::new(8);
         scanner.capture_children = true;
-        let input = b"*4\r\n+OK\r\n-ERR DB index is out of range\r\n*1\r\n-NOPE\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:12\r\n";
+        // The last child: only integers count at depth 2 (not a bulk string that reads as
+        // one), and nothing deeper.
+        let input = b"*5\r\n+OK\r\n-ERR DB index is out of range\r\n*1\r\n-NOPE\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:12\r\n\
+*3\r\n:5\r\n$1\r\n7\r\n*1\r\n:9\r\n";
         assert_eq!(scanner.scan(input).unwrap(), (input.len(), true));
         let children = scanner.take_child_status();
         let summary: Vec<(u8, &[u8], Option<i64>)> =
@@ -524,9 +527,29 @@ $?\r\n;2\r\nab\r\n;0\r\n*?\r\n:1\r\n:2\r\n.\r\n*0\r\n%0\r\n";
                 (b'+', &b"OK"[..], None),
                 (b'-', b"ERR", None),
                 (b'*', b"", None),
-                (b'*', b"", Some(12))
+                (b'*', b"", Some(12)),
+                (b'*', b"", Some(5))
             ]
         );
+    }
+
+    #[test]
+    fn minus_one_is_null_only_for_bulk_strings_and_arrays() {
+        for null in [&b"$-1\r\n"[..], b"*-1\r\n"] {
+            assert_eq!(frames(null, 1).unwrap(), [(null[0], 5)]);
+        }
+        for kind in *b"!=%~>|" {
+            let input = [&[kind][..], b"-1\r\n"].concat();
+            assert_eq!(frames(&input, input.len()), Err(ReplyError::InvalidLength(kind)));
+        }
+    }
+
+    #[test]
+    fn an_empty_push_inside_an_aggregate_opens_nothing() {
+        let input = b"*1\r\n>0\r\n:1\r\n+PONG\r\n";
+        for step in [1, 3, input.len()] {
+            assert_eq!(frames(input, step).unwrap(), [(b'*', 12), (b'+', 7)], "step {step}");
+        }
     }
 
     #[test]
