@@ -534,6 +534,18 @@ $?\r\n;2\r\nab\r\n;0\r\n*?\r\n:1\r\n:2\r\n.\r\n*0\r\n%0\r\n";
     }
 
     #[test]
+    fn the_first_children_of_a_long_array_are_summarized() {
+        let mut scanner = ReplyScanner::new(8);
+        let input = b"*5\r\n:1\r\n$1\r\nb\r\n+c\r\n:4\r\n-E\r\n";
+        assert_eq!(scanner.scan(input).unwrap(), (input.len(), true));
+        let reply = scanner.reply();
+        assert_eq!(reply.child_count, 5);
+        let heads: Vec<(u8, &[u8])> =
+            reply.children.iter().map(|c| (c.kind, c.head.as_bytes())).collect();
+        assert_eq!(heads, [(b':', &b"1"[..]), (b'$', b"b"), (b'+', b"c")]);
+    }
+
+    #[test]
     fn minus_one_is_null_only_for_bulk_strings_and_arrays() {
         for null in [&b"$-1\r\n"[..], b"*-1\r\n"] {
             assert_eq!(frames(null, 1).unwrap(), [(null[0], 5)]);

@@ -362,6 +362,22 @@ mod tests {
     }
 
     #[test]
+    fn an_inline_line_may_start_with_its_line_end() {
+        let (requests, error) = decode_all(b"\n\r\nPING\n", true);
+        assert_eq!(error, None);
+        assert_eq!(args_of(&requests), vec![vec![&b"PING"[..]]]);
+        assert_eq!(requests[0].raw.as_ref(), b"PING\n");
+    }
+
+    #[test]
+    fn a_request_shows_no_argument_in_debug_output() {
+        let (requests, _) =
+            decode_all(b"*3\r\n$4\r\nAUTH\r\n$5\r\nalice\r\n$6\r\nsecret\r\n", true);
+        let shown = format!("{:?}", requests[0]);
+        assert_eq!(shown, "Request { form: Multibulk, raw_len: 37, argc: 3 }");
+    }
+
+    #[test]
     fn every_split_point_gives_the_same_requests() {
         let input = b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\nva\r\nl\r\nECHO 'x y'\r\n*0\r\n";
         let (whole, _) = decode_all(input, true);
