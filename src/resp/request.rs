@@ -436,9 +436,34 @@ mod tests {
         let mut header = b"*".to_vec();
         header.extend(std::iter::repeat_n(b'1', 64 * 1024 + 1));
         assert_eq!(decode_all(&header, true).1, Some(ProtocolError::TooBigMultibulkCount));
+        // A bulk header counts from its `$`: 64 KiB of it is still waited for.
         let mut bulk = b"*1\r\n$".to_vec();
-        bulk.extend(std::iter::repeat_n(b'1', 64 * 1024 + 1));
+        bulk.extend(std::iter::repeat_n(b'1', 64 * 1024 - 1));
+        assert_eq!(decode_all(&bulk, true), (vec![], None));
+        bulk.push(b'1');
         assert_eq!(decode_all(&bulk, true).1, Some(ProtocolError::TooBigBulkCount));
+    }
+
+    #[test]
+    fn empty_and_null_multibulks_are_skipped() {
+        let (requests, error) = decode_all(b"*-1\r\n*0\r\n*-1\r\nPING\r\n", true);
+        assert_eq!(error, None);
+        assert_eq!(args_of(&requests), vec![vec![&b"PING"[..]]]);
+        assert_eq!(requests[0].raw.as_ref(), b"PING\r\n");
+    }
+
+    #[test]
+    fn an_unauthenticated_client_may_send_ten_arguments() {
+        let mut input = b"*10\r\n".to_vec();
+        for i in 0..10 {
+            input.extend_from_slice(format!("$1\r\n{i}\r\n").as_bytes());
+        }
+        let (requests, error) = decode_all(&input, false);
+        assert_eq!(error, None);
+        let want: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+        let got: Vec<&[u8]> = requests[0].args.iter().map(|a| a.as_ref()).collect();
+        assert_eq!(got, want.iter().map(String::as_bytes).collect::<Vec<_>>());
+        assert_eq!(requests[0].raw.as_ref(), &input[..]);
     }
 
     #[test]
