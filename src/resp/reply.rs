@@ -534,6 +534,17 @@ $?\r\n;2\r\nab\r\n;0\r\n*?\r\n:1\r\n:2\r\n.\r\n*0\r\n%0\r\n";
     }
 
     #[test]
+    fn a_head_keeps_the_first_bytes_of_a_long_line_read_in_pieces() {
+        let line = [&b"+"[..], &[b'x'; 300], b"\r\n"].concat();
+        let mut scanner = ReplyScanner::new(8);
+        assert_eq!(scanner.scan(&line[..10]).unwrap(), (10, false));
+        assert_eq!(scanner.scan(&line[10..]).unwrap(), (line.len() - 10, true));
+        let head = &scanner.reply().head;
+        assert_eq!(head.as_bytes(), &[b'x'; HEAD_CAPACITY][..]);
+        assert_eq!(format!("{head:?}"), format!("{:?}", "x".repeat(HEAD_CAPACITY)));
+    }
+
+    #[test]
     fn the_first_children_of_a_long_array_are_summarized() {
         let mut scanner = ReplyScanner::new(8);
         let input = b"*5\r\n:1\r\n$1\r\nb\r\n+c\r\n:4\r\n-E\r\n";

@@ -128,3 +128,21 @@ impl Value {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_is_parsed_down_to_depth_sixteen() {
+        // `levels` arrays around an integer: the integer is at depth `levels`.
+        let nested = |levels: usize| [b"*1\r\n".repeat(levels), b":7\r\n".to_vec()].concat();
+        let deepest = nested(MAX_DEPTH);
+        let (value, used) = Value::parse(&deepest).expect("depth 16 parses");
+        assert_eq!(used, deepest.len());
+        let mut encoded = Vec::new();
+        value.encode(&mut encoded);
+        assert_eq!(encoded, deepest);
+        assert!(Value::parse(&nested(MAX_DEPTH + 1)).is_none(), "depth 17 does not");
+    }
+}
