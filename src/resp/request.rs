@@ -434,7 +434,9 @@ mod tests {
         long.push(b'a');
         assert_eq!(decode_all(&long, true).1, Some(ProtocolError::TooBigInline));
         let mut header = b"*".to_vec();
-        header.extend(std::iter::repeat_n(b'1', 64 * 1024 + 1));
+        header.extend(std::iter::repeat_n(b'1', 64 * 1024 - 1));
+        assert_eq!(decode_all(&header, true), (vec![], None), "64 KiB of header: waited for");
+        header.push(b'1');
         assert_eq!(decode_all(&header, true).1, Some(ProtocolError::TooBigMultibulkCount));
         // A bulk header counts from its `$`: 64 KiB of it is still waited for.
         let mut bulk = b"*1\r\n$".to_vec();
@@ -450,6 +452,13 @@ mod tests {
         assert_eq!(error, None);
         assert_eq!(args_of(&requests), vec![vec![&b"PING"[..]]]);
         assert_eq!(requests[0].raw.as_ref(), b"PING\r\n");
+    }
+
+    #[test]
+    fn an_unauthenticated_client_may_send_16_kib_arguments() {
+        assert_eq!(decode_all(b"*1\r\n$16384\r\n", false), (vec![], None));
+        let refused = decode_all(b"*1\r\n$16385\r\n", false).1;
+        assert_eq!(refused, Some(ProtocolError::UnauthenticatedBulkLength));
     }
 
     #[test]
