@@ -476,6 +476,14 @@ mod tests {
     }
 
     #[test]
+    fn a_header_is_read_only_once_the_byte_after_its_cr_came() {
+        // Redis wants one byte after the `\r` before it reads a header, even a bad one.
+        assert_eq!(decode_all(b"*1\r\n$x\r", true), (vec![], None));
+        assert_eq!(decode_all(b"*1\r\n$x\r\n", true).1, Some(ProtocolError::InvalidBulkLength));
+        assert_eq!(decode_all(b"*x\r", true), (vec![], None));
+    }
+
+    #[test]
     fn a_nul_byte_hides_the_line_end() {
         assert_eq!(decode_all(b"PING\0\r\n", true), (vec![], None));
         assert_eq!(decode_all(b"*1\0\r\n", true), (vec![], None));
