@@ -50,6 +50,9 @@ fuzz_target!(|data: &[u8]| {
     for (key, value) in &values {
         if is_secret_key(key) && value.len() >= 8 && text.matches(*value).count() == 1 {
             let message = shown.strip_prefix("p.toml").unwrap_or(&shown);
+            // What follows "is not one of" is the loader's own list of choices, which a
+            // secret may happen to equal (`multi_thread` under a `...secret...` table).
+            let message = message.split(" is not one of ").next().unwrap_or(message);
             assert!(!message.contains(*value), "a secret in {shown:?}");
         }
     }
