@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use crate::clients::REDIS_CLI;
 use crate::support::cluster::{
-    calls_on, cluster, failover, find_replica, reshard, unmapped_sidecars, valkey_cluster, wait_ok,
+    calls_on, cluster, failover, find_replica, full_syncs, reshard, unmapped_sidecars,
+    valkey_cluster, wait_ok, wait_replicas_synced,
 };
 use crate::support::redis::free_port;
 use crate::support::{RawClient, RedisServer, Scratch, TestProxy};
@@ -70,6 +71,7 @@ async fn write_while(
     proxies: &[TestProxy],
     change: impl std::future::Future<Output = ()>,
 ) -> (u64, u64) {
+    wait_replicas_synced(servers).await;
     let stop = scratch.path().join("stop");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/redis_py_cluster.py");
     let port = sidecars[0].port().to_string();
@@ -90,6 +92,7 @@ async fn write_while(
         String::from_utf8(output.stdout).expect("JSON")
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let full_syncs_before = full_syncs(servers).await;
     change.await;
     for server in servers {
         wait_ok(server.addr).await;
@@ -148,11 +151,15 @@ async fn write_while(
             }
         }
     }
-    assert_eq!(
-        (ran, recorded),
-        (sent * (1 + replicas), sent),
-        "INCRs run by the nodes (replicas included), recorded, sent"
-    );
+    assert_eq!(recorded, sent, "INCRs recorded by the sidecars, sent");
+    // A replica brought up to date by a full resynchronization (an old primary after a
+    // failover, on a loaded machine) loads a snapshot and runs none of the INCRs in it: then
+    // the nodes ran each at least once and at most once per copy.
+    if full_syncs(servers).await == full_syncs_before {
+        assert_eq!(ran, sent * (1 + replicas), "INCRs run by the nodes (replicas included)");
+    } else {
+        assert!((sent..=sent * (1 + replicas)).contains(&ran), "{ran} INCRs run for {sent}");
+    }
     eprintln!("cluster_moves: {} rounds, {sent} INCRs, {redirected} redirected", report["rounds"]);
     (sent, redirected)
 }

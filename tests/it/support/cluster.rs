@@ -63,6 +63,43 @@ pub async fn calls(node: SocketAddr, command: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Waits until every replica among `servers` is linked to its primary and done loading its
+/// first copy: INCRs sent before would come to it inside a snapshot, not as commands run.
+pub async fn wait_replicas_synced(servers: &[RedisServer]) {
+    for server in servers {
+        let mut admin = RawClient::connect(server.addr).await;
+        for attempt in 0..400 {
+            let info = admin.call(&[b"INFO", b"replication"]).await;
+            let info = String::from_utf8_lossy(&info);
+            let replica = info.lines().any(|line| line == "role:slave");
+            if !replica
+                || (info.lines().any(|line| line == "master_link_status:up")
+                    && info.lines().any(|line| line == "master_sync_in_progress:0"))
+            {
+                break;
+            }
+            assert!(attempt < 399, "{}: replica not synced: {info}", server.addr);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The full resynchronizations `servers` served (`INFO stats`' `sync_full`), together: a
+/// replica loaded by one runs none of the commands it received.
+pub async fn full_syncs(servers: &[RedisServer]) -> u64 {
+    let mut total = 0;
+    for server in servers {
+        let mut admin = RawClient::connect(server.addr).await;
+        let stats = String::from_utf8_lossy(&admin.call(&[b"INFO", b"stats"]).await).into_owned();
+        total += stats
+            .lines()
+            .find_map(|line| line.strip_prefix("sync_full:"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    total
+}
+
 /// The `calls` of `command` on all of `servers`, together.
 pub async fn calls_on(servers: &[RedisServer], command: &str) -> u64 {
     let mut total = 0;
