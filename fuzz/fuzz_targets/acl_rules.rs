@@ -98,7 +98,13 @@ fn passwords(input: &[u8]) -> Vec<&[u8]> {
             Some(b'>' | b'<') => Some(&w[1..]),
             _ => None,
         })
-        .filter(|p| p.len() >= 12 && count(p) == 1)
+        // A message quotes the words it shows ('<word>'): a password that is a shown word
+        // with a quote around it is there by coincidence too.
+        .filter(|p| {
+            let unquoted = p.strip_prefix(b"'").unwrap_or(p);
+            let unquoted = unquoted.strip_suffix(b"'").unwrap_or(unquoted);
+            p.len() >= 12 && count(p) == 1 && count(unquoted) == 1
+        })
         .collect()
 }
 
