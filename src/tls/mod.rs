@@ -53,6 +53,30 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
+/// The certificates of a PEM file the proxy presents (its own, or its client certificate to
+/// Redis), the first one checked for what rustls refuses with a message that names neither
+/// the file nor the fix.
+fn own_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = load_certs(path)?;
+    if let Ok((_, first)) = x509_parser::parse_x509_certificate(certs[0].as_ref()) {
+        // Redis accepts X.509 v1 certificates (OpenSSL does), and its documentation's
+        // `utils/gen-test-certs.sh` makes one (`redis.crt`); rustls (webpki) takes v3 only.
+        if first.version() != x509_parser::x509::X509Version::V3 {
+            return Err(file_error(
+                path,
+                format!(
+                    "an X.509 v{} certificate, which rustls does not accept: reissue it as v3 \
+                     (with extensions, e.g. `openssl x509 -req ... -extfile FILE -extensions \
+                     SECTION` with a subjectAltName; Redis's utils/gen-test-certs.sh makes its \
+                     redis.crt v1 and its server.crt v3)",
+                    first.version().0 + 1
+                ),
+            ));
+        }
+    }
+    Ok(certs)
+}
+
 /// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let bytes = std::fs::read(path).map_err(|e| file_error(path, e))?;
@@ -73,7 +97,7 @@ fn roots_from(path: &Path) -> Result<RootCertStore, TlsError> {
 /// The client-facing configuration: certificate and key, and client certificates verified
 /// against `ca_file` when `client_auth` asks for them.
 pub(crate) fn server_config(config: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
-    let certs = load_certs(&config.cert_file)?;
+    let certs = own_certs(&config.cert_file)?;
     let key = load_key(&config.key_file)?;
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -129,7 +153,7 @@ pub fn client_config(config: &UpstreamTlsConfig) -> Result<Arc<ClientConfig>, Tl
     };
     let client = match (&config.cert_file, &config.key_file) {
         (Some(cert), Some(key)) => builder
-            .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+            .with_client_auth_cert(own_certs(cert)?, load_key(key)?)
             .map_err(|e| file_error(key, format!("does not fit the certificate: {e}")))?,
         _ => builder.with_no_client_auth(),
     };

@@ -157,6 +157,30 @@ fn check_config_rejects_bad_files_with_one_line_naming_file_and_key() {
     assert!(stderr.contains(missing.to_str().unwrap()), "{stderr:?}");
 }
 
+#[test]
+fn an_x509_v1_certificate_is_refused_in_words_that_say_how_to_fix_it() {
+    // Redis's own utils/gen-test-certs.sh makes redis.crt v1; Redis takes it, rustls does not.
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls-v1");
+    let (cert, key) = (fixtures.join("redis.crt"), fixtures.join("redis.key"));
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let client_side =
+        format!("[tls]\nlisten = \"127.0.0.1:0\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n");
+    let redis_side = format!(
+        "[upstream]\naddress = \"127.0.0.1:6379\"\n[upstream.tls]\ninsecure_skip_verify = true\n\
+         cert_file = \"{cert}\"\nkey_file = \"{key}\"\n"
+    );
+    for (what, text) in [("[tls]", client_side), ("[upstream.tls]", redis_side)] {
+        let path = config_file(&text);
+        let output = run(&["check-config", "--config", path.to_str().unwrap()]);
+        let stderr = stderr_of(&output);
+        assert_eq!(output.status.code(), Some(64), "{what}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{what}: {stderr:?}");
+        assert!(stderr.contains(&format!("{cert}: an X.509 v1 certificate")), "{what}: {stderr:?}");
+        assert!(stderr.contains("reissue it as v3"), "{what}: {stderr:?}");
+        assert!(!stderr.contains("does not fit"), "{what}: the key fits; {stderr:?}");
+    }
+}
+
 /// Sends PING on a new connection to `addr`; the reply bytes.
 fn ping(addr: SocketAddr) -> std::io::Result<Vec<u8>> {
     let mut stream = TcpStream::connect(addr)?;
