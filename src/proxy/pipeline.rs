@@ -82,6 +82,22 @@ pub(crate) enum Internal {
     /// `CLIENT REPLY ON` after a client's `CLIENT REPLY OFF|SKIP`: Redis keeps answering
     /// everything, and its `+OK` shows the client's command was accepted.
     ReplyProbe,
+    /// `HELLO 3` or `SELECT` on a new connection to pin to, sent before its login as the
+    /// connection's first user: Redis keeps both across `AUTH`, and a client may run as a user
+    /// that may not run them in a database it chose before logging in.
+    BeforeLogin(Preset),
+    /// The same after the login: its refusal fails the connection only when the one before
+    /// the login was refused too.
+    AfterLogin(Preset),
+}
+
+/// What a new connection is put in around its login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Preset {
+    /// `HELLO 3`.
+    Protocol,
+    /// `SELECT db`.
+    Db,
 }
 
 /// One command in flight.

@@ -21,7 +21,7 @@ use crate::config::{AuthMode, Secret};
 use crate::event::ReplyStatus;
 use crate::metrics::Metrics;
 use crate::proxy::pin::{self, PinReason};
-use crate::proxy::pipeline::{Internal, LocalReply, Slot};
+use crate::proxy::pipeline::{Internal, LocalReply, Preset, Slot};
 use crate::proxy::pool::{Login, Lost, SharedLink, StateKey};
 use crate::proxy::session::Effect;
 use crate::proxy::upstream::UpstreamStream;
@@ -450,20 +450,49 @@ where
     /// one (`fresh`) gets the proxy's login, protocol and database; every one gets the library
     /// name and version the proxy answered `CLIENT SETINFO` with (a spare may carry another
     /// client's: empty values clear them).
+    ///
+    /// Redis keeps the protocol and the database across `AUTH`, and a client may run as a user
+    /// that may not run `HELLO` or `SELECT` in a database it chose before logging in: on a new
+    /// connection that logs in, both are sent before the login (as its first user) and again
+    /// after it, where only a refusal of both fails the connection.
     fn set_up_pinned(&mut self, key: &StateKey, fresh: bool, now: Instant) {
         let mut setup = Vec::new();
         if fresh {
-            self.login_upstream(now);
-            if let (AuthMode::Passthrough, Login::As { user, password }) =
-                (self.ctx.config.auth.mode, &key.login)
-            {
-                setup.push((encode::command(&[b"AUTH", user, &password.0]), true));
-            }
+            let mut presets = Vec::new();
             if key.protocol == 3 {
-                setup.push((encode::command(&[b"HELLO", b"3"]), true));
+                presets.push((Preset::Protocol, encode::command(&[b"HELLO", b"3"])));
             }
             if key.db != 0 {
-                setup.push((encode::command(&[b"SELECT", key.db.to_string().as_bytes()]), true));
+                let select = encode::command(&[b"SELECT", key.db.to_string().as_bytes()]);
+                presets.push((Preset::Db, select));
+            }
+            let passthrough_login = match (self.ctx.config.auth.mode, &key.login) {
+                (AuthMode::Passthrough, Login::As { user, password }) => {
+                    Some(encode::command(&[b"AUTH", user, &password.0]))
+                }
+                _ => None,
+            };
+            let logs_in =
+                passthrough_login.is_some() || self.ctx.config.auth.mode == AuthMode::Proxy;
+            self.presets_before_login.clear();
+            if logs_in {
+                for (preset, command) in &presets {
+                    self.to_upstream.push(command.clone());
+                    self.pending.push(Slot::internal(Internal::BeforeLogin(*preset), now));
+                }
+            }
+            self.login_upstream(now);
+            if let Some(login) = passthrough_login {
+                self.to_upstream.push(login);
+                self.pending.push(Slot::internal(Internal::Setup { required: true }, now));
+            }
+            for (preset, command) in presets {
+                self.to_upstream.push(command);
+                let internal = match logs_in {
+                    true => Internal::AfterLogin(preset),
+                    false => Internal::Setup { required: true },
+                };
+                self.pending.push(Slot::internal(internal, now));
             }
         }
         let setinfo = [Bytes::from_static(b"client"), Bytes::from_static(b"setinfo")];

@@ -32,7 +32,7 @@ use crate::command::CommandTable;
 use crate::config::AuthMode;
 use crate::event::{CloseStats, SessionAction};
 use crate::event::{ReplySource, ReplyStatus};
-use crate::proxy::pipeline::{Internal, Pending, Slot, WriteQueue};
+use crate::proxy::pipeline::{Internal, Pending, Preset, Slot, WriteQueue};
 use crate::proxy::session::Session;
 use crate::proxy::{upstream, ProxyContext};
 use crate::resp::encode;
@@ -229,6 +229,8 @@ struct Connection<C> {
     waiting: Option<Request>,
     /// Redis confirmed the upstream connection runs as the client's mirrored user.
     runs_as_mirror: bool,
+    /// The presets Redis accepted before the login of the connection being set up to pin to.
+    presets_before_login: Vec<Preset>,
     /// The latest refused command's record, held to count identical repeats.
     refusals: events::RefusalGroup,
     /// Set once a SYNC / PSYNC is forwarded: where the replication is.
@@ -313,6 +315,7 @@ where
             tls: None,
             waiting: None,
             runs_as_mirror: false,
+            presets_before_login: Vec::new(),
             refusals: events::RefusalGroup::default(),
             replication: None,
             ctx,

@@ -198,9 +198,18 @@ where
             slot.reply_bytes = 0;
             self.complete(slot, ReplyStatus::Skipped, None, now);
         } else if let Some(internal) = slot.internal {
-            if is_error
-                && matches!(internal, Internal::Login { .. } | Internal::Setup { required: true })
-            {
+            let fails = match internal {
+                Internal::Login { .. } | Internal::Setup { required: true } => true,
+                Internal::AfterLogin(preset) => !self.presets_before_login.contains(&preset),
+                Internal::BeforeLogin(preset) => {
+                    if !is_error {
+                        self.presets_before_login.push(preset);
+                    }
+                    false
+                }
+                Internal::Setup { required: false } | Internal::ReplyProbe => false,
+            };
+            if is_error && fails {
                 let text =
                     String::from_utf8_lossy(self.scanner.reply().head.as_bytes()).into_owned();
                 tracing::error!(error = %text, "the upstream refused the proxy's login");

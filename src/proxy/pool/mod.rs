@@ -306,6 +306,11 @@ impl Pool {
 
     /// The service login (`auth.mode = "proxy"`), the connection's name, the protocol and the
     /// database. Only a refused login or database fails it.
+    ///
+    /// Redis keeps a connection's protocol and database across `AUTH`, so a client may run as a
+    /// user that may not run `HELLO` or `SELECT` in a database it chose before logging in (Redis's
+    /// own tests do). For a client's login both are therefore tried first, as the connection's
+    /// first user, and again after the login only when that was refused.
     async fn set_up(&self, stream: &mut UpstreamStream, key: &StateKey) -> Result<(), PoolError> {
         let address = &self.config.upstream.address;
         let refused = |what: &'static str, reply: &[u8]| {
@@ -327,6 +332,24 @@ impl Pool {
             }
             (Login::Default, _) => None,
         };
+        let db = key.db.to_string();
+        let mut presets = Vec::new();
+        if key.protocol == 3 {
+            presets.push(("HELLO 3", encode::command(&[b"HELLO", b"3"])));
+        }
+        if key.db != 0 {
+            presets.push(("SELECT", encode::command(&[b"SELECT", db.as_bytes()])));
+        }
+        if matches!(key.login, Login::As { .. }) {
+            let mut refused_before = Vec::new();
+            for (what, command) in presets {
+                let reply = upstream::read_reply(stream, &command).await.map_err(io)?;
+                if reply.starts_with(b"-") {
+                    refused_before.push((what, command));
+                }
+            }
+            presets = refused_before;
+        }
         if let Some(login) = login {
             let reply = upstream::read_reply(stream, &login).await.map_err(io)?;
             if reply.starts_with(b"-") {
@@ -337,20 +360,10 @@ impl Pool {
         let name = encode::command(&[b"CLIENT", b"SETNAME", SHARED_NAME.as_bytes()]);
         // A service user without +client|setname leaves it unnamed; nothing else changes.
         upstream::read_reply(stream, &name).await.map_err(io)?;
-        if key.protocol == 3 {
-            let reply = upstream::read_reply(stream, b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n")
-                .await
-                .map_err(io)?;
+        for (what, command) in presets {
+            let reply = upstream::read_reply(stream, &command).await.map_err(io)?;
             if reply.starts_with(b"-") {
-                return Err(refused("HELLO 3", &reply));
-            }
-        }
-        if key.db != 0 {
-            let db = key.db.to_string();
-            let select = encode::command(&[b"SELECT", db.as_bytes()]);
-            let reply = upstream::read_reply(stream, &select).await.map_err(io)?;
-            if reply.starts_with(b"-") {
-                return Err(refused("SELECT", &reply));
+                return Err(refused(what, &reply));
             }
         }
         Ok(())

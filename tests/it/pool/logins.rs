@@ -404,3 +404,57 @@ async fn every_pin_reason_pins_and_answers_as_redis_does() {
         assert_eq!(sample(&after, &series), sample(&before, &series) + 1.0, "{reason}");
     }
 }
+
+/// Clients that chose a database (and a protocol) before logging in as a user that may run
+/// neither `SELECT` nor `HELLO`: their commands, transactions among them, run in that database
+/// as that user. (Redis keeps both across AUTH; its own scripting tests log in so.)
+async fn login_after_select_exchange(addr: SocketAddr) -> Vec<String> {
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(RawClient::connect(addr).await);
+    }
+    let hello = call(&mut clients[3], &["HELLO", "3"]).await;
+    let mut replies = vec![(hello.starts_with('%')).to_string()];
+    for (n, client) in clients.iter_mut().enumerate() {
+        let key = format!("x{n}");
+        replies.push(call(client, &["SELECT", "9"]).await);
+        replies.push(call(client, &["AUTH", "carol", "c"]).await);
+        replies.push(call(client, &["SET", &key, &key]).await);
+        replies.push(call(client, &["GET", &key]).await);
+    }
+    replies.push(call(&mut clients[0], &["SELECT", "0"]).await);
+    // Transactions at once: connections of their own, new ones among them.
+    for (n, client) in clients.iter_mut().enumerate() {
+        let key = format!("y{n}");
+        replies.push(call(client, &["MULTI"]).await);
+        replies.push(call(client, &["SET", &key, &key]).await);
+    }
+    for client in clients.iter_mut().rev() {
+        replies.push(call(client, &["EXEC"]).await);
+    }
+    let mut check = RawClient::connect(addr).await;
+    replies.push(call(&mut check, &["SELECT", "9"]).await);
+    replies.push(call(&mut check, &["DBSIZE"]).await);
+    replies.push(call(&mut check, &["MGET", "x0", "x3", "y0", "y1", "y2", "y3"]).await);
+    replies.push(call(&mut check, &["SELECT", "0"]).await);
+    replies.push(call(&mut check, &["DBSIZE"]).await);
+    replies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_after_select_runs_in_that_database_without_select_rights() {
+    crate::require_redis!();
+    let redis = RedisServer::start(&[]);
+    let mut admin = RawClient::connect(redis.addr).await;
+    let rules: [&[u8]; 9] =
+        [b"ACL", b"SETUSER", b"carol", b"on", b">c", b"~x*", b"+set", b"+get", b"+@transaction"];
+    assert_eq!(admin.call(&rules).await, b"+OK\r\n");
+    let proxy = TestProxy::start_with(redis.addr, &shared(1)).await;
+    let direct = login_after_select_exchange(redis.addr).await;
+    assert_eq!(admin.call(&[b"FLUSHALL"]).await, b"+OK\r\n");
+    let proxied = login_after_select_exchange(proxy.addr).await;
+    // The oracle: carol may not SELECT, and every key is in database 9.
+    assert!(direct.iter().any(|r| r.starts_with("-NOPERM")), "{direct:?}");
+    assert!(direct.last().is_some_and(|r| r == &reply(b":0\r\n")), "{direct:?}");
+    assert_eq!(proxied, direct, "through the shared pool (pool_size = 1), then directly");
+}
