@@ -22,7 +22,7 @@ use crate::event::ReplyStatus;
 use crate::metrics::Metrics;
 use crate::proxy::pin::{self, PinReason};
 use crate::proxy::pipeline::{Internal, LocalReply, Preset, Slot};
-use crate::proxy::pool::{Login, Lost, SharedLink, StateKey};
+use crate::proxy::pool::{Dedicated, LibInfo, Login, Lost, SharedLink, StateKey};
 use crate::proxy::session::Effect;
 use crate::proxy::upstream::UpstreamStream;
 use crate::resp::encode;
@@ -316,7 +316,7 @@ where
             return;
         }
         if let Some(Link::Dedicated { stream, moved, .. }) = self.upstream.take() {
-            pool.give_back(&self.state_key(), stream, moved);
+            pool.give_back(&self.state_key(), stream, self.lib_info(), moved);
         }
     }
 
@@ -377,7 +377,7 @@ where
             }
             Relink::Unpin => {
                 if let Some(Link::Dedicated { stream, moved, .. }) = self.upstream.take() {
-                    pool.give_back(&key, stream, moved);
+                    pool.give_back(&key, stream, self.lib_info(), moved);
                     self.submitted = self.pending.sent();
                 }
                 self.reset_upstream_reader();
@@ -415,14 +415,14 @@ where
         reason: PinReason,
     ) {
         match pool.dedicated(key, tls).await {
-            Ok((stream, fresh, moved)) => {
+            Ok(Dedicated { stream, fresh, lib, moved }) => {
                 self.ctx.metrics.upstream_pin(reason.as_str());
                 self.pinned_for_good |= reason.for_good();
                 self.pin_after = None;
                 let metrics = &self.ctx.metrics;
                 self.upstream = Some(Link::dedicated(stream, moved, metrics, "pinned"));
                 self.reset_upstream_reader();
-                self.set_up_pinned(key, fresh, Instant::now());
+                self.set_up_pinned(key, fresh, &lib, Instant::now());
             }
             Err(error) => self.upstream_unavailable(error.to_string()),
         }
@@ -446,16 +446,22 @@ where
         self.last_connect_attempt = Instant::now();
     }
 
+    /// The library the client gave with `CLIENT SETINFO` (as Redis confirmed it, or as the
+    /// proxy answered it on a shared connection).
+    fn lib_info(&self) -> LibInfo {
+        (self.session.lib_name.clone(), self.session.lib_ver.clone())
+    }
+
     /// Puts a connection to pin to in the session's state before the client's command: a new
     /// one (`fresh`) gets the proxy's login, protocol and database; every one gets the library
-    /// name and version the proxy answered `CLIENT SETINFO` with (a spare may carry another
-    /// client's: empty values clear them).
+    /// name and version the proxy answered `CLIENT SETINFO` with where it has another (`lib`:
+    /// a spare carries its last client's; empty values clear them).
     ///
     /// Redis keeps the protocol and the database across `AUTH`, and a client may run as a user
     /// that may not run `HELLO` or `SELECT` in a database it chose before logging in: on a new
     /// connection that logs in, both are sent before the login (as its first user) and again
     /// after it, where only a refusal of both fails the connection.
-    fn set_up_pinned(&mut self, key: &StateKey, fresh: bool, now: Instant) {
+    fn set_up_pinned(&mut self, key: &StateKey, fresh: bool, lib: &LibInfo, now: Instant) {
         let mut setup = Vec::new();
         if fresh {
             let mut presets = Vec::new();
@@ -497,11 +503,11 @@ where
         }
         let setinfo = [Bytes::from_static(b"client"), Bytes::from_static(b"setinfo")];
         if self.commands.resolve(&setinfo).is_some() {
-            for (option, value) in [
-                (&b"LIB-NAME"[..], &self.session.lib_name),
-                (&b"LIB-VER"[..], &self.session.lib_ver),
+            for (option, value, had) in [
+                (&b"LIB-NAME"[..], &self.session.lib_name, &lib.0),
+                (&b"LIB-VER"[..], &self.session.lib_ver, &lib.1),
             ] {
-                if value.is_some() || !fresh {
+                if value != had {
                     let value = value.as_deref().unwrap_or_default();
                     setup.push((encode::command(&[b"CLIENT", b"SETINFO", option, value]), false));
                 }

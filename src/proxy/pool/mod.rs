@@ -124,9 +124,26 @@ struct Group {
     spares: Vec<Spare>,
 }
 
+/// The library name and version a connection was given with `CLIENT SETINFO` (`None`: none).
+pub type LibInfo = (Option<Bytes>, Option<Bytes>);
+
+/// A connection handed to a client to pin to.
+#[derive(Debug)]
+pub struct Dedicated {
+    /// The connection.
+    pub stream: UpstreamStream,
+    /// New: the client must put it in its state itself (a spare already is, but for `lib`).
+    pub fresh: bool,
+    /// The library a spare's last client gave it (a new one has none).
+    pub lib: LibInfo,
+    /// Cancelled once its primary is no longer the target.
+    pub moved: CancellationToken,
+}
+
 #[derive(Debug)]
 struct Spare {
     stream: UpstreamStream,
+    lib: LibInfo,
     since: Instant,
     /// Cancelled once its primary is no longer the target: then it is not handed out.
     moved: CancellationToken,
@@ -369,13 +386,13 @@ impl Pool {
         Ok(())
     }
 
-    /// A connection for a client to pin: a spare in state `key` (`false`), or a new one that
-    /// the client must put in that state itself (`true`).
+    /// A connection for a client to pin: a spare in state `key`, or a new one that the client
+    /// must put in that state itself.
     pub async fn dedicated(
         &self,
         key: &StateKey,
         tls: Option<&UpstreamTls>,
-    ) -> Result<(UpstreamStream, bool, CancellationToken), UpstreamError> {
+    ) -> Result<Dedicated, UpstreamError> {
         let group = self.group_key(key.clone());
         loop {
             let spare = self.groups().get_mut(&group).and_then(|g| g.spares.pop());
@@ -385,7 +402,8 @@ impl Pool {
                 && !spare.moved.is_cancelled()
                 && still_open(&mut spare.stream)
             {
-                return Ok((spare.stream, false, spare.moved));
+                let Spare { stream, lib, moved, .. } = spare;
+                return Ok(Dedicated { stream, fresh: false, lib, moved });
             }
         }
         let (address, moved) = self.target.watch();
@@ -393,22 +411,23 @@ impl Pool {
             upstream::connect(&address, &self.config.upstream, tls).await.inspect_err(|_| {
                 self.metrics.upstream_connect_error();
             })?;
-        Ok((stream, true, moved))
+        Ok(Dedicated { stream, fresh: true, lib: (None, None), moved })
     }
 
-    /// A client unpinned: its connection, in state `key`, is kept as a spare while there is
-    /// room, else closed.
+    /// A client unpinned: its connection, in state `key` and with the library `lib` the client
+    /// gave it, is kept as a spare while there is room, else closed.
     pub(crate) fn give_back(
         &self,
         key: &StateKey,
         stream: UpstreamStream,
+        lib: LibInfo,
         moved: CancellationToken,
     ) {
         let group = self.group_key(key.clone());
         let mut groups = self.groups();
         let group = groups.entry(group).or_default();
         if group.spares.len() < self.config.upstream.pool_size {
-            group.spares.push(Spare { stream, since: Instant::now(), moved });
+            group.spares.push(Spare { stream, lib, since: Instant::now(), moved });
             self.spare_gauge.inc();
         }
         drop(groups);

@@ -298,6 +298,59 @@ async fn client_setinfo_answers_as_redis_does() {
     assert_eq!(proxied, direct, "through the shared pool, then directly");
 }
 
+/// Calls of `CLIENT SETINFO` Redis ran (its `INFO commandstats`).
+async fn setinfo_calls(admin: &mut RawClient) -> u64 {
+    let stats = call(admin, &["INFO", "commandstats"]).await;
+    let line = stats.split("\\r\\n").find(|l| l.starts_with("cmdstat_client|setinfo:"));
+    let calls = line.and_then(|l| l.split(['=', ',']).nth(1)).and_then(|n| n.parse().ok());
+    calls.unwrap_or(0)
+}
+
+/// A spare keeps the library its last client gave it: a client with the same one pins to it
+/// without a `CLIENT SETINFO`, a client with none clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spare_is_given_only_the_library_it_lacks() {
+    use crate::support::redis::Server;
+    crate::require_server!(Server::Redis72);
+    let redis = RedisServer::start_server(Server::Redis72, &[]);
+    let proxy = TestProxy::start_with(redis.addr, &shared(1)).await;
+    let mut admin = RawClient::connect(redis.addr).await;
+    let (admin_addr, spare) =
+        (proxy.admin_addr(), "redis_audit_proxy_upstream_connections{state=\"spare\"}");
+    for (lib, setinfo_sent) in [(Some("mylib"), 1), (Some("mylib"), 0), (None, 1)] {
+        let before = setinfo_calls(&mut admin).await;
+        let mut client = RawClient::connect(proxy.addr).await;
+        if let Some(lib) = lib {
+            let set = call(&mut client, &["CLIENT", "SETINFO", "LIB-NAME", lib]).await;
+            assert_eq!(set, reply(b"+OK\r\n"));
+        }
+        // MULTI pins: a connection of its own, the first time a new one, then the spare the
+        // client before left.
+        assert_eq!(call(&mut client, &["MULTI"]).await, reply(b"+OK\r\n"));
+        assert_eq!(call(&mut client, &["PING"]).await, reply(b"+QUEUED\r\n"));
+        assert_eq!(call(&mut client, &["EXEC"]).await, reply(b"*1\r\n+PONG\r\n"));
+        let list = client_list(&mut admin).await;
+        let pinned = list.iter().find(|line| field(line, "cmd") == Some("exec"));
+        let held = pinned.and_then(|line| field(line, "lib-name"));
+        assert_eq!(held, Some(lib.unwrap_or_default()), "{list:?}");
+        let sent = setinfo_calls(&mut admin).await - before;
+        assert_eq!(sent, setinfo_sent, "CLIENT SETINFO calls for a client with {lib:?}");
+        // The next command unpins: the connection goes back to the spares.
+        assert_eq!(call(&mut client, &["GET", "k"]).await, reply(b"$-1\r\n"));
+        let host = admin_addr.to_string();
+        let deadline = std::time::Instant::now() + LIVENESS;
+        loop {
+            let (_, metrics) =
+                crate::support::http::http(admin_addr, "GET", "/metrics", &host, &[]).await;
+            if sample(&metrics, spare) == 1.0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no spare after the client unpinned");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_pins_shared_connections_and_their_writes() {
     crate::require_redis!();
