@@ -30,6 +30,9 @@ pub enum PinReason {
     ClientIdentity,
     /// Commands that configure or may close the connection they run on.
     ClientControl,
+    /// CLIENT UNPAUSE: it must run at once, not behind another client's write that the pause
+    /// holds on a shared connection.
+    Unpause,
     /// SELECT, HELLO, RESET, AUTH: they change the user, database or protocol, which the
     /// shared connections are keyed by.
     ConnectionState,
@@ -44,7 +47,7 @@ pub enum PinReason {
 impl PinReason {
     /// Every reason, in a fixed order (the tests check the docs and labels against it).
     #[cfg(test)]
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::Transaction,
         Self::Watch,
         Self::Blocking,
@@ -55,6 +58,7 @@ impl PinReason {
         Self::Tracking,
         Self::ClientIdentity,
         Self::ClientControl,
+        Self::Unpause,
         Self::ConnectionState,
         Self::Replication,
         Self::Cluster,
@@ -75,6 +79,7 @@ impl PinReason {
             Self::Tracking => "tracking",
             Self::ClientIdentity => "client_identity",
             Self::ClientControl => "client_control",
+            Self::Unpause => "unpause",
             Self::ConnectionState => "connection_state",
             Self::Replication => "replication",
             Self::Cluster => "cluster",
@@ -93,6 +98,7 @@ impl PinReason {
             | Self::Watch
             | Self::Blocking
             | Self::PubSub
+            | Self::Unpause
             | Self::ConnectionState => false,
             // These leave something on the connection that has no visible end, or whose
             // answers would change on another connection (ids, offsets, flags).
@@ -144,6 +150,9 @@ pub fn pin_reason(command: &CommandInfo, args: &[Bytes], proxy_auth: bool) -> Op
         "client|kill" | "client|no-evict" | "client|no-touch" | "client|capa" => {
             PinReason::ClientControl
         }
+        // why: a pause holds every shared connection with a write in flight; behind one, the
+        // UNPAUSE that would release it would wait for the pause to time out.
+        "client|unpause" => PinReason::Unpause,
         // why: they change the database, protocol or user the connection is shared under.
         "select" | "hello" | "reset" => PinReason::ConnectionState,
         // why: AUTH changes the connection's user, unless the proxy answers it itself.
@@ -249,6 +258,7 @@ mod tests {
             ("CLIENT TRACKING on", Tracking),
             ("CLIENT ID", ClientIdentity),
             ("CLIENT NO-EVICT on", ClientControl),
+            ("CLIENT UNPAUSE", Unpause),
             ("SELECT 1", ConnectionState),
             ("PSYNC ? -1", Replication),
             ("READONLY", Cluster),
@@ -339,7 +349,6 @@ mod tests {
             "PUNSUBSCRIBE",
             "SUNSUBSCRIBE",
             "CLIENT PAUSE 10",
-            "CLIENT UNPAUSE",
             "CLIENT UNBLOCK 7",
             "ACL WHOAMI",
             "SAVE",

@@ -222,6 +222,23 @@ async fn blocked_clients_do_not_block_the_clients_sharing_their_connection() {
     assert_eq!(info_clients(&mut admin, "blocked_clients").await, 0);
 }
 
+/// CLIENT PAUSE holds a write on the shared connection; the CLIENT UNPAUSE of a client on that
+/// connection must not wait behind it (it would until the pause timed out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpause_is_not_held_behind_the_write_its_pause_holds() {
+    crate::require_redis!();
+    let (redis, proxy) = start(1).await;
+    let mut admin = RawClient::connect(redis.addr).await;
+    let mut pauser = RawClient::connect(proxy.addr).await;
+    let mut writer = RawClient::connect(proxy.addr).await;
+    assert_eq!(call(&mut pauser, &["CLIENT", "PAUSE", "20000", "WRITE"]).await, reply(b"+OK\r\n"));
+    send(&mut writer, &["SET", "k", "v"]).await;
+    wait_blocked(&mut admin, 1).await;
+    assert_eq!(call(&mut pauser, &["CLIENT", "UNPAUSE"]).await, reply(b"+OK\r\n"));
+    assert_eq!(next_reply(&mut writer, LIVENESS).await, reply(b"+OK\r\n"));
+    assert_eq!(call(&mut pauser, &["GET", "k"]).await, reply(b"$1\r\nv\r\n"));
+}
+
 /// The shared connection that carried the last record of connection `conn_id`.
 fn upstream_conn_of(proxy: &TestProxy, conn_id: u64) -> Option<u64> {
     let records = proxy.sink.records();
