@@ -30,9 +30,9 @@ pub enum PinReason {
     ClientIdentity,
     /// Commands that configure or may close the connection they run on.
     ClientControl,
-    /// CLIENT UNPAUSE: it must run at once, not behind another client's write that the pause
-    /// holds on a shared connection.
-    Unpause,
+    /// CLIENT PAUSE, CLIENT UNPAUSE: the pausing client must not wait behind another client's
+    /// write that the pause holds on a shared connection.
+    Pause,
     /// SELECT, HELLO, RESET, AUTH: they change the user, database or protocol, which the
     /// shared connections are keyed by.
     ConnectionState,
@@ -58,7 +58,7 @@ impl PinReason {
         Self::Tracking,
         Self::ClientIdentity,
         Self::ClientControl,
-        Self::Unpause,
+        Self::Pause,
         Self::ConnectionState,
         Self::Replication,
         Self::Cluster,
@@ -79,7 +79,7 @@ impl PinReason {
             Self::Tracking => "tracking",
             Self::ClientIdentity => "client_identity",
             Self::ClientControl => "client_control",
-            Self::Unpause => "unpause",
+            Self::Pause => "pause",
             Self::ConnectionState => "connection_state",
             Self::Replication => "replication",
             Self::Cluster => "cluster",
@@ -98,7 +98,6 @@ impl PinReason {
             | Self::Watch
             | Self::Blocking
             | Self::PubSub
-            | Self::Unpause
             | Self::ConnectionState => false,
             // These leave something on the connection that has no visible end, or whose
             // answers would change on another connection (ids, offsets, flags).
@@ -108,6 +107,7 @@ impl PinReason {
             | Self::Tracking
             | Self::ClientIdentity
             | Self::ClientControl
+            | Self::Pause
             | Self::Replication
             | Self::Cluster
             | Self::Debug => true,
@@ -150,9 +150,10 @@ pub fn pin_reason(command: &CommandInfo, args: &[Bytes], proxy_auth: bool) -> Op
         "client|kill" | "client|no-evict" | "client|no-touch" | "client|capa" => {
             PinReason::ClientControl
         }
-        // why: a pause holds every shared connection with a write in flight; behind one, the
-        // UNPAUSE that would release it would wait for the pause to time out.
-        "client|unpause" => PinReason::Unpause,
+        // why: a pause holds every shared connection with a write in flight, and what follows
+        // on it: the pausing client's next commands (its INFO, its UNPAUSE) must not wait there
+        // until the pause times out.
+        "client|pause" | "client|unpause" => PinReason::Pause,
         // why: they change the database, protocol or user the connection is shared under.
         "select" | "hello" | "reset" => PinReason::ConnectionState,
         // why: AUTH changes the connection's user, unless the proxy answers it itself.
@@ -258,7 +259,7 @@ mod tests {
             ("CLIENT TRACKING on", Tracking),
             ("CLIENT ID", ClientIdentity),
             ("CLIENT NO-EVICT on", ClientControl),
-            ("CLIENT UNPAUSE", Unpause),
+            ("CLIENT PAUSE 10", Pause),
             ("SELECT 1", ConnectionState),
             ("PSYNC ? -1", Replication),
             ("READONLY", Cluster),
@@ -269,6 +270,7 @@ mod tests {
         }
         let covered: Vec<PinReason> = cases.iter().map(|(_, reason)| *reason).collect();
         assert_eq!(covered, PinReason::ALL, "every reason, in ALL's order");
+        assert_eq!(reason("CLIENT UNPAUSE", false), Some(Pause));
     }
 
     #[test]
@@ -348,7 +350,6 @@ mod tests {
             "UNSUBSCRIBE",
             "PUNSUBSCRIBE",
             "SUNSUBSCRIBE",
-            "CLIENT PAUSE 10",
             "CLIENT UNBLOCK 7",
             "ACL WHOAMI",
             "SAVE",
@@ -404,6 +405,7 @@ mod tests {
                 "tracking",
                 "client_identity",
                 "client_control",
+                "pause",
                 "replication",
                 "cluster",
                 "debug"

@@ -429,7 +429,7 @@ const PIN_CASES: &[(&str, &[&[&str]])] = &[
     ("tracking", &[&["CLIENT", "TRACKING", "ON"], &["CLIENT", "TRACKING", "OFF"]]),
     ("client_identity", &[&["CLIENT", "GETNAME"]]),
     ("client_control", &[&["CLIENT", "KILL", "ID", "999999"]]),
-    ("unpause", &[&["CLIENT", "UNPAUSE"]]),
+    ("pause", &[&["CLIENT", "UNPAUSE"]]),
     ("connection_state", &[&["SELECT", "1"], &["GET", "k"]]),
     ("cluster", &[&["READONLY"]]),
     ("debug", &[&["DEBUG", "SLEEP", "0"]]),

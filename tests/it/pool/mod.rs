@@ -222,18 +222,24 @@ async fn blocked_clients_do_not_block_the_clients_sharing_their_connection() {
     assert_eq!(info_clients(&mut admin, "blocked_clients").await, 0);
 }
 
-/// CLIENT PAUSE holds a write on the shared connection; the CLIENT UNPAUSE of a client on that
-/// connection must not wait behind it (it would until the pause timed out).
+/// CLIENT PAUSE holds a write on the shared connection, and what follows it there: the pausing
+/// client's next commands (a read, its UNPAUSE) must not wait behind it (they would until the
+/// pause timed out). Redis's and Valkey's own `pause` tests do this.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unpause_is_not_held_behind_the_write_its_pause_holds() {
+async fn the_pausing_client_is_not_held_behind_the_write_its_pause_holds() {
     crate::require_redis!();
     let (redis, proxy) = start(1).await;
     let mut admin = RawClient::connect(redis.addr).await;
     let mut pauser = RawClient::connect(proxy.addr).await;
     let mut writer = RawClient::connect(proxy.addr).await;
-    assert_eq!(call(&mut pauser, &["CLIENT", "PAUSE", "20000", "WRITE"]).await, reply(b"+OK\r\n"));
+    // Both on the one shared connection first.
+    assert_eq!(call(&mut pauser, &["PING"]).await, reply(b"+PONG\r\n"));
+    assert_eq!(call(&mut writer, &["PING"]).await, reply(b"+PONG\r\n"));
+    let pause = ["CLIENT", "PAUSE", "20000", "WRITE"];
+    assert_eq!(call(&mut pauser, &pause).await, reply(b"+OK\r\n"));
     send(&mut writer, &["SET", "k", "v"]).await;
     wait_blocked(&mut admin, 1).await;
+    assert_eq!(call(&mut pauser, &["GET", "k"]).await, reply(b"$-1\r\n"), "a read while paused");
     assert_eq!(call(&mut pauser, &["CLIENT", "UNPAUSE"]).await, reply(b"+OK\r\n"));
     assert_eq!(next_reply(&mut writer, LIVENESS).await, reply(b"+OK\r\n"));
     assert_eq!(call(&mut pauser, &["GET", "k"]).await, reply(b"$1\r\nv\r\n"));
