@@ -132,6 +132,12 @@ pub fn pin_reason(command: &CommandInfo, args: &[Bytes], proxy_auth: bool) -> Op
         "xread" | "xreadgroup" => return has_block_option(args).then_some(PinReason::Blocking),
         // why: messages are pushed to the subscribed connection, not to a client.
         "subscribe" | "psubscribe" | "ssubscribe" => PinReason::PubSub,
+        // why: how many replies an unsubscribe gets depends on the server, not only on the
+        // channels it names: Redis confirms each one even when the client is not subscribed,
+        // Valkey 8 answers one -NOSUB error. On a shared connection a wrong count would hand
+        // the next replies (other clients') to this client; a connection of its own pairs them
+        // as a direct client does.
+        "unsubscribe" | "punsubscribe" | "sunsubscribe" => PinReason::PubSub,
         // why: the connection turns into a stream of every command the server runs.
         "monitor" => PinReason::Monitor,
         // why: OFF / SKIP silence the replies of the connection, whoever's commands they are.
@@ -271,6 +277,9 @@ mod tests {
         let covered: Vec<PinReason> = cases.iter().map(|(_, reason)| *reason).collect();
         assert_eq!(covered, PinReason::ALL, "every reason, in ALL's order");
         assert_eq!(reason("CLIENT UNPAUSE", false), Some(Pause));
+        for unsubscribe in ["UNSUBSCRIBE", "PUNSUBSCRIBE p*", "SUNSUBSCRIBE a b"] {
+            assert_eq!(reason(unsubscribe, false), Some(PubSub), "{unsubscribe}");
+        }
     }
 
     #[test]
@@ -347,9 +356,6 @@ mod tests {
             "EXEC",
             "DISCARD",
             "UNWATCH",
-            "UNSUBSCRIBE",
-            "PUNSUBSCRIBE",
-            "SUNSUBSCRIBE",
             "CLIENT UNBLOCK 7",
             "ACL WHOAMI",
             "SAVE",

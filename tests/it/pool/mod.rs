@@ -245,6 +245,35 @@ async fn the_pausing_client_is_not_held_behind_the_write_its_pause_holds() {
     assert_eq!(call(&mut pauser, &["GET", "k"]).await, reply(b"$1\r\nv\r\n"));
 }
 
+/// Valkey 8 answers an UNSUBSCRIBE of a client that is not subscribed with one -NOSUB error
+/// where Redis confirms each channel it names: on a shared connection the proxy's count of its
+/// replies must not take the replies of the clients after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsubscribe_answered_with_one_error_takes_no_other_clients_replies() {
+    use crate::support::redis::Server;
+    crate::require_server!(Server::Valkey80);
+    let valkey = RedisServer::start_server(Server::Valkey80, &[]);
+    let proxy = TestProxy::start_with(valkey.addr, &shared(1)).await;
+    let mut direct = RawClient::connect(valkey.addr).await;
+    let nosub = call(&mut direct, &["UNSUBSCRIBE", "foo", "bar", "quux"]).await;
+    assert!(nosub.starts_with("-NOSUB"), "the oracle: {nosub}");
+    let mut unsubscriber = RawClient::connect(proxy.addr).await;
+    let mut other = RawClient::connect(proxy.addr).await;
+    assert_eq!(call(&mut other, &["PING"]).await, reply(b"+PONG\r\n"));
+    for unsubscribe in [&["UNSUBSCRIBE", "foo", "bar", "quux"][..], &["PUNSUBSCRIBE", "f*", "b*"]] {
+        let want = call(&mut direct, unsubscribe).await;
+        assert_eq!(call(&mut unsubscriber, unsubscribe).await, want, "{unsubscribe:?}");
+    }
+    // The clients on the shared connection get their own replies, in order.
+    for n in 0..4 {
+        let value = format!("v{n}");
+        assert_eq!(call(&mut other, &["SET", "k", &value]).await, reply(b"+OK\r\n"));
+        let got = call(&mut other, &["GET", "k"]).await;
+        assert_eq!(got, reply(format!("${}\r\n{value}\r\n", value.len()).as_bytes()));
+        assert_eq!(call(&mut unsubscriber, &["ECHO", &value]).await, got, "ECHO {value}");
+    }
+}
+
 /// The shared connection that carried the last record of connection `conn_id`.
 fn upstream_conn_of(proxy: &TestProxy, conn_id: u64) -> Option<u64> {
     let records = proxy.sink.records();
