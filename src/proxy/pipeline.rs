@@ -100,6 +100,16 @@ pub(crate) enum Preset {
     Db,
 }
 
+impl Preset {
+    /// The command as an error names it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Protocol => "HELLO 3",
+            Self::Db => "SELECT",
+        }
+    }
+}
+
 /// One command in flight.
 #[derive(Debug)]
 pub(crate) struct Slot {

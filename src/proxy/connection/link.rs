@@ -21,7 +21,7 @@ use crate::config::{AuthMode, Secret};
 use crate::event::ReplyStatus;
 use crate::metrics::Metrics;
 use crate::proxy::pin::{self, PinReason};
-use crate::proxy::pipeline::{Internal, LocalReply, Preset, Slot};
+use crate::proxy::pipeline::{Internal, LocalReply, Slot};
 use crate::proxy::pool::{Dedicated, LibInfo, Login, Lost, SharedLink, StateKey};
 use crate::proxy::session::Effect;
 use crate::proxy::upstream::UpstreamStream;
@@ -464,14 +464,7 @@ where
     fn set_up_pinned(&mut self, key: &StateKey, fresh: bool, lib: &LibInfo, now: Instant) {
         let mut setup = Vec::new();
         if fresh {
-            let mut presets = Vec::new();
-            if key.protocol == 3 {
-                presets.push((Preset::Protocol, encode::command(&[b"HELLO", b"3"])));
-            }
-            if key.db != 0 {
-                let select = encode::command(&[b"SELECT", key.db.to_string().as_bytes()]);
-                presets.push((Preset::Db, select));
-            }
+            let presets = key.presets();
             let passthrough_login = match (self.ctx.config.auth.mode, &key.login) {
                 (AuthMode::Passthrough, Login::As { user, password }) => {
                     Some(encode::command(&[b"AUTH", user, &password.0]))

@@ -23,6 +23,7 @@ pub use shared::{Lost, SharedLink};
 
 use crate::config::{AuthMode, Config, Secret};
 use crate::metrics::Metrics;
+use crate::proxy::pipeline::Preset;
 use crate::proxy::upstream::{self, Target, UpstreamError, UpstreamStream, UpstreamTls};
 use crate::resp::encode;
 use crate::util::sync::LockAnyway;
@@ -87,6 +88,22 @@ pub struct StateKey {
     pub db: u32,
     /// The RESP version.
     pub protocol: u8,
+}
+
+impl StateKey {
+    /// The commands that put a new connection in this protocol and database (none for RESP2
+    /// and database 0).
+    pub(crate) fn presets(&self) -> Vec<(Preset, Bytes)> {
+        let mut presets = Vec::new();
+        if self.protocol == 3 {
+            presets.push((Preset::Protocol, encode::command(&[b"HELLO", b"3"])));
+        }
+        if self.db != 0 {
+            let db = self.db.to_string();
+            presets.push((Preset::Db, encode::command(&[b"SELECT", db.as_bytes()])));
+        }
+        presets
+    }
 }
 
 /// The shared and spare upstream connections of one process.
@@ -349,20 +366,13 @@ impl Pool {
             }
             (Login::Default, _) => None,
         };
-        let db = key.db.to_string();
-        let mut presets = Vec::new();
-        if key.protocol == 3 {
-            presets.push(("HELLO 3", encode::command(&[b"HELLO", b"3"])));
-        }
-        if key.db != 0 {
-            presets.push(("SELECT", encode::command(&[b"SELECT", db.as_bytes()])));
-        }
+        let mut presets = key.presets();
         if matches!(key.login, Login::As { .. }) {
             let mut refused_before = Vec::new();
-            for (what, command) in presets {
+            for (preset, command) in presets {
                 let reply = upstream::read_reply(stream, &command).await.map_err(io)?;
                 if reply.starts_with(b"-") {
-                    refused_before.push((what, command));
+                    refused_before.push((preset, command));
                 }
             }
             presets = refused_before;
@@ -377,10 +387,10 @@ impl Pool {
         let name = encode::command(&[b"CLIENT", b"SETNAME", SHARED_NAME.as_bytes()]);
         // A service user without +client|setname leaves it unnamed; nothing else changes.
         upstream::read_reply(stream, &name).await.map_err(io)?;
-        for (what, command) in presets {
+        for (preset, command) in presets {
             let reply = upstream::read_reply(stream, &command).await.map_err(io)?;
             if reply.starts_with(b"-") {
-                return Err(refused(what, &reply));
+                return Err(refused(preset.name(), &reply));
             }
         }
         Ok(())
@@ -411,7 +421,7 @@ impl Pool {
             upstream::connect(&address, &self.config.upstream, tls).await.inspect_err(|_| {
                 self.metrics.upstream_connect_error();
             })?;
-        Ok(Dedicated { stream, fresh: true, lib: (None, None), moved })
+        Ok(Dedicated { stream, fresh: true, lib: LibInfo::default(), moved })
     }
 
     /// A client unpinned: its connection, in state `key` and with the library `lib` the client
