@@ -89,6 +89,7 @@ impl AuditSink {
                 coalesce: (config.durability == Durability::Async && !config.coalesce.is_zero())
                     .then_some(config.coalesce),
                 sinks: config.sinks.clone(),
+                page_cache_bytes: config.page_cache_bytes,
             },
             envelope.clone(),
         )?;

@@ -78,6 +78,7 @@ impl RawAudit {
             capture_args: self.capture_args,
             args_max_bytes: self.args_max_bytes as usize,
             coalesce: Duration::from_micros(self.coalesce_us.min(100_000)),
+            page_cache_bytes: self.page_cache_bytes,
             group_refusals_secs: self.group_refusals_secs,
             filters: self.filters.clone(),
             checkpoint,

@@ -316,6 +316,9 @@ pub struct RawAudit {
     /// With `durability = "async"`: microseconds the writer lets events gather after a batch
     /// (0 = write each as it comes).
     pub(crate) coalesce_us: u64,
+    /// Bytes at the end of the active audit file left in the kernel's page cache; older ones are
+    /// written back and dropped (0 = the kernel decides).
+    pub(crate) page_cache_bytes: u64,
     /// Records of identical refused commands (same command, same error) from one connection
     /// within this many seconds become one record with a `count`; 0 = one record each.
     pub(crate) group_refusals_secs: u64,
@@ -356,6 +359,7 @@ impl Default for RawAudit {
             capture_args: false,
             args_max_bytes: 1024,
             coalesce_us: 10000,
+            page_cache_bytes: 8 * 1024 * 1024,
             group_refusals_secs: 60,
             checkpoint_key_file: None,
             checkpoint_records: 10_000,

@@ -21,6 +21,7 @@ mod audit_backpressure;
 mod audit_disk;
 mod audit_durability;
 mod audit_keys;
+mod audit_page_cache;
 mod audit_retention;
 mod audit_verify;
 mod binary;

@@ -23,6 +23,7 @@ use crate::audit::schema::{push_head, Envelope, SCHEMA};
 use crate::audit::time::rfc3339_micros_bytes;
 use crate::util::hex::hex_sha256;
 
+use super::drop_behind::DropBehind;
 use super::{AuditStats, WriterConfig};
 use crate::event::SystemEvent;
 
@@ -84,6 +85,8 @@ pub(super) struct ActiveFile {
     pub(super) index_savers: Vec<std::thread::JoinHandle<()>>,
     /// The sinks each line written is handed to, once it is in the file.
     pub(super) sinks: std::sync::Arc<crate::audit::sinks::Sinks>,
+    /// What of the file is dropped from the page cache behind the writes.
+    pub(super) drop_behind: DropBehind,
 }
 
 impl Drop for ActiveFile {
@@ -151,6 +154,7 @@ impl ActiveFile {
             newest_rotated_name,
             _lock: lock,
             fsync: config.fsync,
+            drop_behind: DropBehind::new(config.page_cache_bytes),
             checkpoint_key: config.checkpoint.as_ref().map(|(key, _)| key.clone()),
             index: IndexBuilder::for_node(&envelope.node),
             index_savers: Vec::new(),
@@ -324,6 +328,7 @@ impl ActiveFile {
             Ok(()) => {
                 self.size += bytes.len() as u64;
                 self.sinks.offer(bytes);
+                self.drop_behind.wrote(&self.file, self.size);
                 Ok(())
             }
             Err(error) => {
@@ -360,6 +365,7 @@ impl ActiveFile {
             }
         };
         let (closed_bytes, closed_last_hash) = (self.size, hex_sha256(&self.last_line));
+        self.drop_behind.rotated(&self.file, closed_bytes);
         self.file = file;
         self.size = 0;
         self.opened_at = SystemTime::now();

@@ -13,8 +13,10 @@
 //! - `queue`: the producers' side: lines, `seq`, losses, controls, the durable watermark;
 //! - `thread`: the writer loop: batches, seals, writes, flush acknowledgements, the last seal;
 //! - `active`: the active file: its chain state, rotation by rename, retention, crash recovery.
+//! - `drop_behind`: what of the active file is dropped from the page cache behind the writes.
 
 mod active;
+mod drop_behind;
 mod queue;
 mod thread;
 
@@ -71,6 +73,8 @@ pub(crate) struct WriterConfig {
     pub(crate) coalesce: Option<Duration>,
     /// `[[audit.sinks]]`: copies of what is written, sent beside the file.
     pub sinks: Vec<crate::audit::sinks::config::SinkConfig>,
+    /// Bytes at the end of the active file left in the page cache ([`drop_behind`]; 0: all).
+    pub(crate) page_cache_bytes: u64,
 }
 
 /// Counters of the audit log.
