@@ -245,7 +245,7 @@ where
     /// Sends the client's own bytes to Redis.
     fn forward(&mut self, item: Classified, now: Instant) {
         if item.command.is_some() {
-            if let Some(reply) = self.answer_shared(&item.effect, &item.request.args) {
+            if let Some(reply) = self.answer_shared(&item.effect) {
                 let (mut slot, _) = item.into_slot(now);
                 slot.effect = Effect::None;
                 return self.push_local(slot, reply, now);

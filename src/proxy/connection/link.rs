@@ -135,12 +135,6 @@ impl Link {
     }
 }
 
-/// What stands in for `CLIENT SETINFO`'s validation (Redis's `validateClientAttr`): printable
-/// ASCII without spaces, up to the first NUL (Redis reads the value as a C string).
-fn valid_client_attr(value: &[u8]) -> bool {
-    value.iter().take_while(|&&b| b != 0).all(|b| (b'!'..=b'~').contains(b))
-}
-
 impl<C> Connection<C>
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -446,15 +440,14 @@ where
         self.last_connect_attempt = Instant::now();
     }
 
-    /// The library the client gave with `CLIENT SETINFO` (as Redis confirmed it, or as the
-    /// proxy answered it on a shared connection).
+    /// The library the client gave with `CLIENT SETINFO`, as Redis confirmed it.
     fn lib_info(&self) -> LibInfo {
         (self.session.lib_name.clone(), self.session.lib_ver.clone())
     }
 
     /// Puts a connection to pin to in the session's state before the client's command: a new
     /// one (`fresh`) gets the proxy's login, protocol and database; every one gets the library
-    /// name and version the proxy answered `CLIENT SETINFO` with where it has another (`lib`:
+    /// name and version Redis accepted in `CLIENT SETINFO` where it has another (`lib`:
     /// a spare carries its last client's; empty values clear them).
     ///
     /// Redis keeps the protocol and the database across `AUTH`, and a client may run as a user
@@ -555,10 +548,12 @@ where
         }
     }
 
-    /// Shared mode answers QUIT (it would close the connection for every client on it) and
-    /// `CLIENT SETINFO` (kept in the session and replayed on a connection the client pins
-    /// to) itself: the reply, when it does.
-    pub(super) fn answer_shared(&mut self, effect: &Effect, args: &[Bytes]) -> Option<LocalReply> {
+    /// Shared mode answers QUIT itself (it would close the connection for every client on it):
+    /// the reply, when it does. `CLIENT SETINFO` is not answered here but sent on the shared
+    /// connection, whose login is the client's: Redis's ACL (NOAUTH, NOPERM, its ACL LOG) and
+    /// validation decide, and what it accepts is kept in the session, given to any connection
+    /// the client pins to.
+    pub(super) fn answer_shared(&mut self, effect: &Effect) -> Option<LocalReply> {
         if !matches!(self.upstream, Some(Link::Shared(_))) {
             return None;
         }
@@ -570,21 +565,6 @@ where
                     status: ReplyStatus::Ok,
                     close_after: true,
                 })
-            }
-            Effect::SetInfo { lib_name, value } => {
-                if !valid_client_attr(value) {
-                    let attr = String::from_utf8_lossy(&args[2]);
-                    return Some(LocalReply::from_bytes(encode::error(&format!(
-                        "ERR {attr} cannot contain spaces, newlines or special characters."
-                    ))));
-                }
-                let value = (!value.is_empty()).then(|| value.clone());
-                if *lib_name {
-                    self.session.lib_name = value;
-                } else {
-                    self.session.lib_ver = value;
-                }
-                Some(LocalReply::from_bytes(Bytes::from_static(encode::OK)))
             }
             _ => None,
         }

@@ -289,6 +289,34 @@ async fn setinfo_exchange(addr: SocketAddr) -> Vec<String> {
     replies
 }
 
+/// A user who may not run `CLIENT SETINFO` (redis-py and other libraries send it on connect)
+/// is refused by Redis, in Redis's words and in its ACL LOG, through the shared pool as
+/// directly: the proxy does not answer it for Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_setinfo_is_refused_as_redis_refuses_it() {
+    use crate::support::redis::Server;
+    crate::require_server!(Server::Redis72);
+    let redis = RedisServer::start_server(Server::Redis72, &[]);
+    let proxy = TestProxy::start_with(redis.addr, &shared(1)).await;
+    let mut admin = RawClient::connect(redis.addr).await;
+    let rules: [&[u8]; 7] = [b"ACL", b"SETUSER", b"plain", b"on", b">pw", b"~*", b"+get"];
+    assert_eq!(admin.call(&rules).await, b"+OK\r\n");
+    let mut replies = Vec::new();
+    for addr in [redis.addr, proxy.addr] {
+        assert_eq!(admin.call(&[b"ACL", b"LOG", b"RESET"]).await, b"+OK\r\n");
+        let mut client = RawClient::connect(addr).await;
+        let mut these = vec![call(&mut client, &["AUTH", "plain", "pw"]).await];
+        for args in [&["CLIENT", "SETINFO", "LIB-NAME", "mylib"][..], &["GET", "k"]] {
+            these.push(call(&mut client, args).await);
+        }
+        let log = String::from_utf8_lossy(&admin.call(&[b"ACL", b"LOG"]).await).into_owned();
+        these.push(format!("logged: {}", log.contains("client|setinfo")));
+        replies.push(these);
+    }
+    assert!(replies[0][1].starts_with("-NOPERM"), "{:?}", replies[0]);
+    assert_eq!(replies[1], replies[0], "through the shared pool, then directly");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_setinfo_answers_as_redis_does() {
     crate::require_redis!();
@@ -318,12 +346,13 @@ async fn a_spare_is_given_only_the_library_it_lacks() {
     let (admin_addr, spare) =
         (proxy.admin_addr(), "redis_audit_proxy_upstream_connections{state=\"spare\"}");
     for (lib, setinfo_sent) in [(Some("mylib"), 1), (Some("mylib"), 0), (None, 1)] {
-        let before = setinfo_calls(&mut admin).await;
         let mut client = RawClient::connect(proxy.addr).await;
         if let Some(lib) = lib {
             let set = call(&mut client, &["CLIENT", "SETINFO", "LIB-NAME", lib]).await;
             assert_eq!(set, reply(b"+OK\r\n"));
         }
+        // What the pin sends (the client's own call ran on its shared connection).
+        let before = setinfo_calls(&mut admin).await;
         // MULTI pins: a connection of its own, the first time a new one, then the spare the
         // client before left.
         assert_eq!(call(&mut client, &["MULTI"]).await, reply(b"+OK\r\n"));
