@@ -22,7 +22,7 @@ use crate::event::ReplyStatus;
 use crate::metrics::Metrics;
 use crate::proxy::pin::{self, PinReason};
 use crate::proxy::pipeline::{Internal, LocalReply, Slot};
-use crate::proxy::pool::{Dedicated, LibInfo, Login, Lost, SharedLink, StateKey};
+use crate::proxy::pool::{Dedicated, LibInfo, Login, Lost, PoolError, SharedLink, StateKey};
 use crate::proxy::session::Effect;
 use crate::proxy::upstream::UpstreamStream;
 use crate::resp::encode;
@@ -169,7 +169,11 @@ where
                     self.client_login = Login::As { user: user.clone(), password };
                 }
             }
-            Effect::Reset => self.client_login = Login::Default,
+            Effect::Reset => {
+                // Redis decides anew whether the connection is logged in as `default`.
+                self.client_login = Login::Default;
+                self.implicit_since = Some(Instant::now());
+            }
             _ => {}
         }
     }
@@ -423,11 +427,29 @@ where
     }
 
     /// Takes a shared connection in state `key` (at start, after a move or a reconnect).
-    pub(super) async fn link_shared(&mut self, key: StateKey) {
+    pub(super) async fn link_shared(&mut self, mut key: StateKey) {
         self.login_trial = None;
         let Some(pool) = self.ctx.pool.clone() else { return };
         let tls = self.ctx.upstream_tls();
-        match pool.link(key, tls.as_deref()).await {
+        // Passthrough, not logged in: as Redis would have logged in a new connection when the
+        // client connected (or reset), decided once (`pool::implicit`); a client found to need
+        // a login asks again, and at once when a connection made for it was logged in.
+        let implicit = self.ctx.config.auth.mode == AuthMode::Passthrough
+            && matches!(key.login, Login::Default | Login::Unauthenticated);
+        let undecided =
+            self.implicit_since.is_some() || self.client_login == Login::Unauthenticated;
+        if implicit && undecided {
+            let since = self.implicit_since.take().unwrap_or_else(Instant::now);
+            self.client_login = pool.implicit_login(since, tls.as_deref()).await;
+            key.login = self.client_login.clone();
+        }
+        let mut linked = pool.link(key.clone(), tls.as_deref()).await;
+        if implicit && matches!(linked, Err(PoolError::Reopened { .. })) {
+            self.client_login = pool.implicit_login(Instant::now(), tls.as_deref()).await;
+            key.login = self.client_login.clone();
+            linked = pool.link(key, tls.as_deref()).await;
+        }
+        match linked {
             Ok(link) => self.upstream = Some(Link::Shared(link)),
             Err(error) => self.upstream_unavailable(error.to_string()),
         }

@@ -165,6 +165,9 @@ struct Connection<C> {
     /// Passthrough: the credentials Redis last accepted from this client (the key of the
     /// shared connections it may use).
     client_login: crate::proxy::pool::Login,
+    /// Passthrough, shared: when the client connected or ran `RESET`, until its login without
+    /// credentials is decided by the pool's probe (`pool::implicit`).
+    implicit_since: Option<Instant>,
     /// Why the upstream is unavailable, for those errors.
     upstream_error: String,
     last_connect_attempt: Instant,
@@ -280,6 +283,7 @@ where
             watching: false,
             submitted: 0,
             client_login: crate::proxy::pool::Login::Default,
+            implicit_since: Some(now),
             last_connect_attempt: now,
             client_in: BytesMut::new(),
             upstream_in: BytesMut::new(),

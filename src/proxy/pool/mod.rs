@@ -6,6 +6,7 @@
 //! (passthrough) or the client's mirrored user (`auth.mode = "proxy"`): the pool keeps them in
 //! memory, as the key of the connections it opens with them, and never prints them.
 
+mod implicit;
 mod shared;
 
 use std::collections::HashMap;
@@ -35,6 +36,13 @@ pub enum PoolError {
     /// Redis could not be reached.
     #[error("{0}")]
     Connect(Arc<UpstreamError>),
+    /// A connection made for clients that have not logged in was logged in as `default`: Redis
+    /// logs new connections in again, and the client's login is decided anew.
+    #[error("upstream {address} logs new connections in as default again")]
+    Reopened {
+        /// The configured address.
+        address: String,
+    },
     /// Putting a new connection in its state took longer than `upstream.connect_timeout`.
     #[error("upstream {address} unavailable: setup timed out")]
     SetupTimedOut {
@@ -70,6 +78,9 @@ pub enum Login {
     /// As a new connection is: not logged in (passthrough), or the service login
     /// (`auth.mode = "proxy"`).
     Default,
+    /// Passthrough, a client that has not logged in while Redis does not log new connections
+    /// in as `default` ([`implicit`]): connections the pool checked are not logged in.
+    Unauthenticated,
     /// `AUTH user password`, which Redis accepted before.
     As {
         /// The user.
@@ -128,6 +139,8 @@ pub struct Pool {
     /// the first spare).
     me: std::sync::Weak<Self>,
     sweeping: std::sync::atomic::AtomicBool,
+    /// Whether new connections are logged in as `default`, as the last probe found.
+    implicit: implicit::Implicit,
     shared_gauge: IntGauge,
     spare_gauge: IntGauge,
 }
@@ -179,6 +192,7 @@ impl Pool {
             target,
             me: me.clone(),
             sweeping: std::sync::atomic::AtomicBool::new(false),
+            implicit: implicit::Implicit::default(),
             shared_gauge: metrics.upstream_connections("shared"),
             spare_gauge: metrics.upstream_connections("spare"),
             per_thread: config.proxy.runtime == crate::config::Runtime::PerCore,
@@ -197,6 +211,26 @@ impl Pool {
 
     fn group_key(&self, key: StateKey) -> GroupKey {
         (key, self.per_thread.then(|| std::thread::current().id()))
+    }
+
+    /// Passthrough: the login of a client that has not logged in, connected (or reset) at
+    /// `since`: `Default` when a probe started after that found a new connection logged in as
+    /// `default`, else `Unauthenticated` ([`implicit`]).
+    pub async fn implicit_login(&self, since: Instant, tls: Option<&UpstreamTls>) -> Login {
+        let probe = async {
+            let (address, _) = self.target.watch();
+            let connect = upstream::connect(&address, &self.config.upstream, tls);
+            let opened = async {
+                let mut stream = connect.await.ok()?;
+                let ping = encode::command(&[b"PING"]);
+                let reply = upstream::read_reply(&mut stream, &ping).await.ok()?;
+                Some(!reply.starts_with(b"-NOAUTH"))
+            };
+            // A Redis that cannot be asked is taken as asking for a login.
+            let limit = self.config.upstream.connect_timeout * 2;
+            tokio::time::timeout(limit, opened).await.ok().flatten().unwrap_or(false)
+        };
+        self.implicit.login(since, probe).await
     }
 
     /// A link to a shared connection in state `key`: the one with the fewest clients once the
@@ -220,6 +254,8 @@ impl Pool {
         }
         let conn = match self.open_shared(&key, tls).await {
             Ok(conn) => conn,
+            // Not Redis failing: the client's login is decided anew (`implicit`).
+            Err(error @ PoolError::Reopened { .. }) => return Err(error),
             Err(error) => {
                 *self.last_failure.lock_anyway() = Some((Instant::now(), error.clone()));
                 return Err(error);
@@ -364,7 +400,7 @@ impl Pool {
             {
                 Some(encode::command(&[b"AUTH", user.as_bytes(), &password.0]))
             }
-            (Login::Default, _) => None,
+            (Login::Default | Login::Unauthenticated, _) => None,
         };
         let mut presets = key.presets();
         if matches!(key.login, Login::As { .. }) {
@@ -386,7 +422,12 @@ impl Pool {
         }
         let name = encode::command(&[b"CLIENT", b"SETNAME", SHARED_NAME.as_bytes()]);
         // A service user without +client|setname leaves it unnamed; nothing else changes.
-        upstream::read_reply(stream, &name).await.map_err(io)?;
+        let named = upstream::read_reply(stream, &name).await.map_err(io)?;
+        if key.login == Login::Unauthenticated && !named.starts_with(b"-NOAUTH") {
+            // Logged in as `default`: it would serve later clients without a password.
+            self.implicit.reopened().await;
+            return Err(PoolError::Reopened { address: address.clone() });
+        }
         for (preset, command) in presets {
             let reply = upstream::read_reply(stream, &command).await.map_err(io)?;
             if reply.starts_with(b"-") {
@@ -436,7 +477,11 @@ impl Pool {
         let group = self.group_key(key.clone());
         let mut groups = self.groups();
         let group = groups.entry(group).or_default();
-        if group.spares.len() < self.config.upstream.pool_size {
+        // A pinned connection of a client that has not logged in may have been made while
+        // Redis logged new connections in: it is not kept for the next one.
+        if key.login != Login::Unauthenticated
+            && group.spares.len() < self.config.upstream.pool_size
+        {
             group.spares.push(Spare { stream, lib, since: Instant::now(), moved });
             self.spare_gauge.inc();
         }

@@ -541,3 +541,46 @@ async fn a_login_after_select_runs_in_that_database_without_select_rights() {
     assert!(direct.last().is_some_and(|r| r == &reply(b":0\r\n")), "{direct:?}");
     assert_eq!(proxied, direct, "through the shared pool (pool_size = 1), then directly");
 }
+
+/// Clients that never log in, around `CONFIG SET requirepass` and back, on `addr` in front of
+/// the Redis `admin` is connected to; every reply in order. Redis decides whether a connection
+/// is logged in as `default` when it is made: the clients that came before the password keep
+/// running, those after it are asked to log in.
+async fn password_set_later_exchange(addr: SocketAddr, admin: &mut RawClient) -> Vec<String> {
+    let mut before = RawClient::connect(addr).await;
+    let mut replies = vec![call(&mut before, &["SET", "k", "v"]).await];
+    let set: [&[u8]; 4] = [b"CONFIG", b"SET", b"requirepass", b"pw"];
+    assert_eq!(admin.call(&set).await, b"+OK\r\n");
+    let mut after = RawClient::connect(addr).await;
+    replies.extend([
+        call(&mut after, &["GET", "k"]).await,
+        call(&mut after, &["CLIENT", "SETINFO", "LIB-NAME", "x"]).await,
+        call(&mut before, &["GET", "k"]).await,
+        call(&mut after, &["AUTH", "pw"]).await,
+        call(&mut after, &["GET", "k"]).await,
+    ]);
+    let mut another = RawClient::connect(addr).await;
+    replies.push(call(&mut another, &["GET", "k"]).await);
+    // The door opens again: a client after that runs without a password.
+    let unset: [&[u8]; 4] = [b"CONFIG", b"SET", b"requirepass", b""];
+    assert_eq!(admin.call(&unset).await, b"+OK\r\n");
+    let mut last = RawClient::connect(addr).await;
+    replies.extend([call(&mut last, &["GET", "k"]).await, call(&mut another, &["GET", "k"]).await]);
+    replies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_set_while_the_pool_runs_is_asked_of_the_clients_that_come_after() {
+    crate::support::redis::assert_available();
+    let mut exchanges = Vec::new();
+    for through_proxy in [false, true] {
+        let redis = RedisServer::start(&[]);
+        // One shared connection: the clients after the password are given the one made before.
+        let proxy = TestProxy::start_with(redis.addr, &shared(1)).await;
+        let mut admin = RawClient::connect(redis.addr).await;
+        let addr = if through_proxy { proxy.addr } else { redis.addr };
+        exchanges.push(password_set_later_exchange(addr, &mut admin).await);
+    }
+    assert!(exchanges[0][1].starts_with("-NOAUTH"), "{:?}", exchanges[0]);
+    assert_eq!(exchanges[1], exchanges[0], "through the shared pool, then directly");
+}
