@@ -296,9 +296,7 @@ async fn setinfo_exchange(addr: SocketAddr) -> Vec<String> {
 async fn client_setinfo_is_refused_as_redis_refuses_it() {
     use crate::support::redis::Server;
     crate::require_server!(Server::Redis72);
-    let redis = RedisServer::start_server(Server::Redis72, &[]);
-    let proxy = TestProxy::start_with(redis.addr, &shared(1)).await;
-    let mut admin = RawClient::connect(redis.addr).await;
+    let (redis, proxy, mut admin) = one_shared_in_front_of(Server::Redis72).await;
     let rules: [&[u8]; 7] = [b"ACL", b"SETUSER", b"plain", b"on", b">pw", b"~*", b"+get"];
     assert_eq!(admin.call(&rules).await, b"+OK\r\n");
     let mut replies = Vec::new();
@@ -340,9 +338,7 @@ async fn setinfo_calls(admin: &mut RawClient) -> u64 {
 async fn a_spare_is_given_only_the_library_it_lacks() {
     use crate::support::redis::Server;
     crate::require_server!(Server::Redis72);
-    let redis = RedisServer::start_server(Server::Redis72, &[]);
-    let proxy = TestProxy::start_with(redis.addr, &shared(1)).await;
-    let mut admin = RawClient::connect(redis.addr).await;
+    let (_redis, proxy, mut admin) = one_shared_in_front_of(Server::Redis72).await;
     let (admin_addr, spare) =
         (proxy.admin_addr(), "redis_audit_proxy_upstream_connections{state=\"spare\"}");
     for (lib, setinfo_sent) in [(Some("mylib"), 1), (Some("mylib"), 0), (None, 1)] {

@@ -37,6 +37,17 @@ fn shared(size: usize) -> String {
 }
 
 /// A Redis and a proxy in front of it sharing `size` connections per state.
+/// `server` behind a shared pool of one connection, and a connection to it directly (call
+/// `require_server!` first).
+async fn one_shared_in_front_of(
+    server: crate::support::redis::Server,
+) -> (RedisServer, TestProxy, RawClient) {
+    let redis = RedisServer::start_server(server, &[]);
+    let proxy = TestProxy::start_with(redis.addr, &shared(1)).await;
+    let direct = RawClient::connect(redis.addr).await;
+    (redis, proxy, direct)
+}
+
 async fn start(size: usize) -> (RedisServer, TestProxy) {
     crate::support::redis::assert_available();
     let redis = RedisServer::start(&[]);
@@ -252,9 +263,7 @@ async fn the_pausing_client_is_not_held_behind_the_write_its_pause_holds() {
 async fn an_unsubscribe_answered_with_one_error_takes_no_other_clients_replies() {
     use crate::support::redis::Server;
     crate::require_server!(Server::Valkey80);
-    let valkey = RedisServer::start_server(Server::Valkey80, &[]);
-    let proxy = TestProxy::start_with(valkey.addr, &shared(1)).await;
-    let mut direct = RawClient::connect(valkey.addr).await;
+    let (_valkey, proxy, mut direct) = one_shared_in_front_of(Server::Valkey80).await;
     let nosub = call(&mut direct, &["UNSUBSCRIBE", "foo", "bar", "quux"]).await;
     assert!(nosub.starts_with("-NOSUB"), "the oracle: {nosub}");
     let mut unsubscriber = RawClient::connect(proxy.addr).await;
