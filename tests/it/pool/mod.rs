@@ -510,6 +510,7 @@ async fn select_and_hello_move_a_client_to_connections_of_its_state() {
     assert_eq!(call(&mut c, &["HGETALL", "h"]).await, reply(b"*2\r\n$1\r\nf\r\n$1\r\nv\r\n"));
 }
 
+mod implicit;
 mod logins;
 mod scale;
 
