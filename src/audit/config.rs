@@ -33,7 +33,8 @@ pub struct AuditConfig {
     pub(crate) args_max_bytes: usize,
     /// `audit.coalesce_us`: how long the async writer lets events gather.
     pub(crate) coalesce: Duration,
-    /// `audit.page_cache_bytes`: the active file's tail left in the page cache (0: all of it).
+    /// `audit.page_cache_bytes`: the active file's tail left in the page cache (0: the kernel
+    /// decides).
     pub(crate) page_cache_bytes: u64,
     /// `audit.group_refusals_secs`: identical refusals within this window share one record.
     pub(crate) group_refusals_secs: u64,
