@@ -26,7 +26,8 @@ pub struct UpstreamConfig {
     pub tls: Option<UpstreamTlsConfig>,
     /// `upstream.pool`.
     pub pool: PoolMode,
-    /// `upstream.pool_size`: shared connections per upstream state.
+    /// `upstream.pool_size`: the most shared connections per upstream state (clients are
+    /// packed onto the oldest that is not busy).
     pub pool_size: usize,
     /// `upstream.pool_idle_ms`.
     pub(crate) pool_idle: Duration,

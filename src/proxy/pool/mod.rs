@@ -233,8 +233,8 @@ impl Pool {
         self.implicit.login(since, probe).await
     }
 
-    /// A link to a shared connection in state `key`: the one with the fewest clients once the
-    /// group is full, else an idle one, else a new one.
+    /// A link to a shared connection in state `key`: the oldest that is not busy, else a new
+    /// one while the group has room, else the one owing the fewest replies (see `pick`).
     pub async fn link(
         &self,
         key: StateKey,
@@ -268,8 +268,8 @@ impl Pool {
 
     /// For a client leaving shared connection `from` between replies because it owes other
     /// clients more than `upstream.pool_busy_replies`: another connection in state `key` that
-    /// owes at most that many (the one with the fewest clients), else a new one while the group
-    /// has room; `None` when every one is busy (the client stays).
+    /// owes at most that many (the oldest), else a new one while the group has room; `None`
+    /// when every one is busy (the client stays).
     pub async fn relieve(
         &self,
         key: StateKey,
@@ -301,38 +301,52 @@ impl Pool {
         group.is_some_and(|group| group.shared.iter().any(|conn| !conn.is_dead()))
     }
 
-    /// A link to an open shared connection in state `key` (the one with the fewest clients),
-    /// never a new one: `None` when there is none.
+    /// A link to an open shared connection in state `key` (the first that is not busy, else
+    /// the one owing the fewest replies), never a new one: `None` when there is none.
     pub(crate) fn join(&self, key: &StateKey) -> Option<SharedLink> {
         let mut groups = self.groups();
         let group = groups.get_mut(&self.group_key(key.clone()))?;
         group.shared.retain(|conn| !conn.is_dead());
-        let least = group.shared.iter().min_by_key(|conn| conn.clients())?;
-        Some(SharedLink::attach(least, self.config.upstream.pool_unread_max_bytes))
+        let conn =
+            self.first_not_busy(&group.shared, None).or_else(|| least_owing(&group.shared))?;
+        Some(SharedLink::attach(conn, self.config.upstream.pool_unread_max_bytes))
     }
 
     fn pick_other(&self, key: &StateKey, from: u64) -> Option<SharedLink> {
         let mut groups = self.groups();
         let group = groups.entry(self.group_key(key.clone())).or_default();
         group.shared.retain(|conn| !conn.is_dead());
-        let busy = self.config.upstream.pool_busy_replies;
-        let other = group
-            .shared
-            .iter()
-            .filter(|conn| conn.id != from && conn.owed() <= busy)
-            .min_by_key(|conn| conn.clients())?;
+        let other = self.first_not_busy(&group.shared, Some(from))?;
         Some(SharedLink::attach(other, self.config.upstream.pool_unread_max_bytes))
     }
 
+    /// Clients are packed: each joins the oldest shared connection of its state that owes at
+    /// most `upstream.pool_busy_replies`, and another is opened only when every one owes more
+    /// (while the group has room), so that Redis reads as many clients' commands per read as
+    /// are ready and the proxy makes one write and one read for them. Spreading clients over
+    /// `pool_size` connections instead cost Redis up to twice the CPU per command at pipeline
+    /// 1, and the proxy a third more at 16 (docs/benchmarks.md, "Packing the shared
+    /// connections"); a client behind another's deep pipeline still moves off it (`relieve`).
     fn pick(&self, key: &StateKey) -> Option<SharedLink> {
         let mut groups = self.groups();
         let group = groups.entry(self.group_key(key.clone())).or_default();
         group.shared.retain(|conn| !conn.is_dead());
-        let least = group.shared.iter().min_by_key(|conn| conn.clients())?;
-        if least.clients() > 0 && group.shared.len() < self.config.upstream.pool_size {
-            return None;
-        }
-        Some(SharedLink::attach(least, self.config.upstream.pool_unread_max_bytes))
+        let conn = match self.first_not_busy(&group.shared, None) {
+            Some(conn) => conn,
+            None if group.shared.len() < self.config.upstream.pool_size => return None,
+            None => least_owing(&group.shared)?,
+        };
+        Some(SharedLink::attach(conn, self.config.upstream.pool_unread_max_bytes))
+    }
+
+    /// The oldest of `conns` (but `except`) that owes at most `upstream.pool_busy_replies`.
+    fn first_not_busy<'a>(
+        &self,
+        conns: &'a [Arc<shared::SharedConn>],
+        except: Option<u64>,
+    ) -> Option<&'a Arc<shared::SharedConn>> {
+        let busy = self.config.upstream.pool_busy_replies;
+        conns.iter().find(|conn| Some(conn.id) != except && conn.owed() <= busy)
     }
 
     /// Opens a connection, puts it in state `key` and starts its task.
@@ -513,6 +527,11 @@ impl Pool {
         }
         groups.retain(|_, group| !(group.spares.is_empty() && group.shared.is_empty()));
     }
+}
+
+/// The one of `conns` that owes the fewest replies.
+fn least_owing(conns: &[Arc<shared::SharedConn>]) -> Option<&Arc<shared::SharedConn>> {
+    conns.iter().min_by_key(|conn| conn.owed())
 }
 
 /// Whether a spare connection is still open: nothing may arrive on an idle connection but

@@ -51,7 +51,7 @@ pub(super) struct SharedConn {
     /// Its number in the pool, for logs.
     pub(super) id: u64,
     queue: Mutex<Queue>,
-    /// Clients attached to it (balance and idle detection).
+    /// Clients attached to it (idle detection).
     clients: AtomicUsize,
     /// Set once it failed or closed: the pool stops handing it out.
     dead: AtomicBool,

@@ -284,6 +284,39 @@ async fn an_unsubscribe_answered_with_one_error_takes_no_other_clients_replies()
 }
 
 /// The shared connection that carried the last record of connection `conn_id`.
+/// Clients are packed: while the first shared connection is not busy, every client of its state
+/// joins it, so that Redis reads their commands together (spreading them over `pool_size`
+/// connections doubled Redis's CPU per command).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_share_the_first_connection_while_it_is_not_busy() {
+    let (redis, proxy) = start(4).await;
+    let mut admin = RawClient::connect(redis.addr).await;
+    let mut clients = Vec::new();
+    for i in 0..20 {
+        let mut client = RawClient::connect(proxy.addr).await;
+        assert_eq!(
+            call(&mut client, &["SET", &format!("k{i}"), &i.to_string()]).await,
+            reply(b"+OK\r\n")
+        );
+        clients.push(client);
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        let value = i.to_string();
+        assert_eq!(call(client, &["GET", &format!("k{i}")]).await, reply(&bulk(&value)));
+    }
+    let list = client_list(&mut admin).await;
+    let pool = list.iter().filter(|line| is_pool(line)).count();
+    assert_eq!(pool, 1, "shared connections for 20 clients, none busy: {list:#?}");
+    let records = proxy.sink.wait_for(40).await;
+    let mut served_by: Vec<Option<u64>> = records.iter().map(|r| r.upstream_conn).collect();
+    served_by.dedup();
+    assert!(matches!(served_by[..], [Some(_)]), "upstream connections: {served_by:?}");
+}
+
+fn bulk(value: &str) -> Vec<u8> {
+    format!("${}\r\n{value}\r\n", value.len()).into_bytes()
+}
+
 fn upstream_conn_of(proxy: &TestProxy, conn_id: u64) -> Option<u64> {
     let records = proxy.sink.records();
     records.iter().rev().find(|record| record.conn_id == conn_id)?.upstream_conn
@@ -295,8 +328,7 @@ async fn a_client_behind_another_clients_deep_pipeline_moves_to_a_less_busy_conn
     let redis = RedisServer::start(&[]);
     let toml = format!("{}pool_busy_replies = 100\n", shared(2));
     let proxy = TestProxy::start_with(redis.addr, &toml).await;
-    // A opens the first shared connection, X the second (the first has a client and the group
-    // has room), B joins the first (the fewest clients, the group full).
+    // A, X and B share the first connection (clients are packed onto it while it is not busy).
     let mut clients = Vec::new();
     for _ in 0..3 {
         let mut client = RawClient::connect(proxy.addr).await;
@@ -330,7 +362,7 @@ async fn a_client_behind_another_clients_deep_pipeline_moves_to_a_less_busy_conn
         a
     });
     // B asks meanwhile: the connection owes A thousands of replies, so B moves (between its
-    // replies) to the other one and waits for its own command only.
+    // replies) to a new one (the group has room) and waits for its own command only.
     let mut moved_to = first;
     while moved_to == first && !reader.is_finished() {
         let value = call(&mut b, &["GET", "n"]).await;
