@@ -21,7 +21,8 @@ pub struct ProxyConfig {
     pub(crate) shutdown_grace: Duration,
     /// `proxy.runtime`: how client connections are spread over threads.
     pub runtime: Runtime,
-    /// `proxy.threads`: threads serving clients (0 in the file = one per CPU, resolved here).
+    /// `proxy.threads`: threads serving clients (0 in the file = [`default_threads`], resolved
+    /// here).
     pub threads: usize,
     /// Per-connection bounds.
     pub limits: Limits,
@@ -51,6 +52,15 @@ impl Runtime {
 
 /// Most `proxy.threads`.
 const MAX_THREADS: u64 = 1024;
+
+/// `proxy.threads = 0` on a host with `cpus` CPUs: one per CPU less one, at least one. The one
+/// left is Redis's: a sidecar shares its host with Redis's main thread, and threads beyond the
+/// CPUs it leaves wake each other across CPUs that Redis needs. On 2 CPUs one thread cost the
+/// shared pool 30 % less CPU per request than two, and the dedicated mode and TLS no more
+/// (README, Decisions; docs/benchmarks.md, "Threads").
+pub(crate) fn default_threads(cpus: usize) -> usize {
+    cpus.saturating_sub(1).max(1)
+}
 
 /// Per-connection bounds, each a `[proxy.limits]` key.
 #[derive(Debug, Clone, Copy)]
@@ -86,7 +96,9 @@ impl RawProxy {
             ));
         }
         let threads = match self.threads {
-            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            0 => default_threads(
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            ),
             n => n as usize,
         };
         Ok(ProxyConfig {

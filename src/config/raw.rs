@@ -51,7 +51,7 @@ pub struct RawProxy {
     pub shutdown_grace_ms: u64,
     /// How client connections are spread over threads.
     pub runtime: Runtime,
-    /// Threads serving clients; 0 = one per CPU.
+    /// Threads serving clients; 0 = one per CPU less one (left to Redis), at least one.
     pub threads: u64,
     /// `[proxy.limits]`
     pub limits: RawLimits,

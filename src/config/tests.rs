@@ -145,7 +145,11 @@ fn flags_override_the_file_and_are_named_when_wrong() {
 fn runtime_and_threads() {
     let config = Config::from_toml_str("", "p.toml").unwrap();
     assert_eq!(config.proxy.runtime, Runtime::MultiThread);
-    assert!(config.proxy.threads >= 1, "0 = one per CPU");
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    assert_eq!(config.proxy.threads, cpus.saturating_sub(1).max(1), "0 = one per CPU less one");
+    let defaults: Vec<usize> =
+        [1, 2, 3, 8].into_iter().map(super::proxy::default_threads).collect();
+    assert_eq!(defaults, [1, 1, 2, 7]);
     let text = "[proxy]\nruntime = \"per_core\"\nthreads = 3\n";
     let config = Config::from_toml_str(text, "p.toml").unwrap();
     assert_eq!((config.proxy.runtime, config.proxy.threads), (Runtime::PerCore, 3));
