@@ -63,10 +63,11 @@ pub(crate) async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let local_addr = stream.local_addr().ok();
         let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+        let at = tokio::time::Instant::now();
         match &tls {
             None => {
                 tracker.spawn(async move {
-                    let accepted = Accepted { stream, peer, local_addr, fd, tls: None };
+                    let accepted = Accepted { stream, peer, local_addr, fd, tls: None, at };
                     connection::serve(ctx, accepted, drain, hard_stop).await;
                     drop(permit);
                 });
@@ -74,7 +75,8 @@ pub(crate) async fn accept_loop(
             Some(tls) => {
                 let tls = tls.clone();
                 tracker.spawn(async move {
-                    if let Some(accepted) = tls.handshake(&ctx, stream, peer, local_addr, fd).await
+                    if let Some(accepted) =
+                        tls.handshake(&ctx, stream, peer, local_addr, fd, at).await
                     {
                         connection::serve(ctx, accepted, drain, hard_stop).await;
                     }

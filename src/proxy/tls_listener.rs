@@ -46,6 +46,7 @@ impl TlsListener {
         peer: SocketAddr,
         local_addr: Option<SocketAddr>,
         fd: i32,
+        at: tokio::time::Instant,
     ) -> Option<Accepted<TlsStream<TcpStream>>> {
         let server = Arc::clone(&self.server.read_anyway());
         let acceptor = tokio_rustls::TlsAcceptor::from(server);
@@ -54,7 +55,8 @@ impl TlsListener {
         let failure = match outcome {
             Ok(Ok(stream)) => {
                 let facts = TlsFacts::of(stream.get_ref().1, self.config.user_from);
-                return Some(Accepted { stream, peer, local_addr, fd, tls: Some(Arc::new(facts)) });
+                let tls = Some(Arc::new(facts));
+                return Some(Accepted { stream, peer, local_addr, fd, tls, at });
             }
             Ok(Err(error)) => {
                 let is_cert = error

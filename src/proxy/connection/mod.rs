@@ -68,7 +68,7 @@ pub async fn serve<C>(
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let id = ctx.next_connection_id();
-    let Accepted { stream: client, peer, local_addr, fd, tls } = client;
+    let Accepted { stream: client, peer, local_addr, fd, tls, at } = client;
     let span = tracing::debug_span!("conn", id, client = %peer);
     async move {
         let started = Instant::now();
@@ -93,6 +93,9 @@ pub async fn serve<C>(
             }
         };
         let mut conn = Connection::new(ctx, id, peer, client, upstream, started);
+        // Redis decides whether a connection is logged in as `default` when it accepts it: the
+        // same instant here, not when this task first ran (later, on a busy runtime).
+        conn.implicit_since = Some(at);
         if shared {
             conn.link_shared(conn.state_key()).await;
         }
@@ -136,6 +139,8 @@ pub struct Accepted<C> {
     pub fd: i32,
     /// The handshake's facts, on the TLS listener.
     pub tls: Option<Arc<crate::tls::TlsFacts>>,
+    /// When the listener accepted it (before any handshake).
+    pub at: Instant,
 }
 
 /// State of one client connection and its upstream.
