@@ -147,6 +147,9 @@ pub struct RawUpstream {
     /// A client with nothing in flight whose shared connection owes more replies than this
     /// (to other clients) moves to a less busy one before its next command.
     pub pool_busy_replies: u64,
+    /// A shared connection that owes replies and delivered none for this long (a long script,
+    /// a slow command) is busy too: clients move off it and new ones do not join it.
+    pub pool_stall_ms: u64,
     /// `host:port` of Redis Sentinels: the proxy connects to the primary they name for
     /// `master_name` (then `address` is used only until one answers).
     pub sentinels: Vec<String>,
@@ -224,6 +227,7 @@ impl Default for RawUpstream {
             pool_size: 4,
             pool_idle_ms: 60_000,
             pool_busy_replies: 1024,
+            pool_stall_ms: 100,
             pool_unread_max_bytes: 1 << 30,
             sentinels: Vec::new(),
             master_name: String::new(),

@@ -35,6 +35,8 @@ pub struct UpstreamConfig {
     pub(crate) pool_unread_max_bytes: usize,
     /// `upstream.pool_busy_replies`.
     pub(crate) pool_busy_replies: u64,
+    /// `upstream.pool_stall_ms`.
+    pub(crate) pool_stall: Duration,
     /// `upstream.sentinels`: the sentinels that name the primary, when set.
     pub sentinel: Option<SentinelConfig>,
 }
@@ -89,6 +91,7 @@ impl RawUpstream {
         }
         let pool_idle_ms = positive("upstream.pool_idle_ms", self.pool_idle_ms)?;
         let pool_busy_replies = positive("upstream.pool_busy_replies", self.pool_busy_replies)?;
+        let pool_stall_ms = positive("upstream.pool_stall_ms", self.pool_stall_ms)?;
         let pool_unread_max_bytes =
             positive("upstream.pool_unread_max_bytes", self.pool_unread_max_bytes)?;
         let table_login = login_of(
@@ -117,6 +120,7 @@ impl RawUpstream {
             pool_idle: Duration::from_millis(pool_idle_ms),
             pool_unread_max_bytes: usize::try_from(pool_unread_max_bytes).unwrap_or(usize::MAX),
             pool_busy_replies,
+            pool_stall: Duration::from_millis(pool_stall_ms),
             address,
         })
     }

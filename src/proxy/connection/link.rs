@@ -274,10 +274,12 @@ where
                     None => match self.pin_after {
                         Some(reason) => reason,
                         None => {
-                            // Behind another client's deep pipeline: wait for one's own command
-                            // only, on a less busy connection (moving between replies).
-                            let busy = self.ctx.config.upstream.pool_busy_replies;
-                            if idle && !self.stay_put && link.owes_more_than(busy) {
+                            // Behind another client's deep pipeline or long script: wait for one's
+                            // own command only, on a less busy connection (between replies).
+                            let upstream = &self.ctx.config.upstream;
+                            let (replies, stall) =
+                                (upstream.pool_busy_replies, upstream.pool_stall);
+                            if idle && !self.stay_put && link.is_busy(replies, stall) {
                                 self.relink = Some(Relink::Relieve);
                                 return false;
                             }

@@ -339,14 +339,17 @@ impl Pool {
         Some(SharedLink::attach(conn, self.config.upstream.pool_unread_max_bytes))
     }
 
-    /// The oldest of `conns` (but `except`) that owes at most `upstream.pool_busy_replies`.
+    /// The oldest of `conns` (but `except`) that is not busy: owes at most
+    /// `upstream.pool_busy_replies`, and has not been silent for `upstream.pool_stall_ms`
+    /// while owing some.
     fn first_not_busy<'a>(
         &self,
         conns: &'a [Arc<shared::SharedConn>],
         except: Option<u64>,
     ) -> Option<&'a Arc<shared::SharedConn>> {
-        let busy = self.config.upstream.pool_busy_replies;
-        conns.iter().find(|conn| Some(conn.id) != except && conn.owed() <= busy)
+        let (replies, stall) =
+            (self.config.upstream.pool_busy_replies, self.config.upstream.pool_stall);
+        conns.iter().find(|conn| Some(conn.id) != except && !conn.is_busy(replies, stall))
     }
 
     /// Opens a connection, puts it in state `key` and starts its task.

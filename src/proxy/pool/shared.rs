@@ -57,6 +57,10 @@ pub(super) struct SharedConn {
     dead: AtomicBool,
     /// Replies submitted and not yet delivered (how busy it is).
     owed: AtomicU64,
+    /// Microseconds after `born` when it last delivered a reply or, idle, got a command: with
+    /// replies owed, how long Redis has been silent on it (a long script, a slow command).
+    progress_us: AtomicU64,
+    born: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -158,7 +162,9 @@ impl SharedLink {
         }
         queue.writes.append(commands);
         queue.commands += u64::from(replies);
-        self.conn.owed.fetch_add(u64::from(replies), Ordering::Relaxed);
+        if self.conn.owed.fetch_add(u64::from(replies), Ordering::Relaxed) == 0 {
+            self.conn.progressed();
+        }
         match queue.routes.last_mut() {
             // Consecutive submissions of one client share a route.
             Some(last) if Arc::ptr_eq(&last.inbox, &self.inbox) => last.replies += replies,
@@ -195,10 +201,10 @@ impl SharedLink {
         Poll::Ready(Ok(std::mem::take(&mut state.len)))
     }
 
-    /// True when the connection owes more than `limit` replies (to other clients, when this
-    /// one has nothing in flight).
-    pub(crate) fn owes_more_than(&self, limit: u64) -> bool {
-        self.conn.owed() > limit
+    /// True when the connection owes more than `replies` replies, or owes some and delivered
+    /// none for `stall` (to other clients, when this one has nothing in flight).
+    pub(crate) fn is_busy(&self, replies: u64, stall: Duration) -> bool {
+        self.conn.is_busy(replies, stall)
     }
 
     /// True when the connection failed while this client had commands on it.
@@ -228,6 +234,8 @@ impl SharedConn {
             clients: AtomicUsize::new(0),
             dead: AtomicBool::new(false),
             owed: AtomicU64::new(0),
+            progress_us: AtomicU64::new(0),
+            born: Instant::now(),
         })
     }
 
@@ -239,6 +247,24 @@ impl SharedConn {
     /// Replies submitted and not yet delivered.
     pub(super) fn owed(&self) -> u64 {
         self.owed.load(Ordering::Relaxed)
+    }
+
+    /// Owes more than `replies` replies, or owes some and delivered none for `stall`: a client
+    /// joining it would wait for others' commands, not its own (directly, Redis would answer it,
+    /// `-BUSY` during a long script).
+    pub(super) fn is_busy(&self, replies: u64, stall: Duration) -> bool {
+        let owed = self.owed();
+        owed > replies || (owed > 0 && self.silent_for() > stall)
+    }
+
+    fn silent_for(&self) -> Duration {
+        let since = Duration::from_micros(self.progress_us.load(Ordering::Relaxed));
+        self.born.elapsed().saturating_sub(since)
+    }
+
+    fn progressed(&self) {
+        let now = u64::try_from(self.born.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.progress_us.store(now, Ordering::Relaxed);
     }
 
     /// Failed or closed.
@@ -405,6 +431,9 @@ impl State {
         let mut answered = 0;
         let result = self.dispatch_replies(&mut answered);
         conn.owed.fetch_sub(answered, Ordering::Relaxed);
+        if answered > 0 {
+            conn.progressed();
+        }
         result
     }
 
