@@ -27,7 +27,7 @@ pub struct UpstreamConfig {
     /// `upstream.pool`.
     pub pool: PoolMode,
     /// `upstream.pool_size`: the most shared connections per upstream state (clients are
-    /// packed onto the oldest that is not busy).
+    /// packed onto the oldest that is not busy; a second is kept for those moving off it).
     pub pool_size: usize,
     /// `upstream.pool_idle_ms`.
     pub(crate) pool_idle: Duration,

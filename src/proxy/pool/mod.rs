@@ -327,13 +327,19 @@ impl Pool {
     /// `pool_size` connections instead cost Redis up to twice the CPU per command at pipeline
     /// 1, and the proxy a third more at 16 (docs/benchmarks.md, "Packing the shared
     /// connections"); a client behind another's deep pipeline still moves off it (`relieve`).
+    ///
+    /// The second client of a group opens a second connection all the same (when `pool_size`
+    /// allows): a client moving off a connection held by a long script needs one already in its
+    /// state, as a new one's `SELECT` gets `-BUSY` until the script ends.
     fn pick(&self, key: &StateKey) -> Option<SharedLink> {
         let mut groups = self.groups();
         let group = groups.entry(self.group_key(key.clone())).or_default();
         group.shared.retain(|conn| !conn.is_dead());
+        let open = group.shared.len();
         let conn = match self.first_not_busy(&group.shared, None) {
+            Some(_) if open < self.config.upstream.pool_size.min(STANDBY_BY) => return None,
             Some(conn) => conn,
-            None if group.shared.len() < self.config.upstream.pool_size => return None,
+            None if open < self.config.upstream.pool_size => return None,
             None => least_owing(&group.shared)?,
         };
         Some(SharedLink::attach(conn, self.config.upstream.pool_unread_max_bytes))
@@ -531,6 +537,9 @@ impl Pool {
         groups.retain(|_, group| !(group.spares.is_empty() && group.shared.is_empty()));
     }
 }
+
+/// Shared connections a group opens before it packs its clients onto the oldest (see `pick`).
+const STANDBY_BY: usize = 2;
 
 /// The one of `conns` that owes the fewest replies.
 fn least_owing(conns: &[Arc<shared::SharedConn>]) -> Option<&Arc<shared::SharedConn>> {
