@@ -335,11 +335,11 @@ impl Pool {
         let mut groups = self.groups();
         let group = groups.entry(self.group_key(key.clone())).or_default();
         group.shared.retain(|conn| !conn.is_dead());
-        let open = group.shared.len();
+        let (open, most) = (group.shared.len(), self.config.upstream.pool_size);
         let conn = match self.first_not_busy(&group.shared, None) {
-            Some(_) if open < self.config.upstream.pool_size.min(STANDBY_BY) => return None,
+            Some(_) if open < most.min(OPENED_BEFORE_PACKING) => return None,
             Some(conn) => conn,
-            None if open < self.config.upstream.pool_size => return None,
+            None if open < most => return None,
             None => least_owing(&group.shared)?,
         };
         Some(SharedLink::attach(conn, self.config.upstream.pool_unread_max_bytes))
@@ -538,8 +538,9 @@ impl Pool {
     }
 }
 
-/// Shared connections a group opens before it packs its clients onto the oldest (see `pick`).
-const STANDBY_BY: usize = 2;
+/// Shared connections a group opens for its first clients before it packs the others onto the
+/// oldest that is not busy (see `pick`).
+const OPENED_BEFORE_PACKING: usize = 2;
 
 /// The one of `conns` that owes the fewest replies.
 fn least_owing(conns: &[Arc<shared::SharedConn>]) -> Option<&Arc<shared::SharedConn>> {
