@@ -425,6 +425,7 @@ fn bad_pool_settings_are_refused_naming_the_key() {
     for (text, key) in [
         ("[upstream]\npool = \"bogus\"\n", "upstream.pool"),
         ("[upstream]\npool = \"shared\"\npool_size = 0\n", "upstream.pool_size"),
+        ("[upstream]\npool = \"shared\"\npool_stall_ms = 0\n", "upstream.pool_stall_ms"),
     ] {
         let error = Config::from_toml_str(text, "p.toml").expect_err(text).to_string();
         assert!(error.contains(key), "{text:?}: {error:?} does not name {key}");

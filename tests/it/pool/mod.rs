@@ -391,7 +391,7 @@ async fn a_client_behind_another_clients_deep_pipeline_moves_to_a_less_busy_conn
         a
     });
     // B asks meanwhile: the connection owes A thousands of replies, so B moves (between its
-    // replies) to a new one (the group has room) and waits for its own command only.
+    // replies) to the second one and waits for its own command only.
     let mut moved_to = first;
     while moved_to == first && !reader.is_finished() {
         let value = call(&mut b, &["GET", "n"]).await;
