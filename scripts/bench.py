@@ -26,6 +26,7 @@ directly and through each *arm* (the process in the middle):
   redis-tls        redis-server's own TLS port.
   proxy-tls-plain  clients -> proxy over TLS, proxy -> Redis plain TCP (the sidecar shape).
   proxy-tls-both   TLS on both sides (`[upstream.tls]` to redis-server's TLS port).
+  proxy-tls-plain-shared, proxy-tls-both-shared  the same two with `upstream.pool = "shared"`.
   haproxy-tls      HAProxy terminating TLS, plain TCP to Redis: what a 1:1 proxy that only
                    decrypts and forwards costs, the floor for proxy-tls-plain.
 
@@ -268,14 +269,14 @@ def proxy_config(arm: str, port: int, upstream: int, tls_port: int | None,
         own["audit"] = {"enabled": "false"}
     if arm == "proxy-acl":
         own |= {"auth": {"users_file": q("users.acl")}, "acl": {"mode": q("enforce")}}
-    if arm.startswith("proxy-shared"):
+    if arm.startswith("proxy-shared") or arm.endswith("-shared"):
         own["upstream"]["pool"] = q("shared")
     if arm == "proxy-shared-pc":
         own["proxy"]["runtime"] = q("per_core")
     if tls_port:
         own["tls"] = {"listen": q(f"127.0.0.1:{tls_port}"), "cert_file": q("tls/server.pem"),
                       "key_file": q("tls/server.key")}
-    if arm == "proxy-tls-both":
+    if arm.startswith("proxy-tls-both"):
         own["upstream.tls"] = {"ca_file": q("tls/ca.pem"), "server_name": q("localhost")}
     merged = {section: dict(keys) for section, keys in own.items()}
     for section, keys in extra.items():
@@ -354,7 +355,7 @@ def start_arms(sup: Supervisor, names: list[str], opts, binaries: dict[str, str]
         if name in PROXY_ARMS:
             arm.port, listen_tls = free_port(ports), free_port(ports) if arm.tls else None
             extra = parse_sets(opts.set + (opts.set_b if name == "proxy-b" else []))
-            config = proxy_config(name, arm.port, tls_port if name == "proxy-tls-both" else redis_port,
+            config = proxy_config(name, arm.port, tls_port if name.startswith("proxy-tls-both") else redis_port,
                                   listen_tls, extra, syslog_port)
             arm.port = listen_tls or arm.port
             arm.audit_dir = work / f"audit-{name}" if name in AUDIT_ARMS else None
