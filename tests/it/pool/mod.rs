@@ -316,31 +316,6 @@ async fn clients_share_the_first_connection_while_it_is_not_busy() {
     assert_eq!(on_first, 38, "the commands of all clients but the second on the first");
 }
 
-/// A long script on a shared connection: the other clients on it are not held behind it. Before
-/// their next command they move off the connection, silent past `pool_stall_ms`, and Redis answers
-/// them as it answers a direct client during a script: `-BUSY`, then SCRIPT KILL and PING.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_long_script_leaves_the_clients_sharing_its_connection_answered() {
-    let (redis, proxy) = start(4).await;
-    let mut admin = RawClient::connect(redis.addr).await;
-    assert_eq!(admin.call(&[b"CONFIG", b"SET", b"busy-reply-threshold", b"10"]).await, b"+OK\r\n");
-    let (mut runner, mut other) =
-        (RawClient::connect(proxy.addr).await, RawClient::connect(proxy.addr).await);
-    for client in [&mut runner, &mut other] {
-        assert_eq!(call(client, &["PING"]).await, reply(b"+PONG\r\n"));
-    }
-    send(&mut runner, &["EVAL", "while true do end", "0"]).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let busy = call(&mut other, &["PING"]).await;
-    assert!(busy.starts_with("-BUSY"), "PING during the script: {busy}");
-    assert_eq!(call(&mut other, &["SCRIPT", "KILL"]).await, reply(b"+OK\r\n"));
-    let killed = next_reply(&mut runner, LIVENESS).await;
-    assert!(killed.contains("Script killed"), "the script's reply: {killed}");
-    for client in [&mut runner, &mut other] {
-        assert_eq!(call(client, &["PING"]).await, reply(b"+PONG\r\n"));
-    }
-}
-
 fn bulk(value: &str) -> Vec<u8> {
     format!("${}\r\n{value}\r\n", value.len()).into_bytes()
 }
@@ -574,6 +549,7 @@ async fn select_and_hello_move_a_client_to_connections_of_its_state() {
 mod implicit;
 mod logins;
 mod scale;
+mod stalls;
 
 /// An UNSUBSCRIBE naming three channels, of a client that is not subscribed, gets three
 /// confirmations: twenty clients sending it with a PING on one shared connection each get

@@ -1,0 +1,70 @@
+//! A shared connection silent past `upstream.pool_stall_ms` while it owes replies (a long
+//! script, a write held by `CLIENT PAUSE WRITE`): the clients sharing it are answered as direct
+//! clients would be, from another connection, before their next command.
+
+use std::time::Duration;
+
+use super::{call, next_reply, reply, send, start, upstream_conn_of, wait_blocked, LIVENESS};
+use crate::support::{RawClient, TestProxy};
+
+/// Three clients through `proxy`, each having sent a PING: the first and the third, which
+/// share the first shared connection (packed onto it; the second client opened the second),
+/// that connection's number and the third's `conn_id`.
+async fn two_sharing_the_first_connection(
+    proxy: &TestProxy,
+) -> (RawClient, RawClient, Option<u64>, u64) {
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut client = RawClient::connect(proxy.addr).await;
+        assert_eq!(call(&mut client, &["PING"]).await, reply(b"+PONG\r\n"));
+        clients.push(client);
+    }
+    let records = proxy.sink.wait_for(3).await;
+    let (first_id, third_id) = (records[0].conn_id, records[2].conn_id);
+    let first = upstream_conn_of(proxy, first_id);
+    assert!(first.is_some() && upstream_conn_of(proxy, third_id) == first, "{records:#?}");
+    let third = clients.pop().expect("three clients");
+    (clients.swap_remove(0), third, first, third_id)
+}
+
+/// A long script on a shared connection: the other clients on it are not held behind it. Before
+/// their next command they move off the connection, silent past `pool_stall_ms`, and Redis answers
+/// them as it answers a direct client during a script: `-BUSY`, then SCRIPT KILL and PING.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_script_leaves_the_clients_sharing_its_connection_answered() {
+    let (redis, proxy) = start(4).await;
+    let mut admin = RawClient::connect(redis.addr).await;
+    assert_eq!(admin.call(&[b"CONFIG", b"SET", b"busy-reply-threshold", b"10"]).await, b"+OK\r\n");
+    let (mut runner, mut other, ..) = two_sharing_the_first_connection(&proxy).await;
+    send(&mut runner, &["EVAL", "while true do end", "0"]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let busy = call(&mut other, &["PING"]).await;
+    assert!(busy.starts_with("-BUSY"), "PING during the script: {busy}");
+    assert_eq!(call(&mut other, &["SCRIPT", "KILL"]).await, reply(b"+OK\r\n"));
+    let killed = next_reply(&mut runner, LIVENESS).await;
+    assert!(killed.contains("Script killed"), "the script's reply: {killed}");
+    for client in [&mut runner, &mut other] {
+        assert_eq!(call(client, &["PING"]).await, reply(b"+PONG\r\n"));
+    }
+}
+
+/// `CLIENT PAUSE WRITE` from outside the proxy holds A's SET, and what follows it on A's shared
+/// connection. C, which shares it, sends a read once the connection has been silent past
+/// `pool_stall_ms`: it moves to another connection first and is answered at once, as a direct
+/// client would be, while A's write stays held until the pause ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_after_a_paused_write_stalled_its_connection_is_answered() {
+    let (redis, proxy) = start(4).await;
+    let mut admin = RawClient::connect(redis.addr).await;
+    let (mut a, mut c, first, c_id) = two_sharing_the_first_connection(&proxy).await;
+    let pause = [&b"CLIENT"[..], b"PAUSE", b"60000", b"WRITE"];
+    assert_eq!(admin.call(&pause).await, b"+OK\r\n");
+    send(&mut a, &["SET", "k", "v"]).await;
+    wait_blocked(&mut admin, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(call(&mut c, &["GET", "k"]).await, reply(b"$-1\r\n"), "a read during the pause");
+    assert_ne!(upstream_conn_of(&proxy, c_id), first, "C moved off the held connection");
+    assert_eq!(admin.call(&[b"CLIENT", b"UNPAUSE"]).await, b"+OK\r\n");
+    assert_eq!(next_reply(&mut a, LIVENESS).await, reply(b"+OK\r\n"), "A's write, after");
+    assert_eq!(call(&mut c, &["GET", "k"]).await, reply(b"$1\r\nv\r\n"));
+}
