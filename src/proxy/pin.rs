@@ -33,6 +33,10 @@ pub enum PinReason {
     /// CLIENT PAUSE, CLIENT UNPAUSE: the pausing client must not wait behind another client's
     /// write that the pause holds on a shared connection.
     Pause,
+    /// A command a `CLIENT PAUSE ... WRITE` Redis accepted through this proxy holds
+    /// ([`held_by_write_pause`]): held on a connection of its own, not in front of other
+    /// clients' reads on a shared one.
+    HeldByPause,
     /// SELECT, HELLO, RESET, AUTH: they change the user, database or protocol, which the
     /// shared connections are keyed by.
     ConnectionState,
@@ -47,7 +51,7 @@ pub enum PinReason {
 impl PinReason {
     /// Every reason, in a fixed order (the tests check the docs and labels against it).
     #[cfg(test)]
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::Transaction,
         Self::Watch,
         Self::Blocking,
@@ -59,6 +63,7 @@ impl PinReason {
         Self::ClientIdentity,
         Self::ClientControl,
         Self::Pause,
+        Self::HeldByPause,
         Self::ConnectionState,
         Self::Replication,
         Self::Cluster,
@@ -80,6 +85,7 @@ impl PinReason {
             Self::ClientIdentity => "client_identity",
             Self::ClientControl => "client_control",
             Self::Pause => "pause",
+            Self::HeldByPause => "held_by_pause",
             Self::ConnectionState => "connection_state",
             Self::Replication => "replication",
             Self::Cluster => "cluster",
@@ -97,6 +103,7 @@ impl PinReason {
             Self::Transaction
             | Self::Watch
             | Self::Blocking
+            | Self::HeldByPause
             | Self::PubSub
             | Self::ConnectionState => false,
             // These leave something on the connection that has no visible end, or whose
@@ -175,6 +182,18 @@ pub fn pin_reason(command: &CommandInfo, args: &[Bytes], proxy_auth: bool) -> Op
         _ => return None,
     };
     Some(reason)
+}
+
+/// Whether Redis holds `command` while clients are paused with `CLIENT PAUSE ... WRITE`: as
+/// `processCommand` decides (Redis 7.2 `server.c`), the commands flagged `write` and those
+/// flagged `may_replicate`, a flag `COMMAND` does not show: EVAL, EVALSHA, FCALL, PFCOUNT,
+/// PUBLISH, SPUBLISH (`src/commands/*.json`). A script whose shebang declares `no-writes` is not
+/// held by Redis but is taken as held here: a connection of its own answers it all the same.
+pub fn held_by_write_pause(command: &CommandInfo) -> bool {
+    matches!(
+        command.name.as_str(),
+        "eval" | "evalsha" | "fcall" | "pfcount" | "publish" | "spublish"
+    ) || command.flags.iter().any(|flag| flag == "write")
 }
 
 /// Whether XREAD / XREADGROUP options (before STREAMS) include BLOCK, read as Redis's
@@ -275,7 +294,11 @@ mod tests {
             assert_eq!(reason(line, false), Some(expected), "{line}");
         }
         let covered: Vec<PinReason> = cases.iter().map(|(_, reason)| *reason).collect();
-        assert_eq!(covered, PinReason::ALL, "every reason, in ALL's order");
+        // HeldByPause is not the command's alone: it needs a write pause the pool knows of
+        // (`held_by_write_pause`, `pool::pause`).
+        let of_commands: Vec<PinReason> =
+            PinReason::ALL.into_iter().filter(|r| *r != HeldByPause).collect();
+        assert_eq!(covered, of_commands, "every reason, in ALL's order");
         assert_eq!(reason("CLIENT UNPAUSE", false), Some(Pause));
         for unsubscribe in ["UNSUBSCRIBE", "PUNSUBSCRIBE p*", "SUNSUBSCRIBE a b"] {
             assert_eq!(reason(unsubscribe, false), Some(PubSub), "{unsubscribe}");
@@ -390,6 +413,37 @@ mod tests {
         let module = reason_of_newer("mod.bpop", &["write", "blocking"], "MOD.BPOP k 0");
         assert_eq!(module, Some(PinReason::Blocking));
         assert_eq!(reason_of_newer("client|setinfo", &[], "CLIENT SETINFO lib-name x"), None);
+    }
+
+    #[test]
+    fn a_write_pause_holds_writes_and_what_may_replicate() {
+        let held = |line: &str| {
+            let args = words(line);
+            held_by_write_pause(table().resolve(&args).expect(line))
+        };
+        for line in [
+            "SET k v",
+            "EVAL return 0",
+            "EVALSHA abc 0",
+            "FCALL f 0",
+            "PFCOUNT h",
+            "PUBLISH c m",
+            "DEL k",
+            "XADD s * f v",
+        ] {
+            assert!(held(line), "{line} is held");
+        }
+        for line in [
+            "GET k",
+            "EVAL_RO return 0",
+            "FCALL_RO f 0",
+            "PING",
+            "INFO",
+            "CLIENT UNPAUSE",
+            "SCAN 0",
+        ] {
+            assert!(!held(line), "{line} runs");
+        }
     }
 
     #[test]

@@ -190,6 +190,11 @@ where
                 }
             }
             "module|load" | "module|loadex" | "module|unload" => self.ctx.refresh_commands(),
+            "client|pause" | "client|unpause" => {
+                if let Some(pool) = &self.ctx.pool {
+                    pool.pause_accepted(&slot.args);
+                }
+            }
             "auth" | "hello" if self.ctx.config.auth.mode == AuthMode::Passthrough => {
                 if let Effect::Auth(user) | Effect::Hello { user: Some(user), .. } = &slot.effect {
                     if let Some(password) = password_of(&slot.args) {

@@ -273,6 +273,7 @@ where
                     Some(reason) => reason,
                     None => match self.pin_after {
                         Some(reason) => reason,
+                        None if self.held_by_pause(command) => PinReason::HeldByPause,
                         None => {
                             // Behind another client's deep pipeline or long script: wait for one's
                             // own command only, on a less busy connection (between replies).
@@ -298,7 +299,7 @@ where
                     self.pinned_for_good |= reason.for_good();
                     return true;
                 }
-                if idle && self.unpinnable() {
+                if idle && self.unpinnable() && !self.held_by_pause(command) {
                     self.relink = Some(Relink::Unpin);
                     return false;
                 }
@@ -318,6 +319,13 @@ where
         if let Some(Link::Dedicated { stream, moved, .. }) = self.upstream.take() {
             pool.give_back(&self.state_key(), stream, self.lib_info(), moved);
         }
+    }
+
+    /// True when `command` would wait on its connection for a write pause Redis accepted
+    /// through this proxy (`pool::pause`).
+    fn held_by_pause(&self, command: Option<&CommandInfo>) -> bool {
+        let paused = self.ctx.pool.as_ref().is_some_and(|pool| pool.writes_paused());
+        paused && command.is_some_and(pin::held_by_write_pause)
     }
 
     /// Nothing holds this client to its own connection any more.

@@ -7,6 +7,7 @@
 //! memory, as the key of the connections it opens with them, and never prints them.
 
 mod implicit;
+mod pause;
 mod shared;
 
 use std::collections::HashMap;
@@ -141,6 +142,8 @@ pub struct Pool {
     sweeping: std::sync::atomic::AtomicBool,
     /// Whether new connections are logged in as `default`, as the last probe found.
     implicit: implicit::Implicit,
+    /// A write pause Redis accepted through this proxy.
+    pause: pause::KnownPause,
     shared_gauge: IntGauge,
     spare_gauge: IntGauge,
 }
@@ -193,6 +196,7 @@ impl Pool {
             me: me.clone(),
             sweeping: std::sync::atomic::AtomicBool::new(false),
             implicit: implicit::Implicit::default(),
+            pause: pause::KnownPause::default(),
             shared_gauge: metrics.upstream_connections("shared"),
             spare_gauge: metrics.upstream_connections("spare"),
             per_thread: config.proxy.runtime == crate::config::Runtime::PerCore,
@@ -231,6 +235,17 @@ impl Pool {
             tokio::time::timeout(limit, opened).await.ok().flatten().unwrap_or(false)
         };
         self.implicit.login(since, probe).await
+    }
+
+    /// Redis accepted a client's `CLIENT PAUSE` or `CLIENT UNPAUSE` (`args` as sent).
+    pub(crate) fn pause_accepted(&self, args: &[Bytes]) {
+        self.pause.accepted(args);
+    }
+
+    /// True while a `CLIENT PAUSE ... WRITE` Redis accepted through this proxy lasts: the
+    /// commands it holds run on connections of their own (`PinReason::HeldByPause`).
+    pub(crate) fn writes_paused(&self) -> bool {
+        self.pause.writes_paused()
     }
 
     /// A link to a shared connection in state `key`: the oldest that is not busy, else a new

@@ -1,6 +1,7 @@
-//! A shared connection silent past `upstream.pool_stall_ms` while it owes replies (a long
-//! script, a write held by `CLIENT PAUSE WRITE`): the clients sharing it are answered as direct
-//! clients would be, from another connection, before their next command.
+//! Shared connections held up: by a long script, or by a write a `CLIENT PAUSE WRITE` holds.
+//! The clients sharing them are answered as direct clients would be: a write held by a pause
+//! seen through the proxy runs on a connection of its own, and a connection silent past
+//! `upstream.pool_stall_ms` while it owes replies is left before the next command.
 
 use std::time::Duration;
 
@@ -67,4 +68,62 @@ async fn a_read_after_a_paused_write_stalled_its_connection_is_answered() {
     assert_eq!(admin.call(&[b"CLIENT", b"UNPAUSE"]).await, b"+OK\r\n");
     assert_eq!(next_reply(&mut a, LIVENESS).await, reply(b"+OK\r\n"), "A's write, after");
     assert_eq!(call(&mut c, &["GET", "k"]).await, reply(b"$1\r\nv\r\n"));
+}
+
+/// A `CLIENT PAUSE WRITE` sent through the proxy: the writes it holds each wait on a connection
+/// of their own, as three direct clients would (three blocked clients to Redis, as in Redis's
+/// own `Test multiple clients can be queued up and unblocked`), and a read sent at once by a
+/// client sharing a held writer's connection is answered at once. After the pause the writers
+/// go back to shared connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_held_by_a_pause_through_the_proxy_wait_on_connections_of_their_own() {
+    let (redis, proxy) = start(4).await;
+    let mut admin = RawClient::connect(redis.addr).await;
+    let mut pauser = RawClient::connect(proxy.addr).await;
+    assert_eq!(call(&mut pauser, &["PING"]).await, reply(b"+PONG\r\n"));
+    let (mut a, mut c, first, c_id) = two_sharing_the_first_connection(&proxy).await;
+    let mut writers = vec![a];
+    for _ in 0..2 {
+        let mut writer = RawClient::connect(proxy.addr).await;
+        assert_eq!(call(&mut writer, &["PING"]).await, reply(b"+PONG\r\n"));
+        writers.push(writer);
+    }
+    let pause = ["CLIENT", "PAUSE", "60000", "WRITE"];
+    assert_eq!(call(&mut pauser, &pause).await, reply(b"+OK\r\n"));
+    for (i, writer) in writers.iter_mut().enumerate() {
+        send(writer, &["SET", &format!("k{i}"), "v"]).await;
+    }
+    assert_eq!(call(&mut c, &["GET", "k0"]).await, reply(b"$-1\r\n"), "a read during the pause");
+    assert_eq!(
+        upstream_conn_of(&proxy, c_id),
+        first,
+        "the read ran on the held writer's connection"
+    );
+    wait_blocked(&mut admin, 3).await;
+    assert_eq!(call(&mut pauser, &["CLIENT", "UNPAUSE"]).await, reply(b"+OK\r\n"));
+    for writer in &mut writers {
+        assert_eq!(next_reply(writer, LIVENESS).await, reply(b"+OK\r\n"), "a write, after");
+    }
+    let held: Vec<_> = proxy
+        .sink
+        .records()
+        .into_iter()
+        .filter(|r| r.command.as_ref().is_some_and(|info| info.name == "set"))
+        .collect();
+    assert_eq!(held.len(), 3, "{held:#?}");
+    assert!(held.iter().all(|r| r.upstream_conn.is_none()), "each on its own: {held:#?}");
+    a = writers.swap_remove(0);
+    assert_eq!(call(&mut a, &["GET", "k0"]).await, reply(b"$1\r\nv\r\n"));
+    let a_id = held.iter().map(|r| r.conn_id).min().expect("A's SET");
+    assert!(upstream_conn_of(&proxy, a_id).is_some(), "A is back on a shared connection");
+    let (_, metrics) = crate::support::http::http(
+        proxy.admin_addr(),
+        "GET",
+        "/metrics",
+        &proxy.admin_addr().to_string(),
+        &[],
+    )
+    .await;
+    let pins = "redis_audit_proxy_upstream_pins_total{reason=\"held_by_pause\"}";
+    assert_eq!(crate::support::http::sample(&metrics, pins), 3.0, "{metrics}");
 }
