@@ -74,7 +74,7 @@ mod tests {
     use super::*;
 
     fn words(line: &str) -> Vec<Bytes> {
-        line.split(' ').map(|word| Bytes::copy_from_slice(word.as_bytes())).collect()
+        crate::resp::args::split_args(line.as_bytes()).expect("a command line")
     }
 
     #[test]
