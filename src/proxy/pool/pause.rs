@@ -7,8 +7,9 @@
 //! is not known here: then a shared connection holding a paused write is left by its other
 //! clients once it has been silent for `upstream.pool_stall_ms` (docs/pinning.md).
 
-use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::resp::args::string2ll;
