@@ -148,7 +148,7 @@ impl Metrics {
             upstream_connect_errors: counter("upstream_connect_errors_total", "Failed connections to the upstream Redis"),
             upstream_connections: gauge_vec("upstream_connections", "Upstream connections open, by state: dedicated (upstream.pool = dedicated), shared, pinned (to one client), spare (kept for the next pin)", &["state"]),
             upstream_pins: counter_vec("upstream_pins_total", "Clients pinned to an upstream connection of their own (upstream.pool = shared), by reason", &["reason"]),
-            upstream_relieved: counter("upstream_relieved_total", "Clients moved, between replies, off a shared upstream connection that owed other clients more than upstream.pool_busy_replies replies"),
+            upstream_relieved: counter("upstream_relieved_total", "Clients moved, between replies, off a busy shared upstream connection: owing other clients more than upstream.pool_busy_replies replies, or silent for upstream.pool_stall_ms while owing some"),
             upstream_writes: counter("upstream_writes_total", "Batches of commands written to shared upstream connections"),
             upstream_write_commands: counter("upstream_write_commands_total", "Commands written to shared upstream connections (divide by upstream_writes_total for commands per write)"),
             policy_reloads: counter_vec("policy_reloads_total", "Users file loads and changes, by result", &["result"]),

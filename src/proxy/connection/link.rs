@@ -299,6 +299,8 @@ where
                     self.pinned_for_good |= reason.for_good();
                     return true;
                 }
+                // A command a known write pause holds stays here: unpinned, it would be
+                // pinned again at once, back and forth, and never sent.
                 if idle && self.unpinnable() && !self.held_by_pause(command) {
                     self.relink = Some(Relink::Unpin);
                     return false;

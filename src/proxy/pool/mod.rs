@@ -281,10 +281,11 @@ impl Pool {
         Ok(link)
     }
 
-    /// For a client leaving shared connection `from` between replies because it owes other
-    /// clients more than `upstream.pool_busy_replies`: another connection in state `key` that
-    /// owes at most that many (the oldest), else a new one while the group has room; `None`
-    /// when every one is busy (the client stays).
+    /// For a client leaving shared connection `from` between replies because it is busy (owes
+    /// other clients more than `upstream.pool_busy_replies`, or has been silent for
+    /// `upstream.pool_stall_ms` while owing some): the oldest other connection in state `key`
+    /// that is not busy, else a new one while the group has room; `None` when every one is
+    /// busy (the client stays).
     pub async fn relieve(
         &self,
         key: StateKey,

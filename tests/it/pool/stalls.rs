@@ -127,3 +127,39 @@ async fn writes_held_by_a_pause_through_the_proxy_wait_on_connections_of_their_o
     let pins = "redis_audit_proxy_upstream_pins_total{reason=\"held_by_pause\"}";
     assert_eq!(crate::support::http::sample(&metrics, pins), 3.0, "{metrics}");
 }
+
+/// A client pinned by a write pause stays on its own connection while the pause lasts: its
+/// next held command does not go back to a shared connection first (one pin, not two), and the
+/// client returns to a shared one only once the pause is over. A script declaring `no-writes`
+/// is pinned all the same and answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_pinned_by_a_pause_stays_pinned_until_it_ends() {
+    let (_redis, proxy) = start(4).await;
+    let mut pauser = RawClient::connect(proxy.addr).await;
+    let mut client = RawClient::connect(proxy.addr).await;
+    assert_eq!(call(&mut client, &["PING"]).await, reply(b"+PONG\r\n"));
+    let pause = ["CLIENT", "PAUSE", "60000", "WRITE"];
+    assert_eq!(call(&mut pauser, &pause).await, reply(b"+OK\r\n"));
+    let script = "#!lua flags=no-writes\nreturn 1";
+    assert_eq!(call(&mut client, &["EVAL", script, "0"]).await, reply(b":1\r\n"));
+    send(&mut client, &["SET", "k", "v"]).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(call(&mut pauser, &["CLIENT", "UNPAUSE"]).await, reply(b"+OK\r\n"));
+    assert_eq!(next_reply(&mut client, LIVENESS).await, reply(b"+OK\r\n"));
+    assert_eq!(call(&mut client, &["GET", "k"]).await, reply(b"$1\r\nv\r\n"));
+    let records = proxy.sink.wait_for(6).await;
+    // The pauser runs CLIENT commands only: these are the client's.
+    let ran_on = |name: &str| {
+        let record =
+            records.iter().find(|r| r.command.as_ref().is_some_and(|info| info.name == name));
+        record.map(|r| r.upstream_conn)
+    };
+    assert_eq!(ran_on("eval"), Some(None), "EVAL on its own connection: {records:#?}");
+    assert_eq!(ran_on("set"), Some(None), "SET on its own connection: {records:#?}");
+    assert!(matches!(ran_on("get"), Some(Some(_))), "GET back on a shared one: {records:#?}");
+    let admin = proxy.admin_addr();
+    let (_, metrics) =
+        crate::support::http::http(admin, "GET", "/metrics", &admin.to_string(), &[]).await;
+    let pins = "redis_audit_proxy_upstream_pins_total{reason=\"held_by_pause\"}";
+    assert_eq!(crate::support::http::sample(&metrics, pins), 1.0, "{metrics}");
+}
