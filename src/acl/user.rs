@@ -75,6 +75,27 @@ impl KeyPattern {
     }
 }
 
+/// A rule of a `( ... )` selector as written in a description. The body is split with
+/// `sdssplitargs` when read back, where a quote inside a word opens a quoted part: a pattern
+/// holding `'` or `"` (a selector accepts `"&'x"`) is written double-quoted, its `"` and `\`
+/// escaped, so that it reads back as itself. Redis writes it bare, and its `ACL SAVE` file
+/// then loads without the pattern (found by the `acl_rules` fuzz target).
+fn quoted_in_selector(token: &str) -> String {
+    if !token.contains(['\'', '"']) {
+        return token.to_owned();
+    }
+    let mut quoted = String::with_capacity(token.len() + 2);
+    quoted.push('"');
+    for c in token.chars() {
+        if c == '"' || c == '\\' {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    quoted
+}
+
 /// One selector: the root one (rules outside parentheses) or a `( ... )` one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selector {
@@ -448,7 +469,9 @@ impl User {
         parts.extend(self.password_hashes.iter().map(|hash| format!("#{hash}")));
         parts.push(self.selectors[0].describe());
         for selector in &self.selectors[1..] {
-            parts.push(format!("({})", selector.describe()));
+            let tokens: Vec<String> =
+                selector.describe().split(' ').map(quoted_in_selector).collect();
+            parts.push(format!("({})", tokens.join(" ")));
         }
         parts.join(" ")
     }

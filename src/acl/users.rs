@@ -322,6 +322,22 @@ mod tests {
     }
 
     #[test]
+    fn a_selectors_pattern_with_a_quote_is_described_to_read_back_as_itself() {
+        let ids = ids();
+        let text = b"user u on nopass &r'oot (&\"'>&\" \"~k\\\"x\" +get)\n";
+        let users = Users::parse(text, &ids).unwrap();
+        let selector = &users.get(b"u").unwrap().selectors[1];
+        assert_eq!(selector.channels, [b"'>&".to_vec()]);
+        assert_eq!(selector.keys[0].pattern, b"k\"x");
+        let described = users.to_file_text();
+        assert!(described.contains("&r'oot"), "the root's as it is: {described}");
+        assert!(described.contains(r#"("~k\"x" resetchannels "&'>&" -@all +get)"#), "{described}");
+        let again = Users::parse(described.as_bytes(), &ids).unwrap();
+        assert_eq!(again.get(b"u").unwrap().selectors, users.get(b"u").unwrap().selectors);
+        assert_eq!(again.to_file_text(), described);
+    }
+
+    #[test]
     fn described_users_parse_back_to_the_same_permissions() {
         let ids = ids();
         let text = b"user a on >pw #2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b ~k* %R~r %W~w %R~x %W~x &c* -@all +@read -get +select|0 +config|get +get (~s* +@stream -xadd) (&* +publish)\n\
