@@ -116,16 +116,7 @@ async fn writes_held_by_a_pause_through_the_proxy_wait_on_connections_of_their_o
     assert_eq!(call(&mut a, &["GET", "k0"]).await, reply(b"$1\r\nv\r\n"));
     let a_id = held.iter().map(|r| r.conn_id).min().expect("A's SET");
     assert!(upstream_conn_of(&proxy, a_id).is_some(), "A is back on a shared connection");
-    let (_, metrics) = crate::support::http::http(
-        proxy.admin_addr(),
-        "GET",
-        "/metrics",
-        &proxy.admin_addr().to_string(),
-        &[],
-    )
-    .await;
-    let pins = "redis_audit_proxy_upstream_pins_total{reason=\"held_by_pause\"}";
-    assert_eq!(crate::support::http::sample(&metrics, pins), 3.0, "{metrics}");
+    assert_eq!(held_by_pause_pins(&proxy).await, 3.0);
 }
 
 /// A client pinned by a write pause stays on its own connection while the pause lasts: its
@@ -157,9 +148,15 @@ async fn a_client_pinned_by_a_pause_stays_pinned_until_it_ends() {
     assert_eq!(ran_on("eval"), Some(None), "EVAL on its own connection: {records:#?}");
     assert_eq!(ran_on("set"), Some(None), "SET on its own connection: {records:#?}");
     assert!(matches!(ran_on("get"), Some(Some(_))), "GET back on a shared one: {records:#?}");
+    assert_eq!(held_by_pause_pins(&proxy).await, 1.0);
+}
+
+/// The proxy's `upstream_pins_total` for `held_by_pause`, from its `/metrics`.
+async fn held_by_pause_pins(proxy: &TestProxy) -> f64 {
     let admin = proxy.admin_addr();
-    let (_, metrics) =
+    let (status, metrics) =
         crate::support::http::http(admin, "GET", "/metrics", &admin.to_string(), &[]).await;
+    assert_eq!(status, 200, "{metrics}");
     let pins = "redis_audit_proxy_upstream_pins_total{reason=\"held_by_pause\"}";
-    assert_eq!(crate::support::http::sample(&metrics, pins), 1.0, "{metrics}");
+    crate::support::http::sample(&metrics, pins)
 }
