@@ -119,12 +119,14 @@ fuzz_target!(|data: &[u8]| {
                 assert!(error.line >= 1 && error.line <= input.split(|&b| b == b'\n').count());
                 // A message may show a user's name (as Redis does), and a password may happen
                 // to be the name with the quote the message puts before it: names are taken
-                // out first.
+                // out first, each replaced by a line break, which no password holds (taken
+                // out with nothing in their place, what stood on either side of a name could
+                // join into a password's bytes).
                 for line in input.split(|&b| b == b'\n') {
                     if let Some(name) = trim(line).split(|&b| b == b' ').nth(1) {
                         let name = String::from_utf8_lossy(name);
                         if !name.is_empty() {
-                            message = message.replace(&*name, "");
+                            message = message.replace(&*name, "\n");
                         }
                     }
                 }
